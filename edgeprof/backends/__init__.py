@@ -1,0 +1,1 @@
+"""Decode backends: one `Decoder` interface (base.py), one registry (registry.py)."""

@@ -1,0 +1,104 @@
+"""The one interface every decode backend implements.
+
+A `Decoder` owns one single-sequence session (batch 1): a KV cache, a position and
+a maximum context. The clock belongs to `edgeprof.timing`; a backend only exposes
+`_launch_step()`, which enqueues one decode step on the device and returns the next
+token as a device tensor *without* synchronising, so the timer can wrap it with
+CUDA events and `perf_counter`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StepResult:
+    """One generated token and how long it took."""
+
+    token_id: int
+    position: int  # KV position the token was produced at (= tokens in cache before it)
+    wall_ms: float  # perf_counter around launch + the host read of the token
+    gpu_ms: float | None  # CUDA-event time of the device work; None on CPU
+
+
+@dataclass
+class DecoderInfo:
+    """What a decoder reports about itself for records and the floor."""
+
+    backend: str
+    weights: str  # weight format name understood by edgeprof.floor.parse_format
+    device: str
+    resident_weight_bytes: int
+    synthetic: bool
+    capture_s: float = 0.0  # graph capture / compile time, reported apart from steps
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Decoder(ABC):
+    """Batch-1 decode session. Subclasses implement the four abstract methods."""
+
+    backend_name: str = "?"
+
+    def __init__(self, max_ctx: int, device: str) -> None:
+        self.max_ctx = max_ctx
+        self.device = device  # "cuda", "cuda:0" or "cpu"
+        self.position = 0  # tokens currently in the KV cache; _launch_* advance it
+
+    @abstractmethod
+    def info(self) -> DecoderInfo: ...
+
+    @abstractmethod
+    def _launch_prefill(self, token_ids: Sequence[int]) -> Any:
+        """Fill the cache with `token_ids` after the current position; return the
+        next-token device tensor (shape [1] or [], int64) without a host sync."""
+
+    @abstractmethod
+    def _launch_step(self) -> Any:
+        """Feed the last produced token, advance one position, return the next-token
+        device tensor without a host sync."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Empty the KV cache; position returns to 0."""
+
+    def warmup(self, steps: int = 3) -> float:
+        """Run a few throw-away steps (and capture graphs); return seconds spent.
+        The default does nothing; graph/compile backends override it."""
+        return 0.0
+
+    def close(self) -> None:
+        """Release device memory. Optional."""
+
+    # --- shared behaviour: the timing module owns the clock -----------------------------
+    def prefill(self, token_ids: Sequence[int]) -> StepResult:
+        from edgeprof.timing import time_launch
+
+        if not token_ids:
+            raise ValueError("prefill needs at least one token")
+        self._check_room(len(token_ids))
+        pos = self.position
+        return time_launch(lambda: self._launch_prefill(token_ids), pos, self.device_kind)
+
+    def step(self) -> StepResult:
+        from edgeprof.timing import time_launch
+
+        self._check_room(1)
+        return time_launch(self._launch_step, self.position, self.device_kind)
+
+    @property
+    def device_kind(self) -> str:
+        """"cuda" or "cpu"; the timer uses CUDA events only on "cuda"."""
+        return self.device.split(":")[0]
+
+    def _check_room(self, n: int) -> None:
+        from edgeprof.errors import ContextLengthError
+
+        if self.position + n > self.max_ctx:
+            raise ContextLengthError(
+                "ctx", f"{self.position} + {n} tokens exceed this session's maximum context of {self.max_ctx}; "
+                "reset the session or start it with a larger max context",
+            )

@@ -1,0 +1,102 @@
+"""The one registry of decode backends. Help text, validation and dispatch all read
+from `BACKENDS`, so they cannot drift apart.
+
+Each entry names its factory as "module:function" so nothing heavy is imported
+until a backend is used. A factory has the signature
+
+    factory(model: edgeprof.sources.LoadedModel, device: str, max_ctx: int, **options) -> Decoder
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+from edgeprof.errors import BackendUnavailableError, UnknownChoiceError
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    summary: str
+    weights: str  # weight format for the floor (edgeprof.floor.parse_format)
+    factory: str  # "module:function"
+    needs_gpu: bool = False
+    packages: tuple[str, ...] = ()  # import names that must be present
+    unavailable_reason: str | None = None  # set when it can never run (e.g. no maintained package)
+
+    def availability(self) -> tuple[bool, str]:
+        """(available, reason). Cheap: looks for packages and a GPU, imports nothing heavy."""
+        if self.unavailable_reason:
+            return False, self.unavailable_reason
+        missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
+        if missing:
+            return False, f"package(s) not installed: {', '.join(missing)} (pip install 'edgeprof[quant]')"
+        if self.needs_gpu and not _cuda_available():
+            return False, "needs an NVIDIA GPU with CUDA; none is visible"
+        return True, "available"
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    b.name: b
+    for b in [
+        BackendInfo("hf-eager", "transformers, SDPA, dynamic cache (the paper's controlled setup)", "bf16",
+                    "edgeprof.backends.hf:make_eager", packages=("transformers",)),
+        BackendInfo("hf-static", "transformers, static cache, no graph", "bf16",
+                    "edgeprof.backends.hf:make_static", packages=("transformers",)),
+        BackendInfo("hf-graph", "transformers, static cache, one decode step captured as a CUDA graph", "bf16",
+                    "edgeprof.backends.hf:make_graph", needs_gpu=True, packages=("transformers",)),
+        BackendInfo("hf-compile", "transformers, static cache, torch.compile mode=reduce-overhead", "bf16",
+                    "edgeprof.backends.hf:make_compile", packages=("transformers",)),
+        BackendInfo("bnb-nf4", "bitsandbytes NF4 (blocksize 64, double-quant), static cache + CUDA graph", "nf4",
+                    "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+        BackendInfo("bnb-int8", "bitsandbytes LLM.int8, static cache", "int8",
+                    "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128, static cache + CUDA graph", "gptq4-g128",
+                    "edgeprof.backends.torchao_int4:make", needs_gpu=True, packages=("transformers", "torchao")),
+        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
+                    "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
+        BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
+                    unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
+                    "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit"),
+        BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
+                    "edgeprof.fast.decoder:make_bf16", packages=("torch",)),
+        BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
+                    "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",)),
+    ]
+}
+
+
+def names() -> list[str]:
+    return list(BACKENDS)
+
+
+def get(name: str) -> BackendInfo:
+    if name not in BACKENDS:
+        raise UnknownChoiceError("backend", name, BACKENDS)
+    return BACKENDS[name]
+
+
+def require(name: str) -> BackendInfo:
+    """The entry, or a BackendUnavailableError saying why it cannot run here."""
+    info = get(name)
+    ok, reason = info.availability()
+    if not ok:
+        raise BackendUnavailableError(name, reason)
+    return info
+
+
+def create(name: str, model, device: str, max_ctx: int, **options):
+    """Build a ready `Decoder` for `model` (an edgeprof.sources.LoadedModel)."""
+    info = require(name)
+    module_name, func = info.factory.split(":")
+    return getattr(importlib.import_module(module_name), func)(model, device=device, max_ctx=max_ctx, **options)
