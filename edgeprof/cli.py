@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         help_text = getattr(mod, "HELPS", {}).get(name, mod.HELP)
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats help strings: escape a literal "%" (e.g. "95% CI") so --help cannot crash.
+        p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         mod.add_arguments_for(name, p) if hasattr(mod, "add_arguments_for") else mod.add_arguments(p)
     return parser
 

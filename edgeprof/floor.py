@@ -61,16 +61,18 @@ class WeightFormat:
 
 
 def _bnb4_bytes(n: int, double_quant: bool, blocksize: int = 64) -> int:
-    """bitsandbytes nf4/fp4: packed 4-bit data + one absmax per block of 64.
+    """bitsandbytes nf4/fp4: packed 4-bit data + one absmax per block of 64, plus the
+    16-entry fp32 code table (`quant_map`) the kernel looks values up in.
 
     With double quantisation the absmaxes are themselves 8-bit, in blocks of 256
-    with one fp32 absmax per block plus one fp32 offset; otherwise they are fp32.
+    with one fp32 absmax per block, one fp32 offset and a 256-entry fp32 code table
+    (`nested_quant_map`); otherwise they are fp32.
     """
     n_blocks = math.ceil(n / blocksize)
-    data = math.ceil(n / 2)
+    data = math.ceil(n / 2) + 4 * 16
     if not double_quant:
         return data + 4 * n_blocks
-    return data + n_blocks + 4 * math.ceil(n_blocks / 256) + 4
+    return data + n_blocks + 4 * math.ceil(n_blocks / 256) + 4 + 4 * 256
 
 
 def _group4_bytes(n_in: int, n_out: int, group: int, g_idx: bool) -> int:
@@ -89,6 +91,10 @@ _FIXED_FORMATS = {
     "int8": WeightFormat("int8", "int8", "bitsandbytes LLM.int8 (int8 + fp32 row absmax)"),
     "nf4": WeightFormat("nf4", "bnb4", "bitsandbytes NF4, blocksize 64, double-quant"),
     "fp4": WeightFormat("fp4", "bnb4", "bitsandbytes FP4, blocksize 64, double-quant"),
+    "nf4-nodq": WeightFormat("nf4-nodq", "bnb4", "bitsandbytes NF4, blocksize 64, fp32 absmax (no double-quant)",
+                             double_quant=False),
+    "fp4-nodq": WeightFormat("fp4-nodq", "bnb4", "bitsandbytes FP4, blocksize 64, fp32 absmax (no double-quant)",
+                             double_quant=False),
 }
 _PARAM_FORMATS = {
     "gptq4[-gN]": "GPTQ int4, group N (default 128), with g_idx",

@@ -73,6 +73,18 @@ class Decoder(ABC):
     def close(self) -> None:
         """Release device memory. Optional."""
 
+    # --- hooks for the correctness gate (edgeprof.gate) -----------------------------------
+    def set_next_input(self, token_id: int) -> None:
+        """Make the next `step()` feed `token_id` instead of the last produced token
+        (teacher forcing: the gate feeds the reference's tokens so both paths see the
+        same context). Backends that cannot do it raise NotImplementedError."""
+        raise NotImplementedError(f"{self.backend_name} cannot be teacher-forced")
+
+    def last_logits(self) -> Any:
+        """Logits [vocab] of the most recent prefill/step as a device tensor, or None
+        when the backend does not expose them (the gate then compares tokens only)."""
+        return None
+
     # --- shared behaviour: the timing module owns the clock -----------------------------
     def prefill(self, token_ids: Sequence[int]) -> StepResult:
         from edgeprof.timing import time_launch

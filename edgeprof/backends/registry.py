@@ -61,8 +61,11 @@ BACKENDS: dict[str, BackendInfo] = {
                     "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes")),
         BackendInfo("bnb-int8", "bitsandbytes LLM.int8, static cache", "int8",
                     "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes")),
-        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128, static cache + CUDA graph", "gptq4-g128",
-                    "edgeprof.backends.torchao_int4:make", needs_gpu=True, packages=("transformers", "torchao")),
+        # torchao's int4 weight-only tinygemm layout dispatches to aten._weight_int4pack_mm, which we call
+        # directly (torchao's config API churns between releases), so torchao itself is not required.
+        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128 (aten._weight_int4pack_mm), static cache "
+                    "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
+                    packages=("transformers",)),
         BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",

@@ -1,0 +1,29 @@
+"""`edgeprof recommend`: rank backends meeting a per-token p99 SLO and a memory budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "rank measured backends that meet a per-token SLO (p99) and a memory budget, with rejection reasons"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", required=True, metavar="DIR",
+                   help="a sweep output directory (cells.jsonl) or a cells.jsonl / bench JSON file")
+    p.add_argument("--slo-ms", type=float, required=True, metavar="X", help="per-token deadline in ms (vs p99)")
+    p.add_argument("--mem-gb", type=float, metavar="Y", help="memory budget in GB (1 GB = 1e9 B)")
+    p.add_argument("--gpu", metavar="G",
+                   help="target GPU (catalog key); if DIR has no cells on it, only floor bounds are shown")
+    p.add_argument("--model", metavar="M", help="only cells of this model")
+    p.add_argument("--ctx", type=int, metavar="N", help="only cells at this context")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeprof.recommend import format_recommendation, recommend
+    from edgeprof.sweep import load_records
+
+    rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx)
+    print(json.dumps(rec.to_dict(), indent=1) if args.json else format_recommendation(rec))
+    return 0

@@ -1,0 +1,45 @@
+"""`edgeprof sweep CONFIG.yaml --out DIR`: a resumable grid of decode cells."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "run a grid of decode cells (models x backends x contexts) from a YAML config; resumable"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG.yaml",
+                   help="sweep config (see configs/sweeps/paper.yaml and configs/sweeps/ci-tiny.yaml)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: cells.jsonl, cells.csv, PNG plots; cells already there are skipped")
+    p.add_argument("--isolate", action="store_true",
+                   help="run each cell in a fresh `python -m edgeprof.cli bench` process, so an OOM or a crash "
+                        "fails only that cell (default: in this process)")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="override the config's device")
+    p.add_argument("--gpu", metavar="G", help="override the config's GPU catalog key for the floor")
+    p.add_argument("--cell-timeout", type=float, metavar="S",
+                   help="with --isolate: kill a cell's process after S seconds and record it as failed")
+    p.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgeprof.sweep import SweepOptions, load_config, run_sweep
+
+    cfg = load_config(args.config)
+    if args.dry_run:
+        for c in cfg.cells:
+            print(f"{c.key}  steps {c.steps} warmup {c.warmup}")
+        print(f"{len(cfg.cells)} cells")
+        return 0
+    opts = SweepOptions(out=Path(args.out), device=args.device or cfg.device, gpu=args.gpu or cfg.gpu,
+                        synthetic=cfg.synthetic, isolate=args.isolate, cell_timeout_s=args.cell_timeout,
+                        retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots)
+    summary = run_sweep(cfg, opts)
+    print(json.dumps(summary))
+    return 0

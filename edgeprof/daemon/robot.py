@@ -1,0 +1,546 @@
+"""A sample robot: a real rclpy (ROS 2, DDS) node using the edgeprof interface.
+
+It publishes request JSON on the request topic, listens to the tokens topic, and calls the
+next_token and reset services (std_srvs/Trigger) -- through rosbridge to the daemon.
+
+rclpy needs the ROS 2 library environment when its process starts, so there are two layers:
+
+* `RobotClient` -- the rclpy node itself; use it inside a process started with `ros_env()`.
+* `RobotProcess` -- starts `python -m edgeprof.daemon.robot --rpc` with `ros_env(domain_id)`
+  and drives a `RobotClient` there over JSON lines on stdin/stdout. Tests, the demo and the
+  benchmark use this from an ordinary Python process.
+
+CLI (re-executes itself with the ROS environment when needed):
+
+    python -m edgeprof.daemon.robot --prompt "Name three colors." --next-tokens 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from edgeprof.daemon.topics import TopicNames
+from edgeprof.errors import BridgeError, BridgeTimeoutError, EdgeprofError
+
+ENV_MARK = "EDGEPROF_ROS_ENV"  # set in processes started with ros_env() by this module
+RPC_PREFIX = "@@edgeprof-rpc "  # marks our lines on stdout; anything else there (DDS chatter) is ignored
+RECV_KEY = "_recv_ns"  # added to each received record: CLOCK_MONOTONIC ns at receipt (robot side)
+
+
+def monotonic_ns() -> int:
+    """CLOCK_MONOTONIC in ns: one clock for all processes on a host, so cross-process deltas are valid."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _matches(record: dict, match: dict) -> bool:
+    """`match` holds key -> value equalities; the special key 'has' lists keys that must be present."""
+    for key, value in match.items():
+        if key == "has":
+            if not any(k in record for k in value):
+                return False
+        elif record.get(key) != value:
+            return False
+    return True
+
+
+def is_final(record: dict) -> bool:
+    return bool(record.get("done")) or "error" in record
+
+
+# ============================================================================ the rclpy node
+
+
+class RobotClient:
+    """An rclpy node speaking the edgeprof interface. Needs a process started with `ros_env()`."""
+
+    def __init__(
+        self,
+        names: TopicNames | None = None,
+        node_name: str = "edgeprof_robot",
+        domain_id: int | None = None,
+    ) -> None:
+        try:
+            import rclpy
+            from rclpy.executors import SingleThreadedExecutor
+            from rclpy.qos import QoSProfile, ReliabilityPolicy
+            from std_msgs.msg import String
+            from std_srvs.srv import Trigger
+        except ImportError as exc:
+            raise BridgeError(
+                f"rclpy cannot be imported ({exc}); install 'edgeprof[ros]' and start this process with "
+                "edgeprof.daemon.rosbridge.ros_env() (or use RobotProcess)"
+            ) from exc
+        self.names = names or TopicNames()
+        self._String, self._Trigger = String, Trigger
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context, domain_id=domain_id)
+        self.node = rclpy.create_node(node_name, context=self._context)
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self._request_pub = self.node.create_publisher(String, self.names.request, reliable)
+        self.node.create_subscription(String, self.names.tokens, self._on_token, reliable)
+        self.node.create_subscription(String, self.names.status, self._on_status, 10)
+        self._next_client = self.node.create_client(Trigger, self.names.next_token)
+        self._reset_client = self.node.create_client(Trigger, self.names.reset)
+        self._cond = threading.Condition()
+        self._records: list[dict] = []
+        self.last_status: dict | None = None
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_forever, name="edgeprof-robot-spin", daemon=True)
+        self._spin.start()
+
+    def _spin_forever(self) -> None:
+        import rclpy
+
+        while rclpy.ok(context=self._context):
+            try:
+                self._executor.spin_once(timeout_sec=0.1)
+            except Exception:  # shutdown races
+                if not rclpy.ok(context=self._context):
+                    return
+                raise
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_token(self, msg) -> None:
+        recv = monotonic_ns()  # first thing: this is the robot's receipt time
+        try:
+            record = json.loads(msg.data)
+        except ValueError:
+            record = {"error": {"code": "robot_bad_json", "message": msg.data[:200]}}
+        if not isinstance(record, dict):
+            record = {"value": record}
+        record[RECV_KEY] = recv
+        with self._cond:
+            self._records.append(record)
+            self._cond.notify_all()
+
+    def _on_status(self, msg) -> None:
+        try:
+            self.last_status = json.loads(msg.data)
+        except ValueError:
+            self.last_status = {"raw": msg.data}
+
+    def records(self, since: int = 0) -> list[dict]:
+        with self._cond:
+            return list(self._records[since:])
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self._records)
+
+    def wait_record(self, match: dict, timeout_s: float, since: int = 0) -> dict:
+        """The first record (index >= since) matching `match`; BridgeTimeoutError after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for record in self._records[since:]:
+                    if _matches(record, match):
+                        return record
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BridgeTimeoutError(f"no token record matching {match} within {timeout_s:g} s")
+                self._cond.wait(left)
+
+    def collect(self, request_id: Any, timeout_s: float, since: int = 0) -> list[dict]:
+        """All records of `request_id` up to and including its done/error record."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                mine = [r for r in self._records[since:] if r.get("id") == request_id]
+                if mine and is_final(mine[-1]):
+                    return mine
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BridgeTimeoutError(
+                        f"request {request_id!r}: no done/error record within {timeout_s:g} s ({len(mine)} records)"
+                    )
+                self._cond.wait(left)
+
+    # ------------------------------------------------------------------ sending
+
+    def wait_ready(self, timeout_s: float = 10.0, services: bool = True) -> None:
+        """Wait until the daemon side is visible in the ROS graph (request subscriber, tokens
+        publisher, and with `services` both Trigger services)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ok = self.node.count_subscribers(self.names.request) > 0 and self.node.count_publishers(self.names.tokens) > 0
+            if ok and services:
+                ok = self._next_client.service_is_ready() and self._reset_client.service_is_ready()
+            if ok:
+                return
+            time.sleep(0.02)
+        raise BridgeTimeoutError(
+            f"the edgeprof daemon is not visible on {self.names.request} / {self.names.tokens} within {timeout_s:g} s; "
+            "is rosbridge running with the same ROS_DOMAIN_ID, and the daemon connected to it?"
+        )
+
+    def send_raw(self, text: str) -> int:
+        """Publish `text` as is on the request topic; returns the record index to wait from."""
+        since = self.count()
+        self._request_pub.publish(self._String(data=text))
+        return since
+
+    def send(self, request: dict) -> int:
+        return self.send_raw(json.dumps(request))
+
+    def send_request(
+        self,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        max_new_tokens: int = 16,
+        request_id: str | None = None,
+        timeout_s: float = 120.0,
+        **fields: Any,
+    ) -> list[dict]:
+        """Send one request and return its token records up to the done or error record."""
+        request: dict[str, Any] = {"id": request_id or uuid.uuid4().hex[:12], "max_new_tokens": max_new_tokens}
+        if prompt is not None:
+            request["prompt"] = prompt
+        if messages is not None:
+            request["messages"] = messages
+        request.update(fields)
+        since = self.send(request)
+        return self.collect(request["id"], timeout_s, since)
+
+    def _trigger(self, client, timeout_s: float) -> dict:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise BridgeTimeoutError(f"service {client.srv_name} is not available within {timeout_s:g} s")
+        t0 = monotonic_ns()
+        done = threading.Event()
+        future = client.call_async(self._Trigger.Request())
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout_s):
+            client.remove_pending_request(future)
+            raise BridgeTimeoutError(f"service {client.srv_name} did not answer within {timeout_s:g} s")
+        rtt_ns = monotonic_ns() - t0
+        response = future.result()
+        try:
+            record = json.loads(response.message)
+        except ValueError:
+            record = {"raw": response.message}
+        if not isinstance(record, dict):
+            record = {"value": record}
+        record["_success"] = bool(response.success)
+        record["_rtt_ms"] = rtt_ns / 1e6
+        return record
+
+    def next_token(self, timeout_s: float = 30.0) -> dict:
+        """Call the next_token service: the daemon decodes one more token and answers its record."""
+        return self._trigger(self._next_client, timeout_s)
+
+    def reset(self, timeout_s: float = 30.0) -> dict:
+        return self._trigger(self._reset_client, timeout_s)
+
+    def trigger_rtts(self, service: str, n: int, timeout_s: float = 10.0) -> list[float]:
+        """n sequential calls of a Trigger service; robot-side round trips in ms (benchmark helper)."""
+        client = self._next_client if service == "next_token" else self._reset_client
+        return [self._trigger(client, timeout_s)["_rtt_ms"] for _ in range(n)]
+
+    def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
+        """Receipt minus the daemon's CLOCK_MONOTONIC ns stamp `field`, in ms, for the first n stamped records."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                stamped = [r for r in self._records[since:] if field in r]
+                if len(stamped) >= n or time.monotonic() >= deadline:
+                    return [(r[RECV_KEY] - r[field]) / 1e6 for r in stamped[:n]]
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        import rclpy
+
+        if rclpy.ok(context=self._context):
+            rclpy.shutdown(context=self._context)
+        self._spin.join(2)
+        self.node.destroy_node()
+
+
+# ============================================================================ the subprocess wrapper
+
+
+class RobotProcess:
+    """A `RobotClient` in its own process (with `ros_env(domain_id)`), driven over JSON lines.
+
+    Same methods as RobotClient; errors raised there come back as BridgeError/BridgeTimeoutError.
+    """
+
+    def __init__(
+        self,
+        domain_id: int | None,
+        names: TopicNames | None = None,
+        node_name: str = "edgeprof_robot",
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        from edgeprof.daemon.rosbridge import ros_env
+
+        self.names = names or TopicNames()
+        env = ros_env(domain_id)
+        env[ENV_MARK] = "1"
+        cmd = [sys.executable, "-u", "-m", "edgeprof.daemon.robot", "--rpc", "--node-name", node_name,
+               "--names", json.dumps(self.names.as_dict())]
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._replies: queue.Queue = queue.Queue()
+        self._stderr: list[str] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._call("ping", start_timeout_s)
+
+    def _read_stdout(self) -> None:
+        for line in self._proc.stdout:
+            if line.startswith(RPC_PREFIX):
+                self._replies.put(json.loads(line[len(RPC_PREFIX):]))
+        self._replies.put(None)  # EOF: the process ended
+
+    def _read_stderr(self) -> None:
+        for line in self._proc.stderr:
+            self._stderr.append(line.rstrip())
+            del self._stderr[:-200]
+
+    def stderr_tail(self, n: int = 20) -> str:
+        return "\n".join(self._stderr[-n:])
+
+    def _call(self, op: str, wait_s: float = 60.0, **args: Any) -> Any:
+        with self._lock:
+            call_id = next(self._ids)
+            try:
+                self._proc.stdin.write(json.dumps({"call": call_id, "op": op, "args": args}) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError) as exc:
+                raise BridgeError(f"the robot process has exited; stderr:\n{self.stderr_tail()}") from exc
+            deadline = time.monotonic() + wait_s + 5.0  # the robot enforces its own timeout_s first
+            while True:
+                try:
+                    reply = self._replies.get(timeout=max(0.01, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise BridgeTimeoutError(f"robot process: no answer to {op!r} within {wait_s:g} s") from None
+                if reply is None:
+                    raise BridgeError(f"the robot process exited during {op!r}; stderr:\n{self.stderr_tail()}")
+                if reply.get("call") == call_id:
+                    break
+        if "error" in reply:
+            cls = BridgeTimeoutError if reply["error"]["type"] == "BridgeTimeoutError" else BridgeError
+            raise cls(reply["error"]["message"])
+        return reply["result"]
+
+    # Mirrors of RobotClient (the timeouts travel with the call).
+    def wait_ready(self, timeout_s: float = 10.0, services: bool = True) -> None:
+        self._call("wait_ready", timeout_s, timeout_s=timeout_s, services=services)
+
+    def send_raw(self, text: str) -> int:
+        return self._call("send_raw", text=text)
+
+    def send(self, request: dict) -> int:
+        return self._call("send", request=request)
+
+    def send_request(self, prompt=None, messages=None, max_new_tokens=16, request_id=None, timeout_s=120.0, **fields):
+        return self._call("send_request", timeout_s, prompt=prompt, messages=messages, max_new_tokens=max_new_tokens,
+                          request_id=request_id, timeout_s=timeout_s, **fields)
+
+    def collect(self, request_id, timeout_s: float, since: int = 0) -> list[dict]:
+        return self._call("collect", timeout_s, request_id=request_id, timeout_s=timeout_s, since=since)
+
+    def wait_record(self, match: dict, timeout_s: float, since: int = 0) -> dict:
+        return self._call("wait_record", timeout_s, match=match, timeout_s=timeout_s, since=since)
+
+    def records(self, since: int = 0) -> list[dict]:
+        return self._call("records", since=since)
+
+    def count(self) -> int:
+        return self._call("count")
+
+    def next_token(self, timeout_s: float = 30.0) -> dict:
+        return self._call("next_token", timeout_s, timeout_s=timeout_s)
+
+    def reset(self, timeout_s: float = 30.0) -> dict:
+        return self._call("reset", timeout_s, timeout_s=timeout_s)
+
+    def trigger_rtts(self, service: str, n: int, timeout_s: float = 10.0) -> list[float]:
+        return self._call("trigger_rtts", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
+
+    def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
+        return self._call("token_delays", timeout_s, field=field, n=n, timeout_s=timeout_s, since=since)
+
+    def last_status(self) -> dict | None:
+        return self._call("last_status")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(EdgeprofError):
+                self._call("close", 5.0)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def __enter__(self) -> RobotProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _serve_rpc(client: RobotClient) -> None:
+    """The --rpc loop: one JSON call per stdin line, one prefixed JSON reply per call on stdout."""
+    ops: dict[str, Callable[..., Any]] = {
+        "ping": lambda: "pong",
+        "wait_ready": client.wait_ready,
+        "send_raw": client.send_raw,
+        "send": client.send,
+        "send_request": client.send_request,
+        "collect": client.collect,
+        "wait_record": client.wait_record,
+        "records": client.records,
+        "count": client.count,
+        "next_token": client.next_token,
+        "reset": client.reset,
+        "trigger_rtts": client.trigger_rtts,
+        "token_delays": client.token_delays,
+        "last_status": lambda: client.last_status,
+        "close": lambda: None,
+    }
+    out = sys.stdout
+    for line in sys.stdin:
+        call = json.loads(line)
+        try:
+            reply = {"call": call["call"], "result": ops[call["op"]](**call.get("args", {}))}
+        except Exception as exc:
+            reply = {"call": call["call"], "error": {"type": type(exc).__name__, "message": str(exc)}}
+        out.write(RPC_PREFIX + json.dumps(reply) + "\n")
+        out.flush()
+        if call["op"] == "close":
+            break
+
+
+# ============================================================================ CLI
+
+
+def _fmt(x: Any, spec: str, unit: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{unit}"
+
+
+def format_token(record: dict) -> str:
+    """One line per token: latency against the memory floor."""
+    return (
+        f"[{record.get('index', '?'):>3}] {record.get('text', '')!r:<14} "
+        f"latency {_fmt(record.get('latency_ms'), '7.2f', ' ms')}  floor {_fmt(record.get('floor_ms'), '6.3f', ' ms')}  "
+        f"fraction {_fmt(record.get('fraction'), '5.3f')}"
+        + ("  DEADLINE MISSED" if record.get("deadline_missed") else "")
+    )
+
+
+def format_done(record: dict) -> str:
+    return (
+        f"done ({record.get('reason')}): {record.get('n_tokens')} tokens, ttft {_fmt(record.get('ttft_ms'), '.1f', ' ms')}, "
+        f"p50 {_fmt(record.get('p50_ms'), '.2f', ' ms')}, p99 {_fmt(record.get('p99_ms'), '.2f', ' ms')}, "
+        f"median fraction of floor {_fmt(record.get('fraction_median'), '.3f')}, "
+        f"deadline misses {record.get('deadline_misses', 0)}"
+    )
+
+
+def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
+    client.wait_ready(args.wait_s)
+    status = 0
+    if args.reset:
+        print("reset:", json.dumps({k: v for k, v in client.reset().items() if not k.startswith("_")}))
+    if args.prompt is not None:
+        print(f"request: {args.prompt!r} (max_new_tokens={args.max_new_tokens})")
+        records = client.send_request(prompt=args.prompt, max_new_tokens=args.max_new_tokens, timeout_s=args.timeout_s)
+        for record in records:
+            if "error" in record:
+                print(f"error {record['error'].get('code')}: {record['error'].get('message')}")
+                status = 1
+            elif record.get("done"):
+                print(format_done(record))
+            else:
+                print(format_token(record))
+    rtts = []
+    for _ in range(args.next_tokens):
+        record = client.next_token(args.timeout_s)
+        rtts.append(record["_rtt_ms"])
+        if "error" in record:
+            print(f"next_token error {record['error'].get('code')}: {record['error'].get('message')}")
+            status = 1
+        else:
+            print(format_token(record) + f"  (service round trip {record['_rtt_ms']:.2f} ms)")
+    if rtts:
+        print(f"next_token: {len(rtts)} calls, median round trip {statistics.median(rtts):.2f} ms")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgeprof.daemon.robot", description="Sample rclpy robot for edgeprof.")
+    p.add_argument("--prompt", help="send this prompt on the request topic and print its tokens")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--next-tokens", type=int, default=0, help="then call the next_token service this many times")
+    p.add_argument("--reset", action="store_true", help="call the reset service first")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
+    p.add_argument("--prefix", default=None, help="topic prefix (default /edgeprof)")
+    p.add_argument("--names", default=None, help=argparse.SUPPRESS)  # JSON TopicNames (RobotProcess)
+    p.add_argument("--node-name", default="edgeprof_robot")
+    p.add_argument("--wait-s", type=float, default=15.0, help="how long to wait for the daemon to appear")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="per-request timeout")
+    p.add_argument("--rpc", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if os.environ.get(ENV_MARK) != "1":
+        # rclpy needs the ROS library environment at process start: re-execute with it.
+        from edgeprof.daemon.rosbridge import ros_env
+
+        try:
+            env = ros_env(args.domain_id)
+        except EdgeprofError as exc:
+            print(f"robot: error: {exc}", file=sys.stderr)
+            return 2
+        env[ENV_MARK] = "1"
+        argv_full = [sys.executable, "-m", "edgeprof.daemon.robot", *(sys.argv[1:] if argv is None else argv)]
+        os.execve(sys.executable, argv_full, env)
+
+    if args.names:
+        names = TopicNames.from_dict(json.loads(args.names))
+    elif args.prefix:
+        names = TopicNames.with_prefix(args.prefix)
+    else:
+        names = TopicNames()
+    try:
+        client = RobotClient(names, node_name=args.node_name, domain_id=args.domain_id)
+    except EdgeprofError as exc:
+        print(f"robot: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.rpc:
+            _serve_rpc(client)
+            return 0
+        return _run_cli(args, client)
+    except EdgeprofError as exc:
+        print(f"robot: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

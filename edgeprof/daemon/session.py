@@ -1,0 +1,260 @@
+"""The one decode session: a `Decoder` whose KV cache persists across requests, the
+overflow policy, and per-token records timed against the floor.
+
+Only the service's worker thread touches a `Session` (it is not thread-safe).
+
+Cache bookkeeping: a decoder's `step()` feeds the *last produced* token. So after a
+request ends, its last token (often EOS) is `pending`: produced but not yet in the
+cache. The next request prefills `[pending] + new prompt tokens` after the current
+position, which is how a conversation continues.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeprof.daemon.config import SessionConfig
+from edgeprof.daemon.requests import GenerateRequest
+from edgeprof.daemon.text import TextStream
+from edgeprof.errors import RequestError
+from edgeprof.floor import WeightFormat, kv_cache_bytes, step_traffic
+from edgeprof.hardware import GPUSpec
+from edgeprof.shapes import ModelShape
+
+
+class FloorModel:
+    """floor_ms(ctx) for one model x weight format x GPU. Linear in ctx, so it is
+    computed from two byte counts once, not per token (the daemon's hot path)."""
+
+    def __init__(self, shape: ModelShape, fmt: WeightFormat, spec: GPUSpec) -> None:
+        t1 = step_traffic(shape, fmt, 1)
+        self.kv_per_token = kv_cache_bytes(shape, 1)
+        self.paper_fixed = t1.paper_bytes - t1.kv_bytes
+        self.touched_fixed = t1.touched_bytes - t1.kv_bytes
+        self.bandwidth = spec.bandwidth_bytes_per_s
+        self.gpu = spec.key
+        self.weights = fmt.name
+
+    def floor_ms(self, ctx: int) -> float:
+        return 1e3 * (self.paper_fixed + self.kv_per_token * max(ctx, 1)) / self.bandwidth
+
+    def touched_floor_ms(self, ctx: int) -> float:
+        return 1e3 * (self.touched_fixed + self.kv_per_token * max(ctx, 1)) / self.bandwidth
+
+    def describe(self, ctx: int) -> dict[str, Any]:
+        return {"gpu": self.gpu, "weights": self.weights, "bandwidth_bytes_per_s": self.bandwidth,
+                "ctx": ctx, "floor_ms": self.floor_ms(ctx), "touched_floor_ms": self.touched_floor_ms(ctx)}
+
+
+@dataclass
+class TokenEvent:
+    """One produced token, before it becomes a JSON record."""
+
+    token_id: int
+    text: str
+    latency_ms: float
+    gpu_ms: float | None
+    floor_ms: float
+    position: int  # tokens in the KV cache after this step (the context the step attended over)
+    t_mono: float  # time.monotonic() when the token was ready
+    context_event: str | None = None  # "reset" / "slid" when the overflow policy acted before it
+
+    @property
+    def fraction(self) -> float | None:
+        return self.floor_ms / self.latency_ms if self.latency_ms > 0 else None
+
+
+@dataclass
+class RequestStats:
+    """What the final `done` record reports."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    fractions: list[float] = field(default_factory=list)
+    deadline_misses: int = 0
+
+    def add(self, ev: TokenEvent, missed: bool) -> None:
+        self.latencies_ms.append(ev.latency_ms)
+        if ev.fraction is not None:
+            self.fractions.append(ev.fraction)
+        self.deadline_misses += int(missed)
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        # p50/p99 are over decode steps; the first token (prefill) is reported as ttft.
+        steps = lat[1:] if len(lat) > 1 else lat
+        fr = self.fractions[1:] if len(self.fractions) > 1 else self.fractions
+        return {
+            "n_tokens": len(lat),
+            "ttft_ms": lat[0] if lat else None,
+            "p50_ms": _pct(steps, 50),
+            "p99_ms": _pct(steps, 99),
+            "fraction_median": _pct(fr, 50),
+            "deadline_misses": self.deadline_misses,
+        }
+
+
+def _pct(xs: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else None
+
+
+class Session:
+    """One batch-1 conversation over a Decoder. See the module docstring for `pending`."""
+
+    end_reason = "length"
+
+    def __init__(self, decoder: Any, codec: Any, floor: FloorModel, cfg: SessionConfig) -> None:
+        self.decoder = decoder
+        self.codec = codec
+        self.floor = floor
+        self.cfg = cfg
+        self.max_ctx = int(decoder.max_ctx)
+        # A window must leave room for at least one new token after the slide.
+        self.window = max(1, min(cfg.sliding_window, self.max_ctx // 2))
+        self.history: list[int] = []  # token ids in the KV cache, in order
+        self.pending: int | None = None
+        self.last_request: GenerateRequest | None = None
+        self.last_index = -1  # index of the last token record of last_request
+        self.turn: list[int] = []  # last request's prompt + produced ids (what on_overflow=reset keeps)
+        self.stream: TextStream | None = None
+
+    # --- state --------------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        return int(self.decoder.position)
+
+    def reset(self) -> None:
+        self.decoder.reset()
+        self.history.clear()
+        self.pending = None
+        self.last_request = None
+        self.last_index = -1
+        self.turn = []
+        self.stream = None
+
+    # --- prompt -------------------------------------------------------------------------
+    def encode(self, req: GenerateRequest) -> list[int]:
+        """Prompt token ids for `req` as they will follow the current cache."""
+        continuing = self.position > 0 and not req.reset
+        text = self.codec.render(req.messages, continuing) if req.messages is not None else req.prompt
+        assert text is not None
+        ids = self.codec.encode(text, first=not continuing)
+        if not ids:
+            raise RequestError("empty_prompt", "the prompt encodes to no tokens; send some text")
+        if len(ids) >= self.max_ctx:
+            raise RequestError("prompt_too_long", f"the prompt is {len(ids)} tokens; this session's context holds "
+                               f"{self.max_ctx} including the reply, so send at most {self.max_ctx - 1} tokens")
+        return ids
+
+    # --- decoding -----------------------------------------------------------------------
+    def begin(self, req: GenerateRequest, ids: list[int]) -> TokenEvent:
+        """Prefill the request's prompt (after the conversation so far) -> its first token."""
+        if req.reset:
+            self.reset()
+        feed = ([self.pending] if self.pending is not None else []) + ids
+        event = None
+        if self.position + len(feed) > self.max_ctx:
+            event = self._make_room(feed, current=ids)
+            feed = ([self.pending] if self.pending is not None else []) + ids if event == "slid" else ids
+        self.last_request = req
+        self.last_index = -1
+        self.turn = list(ids)
+        self.stream = TextStream(self.codec)
+        return self._run(lambda: self.decoder.prefill(feed), feed, event)
+
+    def step(self) -> TokenEvent:
+        """One more token after `pending` (a request's loop, or the next_token service)."""
+        if self.pending is None:
+            raise RequestError("no_session", "there is nothing to continue from; send a request with a prompt first")
+        if self.position + 1 > self.max_ctx:
+            return self._overflow_step()
+        feed = [self.pending]
+        return self._run(self.decoder.step, feed, None)
+
+    def _overflow_step(self) -> TokenEvent:
+        policy = self.cfg.on_overflow
+        if policy == "error":
+            raise self._overflow_error()
+        if policy == "reset":
+            keep = list(self.turn)  # this request's prompt + what it produced; pending is the last
+            if not keep or len(keep) >= self.max_ctx:
+                raise self._overflow_error()
+            self.decoder.reset()
+            self.history.clear()
+            return self._run(lambda: self.decoder.prefill(keep), keep, "reset")
+        feed = self._slide()
+        return self._run(lambda: self.decoder.prefill(feed), feed, "slid")
+
+    def _make_room(self, feed: list[int], current: list[int]) -> str:
+        """The new prompt does not fit after the conversation: apply the policy."""
+        policy = self.cfg.on_overflow
+        if policy == "error":
+            raise self._overflow_error(len(feed))
+        if policy == "sliding_window" and len(feed) < self.window:
+            self.history = self.history[-(self.window - len(feed)):]
+            tail = self.history
+            self.decoder.reset()
+            # re-prefill the kept tail now (its own cost, not billed to the new request's ttft)
+            if tail:
+                self.decoder.prefill(tail)
+            return "slid"
+        # reset (or a prompt too long for the window): the cache restarts with the new prompt alone
+        self.decoder.reset()
+        self.history.clear()
+        self.pending = None
+        return "reset"
+
+    def _slide(self) -> list[int]:
+        """Keep the last `window` tokens (pending included), re-prefilled from an empty cache."""
+        assert self.pending is not None
+        tail = (self.history + [self.pending])[-self.window:]
+        self.decoder.reset()
+        self.history.clear()
+        return tail
+
+    def _overflow_error(self, n_new: int = 1) -> RequestError:
+        return RequestError(
+            "context_overflow",
+            f"the session holds {self.position} tokens and {n_new} more exceed its context of {self.max_ctx}; "
+            'send "reset": true (or call the reset service), or run the daemon with session.on_overflow '
+            "reset or sliding_window",
+        )
+
+    def _run(self, launch: Callable[[], Any], fed: list[int], event: str | None) -> TokenEvent:
+        result = launch()
+        self.history.extend(fed)
+        self.pending = int(result.token_id)
+        self.turn.append(self.pending)
+        pos = self.position
+        text = self.stream.push(self.pending) if self.stream is not None else ""
+        self.last_index += 1
+        return TokenEvent(token_id=self.pending, text=text, latency_ms=float(result.wall_ms),
+                          gpu_ms=None if result.gpu_ms is None else float(result.gpu_ms),
+                          floor_ms=self.floor.floor_ms(pos), position=pos, t_mono=time.monotonic(),
+                          context_event=event)
+
+    def is_eos(self, token_id: int) -> bool:
+        return self.cfg.stop_at_eos and token_id in self.codec.eos_ids
+
+    def generate(self, req: GenerateRequest, ids: list[int],
+                 should_stop: Callable[[], str | None]) -> Iterator[TokenEvent]:
+        """Prefill `ids` (from `encode`) then step until max_new_tokens, EOS or
+        `should_stop()` returns a reason. The end reason is in `self.end_reason` after."""
+        self.end_reason = "length"
+        ev = self.begin(req, ids)
+        yield ev
+        for _ in range(req.max_new_tokens - 1):
+            if self.is_eos(ev.token_id):
+                break
+            stop = should_stop()
+            if stop:
+                self.end_reason = stop
+                return
+            ev = self.step()
+            yield ev
+        if self.is_eos(ev.token_id):
+            self.end_reason = "eos"

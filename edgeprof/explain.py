@@ -1,0 +1,395 @@
+"""Where a decode step's time goes, from the torch profiler.
+
+For each profiled step the wall window is a `record_function` range around
+`Decoder.step()` (launch + the host read of the token, so every kernel of the step
+has finished inside it). Inside that window:
+
+* **busy** = the union of the step's device-activity intervals: CUDA kernels,
+  memcpys and memsets on a GPU; on a CPU, top-level ATen operators (those the model
+  code called, e.g. aten::linear, with their nested ops inside them), and there
+  "kernels" means those operators.
+* **idle gap** = wall - busy: the device waits for the host (Python, dispatcher,
+  launch latency). This is the launch overhead CUDA graphs remove.
+* **per class** (`KERNEL_CLASSES`, matched on the kernel name in order): the busy time
+  is split among the classes of the intervals active at each instant (shared equally
+  when intervals overlap), so class times sum to busy exactly and
+
+      sum(class_ms) + idle_gap_ms == wall_ms          (checked for every step)
+
+  `sum_ms` per class is the plain sum of durations, which can exceed the class's
+  share when kernels overlap (several streams).
+* **bytes** per class are analytic (`edgeprof.floor.step_traffic`, touched
+  definition): gemv/gemm <- attention + MLP projection weights + lm_head;
+  attention <- the KV cache at ctx; norm/elementwise <- norm weights + one
+  embedding row; other <- 0. Achieved bandwidth = bytes / class time.
+
+Several steps are profiled after a profiler warm-up and reported per step (mean);
+the same number of steps is first timed without the profiler, so the profiler's
+own overhead is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeprof.errors import ConfigError, MeasurementError
+
+GEMM, ATTENTION, ELEMENTWISE, OTHER = "gemv/gemm", "attention", "norm/elementwise", "other"
+CLASSES = (GEMM, ATTENTION, ELEMENTWISE, OTHER)
+
+# Matched in this order against the lower-cased kernel (or ATen op) name; first hit wins.
+# Attention comes first because attention kernels often contain "gemm"/"cutlass".
+KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
+    (ATTENTION, r"flash|fmha|attention|attn|sdpa|scaled_dot_product|softmax"),
+    (GEMM, r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitk|tinygemm|int4pack|marlin|exllama|q4_matmul|"
+           r"triton_tem|matmul|::(mm|addmm|bmm|baddbmm|linear|_weight_int4pack_mm)$|^(mm|addmm|bmm)$"),
+    (ELEMENTWISE, r"norm|rms|elementwise|vectorized|reduce|silu|gelu|act_and_mul|rotary|rope|catarray|::cat$|"
+                  r"copy|index|fill|triton_poi|triton_red|triton_per|::(mul|add|sub|div|pow|mean|rsqrt|neg|"
+                  r"where|exp|sigmoid|embedding|argmax|max|sum|clone|to|_to_copy|lt|gt|eq|masked_fill)_?$"),
+)
+_COMPILED = tuple((cls, re.compile(p)) for cls, p in KERNEL_CLASSES)
+
+
+def classify(name: str) -> str:
+    """Kernel class of a CUDA kernel name or an ATen op name (see KERNEL_CLASSES)."""
+    low = name.lower()
+    for cls, pattern in _COMPILED:
+        if pattern.search(low):
+            return cls
+    return OTHER
+
+
+# --------------------------------------------------------------------------------------
+# Pure interval arithmetic on a chrome trace
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Activity:
+    name: str
+    start: float  # us, profiler clock
+    end: float
+
+    @property
+    def cls(self) -> str:
+        return classify(self.name)
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def split_busy(acts: list[Activity]) -> dict[str, float]:
+    """Busy time per class: each instant covered by k intervals gives 1/k of itself
+    to each interval's class. The values sum to union_length of the intervals."""
+    edges: list[tuple[float, int, str]] = []
+    for a in acts:
+        if a.end > a.start:
+            edges += [(a.start, 1, a.cls), (a.end, -1, a.cls)]
+    edges.sort(key=lambda e: (e[0], e[1]))
+    out: dict[str, float] = dict.fromkeys(CLASSES, 0.0)
+    active: dict[str, int] = defaultdict(int)
+    n_active, prev = 0, None
+    for t, delta, cls in edges:
+        if prev is not None and n_active > 0 and t > prev:
+            span = t - prev
+            for c, k in active.items():
+                if k:
+                    out[c] += span * k / n_active
+        active[cls] += delta
+        n_active += delta
+        prev = t
+    return out
+
+
+def top_level_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU ops not nested inside another op on the same thread (the operators the model
+    code called: aten::linear, aten::scaled_dot_product_attention, aten::mul, ...).
+    Their children (aten::mm, aten::as_strided, ...) are part of their time."""
+    by_tid: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for op in ops:
+        by_tid[(op.get("pid"), op.get("tid"))].append(op)
+    tops = []
+    for evs in by_tid.values():
+        evs.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))
+        end = float("-inf")
+        for ev in evs:
+            if ev["ts"] >= end:  # starts after the current top-level op ended
+                tops.append(ev)
+                end = ev["ts"] + ev.get("dur", 0)
+    return tops
+
+
+def step_windows(trace: dict[str, Any], prefix: str) -> list[tuple[float, float]]:
+    wins = [(e["ts"], e["ts"] + e["dur"]) for e in trace.get("traceEvents", [])
+            if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith(prefix) and "dur" in e]
+    return sorted(wins)
+
+
+def device_activities(trace: dict[str, Any], cuda: bool) -> list[Activity]:
+    events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "dur" in e]
+    if cuda:
+        chosen = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    else:
+        chosen = top_level_ops([e for e in events if e.get("cat") == "cpu_op"])
+    return [Activity(str(e.get("name", "?")), float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in chosen]
+
+
+def breakdown(trace: dict[str, Any], prefix: str, cuda: bool) -> tuple[list[dict[str, Any]], float]:
+    """Per-step buckets from a chrome trace, and the ms of activity outside every window."""
+    wins = step_windows(trace, prefix)
+    if not wins:
+        raise MeasurementError("the profiler trace holds no step windows; the profiler recorded nothing")
+    acts = sorted(device_activities(trace, cuda), key=lambda a: a.start)
+    steps, attributed = [], 0.0
+    for ws, we in wins:
+        clipped = [Activity(a.name, max(a.start, ws), min(a.end, we)) for a in acts
+                   if a.end > ws and a.start < we]
+        per_class = split_busy(clipped)
+        busy = union_length([(a.start, a.end) for a in clipped])
+        wall = we - ws
+        counts: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        sums: dict[str, float] = dict.fromkeys(CLASSES, 0.0)
+        for a in clipped:
+            counts[a.cls] += 1
+            sums[a.cls] += a.end - a.start
+        attributed += sum(a.end - a.start for a in clipped)
+        step = {
+            "wall_ms": wall / 1e3,
+            "busy_ms": busy / 1e3,
+            "idle_gap_ms": (wall - busy) / 1e3,
+            "kernels": len(clipped),
+            "class_ms": {c: v / 1e3 for c, v in per_class.items()},
+            "class_kernels": counts,
+            "class_sum_ms": {c: v / 1e3 for c, v in sums.items()},
+        }
+        check_identity(step)
+        steps.append(step)
+    total = sum(a.end - a.start for a in acts)
+    return steps, max(0.0, total - attributed) / 1e3
+
+
+def check_identity(step: dict[str, Any], tol_ms: float = 1e-6) -> None:
+    """The buckets must add up to the step: sum(class) + idle gap == wall."""
+    total = sum(step["class_ms"].values()) + step["idle_gap_ms"]
+    if abs(total - step["wall_ms"]) > tol_ms * max(1.0, step["wall_ms"]):
+        raise MeasurementError(f"explain buckets sum to {total:.6f} ms but the step took {step['wall_ms']:.6f} ms")
+
+
+def mean_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-step averages over the profiled steps (the identity still holds for means)."""
+    n = len(steps)
+    out: dict[str, Any] = {k: sum(s[k] for s in steps) / n for k in ("wall_ms", "busy_ms", "idle_gap_ms", "kernels")}
+    for key in ("class_ms", "class_kernels", "class_sum_ms"):
+        out[key] = {c: sum(s[key][c] for s in steps) / n for c in CLASSES}
+    return out
+
+
+def class_bytes(traffic: Any) -> dict[str, int]:
+    """Analytic bytes per kernel class from the touched floor's traffic groups."""
+    t = traffic.touched
+    return {GEMM: t["attention"] + t["mlp"] + t["lm_head"], ATTENTION: t["kv_cache"],
+            ELEMENTWISE: t["norms"] + t["embedding"], OTHER: 0}
+
+
+def add_bandwidth(per_step: dict[str, Any], traffic: Any, bandwidth_bytes_per_s: float) -> dict[str, Any]:
+    """Bytes per class, achieved GB/s per class, and the floor against wall and busy."""
+    by_class = class_bytes(traffic)
+    per_step["class_bytes"] = by_class
+    per_step["class_gbs"] = {c: (by_class[c] / (per_step["class_ms"][c] / 1e3) / 1e9
+                                 if per_step["class_ms"][c] > 0 and by_class[c] else None) for c in CLASSES}
+    touched_floor_ms = 1e3 * traffic.touched_bytes / bandwidth_bytes_per_s
+    return {
+        "peak_bytes_per_s": bandwidth_bytes_per_s,
+        "touched_bytes": traffic.touched_bytes,
+        "paper_bytes": traffic.paper_bytes,
+        "floor_ms": 1e3 * traffic.paper_bytes / bandwidth_bytes_per_s,
+        "touched_floor_ms": touched_floor_ms,
+        "achieved_gbs_wall": traffic.touched_bytes / (per_step["wall_ms"] / 1e3) / 1e9,
+        "achieved_gbs_busy": traffic.touched_bytes / (per_step["busy_ms"] / 1e3) / 1e9 if per_step["busy_ms"] else None,
+        "fraction_of_wall": touched_floor_ms / per_step["wall_ms"],
+        "fraction_of_busy": touched_floor_ms / per_step["busy_ms"] if per_step["busy_ms"] else None,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Running the profiler on a decoder
+# --------------------------------------------------------------------------------------
+STEP_PREFIX = "edgeprof_step_"
+
+
+@dataclass
+class ExplainOptions:
+    model: str
+    backend: str
+    ctx: int
+    steps: int = 10  # profiled steps
+    warmup: int = 5  # untimed decode steps before anything is measured
+    device: str | None = None
+    gpu: str | None = None
+    synthetic: bool | None = None
+    trace_out: Path | None = None
+    seed: int = 0
+
+
+def profile_decoder(dec: Any, steps: int, cuda: bool, trace_out: Path | None = None) -> dict[str, Any]:
+    """Profile `steps` decode steps of a ready decoder; returns the chrome trace (dict)
+    and the StepResult wall times measured inside the profiled windows."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    # Two steps under the profiler first so CUPTI/Kineto start-up is not in a window.
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            dec.step()
+        walls = []
+        for i in range(steps):
+            with record_function(f"{STEP_PREFIX}{i}"):
+                walls.append(dec.step().wall_ms)
+    with tempfile.TemporaryDirectory(prefix="edgeprof-explain-") as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        text = path.read_text()
+    if trace_out is not None:
+        from edgeprof.sweep import atomic_write_text
+
+        atomic_write_text(Path(trace_out), text)
+    return {"trace": json.loads(text), "step_wall_ms": walls}
+
+
+def run_explain(opts: ExplainOptions) -> dict[str, Any]:
+    import os
+    import random
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # Kineto's start/stop chatter on stderr: errors only
+    from edgeprof.ab import default_device, plan_positions
+    from edgeprof.backends import registry
+    from edgeprof.floor import check_ctx, parse_format, step_traffic
+    from edgeprof.sources import load_model
+
+    if opts.steps < 1:
+        raise ConfigError("steps", f"must be >= 1 profiled steps, got {opts.steps}")
+    info = registry.require(opts.backend)
+    device = opts.device or default_device()
+    cuda = device.startswith("cuda")
+    loaded = load_model(opts.model, device, synthetic=opts.synthetic)
+    shape = loaded.shape
+    check_ctx(shape, opts.ctx)
+    gpu_key, gpu_name, bandwidth = _bandwidth(device, opts.gpu)
+
+    total_steps = opts.warmup + 2 * opts.steps + 2
+    prefill, max_ctx = plan_positions(opts.ctx, total_steps, 0, shape.max_ctx)
+    rng = random.Random(opts.seed)
+    dec = registry.create(opts.backend, loaded, device=device, max_ctx=max_ctx)
+    try:
+        dec.prefill([rng.randrange(shape.vocab) for _ in range(prefill)])
+        capture_s = dec.warmup()
+        for _ in range(opts.warmup):
+            dec.step()
+        unprofiled = [dec.step().wall_ms for _ in range(opts.steps)]
+        prof = profile_decoder(dec, opts.steps, cuda, opts.trace_out)
+        dinfo = dec.info()
+    finally:
+        dec.close()
+
+    steps, outside_ms = breakdown(prof["trace"], STEP_PREFIX, cuda)
+    per_step = mean_step(steps)
+    traffic = step_traffic(shape, parse_format(dinfo.weights or info.weights), opts.ctx)
+    floor = add_bandwidth(per_step, traffic, bandwidth)
+    notes = []
+    if cuda and per_step["kernels"] == 0:
+        notes.append("the profiler saw no CUDA kernels inside the step windows (CUPTI may not trace kernels "
+                      "inside CUDA graphs with this driver/torch); busy time is then under-counted")
+    if not cuda:
+        notes.append("CPU run: 'kernels' are the top-level ATen operators and busy is the time inside them; "
+                     "the idle gap is Python and framework time between operators")
+    unprof_med = statistics.median(unprofiled)
+    overhead = per_step["wall_ms"] - unprof_med
+    if cuda and overhead > 0.05 * unprof_med:
+        notes.append(f"the profiler adds {overhead:.3f} ms of host time per step (profiled window "
+                     f"{per_step['wall_ms']:.3f} ms vs {unprof_med:.3f} ms without it); that time sits in the "
+                     f"host gap. Against the unprofiled step the gap is {unprof_med - per_step['busy_ms']:.3f} ms "
+                     "(device time is unaffected by host overhead)")
+    return {
+        "kind": "explain",
+        "model": opts.model,
+        "model_label": loaded.label,
+        "synthetic": bool(loaded.synthetic),
+        "backend": opts.backend,
+        "weights": dinfo.weights or info.weights,
+        "ctx": opts.ctx,
+        "prefill_tokens": prefill,
+        "device": device,
+        "gpu": gpu_key,
+        "gpu_name": gpu_name,
+        "activity": "CUDA kernels + memcpy/memset (torch.profiler/CUPTI)" if cuda else "CPU top-level ATen operators",
+        "profiled_steps": len(steps),
+        "capture_s": capture_s or dinfo.capture_s,
+        "unprofiled_wall_ms": {"median": unprof_med, "raw": unprofiled},
+        "profiled_step_wall_ms": {"median": statistics.median(prof["step_wall_ms"]), "raw": prof["step_wall_ms"]},
+        "profiler_overhead_ms": overhead,
+        "idle_gap_vs_unprofiled_ms": unprof_med - per_step["busy_ms"],
+        "per_step": per_step,
+        "steps": steps,
+        "unattributed_ms": outside_ms,
+        "floor": floor,
+        "class_patterns": dict(KERNEL_CLASSES),
+        "notes": notes,
+    }
+
+
+def _bandwidth(device: str, gpu: str | None) -> tuple[str, str | None, float]:
+    from edgeprof import hardware
+
+    if gpu:
+        spec = hardware.gpu(gpu)
+        return spec.key, spec.name, spec.bandwidth_bytes_per_s
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device))
+        spec = hardware.match_nvml_name(name)
+        if spec is None:
+            raise ConfigError("gpu", f"{name!r} is not in configs/gpus.yaml; pass --gpu with the closest entry")
+        return spec.key, name, spec.bandwidth_bytes_per_s
+    spec = hardware.gpu("cpu")
+    return spec.key, None, spec.bandwidth_bytes_per_s
+
+
+def format_result(r: dict[str, Any]) -> str:
+    p, f = r["per_step"], r["floor"]
+    lines = [
+        f"explain {r['backend']} ({r['weights']}) on {r['model_label']}, ctx {r['ctx']}, "
+        f"{r['gpu_name'] or r['device']}; {r['profiled_steps']} profiled steps ({r['activity']})",
+        f"wall step (profiled) {p['wall_ms']:.3f} ms; without profiler {r['unprofiled_wall_ms']['median']:.3f} ms",
+        f"{'bucket':<18} {'ms/step':>9} {'share':>7} {'kernels':>8} {'MB read':>9} {'GB/s':>8}",
+    ]
+    wall = p["wall_ms"]
+    for c in CLASSES:
+        gbs = p["class_gbs"][c]
+        lines.append(f"{c:<18} {p['class_ms'][c]:>9.3f} {p['class_ms'][c] / wall:>7.1%} "
+                     f"{p['class_kernels'][c]:>8.1f} {p['class_bytes'][c] / 1e6:>9.1f} "
+                     f"{'-' if gbs is None else f'{gbs:.1f}':>8}")
+    lines.append(f"{'host gap (idle)':<18} {p['idle_gap_ms']:>9.3f} {p['idle_gap_ms'] / wall:>7.1%}")
+    lines.append(f"{'= wall step':<18} {wall:>9.3f} {1:>7.1%} {p['kernels']:>8.1f}")
+    lines.append(f"busy {p['busy_ms']:.3f} ms ({p['busy_ms'] / wall:.1%} of the step); touched floor "
+                 f"{f['touched_floor_ms']:.3f} ms at {f['peak_bytes_per_s'] / 1e9:.0f} GB/s: "
+                 f"{f['fraction_of_wall']:.1%} of the wall step"
+                 + (f", {f['fraction_of_busy']:.1%} of the busy time" if f['fraction_of_busy'] else ""))
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)

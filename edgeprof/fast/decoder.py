@@ -1,0 +1,114 @@
+"""The registered `edgeprof-fast` decoders: one CUDA graph per session, replayed per token.
+
+The graph is captured once at warm-up. Its inputs (last token, position) and outputs
+(next token, position + 1, the history slot) are device buffers updated inside the
+graph, so a step is exactly one `graph.replay()`: no host sync, no argument copies.
+On the CPU the same `FastModel.step` runs eagerly (no graphs), which is what CI tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from edgeprof.backends.base import Decoder, DecoderInfo
+from edgeprof.fast.model import FastModel, rope_tables
+from edgeprof.fast.weights import from_hf
+
+
+class FastDecoder(Decoder):
+    backend_name = "edgeprof-fast"
+
+    def __init__(self, loaded, device: str, max_ctx: int, fmt: str = "bf16", group: int = 128,
+                 use_graph: bool | None = None):
+        super().__init__(max_ctx, device)
+        shape = loaded.shape
+        if max_ctx > shape.max_ctx:
+            from edgeprof.errors import ContextLengthError
+
+            raise ContextLengthError("max_ctx", f"{max_ctx} exceeds {shape.name}'s maximum of {shape.max_ctx}")
+        self.loaded = loaded
+        self.backend_name = "edgeprof-fast" if fmt == "bf16" else "edgeprof-fast-int4"
+        with torch.no_grad():
+            self.weights = from_hf(loaded.model, fmt, group)
+            cos, sin = rope_tables(loaded.model, max_ctx, device, self.weights.embed.dtype)
+        self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device)
+        self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.capture_s = 0.0
+
+    def info(self) -> DecoderInfo:
+        return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
+                           bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
+                           {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__})
+
+    # -------------------------------------------------------------- Decoder hooks
+    @torch.no_grad()
+    def _launch_prefill(self, token_ids: Sequence[int]):
+        out = self.model.prefill(token_ids)
+        self.position += len(token_ids)
+        return out
+
+    @torch.no_grad()
+    def _launch_step(self):
+        if self.use_graph and self.graph is None:
+            self.warmup()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.model.step()
+        self.position += 1
+        return self.model.token
+
+    def reset(self) -> None:
+        self.model.reset()
+        self.position = 0
+
+    def tokens(self, start: int, end: int) -> list[int]:
+        """Tokens produced at positions [start, end): one host read for many steps."""
+        return self.model.history[start:end].tolist()
+
+    @torch.no_grad()
+    def warmup(self, steps: int = 3) -> float:
+        """Compile the Triton kernels and capture the step graph; returns seconds spent.
+        Runs real steps from the current state and restores it, so the session is unchanged."""
+        if not self.use_graph or self.graph is not None:
+            return 0.0
+        t0 = time.perf_counter()
+        m = self.model
+        saved = (m.token.clone(), m.pos.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(steps):  # compiles kernels, warms cuBLAS handles
+                m.pos.copy_(saved[1])
+                m.token.copy_(saved[0])
+                m.step()
+        torch.cuda.current_stream().wait_stream(side)
+        m.token.copy_(saved[0])
+        m.pos.copy_(saved[1])
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            m.step()
+        # Capture does not execute; the buffers still hold the saved state.
+        torch.cuda.synchronize()
+        self.graph = graph
+        self.capture_s = time.perf_counter() - t0
+        return self.capture_s
+
+    def close(self) -> None:
+        self.graph = None
+
+
+def make_bf16(loaded, device: str, max_ctx: int, **options) -> FastDecoder:
+    return FastDecoder(loaded, device, max_ctx, fmt="bf16", **options)
+
+
+def make_int4(loaded, device: str, max_ctx: int, group: int | None = None, **options) -> FastDecoder:
+    hidden = loaded.shape.hidden
+    # group 128 as in the GPTQ checkpoints ExLlamaV2 loads; a width not divisible by it
+    # (SmolLM2's 576) falls back to 64, which tinygemm also supports.
+    group = group or (128 if hidden % 128 == 0 and loaded.shape.intermediate % 128 == 0 else 64)
+    return FastDecoder(loaded, device, max_ctx, fmt="int4", group=group, **options)

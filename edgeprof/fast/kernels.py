@@ -1,0 +1,234 @@
+"""The small fused ops of a decode step, in two implementations with one interface.
+
+`TritonOps` runs on CUDA and reads the position from a device tensor, so one captured
+CUDA graph serves every position: attention reads only the live part of the KV cache.
+`TorchOps` is the CPU fallback: the same math written with torch ops in the order HF
+transformers uses, so CPU tests can compare tokens with the HF reference.
+
+Shapes (batch 1, one token): x/res [1, H]; qkv [1, Q + 2*KV] with Q = nh*hd, KV = nkv*hd;
+k_cache/v_cache per layer [nkv, max_ctx, hd]; q [nh, hd]; attention out [1, Q].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton is only needed on CUDA; the CPU path never touches it.
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the install
+    HAVE_TRITON = False
+
+
+# --------------------------------------------------------------------------- torch (CPU)
+class TorchOps:
+    """Reference ops; follow HF's bf16 rounding points so greedy tokens match."""
+
+    def __init__(self, n_heads: int, n_kv: int, head_dim: int, eps: float, cos: torch.Tensor, sin: torch.Tensor):
+        self.nh, self.nkv, self.hd, self.eps = n_heads, n_kv, head_dim, eps
+        self.cos, self.sin = cos, sin  # [max_ctx, hd] in the model dtype, as HF computes them
+
+    def add_rmsnorm(self, x: torch.Tensor, res: torch.Tensor | None, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x if res is None else res + x  # new residual, model dtype
+        hf = h.float()
+        hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return w * hf.to(h.dtype), h
+
+    def rope_write_kv(self, qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        p = int(pos.item())  # CPU: reading the position is free
+        q_dim, kv_dim = self.nh * self.hd, self.nkv * self.hd
+        q = qkv[0, :q_dim].view(self.nh, self.hd)
+        k = qkv[0, q_dim:q_dim + kv_dim].view(self.nkv, self.hd)
+        v = qkv[0, q_dim + kv_dim:].view(self.nkv, self.hd)
+        cos, sin = self.cos[p], self.sin[p]  # [hd]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        k_cache[:, p] = k
+        v_cache[:, p] = v
+        return q
+
+    def attention(self, q: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        n = int(pos.item()) + 1  # live length, the current token included
+        out = F.scaled_dot_product_attention(
+            q.view(1, self.nh, 1, self.hd), k_cache[None, :, :n], v_cache[None, :, :n], enable_gqa=True
+        )  # [1, nh, 1, hd]
+        return out.reshape(1, self.nh * self.hd)
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        g, u = gate_up.chunk(2, dim=-1)
+        return F.silu(g) * u
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+# --------------------------------------------------------------------------- triton (GPU)
+if HAVE_TRITON:
+
+    @triton.jit
+    def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, N, eps,
+                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < N
+        h = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        if HAS_RES:
+            h = (h.to(tl.float32) + tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)).to(h.dtype)
+        tl.store(res_out_ptr + offs, h, mask=mask)
+        hf = h.to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(hf * hf, axis=0) / N + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+        y = (hf * rstd).to(h.dtype).to(tl.float32) * w.to(tl.float32)
+        tl.store(out_ptr + offs, y.to(h.dtype), mask=mask)
+
+    @triton.jit
+    def _rope_kv_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
+                        max_ctx, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr):
+        # one program per head: [0, NH) q heads, [NH, NH+NKV) k heads, then v heads
+        head = tl.program_id(0)
+        pos = tl.load(pos_ptr)
+        half = tl.arange(0, HD // 2)
+        base = qkv_ptr + head * HD
+        if head < NH + NKV:
+            x1 = tl.load(base + half).to(tl.float32)
+            x2 = tl.load(base + HD // 2 + half).to(tl.float32)
+            c = tl.load(cos_ptr + pos * HD + half).to(tl.float32)
+            s = tl.load(sin_ptr + pos * HD + half).to(tl.float32)
+            y1 = x1 * c - x2 * s
+            y2 = x2 * c + x1 * s
+            if head < NH:
+                dst = q_out_ptr + head * HD
+            else:
+                dst = k_cache_ptr + (head - NH) * max_ctx * HD + pos * HD
+            tl.store(dst + half, y1.to(q_out_ptr.dtype.element_ty))
+            tl.store(dst + HD // 2 + half, y2.to(q_out_ptr.dtype.element_ty))
+        else:
+            full = tl.arange(0, HD)
+            v = tl.load(base + full)
+            tl.store(v_cache_ptr + (head - NH - NKV) * max_ctx * HD + pos * HD + full, v)
+
+    @triton.jit
+    def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale,
+                           G: tl.constexpr, G_PAD: tl.constexpr, HD: tl.constexpr,
+                           CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
+        # Flash-decoding: program (kv head, split) attends its G query heads over one CHUNK
+        # of the live cache. Splits past the live length exit at once.
+        kvh = tl.program_id(0)
+        split = tl.program_id(1)
+        n_live = tl.load(pos_ptr) + 1
+        start = split * CHUNK
+        if start < n_live:
+            end = tl.minimum(start + CHUNK, n_live)
+            g = tl.arange(0, G_PAD)
+            d = tl.arange(0, HD)
+            q = tl.load(q_ptr + (kvh * G + g)[:, None] * HD + d[None, :], mask=(g < G)[:, None], other=0.0)
+            m = tl.full([G_PAD], float("-inf"), tl.float32)
+            l_sum = tl.zeros([G_PAD], tl.float32)
+            acc = tl.zeros([G_PAD, HD], tl.float32)
+            kv_base = kvh * max_ctx * HD
+            for i in range(0, CHUNK // BLOCK_N):  # fixed trip count; the tail is masked
+                n = start + i * BLOCK_N + tl.arange(0, BLOCK_N)
+                live = n < end
+                k = tl.load(k_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
+                s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale  # [G_PAD, BLOCK_N]
+                s = tl.where(live[None, :], s, float("-inf"))
+                m_new = tl.maximum(m, tl.max(s, axis=1))
+                p = tl.exp(s - m_new[:, None])
+                alpha = tl.exp(m - m_new)
+                v = tl.load(v_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
+                l_sum = l_sum * alpha + tl.sum(p, axis=1)
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+                m = m_new
+            row = (kvh * S_MAX + split) * G_PAD + g
+            tl.store(part_ptr + row[:, None] * HD + d[None, :], acc / l_sum[:, None])
+            tl.store(lse_ptr + row, m + tl.log(l_sum))
+
+    @triton.jit
+    def _attn_reduce_kernel(part_ptr, lse_ptr, pos_ptr, out_ptr, G: tl.constexpr, G_PAD: tl.constexpr,
+                            HD: tl.constexpr, CHUNK: tl.constexpr, S_MAX: tl.constexpr):
+        kvh = tl.program_id(0)
+        gi = tl.program_id(1)
+        n_split = tl.cdiv(tl.load(pos_ptr) + 1, CHUNK)
+        s = tl.arange(0, S_MAX)
+        live = s < n_split
+        row = (kvh * S_MAX + s) * G_PAD + gi
+        lse = tl.load(lse_ptr + row, mask=live, other=float("-inf"))
+        w = tl.exp(lse - tl.max(lse, axis=0))
+        w = tl.where(live, w, 0.0)
+        w = w / tl.sum(w, axis=0)
+        d = tl.arange(0, HD)
+        part = tl.load(part_ptr + row[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
+        out = tl.sum(part * w[:, None], axis=0)
+        tl.store(out_ptr + (kvh * G + gi) * HD + d, out.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _silu_mul_kernel(gu_ptr, out_ptr, N, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        g = tl.load(gu_ptr + offs, mask=mask, other=0.0)
+        u = tl.load(gu_ptr + N + offs, mask=mask, other=0.0)
+        gf = g.to(tl.float32)
+        act = (gf / (1.0 + tl.exp(-gf))).to(g.dtype)  # HF rounds silu to the model dtype
+        tl.store(out_ptr + offs, (act.to(tl.float32) * u.to(tl.float32)).to(g.dtype), mask=mask)
+
+
+class TritonOps:
+    """CUDA ops; every position is read from a device tensor (graph-safe, no host sync)."""
+
+    CHUNK = 256  # cache tokens per attention split: enough splits to fill the GPU at long ctx
+    BLOCK_N = 64
+
+    def __init__(self, n_heads: int, n_kv: int, head_dim: int, eps: float, cos: torch.Tensor, sin: torch.Tensor,
+                 max_ctx: int, hidden: int, intermediate: int):
+        if not HAVE_TRITON:
+            raise RuntimeError("Triton is not installed; it ships with torch on Linux CUDA builds")
+        self.nh, self.nkv, self.hd, self.eps = n_heads, n_kv, head_dim, eps
+        self.cos, self.sin, self.max_ctx = cos.contiguous(), sin.contiguous(), max_ctx
+        self.g = n_heads // n_kv
+        self.g_pad = max(16, triton.next_power_of_2(self.g))  # tl.dot needs M >= 16
+        self.s_max = triton.next_power_of_2(triton.cdiv(max_ctx, self.CHUNK))
+        dev, dt = cos.device, cos.dtype
+        # Static scratch so the captured graph always sees the same addresses.
+        self.q = torch.empty(n_heads * head_dim, device=dev, dtype=dt)
+        self.part = torch.empty(n_kv * self.s_max * self.g_pad * head_dim, device=dev, dtype=torch.float32)
+        self.lse = torch.empty(n_kv * self.s_max * self.g_pad, device=dev, dtype=torch.float32)
+        self.attn_out = torch.empty(1, n_heads * head_dim, device=dev, dtype=dt)
+        self.norm_out = torch.empty(1, hidden, device=dev, dtype=dt)
+        self.res = torch.empty(1, hidden, device=dev, dtype=dt)
+        self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
+        self.h_block = triton.next_power_of_2(hidden)
+
+    def add_rmsnorm(self, x, res, w):
+        out = torch.empty_like(self.norm_out)
+        res_out = torch.empty_like(self.res)
+        _add_rmsnorm_kernel[(1,)](x, res if res is not None else x, w, out, res_out, x.shape[-1], self.eps,
+                                  HAS_RES=res is not None, BLOCK=self.h_block, num_warps=8)
+        return out, res_out
+
+    def rope_write_kv(self, qkv, pos, k_cache, v_cache):
+        _rope_kv_kernel[(self.nh + 2 * self.nkv,)](qkv, self.cos, self.sin, pos, self.q, k_cache, v_cache,
+                                                   self.max_ctx, NH=self.nh, NKV=self.nkv, HD=self.hd)
+        return self.q
+
+    def attention(self, q, pos, k_cache, v_cache):
+        scale = 1.0 / math.sqrt(self.hd)
+        _attn_split_kernel[(self.nkv, self.s_max)](
+            q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale,
+            G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.CHUNK, BLOCK_N=self.BLOCK_N, S_MAX=self.s_max,
+            num_warps=4)
+        _attn_reduce_kernel[(self.nkv, self.g)](self.part, self.lse, pos, self.attn_out, G=self.g,
+                                               G_PAD=self.g_pad, HD=self.hd, CHUNK=self.CHUNK, S_MAX=self.s_max)
+        return self.attn_out
+
+    def silu_mul(self, gate_up):
+        n = gate_up.shape[-1] // 2
+        out = torch.empty(1, n, device=gate_up.device, dtype=gate_up.dtype)
+        block = 1024
+        _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block)
+        return out

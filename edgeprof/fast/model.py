@@ -1,0 +1,127 @@
+"""The decode step of edgeprof-fast: token in, next token out, entirely on the device.
+
+State lives in static device buffers so one CUDA graph can replay every step:
+  token  int64 [1]   the last produced token (input of the next step)
+  pos    int64 [1]   its position = tokens already in the KV cache
+  k, v   bf16  [L, nkv, max_ctx, hd]
+  history int64 [max_ctx]  produced tokens by position, read back without a sync per step
+A step (per layer: norm, qkv GEMV, rope+KV write, attention split+reduce, o GEMV,
+add+norm, gate_up GEMV, silu*mul, down GEMV) ends with the head GEMV, argmax on the
+device, and in-place updates of token/pos/history. Nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from edgeprof.fast.kernels import TorchOps, TritonOps
+from edgeprof.fast.weights import FastWeights
+from edgeprof.shapes import ModelShape
+
+
+def rope_tables(model, max_ctx: int, device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [max_ctx, hd] exactly as the HF model's own rotary embedding computes them
+    (so llama3 scaling and every rope variant HF supports come for free)."""
+    rotary = model.model.rotary_emb
+    pos = torch.arange(max_ctx, device=device)[None, :]
+    probe = torch.zeros(1, device=device, dtype=dtype)
+    cos, sin = rotary(probe, pos)  # [1, max_ctx, hd] in dtype
+    return cos[0].contiguous(), sin[0].contiguous()
+
+
+class FastModel:
+    def __init__(self, shape: ModelShape, weights: FastWeights, cos: torch.Tensor, sin: torch.Tensor,
+                 max_ctx: int, device: str):
+        self.shape, self.w, self.max_ctx, self.device = shape, weights, max_ctx, device
+        dt = weights.embed.dtype
+        n, nkv, hd = shape.n_layers, shape.n_kv_heads, shape.head_dim
+        self.k = torch.zeros(n, nkv, max_ctx, hd, device=device, dtype=dt)
+        self.v = torch.zeros(n, nkv, max_ctx, hd, device=device, dtype=dt)
+        self.token = torch.zeros(1, device=device, dtype=torch.long)
+        self.pos = torch.zeros(1, device=device, dtype=torch.long)
+        self.history = torch.zeros(max_ctx, device=device, dtype=torch.long)
+        self.cos, self.sin = cos, sin
+        self.logits: torch.Tensor | None = None  # [1, V] of the last step or prefill
+        args = (shape.n_heads, nkv, hd, shape.norm_eps, cos, sin)
+        on_cuda = torch.device(device).type == "cuda"
+        self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if on_cuda else TorchOps(*args)
+
+    # ------------------------------------------------------------------ one token
+    def step(self) -> torch.Tensor:
+        """Decode one token from the `token`/`pos` buffers; updates them in place."""
+        ops, w = self.ops, self.w
+        x = F.embedding(self.token, w.embed)  # [1, H]
+        res = None
+        for i, lw in enumerate(w.layers):
+            h, res = ops.add_rmsnorm(x, res, lw.attn_norm)
+            q = ops.rope_write_kv(lw.qkv(h), self.pos, self.k[i], self.v[i])  # qkv [1, Q+2KV]
+            x = lw.o(ops.attention(q, self.pos, self.k[i], self.v[i]))  # [1, H]
+            h, res = ops.add_rmsnorm(x, res, lw.mlp_norm)
+            x = lw.down(ops.silu_mul(lw.gate_up(h)))  # [1, 2I] -> [1, I] -> [1, H]
+        h, _ = ops.add_rmsnorm(x, res, w.final_norm)
+        self.logits = F.linear(h, w.lm_head)  # [1, V]; kept for correctness checks
+        nxt = torch.argmax(self.logits, dim=-1)  # [1], greedy on the device
+        self.history.index_copy_(0, self.pos, nxt)
+        self.token.copy_(nxt)
+        self.pos.add_(1)
+        return self.token
+
+    # ------------------------------------------------------------------ prompt
+    @torch.no_grad()
+    def prefill(self, token_ids: Sequence[int], chunk: int = 2048) -> torch.Tensor:
+        """Append `token_ids` to the cache (host ints are fine here: prefill is not graphed);
+        leaves the next token in `token`. Attention runs causally in chunks with SDPA."""
+        start = int(self.pos.item())
+        ids = torch.tensor(list(token_ids), device=self.device, dtype=torch.long)
+        for c0 in range(0, len(ids), chunk):
+            self.logits = self._prefill_chunk(ids[c0:c0 + chunk], start + c0)
+        nxt = torch.argmax(self.logits, dim=-1)  # [1]
+        self.token.copy_(nxt)
+        self.pos.fill_(start + len(ids))
+        self.history[start + len(ids) - 1] = nxt[0]
+        return self.token
+
+    def _prefill_chunk(self, ids: torch.Tensor, p0: int) -> torch.Tensor:
+        s, w = self.shape, self.w
+        t, nh, nkv, hd = len(ids), s.n_heads, s.n_kv_heads, s.head_dim
+        q_dim, kv_dim = nh * hd, nkv * hd
+        cos, sin = self.cos[p0:p0 + t, None, :], self.sin[p0:p0 + t, None, :]  # [t, 1, hd]
+        # query i (absolute p0 + i) may see keys 0 .. p0 + i
+        mask = torch.arange(p0 + t, device=self.device)[None, :] <= (p0 + torch.arange(t, device=self.device))[:, None]
+        x = F.embedding(ids, w.embed)  # [t, H]
+        res = None
+        for i, lw in enumerate(w.layers):
+            h, res = _rmsnorm_rows(x, res, lw.attn_norm, s.norm_eps)
+            qkv = lw.qkv(h)  # [t, Q + 2KV]
+            q = _rope(qkv[:, :q_dim].view(t, nh, hd), cos, sin)
+            k = _rope(qkv[:, q_dim:q_dim + kv_dim].view(t, nkv, hd), cos, sin)
+            self.k[i, :, p0:p0 + t] = k.transpose(0, 1)
+            self.v[i, :, p0:p0 + t] = qkv[:, q_dim + kv_dim:].view(t, nkv, hd).transpose(0, 1)
+            att = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], self.k[i, None, :, :p0 + t], self.v[i, None, :, :p0 + t],
+                attn_mask=mask, enable_gqa=True)  # [1, nh, t, hd]
+            x = lw.o(att[0].transpose(0, 1).reshape(t, q_dim))
+            h, res = _rmsnorm_rows(x, res, lw.mlp_norm, s.norm_eps)
+            g, u = lw.gate_up(h).chunk(2, dim=-1)
+            x = lw.down(F.silu(g) * u)
+        h, _ = _rmsnorm_rows(x[-1:], res[-1:], w.final_norm, s.norm_eps)
+        return F.linear(h, w.lm_head)  # [1, V]
+
+    def reset(self) -> None:
+        self.pos.zero_()
+        self.token.zero_()
+
+
+def _rmsnorm_rows(x: torch.Tensor, res: torch.Tensor | None, w: torch.Tensor, eps: float):
+    h = x if res is None else res + x
+    hf = h.float()
+    hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * hf.to(h.dtype), h
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin

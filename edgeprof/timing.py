@@ -1,0 +1,141 @@
+"""The one clock of edgeprof.
+
+Two times per decode step:
+
+* **wall** (`time.perf_counter`): from the moment the step is launched until its token
+  is readable on the host. This is what a robot waiting for the token experiences.
+* **gpu** (CUDA events): from an event recorded just before the step's first kernel
+  to one recorded just after its last, on the current stream. None on the CPU.
+
+What synchronises, and why
+--------------------------
+A step's token must be read on the host: the robot needs it, and for greedy decoding
+it is the step's result. That host read (`.item()`) is the *only* synchronisation
+inside a measured step; it sits at the end, so wall time = launch + device work +
+read. Nothing else syncs inside a step: event timestamps are read after the loop
+(`time_steps`) or, for a single step, after the token read has already completed the
+stream (`time_launch`). The device-side token itself feeds the next step without a
+copy. Warm-up is the caller's business; graph capture / compile time is reported
+apart by `Decoder.warmup()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeprof.backends.base import StepResult
+from edgeprof.errors import MeasurementError
+
+
+@dataclass
+class LatencyStats:
+    """Summary of latency samples in milliseconds; `raw` keeps every sample."""
+
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+    raw: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, samples_ms) -> LatencyStats:
+        xs = np.asarray(list(samples_ms), dtype=float)
+        if xs.size == 0:
+            raise MeasurementError("no latency samples to summarise; run at least one step")
+        if not np.all(np.isfinite(xs)) or np.any(xs < 0):
+            raise MeasurementError(f"latency samples must be finite and non-negative, got {xs.tolist()[:5]}...")
+        p50, p90, p99 = np.percentile(xs, [50, 90, 99])  # linear interpolation between order statistics
+        return cls(int(xs.size), float(p50), float(p90), float(p99), float(xs.max()), float(xs.mean()),
+                   [float(x) for x in xs])
+
+    def to_dict(self, raw: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not raw:
+            d.pop("raw")
+        return d
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda
+
+
+def _read_token(out: Any) -> int:
+    """The host read that ends a step (a device sync on CUDA; see the module doc)."""
+    return int(out.reshape(-1)[-1].item()) if hasattr(out, "reshape") else int(out)
+
+
+def time_launch(fn: Callable[[], Any], position: int, device_kind: str) -> StepResult:
+    """Run one launch (`fn` enqueues work and returns the next-token device tensor),
+    read the token, and time it. Used by `Decoder.prefill` and `Decoder.step`."""
+    if device_kind == "cuda":
+        cuda = _cuda()
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        start.record()
+        out = fn()
+        end.record()
+        token = _read_token(out)  # waits for the stream, so `end` has completed too
+        t1 = time.perf_counter()
+        return StepResult(token, position, (t1 - t0) * 1e3, float(start.elapsed_time(end)))
+    t0 = time.perf_counter()
+    out = fn()
+    token = _read_token(out)
+    t1 = time.perf_counter()
+    return StepResult(token, position, (t1 - t0) * 1e3, None)
+
+
+@dataclass
+class StepTimes:
+    """Per-step samples of a timed run of decode steps."""
+
+    wall_ms: list[float]
+    gpu_ms: list[float] | None
+    tokens: list[int]
+    positions: list[int]
+
+    @property
+    def wall(self) -> LatencyStats:
+        return LatencyStats.of(self.wall_ms)
+
+    @property
+    def gpu(self) -> LatencyStats | None:
+        return LatencyStats.of(self.gpu_ms) if self.gpu_ms else None
+
+
+def time_steps(decoder, n: int) -> StepTimes:
+    """Time `n` consecutive decode steps of `decoder` (already prefilled and warmed up).
+
+    Events are pre-allocated and only read after the loop; each step's single sync is
+    its token read (see the module doc)."""
+    if n <= 0:
+        raise MeasurementError(f"steps must be positive, got {n}")
+    decoder._check_room(n)
+    cuda_mode = decoder.device_kind == "cuda"
+    wall: list[float] = []
+    tokens: list[int] = []
+    positions: list[int] = []
+    events = None
+    if cuda_mode:
+        cuda = _cuda()
+        events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(n)]
+    for i in range(n):
+        positions.append(decoder.position)
+        t0 = time.perf_counter()
+        if events is not None:
+            events[i][0].record()
+        out = decoder._launch_step()
+        if events is not None:
+            events[i][1].record()
+        tokens.append(_read_token(out))
+        wall.append((time.perf_counter() - t0) * 1e3)
+    gpu = [float(a.elapsed_time(b)) for a, b in events] if events is not None else None
+    return StepTimes(wall, gpu, tokens, positions)

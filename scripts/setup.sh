@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Fresh-machine setup for edgeprof. Idempotent: run it again and it only does what is missing.
+#
+#   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev], Prometheus if root
+#   bash scripts/setup.sh --tests    # the same, then fetch the embedded default model for the test suite
+#
+# Environment: PYTHON (interpreter for the venv, default python3),
+#              EDGEPROF_TORCH_INDEX (a pip --index-url for torch, e.g. https://download.pytorch.org/whl/cpu).
+set -euo pipefail
+
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+
+TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg'; valid: --tests, --help" >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+VPY="$VENV/bin/python"
+say() { echo "setup.sh: $*"; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# 1. Virtual environment.
+if [ ! -x "$VPY" ]; then
+  say "creating $VENV with $($PYTHON --version 2>&1)"
+  if ! "$PYTHON" -m venv "$VENV"; then
+    if is_root && command -v apt-get >/dev/null; then
+      say "python venv support is missing; installing python3-venv"
+      rm -rf "$VENV"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+      "$PYTHON" -m venv "$VENV"
+    else
+      echo "setup.sh: '$PYTHON -m venv' failed; install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+fi
+PIP=("$VPY" -m pip install --disable-pip-version-check -q)
+
+# 2. torch: the CPU build where there is no NVIDIA driver (avoids GBs of CUDA wheels).
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null; then
+    say "installing torch (CUDA build)"
+    "${PIP[@]}" torch
+  elif [ -n "${EDGEPROF_TORCH_INDEX:-}" ]; then
+    say "installing torch (CPU build) from $EDGEPROF_TORCH_INDEX"
+    "${PIP[@]}" torch --index-url "$EDGEPROF_TORCH_INDEX"
+  else
+    say "no nvidia-smi: installing torch 2.13 (a local +cpu wheel is used where pip's find-links has one)"
+    "${PIP[@]}" "torch==2.13.*"
+  fi
+fi
+
+# 3. edgeprof itself, editable, with the GPU/model, ROS and dev extras. Skipped when
+#    pyproject.toml has not changed since the last successful install.
+STAMP="$VENV/.edgeprof-setup"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -c "import edgeprof" 2>/dev/null; then
+  say "installing edgeprof[gpu,ros,dev] (editable)"
+  "${PIP[@]}" -e '.[gpu,ros,dev]'
+  echo "$WANT" > "$STAMP"
+else
+  say "edgeprof is already installed and pyproject.toml is unchanged"
+fi
+
+# 4. Prometheus (the metrics tests start a real one). Debian's package; not started as a service.
+if ! command -v prometheus >/dev/null; then
+  if is_root && command -v apt-get >/dev/null; then
+    say "installing prometheus (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    # The package may start a system service; edgeprof runs its own instances on free ports.
+    (command -v systemctl >/dev/null && systemctl disable --now prometheus 2>/dev/null) || true
+  else
+    say "WARNING: prometheus is not installed and this is not root; run 'sudo apt-get install prometheus'" \
+        "(the metrics tests need it)"
+  fi
+fi
+
+# 5. Optional: the embedded default model, so the test suite need not download it.
+if [ "$TESTS" = 1 ]; then
+  "$VENV/bin/edgeprof" fetch-default
+fi
+
+say "done: $("$VENV/bin/edgeprof" --version), torch $("$VPY" -c 'import torch; print(torch.__version__)')"

@@ -1,0 +1,39 @@
+"""Fixtures shared by the whole suite. Keep this small; parts add their own in
+subfolder conftest.py files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty edgeprof user cache ($EDGEPROF_CACHE) for this test only."""
+    cache = tmp_path / "edgeprof-cache"
+    cache.mkdir()
+    monkeypatch.setenv("EDGEPROF_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def run_edgeprof() -> Callable[..., subprocess.CompletedProcess]:
+    """Run the real CLI in a subprocess: `run_edgeprof("floor", "--model", ...)`.
+
+    The child inherits os.environ (so `tmp_cache` applies); `env=` adds variables.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "edgeprof.cli", *args], capture_output=True, text=True, cwd=REPO,
+            env={**os.environ, **(env or {})}, timeout=timeout,
+        )
+
+    return run

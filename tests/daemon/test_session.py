@@ -1,0 +1,129 @@
+"""Session policy: conversation continuation, reset, overflow policies, EOS, the floor."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeprof.daemon.config import SessionConfig
+from edgeprof.daemon.requests import GenerateRequest
+from edgeprof.daemon.session import FloorModel, RequestStats, Session
+from edgeprof.daemon.text import ByteCodec
+from edgeprof.errors import RequestError
+from edgeprof.floor import compute_floor, parse_format
+from edgeprof.hardware import gpu
+from edgeprof.shapes import preset
+
+from .scripted import ScriptedDecoder
+
+
+def _session(max_ctx=64, eos_after=None, **cfg) -> Session:
+    dec = ScriptedDecoder(max_ctx=max_ctx, eos_after=eos_after)
+    codec = ByteCodec(256)
+    codec.eos_ids = frozenset({0})
+    floor = FloorModel(preset("tiny-test"), parse_format("bf16"), gpu("cpu"))
+    return Session(dec, codec, floor, SessionConfig(**cfg))
+
+
+def _run(s: Session, rid: str, prompt: str, n: int, reset: bool = False):
+    req = GenerateRequest(id=rid, max_new_tokens=n, prompt=prompt, reset=reset)
+    return list(s.generate(req, s.encode(req), lambda: None))
+
+
+def test_floor_model_matches_edgeprof_floor():
+    shape, fmt, spec = preset("smollm2-135m"), parse_format("gptq4-g128"), gpu("l4")
+    fm = FloorModel(shape, fmt, spec)
+    for ctx in (1, 100, 2048, 8192):
+        ref = compute_floor(shape, fmt, ctx, spec.bandwidth_bytes_per_s)
+        assert fm.floor_ms(ctx) == pytest.approx(ref.floor_ms, rel=1e-12)
+        assert fm.touched_floor_ms(ctx) == pytest.approx(ref.touched_floor_ms, rel=1e-12)
+
+
+def test_generate_records_positions_and_floor():
+    s = _session()
+    evs = _run(s, "a", "hi", 4)
+    assert len(evs) == 4 and s.end_reason == "length"
+    assert [e.position for e in evs] == [2, 3, 4, 5]
+    assert evs[1].floor_ms == pytest.approx(s.floor.floor_ms(3))
+    assert evs[0].fraction == pytest.approx(evs[0].floor_ms / evs[0].latency_ms)
+    assert "".join(e.text for e in evs) == "".join(chr(e.token_id) for e in evs)
+
+
+def test_conversation_continues_after_the_pending_token():
+    s = _session()
+    first = _run(s, "a", "hi", 3)
+    dec = s.decoder
+    assert s.pending == first[-1].token_id and dec.position == 2 + 2  # last token not yet fed
+    _run(s, "b", "yo", 2)
+    # the second prefill starts with the first request's last token, then the new prompt
+    assert dec.prefills[-1] == [first[-1].token_id, ord("y"), ord("o")]
+    assert dec.cache[:4] == [ord("h"), ord("i"), first[0].token_id, first[1].token_id]
+    assert s.history == dec.cache
+
+
+def test_reset_flag_starts_from_an_empty_cache():
+    s = _session()
+    _run(s, "a", "hi", 3)
+    _run(s, "b", "yo", 2, reset=True)
+    assert s.decoder.prefills[-1] == [ord("y"), ord("o")]
+    assert s.decoder.cache[:2] == [ord("y"), ord("o")]
+
+
+def test_eos_stops_generation():
+    s = _session(eos_after=4)
+    evs = _run(s, "a", "hi", 10)
+    assert s.end_reason == "eos" and evs[-1].token_id == 0 and len(evs) == 3
+
+
+def test_prompt_longer_than_context():
+    s = _session(max_ctx=16)
+    with pytest.raises(RequestError) as info:
+        s.encode(GenerateRequest(id="a", max_new_tokens=1, prompt="x" * 16))
+    assert info.value.code == "prompt_too_long"
+
+
+def test_overflow_error_is_clear_and_keeps_the_session():
+    s = _session(max_ctx=16)
+    with pytest.raises(RequestError) as info:
+        _run(s, "a", "x" * 10, 10)
+    assert info.value.code == "context_overflow" and "reset" in str(info.value)
+    assert s.position == 16
+    with pytest.raises(RequestError) as info:  # a new prompt that does not fit
+        _run(s, "b", "more", 2)
+    assert info.value.code == "context_overflow"
+    assert len(_run(s, "c", "fresh", 2, reset=True)) == 2
+
+
+def test_overflow_reset_restarts_from_the_current_request():
+    s = _session(max_ctx=16, on_overflow="reset")
+    _run(s, "a", "abcdefgh", 4)  # 8 prompt + 3 steps in the cache, 1 pending
+    assert s.position == 11
+    evs = _run(s, "c", "klmno", 3)  # 1 + 5 more do not fit -> the cache restarts with this prompt
+    assert evs[0].context_event == "reset" and s.decoder.prefills[-1] == list(b"klmno")
+    # mid-generation overflow: restart from this request's prompt + output
+    s2 = _session(max_ctx=16, on_overflow="reset")
+    _run(s2, "a", "abcdefghij", 3)
+    evs = _run(s2, "b", "kl", 6)
+    assert [e.context_event for e in evs].count("reset") == 1
+    assert s2.decoder.cache[:2] == list(b"kl")
+
+
+def test_overflow_sliding_window_keeps_the_last_tokens():
+    s = _session(max_ctx=16, on_overflow="sliding_window", sliding_window=6)
+    evs = _run(s, "a", "abcdefghij", 12)
+    assert len(evs) == 12
+    slid = [e for e in evs if e.context_event == "slid"]
+    assert slid and all(e.position <= 16 for e in evs)
+    # after a slide the cache holds exactly the window (the tail of the conversation)
+    i = evs.index(slid[0])
+    assert slid[0].position == 6 and evs[i - 1].position == 16
+    assert s.history == s.decoder.cache
+
+
+def test_request_stats_summary():
+    st = RequestStats()
+    s = _session()
+    for ev in _run(s, "a", "hi", 5):
+        st.add(ev, missed=ev.latency_ms > 1.5)
+    out = st.summary()
+    assert out["n_tokens"] == 5 and out["ttft_ms"] == 2.0 and out["p50_ms"] == 1.0
+    assert out["deadline_misses"] == 1 and out["fraction_median"] > 0
