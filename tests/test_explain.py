@@ -157,12 +157,12 @@ def test_real_profile_on_cpu(backend: str, tmp_path) -> None:
     json.dumps(r)  # JSON-able
 
 
-def test_cli_explain_unavailable_backend_on_cpu(run_edgeprof) -> None:
+def test_unavailable_backend_is_refused_before_loading() -> None:
     import torch
+
+    from edgeprof.errors import BackendUnavailableError
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: hf-graph is available here")
-    proc = run_edgeprof("explain", "--model", "tiny-test", "--backend", "hf-graph", "--ctx", "32")
-    assert proc.returncode == 2
-    assert "hf-graph" in proc.stderr and "unavailable" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(BackendUnavailableError, match="hf-graph.*unavailable"):
+        run_explain(ExplainOptions(model="qwen2.5-7b", backend="hf-graph", ctx=2048, device="cpu"))

@@ -253,9 +253,13 @@ class RobotClient:
     def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
         """Receipt minus the daemon's CLOCK_MONOTONIC ns stamp `field`, in ms, for the first n stamped records."""
         deadline = time.monotonic() + timeout_s
+        scanned, stamped = since, []
         with self._cond:
             while True:
-                stamped = [r for r in self._records[since:] if field in r]
+                # Incremental scan: a full rescan per received token would compete with the
+                # subscription callback for the GIL and distort the measurement.
+                stamped += [r for r in self._records[scanned:] if field in r]
+                scanned = len(self._records)
                 if len(stamped) >= n or time.monotonic() >= deadline:
                     return [(r[RECV_KEY] - r[field]) / 1e6 for r in stamped[:n]]
                 self._cond.wait(max(0.0, deadline - time.monotonic()))

@@ -66,6 +66,14 @@ class FastDecoder(Decoder):
         self.model.reset()
         self.position = 0
 
+    def set_next_input(self, token_id: int) -> None:
+        """Teacher forcing (correctness gate): the next step is fed `token_id`."""
+        self.model.token.fill_(int(token_id))
+
+    def last_logits(self):
+        """[V] logits of the last prefill or step (a device tensor; the graph writes it)."""
+        return self.model.logits[0]
+
     def tokens(self, start: int, end: int) -> list[int]:
         """Tokens produced at positions [start, end): one host read for many steps."""
         return self.model.history[start:end].tolist()

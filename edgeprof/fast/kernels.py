@@ -102,7 +102,7 @@ if HAVE_TRITON:
             s = tl.load(sin_ptr + pos * HD + half).to(tl.float32)
             y1 = x1 * c - x2 * s
             y2 = x2 * c + x1 * s
-            if head < NH:
+            if head < NH:  # noqa: SIM108 (a runtime branch inside a Triton kernel)
                 dst = q_out_ptr + head * HD
             else:
                 dst = k_cache_ptr + (head - NH) * max_ctx * HD + pos * HD

@@ -44,7 +44,8 @@ class FastModel:
         self.pos = torch.zeros(1, device=device, dtype=torch.long)
         self.history = torch.zeros(max_ctx, device=device, dtype=torch.long)
         self.cos, self.sin = cos, sin
-        self.logits: torch.Tensor | None = None  # [1, V] of the last step or prefill
+        # [1, V] logits of the last step or prefill; one static buffer the graph writes into
+        self.logits = torch.zeros(1, weights.lm_head.shape[0], device=device, dtype=dt)
         args = (shape.n_heads, nkv, hd, shape.norm_eps, cos, sin)
         on_cuda = torch.device(device).type == "cuda"
         self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if on_cuda else TorchOps(*args)
@@ -62,7 +63,7 @@ class FastModel:
             h, res = ops.add_rmsnorm(x, res, lw.mlp_norm)
             x = lw.down(ops.silu_mul(lw.gate_up(h)))  # [1, 2I] -> [1, I] -> [1, H]
         h, _ = ops.add_rmsnorm(x, res, w.final_norm)
-        self.logits = F.linear(h, w.lm_head)  # [1, V]; kept for correctness checks
+        torch.mm(h, w.lm_head.t(), out=self.logits)  # [1, V]; kept for correctness checks
         nxt = torch.argmax(self.logits, dim=-1)  # [1], greedy on the device
         self.history.index_copy_(0, self.pos, nxt)
         self.token.copy_(nxt)
@@ -77,7 +78,7 @@ class FastModel:
         start = int(self.pos.item())
         ids = torch.tensor(list(token_ids), device=self.device, dtype=torch.long)
         for c0 in range(0, len(ids), chunk):
-            self.logits = self._prefill_chunk(ids[c0:c0 + chunk], start + c0)
+            self.logits.copy_(self._prefill_chunk(ids[c0:c0 + chunk], start + c0))
         nxt = torch.argmax(self.logits, dim=-1)  # [1]
         self.token.copy_(nxt)
         self.pos.fill_(start + len(ids))

@@ -32,12 +32,12 @@ def hf_greedy(model, prompt: list[int], n: int, forced: list[int] | None = None)
 
 
 def fast_greedy(dec, prompt: list[int], n: int, forced: list[int] | None = None) -> tuple[list[int], list]:
-    toks, logits = [dec.prefill(prompt).token_id], [dec.model.logits[0].float().clone()]
+    toks, logits = [dec.prefill(prompt).token_id], [dec.last_logits().float().clone()]
     for i in range(n - 1):
         if forced:
-            dec.model.token.fill_(forced[i])
+            dec.set_next_input(forced[i])
         toks.append(dec.step().token_id)
-        logits.append(dec.model.logits[0].float().clone())
+        logits.append(dec.last_logits().float().clone())
     return toks, logits
 
 
@@ -71,7 +71,7 @@ def test_int4_agrees_with_dequantized_reference(smollm2):
     dequantized_copy_(loaded.model, group)  # the module fixture is not reused after this test
     # Teacher-force both on the fast tokens so one early near-tie cannot cascade.
     ref, _ = hf_greedy(loaded.model, prompt, 32, forced=got)
-    agree = sum(a == b for a, b in zip(got, ref)) / len(got)
+    agree = sum(a == b for a, b in zip(got, ref, strict=True)) / len(got)
     assert got[:12] == ref[:12]
     assert agree >= 0.9, f"top-1 agreement {agree:.2f} with the dequantized reference"
 
@@ -90,7 +90,7 @@ def test_synthetic_logits_match_hf_within_bf16_tolerance(arch):
     ref_toks, ref_logits = hf_greedy(model, prompt, 12)
     dec = registry.create("edgeprof-fast", loaded, device="cpu", max_ctx=128)
     _, logits = fast_greedy(dec, prompt, 12, forced=ref_toks)
-    for a, b in zip(logits, ref_logits):
+    for a, b in zip(logits, ref_logits, strict=True):
         assert float((a - b).norm() / b.norm()) < 2e-2
 
 
