@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> dict:
         "raw": {"token_delay_ms": delays, "trigger_rtt_ms": rtts} if args.raw else None,
         "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "load_avg": os.getloadavg(),
+        "load_avg": os.getloadavg(),  # other work on the host shows up in the tail
+        "nice": os.nice(0),
     }
 
 

@@ -83,13 +83,13 @@ def _run_config(dec, codec, floor, on: bool, tokens: int, requests: int, tmp: Pa
     finish.n = 0
     svc._finish = finish
     svc.start()
-    steps: list[float] = []
     for i in range(requests):
         svc.submit(json.dumps({"id": f"r{i}-{time.time_ns()}", "prompt": "The robot arm moves to the",
                                "max_new_tokens": tokens, "reset": True}))
     done.wait(600)
     svc.stop()
-    runlog.close() if on else None
+    if on:
+        runlog.close()
     metrics.close()
     # the first token of each request is the prefill: exclude from the step statistic
     over = np.asarray(svc.overhead_s) * 1e6
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("off", "on"):
         s = summary[key]
         frac = s["overhead_fraction_of_step"]
+        share = f"; mean overhead = {100 * frac:.2f}% of the step" if frac is not None else ""
         print(f"  metrics+runlog {key:>3}: overhead p50 {s['overhead_p50_us']:.1f} us, mean {s['overhead_mean_us']:.1f} us,"
-              f" p99 {s['overhead_p99_us']:.1f} us; step p50 {s['step_p50_ms']:.3f} ms; "
-              f"mean overhead = {100 * frac:.2f}% of the step" if frac is not None else "")
+              f" p99 {s['overhead_p99_us']:.1f} us; step p50 {s['step_p50_ms']:.3f} ms{share}")
     extra = summary["on"]["overhead_mean_us"] - summary["off"]["overhead_mean_us"]
     print(f"  metrics + run log add {extra:.1f} us per token")
     if args.out:

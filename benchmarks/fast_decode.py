@@ -86,7 +86,8 @@ def teacher_forced_logits(dec, prompt: list[int], forced: list[int]) -> list[tor
 def compare(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
     errs = [float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True)]
     agree = sum(int(x.argmax()) == int(y.argmax()) for x, y in zip(a, b, strict=True)) / len(a)
-    return {"logit_rel_error_max": max(errs), "logit_rel_error_mean": sum(errs) / len(errs), "top1_agreement": agree}
+    return {"logit_rel_error_max": max(errs), "logit_rel_error_mean": sum(errs) / len(errs), "top1_agreement": agree,
+            "per_step": [round(e, 5) for e in errs]}
 
 
 def measure(dec, backend: str, ctx: int, steps: int, warmup: int, shape, bw: float, loaded) -> dict:
@@ -192,10 +193,16 @@ def main() -> int:
     hf = registry.create("hf-eager", loaded, device="cuda", max_ctx=256)
     forced = torch.randint(0, shape.vocab, (16,), generator=torch.Generator().manual_seed(2)).tolist()
     ref = teacher_forced_logits(hf, prompt, forced)
-    fast = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256)
-    summary["check_bf16_vs_hf"] = compare(teacher_forced_logits(fast, prompt, forced), ref)
-    del fast
-    print("bf16 vs HF:", json.dumps(summary["check_bf16_vs_hf"]), flush=True)
+    for label, opts in [("graph+triton", {}), ("eager+triton", {"use_graph": False}),
+                        ("eager+torch", {"use_graph": False, "ops": "torch"})]:
+        fast = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256, **opts)
+        summary[f"check_bf16_vs_hf[{label}]"] = compare(teacher_forced_logits(fast, prompt, forced), ref)
+        del fast
+        print(f"bf16 vs HF [{label}]:", json.dumps(summary[f"check_bf16_vs_hf[{label}]"]), flush=True)
+    hf_static = registry.create("hf-graph", loaded, device="cuda", max_ctx=256)
+    summary["check_hf_graph_vs_hf_eager"] = compare(teacher_forced_logits(hf_static, prompt, forced), ref)
+    print("hf-graph vs hf-eager:", json.dumps(summary["check_hf_graph_vs_hf_eager"]), flush=True)
+    del hf_static
 
     rows: list[dict] = []
     with open(args.out / "cells.jsonl", "w") as out_f:

@@ -7,9 +7,10 @@ Protocol (the seed paper's, arXiv 2605.30571):
   arms on it, one after the other; the order alternates between sessions
   (even: control first, odd: treatment first) so slow drift (clocks, temperature)
   cancels instead of biasing one arm.
-* Each arm: prefill `ctx` tokens, warm up (graph capture / compile, reported apart),
-  `warmup` untimed steps, then `steps` timed steps; the arm's value is the median
-  wall ms/step.
+* Each arm is one `edgeprof.bench.run_cell` on the session's loaded model: fill the
+  KV cache to ctx-1 tokens, capture/compile (timed apart), `warmup` untimed steps,
+  then `steps` timed steps; the arm's value is the median wall ms/step. Both arms
+  pass the correctness gate in the first session (same code and weights after).
 * Per session, ratio = median(control) / median(treatment) (> 1: the treatment is faster).
 * Result: the median of the session ratios and its 95% bootstrap CI
   (`scipy.stats.bootstrap`, BCa; percentile if BCa degenerates on tiny N).
@@ -118,40 +119,26 @@ def bootstrap_median_ci(ratios: list[float], confidence: float = 0.95, n_resampl
 # --------------------------------------------------------------------------------------
 # One arm, one session (runs inside the fresh worker process)
 # --------------------------------------------------------------------------------------
-def plan_positions(ctx: int, steps: int, warmup: int, model_max: int) -> tuple[int, int]:
-    """(prefill tokens, decoder max_ctx): decode at `ctx` tokens of context; when that
-    would run past the model's maximum, prefill fewer so the last step still fits."""
-    need = warmup + steps + 1
-    prefill = ctx if ctx + need <= model_max else max(1, model_max - need)
-    return prefill, min(model_max, prefill + need)
+def measure_arm(loaded: Any, backend: str, spec: dict[str, Any], reference: Any = None,
+                gate: bool = False) -> dict[str, Any]:
+    """One arm through `edgeprof.bench.run_cell` on the session's loaded model (the bench
+    protocol: fill to ctx-1, capture/compile apart, `warmup` untimed, `steps` timed)."""
+    from edgeprof.bench import CellSpec, run_cell
 
-
-def measure_arm(loaded: Any, backend: str, device: str, ctx: int, steps: int, warmup: int,
-                seed: int = 0) -> dict[str, Any]:
-    """One arm: build the decoder, prefill, warm up, time `steps` steps; raw samples kept."""
-    import random
-
-    from edgeprof.backends import registry
-
-    prefill, max_ctx = plan_positions(ctx, steps, warmup, loaded.shape.max_ctx)
-    rng = random.Random(seed)
-    prompt = [rng.randrange(loaded.shape.vocab) for _ in range(prefill)]
-    dec = registry.create(backend, loaded, device=device, max_ctx=max_ctx)
-    try:
-        dec.prefill(prompt)
-        capture_s = dec.warmup()
-        for _ in range(warmup):
-            dec.step()
-        results = [dec.step() for _ in range(steps)]
-        info = dec.info()
-    finally:
-        dec.close()
-    wall = [r.wall_ms for r in results]
-    gpu = [r.gpu_ms for r in results] if all(r.gpu_ms is not None for r in results) else None
-    return {"backend": backend, "wall_ms": wall, "gpu_ms": gpu, "prefill_tokens": prefill,
-            "median_wall_ms": _median(wall), "median_gpu_ms": _median(gpu) if gpu else None,
-            "capture_s": capture_s or info.capture_s, "resident_weight_bytes": info.resident_weight_bytes,
-            "weights": info.weights}
+    cell = CellSpec(model=spec["model"], backend=backend, ctx=spec["ctx"], steps=spec["steps"],
+                    warmup=spec["warmup"], device=spec["device"], synthetic=spec.get("synthetic"), gate=gate)
+    rec = run_cell(cell, command=f"edgeprof ab session {spec['index']} arm {backend}", loaded=loaded,
+                   reference=reference)
+    if rec["status"] != "ok":
+        raise MeasurementError(f"session {spec['index']}, arm {backend}: {rec['error']}")
+    wall, gpu = rec["wall_ms"], rec["gpu_ms"]
+    return {"backend": backend, "wall_ms": wall, "gpu_ms": gpu, "median_wall_ms": _median(wall),
+            "median_gpu_ms": _median(gpu) if gpu else None, "stats": rec["stats"], "capture_s": rec["capture_s"],
+            "prefill_tokens": rec.get("prefill_tokens"), "weights": rec["weights"],
+            "resident_weight_bytes": rec["resident_weight_bytes"], "peak_mem_bytes": rec["peak_mem_bytes"],
+            "correctness": rec["correctness"], "floor": rec["floor"], "telemetry_before": rec["telemetry_before"],
+            "telemetry_after": rec["telemetry_after"], "versions": rec["versions"], "gpu": rec["gpu"],
+            "gpu_name": rec["gpu_name"], "model_label": rec["model_label"], "synthetic": rec["synthetic"]}
 
 
 def _median(xs: list[float]) -> float:
@@ -177,47 +164,30 @@ def _free(device: str) -> None:
 
 
 def run_session(spec: dict[str, Any]) -> dict[str, Any]:
-    """Worker body: load once, run the arms in `spec['order']`, return raw results."""
+    """Worker body: load once, run the arms in `spec['order']`, return raw results.
+    The correctness gate runs in the first session only (same code, same weights in
+    every session; it costs a reference decode)."""
+    from edgeprof import gate as gate_mod
     from edgeprof.sources import load_model
 
     device = spec["device"]
+    gate = bool(spec.get("gate"))
     t0 = time.perf_counter()
     loaded = load_model(spec["model"], device, synthetic=spec.get("synthetic"))
     load_s = time.perf_counter() - t0
+    reference = gate_mod.reference(loaded, device) if gate else None
     arms: dict[str, Any] = {}
     for i, backend in enumerate(spec["order"]):
         if i > 0 and not ({backend, spec["order"][0]} <= _SHARES_MODEL):
-            del loaded
+            del loaded  # a quantising backend changed the weights in place: load afresh
             _free(device)
             loaded = load_model(spec["model"], device, synthetic=spec.get("synthetic"))
-        arms[backend] = measure_arm(loaded, backend, device, spec["ctx"], spec["steps"], spec["warmup"],
-                                    seed=spec.get("seed", 0))
+        arms[backend] = measure_arm(loaded, backend, spec, reference, gate)
         _free(device)
+    first = arms[spec["order"][0]]
     return {"pid": os.getpid(), "order": spec["order"], "arms": arms, "load_s": load_s,
-            "model_label": loaded.label, "synthetic": bool(loaded.synthetic), **_device_facts(device)}
-
-
-def _device_facts(device: str) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    facts: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import transformers
-
-        facts["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    if device.startswith("cuda"):
-        from edgeprof.hardware import match_nvml_name
-
-        name = torch.cuda.get_device_name(torch.device(device))
-        spec = match_nvml_name(name)
-        facts.update(gpu_name=name, gpu=spec.key if spec else None)
-    else:
-        facts.update(gpu_name=None, gpu="cpu")
-    return facts
+            "model_label": first["model_label"], "synthetic": bool(first["synthetic"]),
+            "gpu": first["gpu"], "gpu_name": first["gpu_name"], **(first["versions"] or {})}
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -238,9 +208,9 @@ def _worker_main(argv: list[str]) -> int:
 # The parent: spawn sessions, aggregate
 # --------------------------------------------------------------------------------------
 def default_device() -> str:
-    from edgeprof.backends.registry import _cuda_available
+    from edgeprof.bench import default_device as bench_default
 
-    return "cuda" if _cuda_available() else "cpu"
+    return bench_default()
 
 
 def check_runnable(intervention: Intervention, control: str, treatment: str, device: str) -> None:
@@ -274,6 +244,7 @@ class ABOptions:
     synthetic: bool | None = None
     session_timeout_s: float = 600.0
     seed: int = 0
+    gate: bool = True  # correctness gate of both arms in the first session
 
 
 def _spawn_session(spec: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
@@ -294,8 +265,6 @@ def _spawn_session(spec: dict[str, Any], timeout_s: float, workdir: Path) -> dic
 
 def run_ab(opts: ABOptions, progress=None) -> dict[str, Any]:
     """Run `opts.sessions` fresh-process sessions and aggregate them."""
-    from edgeprof import paper
-
     iv = get_intervention(opts.intervention)
     control, treatment = opts.pair or (iv.control, iv.treatment)
     if opts.sessions < 2:
@@ -313,24 +282,38 @@ def run_ab(opts: ABOptions, progress=None) -> dict[str, Any]:
         for i in range(opts.sessions):
             order = [control, treatment] if i % 2 == 0 else [treatment, control]
             spec = {"index": i, "model": opts.model, "ctx": opts.ctx, "steps": opts.steps, "warmup": opts.warmup,
-                    "device": device, "synthetic": opts.synthetic, "order": order, "seed": opts.seed + i}
+                    "device": device, "synthetic": opts.synthetic, "order": order, "gate": i == 0 and opts.gate}
             t0 = time.perf_counter()
             out = _spawn_session(spec, opts.session_timeout_s, Path(tmp))
+            out["session_s"] = time.perf_counter() - t0
+            sessions.append(out)
             c, t = out["arms"][control], out["arms"][treatment]
-            ratio = session_ratio(c["wall_ms"], t["wall_ms"])
-            gpu_ratio = session_ratio(c["gpu_ms"], t["gpu_ms"]) if c["gpu_ms"] and t["gpu_ms"] else None
-            sessions.append({"index": i, "order": order, "pid": out["pid"], "ratio": ratio, "gpu_ratio": gpu_ratio,
-                             "control": c, "treatment": t, "load_s": out["load_s"],
-                             "session_s": time.perf_counter() - t0, "facts": out})
             progress(f"session {i + 1}/{opts.sessions} (pid {out['pid']}, {order[0]} first): "
                      f"{control} {c['median_wall_ms']:.3f} ms, {treatment} {t['median_wall_ms']:.3f} ms, "
-                     f"ratio {ratio:.4f}")
+                     f"ratio {session_ratio(c['wall_ms'], t['wall_ms']):.4f}")
+    result = aggregate(iv, control, treatment, opts, device, sessions)
+    result["total_s"] = time.perf_counter() - t_start
+    return result
+
+
+def aggregate(iv: Intervention, control: str, treatment: str, opts: ABOptions, device: str,
+              outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The A/B result from the sessions' raw outputs (what `run_session` returns)."""
+    from edgeprof import paper
+
+    sessions = []
+    for i, out in enumerate(outputs):
+        c, t = out["arms"][control], out["arms"][treatment]
+        sessions.append({
+            "index": i, "order": out["order"], "pid": out["pid"],
+            "ratio": session_ratio(c["wall_ms"], t["wall_ms"]),
+            "gpu_ratio": session_ratio(c["gpu_ms"], t["gpu_ms"]) if c.get("gpu_ms") and t.get("gpu_ms") else None,
+            "control": c, "treatment": t, "load_s": out.get("load_s"), "session_s": out.get("session_s"),
+        })
     ratios = [s["ratio"] for s in sessions]
     boot = bootstrap_median_ci(ratios, seed=opts.seed)
     gpu_ratios = [s["gpu_ratio"] for s in sessions if s["gpu_ratio"] is not None]
-    first = sessions[0]["facts"]
-    for s in sessions:
-        s.pop("facts")
+    first = outputs[0]
     return {
         "kind": "ab",
         "intervention": iv.name,
@@ -347,16 +330,16 @@ def run_ab(opts: ABOptions, progress=None) -> dict[str, Any]:
         "device": device,
         "gpu": first.get("gpu"),
         "gpu_name": first.get("gpu_name"),
-        "versions": {k: first.get(k) for k in ("python", "torch", "transformers")},
+        "versions": {k: first.get(k) for k in ("python", "torch", "transformers", "edgeprof")},
+        "correctness": {b: outputs[0]["arms"][b].get("correctness") for b in (control, treatment)},
         "n_sessions": len(sessions),
         "ratios": ratios,
         "median_ratio": boot["median"],
         "ci": boot["ci"],
         "bootstrap": boot,
-        "gpu_time_median_ratio": _median(gpu_ratios) if len(gpu_ratios) == len(sessions) else None,
+        "gpu_time_median_ratio": _median(gpu_ratios) if gpu_ratios and len(gpu_ratios) == len(sessions) else None,
         "sessions": sessions,
         "paper": paper.figures().get(iv.paper_key, {}) if iv.paper_key else {},
-        "total_s": time.perf_counter() - t_start,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -244,7 +244,6 @@ class ExplainOptions:
     gpu: str | None = None
     synthetic: bool | None = None
     trace_out: Path | None = None
-    seed: int = 0
 
 
 def profile_decoder(dec: Any, steps: int, cuda: bool, trace_out: Path | None = None) -> dict[str, Any]:
@@ -274,34 +273,34 @@ def profile_decoder(dec: Any, steps: int, cuda: bool, trace_out: Path | None = N
 
 def run_explain(opts: ExplainOptions) -> dict[str, Any]:
     import os
-    import random
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # Kineto's start/stop chatter on stderr: errors only
-    from edgeprof.ab import default_device, plan_positions
     from edgeprof.backends import registry
+    from edgeprof.bench import CellSpec, fill_tokens, plan, validate
     from edgeprof.floor import check_ctx, parse_format, step_traffic
     from edgeprof.sources import load_model
+    from edgeprof.timing import time_steps
 
     if opts.steps < 1:
         raise ConfigError("steps", f"must be >= 1 profiled steps, got {opts.steps}")
-    info = registry.require(opts.backend)
-    device = opts.device or default_device()
+    # The same validation as `edgeprof bench` (backend here, device, ctx), before any load.
+    info, _, device = validate(CellSpec(opts.model, opts.backend, opts.ctx, steps=opts.steps, warmup=opts.warmup,
+                                        device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic))
     cuda = device.startswith("cuda")
+    gpu_key, gpu_name, bandwidth = _bandwidth(device, opts.gpu)
     loaded = load_model(opts.model, device, synthetic=opts.synthetic)
     shape = loaded.shape
     check_ctx(shape, opts.ctx)
-    gpu_key, gpu_name, bandwidth = _bandwidth(device, opts.gpu)
 
-    total_steps = opts.warmup + 2 * opts.steps + 2
-    prefill, max_ctx = plan_positions(opts.ctx, total_steps, 0, shape.max_ctx)
-    rng = random.Random(opts.seed)
-    dec = registry.create(opts.backend, loaded, device=device, max_ctx=max_ctx)
+    # Bench's plan: fill to ctx-1, room for every step that follows (2 profiler warm-ups).
+    prefill, max_ctx = plan(opts.ctx, 2 * opts.steps + 2, opts.warmup, shape.max_ctx)
+    dec = registry.create(opts.backend, loaded, device, max_ctx)
     try:
-        dec.prefill([rng.randrange(shape.vocab) for _ in range(prefill)])
+        dec.prefill(fill_tokens(loaded, prefill))
         capture_s = dec.warmup()
         for _ in range(opts.warmup):
             dec.step()
-        unprofiled = [dec.step().wall_ms for _ in range(opts.steps)]
+        unprofiled = time_steps(dec, opts.steps).wall_ms
         prof = profile_decoder(dec, opts.steps, cuda, opts.trace_out)
         dinfo = dec.info()
     finally:

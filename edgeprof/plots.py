@@ -12,8 +12,10 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 _DPI = 110
+_FLOOR_COLORS = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:pink")
 
 
 def _png(fig: Figure) -> bytes:
@@ -55,7 +57,7 @@ def ms_per_step_png(records: list[dict[str, Any]]) -> bytes | None:
     if not panels:
         return None
     rows, cols = _grid(len(panels))
-    fig = Figure(figsize=(5.2 * cols, 4.0 * rows))
+    fig = Figure(figsize=(5.2 * cols, 5.2 * rows))
     for i, rs in enumerate(panels.values()):
         ax = fig.add_subplot(rows, cols, i + 1)
         by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -72,18 +74,24 @@ def ms_per_step_png(records: list[dict[str, Any]]) -> bytes | None:
             p99 = [r["stats"]["wall"].get("p99") for r in brs]
             if all(v is not None for v in p99):
                 ax.fill_between(xs, [r["stats"]["wall"]["p50"] for r in brs], p99, alpha=0.12)
-        for weights, pts in sorted(floors.items()):
+        for j, (weights, pts) in enumerate(sorted(floors.items())):
             xs = sorted(pts)
-            ax.plot(xs, [pts[x][0] for x in xs], "k--", linewidth=1, label=f"floor {weights} (paper def.)")
+            color = _FLOOR_COLORS[j % len(_FLOOR_COLORS)]
+            ax.plot(xs, [pts[x][0] for x in xs], "--", color=color, linewidth=1.2, marker="_", markersize=14,
+                    label=f"floor {weights} (paper def.)")
             if any(pts[x][1] for x in xs):
-                ax.plot(xs, [pts[x][1] for x in xs], "k:", linewidth=1, label=f"floor {weights} (touched)")
+                ax.plot(xs, [pts[x][1] for x in xs], ":", color=color, linewidth=1.2, marker="_", markersize=10,
+                        label=f"floor {weights} (touched)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("ms per decode step (p50; band to p99)")
         ax.set_title(_panel_title(rs), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     return _png(fig)
 

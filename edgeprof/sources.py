@@ -171,9 +171,9 @@ def is_preset(spec: str) -> bool:
     return spec.lower() in load_presets()
 
 
-def resolve_shape(spec: str, synthetic: bool | None = None) -> ModelShape:
-    """The shape of `spec` without loading weights (presets, directories, config.json).
-    Used to validate a ctx before anything heavy happens."""
+def resolve_shape(spec: str, synthetic: bool | None = None) -> ModelShape | None:
+    """The shape of `spec` without loading weights (presets, directories, .gguf files), or
+    None for a hub id. Used to validate a ctx before anything heavy happens."""
     presets = load_presets()
     key = spec.lower()
     if key in DEFAULT_ALIASES and synthetic is not True:
@@ -186,7 +186,7 @@ def resolve_shape(spec: str, synthetic: bool | None = None) -> ModelShape:
     if p.suffix == ".gguf" and p.is_file():
         return _gguf_shape(p)
     if _HUB_ID.match(spec):
-        raise ModelLoadError(f"{spec!r} looks like a hub id; its shape is known only after loading it")
+        return None  # a hub id: its shape is known only after loading it
     raise UnknownChoiceError("model", spec, [*presets, "default", "<local HF dir>", "<file.gguf>", "<hub id>"])
 
 

@@ -125,7 +125,9 @@ def _compose(path: Path) -> yaml.Node:
             mark = context  # hit the end of the file: the unclosed construct starts here
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path.name}:{line}", f"malformed YAML ({problem}); fix the syntax on that line") from exc
+        if context is not None and context.line + 1 != line and getattr(exc, "context", None):
+            problem += f"; {exc.context} started on line {context.line + 1}"
+        raise ConfigError(f"{path.name}:{line}", f"malformed YAML ({problem}); fix the syntax there") from exc
     if node is None:
         raise ConfigError(f"{path.name}:1", "the file is empty; see configs/sweeps/ci-tiny.yaml for an example")
     return node
@@ -226,9 +228,9 @@ def load_config(path: str | Path) -> SweepConfig:
     grid_keys = {"models", "backends", "contexts"}
     if "grids" in top:
         if grid_keys & top.keys():
-            first = min((top[k][0] for k in grid_keys & top.keys()), key=loc.line)
-            raise loc.error(first, next(iter(sorted(grid_keys & top.keys()))),
-                            "give either top-level models/backends/contexts or `grids:`, not both")
+            first = min(grid_keys & top.keys(), key=lambda k: loc.line(top[k][0]))
+            raise loc.error(top[first][0], first, "give either top-level models/backends/contexts or `grids:`, "
+                            "not both")
         gnode = top["grids"][0]
         if not isinstance(gnode, yaml.SequenceNode) or not gnode.value:
             raise loc.error(gnode, "grids", "must be a non-empty list of mappings")

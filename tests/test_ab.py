@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from edgeprof.ab import INTERVENTIONS, bootstrap_median_ci, format_result, parse_pair, plan_positions, session_ratio
+from edgeprof.ab import INTERVENTIONS, bootstrap_median_ci, format_result, parse_pair, session_ratio
 from edgeprof.errors import ConfigError, MeasurementError, UnknownChoiceError
 
 
@@ -40,12 +40,6 @@ def test_bootstrap_small_and_degenerate_samples() -> None:
     assert bootstrap_median_ci([1.2, 1.2, 1.2])["ci"] == [1.2, 1.2]
     with pytest.raises(MeasurementError, match="at least 2"):
         bootstrap_median_ci([1.2])
-
-
-def test_plan_positions_fit_the_model() -> None:
-    assert plan_positions(2048, 30, 5, 32768) == (2048, 2084)
-    prefill, max_ctx = plan_positions(512, 30, 5, 512)  # ctx at the model maximum: prefill less
-    assert max_ctx == 512 and prefill + 36 == 512
 
 
 def test_interventions_and_pairs() -> None:
@@ -81,7 +75,7 @@ def test_bad_input(run_edgeprof) -> None:
 @pytest.mark.slow
 def test_cpu_smoke_fresh_sessions(run_edgeprof, tmp_path) -> None:
     out = tmp_path / "ab.json"
-    proc = run_edgeprof("ab", "--intervention", "cpu-smoke", "--model", "tiny-test", "--ctx", "32",
+    proc = run_edgeprof("ab", "--intervention", "cpu-smoke", "--model", "tiny-test", "--ctx", "64",
                         "--sessions", "3", "--steps", "6", "--warmup", "2", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
@@ -89,7 +83,10 @@ def test_cpu_smoke_fresh_sessions(run_edgeprof, tmp_path) -> None:
     sessions = r["sessions"]
     assert len({s["pid"] for s in sessions}) == 3  # each session its own process
     assert [s["order"][0] for s in sessions] == ["hf-eager", "hf-static", "hf-eager"]  # alternated
+    assert sessions[0]["control"]["correctness"]["passed"] and sessions[0]["treatment"]["correctness"]["passed"]
+    assert sessions[1]["control"]["correctness"] is None  # the gate runs in the first session only
     for s in sessions:
+        assert s["control"]["prefill_tokens"] == 63  # bench's protocol: fill to ctx-1
         assert len(s["control"]["wall_ms"]) == 6 and len(s["treatment"]["wall_ms"]) == 6
         assert s["ratio"] == pytest.approx(np.median(s["control"]["wall_ms"]) / np.median(s["treatment"]["wall_ms"]))
     assert r["median_ratio"] == pytest.approx(np.median([s["ratio"] for s in sessions]))

@@ -45,3 +45,21 @@ def test_cli_calibrate_then_calibrated_floor(tmp_cache, run_edgeprof) -> None:
     assert rec["peak_bytes_per_s"] == pytest.approx(measured)
     assert rec["floor_ms"] == pytest.approx(1e3 * rec["paper_bytes"] / measured)
     assert rec["datasheet_bytes_per_s"] == hardware.gpu("cpu").bandwidth_bytes_per_s
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs an NVIDIA GPU with CUDA (none visible here)")
+def test_calibrate_cuda_is_a_sane_fraction_of_the_datasheet(tmp_cache) -> None:
+    result = calibrate("cuda", size_mb=512, repeats=10)
+    assert result.device == "cuda"
+    if result.datasheet_bytes_per_s:  # a catalogued GPU: copies reach 50-100% of the peak
+        assert 0.5 < result.fraction_of_datasheet < 1.05, result.to_dict()
+    assert hardware.calibrated_bandwidth(result.spec_key) == pytest.approx(result.bytes_per_s)

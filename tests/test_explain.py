@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgeprof.errors import MeasurementError
 from edgeprof.explain import (
     ATTENTION,
     CLASSES,
@@ -27,7 +28,6 @@ from edgeprof.explain import (
     top_level_ops,
     union_length,
 )
-from edgeprof.errors import MeasurementError
 from edgeprof.floor import parse_format, step_traffic
 from edgeprof.shapes import preset
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeprof.errors import ConfigError, ContextLengthError, UnknownChoiceError
 from edgeprof.floor import compute_floor, format_names, kv_cache_bytes, parse_format, step_traffic
@@ -226,3 +228,44 @@ def test_paper_headline_cells() -> None:
     h200 = gpu("h200").bandwidth_bytes_per_s
     assert compute_floor(qwen, parse_format("bf16"), 2048, h200).floor_ms == pytest.approx(3.20, abs=0.005)
     assert compute_floor(qwen, parse_format("gptq4-g128"), 2048, h200).floor_ms == pytest.approx(1.19, abs=0.01)
+
+
+# ---------------------------------------------------------------------------
+# Properties over random shapes (hypothesis): the relations between the groups.
+
+FORMATS = ["bf16", "int8", "nf4", "nf4-nodq", "gptq4-g128", "gptq4-g64", "awq4", "exl2-4.65"]
+
+
+@st.composite
+def shapes(draw) -> ModelShape:
+    head_dim = draw(st.sampled_from([64, 128]))
+    n_kv = draw(st.integers(1, 8))
+    n_heads = n_kv * draw(st.integers(1, 8))
+    return ModelShape(name="h", arch="llama", n_layers=draw(st.integers(1, 80)), hidden=128 * draw(st.integers(1, 64)),
+                      n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
+                      intermediate=128 * draw(st.integers(1, 200)), vocab=draw(st.integers(1000, 200_000)),
+                      qkv_bias=draw(st.booleans()), tied=draw(st.booleans()), max_ctx=1 << 20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes(), fmt=st.sampled_from(FORMATS), ctx=st.integers(1, 1 << 17))
+def test_definitions_relate_as_documented(shape: ModelShape, fmt: str, ctx: int) -> None:
+    t = step_traffic(shape, parse_format(fmt), ctx)
+    table, row = 2 * shape.vocab * shape.hidden, 2 * shape.hidden
+    if shape.tied:  # the shared table is counted once by both; touched adds the gathered row
+        assert t.touched_bytes == t.paper_bytes + row
+    else:  # touched drops the input table, keeps one of its rows
+        assert t.touched_bytes == t.paper_bytes - table + row
+    # KV is linear in ctx and the only ctx-dependent group.
+    t2 = step_traffic(shape, parse_format(fmt), 2 * ctx) if 2 * ctx <= shape.max_ctx else None
+    if t2 is not None:
+        assert t2.kv_bytes == 2 * t.kv_bytes and t2.weight_bytes == t.weight_bytes
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes())
+def test_fewer_bits_never_read_more(shape: ModelShape) -> None:
+    blocks = {f: sum(step_traffic(shape, parse_format(f), 1).paper[g] for g in ("attention", "mlp"))
+              for f in ("bf16", "int8", "nf4", "gptq4-g128", "awq4")}
+    assert blocks["bf16"] > blocks["int8"] > max(blocks["nf4"], blocks["gptq4-g128"])
+    assert blocks["gptq4-g128"] > blocks["awq4"]  # g_idx costs 4 B per input channel

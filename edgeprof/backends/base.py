@@ -70,7 +70,7 @@ class Decoder(ABC):
         The default does nothing; graph/compile backends override it."""
         return 0.0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, deliberately a no-op)
         """Release device memory. Optional."""
 
     # --- hooks for the correctness gate (edgeprof.gate) -----------------------------------

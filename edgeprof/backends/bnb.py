@@ -27,7 +27,7 @@ INT8_THRESHOLD = 6.0
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(name, mod) for name, mod in model.named_modules()
-            if isinstance(mod, nn.Linear) and ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES]
+            if type(mod) is nn.Linear and ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES]
 
 
 def _nf4_layer(mod: nn.Linear, device: torch.device):

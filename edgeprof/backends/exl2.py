@@ -18,6 +18,7 @@ MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0); later processes reuse the build.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,7 +88,7 @@ def gpu_weight_bytes(ckpt: Path, tied: bool) -> int:
     total = 0
     for f in sorted(ckpt.glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as st:
-            for name in st.keys():
+            for name in st.keys():  # noqa: SIM118 (safe_open is not iterable)
                 if name == "model.embed_tokens.weight" and not tied:
                     continue
                 sl = st.get_slice(name)
@@ -96,6 +97,33 @@ def gpu_weight_bytes(ckpt: Path, tied: bool) -> int:
                     n *= d
                 total += n * {"I32": 4, "F16": 2, "BF16": 2, "F32": 4}.get(sl.get_dtype(), 2)
     return total
+
+
+# Loaded ExLlamaV2 models by checkpoint: sessions of several contexts share one load (each
+# gets its own cache). `unload_all()` frees them.
+_MODELS: dict[str, object] = {}
+
+
+def _load_model(ckpt: Path, max_seq_len: int, ExLlamaV2, ExLlamaV2Config):  # noqa: N803 (classes)
+    model = _MODELS.get(str(ckpt))
+    if model is not None and model.config.max_seq_len >= max_seq_len:
+        return model
+    if model is not None:
+        model.unload()
+    config = ExLlamaV2Config(str(ckpt))
+    # RoPE tables follow max_seq_len; the KV cache is sized per session, so this costs little.
+    config.max_seq_len = -(-max_seq_len // PAGE) * PAGE
+    model = ExLlamaV2(config)
+    model.load()
+    _MODELS[str(ckpt)] = model
+    return model
+
+
+def unload_all() -> None:
+    for model in _MODELS.values():
+        with contextlib.suppress(Exception):
+            model.unload()
+    _MODELS.clear()
 
 
 class ExLlamaV2Decoder(Decoder):
@@ -113,12 +141,9 @@ class ExLlamaV2Decoder(Decoder):
 
         self.loaded = loaded
         self.ckpt = ensure_checkpoint(loaded, group, checkpoint_dir)
+        self.cache_len = -(-max_ctx // PAGE) * PAGE
         try:
-            config = ExLlamaV2Config(str(self.ckpt))
-            self.cache_len = -(-max_ctx // PAGE) * PAGE
-            config.max_seq_len = self.cache_len
-            self.model = ExLlamaV2(config)
-            self.model.load()
+            self.model = _load_model(self.ckpt, max(self.cache_len, loaded.shape.max_ctx), ExLlamaV2, ExLlamaV2Config)
             self.cache = ExLlamaV2Cache(self.model, max_seq_len=self.cache_len, batch_size=1)
         except Exception as exc:
             raise ModelLoadError(f"ExLlamaV2 could not load {self.ckpt}: {type(exc).__name__}: {exc}") from exc
@@ -175,11 +200,7 @@ class ExLlamaV2Decoder(Decoder):
                            0.0, dict(self.notes))
 
     def close(self) -> None:
-        try:
-            self.model.unload()
-        except Exception:
-            pass
-        self.cache = None
+        self.cache = None  # the model stays loaded for the next session (see unload_all)
 
 
 def make(loaded, device: str, max_ctx: int, **options) -> ExLlamaV2Decoder:

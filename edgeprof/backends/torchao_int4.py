@@ -77,7 +77,7 @@ def quantize_model_(model: nn.Module, group: int = 128) -> dict[str, int]:
     """Replace every block linear of `model` in place; returns {group size: count}."""
     used: dict[str, int] = {}
     targets = [(name, mod) for name, mod in model.named_modules()
-               if isinstance(mod, nn.Linear) and ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES]
+               if type(mod) is nn.Linear and ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES]
     with torch.no_grad():
         for name, mod in targets:
             parent_name, leaf = name.rsplit(".", 1)

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", action="store_true", default=None, help="force synthetic weights")
     p.add_argument("--session-timeout", type=float, default=600.0, metavar="S",
                    help="kill a session's process after S seconds (default 600)")
-    p.add_argument("--seed", type=int, default=0, help="seed of prompts and of the bootstrap (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    p.add_argument("--no-gate", action="store_true", help="skip the correctness gate in the first session")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", metavar="FILE", help="write the result JSON here (e.g. DIR/ab.json for the report)")
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     opts = ABOptions(intervention=args.intervention, model=args.model, ctx=args.ctx, sessions=args.sessions,
                      steps=args.steps, warmup=args.warmup,
                      pair=parse_pair(args.backend_pair) if args.backend_pair else None, device=args.device,
-                     synthetic=args.synthetic, session_timeout_s=args.session_timeout, seed=args.seed)
+                     synthetic=args.synthetic, session_timeout_s=args.session_timeout, seed=args.seed,
+                     gate=not args.no_gate)
     result = run_ab(opts)
     text = json.dumps(result, indent=1)
     if args.out:

@@ -25,7 +25,7 @@ _TOPIC_RE = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 @dataclass(frozen=True)
 class BridgeConfig:
     host: str = "127.0.0.1"
-    port: int = 9090  # rosbridge's default; Prometheus also defaults to 9090, so metrics do not
+    port: int = 9091  # `edgeprof bridge`'s default; rosbridge and Prometheus both default to 9090, so metrics do not
     connect_timeout_s: float = 5.0
 
 

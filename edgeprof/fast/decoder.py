@@ -22,7 +22,7 @@ class FastDecoder(Decoder):
     backend_name = "edgeprof-fast"
 
     def __init__(self, loaded, device: str, max_ctx: int, fmt: str = "bf16", group: int = 128,
-                 use_graph: bool | None = None):
+                 use_graph: bool | None = None, ops: str | None = None):
         super().__init__(max_ctx, device)
         shape = loaded.shape
         if max_ctx > shape.max_ctx:
@@ -34,7 +34,7 @@ class FastDecoder(Decoder):
         with torch.no_grad():
             self.weights = from_hf(loaded.model, fmt, group)
             cos, sin = rope_tables(loaded.model, max_ctx, device, self.weights.embed.dtype)
-        self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device)
+        self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device, ops)
         self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_s = 0.0
@@ -86,7 +86,7 @@ class FastDecoder(Decoder):
             return 0.0
         t0 = time.perf_counter()
         m = self.model
-        saved = (m.token.clone(), m.pos.clone())
+        saved = (m.token.clone(), m.pos.clone(), m.logits.clone())
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -97,6 +97,7 @@ class FastDecoder(Decoder):
         torch.cuda.current_stream().wait_stream(side)
         m.token.copy_(saved[0])
         m.pos.copy_(saved[1])
+        m.logits.copy_(saved[2])  # the warm-up steps overwrote the prefill's logits
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             m.step()

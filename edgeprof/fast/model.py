@@ -34,7 +34,7 @@ def rope_tables(model, max_ctx: int, device: str, dtype: torch.dtype) -> tuple[t
 
 class FastModel:
     def __init__(self, shape: ModelShape, weights: FastWeights, cos: torch.Tensor, sin: torch.Tensor,
-                 max_ctx: int, device: str):
+                 max_ctx: int, device: str, ops: str | None = None):
         self.shape, self.w, self.max_ctx, self.device = shape, weights, max_ctx, device
         dt = weights.embed.dtype
         n, nkv, hd = shape.n_layers, shape.n_kv_heads, shape.head_dim
@@ -47,8 +47,9 @@ class FastModel:
         # [1, V] logits of the last step or prefill; one static buffer the graph writes into
         self.logits = torch.zeros(1, weights.lm_head.shape[0], device=device, dtype=dt)
         args = (shape.n_heads, nkv, hd, shape.norm_eps, cos, sin)
-        on_cuda = torch.device(device).type == "cuda"
-        self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if on_cuda else TorchOps(*args)
+        # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
+        ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
+        self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if ops == "triton" else TorchOps(*args)
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:

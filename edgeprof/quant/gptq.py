@@ -22,6 +22,7 @@ whose agreement with bf16 the correctness gate measures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -210,10 +211,8 @@ def write_checkpoint(loaded, out_dir: str | Path, group: int = 128,
         (tmp / "config.json").write_text(json.dumps(_config_json(loaded.model, group), indent=2, default=str))
         src = getattr(loaded, "path", None)
         if loaded.tokenizer is not None:
-            try:
+            with contextlib.suppress(Exception):  # tokenizer files are optional for a latency checkpoint
                 loaded.tokenizer.save_pretrained(str(tmp))
-            except Exception:  # tokenizer files are optional for a latency checkpoint
-                pass
         elif src is not None and Path(src).is_dir():
             for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
                 if (Path(src) / name).exists():

@@ -111,7 +111,7 @@ def test_conversation_continues_then_next_token_then_reset(stack):
 def test_malformed_requests_get_error_records_and_the_daemon_keeps_serving(stack):
     _, _, robot = stack
     seen = {}
-    for label, raw, code in MALFORMED:
+    for label, raw, _code in MALFORMED:
         since = robot.send_raw(raw)
         rec = robot.wait_record({"has": ["error"]}, 20, since=since)
         seen[label] = rec["error"]["code"]

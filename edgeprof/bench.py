@@ -1,0 +1,361 @@
+"""One decode cell: model x backend x ctx, measured against the memory floor.
+
+`run_cell(CellSpec(...))` does, in order:
+
+1. validate (backend known and available here, model resolvable, ctx within its limit);
+2. load the model (synthetic presets are labelled so everywhere);
+3. correctness gate (`edgeprof.gate`): the bf16 hf-eager reference runs first, on the
+   unquantised weights, then the backend is built and compared; a failing backend is
+   not timed unless `allow_mismatch` (its record then says `correctness.passed: false`);
+4. fill the KV cache to ctx-1 tokens (a repeated text for real models, fixed random ids
+   for synthetic ones), so the first timed step attends over ctx tokens;
+5. capture/compile (`Decoder.warmup`, timed apart as `capture_s`), `warmup` untimed
+   steps, then `steps` timed steps (`edgeprof.timing.time_steps`);
+6. the floor under both definitions, against the datasheet peak and, when
+   `edgeprof calibrate` has run on this GPU, the calibrated bandwidth; fraction uses the
+   p50 wall time.
+
+Failures after validation (OOM, a kernel error) become a record with status "failed"
+and the reason; validation errors raise (the CLI prints them on one line).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgeprof.errors import (
+    BackendUnavailableError,
+    CorrectnessError,
+    EdgeprofError,
+    MeasurementError,
+)
+
+SLACK = 8  # spare positions beyond the timed steps (capture runs borrow a few and give them back)
+REAL_FILL_TEXT = ("The robot receives a task, looks at the scene, plans a grasp, moves its arm, checks the result "
+                  "and reports back to the operator. ")
+BACKEND_PACKAGES = {"bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes", "torchao-int4": "torch",
+                    "exllamav2": "exllamav2"}
+
+
+@dataclass
+class CellSpec:
+    model: str
+    backend: str
+    ctx: int
+    steps: int = 30
+    warmup: int = 5
+    device: str | None = None
+    gpu: str | None = None  # catalog key overriding the detected GPU (for the floor)
+    synthetic: bool | None = None
+    gate: bool = True
+    gate_steps: int = 20
+    allow_mismatch: bool = False
+    min_agreement: float | None = None
+    max_logit_error: float | None = None
+
+
+# --- validation -------------------------------------------------------------------------------
+def default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def validate(spec: CellSpec):
+    """(BackendInfo, ModelShape|None, device) or a one-line EdgeprofError."""
+    from edgeprof.backends import registry
+    from edgeprof.errors import ConfigError
+    from edgeprof.floor import check_ctx
+    from edgeprof.sources import resolve_shape
+
+    info = registry.require(spec.backend)
+    device = spec.device or default_device()
+    if device.split(":")[0] not in ("cuda", "cpu"):
+        raise ConfigError("device", f"must be cuda, cuda:N or cpu, got {device!r}")
+    if device.startswith("cuda") and default_device() != "cuda":
+        raise ConfigError("device", "cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if info.needs_gpu and not device.startswith("cuda"):
+        raise BackendUnavailableError(spec.backend, "needs an NVIDIA GPU with CUDA; run with --device cuda")
+    if spec.steps <= 0:
+        raise ConfigError("steps", f"must be a positive number of steps, got {spec.steps}")
+    if spec.warmup < 0:
+        raise ConfigError("warmup", f"must be zero or more steps, got {spec.warmup}")
+    shape = resolve_shape(spec.model, spec.synthetic)  # None for a hub id: checked after loading
+    if shape is not None:
+        check_ctx(shape, spec.ctx)
+    return info, shape, device
+
+
+def plan(ctx: int, steps: int, warmup: int, model_max: int) -> tuple[int, int]:
+    """(tokens to prefill, session max_ctx). Fill to ctx-1 so the first timed step attends
+    over ctx tokens; near the model's limit, fill less so every step still fits."""
+    need = warmup + steps + SLACK
+    prefill = ctx - 1 if ctx - 1 + need <= model_max else max(1, model_max - need)
+    return max(1, prefill), max(1, prefill) + need
+
+
+def fill_tokens(loaded, n: int) -> list[int]:
+    """`n` prompt tokens: a repeated passage for real models, fixed random ids otherwise."""
+    if loaded.tokenizer is not None and not loaded.synthetic:
+        base = [int(i) for i in loaded.tokenizer(REAL_FILL_TEXT)["input_ids"]]
+        if base:
+            return (base * (n // len(base) + 1))[:n]
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [int(x) for x in rng.integers(0, loaded.shape.vocab, size=n)]
+
+
+# --- record pieces --------------------------------------------------------------------------------
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(backend: str) -> dict[str, Any]:
+    pkg = BACKEND_PACKAGES.get(backend)
+    return {"python": platform.python_version(), "torch": _version("torch"),
+            "transformers": _version("transformers"), "edgeprof": _version("edgeprof"),
+            "backend_package": {pkg: _version(pkg)} if pkg else None}
+
+
+def _telemetry(kind: str) -> Any:
+    try:
+        from edgeprof import telemetry
+    except ImportError:
+        return None
+    try:
+        return telemetry.gpu_snapshot() if kind == "gpu" else telemetry.host_cpu()
+    except Exception:  # telemetry must never break a measurement
+        return None
+
+
+def _detect_gpu(spec: CellSpec, device: str):
+    """(catalog spec, NVML name) of the device measured; --gpu overrides the catalog entry."""
+    from edgeprof import hardware
+
+    detected = None
+    try:
+        detected = hardware.detect()
+    except EdgeprofError:
+        detected = None
+    if spec.gpu:
+        gpu_spec = hardware.gpu(spec.gpu)
+    elif device.startswith("cuda") and detected is not None and detected.device == "cuda":
+        gpu_spec = detected.spec
+    else:
+        gpu_spec = hardware.load_catalog()["cpu"]
+    name = None
+    if detected is not None:
+        name = detected.nvml_name if device.startswith("cuda") else hardware.cpu_model_name()
+    return gpu_spec, name
+
+
+def floor_block(shape, weights: str, ctx: int, gpu_spec, p50_ms: float | None) -> dict[str, Any]:
+    """Floor numbers per CONTRACTS.md (datasheet peak, plus calibrated bandwidth if any)."""
+    from edgeprof import hardware
+    from edgeprof.floor import compute_floor, parse_format
+
+    fmt = parse_format(weights)
+    peak = compute_floor(shape, fmt, ctx, gpu_spec.bandwidth_bytes_per_s, p50_ms)
+    out: dict[str, Any] = {
+        "peak_bytes_per_s": gpu_spec.bandwidth_bytes_per_s,
+        "floor_ms": peak.floor_ms,
+        "touched_floor_ms": peak.touched_floor_ms,
+        "fraction": peak.fraction,
+        "touched_fraction": peak.touched_fraction,
+        "weight_bytes": peak.traffic.weight_bytes,
+        "kv_bytes": peak.traffic.kv_bytes,
+        "calibrated": None,
+    }
+    try:
+        bw = hardware.calibrated_bandwidth(gpu_spec.key)
+    except Exception:
+        bw = None
+    if bw:
+        cal = compute_floor(shape, fmt, ctx, bw, p50_ms)
+        out["calibrated"] = {"bytes_per_s": bw, "floor_ms": cal.floor_ms, "touched_floor_ms": cal.touched_floor_ms,
+                             "fraction": cal.fraction, "touched_fraction": cal.touched_fraction}
+    return out
+
+
+def _empty_record(spec: CellSpec, command: str | None) -> dict[str, Any]:
+    return {
+        "model": spec.model, "model_label": None, "synthetic": spec.synthetic, "backend": spec.backend,
+        "weights": None, "ctx": spec.ctx, "steps": spec.steps, "warmup": spec.warmup, "device": spec.device,
+        "gpu": None, "gpu_name": None, "wall_ms": [], "gpu_ms": None, "stats": {"wall": None, "gpu": None},
+        "floor": None, "resident_weight_bytes": None, "peak_mem_bytes": None, "capture_s": None,
+        "correctness": None, "telemetry_before": None, "telemetry_after": None, "host_cpu": None,
+        "versions": versions(spec.backend), "command": command or _default_command(spec),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "failed", "error": None,
+        "prefill_tokens": None, "prefill_ms": None, "positions": None, "notes": {},
+    }
+
+
+def _default_command(spec: CellSpec) -> str:
+    argv = ["edgeprof", "bench", "--model", spec.model, "--backend", spec.backend, "--ctx", str(spec.ctx),
+            "--steps", str(spec.steps), "--warmup", str(spec.warmup)]
+    if spec.device:
+        argv += ["--device", spec.device]
+    if spec.gpu:
+        argv += ["--gpu", spec.gpu]
+    if spec.synthetic is True:
+        argv.append("--synthetic")
+    return " ".join(argv)
+
+
+def _cuda_mem(device: str, reset: bool = False) -> int | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+        return None
+    return int(torch.cuda.max_memory_allocated())
+
+
+# --- the cell -------------------------------------------------------------------------------------
+def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=None,
+             raise_invalid: bool = False) -> dict[str, Any]:
+    """Measure one cell; always returns a complete record (status "ok" or "failed").
+
+    `loaded` reuses an already-loaded model (it must be unquantised bf16 for quantising
+    backends, which modify it in place); `reference` reuses a gate reference computed
+    earlier on the same weights. With `raise_invalid`, validation errors raise instead
+    of becoming a failed record (the CLI uses it for one-line errors)."""
+    rec = _empty_record(spec, command)
+    try:
+        info, _, device = validate(spec)
+    except EdgeprofError as exc:
+        if raise_invalid:
+            raise
+        rec["error"] = str(exc)
+        return rec
+    rec["device"] = device
+    rec["weights"] = info.weights
+    try:
+        _measure(spec, device, info, rec, loaded, reference)
+        rec["status"] = "ok"
+    except EdgeprofError as exc:
+        rec["error"] = str(exc)
+    except Exception as exc:  # OOM, kernel failures: recorded, never fatal for a sweep
+        rec["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+    finally:
+        gc.collect()
+    return rec
+
+
+def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, reference) -> None:
+    from edgeprof import gate
+    from edgeprof.backends import registry
+    from edgeprof.floor import check_ctx
+    from edgeprof.sources import load_model
+    from edgeprof.timing import time_steps
+
+    gpu_spec, gpu_name = _detect_gpu(spec, device)
+    rec["gpu"], rec["gpu_name"] = gpu_spec.key, gpu_name
+    rec["host_cpu"] = _telemetry("host")
+    if loaded is None:
+        loaded = load_model(spec.model, device, synthetic=spec.synthetic)
+    check_ctx(loaded.shape, spec.ctx)
+    rec.update(model_label=loaded.label, synthetic=bool(loaded.synthetic))
+    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx)
+    rec["prefill_tokens"] = prefill_n
+
+    do_gate = spec.gate and spec.backend != gate.REFERENCE_BACKEND
+    if do_gate and reference is None:
+        reference = gate.reference(loaded, device, spec.gate_steps)  # before any in-place quantisation
+    _cuda_mem(device, reset=True)
+    decoder = registry.create(spec.backend, loaded, device, max_ctx)
+    try:
+        if do_gate:
+            th = gate.Thresholds.for_weights(info.weights, spec.min_agreement, spec.max_logit_error)
+            rec["correctness"] = gate.check(decoder, reference, th)
+            if not rec["correctness"]["passed"] and not spec.allow_mismatch:
+                c = rec["correctness"]
+                raise CorrectnessError(
+                    f"{spec.backend} disagrees with the bf16 reference ({c['rule']}; agreement "
+                    f"{c['agreement']:.2f}, logit rel-error {c['logit_rel_error']}); its timings are not reported. "
+                    "Rerun with --allow-mismatch to time it anyway")
+        else:
+            rec["correctness"] = {"reference": "this backend is the bf16 reference", "passed": True,
+                                  "gated": False} if spec.gate else None
+        first = decoder.prefill(fill_tokens(loaded, prefill_n))
+        rec["prefill_ms"] = first.wall_ms
+        decoder.warmup()
+        for _ in range(spec.warmup):
+            decoder.step()
+        rec["telemetry_before"] = _telemetry("gpu")
+        times = time_steps(decoder, spec.steps)
+        rec["telemetry_after"] = _telemetry("gpu")
+        dinfo = decoder.info()
+    finally:
+        decoder.close()
+    wall = times.wall
+    rec["wall_ms"], rec["gpu_ms"] = times.wall_ms, times.gpu_ms
+    rec["stats"] = {"wall": wall.to_dict(), "gpu": times.gpu.to_dict() if times.gpu else None}
+    rec["positions"] = [times.positions[0], times.positions[-1]]
+    rec["weights"] = dinfo.weights
+    rec["resident_weight_bytes"] = dinfo.resident_weight_bytes
+    rec["capture_s"] = dinfo.capture_s
+    rec["notes"] = dinfo.notes
+    rec["peak_mem_bytes"] = _cuda_mem(device)
+    rec["floor"] = floor_block(loaded.shape, dinfo.weights, spec.ctx, gpu_spec, wall.p50)
+    if wall.p50 <= 0:
+        raise MeasurementError("median step time is zero; the clock did not advance")
+
+
+# --- output ----------------------------------------------------------------------------------------
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as JSON to `path` via a temporary sibling + rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def summary_line(rec: dict[str, Any]) -> str:
+    """One human line per record."""
+    if rec["status"] != "ok":
+        return f"{rec['model']} {rec['backend']} ctx={rec['ctx']}: FAILED: {rec['error']}"
+    w, f = rec["stats"]["wall"], rec["floor"]
+    gpu = rec["stats"]["gpu"]
+    corr = rec.get("correctness") or {}
+    gate_txt = "" if not corr.get("gated", True) or "agreement" not in corr else \
+        f"  gate {'ok' if corr['passed'] else 'FLAGGED'} (agree {corr['agreement']:.2f})"
+    return (f"{rec['model_label']} | {rec['backend']} ({rec['weights']}) | ctx {rec['ctx']} | "
+            f"p50 {w['p50']:.3f} ms p99 {w['p99']:.3f} ms" + (f" gpu p50 {gpu['p50']:.3f} ms" if gpu else "") +
+            f" | floor {f['floor_ms']:.3f} ms ({f['fraction']:.1%}), touched {f['touched_floor_ms']:.3f} ms "
+            f"({f['touched_fraction']:.1%}) on {rec['gpu']}" + gate_txt)
+
+
+def print_record(rec: dict[str, Any], as_json: bool, stream=None) -> None:
+    stream = stream or sys.stdout
+    if as_json:
+        print(json.dumps(rec, indent=2, default=str), file=stream)
+    else:
+        print(summary_line(rec), file=stream)

@@ -1,0 +1,63 @@
+"""`edgeprof bench`: measure one decode cell (model x backend x ctx) against the floor.
+
+Checks the backend against the bf16 reference first (the correctness gate), fills the
+KV cache to ctx-1 tokens, warms up, times `--steps` decode steps and prints one line
+(or the full record with --json). `--out FILE` writes the record atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "measure one decode cell (model x backend x ctx): per-step latency, floor, correctness gate"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edgeprof.backends.registry import names
+
+    p.add_argument("--model", required=True, metavar="M",
+                   help="preset (synthetic random weights, e.g. qwen2.5-7b, tiny-test), 'default' (real "
+                        "SmolLM2-135M-Instruct), a local HF directory, a .gguf file or a hub id")
+    p.add_argument("--backend", required=True, metavar="B", help=f"one of: {', '.join(names())} (see `edgeprof backends`)")
+    p.add_argument("--ctx", required=True, type=int, metavar="N", help="context length in tokens")
+    p.add_argument("--steps", type=int, default=30, help="timed decode steps (default 30, the paper's protocol)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before timing (default 5)")
+    p.add_argument("--device", metavar="D", help="cuda, cuda:N or cpu (default: cuda when visible)")
+    p.add_argument("--gpu", metavar="G", help="catalog key for the floor (default: the detected GPU / host CPU)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--synthetic", dest="synthetic", action="store_const", const=True, default=None,
+                     help="force random weights of the model's shape (e.g. synthetic smollm2-135m)")
+    src.add_argument("--real", dest="synthetic", action="store_const", const=False,
+                     help="for a preset: load its real checkpoint from the hub id in configs/models.yaml")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="time the backend even if it fails the correctness gate (the record stays flagged)")
+    p.add_argument("--no-gate", action="store_true", help="skip the correctness gate (the record says so)")
+    p.add_argument("--gate-steps", type=int, default=20, help="decode steps compared with the reference (default 20)")
+    p.add_argument("--min-agreement", type=float, metavar="F",
+                   help="real weights: top-1 agreement needed to pass (default 0.9 bf16, 0.8 int8, 0.5 4-bit)")
+    p.add_argument("--max-logit-error", type=float, metavar="F",
+                   help="synthetic weights: mean relative logit error allowed (default 0.05 bf16, 0.2 int8, 0.6 4-bit)")
+    p.add_argument("--json", action="store_true", help="print the full JSON record")
+    p.add_argument("--out", metavar="FILE", help="write the JSON record to FILE (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from edgeprof.bench import CellSpec, print_record, run_cell, write_json_atomic
+
+    spec = CellSpec(model=args.model, backend=args.backend, ctx=args.ctx, steps=args.steps, warmup=args.warmup,
+                    device=args.device, gpu=args.gpu, synthetic=args.synthetic, gate=not args.no_gate,
+                    gate_steps=args.gate_steps, allow_mismatch=args.allow_mismatch,
+                    min_agreement=args.min_agreement, max_logit_error=args.max_logit_error)
+    command = "edgeprof " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    rec = run_cell(spec, command, raise_invalid=True)  # bad input -> one-line error from the CLI
+    if args.out:
+        write_json_atomic(args.out, rec)
+    print_record(rec, args.json)
+    if rec["status"] != "ok":
+        if not args.json:
+            print(f"edgeprof bench: error: {rec['error']}", file=sys.stderr)
+        return 1
+    return 0

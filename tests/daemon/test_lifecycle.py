@@ -1,0 +1,55 @@
+"""Lifecycle transitions (ros2/demos style): order enforced, shutdown from anywhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeprof.daemon.config import DaemonConfig, apply_overrides
+from edgeprof.daemon.lifecycle import Daemon, State, choose_backend
+from edgeprof.daemon.runlog import summarize
+from edgeprof.errors import BackendUnavailableError, DaemonStateError, UnknownChoiceError
+
+
+def test_transitions_in_the_wrong_state_are_refused(tmp_path):
+    d = Daemon(apply_overrides(DaemonConfig(), model="tiny-test", device="cpu", runlog=str(tmp_path / "r.db")))
+    assert d.state is State.UNCONFIGURED and d.status()["state"] == "unconfigured"
+    for wrong in (d.activate, d.deactivate, d.cleanup):
+        with pytest.raises(DaemonStateError, match="unconfigured"):
+            wrong()
+    d.configure()
+    assert d.state is State.INACTIVE and d.backend == "hf-static" and d.gpu_spec.key == "cpu"
+    with pytest.raises(DaemonStateError):
+        d.configure()
+    d.cleanup()
+    assert d.state is State.UNCONFIGURED
+    d.shutdown()
+    assert d.state is State.FINALIZED
+    with pytest.raises(DaemonStateError, match="finalized"):
+        d.configure()
+    d.shutdown()  # idempotent
+
+
+def test_backend_choice():
+    assert choose_backend("auto", "cpu") == "hf-static"
+    assert choose_backend("hf-eager", "cpu") == "hf-eager"
+    with pytest.raises(UnknownChoiceError):
+        choose_backend("nope", "cpu")
+    with pytest.raises((DaemonStateError, BackendUnavailableError)):
+        choose_backend("hf-graph", "cpu")
+
+
+def test_in_process_activation_without_a_bridge_fails_cleanly(tmp_path):
+    from edgeprof.daemon.rosbridge import free_port
+    from edgeprof.errors import BridgeTimeoutError
+
+    cfg = apply_overrides(DaemonConfig(), model="tiny-test", device="cpu", runlog=str(tmp_path / "r.db"),
+                          port=free_port(), metrics_port=0)
+    d = Daemon(cfg)
+    d.configure()
+    d.config = d.config.__class__(**{**d.config.__dict__, "warmup_steps": 0})
+    with pytest.raises(BridgeTimeoutError, match="edgeprof bridge"):
+        d.activate()
+    assert d.state is State.INACTIVE
+    d.shutdown()
+    s = summarize(tmp_path / "r.db")
+    assert s["runs"][0]["end_reason"] == "shutdown"
