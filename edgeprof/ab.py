@@ -247,12 +247,20 @@ class ABOptions:
     gate: bool = True  # correctness gate of both arms in the first session
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a fresh worker process: this one's, with the directory holding
+    the `edgeprof` package first on PYTHONPATH (so it works without an install too)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _spawn_session(spec: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
     spec_path, out_path = workdir / f"spec-{spec['index']}.json", workdir / f"out-{spec['index']}.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "edgeprof.ab", "--worker", str(spec_path), str(out_path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=child_env())
     except subprocess.TimeoutExpired as exc:
         raise MeasurementError(f"session {spec['index']} ran past {timeout_s:.0f} s and was killed; "
                                "raise --session-timeout or lower --ctx/--steps") from exc

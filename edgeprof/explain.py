@@ -324,8 +324,12 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
                      f"{per_step['wall_ms']:.3f} ms vs {unprof_med:.3f} ms without it); that time sits in the "
                      f"host gap. Against the unprofiled step the gap is {unprof_med - per_step['busy_ms']:.3f} ms "
                      "(device time is unaffected by host overhead)")
+    from edgeprof.bench import versions
+
     return {
         "kind": "explain",
+        "versions": versions(opts.backend),
+        "host_cpu": _host_cpu(),
         "model": opts.model,
         "model_label": loaded.label,
         "synthetic": bool(loaded.synthetic),
@@ -350,6 +354,15 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         "class_patterns": dict(KERNEL_CLASSES),
         "notes": notes,
     }
+
+
+def _host_cpu() -> dict[str, Any] | None:
+    try:
+        from edgeprof.telemetry import host_cpu
+
+        return host_cpu()
+    except Exception:  # context only: never fail an explain on it
+        return None
 
 
 def _bandwidth(device: str, gpu: str | None) -> tuple[str, str | None, float]:

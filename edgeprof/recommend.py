@@ -34,6 +34,8 @@ class Verdict:
     mem_bytes: int | None = None
     mem_source: str | None = None  # "measured peak" | "estimated weights + KV" | "analytic" | None
     measured: bool = True
+    bound_ms: float | None = None  # unmeasured GPU: touched-bytes floor (a lower bound)
+    paper_floor_ms: float | None = None
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -94,7 +96,7 @@ def judge(r: dict[str, Any], slo_ms: float, mem_budget: int | None) -> Verdict:
         v.reasons.append("no p99 in the record (no timed steps)")
         return v
     if v.p99_ms > slo_ms:
-        v.reasons.append(f"p99 {v.p99_ms:.2f} ms > SLO {slo_ms:g} ms (p50 {v.p50_ms:.2f} ms)")
+        v.reasons.append(f"p99 {_ms(v.p99_ms)} ms > SLO {slo_ms:g} ms (p50 {_ms(v.p50_ms)} ms)")
     if mem_budget is not None:
         if v.mem_bytes is None:
             v.notes.append("memory not known for this cell (no peak, no shape for the KV estimate)")
@@ -132,16 +134,12 @@ def bound_verdicts(records: list[dict[str, Any]], gpu_key: str, slo_ms: float,
             continue
         fl = compute_floor(shape, parse_format(r["weights"]), key[2], spec.bandwidth_bytes_per_s)
         bound = fl.touched_floor_ms
-        v.p50_ms = v.p99_ms = bound
+        v.bound_ms, v.paper_floor_ms = bound, fl.floor_ms
         v.mem_bytes = fl.traffic.weight_bytes + fl.traffic.kv_bytes
         v.notes.append(f"bound, not measured: no {r['weights']} step can beat the touched-bytes floor "
-                       f"{bound:.2f} ms on {spec.name} ({spec.bandwidth_gbs:g} GB/s); paper floor {fl.floor_ms:.2f} ms")
-        frac = (r.get("floor") or {}).get("fraction")
-        if frac:
-            v.notes.append(f"on {r.get('gpu_name') or r.get('gpu')} this backend reached {frac:.0%} of its floor; "
-                           f"at that fraction the step would take ~{fl.floor_ms / frac:.2f} ms (an extrapolation)")
+                       f"{_ms(bound)} ms on {spec.name} ({spec.bandwidth_gbs:g} GB/s); real steps are slower")
         if bound > slo_ms:
-            v.reasons.append(f"even the floor bound {bound:.2f} ms > SLO {slo_ms:g} ms: impossible on {spec.key}")
+            v.reasons.append(f"even the floor bound {_ms(bound)} ms > SLO {slo_ms:g} ms: impossible on {spec.key}")
         if budget is not None and v.mem_bytes > budget:
             v.reasons.append(f"weights + KV {v.mem_bytes / 1e9:.2f} GB (analytic) > budget {budget / 1e9:g} GB")
         v.accepted = not v.reasons
@@ -193,27 +191,38 @@ def recommend(records: list[dict[str, Any]], slo_ms: float, mem_gb: float | None
         groups[(v.model, v.gpu, v.ctx)].append(v)
     out = []
     for (m, g, c), vs in sorted(groups.items()):
-        acc = sorted((v for v in vs if v.accepted), key=lambda v: (v.p99_ms, v.mem_bytes or 0))
+        acc = sorted((v for v in vs if v.accepted),
+                     key=lambda v: (v.p99_ms if v.measured else v.bound_ms, v.mem_bytes or 0))
         rej = sorted((v for v in vs if not v.accepted), key=lambda v: v.backend)
         out.append({"model": m, "gpu": g, "ctx": c, "measured": all(v.measured for v in vs),
                     "accepted": [v.to_dict() for v in acc], "rejected": [v.to_dict() for v in rej]})
     return Recommendation(slo_ms, mem_gb, gpu_key, out)
 
 
+def _ms(v: float | None) -> str:
+    """Milliseconds with 2 decimals, or 3 significant digits below 0.1 ms (tiny models)."""
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3g}"
+
+
 def format_recommendation(rec: Recommendation) -> str:
     budget = f", memory <= {rec.mem_gb:g} GB" if rec.mem_gb else ""
     lines = [f"SLO: p99 <= {rec.slo_ms:g} ms per token{budget}"]
     for g in rec.groups:
-        tag = "" if g["measured"] else "  [BOUND, NOT MEASURED: analytic floor only]"
         lines.append("")
-        lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}{tag}")
+        if g["measured"]:
+            lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}")
+            head = f"  {'rank':<5}{'backend':<20}{'weights':<12}{'p99 ms':>9}{'p50 ms':>9}{'mem GB':>8}"
+        else:
+            lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}  [BOUND, NOT MEASURED: analytic floor only]")
+            head = f"  {'rank':<5}{'backend':<20}{'weights':<12}{'bound ms':>9}{'paper fl':>9}{'mem GB':>8}"
         if g["accepted"]:
-            head = "floor ms" if not g["measured"] else "p99 ms"
-            lines.append(f"  {'rank':<5}{'backend':<20}{'weights':<12}{head:>9}{'p50 ms':>9}{'mem GB':>8}")
+            lines.append(head)
             for i, v in enumerate(g["accepted"], 1):
                 mem = f"{v['mem_bytes'] / 1e9:.2f}" if v["mem_bytes"] else "?"
-                lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{v['p99_ms']:>9.2f}"
-                             f"{v['p50_ms']:>9.2f}{mem:>8}")
+                a, b = (v["p99_ms"], v["p50_ms"]) if g["measured"] else (v["bound_ms"], v["paper_floor_ms"])
+                lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{_ms(a):>9}{_ms(b):>9}{mem:>8}")
                 lines += [f"       note: {n}" for n in v["notes"]]
         else:
             lines.append("  no backend meets the constraints")

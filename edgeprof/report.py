@@ -83,7 +83,9 @@ def _label(r: dict[str, Any]) -> str:
 def provenance_section(records: list[dict[str, Any]], extra: list[dict[str, Any]]) -> str:
     rows, seen = [], set()
     for r in [*records, *extra]:
-        v = r.get("versions") or {}
+        if r.get("status") == "failed" and not r.get("gpu_name"):
+            continue  # a cell that failed before it saw the device says nothing about it
+        v = {k: x for k, x in (r.get("versions") or {}).items() if isinstance(x, str)}
         host = r.get("host_cpu") or {}
         tb, ta = r.get("telemetry_before") or {}, r.get("telemetry_after") or {}
         key = (r.get("gpu_name"), r.get("gpu"), r.get("device"), json.dumps(v, sort_keys=True),
@@ -119,11 +121,25 @@ def provenance_section(records: list[dict[str, Any]], extra: list[dict[str, Any]
 def _correctness(r: dict[str, Any]) -> str:
     c = r.get("correctness")
     if not isinstance(c, dict):
-        return "-"
+        return "not gated"
+    if c.get("gated") is False:
+        return "is the reference"
     flagged = c.get("flagged") is True or c.get("passed") is False or c.get("ok") is False
-    parts = [f"{k} {_num(c[k], '{:.3g}')}" for k in ("agreement", "top1_agreement", "max_abs_diff") if k in c]
-    txt = ", ".join(parts) or "checked"
-    return f"<b>FLAGGED</b> {esc(txt)}" if flagged else esc(txt)
+    parts = []
+    if c.get("agreement") is not None:
+        parts.append(f"top-1 agreement {c['agreement']:.2f}")
+    err = c.get("logit_rel_error")
+    if isinstance(err, dict) and err.get("mean") is not None:
+        parts.append(f"logit rel-error {err['mean']:.2g}")
+    txt = esc(", ".join(parts) or "checked")
+    return f"<b>FLAGGED</b> {txt} ({esc(c.get('rule'))})" if flagged else f"passed: {txt}"
+
+
+def _pct(v: Any) -> str:
+    """A fraction as a percentage; tiny ones (a 2-layer test model) keep 2 significant digits."""
+    if not isinstance(v, int | float):
+        return "-"
+    return f"{v:.1%}" if v >= 0.001 else f"{100 * v:.2g}%"
 
 
 def cells_section(records: list[dict[str, Any]]) -> str:
@@ -141,8 +157,7 @@ def cells_section(records: list[dict[str, Any]]) -> str:
             _num(w.get("p50")), _num(w.get("p90")), _num(w.get("p99")), _num(w.get("max")),
             _num(_get(r, "stats", "gpu", "p50")),
             _num(f.get("floor_ms")), _num(f.get("touched_floor_ms")),
-            _num(f.get("fraction"), "{:.1%}"), _num(f.get("touched_fraction"), "{:.1%}"),
-            _num(_get(f, "calibrated", "fraction"), "{:.1%}"),
+            _pct(f.get("fraction")), _pct(f.get("touched_fraction")), _pct(_get(f, "calibrated", "fraction")),
             _num(peak / 1e9 if peak else None, "{:.2f}"), _num(r.get("capture_s"), "{:.1f}"),
             _correctness(r), esc(r.get("error") or ""),
         ])

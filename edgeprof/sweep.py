@@ -276,6 +276,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -411,8 +414,8 @@ def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None
         argv += ["--device", opts.device]
     if opts.gpu:
         argv += ["--gpu", opts.gpu]
-    if opts.synthetic is True:
-        argv += ["--synthetic"]
+    if opts.synthetic is not None:
+        argv += ["--synthetic" if opts.synthetic else "--real"]
     argv += ["--json"]
     if out_file is not None:
         argv += ["--out", str(out_file)]
@@ -442,13 +445,15 @@ def _free_memory() -> None:
 def run_isolated(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
     """Run the cell as `python -m edgeprof.cli bench ... --json --out TMP` in a fresh process,
     so an OOM, a segfault or a leaked CUDA context cannot take the sweep down."""
-    argv = None
+    from edgeprof.ab import child_env
+
     with tempfile.TemporaryDirectory(prefix=".cell-", dir=opts.out) as tmp:
         out_file = Path(tmp) / "cell.json"
         argv = bench_argv(cell, opts, out_file)
         cmd = [sys.executable, "-m", "edgeprof.cli", *argv]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=opts.cell_timeout_s)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=opts.cell_timeout_s,
+                                  env=child_env())
         except subprocess.TimeoutExpired as exc:
             raise EdgeprofError(f"the cell's subprocess ran past --cell-timeout ({exc.timeout:.0f} s) and was killed") \
                 from exc

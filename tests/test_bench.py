@@ -1,0 +1,107 @@
+"""`edgeprof bench` / `run_cell`: the record contract, bad input, and the CLI on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeprof.bench import CellSpec, plan, run_cell
+from edgeprof.errors import BackendUnavailableError, ContextLengthError, UnknownChoiceError
+
+CONTRACT_KEYS = {
+    "model", "model_label", "synthetic", "backend", "weights", "ctx", "steps", "warmup", "device", "gpu",
+    "gpu_name", "wall_ms", "gpu_ms", "stats", "floor", "resident_weight_bytes", "peak_mem_bytes", "capture_s",
+    "correctness", "telemetry_before", "telemetry_after", "host_cpu", "versions", "command", "timestamp",
+    "status", "error",
+}
+FLOOR_KEYS = {"peak_bytes_per_s", "floor_ms", "touched_floor_ms", "fraction", "touched_fraction", "calibrated"}
+
+
+def test_plan_fills_to_ctx_minus_one() -> None:
+    prefill, max_ctx = plan(2048, 30, 5, 32768)
+    assert prefill == 2047 and max_ctx >= 2047 + 35
+    prefill, max_ctx = plan(512, 30, 5, 512)  # at the model limit: fill less, every step still fits
+    assert max_ctx <= 512 and prefill == 512 - (max_ctx - prefill)
+
+
+def test_run_cell_tiny_static_record() -> None:
+    rec = run_cell(CellSpec("tiny-test", "hf-static", 96, steps=6, warmup=2, device="cpu"), "test")
+    assert rec["status"] == "ok", rec["error"]
+    assert set(rec) >= CONTRACT_KEYS
+    json.dumps(rec)  # JSON-able
+    assert rec["synthetic"] is True and "SYNTHETIC" in rec["model_label"]
+    assert rec["weights"] == "bf16" and rec["gpu"] == "cpu" and rec["device"] == "cpu"
+    assert len(rec["wall_ms"]) == 6 and rec["gpu_ms"] is None and rec["stats"]["gpu"] is None
+    assert set(rec["stats"]["wall"]) == {"n", "p50", "p90", "p99", "max", "mean"}
+    f = rec["floor"]
+    assert set(f) >= FLOOR_KEYS
+    assert f["fraction"] == pytest.approx(f["floor_ms"] / rec["stats"]["wall"]["p50"])
+    assert f["touched_fraction"] == pytest.approx(f["touched_floor_ms"] / rec["stats"]["wall"]["p50"])
+    assert rec["prefill_tokens"] == 95 and rec["positions"][0] == 95 + 2  # ctx-1 filled, then 2 warm-up steps
+    c = rec["correctness"]
+    assert c["passed"] and c["synthetic"] and c["logit_rel_error"]["mean"] < 0.05
+    assert rec["resident_weight_bytes"] > 0 and rec["versions"]["torch"]
+
+
+def test_eager_is_the_reference_and_not_gated() -> None:
+    rec = run_cell(CellSpec("tiny-test", "hf-eager", 64, steps=3, warmup=1, device="cpu"))
+    assert rec["status"] == "ok" and rec["correctness"]["gated"] is False
+    assert rec["command"].startswith("edgeprof bench --model tiny-test --backend hf-eager")
+
+
+def test_failing_gate_refuses_timings(monkeypatch) -> None:
+    from edgeprof import gate
+
+    monkeypatch.setitem(gate.DEFAULTS, "dense", (0.9, 1e-9))  # nothing can pass this bound
+    rec = run_cell(CellSpec("tiny-test", "hf-static", 64, steps=3, warmup=1, device="cpu"))
+    assert rec["status"] == "failed" and "--allow-mismatch" in rec["error"] and rec["wall_ms"] == []
+    assert rec["correctness"]["passed"] is False
+    rec = run_cell(CellSpec("tiny-test", "hf-static", 64, steps=3, warmup=1, device="cpu", allow_mismatch=True))
+    assert rec["status"] == "ok" and rec["correctness"]["passed"] is False and len(rec["wall_ms"]) == 3
+
+
+@pytest.mark.parametrize("spec,exc", [
+    (CellSpec("tiny-test", "no-such-backend", 64), UnknownChoiceError),
+    (CellSpec("no-such-model", "hf-eager", 64), UnknownChoiceError),
+    (CellSpec("tiny-test", "hf-eager", 4096, device="cpu"), ContextLengthError),
+    (CellSpec("tiny-test", "awq", 64), BackendUnavailableError),
+])
+def test_bad_input_raises_or_is_recorded(spec, exc) -> None:
+    with pytest.raises(exc):
+        run_cell(spec, raise_invalid=True)
+    rec = run_cell(spec)
+    assert rec["status"] == "failed" and rec["error"]
+
+
+def test_gpu_only_backend_on_cpu_is_refused() -> None:
+    with pytest.raises(BackendUnavailableError, match="GPU"):
+        run_cell(CellSpec("tiny-test", "hf-graph", 64, device="cpu"), raise_invalid=True)
+
+
+@pytest.mark.slow
+def test_real_smollm2_on_cpu() -> None:
+    rec = run_cell(CellSpec("default", "hf-static", 128, steps=4, warmup=1, device="cpu"))
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["synthetic"] is False and "real weights" in rec["model_label"]
+    c = rec["correctness"]
+    assert not c["synthetic"] and c["agreement"] >= 0.9 and c["passed"]
+
+
+def test_cli_bench_and_backends(run_edgeprof, tmp_path) -> None:
+    out = tmp_path / "cell.json"
+    r = run_edgeprof("bench", "--model", "tiny-test", "--backend", "hf-static", "--ctx", "64", "--steps", "4",
+                     "--warmup", "1", "--device", "cpu", "--out", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-test [SYNTHETIC random weights]" in r.stdout and "p50" in r.stdout
+    rec = json.loads(out.read_text())
+    assert rec["status"] == "ok" and rec["command"].startswith("edgeprof bench --model tiny-test")
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]  # atomic: nothing else left
+
+    r = run_edgeprof("bench", "--model", "tiny-test", "--backend", "hf-eager", "--ctx", "100000", timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "ctx" in r.stderr and "512" in r.stderr and "Traceback" not in r.stderr
+
+    r = run_edgeprof("backends", "--json", timeout=300)
+    table = {row["name"]: row for row in json.loads(r.stdout)}
+    assert table["hf-eager"]["available"] and table["awq"]["available"] is False and table["awq"]["reason"]

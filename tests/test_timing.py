@@ -1,0 +1,62 @@
+"""The clock: statistics over samples, and timing real decode steps on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeprof.errors import MeasurementError
+from edgeprof.timing import LatencyStats, time_launch, time_steps
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded():
+    from edgeprof.sources import load_model
+
+    return load_model("tiny-test", "cpu")
+
+
+def test_stats_match_numpy_percentiles() -> None:
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0, 100.0]
+    s = LatencyStats.of(xs)
+    assert s.n == 6
+    assert s.p50 == pytest.approx(np.percentile(xs, 50))
+    assert s.p90 == pytest.approx(np.percentile(xs, 90))
+    assert s.p99 == pytest.approx(np.percentile(xs, 99))
+    assert s.max == 100.0 and s.mean == pytest.approx(sum(xs) / 6)
+    assert s.raw == xs  # raw samples kept in order
+    d = s.to_dict()
+    assert set(d) == {"n", "p50", "p90", "p99", "max", "mean"}
+    assert "raw" in s.to_dict(raw=True)
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, -2.0], [float("nan")]])
+def test_stats_reject_bad_samples(bad) -> None:
+    with pytest.raises(MeasurementError):
+        LatencyStats.of(bad)
+
+
+def test_time_launch_on_cpu_reads_the_token() -> None:
+    import torch
+
+    r = time_launch(lambda: torch.tensor([7]), position=3, device_kind="cpu")
+    assert r.token_id == 7 and r.position == 3 and r.gpu_ms is None and r.wall_ms >= 0
+
+
+def test_time_steps_on_a_real_decoder(tiny_loaded) -> None:
+    from edgeprof.backends import registry
+
+    dec = registry.create("hf-static", tiny_loaded, "cpu", 64)
+    first = dec.prefill(list(range(1, 17)))
+    assert first.position == 0 and dec.position == 16
+    times = time_steps(dec, 5)
+    assert times.positions == [16, 17, 18, 19, 20] and dec.position == 21
+    assert len(times.wall_ms) == 5 and all(w > 0 for w in times.wall_ms)
+    assert times.gpu_ms is None and times.gpu is None
+    assert times.wall.n == 5
+    # the same tokens through Decoder.step (the single-step path)
+    dec.reset()
+    dec.prefill(list(range(1, 17)))
+    assert [dec.step().token_id for _ in range(5)] == times.tokens
+    with pytest.raises(MeasurementError):
+        time_steps(dec, 0)
