@@ -147,9 +147,9 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-# Backends built directly on the HF model object without changing its weights: both
+# Backends that read the HF model object without changing its weights: both
 # arms of a session can share one load (a 7B loads once per session, not twice).
-_SHARES_MODEL = {"hf-eager", "hf-static", "hf-graph", "hf-compile"}
+_SHARES_MODEL = {"hf-eager", "hf-static", "hf-graph", "hf-compile", "edgeprof-fast"}  # bf16 fast copies weights
 
 
 def _free(device: str) -> None:
@@ -218,7 +218,7 @@ def check_runnable(intervention: Intervention, control: str, treatment: str, dev
     from edgeprof.backends import registry
 
     hint = ""
-    if intervention.needs_cuda:
+    if intervention.needs_cuda and (control, treatment) == (intervention.control, intervention.treatment):
         hint = (f"; the {intervention.name!r} intervention needs an NVIDIA GPU (CUDA graphs and reduce-overhead "
                 "compile do not exist on CPU). To exercise the A/B machinery on this machine use "
                 "--intervention cpu-smoke")

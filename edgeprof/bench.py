@@ -99,12 +99,17 @@ def validate(spec: CellSpec):
     return info, shape, device
 
 
-def plan(ctx: int, steps: int, warmup: int, model_max: int) -> tuple[int, int]:
+def plan(ctx: int, steps: int, warmup: int, model_max: int, gate_tokens: int = 0) -> tuple[int, int]:
     """(tokens to prefill, session max_ctx). Fill to ctx-1 so the first timed step attends
-    over ctx tokens; near the model's limit, fill less so every step still fits."""
+    over ctx tokens; near the model's limit, fill less so every step still fits.
+
+    The correctness gate runs on the same decoder before the cell (quantising backends
+    change the weights in place, so a second decoder is not an option): `gate_tokens`
+    (its prompt + decode steps) must fit too, so max_ctx is the larger of the two runs.
+    Only cells shorter than the gate (ctx below ~60) get a session larger than they need."""
     need = warmup + steps + SLACK
-    prefill = ctx - 1 if ctx - 1 + need <= model_max else max(1, model_max - need)
-    return max(1, prefill), max(1, prefill) + need
+    prefill = max(1, ctx - 1 if ctx - 1 + need <= model_max else max(1, model_max - need))
+    return prefill, max(prefill + need, gate_tokens + SLACK if gate_tokens else 0)
 
 
 def fill_tokens(loaded, n: int) -> list[int]:
@@ -203,7 +208,7 @@ def _empty_record(spec: CellSpec, command: str | None) -> dict[str, Any]:
         "correctness": None, "telemetry_before": None, "telemetry_after": None, "host_cpu": None,
         "versions": versions(spec.backend), "command": command or _default_command(spec),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "failed", "error": None,
-        "prefill_tokens": None, "prefill_ms": None, "positions": None, "notes": {},
+        "prefill_tokens": None, "session_max_ctx": None, "prefill_ms": None, "positions": None, "notes": {},
     }
 
 
@@ -275,12 +280,12 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         loaded = load_model(spec.model, device, synthetic=spec.synthetic)
     check_ctx(loaded.shape, spec.ctx)
     rec.update(model_label=loaded.label, synthetic=bool(loaded.synthetic))
-    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx)
-    rec["prefill_tokens"] = prefill_n
-
     do_gate = spec.gate and spec.backend != gate.REFERENCE_BACKEND
     if do_gate and reference is None:
         reference = gate.reference(loaded, device, spec.gate_steps)  # before any in-place quantisation
+    gate_tokens = len(reference.prompt) + len(reference.tokens) if do_gate else 0
+    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx, gate_tokens)
+    rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, max_ctx
     _cuda_mem(device, reset=True)
     decoder = registry.create(spec.backend, loaded, device, max_ctx)
     try:

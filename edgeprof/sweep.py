@@ -527,7 +527,10 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
 def _progress(items: list, enabled: bool) -> Iterable:
     if not enabled:
         return items
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
 
     return tqdm(items, unit="cell", file=sys.stderr, dynamic_ncols=True)
 
@@ -589,8 +592,10 @@ def write_outputs(out: Path, records: list[dict[str, Any]], plots: bool = True) 
     atomic_write_text(out / CELLS_CSV, csv_text(records))
     written = [out / CELLS_CSV]
     if plots:
-        from edgeprof import plots as plotting
-
+        try:
+            from edgeprof import plots as plotting
+        except ImportError:  # e.g. an offline GPU box without matplotlib: `edgeprof report` can plot later
+            return written
         for name, png in plotting.sweep_pngs(records).items():
             atomic_write_bytes(out / name, png)
             written.append(out / name)

@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     opts = SweepOptions(out=Path(args.out), device=args.device or cfg.device, gpu=args.gpu or cfg.gpu,
                         synthetic=cfg.synthetic, isolate=args.isolate, cell_timeout_s=args.cell_timeout,
                         retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots)
+    import signal
+
+    def _stop(signum, frame):  # SIGTERM (e.g. `timeout`): unwind so an isolated cell's process is killed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     summary = run_sweep(cfg, opts)
     print(json.dumps(summary))
     return 0

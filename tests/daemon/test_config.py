@@ -42,7 +42,7 @@ def test_error_names_file_and_field(tmp_path):
     ({"topics": {"tokens": "not a name!"}}, "topics.tokens"),
     ({"topics": {"tokens": "/edgeprof/request"}}, "topics"),
     ({"metrics": {"enabled": "yes"}}, "metrics.enabled"),
-    ({"metrics": {"port": 9090}}, "metrics.port"),
+    ({"metrics": {"port": 9091}}, "metrics.port"),
     ({"runlog": {"flush_interval_s": 0}}, "runlog.flush_interval_s"),
     ({"model": ""}, "model"),
     ({"device": "tpu"}, "device"),
