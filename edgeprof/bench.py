@@ -326,6 +326,56 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         raise MeasurementError("median step time is zero; the clock did not advance")
 
 
+# --- metrics for long runs (bench, sweep) ----------------------------------------------------------
+def cell_labels(model: str, backend: str, device: str | None = None, gpu: str | None = None) -> dict[str, str]:
+    """The metrics label set a cell's record will carry, predicted before it runs (so the
+    endpoint is up, with the right labels, while the cell is measured)."""
+    from edgeprof.backends import registry
+
+    try:
+        weights = registry.get(backend).weights
+    except EdgeprofError:
+        weights = "unknown"  # bad input: the cell itself reports it
+    device = device or default_device()
+    try:
+        gpu_key = _detect_gpu(CellSpec(model, backend, 1, device=device, gpu=gpu), device)[0].key
+    except EdgeprofError:
+        gpu_key = gpu or "unknown"
+    return {"model": model, "backend": backend, "gpu": gpu_key, "weights": weights}
+
+
+class CellMetrics:
+    """Feeds finished cell records into a metrics publisher (`edgeprof.metrics`).
+
+    Observations come from the record's raw per-step samples after the cell, never from
+    inside the timed loop, so metrics cannot perturb a measurement. Cells that differ only
+    in ctx share one label set (model, backend, gpu, weights) and so one set of series:
+    siblings are cached per label set (two publishers with equal labels would export
+    duplicate series)."""
+
+    def __init__(self, publisher) -> None:
+        self.publisher = publisher
+        self._by_labels = {publisher.labels: publisher} if publisher.enabled else {}
+
+    def observe(self, record: dict[str, Any]) -> None:
+        from edgeprof.metrics import MetricLabels, observe_bench_record
+
+        if not self.publisher.enabled or record.get("status") != "ok":
+            return
+        key = MetricLabels.of({"model": record["model"], "backend": record["backend"],
+                               "gpu": record.get("gpu") or "cpu", "weights": record.get("weights") or "unknown"})
+        pub = observe_bench_record(self._by_labels.get(key, self.publisher), record)
+        self._by_labels[key] = pub
+        if record.get("prefill_ms"):  # the cell's prompt (ctx-1 tokens) to its first token
+            pub.observe_ttft(record["prefill_ms"] / 1e3)
+
+    def linger(self, seconds: float | None) -> None:
+        """Keep the endpoint up `seconds` after the run (a last scrape), then close it."""
+        if self.publisher.enabled and seconds and seconds > 0:
+            time.sleep(seconds)
+        self.publisher.close()
+
+
 # --- output ----------------------------------------------------------------------------------------
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write `obj` as JSON to `path` via a temporary sibling + rename (never half-written)."""

@@ -16,6 +16,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 _DPI = 110
 _FLOOR_COLORS = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:pink")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
 def _png(fig: Figure) -> bytes:
@@ -51,8 +52,9 @@ def _grid(n: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def ms_per_step_png(records: list[dict[str, Any]]) -> bytes | None:
-    """p50 ms/step vs ctx, one line per backend, with each weight format's floors drawn."""
+def ms_per_step_png(records: list[dict[str, Any]], touched: bool = True) -> bytes | None:
+    """p50 ms/step vs ctx, one line per backend, with each weight format's floors drawn
+    (dashed: paper definition; dotted: touched bytes, unless `touched` is False)."""
     panels = _panels(records)
     if not panels:
         return None
@@ -67,10 +69,11 @@ def ms_per_step_png(records: list[dict[str, Any]]) -> bytes | None:
             f = r.get("floor") or {}
             if f.get("floor_ms"):
                 floors[str(r.get("weights"))][int(r["ctx"])] = (f["floor_ms"], f.get("touched_floor_ms") or 0.0)
-        for backend, brs in sorted(by_backend.items()):
+        for k, (backend, brs) in enumerate(sorted(by_backend.items())):
             brs.sort(key=lambda r: r["ctx"])
             xs = [r["ctx"] for r in brs]
-            ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker="o", label=backend)
+            ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=_MARKERS[k % len(_MARKERS)],
+                    label=backend)
             p99 = [r["stats"]["wall"].get("p99") for r in brs]
             if all(v is not None for v in p99):
                 ax.fill_between(xs, [r["stats"]["wall"]["p50"] for r in brs], p99, alpha=0.12)
@@ -79,7 +82,7 @@ def ms_per_step_png(records: list[dict[str, Any]]) -> bytes | None:
             color = _FLOOR_COLORS[j % len(_FLOOR_COLORS)]
             ax.plot(xs, [pts[x][0] for x in xs], "--", color=color, linewidth=1.2, marker="_", markersize=14,
                     label=f"floor {weights} (paper def.)")
-            if any(pts[x][1] for x in xs):
+            if touched and any(pts[x][1] for x in xs):
                 ax.plot(xs, [pts[x][1] for x in xs], ":", color=color, linewidth=1.2, marker="_", markersize=10,
                         label=f"floor {weights} (touched)")
         ax.set_xscale("log", base=2)
@@ -134,44 +137,119 @@ def sweep_pngs(records: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
+def fraction_at_ctx_png(records: list[dict[str, Any]], ctxs: list[int],
+                        references: dict[int, list[tuple[str, float]]] | None = None) -> bytes | None:
+    """Fraction of floor per backend, one panel per ctx: the paper definition as a solid
+    bar, the touched-bytes definition as a hatched bar beside it. `references` draws
+    horizontal lines (label, value) on the panel of a ctx (e.g. the paper's figures)."""
+    ok = [r for r in _ok(records) if (r.get("floor") or {}).get("fraction") and int(r["ctx"]) in ctxs]
+    if not ok:
+        return None
+    ctxs = [c for c in ctxs if any(int(r["ctx"]) == c for r in ok)]
+    backends = sorted({r["backend"] for r in ok}, key=lambda b: -max(
+        r["floor"]["fraction"] for r in ok if r["backend"] == b))
+    fig = Figure(figsize=(max(6.0, 0.75 * len(backends)) * len(ctxs) / 1.4, 4.6))
+    axes = [fig.add_subplot(1, len(ctxs), i + 1) for i in range(len(ctxs))]
+    top = max(max(r["floor"]["fraction"] for r in ok), *(v for refs in (references or {}).values() for _, v in refs))
+    for ax, c in zip(axes, ctxs, strict=True):
+        by = {r["backend"]: r["floor"] for r in ok if int(r["ctx"]) == c}
+        xs = range(len(backends))
+        paper = [by.get(b, {}).get("fraction") or 0.0 for b in backends]
+        touched = [by.get(b, {}).get("touched_fraction") or 0.0 for b in backends]
+        bars = ax.bar([x - 0.2 for x in xs], paper, 0.4, color="tab:blue", label="paper floor (all weights + KV)")
+        ax.bar([x + 0.2 for x in xs], touched, 0.4, color="white", edgecolor="tab:blue", hatch="///",
+               label="touched floor (1 embedding row)")
+        for rect, v in zip(bars, paper, strict=True):
+            if v:
+                ax.annotate(f"{v:.0%}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
+                            fontsize=7, xytext=(0, 1), textcoords="offset points")
+        for j, (label, v) in enumerate((references or {}).get(c, [])):
+            ax.axhline(v, color=_FLOOR_COLORS[(j + 1) % len(_FLOOR_COLORS)], linestyle="--", linewidth=1,
+                       label=label)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(backends, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, min(1.05, top * 1.18))
+        ax.set_ylabel("fraction of floor (floor ms / p50 ms)")
+        ax.set_title(f"ctx {c}", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(_panel_title(ok).replace("\n", " "), fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def ab_png(result: dict[str, Any]) -> bytes:
-    """Per-session speedup ratios with the median and its bootstrap CI."""
+    """Per-session speedup ratios with the median and its bootstrap CI, and the paper's
+    figures (result["paper"], when present) beside them for reference."""
     ratios = [s["ratio"] for s in result["sessions"]]
-    fig = Figure(figsize=(6, 3.2))
+    gpu_ratios = [s.get("gpu_ratio") for s in result["sessions"]]
+    fig = Figure(figsize=(7, 3.8))
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(range(1, len(ratios) + 1), ratios, "o", label="session ratio")
+    xs = range(1, len(ratios) + 1)
+    ax.plot(xs, ratios, "o", color="C0", label="session ratio (wall)")
+    if all(g is not None for g in gpu_ratios):
+        ax.plot(xs, gpu_ratios, "x", color="C0", alpha=0.6, label="session ratio (GPU events)")
     ax.axhline(result["median_ratio"], color="C1", label=f"median {result['median_ratio']:.3f}")
     lo, hi = result.get("ci") or (None, None)
     if lo is not None and hi is not None:
         ax.axhspan(lo, hi, color="C1", alpha=0.2, label=f"95% CI [{lo:.3f}, {hi:.3f}]")
-    ax.axhline(1.0, color="k", linestyle=":", linewidth=1)
-    ax.set_xlabel("session (fresh process)")
+    paper = result.get("paper") or {}
+    for key, color, name in (("h100-sxm", "tab:green", "H100"), ("l4", "tab:purple", "L4")):
+        ref = paper.get(key) or {}
+        if ref.get("ratio") is None:
+            continue
+        ci = ref.get("ci")
+        label = f"paper {name} {ref['ratio']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        ax.axhline(ref["ratio"], color=color, linestyle="--", linewidth=1.2, label=label)
+        if ci:
+            ax.axhspan(ci[0], ci[1], color=color, alpha=0.2)
+    ax.axhline(1.0, color="k", linestyle=":", linewidth=1, label="no speedup")
+    ax.set_xticks(list(xs))
+    ax.set_xlabel("session (fresh process; odd sessions ran the treatment first)")
     ax.set_ylabel("speedup (control / treatment)")
-    ax.set_title(f"{result['intervention']}: {result['control']} -> {result['treatment']}, ctx {result['ctx']}",
-                 fontsize=9)
-    ax.legend(fontsize=7)
+    where = result.get("gpu_name") or result.get("device") or ""
+    ax.set_title(f"{result['intervention']}: {result['control']} -> {result['treatment']}, ctx {result['ctx']}"
+                 + (f", {where}" if where else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
 
 def explain_png(results: list[dict[str, Any]]) -> bytes | None:
-    """Stacked bars: where one step's wall time goes, per explained backend."""
+    """Stacked bars: where one step's wall time goes, per explained backend, in ms
+    (left) and as a share of the step (right, so a fast backend stays readable beside
+    a slow one)."""
     if not results:
         return None
-    fig = Figure(figsize=(1.8 + 1.6 * len(results), 3.8))
-    ax = fig.add_subplot(1, 1, 1)
+    fig = Figure(figsize=(4.0 + 2.2 * len(results), 4.2))
+    ax_ms, ax_pct = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     classes = list(results[0]["per_step"]["class_ms"])
     labels = [f"{r['backend']}\nctx {r['ctx']}" for r in results]
-    bottom = [0.0] * len(results)
-    for c in [*classes, "idle_gap"]:
+    walls = [r["per_step"]["wall_ms"] for r in results]
+    bottom_ms, bottom_pct = [0.0] * len(results), [0.0] * len(results)
+    for k, c in enumerate([*classes, "idle_gap"]):
         vals = [r["per_step"]["idle_gap_ms"] if c == "idle_gap" else r["per_step"]["class_ms"].get(c, 0.0)
                 for r in results]
-        ax.bar(labels, vals, bottom=bottom, label="host gap (idle)" if c == "idle_gap" else c,
-               hatch="//" if c == "idle_gap" else None)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("ms per step (profiled)")
-    ax.legend(fontsize=7)
-    ax.grid(True, axis="y", alpha=0.3)
+        pct = [100 * v / w for v, w in zip(vals, walls, strict=True)]
+        style = {"label": "host gap (idle)" if c == "idle_gap" else c, "hatch": "//" if c == "idle_gap" else None,
+                 "color": "lightgray" if c == "idle_gap" else f"C{k}", "edgecolor": "dimgray"}
+        ax_ms.bar(labels, vals, bottom=bottom_ms, **style)
+        ax_pct.bar(labels, pct, bottom=bottom_pct, **style)
+        bottom_ms = [b + v for b, v in zip(bottom_ms, vals, strict=True)]
+        bottom_pct = [b + v for b, v in zip(bottom_pct, pct, strict=True)]
+    for x, (r, w) in enumerate(zip(results, walls, strict=True)):
+        unprof = (r.get("unprofiled_wall_ms") or {}).get("median")
+        txt = f"{w:.1f} ms" + (f"\n({unprof:.1f} unprofiled)" if unprof else "")
+        ax_ms.annotate(txt, (x, w), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax_ms.set_ylim(0, max(walls) * 1.18)
+    ax_ms.set_ylabel("ms per step (profiled, mean)")
+    ax_pct.set_ylabel("share of the step (%)")
+    ax_pct.set_ylim(0, 100)
+    for ax in (ax_ms, ax_pct):
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    ax_pct.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.suptitle(_panel_title(results).replace("\n", " "), fontsize=9)
     fig.tight_layout()
     return _png(fig)

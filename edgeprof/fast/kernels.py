@@ -34,10 +34,7 @@ class TorchOps:
         self.cos, self.sin = cos, sin  # [max_ctx, hd] in the model dtype, as HF computes them
 
     def add_rmsnorm(self, x: torch.Tensor, res: torch.Tensor | None, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = x if res is None else res + x  # new residual, model dtype
-        hf = h.float()
-        hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return w * hf.to(h.dtype), h
+        return add_rmsnorm(x, res, w, self.eps)
 
     def rope_write_kv(self, qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
         p = int(pos.item())  # CPU: reading the position is free
@@ -46,8 +43,7 @@ class TorchOps:
         k = qkv[0, q_dim:q_dim + kv_dim].view(self.nkv, self.hd)
         v = qkv[0, q_dim + kv_dim:].view(self.nkv, self.hd)
         cos, sin = self.cos[p], self.sin[p]  # [hd]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_cache[:, p] = k
         v_cache[:, p] = v
         return q
@@ -64,9 +60,18 @@ class TorchOps:
         return F.silu(g) * u
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def add_rmsnorm(x: torch.Tensor, res: torch.Tensor | None, w: torch.Tensor, eps: float):
+    """(norm(res + x) * w, res + x) for rows of x; rounds where HF's RMSNorm rounds."""
+    h = x if res is None else res + x  # the new residual, in the model dtype
+    hf = h.float()
+    hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * hf.to(h.dtype), h
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF's rotate-half RoPE: x [..., hd] with cos/sin broadcastable to it."""
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 # --------------------------------------------------------------------------- triton (GPU)

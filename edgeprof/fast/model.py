@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from edgeprof.fast.kernels import TorchOps, TritonOps
+from edgeprof.fast.kernels import TorchOps, TritonOps, add_rmsnorm, apply_rope
 from edgeprof.fast.weights import FastWeights
 from edgeprof.shapes import ModelShape
 
@@ -96,34 +96,23 @@ class FastModel:
         x = F.embedding(ids, w.embed)  # [t, H]
         res = None
         for i, lw in enumerate(w.layers):
-            h, res = _rmsnorm_rows(x, res, lw.attn_norm, s.norm_eps)
+            h, res = add_rmsnorm(x, res, lw.attn_norm, s.norm_eps)
             qkv = lw.qkv(h)  # [t, Q + 2KV]
-            q = _rope(qkv[:, :q_dim].view(t, nh, hd), cos, sin)
-            k = _rope(qkv[:, q_dim:q_dim + kv_dim].view(t, nkv, hd), cos, sin)
+            q = apply_rope(qkv[:, :q_dim].view(t, nh, hd), cos, sin)
+            k = apply_rope(qkv[:, q_dim:q_dim + kv_dim].view(t, nkv, hd), cos, sin)
             self.k[i, :, p0:p0 + t] = k.transpose(0, 1)
             self.v[i, :, p0:p0 + t] = qkv[:, q_dim + kv_dim:].view(t, nkv, hd).transpose(0, 1)
             att = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], self.k[i, None, :, :p0 + t], self.v[i, None, :, :p0 + t],
                 attn_mask=mask, enable_gqa=True)  # [1, nh, t, hd]
             x = lw.o(att[0].transpose(0, 1).reshape(t, q_dim))
-            h, res = _rmsnorm_rows(x, res, lw.mlp_norm, s.norm_eps)
+            h, res = add_rmsnorm(x, res, lw.mlp_norm, s.norm_eps)
             g, u = lw.gate_up(h).chunk(2, dim=-1)
             x = lw.down(F.silu(g) * u)
-        h, _ = _rmsnorm_rows(x[-1:], res[-1:], w.final_norm, s.norm_eps)
+        h, _ = add_rmsnorm(x[-1:], res[-1:], w.final_norm, s.norm_eps)
         return F.linear(h, w.lm_head)  # [1, V]
 
     def reset(self) -> None:
         self.pos.zero_()
         self.token.zero_()
 
-
-def _rmsnorm_rows(x: torch.Tensor, res: torch.Tensor | None, w: torch.Tensor, eps: float):
-    h = x if res is None else res + x
-    hf = h.float()
-    hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
-    return w * hf.to(h.dtype), h
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
