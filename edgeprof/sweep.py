@@ -474,8 +474,10 @@ def _tail(text: str) -> str:
 
 
 def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every cell of `config` not yet in `opts.out/cells.jsonl`. Returns a summary."""
+              log: Callable[[str], None] | None = None,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every cell of `config` not yet in `opts.out/cells.jsonl`. Returns a summary.
+    `on_record` sees each new record once it is saved (e.g. `bench.CellMetrics.observe`)."""
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / CELLS_JSONL
@@ -513,6 +515,8 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
                            "cell_s": round(time.perf_counter() - t0, 3)}
         append_jsonl(jsonl, record)
         records.append(record)
+        if on_record is not None:
+            on_record(record)
         ran += 1
         if record["status"] != "ok":
             failed += 1

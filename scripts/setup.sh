@@ -57,13 +57,13 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-# 3. edgeprof itself, editable, with the GPU/model, ROS and dev extras. Skipped when
+# 3. edgeprof itself, editable, with the GPU/model, ROS, dev and dashboards extras. Skipped when
 #    pyproject.toml has not changed since the last successful install.
 STAMP="$VENV/.edgeprof-setup"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -c "import edgeprof" 2>/dev/null; then
-  say "installing edgeprof[gpu,ros,dev] (editable)"
-  "${PIP[@]}" -e '.[gpu,ros,dev]'
+  say "installing edgeprof[gpu,ros,dev,dashboards] (editable)"
+  "${PIP[@]}" -e '.[gpu,ros,dev,dashboards]'
   echo "$WANT" > "$STAMP"
 else
   say "edgeprof is already installed and pyproject.toml is unchanged"

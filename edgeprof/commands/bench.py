@@ -39,23 +39,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic weights: mean relative logit error allowed (default 0.05 bf16, 0.2 int8, 0.6 4-bit)")
     p.add_argument("--json", action="store_true", help="print the full JSON record")
     p.add_argument("--out", metavar="FILE", help="write the JSON record to FILE (atomically)")
+    add_long_run_metrics_arguments(p)
+
+
+def add_long_run_metrics_arguments(p: argparse.ArgumentParser) -> None:
+    """--metrics-port/-host/-allow-remote (edgeprof.metrics) plus --metrics-linger-s; shared with sweep."""
+    from edgeprof.metrics import add_metrics_arguments
+
+    add_metrics_arguments(p)
+    p.add_argument("--metrics-linger-s", type=float, default=0.0, metavar="S",
+                   help="with --metrics-port: keep the endpoint up S seconds after the run, so Prometheus "
+                        "can scrape the last cell (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from edgeprof.bench import CellSpec, print_record, run_cell, write_json_atomic
+    from edgeprof.bench import CellMetrics, CellSpec, cell_labels, print_record, run_cell, write_json_atomic
+    from edgeprof.metrics import publisher_from_args
 
     spec = CellSpec(model=args.model, backend=args.backend, ctx=args.ctx, steps=args.steps, warmup=args.warmup,
                     device=args.device, gpu=args.gpu, synthetic=args.synthetic, gate=not args.no_gate,
                     gate_steps=args.gate_steps, allow_mismatch=args.allow_mismatch,
                     min_agreement=args.min_agreement, max_logit_error=args.max_logit_error)
     command = "edgeprof " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
-    rec = run_cell(spec, command, raise_invalid=True)  # bad input -> one-line error from the CLI
-    if args.out:
-        write_json_atomic(args.out, rec)
-    print_record(rec, args.json)
+    labels = cell_labels(args.model, args.backend, args.device, args.gpu) if args.metrics_port is not None else None
+    metrics = CellMetrics(publisher_from_args(args, labels))
+    if metrics.publisher.url:
+        print(f"edgeprof bench: metrics on {metrics.publisher.url}", file=sys.stderr, flush=True)
+    try:
+        rec = run_cell(spec, command, raise_invalid=True)  # bad input -> one-line error from the CLI
+        metrics.observe(rec)
+        if args.out:
+            write_json_atomic(args.out, rec)
+        print_record(rec, args.json)
+        sys.stdout.flush()
+        metrics.linger(args.metrics_linger_s)
+    finally:
+        metrics.publisher.close()
     if rec["status"] != "ok":
         if not args.json:
             print(f"edgeprof bench: error: {rec['error']}", file=sys.stderr)

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from edgeprof.commands.bench import add_long_run_metrics_arguments
+
+    add_long_run_metrics_arguments(p)  # one label set per (model, backend, gpu, weights), observed per cell
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +49,20 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    summary = run_sweep(cfg, opts)
-    print(json.dumps(summary))
+    import sys
+
+    from edgeprof.bench import CellMetrics, cell_labels
+    from edgeprof.metrics import publisher_from_args
+
+    first = cfg.cells[0].key  # the root label set; other cells get sibling publishers on the same server
+    labels = cell_labels(first.model, first.backend, opts.device, opts.gpu) if args.metrics_port is not None else None
+    metrics = CellMetrics(publisher_from_args(args, labels))
+    if metrics.publisher.url:
+        print(f"edgeprof sweep: metrics on {metrics.publisher.url}", file=sys.stderr, flush=True)
+    try:
+        summary = run_sweep(cfg, opts, on_record=metrics.observe)
+        print(json.dumps(summary), flush=True)
+        metrics.linger(args.metrics_linger_s)
+    finally:
+        metrics.publisher.close()
     return 0
