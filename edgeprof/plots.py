@@ -12,10 +12,11 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 _DPI = 110
-_FLOOR_COLORS = ("black", "tab:gray", "tab:brown", "tab:olive", "tab:pink")
+_FLOOR_COLORS = ("black", "darkgoldenrod", "navy", "darkgreen", "magenta")  # apart from the C0..C9 lines
+_REF_COLORS = ("tab:red", "tab:green", "tab:purple")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
@@ -59,7 +60,8 @@ def ms_per_step_png(records: list[dict[str, Any]], touched: bool = True) -> byte
     if not panels:
         return None
     rows, cols = _grid(len(panels))
-    fig = Figure(figsize=(5.2 * cols, 5.2 * rows))
+    single = len(panels) == 1  # one panel: wider, legend at the side
+    fig = Figure(figsize=(8.0, 5.4) if single else (5.2 * cols, 5.2 * rows))
     for i, rs in enumerate(panels.values()):
         ax = fig.add_subplot(rows, cols, i + 1)
         by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -69,34 +71,59 @@ def ms_per_step_png(records: list[dict[str, Any]], touched: bool = True) -> byte
             f = r.get("floor") or {}
             if f.get("floor_ms"):
                 floors[str(r.get("weights"))][int(r["ctx"])] = (f["floor_ms"], f.get("touched_floor_ms") or 0.0)
-        for k, (backend, brs) in enumerate(sorted(by_backend.items())):
+        # slowest first, so the legend reads top to bottom like the lines
+        ordered = sorted(by_backend.items(), key=lambda kv: -sum(r["stats"]["wall"]["p50"] for r in kv[1]) / len(kv[1]))
+        for k, (backend, brs) in enumerate(ordered):
             brs.sort(key=lambda r: r["ctx"])
             xs = [r["ctx"] for r in brs]
-            ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=_MARKERS[k % len(_MARKERS)],
-                    label=backend)
+            line, = ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=_MARKERS[k % len(_MARKERS)],
+                            label=backend)
             p99 = [r["stats"]["wall"].get("p99") for r in brs]
             if all(v is not None for v in p99):
-                ax.fill_between(xs, [r["stats"]["wall"]["p50"] for r in brs], p99, alpha=0.12)
-        for j, (weights, pts) in enumerate(sorted(floors.items())):
+                ax.fill_between(xs, [r["stats"]["wall"]["p50"] for r in brs], p99, alpha=0.08,
+                                color=line.get_color(), linewidth=0)
+        for j, (names, pts) in enumerate(_merge_floors(floors)):
             xs = sorted(pts)
             color = _FLOOR_COLORS[j % len(_FLOOR_COLORS)]
-            ax.plot(xs, [pts[x][0] for x in xs], "--", color=color, linewidth=1.2, marker="_", markersize=14,
-                    label=f"floor {weights} (paper def.)")
+            ax.plot(xs, [pts[x][0] for x in xs], "--", color=color, linewidth=1.4,
+                    label=f"floor {names} (paper def.)")
             if touched and any(pts[x][1] for x in xs):
-                ax.plot(xs, [pts[x][1] for x in xs], ":", color=color, linewidth=1.2, marker="_", markersize=10,
-                        label=f"floor {weights} (touched)")
+                ax.plot(xs, [pts[x][1] for x in xs], ":", color=color, linewidth=1.2,
+                        label=f"floor {names} (touched)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(sorted({int(r["ctx"]) for r in rs}))
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("ms per decode step (p50; band to p99)")
         ax.set_title(_panel_title(rs), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+        if single:
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        else:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     return _png(fig)
+
+
+def _merge_floors(floors: dict[str, dict[int, tuple[float, float]]],
+                  rel: float = 0.02) -> list[tuple[str, dict[int, tuple[float, float]]]]:
+    """Weight formats whose floors agree within `rel` at every shared ctx (nf4 and
+    gptq4-g128 differ by their scale bytes only) share one line, named after all of them."""
+    groups: list[tuple[list[str], dict[int, tuple[float, float]]]] = []
+    for weights, pts in sorted(floors.items()):
+        for names, gpts in groups:
+            shared = set(pts) & set(gpts)
+            if shared and all(abs(pts[c][0] - gpts[c][0]) <= rel * gpts[c][0] for c in shared):
+                names.append(weights)
+                break
+        else:
+            groups.append(([weights], dict(pts)))
+    return [(" / ".join(names), pts) for names, pts in groups]
 
 
 def fraction_png(records: list[dict[str, Any]]) -> bytes | None:
@@ -148,7 +175,7 @@ def fraction_at_ctx_png(records: list[dict[str, Any]], ctxs: list[int],
     ctxs = [c for c in ctxs if any(int(r["ctx"]) == c for r in ok)]
     backends = sorted({r["backend"] for r in ok}, key=lambda b: -max(
         r["floor"]["fraction"] for r in ok if r["backend"] == b))
-    fig = Figure(figsize=(max(6.0, 0.75 * len(backends)) * len(ctxs) / 1.4, 4.6))
+    fig = Figure(figsize=(max(6.0, 0.75 * len(backends)) * len(ctxs) / 1.4, 5.0))
     axes = [fig.add_subplot(1, len(ctxs), i + 1) for i in range(len(ctxs))]
     top = max(max(r["floor"]["fraction"] for r in ok), *(v for refs in (references or {}).values() for _, v in refs))
     for ax, c in zip(axes, ctxs, strict=True):
@@ -164,17 +191,22 @@ def fraction_at_ctx_png(records: list[dict[str, Any]], ctxs: list[int],
                 ax.annotate(f"{v:.0%}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
                             fontsize=7, xytext=(0, 1), textcoords="offset points")
         for j, (label, v) in enumerate((references or {}).get(c, [])):
-            ax.axhline(v, color=_FLOOR_COLORS[(j + 1) % len(_FLOOR_COLORS)], linestyle="--", linewidth=1,
-                       label=label)
+            ax.axhline(v, color=_REF_COLORS[j % len(_REF_COLORS)], linestyle="--", linewidth=1.2, label=label)
         ax.set_xticks(list(xs))
         ax.set_xticklabels(backends, rotation=35, ha="right", fontsize=8)
-        ax.set_ylim(0, min(1.05, top * 1.18))
+        ax.set_ylim(0, min(1.05, top * 1.12))
         ax.set_ylabel("fraction of floor (floor ms / p50 ms)")
         ax.set_title(f"ctx {c}", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+    # one legend for all panels, below them, so it never hides a bar or a reference line
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
     fig.suptitle(_panel_title(ok).replace("\n", " "), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
     return _png(fig)
 
 
@@ -205,7 +237,7 @@ def ab_png(result: dict[str, Any]) -> bytes:
             ax.axhspan(ci[0], ci[1], color=color, alpha=0.2)
     ax.axhline(1.0, color="k", linestyle=":", linewidth=1, label="no speedup")
     ax.set_xticks(list(xs))
-    ax.set_xlabel("session (fresh process; odd sessions ran the treatment first)")
+    ax.set_xlabel("session (fresh process; the arm order alternates)")
     ax.set_ylabel("speedup (control / treatment)")
     where = result.get("gpu_name") or result.get("device") or ""
     ax.set_title(f"{result['intervention']}: {result['control']} -> {result['treatment']}, ctx {result['ctx']}"
@@ -242,6 +274,11 @@ def explain_png(results: list[dict[str, Any]]) -> bytes | None:
         unprof = (r.get("unprofiled_wall_ms") or {}).get("median")
         txt = f"{w:.1f} ms" + (f"\n({unprof:.1f} unprofiled)" if unprof else "")
         ax_ms.annotate(txt, (x, w), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    floors = [(r.get("floor") or {}).get("touched_floor_ms") for r in results]
+    if all(f is not None for f in floors):
+        ax_ms.hlines(floors, [x - 0.45 for x in range(len(results))], [x + 0.45 for x in range(len(results))],
+                     colors="black", linestyles="--", linewidth=1.2, label="touched floor", zorder=3)
+        ax_pct.plot([], [], "k--", linewidth=1.2, label="touched floor (left)")  # legend entry only
     ax_ms.set_ylim(0, max(walls) * 1.18)
     ax_ms.set_ylabel("ms per step (profiled, mean)")
     ax_pct.set_ylabel("share of the step (%)")

@@ -70,6 +70,19 @@ def memory_of(r: dict[str, Any]) -> tuple[int | None, str | None]:
     return None, None
 
 
+def _steady_hint(r: dict[str, Any], peak: int) -> str:
+    """When a measured peak is far above weights + KV (it then holds load, quantise or
+    compile transients, e.g. a bf16 copy quantised on the GPU), say what decoding needs,
+    so the reader can tell a load-path problem from a model that does not fit."""
+    kv = _kv_bytes(r["model"], int(r["ctx"]))
+    if not r.get("resident_weight_bytes") or kv is None:
+        return ""
+    steady = int(r["resident_weight_bytes"]) + kv
+    if peak < 1.5 * steady:
+        return ""
+    return f" (weights + KV alone {steady / 1e9:.2f} GB: the peak also holds load/quantise/compile transients)"
+
+
 def correctness_problem(r: dict[str, Any]) -> str | None:
     """A reason when the record's correctness gate flagged the backend, else None."""
     c = r.get("correctness")
@@ -78,8 +91,14 @@ def correctness_problem(r: dict[str, Any]) -> str | None:
     flagged = c.get("flagged") is True or c.get("passed") is False or c.get("ok") is False
     if not flagged:
         return None
-    detail = ", ".join(f"{k} {c[k]}" for k in ("agreement", "top1_agreement", "threshold", "max_abs_diff")
-                       if k in c and c[k] is not None)
+    parts = [f"{k} {c[k]}" for k in ("agreement", "top1_agreement", "threshold", "max_abs_diff")
+             if k in c and c[k] is not None]
+    err = c.get("logit_rel_error")
+    if isinstance(err, dict) and err.get("mean") is not None:
+        parts.append(f"logit rel-error {err['mean']:.3g}")
+    if c.get("rule"):
+        parts.append(f"rule: {c['rule']}")
+    detail = ", ".join(parts)
     return "failed the correctness gate against the bf16 reference" + (f" ({detail})" if detail else "")
 
 
@@ -101,7 +120,8 @@ def judge(r: dict[str, Any], slo_ms: float, mem_budget: int | None) -> Verdict:
         if v.mem_bytes is None:
             v.notes.append("memory not known for this cell (no peak, no shape for the KV estimate)")
         elif v.mem_bytes > mem_budget:
-            v.reasons.append(f"needs {v.mem_bytes / 1e9:.2f} GB ({v.mem_source}) > budget {mem_budget / 1e9:g} GB")
+            v.reasons.append(f"needs {v.mem_bytes / 1e9:.2f} GB ({v.mem_source}) > budget {mem_budget / 1e9:g} GB"
+                             + _steady_hint(r, v.mem_bytes))
     problem = correctness_problem(r)
     if problem:
         v.reasons.append(problem)

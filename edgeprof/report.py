@@ -5,6 +5,9 @@ Images are embedded as base64 PNG, tables are inline HTML, styling is one inline
 
 * `DIR/cells.jsonl` (a sweep) and any bench record `DIR/*.json`;
 * `DIR/ab*.json` (edgeprof ab --out) and `DIR/explain*.json` (edgeprof explain --out);
+* the same one folder down (`DIR/RUN/cells.jsonl`, `DIR/ab/ab.json`, ...): a folder of
+  several runs. Each sub-folder is one run; a `RUN/summary.json` with a `provenance`
+  block (benchmarks/fast_decode.py) fills the GPU, versions and command its records lack;
 * optionally a daemon run log (`--runlog PATH`), summarised by edgeprof.daemon.runlog.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,6 +79,105 @@ def _label(r: dict[str, Any]) -> str:
     if r.get("synthetic"):
         label += ' <span class="synthetic">[SYNTHETIC weights]</span>' if "SYNTHETIC" not in label.upper() else ""
     return label
+
+
+# --------------------------------------------------------------------------------------
+# Loading: one results folder, or a folder of runs (one sub-folder each)
+# --------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    name: str  # the sub-folder ("." for DIR itself)
+    records: list[dict[str, Any]]
+    checks: dict[str, Any] = field(default_factory=dict)  # run-level checks of a summary.json
+
+
+_PROVENANCE_KEYS = {"gpu": "gpu", "gpu_name": "gpu_name", "command": "command"}
+
+
+def _fill_from_summary(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Records of a script that keeps provenance once per run (fast_decode.py) get it per
+    record, so tables and plots can name the GPU; values a record has are kept."""
+    prov = summary.get("provenance")
+    if not isinstance(prov, dict):
+        return
+    versions = {k: str(prov[k]) for k in ("python", "torch", "transformers", "cuda") if prov.get(k)}
+    for r in records:
+        for src, dst in _PROVENANCE_KEYS.items():
+            if r.get(dst) is None and prov.get(src):
+                r[dst] = prov[src]
+        if r.get("device") is None and prov.get("gpu_name"):
+            r["device"] = "cuda"
+        if not r.get("versions") and versions:
+            r["versions"] = versions
+        if r.get("timestamp") is None and prov.get("date"):
+            r["timestamp"] = prov["date"]
+
+
+def _run_checks(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `check_*` / `kernels` blocks of a summary.json: flat dicts of numbers or flags."""
+    return {k: v for k, v in summary.items() if (k.startswith("check") or k == "kernels") and isinstance(v, dict)}
+
+
+def _load_run(d: Path, name: str) -> Run:
+    from edgeprof.sweep import load_records
+
+    records = load_records(d)
+    checks: dict[str, Any] = {}
+    summary_path = d / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (json.JSONDecodeError, OSError):
+            summary = {}
+        if isinstance(summary, dict):
+            _fill_from_summary(records, summary)
+            checks = _run_checks(summary)
+    for r in records:
+        r.setdefault("run", name)
+    return Run(name, records, checks)
+
+
+def load_runs(results_dir: str | Path) -> list[Run]:
+    """DIR's own cells (run ".") and each sub-folder holding a cells.jsonl (one run each)."""
+    from edgeprof.sweep import CELLS_JSONL
+
+    d = Path(results_dir)
+    runs = []
+    own = _load_run(d, ".")
+    if own.records:
+        runs.append(own)
+    for sub in sorted(p for p in d.iterdir() if p.is_dir() and (p / CELLS_JSONL).is_file()):
+        run = _load_run(sub, sub.name)
+        if run.records:
+            runs.append(run)
+    return runs
+
+
+def primary_records(runs: list[Run]) -> list[dict[str, Any]]:
+    """One record per (model, backend, weights, ctx) for the plots when runs overlap: a
+    gated record beats an ungated one, then the run with more cells (the full sweep
+    beats a re-run of a few), then the earlier run."""
+    best: dict[tuple[str, str, str, int], tuple[tuple[int, int, int], dict[str, Any]]] = {}
+    for i, run in enumerate(runs):
+        for r in run.records:
+            key = (str(r.get("model")), str(r.get("backend")), str(r.get("weights")), int(r.get("ctx") or 0))
+            rank = (int(isinstance(r.get("correctness"), dict)), len(run.records), -i)
+            if key not in best or rank > best[key][0]:
+                best[key] = (rank, r)
+    return [r for _, r in best.values()]
+
+
+def _json_files(d: Path, prefix: str, kind: str) -> list[dict[str, Any]]:
+    """`prefix*.json` results of one kind in DIR and one folder down."""
+    out = []
+    for f in [*sorted(d.glob(f"{prefix}*.json")), *sorted(d.glob(f"*/{prefix}*.json"))]:
+        try:
+            data = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if isinstance(data, dict) and data.get("kind") == kind:
+            out.append(data)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -142,11 +245,12 @@ def _pct(v: Any) -> str:
     return f"{v:.1%}" if v >= 0.001 else f"{100 * v:.2g}%"
 
 
-def cells_section(records: list[dict[str, Any]]) -> str:
+def cells_section(records: list[dict[str, Any]], show_run: bool = False) -> str:
+    """The cells table; `show_run` adds the run (sub-folder) each record came from."""
     if not records:
         return ""
     records = sorted(records, key=lambda r: (str(r.get("model")), str(r.get("gpu")), str(r.get("backend")),
-                                             int(r.get("ctx") or 0)))
+                                             int(r.get("ctx") or 0), str(r.get("run"))))
     rows, classes = [], []
     for r in records:
         w, f = _get(r, "stats", "wall") or {}, r.get("floor") or {}
@@ -161,23 +265,41 @@ def cells_section(records: list[dict[str, Any]]) -> str:
             _num(peak / 1e9 if peak else None, "{:.2f}"), _num(r.get("capture_s"), "{:.1f}"),
             _correctness(r), esc(r.get("error") or ""),
         ])
+        if show_run:
+            rows[-1].insert(0, esc(r.get("run")))
         classes.append("failed" if r.get("status") != "ok" else "")
-    table = _table(["model", "backend", "weights", "gpu", "ctx", "status", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                    "GPU p50 ms", "floor ms (paper)", "floor ms (touched)", "fraction", "touched fraction",
-                    "calibrated fraction", "peak mem GB", "capture s", "correctness", "error"],
-                   rows, left=4, row_classes=classes)
+    headers = ["model", "backend", "weights", "gpu", "ctx", "status", "p50 ms", "p90 ms", "p99 ms", "max ms",
+               "GPU p50 ms", "floor ms (paper)", "floor ms (touched)", "fraction", "touched fraction",
+               "calibrated fraction", "peak mem GB", "capture s", "correctness", "error"]
+    table = _table(["run", *headers] if show_run else headers, rows, left=5 if show_run else 4,
+                   row_classes=classes)
     return ('<h2>Decode cells</h2><p class="note">Wall ms per decode step (batch 1). floor = bytes one step must '
             "read / peak bandwidth: <i>paper</i> counts every weight (embedding table included) plus the KV cache; "
             "<i>touched</i> counts one embedding row and the lm_head once. fraction = floor / p50 step.</p>" + table)
 
 
-def plots_section(records: list[dict[str, Any]]) -> str:
+def run_checks_section(runs: list[Run]) -> str:
+    """Run-level checks kept once per run (a summary.json's check_* blocks)."""
+    rows = []
+    for run in runs:
+        for name, check in run.checks.items():
+            vals = ", ".join(f"{esc(k)} {_num(v, '{:.4g}') if isinstance(v, float) else esc(v)}"
+                             for k, v in check.items())
+            rows.append([esc(run.name), esc(name), vals])
+    if not rows:
+        return ""
+    return ("<h2>Run-level checks</h2><p class=\"note\">Checks a run recorded once (not per cell), "
+            "from its summary.json.</p>" + _table(["run", "check", "values"], rows, left=3))
+
+
+def plots_section(records: list[dict[str, Any]], note: str = "") -> str:
     from edgeprof import plots
 
     pngs = plots.sweep_pngs(records)
     if not pngs:
         return ""
-    return "<h2>Plots</h2>" + "".join(_img(png, name) for name, png in pngs.items())
+    note_html = f'<p class="note">{esc(note)}</p>' if note else ""
+    return "<h2>Plots</h2>" + note_html + "".join(_img(png, name) for name, png in pngs.items())
 
 
 def ab_section(results: list[dict[str, Any]]) -> str:
@@ -282,25 +404,13 @@ def paper_section() -> str:
 
 
 # --------------------------------------------------------------------------------------
-def _json_files(d: Path, prefix: str, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for f in sorted(d.glob(f"{prefix}*.json")):
-        try:
-            data = json.loads(f.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-        if isinstance(data, dict) and data.get("kind") == kind:
-            out.append(data)
-    return out
-
-
 def build_report(results_dir: str | Path, runlog: str | Path | None = None, title: str | None = None) -> str:
-    from edgeprof.sweep import load_records
-
     d = Path(results_dir)
     if not d.is_dir():
         raise ConfigError("DIR", f"{d} is not a directory; pass a results directory (from edgeprof sweep --out)")
-    records = load_records(d)
+    runs = load_runs(d)
+    records = [r for run in runs for r in run.records]
+    several = len(runs) > 1
     abs_ = _json_files(d, "ab", "ab")
     explains = _json_files(d, "explain", "explain")
     if not (records or abs_ or explains or runlog):
@@ -312,10 +422,13 @@ def build_report(results_dir: str | Path, runlog: str | Path | None = None, titl
         f"<h1>{esc(title)}</h1>",
         f'<p class="note">Generated {esc(now)} by edgeprof from <code>{esc(d.resolve())}</code>: '
         f"{len(records)} cells ({n_ok} ok, {len(records) - n_ok} failed), {len(abs_)} A/B, "
-        f"{len(explains)} explain.</p>",
+        f"{len(explains)} explain"
+        + (f"; {len(runs)} runs: {esc(', '.join(run.name for run in runs))}" if several else "") + ".</p>",
         provenance_section(records, [*abs_, *explains]),
-        cells_section(records),
-        plots_section(records),
+        cells_section(records, show_run=several),
+        run_checks_section(runs),
+        plots_section(primary_records(runs), "One record per cell where runs overlap: the gated one, else the "
+                      "one from the run with more cells.") if several else plots_section(records),
         ab_section(abs_),
         explain_section(explains),
         runlog_section(Path(runlog) if runlog else None),

@@ -25,6 +25,23 @@ def test_plan_fills_to_ctx_minus_one() -> None:
     assert max_ctx <= 512 and prefill == 512 - (max_ctx - prefill)
 
 
+def test_plan_leaves_room_for_the_gate() -> None:
+    # The gate (prompt + its decode steps) runs on the cell's decoder first: max_ctx covers both runs.
+    prefill, max_ctx = plan(32, 6, 2, 512, gate_tokens=32 + 20)
+    assert prefill == 31 and max_ctx >= 32 + 20 and max_ctx >= prefill + 6 + 2
+    assert plan(2048, 30, 5, 32768, gate_tokens=52) == plan(2048, 30, 5, 32768)  # long cells: unchanged
+
+
+def test_short_ctx_cell_with_gate_regression() -> None:
+    # Was: "47 + 1 tokens exceed this session's maximum context of 47" (gate prompt 32 + 20 steps).
+    rec = run_cell(CellSpec("tiny-test", "hf-static", 32, steps=6, warmup=2, device="cpu"))
+    assert rec["status"] == "ok", rec["error"]
+    c = rec["correctness"]
+    assert c["passed"] and c["steps"] == 20 and c["prompt_tokens"] == 32
+    assert rec["prefill_tokens"] == 31 and rec["positions"][0] == 31 + 2
+    assert rec["session_max_ctx"] >= c["prompt_tokens"] + c["steps"]
+
+
 def test_run_cell_tiny_static_record() -> None:
     rec = run_cell(CellSpec("tiny-test", "hf-static", 96, steps=6, warmup=2, device="cpu"), "test")
     assert rec["status"] == "ok", rec["error"]

@@ -54,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from edgeprof.bench import CellMetrics, cell_labels
     from edgeprof.metrics import publisher_from_args
 
-    first = cfg.cells[0].key  # the root label set; other cells get sibling publishers on the same server
-    labels = cell_labels(first.model, first.backend, opts.device, opts.gpu) if args.metrics_port is not None else None
+    if not cfg.cells:
+        args.metrics_port = None  # nothing to measure, nothing to serve
+    labels = None
+    if args.metrics_port is not None:  # the first cell's label set; others get siblings on the same server
+        first = cfg.cells[0].key
+        labels = cell_labels(first.model, first.backend, opts.device, opts.gpu)
     metrics = CellMetrics(publisher_from_args(args, labels))
     if metrics.publisher.url:
         print(f"edgeprof sweep: metrics on {metrics.publisher.url}", file=sys.stderr, flush=True)

@@ -90,7 +90,7 @@ class RobotClient:
         self.node = rclpy.create_node(node_name, context=self._context)
         reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self._request_pub = self.node.create_publisher(String, self.names.request, reliable)
-        self.node.create_subscription(String, self.names.tokens, self._on_token, reliable)
+        self._tokens_sub = self.node.create_subscription(String, self.names.tokens, self._on_token, reliable)
         self.node.create_subscription(String, self.names.status, self._on_status, 10)
         self._next_client = self.node.create_client(Trigger, self.names.next_token)
         self._reset_client = self.node.create_client(Trigger, self.names.reset)
@@ -177,7 +177,9 @@ class RobotClient:
         publisher, and with `services` both Trigger services)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ok = self.node.count_subscribers(self.names.request) > 0 and self.node.count_publishers(self.names.tokens) > 0
+            # Matched endpoints, not just graph entries: a message published before the DDS
+            # match completes is lost (volatile durability), so wait for the match itself.
+            ok = self._request_pub.get_subscription_count() > 0 and self._tokens_sub.get_publisher_count() > 0
             if ok and services:
                 ok = self._next_client.service_is_ready() and self._reset_client.service_is_ready()
             if ok:

@@ -89,6 +89,7 @@ class RunLog:
         self.write_error: str | None = None
         self._flushed = threading.Condition()
         self._enqueued = 0
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._writer, name="edgeprof-runlog", daemon=True)
         self._thread.start()
 
@@ -146,30 +147,24 @@ class RunLog:
         self._q.put((sql, params))
 
     def _writer(self) -> None:
-        batch: list[tuple[str, tuple]] = []
-        deadline = time.monotonic() + self.flush_interval_s
+        # Sleep a flush interval (or until flush/close wakes us), then drain and commit.
+        # Blocking in q.get() instead would wake this thread on every token row: a thread
+        # hand-off and a GIL fight with the decode worker per token (the daemon's hot path).
         stopping = False
         while not stopping:
-            timeout = max(0.0, deadline - time.monotonic())
-            try:
-                item = self._q.get(timeout=timeout)
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            batch: list[tuple[str, tuple]] = []
+            while True:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
                 if item is _STOP:
                     stopping = True
-                else:
-                    batch.append(item)
-                    # drain what is already queued without waiting
-                    while len(batch) < 5000:
-                        item = self._q.get_nowait()
-                        if item is _STOP:
-                            stopping = True
-                            break
-                        batch.append(item)
-            except queue.Empty:
-                pass
-            if stopping or time.monotonic() >= deadline:
-                self._commit(batch)
-                batch = []
-                deadline = time.monotonic() + self.flush_interval_s
+                    break
+                batch.append(item)
+            self._commit(batch)
 
     def _commit(self, batch: list[tuple[str, tuple]]) -> None:
         if batch:
@@ -191,6 +186,7 @@ class RunLog:
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every row queued so far is committed."""
         end = time.monotonic() + timeout
+        self._wake.set()  # commit now, not at the end of the interval
         with self._flushed:
             target = self._enqueued
             while self.rows_written < target:
@@ -204,6 +200,7 @@ class RunLog:
         if not self._thread.is_alive():
             return
         self._q.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout=10)
         with self._flushed:
             with contextlib.suppress(sqlite3.Error):

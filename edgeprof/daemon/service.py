@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import json.encoder
 import threading
 import time
 from collections.abc import Callable
@@ -311,7 +312,7 @@ class DecodeService:
             stats.add(ev, missed)
         self.tokens_total += 1
         if publish:
-            self._publish(json.dumps(rec))
+            self._publish(token_json(rec))
         if self.runlog is not None:
             self.runlog.token(rec, ev.t_mono, source, ev.context_event)
             if ev.context_event:
@@ -378,6 +379,27 @@ class DecodeService:
         if self.runlog is not None:
             self.runlog.request_start(req.id, "messages" if req.messages else "prompt", received, n_prompt,
                                       req.max_new_tokens, req.deadline_ms, req.reset, req.to_json_dict())
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "null"
+    return repr(x) if -_INF < x < _INF else json.dumps(x)  # NaN/inf: spelled as json.dumps does
+
+
+_INF = float("inf")
+_esc = json.encoder.encode_basestring_ascii  # what json.dumps uses (ensure_ascii=True), in C
+
+
+def token_json(rec: dict[str, Any]) -> str:
+    """`json.dumps(rec)` for a token record, byte for byte, in about half the time: the
+    encoder's generic dict walk is a measurable share of the per-token budget."""
+    r = rec
+    rid = "null" if r["id"] is None else _esc(r["id"])
+    return (f'{{"id": {rid}, "index": {int(r["index"])}, "token_id": {int(r["token_id"])}, "text": {_esc(r["text"])}, '
+            f'"latency_ms": {_num(r["latency_ms"])}, "gpu_ms": {_num(r["gpu_ms"])}, "floor_ms": {_num(r["floor_ms"])}, '
+            f'"fraction": {_num(r["fraction"])}, "deadline_missed": {"true" if r["deadline_missed"] else "false"}, '
+            f'"position": {int(r["position"])}}}')
 
 
 def _sig(x: float | None, digits: int = 6) -> float | None:

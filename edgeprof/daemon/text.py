@@ -65,7 +65,16 @@ class ByteCodec:
         return list(text.encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+        try:
+            raw = bytes(ids)  # C fast path: every id is a byte
+        except (ValueError, TypeError):
+            raw = bytes(i for i in ids if 0 <= i < 256)
+        return raw.decode("utf-8", errors="replace")
+
+    @staticmethod
+    def is_text(token_id: int) -> bool:
+        """Ids outside 0..255 decode to nothing, alone or in any company."""
+        return 0 <= token_id < 256
 
     def render(self, messages: Sequence[tuple[str, str]], continuing: bool) -> str:
         return plain_render(messages)
@@ -86,8 +95,14 @@ class TextStream:
         self.ids: list[int] = []
         self.prefix_offset = 0
         self.read_offset = 0
+        # A codec may say which ids can never produce text (ByteCodec: >= 256). Keeping them
+        # out of the window changes no output and stops it growing per token (random weights
+        # of a big vocabulary emit almost only such ids, and nothing is ever flushed).
+        self._is_text = getattr(codec, "is_text", None)
 
     def push(self, token_id: int) -> str:
+        if self._is_text is not None and not self._is_text(token_id):
+            return ""
         self.ids.append(token_id)
         prefix = self.codec.decode(self.ids[self.prefix_offset:self.read_offset])
         full = self.codec.decode(self.ids[self.prefix_offset:])

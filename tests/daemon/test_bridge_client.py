@@ -280,7 +280,8 @@ def test_bad_settings_name_the_field(kwargs, field):
 
 
 def test_close_stops_reconnecting(rb):
-    c = BridgeClient("127.0.0.1", rb.port, TopicNames.with_prefix(f"/edgeprof_close{os.getpid()}")).start()
+    c = BridgeClient("127.0.0.1", rb.port, TopicNames.with_prefix(f"/edgeprof_close{os.getpid()}"),
+                     connect_timeout_s=20).start()  # generous: CI machines are small and busy
     c.close()
     assert not c.connected
     time.sleep(0.5)  # past the first reconnect delay

@@ -99,3 +99,18 @@ def test_kill_9_loses_at_most_about_a_second(tmp_path):
     last = conn.execute("SELECT MAX(t_mono) FROM tokens").fetchone()[0]
     assert s["tokens"] > 100
     assert killed_at - last < 1.0, f"lost {killed_at - last:.2f} s of records"
+
+
+def test_flush_commits_now_and_rows_are_batched(tmp_path):
+    # The writer sleeps a whole interval between commits (no wake-up per token); flush() cuts it short.
+    log = RunLog(tmp_path / "b.db", flush_interval_s=30.0)
+    log.start_run({"model": "m", "backend": "hf-static"})
+    for i in range(50):
+        log.token(_tok("r1", i, 10.0), time.monotonic())
+    t0 = time.monotonic()
+    assert log.flush(timeout=5.0) and time.monotonic() - t0 < 5.0
+    assert log.rows_written >= 50
+    log.token(_tok("r1", 50, 10.0), time.monotonic())
+    log.close()  # commits the last row
+    n = sqlite3.connect(tmp_path / "b.db").execute("SELECT COUNT(*) FROM tokens").fetchone()[0]
+    assert n == 51

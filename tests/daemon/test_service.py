@@ -173,3 +173,15 @@ def test_bridge_drop_turns_the_request_into_an_error_delivered_on_reconnect(svc)
     svc.sink.connected = True
     assert svc.flush_outbox() == 1
     assert svc.sink.terminal("a")[0]["error"]["code"] == "bridge_lost"
+
+
+@pytest.mark.parametrize("rec", [
+    {"id": 'r\u00e9"1', "index": 0, "token_id": 5, "text": "a\n\ufffd\U0001f600", "latency_ms": 5.96081,
+     "gpu_ms": None, "floor_ms": 1e-05, "fraction": None, "deadline_missed": True, "position": 7},
+    {"id": None, "index": 3, "token_id": 151000, "text": "", "latency_ms": 1500000.0, "gpu_ms": 1.5,
+     "floor_ms": float("nan"), "fraction": float("inf"), "deadline_missed": False, "position": 2047},
+])
+def test_token_json_is_json_dumps_byte_for_byte(rec):
+    from edgeprof.daemon.service import token_json
+
+    assert token_json(rec) == json.dumps(rec)

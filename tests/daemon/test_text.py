@@ -46,3 +46,13 @@ def test_real_tokenizer_stream_matches_full_decode():
     rendered = codec.render([("user", "hi")], continuing=True)
     assert rendered.startswith("<|im_start|>user") and "system" not in rendered
     assert codec.eos_ids
+
+
+def test_byte_stream_ignores_ids_that_are_never_text():
+    # A synthetic model with a large vocabulary emits mostly ids >= 256: they add no text and
+    # must not pile up in the decode window (it would grow by one id per token).
+    codec = ByteCodec(152064)
+    assert codec.decode([104, 300, 105]) == codec.decode([104, 105]) == "hi"
+    stream = TextStream(codec)
+    out = [stream.push(i) for i in (104, 70000, 300, 105, 151000)]
+    assert "".join(out) == "hi" and stream.ids == [104, 105]
