@@ -247,14 +247,16 @@ class _TokenSeries:
         self.tokens = 0
         self.misses = 0
 
-    def observe(self, wall_s: float, gpu_s: float | None, missed: bool) -> None:
+    def observe(self, wall_s: float, gpu_s: float | None, missed: bool, step: bool = True) -> None:
         i = bisect_left(STEP_BUCKETS, wall_s)  # first bound >= value: Prometheus's `le`
         with self.lock:
-            self.step[i] += 1
-            self.step_sum += wall_s
             self.tokens += 1
             if missed:
                 self.misses += 1
+            if not step:  # a request's first token: counted, but its time is TTFT, not a step
+                return
+            self.step[i] += 1
+            self.step_sum += wall_s
             if gpu_s is not None:
                 if self.gpu is None:
                     self.gpu = [0] * (len(STEP_BUCKETS) + 1)
@@ -460,9 +462,13 @@ class MetricsPublisher:
     # -- hot path
 
     def observe_token(self, wall_s: float, gpu_s: float | None = None, deadline_missed: bool = False,
-                      fraction: float | None = None) -> None:
-        """One decoded token. Cheap: no I/O, no NVML. `fraction` defaults to paper floor / wall_s."""
-        self._tok.observe(wall_s, gpu_s, deadline_missed)
+                      fraction: float | None = None, step: bool = True) -> None:
+        """One decoded token. Cheap: no I/O, no NVML. `fraction` defaults to paper floor / wall_s.
+        `step=False` (a request's first token, produced by the prompt's prefill) counts the token
+        and a deadline miss but keeps its time out of the decode-step histograms and fraction."""
+        self._tok.observe(wall_s, gpu_s, deadline_missed, step)
+        if not step:
+            return
         if fraction is None and self._paper_floor_s is not None and wall_s > 0:
             fraction = self._paper_floor_s / wall_s
         if fraction is not None:
@@ -517,7 +523,7 @@ class DisabledPublisher:
         return self
 
     def observe_token(self, wall_s: float, gpu_s: float | None = None, deadline_missed: bool = False,
-                      fraction: float | None = None) -> None:
+                      fraction: float | None = None, step: bool = True) -> None:
         pass
 
     def record_token(self, stats: TokenStats) -> None:

@@ -317,11 +317,10 @@ class DecodeService:
             self.runlog.token(rec, ev.t_mono, source, ev.context_event)
             if ev.context_event:
                 self.runlog.event("context_" + ev.context_event, {"id": rid, "position": ev.position})
-        # A request's token 0 comes out of the prompt's prefill: it is TTFT, not a decode step
-        # (the run log's decode figures leave it out too).
-        if index > 0 or source != "request":
-            self.metrics.observe_token(ev.latency_ms / 1e3, None if ev.gpu_ms is None else ev.gpu_ms / 1e3,
-                                       missed, fraction)
+        # A request's token 0 comes out of the prompt's prefill: it counts as a token, but its
+        # time is TTFT, not a decode step (the run log's decode figures leave it out too).
+        self.metrics.observe_token(ev.latency_ms / 1e3, None if ev.gpu_ms is None else ev.gpu_ms / 1e3,
+                                   missed, fraction, step=index > 0 or source != "request")
         return rec
 
     def _finish(self, job: _Job, stats: RequestStats, reason: str | None, error: tuple[str, str] | None = None,
