@@ -33,7 +33,7 @@ from edgeprof.recommend import format_recommendation, recommend
 from edgeprof.report import Run, load_runs, primary_records, write_report
 from edgeprof.sweep import load_records
 
-EXPLAIN_ORDER = ("edgeprof-fast", "hf-graph", "hf-eager")
+EXPLAIN_ORDER = ("edgeprof-fast", "edgeprof-fast-int4", "hf-graph", "hf-eager")
 FRACTION_CTXS = (2048, 16384)
 RECOMMEND_QUERIES = (("--slo-ms 10", {"slo_ms": 10.0}),
                      ("--slo-ms 10 --mem-gb 8", {"slo_ms": 10.0, "mem_gb": 8.0}),

@@ -21,6 +21,7 @@ apart by `Decoder.warmup()`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -73,12 +74,25 @@ def _read_token(out: Any) -> int:
     return int(out.reshape(-1)[-1].item()) if hasattr(out, "reshape") else int(out)
 
 
+_EVENTS = threading.local()
+
+
+def _event_pair():
+    """One reusable (start, end) CUDA event pair per thread: creating and destroying two
+    events per token costs more than the daemon's whole bookkeeping. Safe to reuse because
+    `time_launch` reads the elapsed time before it returns."""
+    pair = getattr(_EVENTS, "pair", None)
+    if pair is None:
+        cuda = _cuda()
+        pair = _EVENTS.pair = (cuda.Event(enable_timing=True), cuda.Event(enable_timing=True))
+    return pair
+
+
 def time_launch(fn: Callable[[], Any], position: int, device_kind: str) -> StepResult:
     """Run one launch (`fn` enqueues work and returns the next-token device tensor),
     read the token, and time it. Used by `Decoder.prefill` and `Decoder.step`."""
     if device_kind == "cuda":
-        cuda = _cuda()
-        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start, end = _event_pair()
         t0 = time.perf_counter()
         start.record()
         out = fn()
