@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprof.errors import ConfigError
+from edgeprof.sweep import dig
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -65,13 +66,6 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 0, row_classes
         body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -253,15 +247,15 @@ def cells_section(records: list[dict[str, Any]], show_run: bool = False) -> str:
                                              int(r.get("ctx") or 0), str(r.get("run"))))
     rows, classes = [], []
     for r in records:
-        w, f = _get(r, "stats", "wall") or {}, r.get("floor") or {}
+        w, f = dig(r, "stats", "wall") or {}, r.get("floor") or {}
         peak = r.get("peak_mem_bytes")
         rows.append([
             _label(r), esc(r.get("backend")), esc(r.get("weights")), esc(r.get("gpu") or r.get("device")),
             esc(r.get("ctx")), esc(r.get("status")),
             _num(w.get("p50")), _num(w.get("p90")), _num(w.get("p99")), _num(w.get("max")),
-            _num(_get(r, "stats", "gpu", "p50")),
+            _num(dig(r, "stats", "gpu", "p50")),
             _num(f.get("floor_ms")), _num(f.get("touched_floor_ms")),
-            _pct(f.get("fraction")), _pct(f.get("touched_fraction")), _pct(_get(f, "calibrated", "fraction")),
+            _pct(f.get("fraction")), _pct(f.get("touched_fraction")), _pct(dig(f, "calibrated", "fraction")),
             _num(peak / 1e9 if peak else None, "{:.2f}"), _num(r.get("capture_s"), "{:.1f}"),
             _correctness(r), esc(r.get("error") or ""),
         ])
@@ -394,8 +388,8 @@ def paper_section() -> str:
     l4 = fig.get("l4_ms_per_step", {})
     rows = [["fraction of floor, L4", _num(fr.get("l4"), "{:.2f}")],
             ["fraction of floor, H100", _num(fr.get("h100-sxm"), "{:.2f}")],
-            ["CUDA graphs speedup, H100", f"{_num(_get(cg, 'h100-sxm', 'ratio'))} {esc(_get(cg, 'h100-sxm', 'ci'))}"],
-            ["CUDA graphs speedup, L4", _num(_get(cg, "l4", "ratio"))]]
+            ["CUDA graphs speedup, H100", f"{_num(dig(cg, 'h100-sxm', 'ratio'))} {esc(dig(cg, 'h100-sxm', 'ci'))}"],
+            ["CUDA graphs speedup, L4", _num(dig(cg, "l4", "ratio"))]]
     rows += [[f"L4 ms/step, {esc(k)}", _num(v, "{:.2f}")] for k, v in l4.items()]
     return (f"<h2>Seed paper figures, for comparison</h2><p class=\"note\">{esc(fig.get('id'))} "
             f"&ldquo;{esc(fig.get('title'))}&rdquo;, {esc(fr.get('model'))} ctx {esc(fr.get('ctx'))}; "

@@ -550,7 +550,8 @@ CSV_COLUMNS = [
 ]
 
 
-def _get(d: Any, *path: str) -> Any:
+def dig(d: Any, *path: str) -> Any:
+    """d[path[0]][path[1]]..., or None where a level is missing or not a dict."""
     for p in path:
         if not isinstance(d, dict):
             return None
@@ -564,12 +565,12 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
                                        "warmup", "device", "gpu", "gpu_name", "status", "error",
                                        "resident_weight_bytes", "peak_mem_bytes", "capture_s", "timestamp")}
     for stat in ("p50", "p90", "p99", "max", "mean"):
-        row[f"wall_{stat}_ms"] = _get(record, "stats", "wall", stat)
-    row["gpu_p50_ms"] = _get(record, "stats", "gpu", "p50")
-    row["gpu_p99_ms"] = _get(record, "stats", "gpu", "p99")
+        row[f"wall_{stat}_ms"] = dig(record, "stats", "wall", stat)
+    row["gpu_p50_ms"] = dig(record, "stats", "gpu", "p50")
+    row["gpu_p99_ms"] = dig(record, "stats", "gpu", "p99")
     for k in ("floor_ms", "touched_floor_ms", "fraction", "touched_fraction"):
-        row[k] = _get(record, "floor", k)
-    row["calibrated_fraction"] = _get(record, "floor", "calibrated", "fraction")
+        row[k] = dig(record, "floor", k)
+    row["calibrated_fraction"] = dig(record, "floor", "calibrated", "fraction")
     return row
 
 
