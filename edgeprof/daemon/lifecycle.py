@@ -51,7 +51,7 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State, str]] = {
 CLOSE_LINGER_S = 0.5  # wait between the last publish and closing the bridge
 
 # Backends tried, in order, when config.backend is "auto".
-AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"), "cpu": ("hf-static", "hf-eager")}
+AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"), "cpu": ("edgeprof-fast", "hf-eager", "hf-static")}
 
 
 def choose_backend(requested: str, device_kind: str) -> str:

@@ -30,7 +30,7 @@ def test_transitions_in_the_wrong_state_are_refused(tmp_path):
 
 
 def test_backend_choice():
-    assert choose_backend("auto", "cpu") == "hf-static"
+    assert choose_backend("auto", "cpu") == "edgeprof-fast"
     assert choose_backend("hf-eager", "cpu") == "hf-eager"
     with pytest.raises(UnknownChoiceError):
         choose_backend("nope", "cpu")
