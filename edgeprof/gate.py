@@ -37,8 +37,11 @@ GATE_PROMPT = ("A robot arm on a workbench picks up the red cube, places it in t
 # Synthetic SmolLM2 shapes (mean logit rel-error): hf-static 0.011, int8 0.034, NF4 0.39, int4 0.41; unrelated
 # logits score about 1.4. A 135M model is the worst case for 4-bit; a broken kernel or packing scores near 0, which is what the
 # loose 4-bit bound is there to catch.
+# On the H100, bf16 paths that differ from hf-eager only in fusion and rounding order differ by ~0.05 on the
+# 28-32-layer random 7-8B shapes (hf-compile 0.050, edgeprof-fast 0.051-0.058), so the dense bound is 0.10:
+# still far below what a broken bf16 kernel scores (about 1).
 DEFAULTS: dict[str, tuple[float, float]] = {
-    "dense": (0.90, 0.05),
+    "dense": (0.90, 0.10),
     "int8": (0.80, 0.20),
     "4bit": (0.50, 0.60),
 }
