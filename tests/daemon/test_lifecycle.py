@@ -17,7 +17,7 @@ def test_transitions_in_the_wrong_state_are_refused(tmp_path):
         with pytest.raises(DaemonStateError, match="unconfigured"):
             wrong()
     d.configure()
-    assert d.state is State.INACTIVE and d.backend == "hf-static" and d.gpu_spec.key == "cpu"
+    assert d.state is State.INACTIVE and d.backend == "edgeprof-fast" and d.gpu_spec.key == "cpu"
     with pytest.raises(DaemonStateError):
         d.configure()
     d.cleanup()
