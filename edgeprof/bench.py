@@ -286,7 +286,6 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     gate_tokens = len(reference.prompt) + len(reference.tokens) if do_gate else 0
     prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx, gate_tokens)
     rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, max_ctx
-    _cuda_mem(device, reset=True)
     decoder = registry.create(spec.backend, loaded, device, max_ctx)
     try:
         if do_gate:
@@ -301,6 +300,9 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         else:
             rec["correctness"] = {"reference": "this backend is the bf16 reference", "passed": True,
                                   "gated": False} if spec.gate else None
+        # Peak memory of serving (prefill, capture, steps) on top of what is resident now; the
+        # transient peaks of loading and quantising are not part of running the cell.
+        _cuda_mem(device, reset=True)
         first = decoder.prefill(fill_tokens(loaded, prefill_n))
         rec["prefill_ms"] = first.wall_ms
         decoder.warmup()
