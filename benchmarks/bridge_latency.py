@@ -69,6 +69,17 @@ def _stream(client: BridgeClient, n: int, interval_s: float) -> list[float]:
     return publish_ms
 
 
+def _cpu_steal_s() -> float | None:
+    """Seconds of CPU time the hypervisor gave to other guests, all CPUs (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...; USER_HZ is 100 on Linux.
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
+
+
 def _summary(samples: list[float]) -> dict:
     return LatencyStats.of(samples).to_dict()
 
@@ -88,10 +99,11 @@ def run(args: argparse.Namespace) -> dict:
                 robot.token_delays(STAMP, args.warmup, 30, since)
 
                 since = robot.count()
-                t0 = time.monotonic()
+                t0, steal0 = time.monotonic(), _cpu_steal_s()
                 publish_ms = _stream(client, args.n, args.interval_ms / 1e3)
                 delays = robot.token_delays(STAMP, args.n, 30 + args.n * 0.01, since)
                 stream_s = time.monotonic() - t0
+                steal_s = None if steal0 is None else _cpu_steal_s() - steal0
 
                 robot.trigger_rtts("next_token", min(20, args.trigger_n))  # warm-up
                 rtts = robot.trigger_rtts("next_token", args.trigger_n)
@@ -120,6 +132,9 @@ def run(args: argparse.Namespace) -> dict:
         "raw": {"token_delay_ms": delays, "trigger_rtt_ms": rtts} if args.raw else None,
         "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # On a VM the tail follows the time other guests take: recorded so runs can be compared.
+        "cpu_steal_s": steal_s,
+        "cpu_steal_fraction": None if steal_s is None else steal_s / (stream_s * (os.cpu_count() or 1)),
         "load_avg": os.getloadavg(),  # other work on the host shows up in the tail
         "nice": os.nice(0),
     }
@@ -143,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the JSON record here")
     args = p.parse_args(argv)
     result = run(args)
-    print(f"bridge latency, {result['host']['cpus']} CPUs, load {result['load_avg'][0]:.2f}, "
+    steal = result["cpu_steal_fraction"]
+    steal_txt = "" if steal is None else f", CPU steal {100 * steal:.1f}%"
+    print(f"bridge latency, {result['host']['cpus']} CPUs, load {result['load_avg'][0]:.2f}{steal_txt}, "
           f"{result['n_received']}/{result['n_sent']} tokens received, every {args.interval_ms:g} ms")
     print(_line("publish -> robot receipt", result["token_delay_ms"]))
     print(_line("publish_token() call (daemon side)", result["publish_call_ms"]))

@@ -1,21 +1,29 @@
 """Per-token overhead of the daemon around the decoder step, with metrics and run log
-on vs off (in-process; target: <= 1% of the step time on the GPU).
+on vs off and host overlap on vs off (in-process; target: <= 1% of the step time on the GPU).
 
-Overhead = wall time between two decoder calls that is not the decoder's own measured
-step: the session's bookkeeping (cache history, incremental detokenization, floor),
-the token record (JSON), the publish hand-off (a null sink here: the bridge's own cost
-is measured by the bridge benchmark), the run-log enqueue and the Prometheus update.
+What a robot sees is the token period: the time from one token to the next. The raw
+decoder's period is its step (launch -> device work -> token read, `timing.time_steps`).
+The daemon adds the session's bookkeeping (cache history, incremental detokenization,
+floor), the token record (JSON), the publish hand-off (a null sink here: the bridge's own
+cost is measured by benchmarks/bridge_latency.py), the run-log enqueue and the
+Prometheus update. Without overlap that work sits between two steps, with the device
+idle; with `session.overlap_host` (the default) step N+1 is launched first and the work
+for token N runs while the device computes it.
 
-    python benchmarks/daemon_overhead.py                       # tiny-test, hf-static, CPU
-    python benchmarks/daemon_overhead.py --model qwen2.5-7b --backend edgeprof-fast --device cuda \
-        --out results/daemon_overhead_h100.json
+    overhead per token = daemon token period - raw decoder step   (same decoder, same positions)
+
+Before timing, every configuration's tokens are checked against the raw decoder's greedy
+tokens for the same prompt: the overlap must not change what is generated.
+
+    python benchmarks/daemon_overhead.py                       # tiny-test on the CPU
+    python benchmarks/daemon_overhead.py --model qwen2.5-7b --device cuda --max-ctx 2048 \
+        --out results/h100/daemon_overhead_h100.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -23,6 +31,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+PROMPT = "The robot arm moves to the"
+CONFIGS = {  # name -> (overlap_host, metrics and run log on)
+    "serial": (False, False),
+    "serial+metrics+runlog": (False, True),
+    "overlap": (True, False),
+    "overlap+metrics+runlog": (True, True),
+}
 
 
 class NullSink:
@@ -55,15 +71,26 @@ def _build(model: str, backend: str, device: str, max_ctx: int):
     return loaded, dec, codec, floor, backend, det, device
 
 
-def _run_config(dec, codec, floor, on: bool, tokens: int, requests: int, tmp: Path, labels: dict) -> dict:
+def _raw(dec, codec, tokens: int) -> tuple[list[int], np.ndarray]:
+    """The bare decoder on the daemon's prompt: greedy tokens and per-step wall ms."""
+    from edgeprof.timing import time_steps
+
+    dec.reset()
+    first = dec.prefill(codec.encode(PROMPT, first=True)).token_id
+    st = time_steps(dec, tokens - 1)
+    return [first] + st.tokens, np.asarray(st.wall_ms[1:])  # step 1 follows the prefill's sync
+
+
+def _run_config(dec, codec, floor, name: str, tokens: int, requests: int, tmp: Path, labels: dict) -> dict:
     from edgeprof.daemon.config import SessionConfig
     from edgeprof.daemon.runlog import NullRunLog, RunLog
     from edgeprof.daemon.service import DecodeService
     from edgeprof.daemon.session import Session
     from edgeprof.metrics import DisabledPublisher, MetricsPublisher
 
+    overlap, on = CONFIGS[name]
     cfg = SessionConfig(max_ctx=dec.max_ctx, max_queue=requests + 1, max_new_tokens_limit=tokens,
-                        stop_at_eos=False, sliding_window=max(1, dec.max_ctx // 4))
+                        stop_at_eos=False, sliding_window=max(1, dec.max_ctx // 4), overlap_host=overlap)
     runlog = RunLog(tmp / f"overhead-{time.time_ns()}.db", 0.25) if on else NullRunLog()
     if on:
         runlog.start_run({"model": labels["model"], "backend": labels["backend"]})
@@ -71,8 +98,13 @@ def _run_config(dec, codec, floor, on: bool, tokens: int, requests: int, tmp: Pa
     dec.reset()
     svc = DecodeService(Session(dec, codec, floor, cfg), cfg, sink=NullSink(), runlog=runlog, metrics=metrics)
     svc.record_overhead = True
+    ids: list[list[int]] = [[] for _ in range(requests)]
     done = threading.Event()
-    orig_finish = svc._finish
+    orig_emit, orig_finish = svc._emit_token, svc._finish
+
+    def emit(rid, index, ev, *a, **k):  # keep the token ids to check them against the raw decoder
+        ids[int(rid.split("-")[0][1:])].append(ev.token_id)
+        return orig_emit(rid, index, ev, *a, **k)
 
     def finish(*a, **k):  # count terminal records to know when the batch is over
         orig_finish(*a, **k)
@@ -81,31 +113,61 @@ def _run_config(dec, codec, floor, on: bool, tokens: int, requests: int, tmp: Pa
             done.set()
 
     finish.n = 0
-    svc._finish = finish
+    svc._emit_token, svc._finish = emit, finish
     svc.start()
     for i in range(requests):
-        svc.submit(json.dumps({"id": f"r{i}-{time.time_ns()}", "prompt": "The robot arm moves to the",
-                               "max_new_tokens": tokens, "reset": True}))
+        svc.submit(json.dumps({"id": f"r{i}-{time.time_ns()}", "prompt": PROMPT, "max_new_tokens": tokens,
+                               "reset": True}))
     done.wait(600)
     svc.stop()
     if on:
         runlog.close()
     metrics.close()
-    # the first token of each request is the prefill: exclude from the step statistic
-    over = np.asarray(svc.overhead_s) * 1e6
-    steps = _decode_steps(svc)
-    return {"metrics_and_runlog": on, "tokens": len(over), "overhead_us": _stats(over), "step_ms": _stats(steps)}
+    return {"config": name, "overlap_host": overlap, "metrics_and_runlog": on, "tokens": ids,
+            "period_ms": _periods(svc.token_times), "host_us": [t[3] * 1e6 for t in svc.token_times]}
 
 
-def _decode_steps(svc) -> np.ndarray:
-    return np.asarray(svc._step_ms) if hasattr(svc, "_step_ms") else np.asarray([])
+def _periods(times: list[tuple[str, int, float, float]]) -> list[float]:
+    """Token-to-token times inside each request, from token 2 on (both ends are decode steps)."""
+    out, prev = [], {}
+    for rid, index, t, _ in times:
+        if index >= 2 and rid in prev:
+            out.append((t - prev[rid]) * 1e3)
+        prev[rid] = t
+    return out
 
 
-def _stats(x: np.ndarray) -> dict:
+def _stats(x) -> dict:
+    x = np.asarray(x, dtype=float)
     if len(x) == 0:
         return {}
     return {"n": int(len(x)), "p50": float(np.percentile(x, 50)), "p90": float(np.percentile(x, 90)),
             "p99": float(np.percentile(x, 99)), "mean": float(x.mean()), "max": float(x.max())}
+
+
+def _summarise(runs: dict[str, list[dict]], raw_ms: list[np.ndarray]) -> dict:
+    raw = np.concatenate(raw_ms)
+    raw_mean, raw_p50 = float(raw.mean()), float(np.median(raw))
+    out = {"raw_step": _stats(raw)}
+    for name, rs in runs.items():
+        period = np.concatenate([r["period_ms"] for r in rs])
+        host = np.concatenate([r["host_us"] for r in rs])
+        over_mean_us = (float(period.mean()) - raw_mean) * 1e3
+        out[name] = {"period": _stats(period), "host_work_us": _stats(host),
+                     "overhead_mean_us": over_mean_us, "overhead_p50_us": (float(np.median(period)) - raw_p50) * 1e3,
+                     "overhead_fraction_of_step": over_mean_us / 1e3 / raw_mean}
+    return out
+
+
+def _check_tokens(runs: dict[str, list[dict]], reference: list[int]) -> list[str]:
+    bad = []
+    for name, rs in runs.items():
+        for r in rs:
+            for i, got in enumerate(r["tokens"]):
+                if got != reference:
+                    first = next((k for k, (a, b) in enumerate(zip(got, reference, strict=False)) if a != b), None)
+                    bad.append(f"{name} request {i}: {len(got)} tokens, first difference at {first}")
+    return bad
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,61 +178,56 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-ctx", type=int, default=512)
     p.add_argument("--tokens", type=int, default=64, help="tokens per request")
     p.add_argument("--requests", type=int, default=8, help="requests per configuration and round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating off/on rounds (drift cancels out)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the configurations (drift cancels)")
     p.add_argument("--out", help="write the result JSON here (e.g. results/daemon_overhead.json)")
     args = p.parse_args(argv)
 
-    from edgeprof.daemon.service import DecodeService
-
-    # record the decoder's own step times alongside the overhead (benchmark-only instrumentation)
-    orig_emit = DecodeService._emit_token
-
-    def emit(self, rid, index, ev, *a, **k):
-        if ev.context_event is None and index > 0:
-            self.__dict__.setdefault("_step_ms", []).append(ev.latency_ms)
-        return orig_emit(self, rid, index, ev, *a, **k)
-
-    DecodeService._emit_token = emit
     loaded, dec, codec, floor, backend, det, device = _build(args.model, args.backend, args.device, args.max_ctx)
     info = dec.info()
     labels = {"model": args.model, "backend": backend, "gpu": det.spec.key, "weights": info.weights}
-    results: dict[str, list] = {"off": [], "on": []}
+    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    raw_ms: list[np.ndarray] = []
+    reference: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            for key, on in (("off", False), ("on", True)):
-                results[key].append(_run_config(dec, codec, floor, on, args.tokens, args.requests, Path(tmp), labels))
-    summary = {}
-    for key, runs in results.items():
-        over = [r["overhead_us"]["p50"] for r in runs]
-        mean = [r["overhead_us"]["mean"] for r in runs]
-        p99 = [r["overhead_us"]["p99"] for r in runs]
-        step = [r["step_ms"]["p50"] for r in runs if r["step_ms"]]
-        step_p50 = statistics.median(step) if step else None
-        summary[key] = {"overhead_p50_us": statistics.median(over), "overhead_mean_us": statistics.median(mean),
-                        "overhead_p99_us": statistics.median(p99), "step_p50_ms": step_p50,
-                        "overhead_fraction_of_step": (statistics.median(mean) / 1e3 / step_p50) if step_p50 else None}
+            reference, wall = _raw(dec, codec, args.tokens)
+            raw_ms.append(wall)
+            for name in CONFIGS:
+                runs[name].append(_run_config(dec, codec, floor, name, args.tokens, args.requests, Path(tmp), labels))
+    mismatches = _check_tokens(runs, reference)
+    summary = _summarise(runs, raw_ms)
     record = {
         "benchmark": "daemon_overhead", "model": args.model, "model_label": loaded.label,
         "synthetic": loaded.synthetic, "backend": backend, "weights": info.weights, "device": device,
         "gpu": det.spec.key, "gpu_name": det.name, "tokens_per_request": args.tokens, "requests": args.requests,
-        "rounds": args.rounds, "summary": summary, "runs": results, "command": " ".join(sys.argv),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "rounds": args.rounds, "tokens_match_raw_decoder": not mismatches, "mismatches": mismatches,
+        "summary": summary, "raw_step_ms": [w.tolist() for w in raw_ms],
+        "runs": {k: [{kk: vv for kk, vv in r.items() if kk != "tokens"} for r in v] for k, v in runs.items()},
+        "command": " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    print(f"daemon per-token overhead: {loaded.label}, {backend} ({info.weights}) on {device} [{det.name}]")
-    for key in ("off", "on"):
-        s = summary[key]
-        frac = s["overhead_fraction_of_step"]
-        share = f"; mean overhead = {100 * frac:.2f}% of the step" if frac is not None else ""
-        print(f"  metrics+runlog {key:>3}: overhead p50 {s['overhead_p50_us']:.1f} us, mean {s['overhead_mean_us']:.1f} us,"
-              f" p99 {s['overhead_p99_us']:.1f} us; step p50 {s['step_p50_ms']:.3f} ms{share}")
-    extra = summary["on"]["overhead_mean_us"] - summary["off"]["overhead_mean_us"]
-    print(f"  metrics + run log add {extra:.1f} us per token")
+    _print(record, loaded.label, backend, info.weights, device, det.name)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2))
+        out.write_text(json.dumps(record, indent=1))
         print(f"wrote {out}")
-    return 0
+    return 0 if not mismatches else 1
+
+
+def _print(record: dict, label: str, backend: str, weights: str, device: str, gpu_name: str) -> None:
+    s = record["summary"]
+    print(f"daemon per-token overhead: {label}, {backend} ({weights}) on {device} [{gpu_name}]")
+    ok = "identical to" if record["tokens_match_raw_decoder"] else "DIFFERENT FROM"
+    print(f"  tokens of every configuration: {ok} the raw decoder's greedy tokens")
+    for line in record["mismatches"][:5]:
+        print(f"    {line}")
+    r = s["raw_step"]
+    print(f"  {'raw decoder step':<24} period p50 {r['p50']:8.3f} ms  mean {r['mean']:8.3f} ms")
+    for name in CONFIGS:
+        c = s[name]
+        print(f"  {name:<24} period p50 {c['period']['p50']:8.3f} ms  mean {c['period']['mean']:8.3f} ms  "
+              f"overhead mean {c['overhead_mean_us']:7.1f} us ({100 * c['overhead_fraction_of_step']:5.2f}% of the step)"
+              f", p50 {c['overhead_p50_us']:7.1f} us; host work {c['host_work_us']['mean']:6.1f} us/token")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ it is the step's result. That host read (`.item()`) is the *only* synchronisatio
 inside a measured step; it sits at the end, so wall time = launch + device work +
 read. Nothing else syncs inside a step: event timestamps are read after the loop
 (`time_steps`) or, for a single step, after the token read has already completed the
-stream (`time_launch`). The device-side token itself feeds the next step without a
+stream (`time_launch`). The daemon may split a step into `launch_timed()` and
+`LaunchedStep.finish()` to do its host work for the previous token in between; the
+wall time then still runs from launch to token read. The device-side token itself feeds the next step without a
 copy. Warm-up is the caller's business; graph capture / compile time is reported
 apart by `Decoder.warmup()`.
 """
@@ -88,23 +90,44 @@ def _event_pair():
     return pair
 
 
-def time_launch(fn: Callable[[], Any], position: int, device_kind: str) -> StepResult:
-    """Run one launch (`fn` enqueues work and returns the next-token device tensor),
-    read the token, and time it. Used by `Decoder.prefill` and `Decoder.step`."""
+@dataclass
+class LaunchedStep:
+    """A step enqueued on the device whose token has not been read yet.
+
+    Lets the daemon overlap its host bookkeeping of token N with the device work of step
+    N+1: launch N+1, account for N, then `finish()` N+1. At most one may be outstanding
+    per thread, because they share the thread's reusable event pair."""
+
+    out: Any  # the next-token device tensor, shape [1] or []
+    position: int
+    t0: float  # perf_counter at launch
+    events: tuple[Any, Any] | None  # (start, end) CUDA events, None on the CPU
+
+    def finish(self) -> StepResult:
+        """Read the token (the step's one sync) and return its times."""
+        token = _read_token(self.out)  # on CUDA this waits for the stream, so `end` has completed too
+        t1 = time.perf_counter()
+        gpu_ms = None if self.events is None else float(self.events[0].elapsed_time(self.events[1]))
+        return StepResult(token, self.position, (t1 - self.t0) * 1e3, gpu_ms)
+
+
+def launch_timed(fn: Callable[[], Any], position: int, device_kind: str) -> LaunchedStep:
+    """Enqueue one launch (`fn` enqueues work and returns the next-token device tensor)
+    between CUDA events, without reading its token."""
     if device_kind == "cuda":
         start, end = _event_pair()
         t0 = time.perf_counter()
         start.record()
         out = fn()
         end.record()
-        token = _read_token(out)  # waits for the stream, so `end` has completed too
-        t1 = time.perf_counter()
-        return StepResult(token, position, (t1 - t0) * 1e3, float(start.elapsed_time(end)))
+        return LaunchedStep(out, position, t0, (start, end))
     t0 = time.perf_counter()
-    out = fn()
-    token = _read_token(out)
-    t1 = time.perf_counter()
-    return StepResult(token, position, (t1 - t0) * 1e3, None)
+    return LaunchedStep(fn(), position, t0, None)
+
+
+def time_launch(fn: Callable[[], Any], position: int, device_kind: str) -> StepResult:
+    """Run one launch, read the token, and time it. Used by `Decoder.prefill` and `Decoder.step`."""
+    return launch_timed(fn, position, device_kind).finish()
 
 
 @dataclass

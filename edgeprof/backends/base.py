@@ -96,10 +96,15 @@ class Decoder(ABC):
         return time_launch(lambda: self._launch_prefill(token_ids), pos, self.device_kind)
 
     def step(self) -> StepResult:
-        from edgeprof.timing import time_launch
+        return self.step_async().finish()
+
+    def step_async(self) -> Any:
+        """Enqueue one decode step and return its `edgeprof.timing.LaunchedStep` unread:
+        the caller may do host work while the device runs it, then `finish()` it."""
+        from edgeprof.timing import launch_timed
 
         self._check_room(1)
-        return time_launch(self._launch_step, self.position, self.device_kind)
+        return launch_timed(self._launch_step, self.position, self.device_kind)
 
     @property
     def device_kind(self) -> str:

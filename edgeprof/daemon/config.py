@@ -50,6 +50,9 @@ class SessionConfig:
     max_request_bytes: int = 65536  # a request message larger than this is refused unparsed
     stop_at_eos: bool = True
     reply_timeout_s: float = 30.0  # a next_token / reset service call waits at most this long
+    # Launch step N+1 before the host work for token N (record, publish, run log, metrics),
+    # so that work overlaps the device step instead of adding to it (Session.generate).
+    overlap_host: bool = True
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def _check_value(chk: _Checker, section: str, key: str, name: str, v: Any) -> An
         return chk.port(name, v)
     if key in ("connect_timeout_s", "reply_timeout_s", "period_s", "flush_interval_s"):
         return chk.positive_float(name, v)
-    if key in ("enabled", "stop_at_eos"):
+    if key in ("enabled", "stop_at_eos", "overlap_host"):
         return chk.boolean(name, v)
     if key == "max_ctx":
         return chk.positive_int(name, v, maximum=1 << 20)

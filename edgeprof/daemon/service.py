@@ -13,6 +13,7 @@ request, error and event also goes to the run log.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import json.encoder
 import threading
@@ -80,8 +81,9 @@ class DecodeService:
         self.requests_total = 0
         self.tokens_total = 0
         self.errors_total = 0
-        # per-token bookkeeping time (everything around the decoder call), for benchmarks/daemon_overhead.py
-        self.overhead_s: list[float] = []
+        # For benchmarks/daemon_overhead.py: per request token, (request id, index, perf_counter when
+        # the session handed it over, seconds of host work for it here).
+        self.token_times: list[tuple[str, int, float, float]] = []
         self.record_overhead = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -271,14 +273,16 @@ class DecodeService:
         self._log_request_start(req, job.received, len(ids))
         stats = RequestStats()
         try:
-            t_book = time.perf_counter()
-            for i, ev in enumerate(self.session.generate(req, ids, self._should_stop)):
-                if i == 0:
-                    self.metrics.observe_ttft(ev.t_mono - job.received)
-                self._emit_token(req.id, i, ev, req.deadline_ms, stats, "request")
-                if self.record_overhead:  # bookkeeping = wall time between decoder calls
-                    self.overhead_s.append(time.perf_counter() - t_book - ev.latency_ms / 1e3)
-                t_book = time.perf_counter()
+            # closing(): an exception here closes the generator at once, so a step it launched
+            # ahead is accounted for before the next request touches the session.
+            with contextlib.closing(self.session.generate(req, ids, self._should_stop)) as tokens:
+                for i, ev in enumerate(tokens):
+                    t_got = time.perf_counter()
+                    if i == 0:
+                        self.metrics.observe_ttft(ev.t_mono - job.received)
+                    self._emit_token(req.id, i, ev, req.deadline_ms, stats, "request")
+                    if self.record_overhead:
+                        self.token_times.append((req.id, i, t_got, time.perf_counter() - t_got))
         except RequestError as exc:
             self._finish(job, stats, None, error=(exc.code, str(exc)))
             return

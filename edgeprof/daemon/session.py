@@ -26,6 +26,8 @@ from edgeprof.floor import WeightFormat, kv_cache_bytes, step_traffic
 from edgeprof.hardware import GPUSpec
 from edgeprof.shapes import ModelShape
 
+_Read = tuple[Any, list[int], "str | None"]  # (StepResult, ids fed to the cache, context event)
+
 
 class FloorModel:
     """floor_ms(ctx) for one model x weight format x GPU. Linear in ctx, so it is
@@ -153,6 +155,9 @@ class Session:
     # --- decoding -----------------------------------------------------------------------
     def begin(self, req: GenerateRequest, ids: list[int]) -> TokenEvent:
         """Prefill the request's prompt (after the conversation so far) -> its first token."""
+        return self._account(*self._begin_parts(req, ids))
+
+    def _begin_parts(self, req: GenerateRequest, ids: list[int]) -> _Read:
         if req.reset:
             self.reset()
         feed = ([self.pending] if self.pending is not None else []) + ids
@@ -164,18 +169,20 @@ class Session:
         self.last_index = -1
         self.turn = list(ids)
         self.stream = TextStream(self.codec)
-        return self._run(lambda: self.decoder.prefill(feed), feed, event)
+        return self.decoder.prefill(feed), feed, event
 
     def step(self) -> TokenEvent:
         """One more token after `pending` (a request's loop, or the next_token service)."""
+        return self._account(*self._step_parts())
+
+    def _step_parts(self) -> _Read:
         if self.pending is None:
             raise RequestError("no_session", "there is nothing to continue from; send a request with a prompt first")
         if self.position + 1 > self.max_ctx:
-            return self._overflow_step()
-        feed = [self.pending]
-        return self._run(self.decoder.step, feed, None)
+            return self._overflow_parts()
+        return self.decoder.step(), [self.pending], None
 
-    def _overflow_step(self) -> TokenEvent:
+    def _overflow_parts(self) -> _Read:
         policy = self.cfg.on_overflow
         if policy == "error":
             raise self._overflow_error()
@@ -185,9 +192,9 @@ class Session:
                 raise self._overflow_error()
             self.decoder.reset()
             self.history.clear()
-            return self._run(lambda: self.decoder.prefill(keep), keep, "reset")
+            return self.decoder.prefill(keep), keep, "reset"
         feed = self._slide()
-        return self._run(lambda: self.decoder.prefill(feed), feed, "slid")
+        return self.decoder.prefill(feed), feed, "slid"
 
     def _make_room(self, feed: list[int], current: list[int]) -> str:
         """The new prompt does not fit after the conversation: apply the policy."""
@@ -224,12 +231,16 @@ class Session:
             "reset or sliding_window",
         )
 
-    def _run(self, launch: Callable[[], Any], fed: list[int], event: str | None) -> TokenEvent:
-        result = launch()
+    def _account(self, result: Any, fed: list[int], event: str | None) -> TokenEvent:
+        """Host bookkeeping of one read token: cache history, detokenization, the event.
+
+        `fed` went into the cache with the step that produced `result`. The decoder's
+        position may already be one further (the next step launched ahead), so the
+        token's position comes from `result`, not from the decoder."""
         self.history.extend(fed)
         self.pending = int(result.token_id)
         self.turn.append(self.pending)
-        pos = self.position
+        pos = int(result.position) + len(fed)
         text = self.stream.push(self.pending) if self.stream is not None else ""
         self.last_index += 1
         return TokenEvent(token_id=self.pending, text=text, latency_ms=float(result.wall_ms),
@@ -237,24 +248,45 @@ class Session:
                           floor_ms=self.floor.floor_ms(pos), position=pos, t_mono=time.monotonic(),
                           context_event=event)
 
+    def _overlaps(self) -> bool:
+        """Whether the next step may be launched before the current token is accounted for:
+        not where it must take the overflow path (which resets or re-prefills the cache)."""
+        return self.cfg.overlap_host and self.position + 1 <= self.max_ctx
+
     def is_eos(self, token_id: int) -> bool:
         return self.cfg.stop_at_eos and token_id in self.codec.eos_ids
 
     def generate(self, req: GenerateRequest, ids: list[int],
                  should_stop: Callable[[], str | None]) -> Iterator[TokenEvent]:
         """Prefill `ids` (from `encode`) then step until max_new_tokens, EOS or
-        `should_stop()` returns a reason. The end reason is in `self.end_reason` after."""
+        `should_stop()` returns a reason. The end reason is in `self.end_reason` after.
+
+        With `overlap_host`, token N is read, step N+1 is launched, and only then is N
+        accounted for and yielded: the caller's per-token work (record, publish, run log,
+        metrics) runs while the device computes N+1 instead of leaving it idle. The stop
+        check comes before that launch, so a cancel arriving during the work takes effect
+        after the one step already on the device, which is still emitted (nothing is lost
+        or rolled back)."""
         self.end_reason = "length"
-        ev = self.begin(req, ids)
-        yield ev
-        for _ in range(req.max_new_tokens - 1):
-            if self.is_eos(ev.token_id):
-                break
-            stop = should_stop()
+        parts = self._begin_parts(req, ids)
+        for made in range(1, req.max_new_tokens + 1):
+            token = int(parts[0].token_id)
+            more = made < req.max_new_tokens and not self.is_eos(token)
+            stop, ahead = None, None
+            if more and self._overlaps():
+                stop = should_stop()
+                ahead = None if stop else self.decoder.step_async()  # [1] next token, on the device
+            try:
+                yield self._account(*parts)
+            except GeneratorExit:  # the caller stopped early: keep the cache and `pending` in step
+                if ahead is not None:
+                    self._account(ahead.finish(), [token], None)
+                raise
+            if not more:
+                self.end_reason = "eos" if self.is_eos(token) else "length"
+                return
+            stop = stop or (should_stop() if ahead is None else None)
             if stop:
                 self.end_reason = stop
                 return
-            ev = self.step()
-            yield ev
-        if self.is_eos(ev.token_id):
-            self.end_reason = "eos"
+            parts = self._step_parts() if ahead is None else (ahead.finish(), [token], None)

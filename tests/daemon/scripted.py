@@ -11,6 +11,14 @@ from collections.abc import Sequence
 from edgeprof.backends.base import Decoder, DecoderInfo, StepResult
 
 
+class _Done:
+    def __init__(self, result: StepResult) -> None:
+        self.result = result
+
+    def finish(self) -> StepResult:
+        return self.result
+
+
 class ScriptedDecoder(Decoder):
     backend_name = "scripted"
 
@@ -42,7 +50,8 @@ class ScriptedDecoder(Decoder):
         self.last = self._next()
         return StepResult(self.last, pos, self.step_ms * 2, None)
 
-    def step(self) -> StepResult:
+    def step_async(self) -> _Done:
+        # Like a CPU backend: the work happens at launch and finish() only hands the result over.
         if self.gate is not None:
             self.gate.wait(10)
         self._check_room(1)
@@ -50,12 +59,12 @@ class ScriptedDecoder(Decoder):
         self.cache.append(self.last)
         self.position += 1
         self.last = self._next()
-        return StepResult(self.last, pos, self.step_ms, None)
+        return _Done(StepResult(self.last, pos, self.step_ms, None))
 
     def _launch_prefill(self, token_ids):  # pragma: no cover - prefill is overridden
         raise NotImplementedError
 
-    def _launch_step(self):  # pragma: no cover - step is overridden
+    def _launch_step(self):  # pragma: no cover - step_async is overridden
         raise NotImplementedError
 
     def reset(self) -> None:

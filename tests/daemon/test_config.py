@@ -36,6 +36,7 @@ def test_error_names_file_and_field(tmp_path):
     ({"session": {"max_ctx": 0}}, "session.max_ctx"),
     ({"session": {"max_ctx": 256, "sliding_window": 256}}, "session.sliding_window"),
     ({"session": {"reply_timeout_s": "soon"}}, "session.reply_timeout_s"),
+    ({"session": {"overlap_host": "on"}}, "session.overlap_host"),
     ({"bridge": {"port": 70000}}, "bridge.port"),
     ({"bridge": {"port": True}}, "bridge.port"),
     ({"bridge": "localhost"}, "bridge"),

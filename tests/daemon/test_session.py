@@ -127,3 +127,59 @@ def test_request_stats_summary():
     out = st.summary()
     assert out["n_tokens"] == 5 and out["ttft_ms"] == 2.0 and out["p50_ms"] == 1.0
     assert out["deadline_misses"] == 1 and out["fraction_median"] > 0
+
+
+# --- overlap_host: step N+1 is launched before token N is handed over ------------------------
+def _records(evs):
+    return [(e.token_id, e.position, e.text, e.context_event) for e in evs]
+
+
+def test_overlap_launches_the_next_step_before_yielding():
+    s = _session()
+    req = GenerateRequest(id="a", max_new_tokens=4, prompt="hi")
+    seen = [(ev.position, s.decoder.position) for ev in s.generate(req, s.encode(req), lambda: None)]
+    # while token N is with the caller, step N+1 is already on the device; not after the last
+    assert seen == [(2, 3), (3, 4), (4, 5), (5, 5)]
+
+
+@pytest.mark.parametrize("policy", ["error", "reset", "sliding_window"])
+def test_overlap_on_and_off_give_the_same_records_and_cache(policy):
+    runs = []
+    for overlap in (True, False):
+        s = _session(max_ctx=16, on_overflow=policy, sliding_window=6, overlap_host=overlap)
+        evs = _run(s, "a", "hello", 6)
+        try:  # the second request overflows the 16-token context for the two other policies
+            evs += _run(s, "b", "abc", 8)
+        except RequestError as exc:
+            evs.append(exc.code)
+        runs.append((_records(e for e in evs if not isinstance(e, str)), [e for e in evs if isinstance(e, str)],
+                     s.decoder.cache, s.history, s.pending, s.decoder.prefills))
+    assert runs[0] == runs[1]
+
+
+def test_closing_the_generator_early_keeps_cache_and_pending_consistent():
+    s = _session()
+    req = GenerateRequest(id="a", max_new_tokens=10, prompt="hi")
+    gen = s.generate(req, s.encode(req), lambda: None)
+    next(gen), next(gen)
+    gen.close()  # step 3 was already launched: it is accounted for, not lost
+    assert s.history == s.decoder.cache and s.pending == s.decoder.last
+    assert s.position == len(s.history) == 2 + 2  # prompt, then tokens 1 and 2 fed; token 3 pending
+    pending = s.pending
+    _run(s, "b", "yo", 2)
+    assert s.decoder.prefills[-1] == [pending, ord("y"), ord("o")]  # the conversation continues from it
+    assert s.history == s.decoder.cache
+
+
+@pytest.mark.parametrize(("overlap", "emitted"), [(False, 3), (True, 4)])
+def test_a_cancel_during_host_work_stops_after_the_step_on_the_device(overlap, emitted):
+    s = _session(overlap_host=overlap)
+    req = GenerateRequest(id="a", max_new_tokens=10, prompt="hi")
+    cancelled = []
+    evs = []
+    for ev in s.generate(req, s.encode(req), lambda: "cancelled" if cancelled else None):
+        evs.append(ev)
+        if len(evs) == 3:
+            cancelled.append(True)  # arrives while the caller publishes token 3
+    assert len(evs) == emitted and s.end_reason == "cancelled"
+    assert s.history == s.decoder.cache and s.pending == evs[-1].token_id
