@@ -81,7 +81,7 @@ def _raw(dec, codec, tokens: int) -> tuple[list[int], np.ndarray]:
     return [first] + st.tokens, np.asarray(st.wall_ms[1:])  # step 1 follows the prefill's sync
 
 
-def _run_config(dec, codec, floor, name: str, tokens: int, requests: int, tmp: Path, labels: dict) -> dict:
+def _run_config(mt, dec, codec, floor, name: str, tokens: int, requests: int, tmp: Path, labels: dict) -> dict:
     from edgeprof.daemon.config import SessionConfig
     from edgeprof.daemon.runlog import NullRunLog, RunLog
     from edgeprof.daemon.service import DecodeService
@@ -114,7 +114,7 @@ def _run_config(dec, codec, floor, name: str, tokens: int, requests: int, tmp: P
 
     finish.n = 0
     svc._emit_token, svc._finish = emit, finish
-    svc.start()
+    svc.start(on=mt)  # decode on the thread that loaded the model, as the daemon does
     for i in range(requests):
         svc.submit(json.dumps({"id": f"r{i}-{time.time_ns()}", "prompt": PROMPT, "max_new_tokens": tokens,
                                "reset": True}))
@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the result JSON here (e.g. results/daemon_overhead.json)")
     args = p.parse_args(argv)
 
-    loaded, dec, codec, floor, backend, det, device = _build(args.model, args.backend, args.device, args.max_ctx, args.synthetic)
+    from edgeprof.daemon.modelthread import ModelThread
+
+    mt = ModelThread()
+    loaded, dec, codec, floor, backend, det, device = mt.call(
+        lambda: _build(args.model, args.backend, args.device, args.max_ctx, args.synthetic))
     info = dec.info()
     labels = {"model": args.model, "backend": backend, "gpu": det.spec.key, "weights": info.weights}
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
@@ -192,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     reference: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            reference, wall = _raw(dec, codec, args.tokens)
+            reference, wall = mt.call(lambda: _raw(dec, codec, args.tokens))
             raw_ms.append(wall)
             for name in CONFIGS:
-                runs[name].append(_run_config(dec, codec, floor, name, args.tokens, args.requests, Path(tmp), labels))
+                runs[name].append(_run_config(mt, dec, codec, floor, name, args.tokens, args.requests, Path(tmp),
+                                              labels))
+    mt.close()
     mismatches = _check_tokens(runs, reference)
     summary = _summarise(runs, raw_ms)
     record = {

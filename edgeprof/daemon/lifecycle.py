@@ -49,6 +49,7 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State, str]] = {
 }
 
 CLOSE_LINGER_S = 0.5  # wait between the last publish and closing the bridge
+UNLOAD_TIMEOUT_S = 30.0  # releasing the model waits at most this long for the model thread
 
 # Backends tried, in order, when config.backend is "auto".
 AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"), "cpu": ("edgeprof-fast", "hf-eager", "hf-static")}
@@ -107,6 +108,7 @@ class Daemon:
         self.runlog: Any = None
         self.loaded: Any = None
         self.decoder: Any = None
+        self._model_thread: Any = None  # loads, warms up and decodes (modelthread.py)
         self.session: Any = None
         self.service: Any = None
         self.metrics: Any = None
@@ -214,6 +216,14 @@ class Daemon:
 
     # --- activate pieces ----------------------------------------------------------------------
     def _load(self) -> None:
+        """Load, build and warm up on the model thread, which then also decodes (modelthread.py)."""
+        from edgeprof.daemon.modelthread import ModelThread
+
+        if self._model_thread is None:
+            self._model_thread = ModelThread()
+        self._model_thread.call(self._load_here)
+
+    def _load_here(self) -> None:
         from edgeprof.backends import registry
         from edgeprof.daemon.session import FloorModel
         from edgeprof.daemon.text import ByteCodec, TextCodec
@@ -272,7 +282,7 @@ class Daemon:
         if self.session is None:
             self.session = Session(self.decoder, self.codec, self.floor, self.config.session)
         self.service = DecodeService(self.session, self.config.session, sink=None, runlog=self.runlog)
-        self.service.start()
+        self.service.start(on=self._model_thread)
 
     def _start_metrics(self) -> None:
         from edgeprof.metrics import DisabledPublisher, MetricsPublisher
@@ -330,12 +340,18 @@ class Daemon:
             self.runlog.flush()
 
     def _unload(self) -> None:
-        if self.decoder is not None:
+        decoder, thread = self.decoder, self._model_thread
+        if decoder is not None:
             try:
-                self.decoder.close()
+                if thread is not None:  # behind the decode loop, which has ended or is wedged
+                    thread.submit(decoder.close).result(timeout=UNLOAD_TIMEOUT_S)
+                else:
+                    decoder.close()
             except Exception as exc:  # releasing memory must not block shutdown
                 self.log(f"decoder close failed: {exc}")
-        self.decoder = self.loaded = self.session = None
+        if thread is not None:
+            thread.close()
+        self.decoder = self.loaded = self.session = self._model_thread = None
 
     def _close_runlog(self, reason: str) -> None:
         if self.runlog is not None:

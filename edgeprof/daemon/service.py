@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgeprof.daemon.config import SessionConfig
+from edgeprof.daemon.modelthread import ModelThread
 from edgeprof.daemon.requests import CancelRequest, GenerateRequest, error_record, parse_request
 from edgeprof.daemon.session import RequestStats, Session, TokenEvent
 from edgeprof.errors import BridgeError, ContextLengthError, RequestError
@@ -78,6 +79,7 @@ class DecodeService:
         self._stop_reason: str | None = None
         self._outbox: collections.deque[str] = collections.deque(maxlen=MAX_OUTBOX)
         self._thread: threading.Thread | None = None
+        self._loop_done: Future | None = None  # the worker loop, when it runs on a ModelThread
         self.requests_total = 0
         self.tokens_total = 0
         self.errors_total = 0
@@ -87,22 +89,33 @@ class DecodeService:
         self.record_overhead = False
 
     # --- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, on: ModelThread | None = None) -> None:
+        """Run the worker loop on `on` (the thread that loaded the model: see modelthread.py),
+        or on a thread of its own."""
         self._stop_reason = None
+        if on is not None:
+            self._loop_done = on.submit(self._worker)
+            return
         self._thread = threading.Thread(target=self._worker, name="edgeprof-decode", daemon=True)
         self._thread.start()
 
     def stop(self, reason: str = "shutdown", timeout: float = 30.0) -> None:
-        """End the current request with `reason`, fail queued work, join the worker."""
+        """End the current request with `reason`, fail queued work, wait for the worker loop."""
         with self._cv:
             self._stop_reason = reason
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        elif self._loop_done is not None:
+            with contextlib.suppress(FutureTimeout):  # a wedged step: shutdown goes on without it
+                self._loop_done.result(timeout)
         self._thread = None
+        self._loop_done = None
 
     @property
     def running(self) -> bool:
+        if self._loop_done is not None:
+            return not self._loop_done.done()
         return self._thread is not None and self._thread.is_alive()
 
     # --- bridge callbacks (any thread) ----------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from edgeprof.daemon.config import DaemonConfig, apply_overrides
@@ -50,6 +52,10 @@ def test_in_process_activation_without_a_bridge_fails_cleanly(tmp_path):
     with pytest.raises(BridgeTimeoutError, match="edgeprof bridge"):
         d.activate()
     assert d.state is State.INACTIVE
+    loader = d._model_thread  # loaded the model; the decode loop ran there until the bridge failed
+    assert loader is not None and d.service is not None and not d.service.running
+    assert d.decoder.position == 0  # warm-up left an empty cache
     d.shutdown()
+    assert d._model_thread is None and not any(t.ident == loader.ident for t in threading.enumerate())
     s = summarize(tmp_path / "r.db")
     assert s["runs"][0]["end_reason"] == "shutdown"
