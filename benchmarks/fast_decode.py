@@ -213,15 +213,22 @@ def main() -> int:
                 continue
             rows += run_backend(name, loaded, ctxs, args, shape, bw, out_f, deadline)
 
-    # int4 check last: it rewrites the HF weights in place with their int4 round trip.
+    # int4 checks last: they rewrite the HF weights in place with their int4 round trip.
     from edgeprof.fast.weights import dequantized_copy_
 
-    fast4 = registry.create("edgeprof-fast-int4", loaded, device="cuda", max_ctx=256)
-    got = teacher_forced_logits(fast4, prompt, forced)
-    del fast4
+    int4 = [n for n in ["edgeprof-fast-int4", *args.backends.split(",")]
+            if n.startswith("edgeprof-fast-int4") and registry.get(n).availability()[0]]
+    got = {}
+    for name in dict.fromkeys(int4):
+        dec4 = registry.create(name, loaded, device="cuda", max_ctx=256)
+        got[name] = teacher_forced_logits(dec4, prompt, forced)
+        del dec4
     dequantized_copy_(loaded.model, 128)
-    summary["check_int4_vs_dequantized_hf"] = compare(got, teacher_forced_logits(hf, prompt, forced))
-    print("int4 vs dequantized HF:", json.dumps(summary["check_int4_vs_dequantized_hf"]), flush=True)
+    ref4 = teacher_forced_logits(hf, prompt, forced)
+    for name, logits in got.items():
+        key = "check_int4_vs_dequantized_hf" + ("" if name == "edgeprof-fast-int4" else f"[{name}]")
+        summary[key] = compare(logits, ref4)
+        print(f"int4 vs dequantized HF [{name}]:", json.dumps(summary[key]), flush=True)
     summary["cells"] = [{k: v for k, v in r.items() if k not in ("wall_ms", "gpu_ms")} for r in rows]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary["provenance"]))

@@ -176,3 +176,34 @@ def time_steps(decoder, n: int) -> StepTimes:
         wall.append((time.perf_counter() - t0) * 1e3)
     gpu = [float(a.elapsed_time(b)) for a, b in events] if events is not None else None
     return StepTimes(wall, gpu, tokens, positions)
+
+
+def time_graph(calls: list[Callable[[], Any]], repeats: int, warmup: int = 3) -> LatencyStats:
+    """Per-call device time of kernels too short to time one by one (CUDA only).
+
+    `calls` run in order inside one captured CUDA graph (no launch gaps); each replay is
+    timed with a CUDA event pair and divided by `len(calls)`. Give each call its own
+    weights, together larger than the L2 cache, so that every call streams from memory as
+    in a decode step. Warm-up (autotuning, lazy init) runs eagerly before capture."""
+    if not calls or repeats <= 0:
+        raise MeasurementError("time_graph needs at least one call and one repeat")
+    cuda = _cuda()
+    side = cuda.Stream()
+    side.wait_stream(cuda.current_stream())
+    with cuda.stream(side):
+        for _ in range(warmup):
+            for fn in calls:
+                fn()
+    cuda.current_stream().wait_stream(side)
+    graph = cuda.CUDAGraph()
+    with cuda.graph(graph):
+        for fn in calls:
+            fn()
+    events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    graph.replay()  # first replay uploads the graph
+    for start, end in events:
+        start.record()
+        graph.replay()
+        end.record()
+    cuda.synchronize()
+    return LatencyStats.of([a.elapsed_time(b) / len(calls) for a, b in events])

@@ -60,3 +60,12 @@ def test_time_steps_on_a_real_decoder(tiny_loaded) -> None:
     assert [dec.step().token_id for _ in range(5)] == times.tokens
     with pytest.raises(MeasurementError):
         time_steps(dec, 0)
+
+
+def test_time_graph_needs_calls_and_repeats():
+    from edgeprof.timing import time_graph
+
+    with pytest.raises(MeasurementError, match="at least one call"):
+        time_graph([], 5)
+    with pytest.raises(MeasurementError, match="one repeat"):
+        time_graph([lambda: None], 0)

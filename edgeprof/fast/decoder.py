@@ -22,7 +22,8 @@ class FastDecoder(Decoder):
     backend_name = "edgeprof-fast"
 
     def __init__(self, loaded, device: str, max_ctx: int, fmt: str = "bf16", group: int = 128,
-                 use_graph: bool | None = None, ops: str | None = None):
+                 use_graph: bool | None = None, ops: str | None = None, int4_kernel: str = "tinygemm",
+                 name: str | None = None):
         super().__init__(max_ctx, device)
         shape = loaded.shape
         if max_ctx > shape.max_ctx:
@@ -30,9 +31,9 @@ class FastDecoder(Decoder):
 
             raise ContextLengthError("max_ctx", f"{max_ctx} exceeds {shape.name}'s maximum of {shape.max_ctx}")
         self.loaded = loaded
-        self.backend_name = "edgeprof-fast" if fmt == "bf16" else "edgeprof-fast-int4"
+        self.backend_name = name or ("edgeprof-fast" if fmt == "bf16" else "edgeprof-fast-int4")
         with torch.no_grad():
-            self.weights = from_hf(loaded.model, fmt, group)
+            self.weights = from_hf(loaded.model, fmt, group, int4_kernel)
             cos, sin = rope_tables(loaded.model, max_ctx, device, self.weights.embed.dtype)
         self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device, ops)
         self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
@@ -121,3 +122,9 @@ def make_int4(loaded, device: str, max_ctx: int, group: int | None = None, **opt
     # (SmolLM2's 576) falls back to 64, which tinygemm also supports.
     group = group or (128 if hidden % 128 == 0 and loaded.shape.intermediate % 128 == 0 else 64)
     return FastDecoder(loaded, device, max_ctx, fmt="int4", group=group, **options)
+
+
+def make_int4_gemlite(loaded, device: str, max_ctx: int, group: int | None = None, **options) -> FastDecoder:
+    """edgeprof-fast-int4 with gemlite's Triton GEMV in place of tinygemm (CUDA only)."""
+    return make_int4(loaded, device, max_ctx, group, int4_kernel="gemlite", name="edgeprof-fast-int4-gemlite",
+                     **options)

@@ -8,6 +8,9 @@ GPTQ (the layout ExLlamaV2 loads; AutoGPTQ "v1" zeros convention):
 tinygemm (`torch.ops.aten._weight_int4pack_mm`) computes
   w = (q - 8) * scale + zero   with scales_and_zeros [K/g, N, 2]
 so zero = (8 - z) * s, which is 0 for a symmetric checkpoint (z = 8).
+gemlite (Triton; `GemLiteLinear`, HQQ convention w = (q - zero) * scale) takes q [N, K]
+as uint8 0..15, scales [N, K/g] and, for a symmetric checkpoint, the integer zero 8; at
+batch 1 it runs its "RevSplit-K" GEMV. CUDA only.
 """
 
 from __future__ import annotations
@@ -73,6 +76,62 @@ def to_tinygemm(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -
     q8 = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)  # two nibbles per byte, [N, K/2]
     packed = torch.ops.aten._convert_weight_to_int4pack(q8, tiles)
     return Int4Linear(packed, sz, group, n, cpu=False)
+
+
+class GemliteInt4Linear:
+    """One linear layer as a gemlite A16W4 layer. `__call__` maps [1, K] -> [1, N]."""
+
+    def __init__(self, layer, n_out: int, nbytes: int) -> None:
+        self.layer, self.n_out, self._nbytes = layer, n_out, nbytes
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+
+_GEMLITE_TUNED: list[str] = []
+
+
+def _load_gemlite_tuning(gemlite) -> None:
+    """Load the autotune cache gemlite ships for this GPU (h100.json, l4.json, l40s.json, ...),
+    once: without it the first call of each shape autotunes for many seconds."""
+    if _GEMLITE_TUNED:
+        return
+    # Its split-K GEMV adds partial sums with atomics; on sm_90 those are bf16 by default, which
+    # measured 0.03-0.08 relative error per GEMV and 0.30 logit error over 28 layers (H100,
+    # results/h100/int4_kernels). fp32 atomics, then one conversion, keep the int4 function exact.
+    gemlite.set_native_atomic_bfp16(False)
+    from pathlib import Path
+
+    name = torch.cuda.get_device_name().lower()
+    shipped = sorted(Path(gemlite.__file__).parent.glob("configs/*.json"), key=lambda p: -len(p.stem))
+    match = next((p for p in shipped if p.stem.lower() in name), None)  # longest first: l40s before l4
+    _GEMLITE_TUNED.append(str(match) if match is not None else "")
+    if match is not None:
+        gemlite.load_config(str(match), print_error=False)
+
+
+def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> GemliteInt4Linear:
+    """Pack q [N, K] (0..15), integer zeros z [N, K/g] and scales s [N, K/g] for gemlite."""
+    if q.device.type != "cuda":
+        raise ValueError("gemlite's int4 kernels need a CUDA device; on the CPU use edgeprof-fast-int4 (tinygemm)")
+    import gemlite  # optional: pip install gemlite (Triton kernels, CUDA only)
+
+    _load_gemlite_tuning(gemlite)
+    n, k = q.shape
+    layer = gemlite.GemLiteLinear(4, group_size=group, in_features=k, out_features=n,
+                                  input_dtype=gemlite.DType.BF16, output_dtype=gemlite.DType.BF16)
+    symmetric = bool((z == 8).all())
+    zeros = 8 if symmetric else z.to(torch.bfloat16)
+    layer.pack(q.to(torch.uint8), s.to(torch.bfloat16), zeros, None)
+    nbytes = sum(t.numel() * t.element_size() for t in (layer.W_q, layer.scales, layer.zeros))
+    return GemliteInt4Linear(layer, n, nbytes)
+
+
+INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite}
 
 
 def quantize_rtn(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,8 +5,8 @@ Per layer, bf16 (nn.Linear convention, [out, in]):
   wo   [H, Q]
   wgu  [2*I, H]   gate rows first, then up rows: one GEMV instead of two
   wd   [H, I]
-Int4 replaces each weight matrix by an `Int4Linear` (tinygemm) built from GPTQ-format
-tensors, group `group` (symmetric RTN when quantizing a bf16 model here).
+Int4 replaces each weight matrix by an int4 layer (tinygemm, or gemlite where installed)
+built from GPTQ-format tensors, group `group` (symmetric RTN when quantizing a bf16 model here).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from edgeprof.fast.int4 import Int4Linear, quantize_rtn, to_tinygemm
+from edgeprof.fast.int4 import INT4_KERNELS, Int4Linear, quantize_rtn
 
 
 class DenseLinear:
@@ -87,12 +87,12 @@ def _cat(*ts: torch.Tensor | None) -> torch.Tensor | None:
     return None if ts[0] is None else torch.cat([t for t in ts if t is not None], dim=0)
 
 
-def _int4(w: torch.Tensor, group: int) -> Int4Linear:
+def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm") -> Int4Linear:
     q, z, s = quantize_rtn(w, group)
-    return to_tinygemm(q, z, s.to(torch.bfloat16).float(), group)
+    return INT4_KERNELS[kernel](q, z, s.to(torch.bfloat16).float(), group)
 
 
-def from_hf(model, fmt: str = "bf16", group: int = 128) -> FastWeights:
+def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm") -> FastWeights:
     """Fuse the weights of an HF causal LM (already on its device, bf16)."""
     inner = model.model
     layers = []
@@ -105,8 +105,8 @@ def from_hf(model, fmt: str = "bf16", group: int = 128) -> FastWeights:
             qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
             gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
         else:
-            qkv, o = BiasedInt4(_int4(wqkv, group), bqkv), _int4(a.o_proj.weight, group)
-            gu, d = _int4(wgu, group), _int4(m.down_proj.weight, group)
+            qkv, o = BiasedInt4(_int4(wqkv, group, kernel), bqkv), _int4(a.o_proj.weight, group, kernel)
+            gu, d = _int4(wgu, group, kernel), _int4(m.down_proj.weight, group, kernel)
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
     return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
