@@ -42,6 +42,16 @@ CONFIGS = {  # name -> (overlap_host, metrics and run log on)
 }
 
 
+class _MainThread:
+    """--separate-threads: run the calls here; the service then decodes on a thread of its own."""
+
+    def call(self, fn):
+        return fn()
+
+    def close(self) -> None:
+        pass
+
+
 class NullSink:
     connected = True
 
@@ -119,7 +129,7 @@ def _run_config(mt, dec, codec, floor, name: str, tokens: int, requests: int, tm
 
     finish.n = 0
     svc._emit_token, svc._finish = emit, finish
-    svc.start(on=mt)  # decode on the thread that loaded the model, as the daemon does
+    svc.start(on=None if isinstance(mt, _MainThread) else mt)  # on the thread that loaded the model
     for i in range(requests):
         svc.submit(json.dumps({"id": f"r{i}-{time.time_ns()}", "prompt": PROMPT, "max_new_tokens": tokens,
                                "reset": True}))
@@ -191,12 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=64, help="tokens per request")
     p.add_argument("--requests", type=int, default=8, help="requests per configuration and round")
     p.add_argument("--rounds", type=int, default=5, help="rounds over the configurations, each paired with a raw run")
+    p.add_argument("--separate-threads", action="store_true",
+                   help="load and time the raw decoder on the main thread, decode on the service's own thread "
+                   "(how the daemon ran before edgeprof/daemon/modelthread.py; slow on the CPU)")
     p.add_argument("--out", help="write the result JSON here (e.g. results/daemon_overhead.json)")
     args = p.parse_args(argv)
 
     from edgeprof.daemon.modelthread import ModelThread
 
-    mt = ModelThread()
+    mt = _MainThread() if args.separate_threads else ModelThread()
     loaded, dec, codec, floor, backend, det, device = mt.call(
         lambda: _build(args.model, args.backend, args.device, args.max_ctx, args.synthetic))
     info = dec.info()
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "daemon_overhead", "model": args.model, "model_label": loaded.label,
         "synthetic": loaded.synthetic, "backend": backend, "weights": info.weights, "device": device,
         "gpu": det.spec.key, "gpu_name": det.name, "tokens_per_request": args.tokens, "requests": args.requests,
-        "rounds": args.rounds, "tokens_match_raw_decoder": not mismatches, "mismatches": mismatches,
+        "rounds": args.rounds, "separate_threads": args.separate_threads, "tokens_match_raw_decoder": not mismatches, "mismatches": mismatches,
         "summary": summary, "raw_step_ms": [w.tolist() for w in raw_ms],
         "runs": {k: [{kk: vv for kk, vv in r.items() if kk != "tokens"} for r in v] for k, v in runs.items()},
         "command": " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
