@@ -349,7 +349,9 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         "idle_gap_vs_unprofiled_ms": unprof_med - per_step["busy_ms"],
         "per_step": per_step,
         "steps": steps,
+        # device time outside every step's window (e.g. the token read's copy), whole profiled window
         "unattributed_ms": outside_ms,
+        "unattributed_ms_per_step": outside_ms / len(steps) if steps else None,
         "floor": floor,
         "class_patterns": dict(KERNEL_CLASSES),
         "notes": notes,

@@ -398,6 +398,15 @@ def paper_section() -> str:
 
 
 # --------------------------------------------------------------------------------------
+def _shown_path(d: Path) -> str:
+    """The results folder as a reader can find it: relative to the working directory when it is
+    inside it (a committed report must not name the machine it was made on)."""
+    try:
+        return d.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return d.as_posix()
+
+
 def build_report(results_dir: str | Path, runlog: str | Path | None = None, title: str | None = None) -> str:
     d = Path(results_dir)
     if not d.is_dir():
@@ -414,7 +423,7 @@ def build_report(results_dir: str | Path, runlog: str | Path | None = None, titl
     n_ok = sum(1 for r in records if r.get("status") == "ok")
     body = [
         f"<h1>{esc(title)}</h1>",
-        f'<p class="note">Generated {esc(now)} by edgeprof from <code>{esc(d.resolve())}</code>: '
+        f'<p class="note">Generated {esc(now)} by edgeprof from <code>{esc(_shown_path(d))}</code>: '
         f"{len(records)} cells ({n_ok} ok, {len(records) - n_ok} failed), {len(abs_)} A/B, "
         f"{len(explains)} explain"
         + (f"; {len(runs)} runs: {esc(', '.join(run.name for run in runs))}" if several else "") + ".</p>",

@@ -153,6 +153,7 @@ def test_real_profile_on_cpu(backend: str, tmp_path) -> None:
     assert p["kernels"] > 0 and p["class_ms"][GEMM] > 0 and p["class_kernels"][GEMM] >= 1
     assert p["class_bytes"][GEMM] > 0 and p["class_gbs"][GEMM] > 0
     assert r["floor"]["touched_floor_ms"] > 0
+    assert r["unattributed_ms_per_step"] == pytest.approx(r["unattributed_ms"] / 3)
     assert json.loads(trace.read_text())["traceEvents"]
     json.dumps(r)  # JSON-able
 

@@ -106,3 +106,9 @@ def test_report_errors(tmp_path, run_edgeprof) -> None:
         build_report(tmp_path)
     proc = run_edgeprof("report", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "not a directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_names_its_folder_relative_to_the_working_directory(results_dir, monkeypatch) -> None:
+    monkeypatch.chdir(results_dir.parent)
+    page = build_report(results_dir)
+    assert f"<code>{results_dir.name}</code>" in page and str(results_dir.parent) not in page
