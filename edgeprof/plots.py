@@ -20,6 +20,17 @@ _REF_COLORS = ("tab:red", "tab:green", "tab:purple")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 
+def backend_style(backend: str) -> tuple[str, str]:
+    """(colour, marker) of a backend, fixed by its place in the registry, so one backend looks
+    the same in every panel and figure; names outside the registry come after it."""
+    from edgeprof.backends.registry import names
+
+    known = names()
+    i = known.index(backend) if backend in known else len(known) + sum(map(ord, backend)) % 10
+    colours = [f"C{k}" for k in range(10)] + ["black", "olive", "teal", "navy", "maroon"]
+    return colours[i % len(colours)], _MARKERS[i % len(_MARKERS)]
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -73,10 +84,11 @@ def ms_per_step_png(records: list[dict[str, Any]], touched: bool = True) -> byte
                 floors[str(r.get("weights"))][int(r["ctx"])] = (f["floor_ms"], f.get("touched_floor_ms") or 0.0)
         # slowest first, so the legend reads top to bottom like the lines
         ordered = sorted(by_backend.items(), key=lambda kv: -sum(r["stats"]["wall"]["p50"] for r in kv[1]) / len(kv[1]))
-        for k, (backend, brs) in enumerate(ordered):
+        for backend, brs in ordered:
             brs.sort(key=lambda r: r["ctx"])
             xs = [r["ctx"] for r in brs]
-            line, = ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=_MARKERS[k % len(_MARKERS)],
+            colour, marker = backend_style(backend)
+            line, = ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=marker, color=colour,
                             label=backend)
             p99 = [r["stats"]["wall"].get("p99") for r in brs]
             if all(v is not None for v in p99):
