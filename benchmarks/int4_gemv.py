@@ -1,5 +1,6 @@
 """Batch-1 int4 GEMV kernels at the Qwen2.5-7B layer shapes: cuBLAS bf16 vs torch's tinygemm
-vs gemlite (Triton), each checked against the exact dequantized weights first.
+vs gemlite (Triton) vs edgeprof's own Triton W4 GEMV at several tiles, each checked against the
+exact dequantized weights first.
 
 Every kernel gets enough weight copies to exceed the L2 cache several times, chained in one
 CUDA graph (`edgeprof.timing.time_graph`), so each call streams its weights from HBM as in a
@@ -20,11 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from edgeprof.fast.int4 import INT4_KERNELS, dequantize, quantize_rtn
+from edgeprof.fast.w4gemv import W4Linear
 from edgeprof.timing import time_graph
 
 # (name, in K, out N) of one Qwen2.5-7B layer with edgeprof-fast's fusions
 SHAPES = [("qkv", 3584, 4608), ("o", 3584, 3584), ("gate_up", 3584, 37888), ("down", 18944, 3584)]
 GROUP = 128
+W4_CONFIGS = [(8, 256, 4), (16, 256, 4), (16, 512, 4), (32, 256, 4), (32, 512, 8), (64, 256, 8), (8, 512, 2),
+              (4, 1024, 2), (16, 1024, 8), (2, 2048, 4)]
 STREAM_BYTES = 400 << 20  # copies per kernel: at least this many weight bytes (H100 L2: 50 MB)
 
 
@@ -45,10 +49,15 @@ def bench_shape(name: str, k: int, n: int, repeats: int) -> list[dict]:
     rows.append(_row(name, k, n, "cublas-bf16", [lambda wi=wi: F.linear(x, wi) for wi in dense],
                      dense_bytes, F.linear(x, w.to(torch.bfloat16)), x.float() @ w.float().t(), repeats))
     del dense
-    for kernel, build in INT4_KERNELS.items():
+    builders = dict(INT4_KERNELS)
+    for bn, bk, nw in W4_CONFIGS:  # edgeprof's Triton GEMV (edgeprof/fast/w4gemv.py) at several tile shapes
+        if k % bk == 0:
+            builders[f"triton-{bn}x{bk}w{nw}"] = lambda q, z, s, g, bn=bn, bk=bk, nw=nw: W4Linear(q, s, g, bn, bk, nw)
+    for kernel, build in builders.items():
         try:
             first = build(q, z, s, GROUP)
-        except Exception as exc:  # not installed / unsupported: recorded, not fatal
+            first(x)  # compiles
+        except Exception as exc:  # not installed / unsupported / does not compile: recorded, not fatal
             rows.append({"shape": name, "k": k, "n": n, "kernel": kernel, "status": f"{type(exc).__name__}: {exc}"})
             continue
         layers = [first] + [build(q, z, s, GROUP) for _ in range(_copies(first.nbytes) - 1)]
@@ -78,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         print("int4_gemv needs an NVIDIA GPU", file=sys.stderr)
         return 2
     rows = [r for name, k, n in SHAPES for r in bench_shape(name, k, n, args.repeats)]
-    print(f"{'shape':<8} {'kernel':<12} {'rel err':>8} {'us/call':>8} {'GB/s':>7}")
+    print(f"{'shape':<8} {'kernel':<22} {'rel err':>8} {'us/call':>8} {'GB/s':>7}")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['shape']:<8} {r['kernel']:<12} {r['status']}")
+            print(f"{r['shape']:<8} {r['kernel']:<22} {r['status'][:80]}")
             continue
-        print(f"{r['shape']:<8} {r['kernel']:<12} {r['rel_err']:8.4f} {r['us_p50']:8.1f} {r['gb_per_s']:7.0f}")
+        print(f"{r['shape']:<8} {r['kernel']:<22} {r['rel_err']:8.4f} {r['us_p50']:8.1f} {r['gb_per_s']:7.0f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         rec = {"benchmark": "int4_gemv", "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -1,0 +1,51 @@
+"""edgeprof's Triton W4 GEMV against the exact dequantized int4 matrix, in Triton's
+interpreter on the CPU (TRITON_INTERPRET=1 must be set before triton is imported, hence the
+subprocess). The GPU timing is benchmarks/int4_gemv.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent("""
+    import json, torch
+    from edgeprof.fast.int4 import dequantize, quantize_rtn
+    from edgeprof.fast.w4gemv import W4Linear
+    out = {}
+    for n, k, bn, bk in [(48, 512, 16, 256), (40, 768, 8, 256), (24, 1024, 8, 512)]:  # ragged N, several K steps
+        g = torch.Generator().manual_seed(n)
+        w = torch.randn(n, k, generator=g) * 0.02
+        q, z, s = quantize_rtn(w, 128)
+        s = s.to(torch.bfloat16).float()
+        x = torch.randn(1, k, generator=g).to(torch.bfloat16)
+        y = W4Linear(q, s, 128, bn, bk, 2)(x).float()
+        ref = x.float() @ dequantize(q, z, s, 128).t()
+        out[f"{n}x{k}"] = float((y - ref).abs().max() / ref.abs().max())
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_w4_gemv_matches_the_dequantized_matrix_in_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for shape, err in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+        assert err < 1e-2, (shape, err)  # bf16 output rounding, as the interpreter emulates it
+
+
+def test_w4_gemv_refuses_a_k_it_cannot_tile():
+    torch = pytest.importorskip("torch")
+    from edgeprof.fast.int4 import quantize_rtn
+    from edgeprof.fast.w4gemv import W4Linear
+
+    q, _, s = quantize_rtn(torch.randn(8, 384), 128)
+    with pytest.raises(ValueError, match="divisible by 256"):
+        W4Linear(q, s, 128)
