@@ -7,13 +7,11 @@ The GPU run of the same comparison is `check_kernels` in benchmarks/fast_decode.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from .interpreted import run_interpreted
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install 'edgeprof[dev]' brings it)")
@@ -50,10 +48,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_triton_kernels_match_torch_reference_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    errs = json.loads(proc.stdout.strip().splitlines()[-1])
+    errs = run_interpreted(SCRIPT, 600)
     # The interpreter emulates bf16 stores by truncation, so allow a little over one bf16 ulp.
     for name, err in errs.items():
         assert err < 1.5e-2, (name, err)

@@ -4,13 +4,11 @@ subprocess). The GPU timing is benchmarks/int4_gemv.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from .interpreted import run_interpreted
 
 pytest.importorskip("triton")
 
@@ -34,10 +32,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_w4_gemv_matches_the_dequantized_matrix_in_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for shape, err in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+    for shape, err in run_interpreted(SCRIPT, 300).items():
         assert err < 1e-2, (shape, err)  # bf16 output rounding, as the interpreter emulates it
 
 
