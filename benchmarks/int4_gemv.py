@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from edgeprof.fast.int4 import INT4_KERNELS, dequantize, quantize_rtn
-from edgeprof.fast.w4gemv import W4Linear
+from edgeprof.fast.w4gemv import W4Linear, W4LinearSplitK
 from edgeprof.timing import time_graph
 
 # (name, in K, out N) of one Qwen2.5-7B layer with edgeprof-fast's fusions
 SHAPES = [("qkv", 3584, 4608), ("o", 3584, 3584), ("gate_up", 3584, 37888), ("down", 18944, 3584)]
 GROUP = 128
+SPLITK_CONFIGS = [(32, 256, 1, 4), (32, 256, 2, 4), (64, 256, 2, 4), (16, 512, 1, 4), (32, 512, 1, 4),
+                  (64, 128, 4, 4), (128, 128, 2, 8), (16, 256, 4, 2), (64, 512, 1, 8), (128, 256, 1, 8)]
 W4_CONFIGS = [(8, 256, 4), (16, 256, 4), (16, 512, 4), (32, 256, 4), (32, 512, 8), (64, 256, 8), (8, 512, 2),
               (4, 1024, 2), (16, 1024, 8), (2, 2048, 4)]
 STREAM_BYTES = 400 << 20  # copies per kernel: at least this many weight bytes (H100 L2: 50 MB)
@@ -53,6 +55,10 @@ def bench_shape(name: str, k: int, n: int, repeats: int) -> list[dict]:
     for bn, bk, nw in W4_CONFIGS:  # edgeprof's Triton GEMV (edgeprof/fast/w4gemv.py) at several tile shapes
         if k % bk == 0:
             builders[f"triton-{bn}x{bk}w{nw}"] = lambda q, z, s, g, bn=bn, bk=bk, nw=nw: W4Linear(q, s, g, bn, bk, nw)
+    for bn, bk, it, nw in SPLITK_CONFIGS:
+        if k % bk == 0:
+            builders[f"tritonsk-{bn}x{bk}i{it}w{nw}"] = (
+                lambda q, z, s, g, bn=bn, bk=bk, it=it, nw=nw: W4LinearSplitK(q, s, g, bn, bk, it, nw))
     for kernel, build in builders.items():
         try:
             first = build(q, z, s, GROUP)

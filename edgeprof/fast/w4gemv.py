@@ -4,12 +4,13 @@ Written because measurement showed the installable int4 kernels well below cuBLA
 Qwen2.5-7B shapes on the H100 (benchmarks/int4_gemv.py: tinygemm 1.06-1.84 TB/s, gemlite
 0.73-1.43, cuBLAS bf16 2.19-2.68), worst on the narrow qkv and o projections.
 
-Result: it is slower than tinygemm at every shape (best tile 8x512, 2 warps: 0.65-1.70 TB/s,
-results/h100/int4_kernels/int4_gemv_triton.json), so no backend uses it; the benchmark keeps
-measuring it. Why: without split-K a narrow layer has too few programs, each walking the whole
-K serially, to keep enough bytes in flight (down: 448 programs for 37 K-steps). Split-K needs
-either fp32 atomics into a zeroed buffer or a second reduction kernel per GEMV, each an extra
-graph node per layer; that is the next thing to try.
+Result on the H100 (results/h100/int4_kernels/): the whole-K kernel is slower than tinygemm at
+every shape (best tile 8x512, 2 warps: 0.65-1.70 TB/s): a narrow layer has too few programs,
+each walking all of K, to keep enough bytes in flight. The split-K kernel (fp32 atomics into a
+zeroed output, `W4LinearSplitK`) fixes that and reaches tinygemm's level, not more (best tiles:
+qkv 0.98 vs 1.06 TB/s, o 0.88 vs 1.08, gate_up 1.82 vs 1.85, down 1.52 vs 1.52), the
+dequantisation arithmetic now being the limit. So no backend uses either; the benchmark keeps
+measuring them.
 
 Layout: `packed` int32 [N, K/8], word j of row n holds q[n, 8j + i] in nibble i, so one row's
 words are contiguous along K; `scales` [N, K/g] bf16. Each program owns BLOCK_N rows and walks
@@ -60,6 +61,69 @@ if HAVE_TRITON:
             s = tl.load(s_ptr + rn[:, None] * stride_sn + rg[None, :], mask=mask_n[:, None], other=0.0)
             acc += tl.sum((part - 8.0 * xg[None, :]) * s.to(tl.float32), axis=1)
         tl.store(y_ptr + rn, acc.to(y_ptr.dtype.element_ty), mask=mask_n)
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _w4_gemv_splitk_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K: tl.constexpr, stride_wn, stride_sn,
+                               GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                               ITERS: tl.constexpr):
+        """Split-K: program (n, k) covers ITERS blocks of K and adds its partial sums to y (fp32)."""
+        pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = rn < N
+        WORDS: tl.constexpr = BLOCK_K // 8
+        GPB: tl.constexpr = BLOCK_K // GROUP
+        WPG: tl.constexpr = GROUP // 8
+        rj = tl.arange(0, WORDS)
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for it in tl.static_range(ITERS):
+            k0 = (pid_k * ITERS + it) * BLOCK_K
+            if k0 < K:
+                w = tl.load(w_ptr + rn[:, None] * stride_wn + (k0 // 8 + rj)[None, :], mask=mask_n[:, None], other=0)
+                part = tl.zeros([BLOCK_N, WORDS], dtype=tl.float32)
+                xsum = tl.zeros([WORDS], dtype=tl.float32)
+                for i in tl.static_range(8):
+                    xi = tl.load(x_ptr + k0 + rj * 8 + i).to(tl.float32)
+                    qi = (((w >> (4 * i)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - 8388608.0
+                    part += qi * xi[None, :]
+                    xsum += xi
+                part = tl.sum(tl.reshape(part, [BLOCK_N, GPB, WPG]), axis=2)
+                xg = tl.sum(tl.reshape(xsum, [GPB, WPG]), axis=1)
+                rg = k0 // GROUP + tl.arange(0, GPB)
+                s = tl.load(s_ptr + rn[:, None] * stride_sn + rg[None, :], mask=mask_n[:, None], other=0.0)
+                acc += tl.sum((part - 8.0 * xg[None, :]) * s.to(tl.float32), axis=1)
+        tl.atomic_add(y_ptr + rn, acc, mask=mask_n, sem="relaxed")
+
+
+class W4LinearSplitK:
+    """Split-K variant: `__call__` zeroes an fp32 [1, N] output and the programs add into it
+    (two graph nodes per GEMV; the fp32 result is what a consumer would read)."""
+
+    def __init__(self, q: torch.Tensor, s: torch.Tensor, group: int, block_n: int = 32, block_k: int = 256,
+                 iters: int = 2, num_warps: int = 4):
+        n, k = q.shape
+        if k % block_k or block_k % group:
+            raise ValueError(f"the W4 GEMV needs K ({k}) divisible by {block_k} and {block_k} by the group ({group})")
+        self.packed = _pack(q.to(torch.int32).reshape(n, k // 8, 8),
+                            torch.arange(0, 32, 4, device=q.device, dtype=torch.int32))
+        self.scales = s.to(torch.bfloat16).contiguous()
+        self.y = torch.zeros(1, n, device=q.device, dtype=torch.float32)
+        self.n_out, self.k, self.group = n, k, group
+        self.block_n, self.block_k, self.iters, self.num_warps = block_n, block_k, iters, num_warps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.y.zero_()
+        grid = (triton.cdiv(self.n_out, self.block_n), triton.cdiv(self.k // self.block_k, self.iters))
+        _w4_gemv_splitk_kernel[grid](x, self.packed, self.scales, self.y, self.n_out, self.k, self.packed.stride(0),
+                                     self.scales.stride(0), GROUP=self.group, BLOCK_N=self.block_n,
+                                     BLOCK_K=self.block_k, ITERS=self.iters, num_warps=self.num_warps)
+        return self.y
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed.numel() * 4 + self.scales.numel() * 2
 
 
 def _pack(q8: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:

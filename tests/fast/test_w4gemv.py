@@ -44,3 +44,29 @@ def test_w4_gemv_refuses_a_k_it_cannot_tile():
     q, _, s = quantize_rtn(torch.randn(8, 384), 128)
     with pytest.raises(ValueError, match="divisible by 256"):
         W4Linear(q, s, 128)
+
+
+SPLITK = textwrap.dedent("""
+    import json, torch
+    from edgeprof.fast.int4 import dequantize, quantize_rtn
+    from edgeprof.fast.w4gemv import W4LinearSplitK
+    out = {}
+    for n, k, bn, bk, it in [(48, 512, 16, 128, 1), (40, 768, 8, 256, 2), (24, 1024, 8, 128, 3)]:  # ragged K split
+        g = torch.Generator().manual_seed(n)
+        w = torch.randn(n, k, generator=g) * 0.02
+        q, z, s = quantize_rtn(w, 128)
+        s = s.to(torch.bfloat16).float()
+        x = torch.randn(1, k, generator=g).to(torch.bfloat16)
+        lin = W4LinearSplitK(q, s, 128, bn, bk, it, 2)
+        lin(x)
+        y = lin(x)  # twice: the output must be zeroed between calls, not accumulate
+        ref = x.float() @ dequantize(q, z, s, 128).t()
+        out[f"{n}x{k}"] = float((y - ref).abs().max() / ref.abs().max())
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_split_k_w4_gemv_is_exact_in_fp32_in_the_interpreter():
+    for shape, err in run_interpreted(SPLITK, 300).items():
+        assert err < 1e-5, (shape, err)  # fp32 output: only summation order differs
