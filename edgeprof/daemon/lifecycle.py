@@ -399,6 +399,9 @@ class Daemon:
     def _status_loop(self) -> None:
         period = self.config.status.period_s
         while not self._status_stop.wait(period):
-            self.publish_status()
-            if self.service is not None:
-                self.service.flush_outbox()
+            try:
+                self.publish_status()
+                if self.service is not None:
+                    self.service.flush_outbox()
+            except Exception as exc:  # a status bug must not end the status topic for the daemon's life
+                self.log(f"status publish failed: {type(exc).__name__}: {exc}")

@@ -77,6 +77,16 @@ def _config(tmp: Path) -> Path:
     return p
 
 
+def _status(robot, timeout_s: float = 10.0) -> dict:
+    """The latest status record; the status topic's DDS match can complete after the services'
+    (robot.wait_ready waits for those), so a fast first test may otherwise find none yet."""
+    deadline = time.monotonic() + timeout_s
+    while (status := robot.last_status()) is None:
+        assert time.monotonic() < deadline, f"no status message within {timeout_s} s"
+        time.sleep(0.1)
+    return status
+
+
 def _tokens(records):
     return [r for r in records if "index" in r]
 
@@ -89,7 +99,7 @@ def test_generate(stack):
     assert done["done"] and done["reason"] == "length" and done["n_tokens"] == 6
     assert all(t["floor_ms"] > 0 and t["latency_ms"] > 0 and t["fraction"] > 0 for t in toks)
     assert [t["position"] for t in toks] == list(range(len("hello robot"), len("hello robot") + 6))
-    status = robot.last_status()
+    status = _status(robot)
     assert status["state"] == "active" and status["model"] == "tiny-test" and status["backend"] == "hf-static"
     assert status["gpu"] == "cpu" and status["floor_ms"] > 0 and "position" in status
 
