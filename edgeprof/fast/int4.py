@@ -15,6 +15,7 @@ batch 1 it runs its "RevSplit-K" GEMV. CUDA only.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -92,14 +93,10 @@ class GemliteInt4Linear:
         return self._nbytes
 
 
-_GEMLITE_TUNED: list[str] = []
-
-
+@functools.cache
 def _load_gemlite_tuning(gemlite) -> None:
     """Load the autotune cache gemlite ships for this GPU (h100.json, l4.json, l40s.json, ...),
     once: without it the first call of each shape autotunes for many seconds."""
-    if _GEMLITE_TUNED:
-        return
     # Its split-K GEMV adds partial sums with atomics; on sm_90 those are bf16 by default, which
     # measured 0.03-0.08 relative error per GEMV and 0.30 logit error over 28 layers (H100,
     # results/h100/int4_kernels). fp32 atomics, then one conversion, keep the int4 function exact.
@@ -109,7 +106,6 @@ def _load_gemlite_tuning(gemlite) -> None:
     name = torch.cuda.get_device_name().lower()
     shipped = sorted(Path(gemlite.__file__).parent.glob("configs/*.json"), key=lambda p: -len(p.stem))
     match = next((p for p in shipped if p.stem.lower() in name), None)  # longest first: l40s before l4
-    _GEMLITE_TUNED.append(str(match) if match is not None else "")
     if match is not None:
         gemlite.load_config(str(match), print_error=False)
 
