@@ -51,7 +51,7 @@ def preflight(need_scipy: bool) -> None:
 
 def run_ab_phase(args: argparse.Namespace, out: Path) -> dict:
     from edgeprof.ab import ABOptions, format_result, run_ab
-    from edgeprof.sweep import atomic_write_text
+    from edgeprof.records import atomic_write_text
 
     _log(f"A/B {args.intervention}: {args.sessions} fresh sessions, {args.model} ctx {args.ctx}, "
          f"{args.steps} steps after {args.warmup} warm-up")
@@ -66,7 +66,7 @@ def run_ab_phase(args: argparse.Namespace, out: Path) -> dict:
 def explain_worker(args: argparse.Namespace) -> int:
     """One explain in this (fresh) process."""
     from edgeprof.explain import ExplainOptions, format_result, run_explain
-    from edgeprof.sweep import atomic_write_text
+    from edgeprof.records import atomic_write_text
 
     out = Path(args.out)
     r = run_explain(ExplainOptions(model=args.model, backend=args.explain_worker, ctx=args.ctx,

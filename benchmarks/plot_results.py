@@ -30,8 +30,8 @@ from typing import Any
 
 from edgeprof import paper, plots
 from edgeprof.recommend import format_recommendation, recommend
+from edgeprof.records import load_records
 from edgeprof.report import Run, load_runs, primary_records, write_report
-from edgeprof.sweep import load_records
 
 EXPLAIN_ORDER = ("edgeprof-fast", "edgeprof-fast-int4", "hf-graph", "hf-eager")
 FRACTION_CTXS = (2048, 16384)

@@ -200,7 +200,9 @@ def _worker_main(argv: list[str]) -> int:
     except EdgeprofError as exc:  # one line for the parent to quote, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    Path(argv[2]).write_text(json.dumps(result))
+    from edgeprof.records import write_json_atomic
+
+    write_json_atomic(argv[2], result, indent=None)
     return 0
 
 
@@ -247,28 +249,20 @@ class ABOptions:
     gate: bool = True  # correctness gate of both arms in the first session
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a fresh worker process: this one's, with the directory holding
-    the `edgeprof` package first on PYTHONPATH (so it works without an install too)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    paths = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 def _spawn_session(spec: dict[str, Any], timeout_s: float, workdir: Path) -> dict[str, Any]:
+    from edgeprof.isolate import run_fresh
+    from edgeprof.records import write_json_atomic
+
     spec_path, out_path = workdir / f"spec-{spec['index']}.json", workdir / f"out-{spec['index']}.json"
-    spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, "-m", "edgeprof.ab", "--worker", str(spec_path), str(out_path)]
+    write_json_atomic(spec_path, spec, indent=None)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=child_env())
+        res = run_fresh("edgeprof.ab", ["--worker", str(spec_path), str(out_path)], out_path, timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise MeasurementError(f"session {spec['index']} ran past {timeout_s:.0f} s and was killed; "
                                "raise --session-timeout or lower --ctx/--steps") from exc
-    if proc.returncode != 0 or not out_path.exists():
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise MeasurementError(f"session {spec['index']} (fresh process) failed: {why}")
-    return json.loads(out_path.read_text())
+    if res.returncode != 0 or res.output is None:
+        raise MeasurementError(f"session {spec['index']} (fresh process) failed: {res.reason()}")
+    return res.output
 
 
 def run_ab(opts: ABOptions, progress=None) -> dict[str, Any]:

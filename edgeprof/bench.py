@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from edgeprof.errors import (
@@ -39,6 +36,7 @@ from edgeprof.errors import (
     EdgeprofError,
     MeasurementError,
 )
+from edgeprof.records import CellRecord
 
 SLACK = 8  # spare positions beyond the timed steps (capture runs borrow a few and give them back)
 REAL_FILL_TEXT = ("The robot receives a task, looks at the scene, plans a grasp, moves its arm, checks the result "
@@ -200,16 +198,9 @@ def floor_block(shape, weights: str, ctx: int, gpu_spec, p50_ms: float | None) -
 
 
 def _empty_record(spec: CellSpec, command: str | None) -> dict[str, Any]:
-    return {
-        "model": spec.model, "model_label": None, "synthetic": spec.synthetic, "backend": spec.backend,
-        "weights": None, "ctx": spec.ctx, "steps": spec.steps, "warmup": spec.warmup, "device": spec.device,
-        "gpu": None, "gpu_name": None, "wall_ms": [], "gpu_ms": None, "stats": {"wall": None, "gpu": None},
-        "floor": None, "resident_weight_bytes": None, "peak_mem_bytes": None, "capture_s": None,
-        "correctness": None, "telemetry_before": None, "telemetry_after": None, "host_cpu": None,
-        "versions": versions(spec.backend), "command": command or _default_command(spec),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "failed", "error": None,
-        "prefill_tokens": None, "session_max_ctx": None, "prefill_ms": None, "positions": None, "notes": {},
-    }
+    return CellRecord(model=spec.model, backend=spec.backend, ctx=spec.ctx, steps=spec.steps, warmup=spec.warmup,
+                      synthetic=spec.synthetic, device=spec.device, versions=versions(spec.backend),
+                      command=command or _default_command(spec)).to_dict()
 
 
 def _default_command(spec: CellSpec) -> str:
@@ -379,22 +370,6 @@ class CellMetrics:
 
 
 # --- output ----------------------------------------------------------------------------------------
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as JSON to `path` via a temporary sibling + rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def summary_line(rec: dict[str, Any]) -> str:
     """One human line per record."""
     if rec["status"] != "ok":

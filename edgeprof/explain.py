@@ -265,7 +265,7 @@ def profile_decoder(dec: Any, steps: int, cuda: bool, trace_out: Path | None = N
         prof.export_chrome_trace(str(path))
         text = path.read_text()
     if trace_out is not None:
-        from edgeprof.sweep import atomic_write_text
+        from edgeprof.records import atomic_write_text
 
         atomic_write_text(Path(trace_out), text)
     return {"trace": json.loads(text), "step_wall_ms": walls}

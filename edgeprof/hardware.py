@@ -205,11 +205,9 @@ def save_calibration(spec_key: str, record: dict) -> Path:
         raise ConfigError("bytes_per_s", f"a calibration needs a positive bandwidth, got {record.get('bytes_per_s')}")
     entries = load_calibrations()
     entries[spec_key] = {**record, "host": socket.gethostname(), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = calibration_path()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": 1, "entries": entries}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    from edgeprof.records import write_json_atomic
+
+    return write_json_atomic(calibration_path(), {"version": 1, "entries": entries}, sort_keys=True)
 
 
 def calibrated_bandwidth(spec_key: str) -> float | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprof.errors import ConfigError
-from edgeprof.sweep import dig
+from edgeprof.records import dig
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -113,7 +113,7 @@ def _run_checks(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_run(d: Path, name: str) -> Run:
-    from edgeprof.sweep import load_records
+    from edgeprof.records import load_records
 
     records = load_records(d)
     checks: dict[str, Any] = {}
@@ -133,7 +133,7 @@ def _load_run(d: Path, name: str) -> Run:
 
 def load_runs(results_dir: str | Path) -> list[Run]:
     """DIR's own cells (run ".") and each sub-folder holding a cells.jsonl (one run each)."""
-    from edgeprof.sweep import CELLS_JSONL
+    from edgeprof.records import CELLS_JSONL
 
     d = Path(results_dir)
     runs = []
@@ -442,7 +442,7 @@ def build_report(results_dir: str | Path, runlog: str | Path | None = None, titl
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None, runlog: str | Path | None = None) -> Path:
-    from edgeprof.sweep import atomic_write_text
+    from edgeprof.records import atomic_write_text
 
     out_path = Path(out) if out else Path(results_dir) / "report.html"
     atomic_write_text(out_path, build_report(results_dir, runlog))

@@ -27,8 +27,6 @@ from __future__ import annotations
 import csv
 import gc
 import io
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,8 +39,18 @@ from typing import Any
 import yaml
 
 from edgeprof.errors import ConfigError, EdgeprofError
+from edgeprof.records import (
+    CELLS_JSONL,
+    CellRecord,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    cell_identity,
+    dig,
+    latest_records,
+    read_jsonl,
+)
 
-CELLS_JSONL = "cells.jsonl"
 CELLS_CSV = "cells.csv"
 
 _TOP_KEYS = {
@@ -268,84 +276,11 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 # --------------------------------------------------------------------------------------
-# Atomic output
-# --------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync it, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One line, one write, flushed and fsynced: a crash leaves whole lines only
-    (at worst a torn last line, which `read_jsonl` repairs)."""
-    line = (json.dumps(record, default=_json_default, allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """All complete records of a JSONL file. A torn last line (a crash mid-write)
-    is dropped, and with `repair` removed from the file so appends stay aligned."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    records, good_end = [], 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            records.append(json.loads(raw))
-        except json.JSONDecodeError:
-            break
-        good_end += len(raw)
-    if repair and good_end != len(data):
-        atomic_write_bytes(path, data[:good_end])
-    return records
-
-
-# --------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------
 def cell_key_of(record: dict[str, Any]) -> CellKey | None:
-    k = record.get("sweep_cell")
-    if k:
-        return CellKey(str(k["model"]), str(k["backend"]), int(k["ctx"]))
-    if {"model", "backend", "ctx"} <= record.keys():
-        return CellKey(str(record["model"]), str(record["backend"]), int(record["ctx"]))
-    return None
+    ident = cell_identity(record)
+    return CellKey(*ident) if ident else None
 
 
 def failed_record(cell: SweepCell, reason: str, device: str | None, gpu: str | None,
@@ -360,16 +295,10 @@ def failed_record(cell: SweepCell, reason: str, device: str | None, gpu: str | N
         weights = registry.get(cell.key.backend).weights
     except EdgeprofError:
         pass
-    return {
-        "model": cell.key.model, "model_label": cell.key.model, "synthetic": None,
-        "backend": cell.key.backend, "weights": weights, "ctx": cell.key.ctx,
-        "steps": cell.steps, "warmup": cell.warmup, "device": device, "gpu": gpu, "gpu_name": None,
-        "wall_ms": [], "gpu_ms": None, "stats": {"wall": None, "gpu": None}, "floor": None,
-        "resident_weight_bytes": None, "peak_mem_bytes": None, "capture_s": None, "correctness": None,
-        "telemetry_before": None, "telemetry_after": None, "host_cpu": None, "versions": None,
-        "command": command, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": "failed", "error": reason,
-    }
+    return CellRecord(model=cell.key.model, model_label=cell.key.model, backend=cell.key.backend, weights=weights,
+                      ctx=cell.key.ctx, steps=cell.steps, warmup=cell.warmup, device=device, gpu=gpu,
+                      command=command, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      error=reason).to_dict()
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -445,27 +374,21 @@ def _free_memory() -> None:
 def run_isolated(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
     """Run the cell as `python -m edgeprof.cli bench ... --json --out TMP` in a fresh process,
     so an OOM, a segfault or a leaked CUDA context cannot take the sweep down."""
-    from edgeprof.ab import child_env
+    from edgeprof.isolate import run_fresh
 
     with tempfile.TemporaryDirectory(prefix=".cell-", dir=opts.out) as tmp:
         out_file = Path(tmp) / "cell.json"
-        argv = bench_argv(cell, opts, out_file)
-        cmd = [sys.executable, "-m", "edgeprof.cli", *argv]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=opts.cell_timeout_s,
-                                  env=child_env())
+            res = run_fresh("edgeprof.cli", bench_argv(cell, opts, out_file), out_file, opts.cell_timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise EdgeprofError(f"the cell's subprocess ran past --cell-timeout ({exc.timeout:.0f} s) and was killed") \
                 from exc
-        if out_file.exists():
-            try:
-                return json.loads(out_file.read_text())
-            except json.JSONDecodeError:
-                pass
-        if proc.returncode < 0:
-            raise EdgeprofError(f"the cell's subprocess was killed by signal {-proc.returncode}"
-                                f" (the kernel OOM killer sends 9); {_tail(proc.stderr)}")
-        raise EdgeprofError(f"exit status {proc.returncode}: {_tail(proc.stderr) or _tail(proc.stdout)}")
+        if res.output is not None:
+            return res.output
+        if res.returncode < 0:
+            raise EdgeprofError(f"the cell's subprocess was killed by signal {-res.returncode}"
+                                f" (the kernel OOM killer sends 9); {_tail(res.stderr)}")
+        raise EdgeprofError(f"exit status {res.returncode}: {_tail(res.stderr) or _tail(res.stdout)}")
 
 
 def _tail(text: str) -> str:
@@ -550,15 +473,6 @@ CSV_COLUMNS = [
 ]
 
 
-def dig(d: Any, *path: str) -> Any:
-    """d[path[0]][path[1]]..., or None where a level is missing or not a dict."""
-    for p in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)
-    return d
-
-
 def flat_row(record: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a record: identity, latency percentiles, floors and fractions."""
     row = {k: record.get(k) for k in ("model", "model_label", "synthetic", "backend", "weights", "ctx", "steps",
@@ -583,14 +497,6 @@ def csv_text(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last record of each cell (a retried cell appears twice in the JSONL)."""
-    latest: dict[Any, dict[str, Any]] = {}
-    for i, r in enumerate(records):
-        latest[cell_key_of(r) or i] = r
-    return list(latest.values())
-
-
 def write_outputs(out: Path, records: list[dict[str, Any]], plots: bool = True) -> list[Path]:
     """Rewrite cells.csv and the plots from all records (each file atomically)."""
     records = latest_records(records)
@@ -605,25 +511,3 @@ def write_outputs(out: Path, records: list[dict[str, Any]], plots: bool = True) 
             atomic_write_bytes(out / name, png)
             written.append(out / name)
     return written
-
-
-def load_records(results: str | Path) -> list[dict[str, Any]]:
-    """Records of a results directory (cells.jsonl plus any bench *.json records),
-    or of a single JSONL / JSON file."""
-    path = Path(results)
-    if not path.exists():
-        raise ConfigError("results", f"{path} does not exist; pass a sweep output directory (holding cells.jsonl)")
-    if path.is_file():
-        if path.suffix == ".jsonl":
-            return latest_records(read_jsonl(path))
-        data = json.loads(path.read_text())
-        return [data] if isinstance(data, dict) else list(data)
-    records = read_jsonl(path / CELLS_JSONL)
-    for f in sorted(path.glob("*.json")):
-        try:
-            data = json.loads(f.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-        if isinstance(data, dict) and {"backend", "ctx", "stats"} <= data.keys():
-            records.append(data)
-    return latest_records(records)

@@ -9,7 +9,7 @@ from analysis_records import make_record
 
 from edgeprof.errors import ConfigError
 from edgeprof.recommend import format_recommendation, recommend
-from edgeprof.sweep import append_jsonl
+from edgeprof.records import append_jsonl
 
 
 def _records():

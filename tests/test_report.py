@@ -11,8 +11,8 @@ from analysis_records import make_record
 
 from edgeprof.ab import INTERVENTIONS, ABOptions, aggregate
 from edgeprof.errors import ConfigError
+from edgeprof.records import append_jsonl
 from edgeprof.report import build_report, write_report
-from edgeprof.sweep import append_jsonl
 
 
 class _Collect(HTMLParser):

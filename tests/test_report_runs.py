@@ -6,8 +6,8 @@ import json
 
 from analysis_records import make_record
 
+from edgeprof.records import append_jsonl
 from edgeprof.report import build_report, load_runs, primary_records
-from edgeprof.sweep import append_jsonl
 
 _PROV = {"gpu": "h100-sxm", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130", "python": "3.12.3",
          "command": "python3 benchmarks/fast_decode.py --out X"}

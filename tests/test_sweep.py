@@ -11,13 +11,12 @@ import pytest
 
 from edgeprof.errors import ConfigError
 from edgeprof.paths import configs_dir
+from edgeprof.records import read_jsonl
 from edgeprof.sweep import (
     CSV_COLUMNS,
     SweepOptions,
-    append_jsonl,
     csv_text,
     load_config,
-    read_jsonl,
     run_sweep,
 )
 
@@ -71,18 +70,6 @@ def test_grids_deduplicate_cells(tmp_path: Path) -> None:
     cells = load_config(path).cells
     assert [(c.key.backend, c.key.ctx, c.steps) for c in cells] == [
         ("hf-eager", 32, 30), ("hf-eager", 64, 30), ("hf-static", 64, 3)]
-
-
-def test_jsonl_torn_last_line_is_repaired(tmp_path: Path) -> None:
-    path = tmp_path / "cells.jsonl"
-    append_jsonl(path, {"a": 1})
-    append_jsonl(path, {"a": 2})
-    with open(path, "ab") as f:
-        f.write(b'{"a": 3, "trunc')  # a crash in the middle of a write
-    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
-    read_jsonl(path, repair=True)
-    append_jsonl(path, {"a": 4})
-    assert read_jsonl(path) == [{"a": 1}, {"a": 2}, {"a": 4}]
 
 
 def test_csv_has_percentiles_and_floors() -> None:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeprof.ab import ABOptions, format_result, parse_pair, run_ab
-    from edgeprof.sweep import atomic_write_text
+    from edgeprof.records import atomic_write_text
 
     opts = ABOptions(intervention=args.intervention, model=args.model, ctx=args.ctx, sessions=args.sessions,
                      steps=args.steps, warmup=args.warmup,

@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from edgeprof.bench import CellMetrics, CellSpec, cell_labels, print_record, run_cell, write_json_atomic
+    from edgeprof.bench import CellMetrics, CellSpec, cell_labels, print_record, run_cell
     from edgeprof.metrics import publisher_from_args
+    from edgeprof.records import write_json_atomic
 
     spec = CellSpec(model=args.model, backend=args.backend, ctx=args.ctx, steps=args.steps, warmup=args.warmup,
                     device=args.device, gpu=args.gpu, synthetic=args.synthetic, gate=not args.no_gate,

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeprof.explain import ExplainOptions, format_result, run_explain
-    from edgeprof.sweep import atomic_write_text
+    from edgeprof.records import atomic_write_text
 
     opts = ExplainOptions(model=args.model, backend=args.backend, ctx=args.ctx, steps=args.steps,
                           warmup=args.warmup, device=args.device, gpu=args.gpu, synthetic=args.synthetic,

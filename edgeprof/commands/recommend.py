@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeprof.recommend import format_recommendation, recommend
-    from edgeprof.sweep import load_records
+    from edgeprof.records import load_records
 
     rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx)
     print(json.dumps(rec.to_dict(), indent=1) if args.json else format_recommendation(rec))
