@@ -85,13 +85,12 @@ def _build(model: str, backend: str, device: str, max_ctx: int, synthetic: bool 
 def _raw(dec, codec, tokens: int, requests: int) -> tuple[list[int], np.ndarray]:
     """The bare decoder on the daemon's prompt, `requests` times: greedy tokens and per-step wall ms
     (from step 2 on, as the daemon's periods)."""
-    from edgeprof.timing import time_steps
 
     walls = []
     for _ in range(requests):
         dec.reset()
         first = dec.prefill(codec.encode(PROMPT, first=True)).token_id
-        st = time_steps(dec, tokens - 1)
+        st = dec.time_steps(tokens - 1)
         walls += st.wall_ms[1:]
     return [first] + st.tokens, np.asarray(walls)
 

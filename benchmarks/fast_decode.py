@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from edgeprof import floor as fl
-from edgeprof import hardware, timing
+from edgeprof import hardware
 from edgeprof.backends import registry
 from edgeprof.sources import load_model
 
@@ -100,9 +100,9 @@ def measure(dec, backend: str, ctx: int, steps: int, warmup: int, shape, bw: flo
     torch.cuda.synchronize()
     prefill_s = time.perf_counter() - t0
     capture_s = dec.warmup() or dec.info().capture_s
-    timing.time_steps(dec, warmup)
+    dec.time_steps(warmup)
     torch.cuda.reset_peak_memory_stats()
-    times = timing.time_steps(dec, steps)
+    times = dec.time_steps(steps)
     info = dec.info()
     wall, gpu = times.wall, times.gpu
     f = fl.compute_floor(shape, fl.parse_format(info.weights), ctx, bw, measured_ms=wall.p50)

@@ -10,7 +10,7 @@
 4. fill the KV cache to ctx-1 tokens (a repeated text for real models, fixed random ids
    for synthetic ones), so the first timed step attends over ctx tokens;
 5. capture/compile (`Decoder.warmup`, timed apart as `capture_s`), `warmup` untimed
-   steps, then `steps` timed steps (`edgeprof.timing.time_steps`);
+   steps, then `steps` timed steps (`Decoder.time_steps`, clocked by `edgeprof.timing`);
 6. the floor under both definitions, against the datasheet peak and, when
    `edgeprof calibrate` has run on this GPU, the calibrated bandwidth; fraction uses the
    p50 wall time.
@@ -262,7 +262,6 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     from edgeprof.backends import registry
     from edgeprof.floor import check_ctx
     from edgeprof.sources import load_model
-    from edgeprof.timing import time_steps
 
     gpu_spec, gpu_name = _detect_gpu(spec, device)
     rec["gpu"], rec["gpu_name"] = gpu_spec.key, gpu_name
@@ -300,7 +299,7 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         for _ in range(spec.warmup):
             decoder.step()
         rec["telemetry_before"] = _telemetry("gpu")
-        times = time_steps(decoder, spec.steps)
+        times = decoder.time_steps(spec.steps)
         rec["telemetry_after"] = _telemetry("gpu")
         dinfo = decoder.info()
     finally:

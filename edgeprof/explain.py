@@ -279,7 +279,6 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
     from edgeprof.bench import CellSpec, fill_tokens, plan, validate
     from edgeprof.floor import check_ctx, parse_format, step_traffic
     from edgeprof.sources import load_model
-    from edgeprof.timing import time_steps
 
     if opts.steps < 1:
         raise ConfigError("steps", f"must be >= 1 profiled steps, got {opts.steps}")
@@ -300,7 +299,7 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         capture_s = dec.warmup()
         for _ in range(opts.warmup):
             dec.step()
-        unprofiled = time_steps(dec, opts.steps).wall_ms
+        unprofiled = dec.time_steps(opts.steps).wall_ms
         prof = profile_decoder(dec, opts.steps, cuda, opts.trace_out)
         dinfo = dec.info()
     finally:

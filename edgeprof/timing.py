@@ -31,8 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from edgeprof.backends.base import StepResult
 from edgeprof.errors import MeasurementError
+
+
+@dataclass
+class StepResult:
+    """One generated token and how long it took."""
+
+    token_id: int
+    position: int  # KV position the token was produced at (= tokens in cache before it)
+    wall_ms: float  # perf_counter around launch + the host read of the token
+    gpu_ms: float | None  # CUDA-event time of the device work; None on CPU
 
 
 @dataclass
@@ -148,15 +157,16 @@ class StepTimes:
         return LatencyStats.of(self.gpu_ms) if self.gpu_ms else None
 
 
-def time_steps(decoder, n: int) -> StepTimes:
-    """Time `n` consecutive decode steps of `decoder` (already prefilled and warmed up).
+def time_steps(launch: Callable[[], Any], n: int, device_kind: str, first_position: int) -> StepTimes:
+    """Time `n` consecutive calls of `launch` (one decode step each: it enqueues the step
+    and returns the next-token device tensor unread), the first at KV position
+    `first_position`. `Decoder.time_steps` passes its own launcher, room already checked.
 
     Events are pre-allocated and only read after the loop; each step's single sync is
     its token read (see the module doc)."""
     if n <= 0:
         raise MeasurementError(f"steps must be positive, got {n}")
-    decoder._check_room(n)
-    cuda_mode = decoder.device_kind == "cuda"
+    cuda_mode = device_kind == "cuda"
     wall: list[float] = []
     tokens: list[int] = []
     positions: list[int] = []
@@ -165,11 +175,11 @@ def time_steps(decoder, n: int) -> StepTimes:
         cuda = _cuda()
         events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(n)]
     for i in range(n):
-        positions.append(decoder.position)
+        positions.append(first_position + i)
         t0 = time.perf_counter()
         if events is not None:
             events[i][0].record()
-        out = decoder._launch_step()
+        out = launch()
         if events is not None:
             events[i][1].record()
         tokens.append(_read_token(out))

@@ -49,7 +49,7 @@ def test_time_steps_on_a_real_decoder(tiny_loaded) -> None:
     dec = registry.create("hf-static", tiny_loaded, "cpu", 64)
     first = dec.prefill(list(range(1, 17)))
     assert first.position == 0 and dec.position == 16
-    times = time_steps(dec, 5)
+    times = dec.time_steps(5)
     assert times.positions == [16, 17, 18, 19, 20] and dec.position == 21
     assert len(times.wall_ms) == 5 and all(w > 0 for w in times.wall_ms)
     assert times.gpu_ms is None and times.gpu is None
@@ -59,7 +59,17 @@ def test_time_steps_on_a_real_decoder(tiny_loaded) -> None:
     dec.prefill(list(range(1, 17)))
     assert [dec.step().token_id for _ in range(5)] == times.tokens
     with pytest.raises(MeasurementError):
-        time_steps(dec, 0)
+        dec.time_steps(0)
+
+
+def test_time_steps_times_any_launch_callable() -> None:
+    import torch
+
+    ids = iter(range(10, 20))
+    times = time_steps(lambda: torch.tensor([next(ids)]), 4, "cpu", first_position=7)
+    assert times.tokens == [10, 11, 12, 13] and times.positions == [7, 8, 9, 10]
+    with pytest.raises(MeasurementError):
+        time_steps(lambda: torch.tensor([0]), 0, "cpu", 0)
 
 
 def test_time_graph_needs_calls_and_repeats():

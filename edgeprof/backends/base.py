@@ -4,25 +4,22 @@ A `Decoder` owns one single-sequence session (batch 1): a KV cache, a position a
 a maximum context. The clock belongs to `edgeprof.timing`; a backend only exposes
 `_launch_step()`, which enqueues one decode step on the device and returns the next
 token as a device tensor *without* synchronising, so the timer can wrap it with
-CUDA events and `perf_counter`.
+CUDA events and `perf_counter`. The timer never reaches into a decoder: it gets the
+launch callable from `Decoder.step_launcher` (this module imports timing, not the
+other way round).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeprof.errors import ContextLengthError
+from edgeprof.timing import LaunchedStep, StepResult, StepTimes, launch_timed, time_launch, time_steps
 
-@dataclass
-class StepResult:
-    """One generated token and how long it took."""
-
-    token_id: int
-    position: int  # KV position the token was produced at (= tokens in cache before it)
-    wall_ms: float  # perf_counter around launch + the host read of the token
-    gpu_ms: float | None  # CUDA-event time of the device work; None on CPU
+__all__ = ["Decoder", "DecoderInfo", "LaunchedStep", "StepResult"]
 
 
 @dataclass
@@ -87,8 +84,6 @@ class Decoder(ABC):
 
     # --- shared behaviour: the timing module owns the clock -----------------------------
     def prefill(self, token_ids: Sequence[int]) -> StepResult:
-        from edgeprof.timing import time_launch
-
         if not token_ids:
             raise ValueError("prefill needs at least one token")
         self._check_room(len(token_ids))
@@ -98,13 +93,21 @@ class Decoder(ABC):
     def step(self) -> StepResult:
         return self.step_async().finish()
 
-    def step_async(self) -> Any:
+    def step_async(self) -> LaunchedStep:
         """Enqueue one decode step and return its `edgeprof.timing.LaunchedStep` unread:
         the caller may do host work while the device runs it, then `finish()` it."""
-        from edgeprof.timing import launch_timed
-
         self._check_room(1)
         return launch_timed(self._launch_step, self.position, self.device_kind)
+
+    def step_launcher(self, n: int) -> Callable[[], Any]:
+        """The launch callable of the next `n` steps, once room for all of them is checked
+        (so the timed loop holds no per-step check)."""
+        self._check_room(n)
+        return self._launch_step
+
+    def time_steps(self, n: int) -> StepTimes:
+        """Time `n` consecutive decode steps (prefilled and warmed up first: the caller's job)."""
+        return time_steps(self.step_launcher(n), n, self.device_kind, self.position)
 
     @property
     def device_kind(self) -> str:
@@ -112,8 +115,6 @@ class Decoder(ABC):
         return self.device.split(":")[0]
 
     def _check_room(self, n: int) -> None:
-        from edgeprof.errors import ContextLengthError
-
         if self.position + n > self.max_ctx:
             raise ContextLengthError(
                 "ctx", f"{self.position} + {n} tokens exceed this session's maximum context of {self.max_ctx}; "

@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from edgeprof.backends.base import Decoder, DecoderInfo, StepResult
+from edgeprof.backends.base import Decoder, DecoderInfo
+from edgeprof.timing import StepResult
 
 
 class _Done:
