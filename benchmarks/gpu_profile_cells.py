@@ -36,7 +36,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_BACKENDS = ["hf-eager", "hf-graph", "bnb-nf4", "torchao-int4", "exllamav2", "hf-compile"]
-MUTATES = {"bnb-nf4", "bnb-int8", "torchao-int4"}  # quantise the loaded model in place
 
 
 def log(msg: str) -> None:
@@ -134,7 +133,7 @@ def smollm2_gates(out_dir: Path, backends: list[str], deadline: float) -> None:
             break
         rec = {"kind": "gate", "model": path, "backend": backend}
         try:
-            loaded = load_model(path, "cuda") if backend in MUTATES or backend == "exllamav2" else ref_model
+            loaded = load_model(path, "cuda") if registry.get(backend).mutates_weights else ref_model
             dec = registry.create(backend, loaded, "cuda", len(ref.prompt) + gate.GATE_STEPS + 16)
             info = registry.get(backend)
             rec["correctness"] = gate.check(dec, ref, gate.Thresholds.for_weights(info.weights))
@@ -190,7 +189,7 @@ def main() -> int:
     for backend in backends:
         ok, why = registry.get(backend).availability()
         # bf16 backends share one load; each quantising backend gets a fresh bf16 load it then keeps.
-        kind = backend if backend in MUTATES else "bf16"
+        kind = backend if registry.get(backend).mutates_weights else "bf16"
         loaded = None
         for ctx in ctxs:
             # allow_mismatch: a flagged backend is still timed here; its record keeps correctness.passed false
@@ -205,7 +204,7 @@ def main() -> int:
                 rec = run_cell(spec, command)  # records the reason it is unavailable
             else:
                 if loaded is None:
-                    loaded = models.get(fresh=(kind != last_kind or kind in MUTATES))
+                    loaded = models.get(fresh=(kind != last_kind or kind != "bf16"))
                     last_kind = kind
                 t0 = time.perf_counter()
                 log(f"{backend} ctx {ctx} ...")
@@ -219,7 +218,7 @@ def main() -> int:
             from edgeprof.backends.exl2 import unload_all
 
             unload_all()
-        if kind in MUTATES:
+        if kind != "bf16":
             models.drop()
             last_kind = "none"
     models.drop()

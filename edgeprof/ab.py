@@ -147,11 +147,6 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-# Backends that read the HF model object without changing its weights: both
-# arms of a session can share one load (a 7B loads once per session, not twice).
-_SHARES_MODEL = {"hf-eager", "hf-static", "hf-graph", "hf-compile", "edgeprof-fast"}  # bf16 fast copies weights
-
-
 def _free(device: str) -> None:
     import gc
 
@@ -168,6 +163,7 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     The correctness gate runs in the first session only (same code, same weights in
     every session; it costs a reference decode)."""
     from edgeprof import gate as gate_mod
+    from edgeprof.backends import registry
     from edgeprof.sources import load_model
 
     device = spec["device"]
@@ -178,7 +174,8 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     reference = gate_mod.reference(loaded, device) if gate else None
     arms: dict[str, Any] = {}
     for i, backend in enumerate(spec["order"]):
-        if i > 0 and not ({backend, spec["order"][0]} <= _SHARES_MODEL):
+        # arms whose backends leave the weights alone share one load (a 7B loads once per session)
+        if i > 0 and not registry.can_share_model(backend, spec["order"][0]):
             del loaded  # a quantising backend changed the weights in place: load afresh
             _free(device)
             loaded = load_model(spec["model"], device, synthetic=spec.get("synthetic"))

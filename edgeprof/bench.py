@@ -41,8 +41,6 @@ from edgeprof.records import CellRecord
 SLACK = 8  # spare positions beyond the timed steps (capture runs borrow a few and give them back)
 REAL_FILL_TEXT = ("The robot receives a task, looks at the scene, plans a grasp, moves its arm, checks the result "
                   "and reports back to the operator. ")
-BACKEND_PACKAGES = {"bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes", "torchao-int4": "torch",
-                    "exllamav2": "exllamav2"}
 
 
 @dataclass
@@ -131,7 +129,9 @@ def _version(pkg: str) -> str | None:
 
 
 def versions(backend: str) -> dict[str, Any]:
-    pkg = BACKEND_PACKAGES.get(backend)
+    from edgeprof.backends import registry
+
+    pkg = registry.BACKENDS[backend].version_package if backend in registry.BACKENDS else None
     return {"python": platform.python_version(), "torch": _version("torch"),
             "transformers": _version("transformers"), "edgeprof": _version("edgeprof"),
             "backend_package": {pkg: _version(pkg)} if pkg else None}

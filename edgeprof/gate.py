@@ -99,11 +99,10 @@ def reference(loaded, device: str, steps: int = GATE_STEPS, prompt: list[int] | 
     """Run hf-eager greedily on `loaded` (call before a backend quantises it in place)."""
     import torch
 
-    from edgeprof.backends.hf import HFDecoder
+    from edgeprof.backends import registry
 
     prompt = prompt or gate_prompt(loaded)
-    dec = HFDecoder(loaded, device, len(prompt) + steps + 8, backend_name=REFERENCE_BACKEND, weights="bf16",
-                    cache="dynamic", runner="eager")
+    dec = registry.create(REFERENCE_BACKEND, loaded, device, len(prompt) + steps + 8)
     try:
         first = dec.prefill(prompt)
         tokens, logits = [first.token_id], [dec.last_logits().float().cpu()]

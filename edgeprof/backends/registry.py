@@ -1,5 +1,6 @@
-"""The one registry of decode backends. Help text, validation and dispatch all read
-from `BACKENDS`, so they cannot drift apart.
+"""The one registry of decode backends. Help text, validation, dispatch, the packages
+recorded in `versions`, and whether a backend may share a loaded model all read from
+`BACKENDS`, so they cannot drift apart.
 
 Each entry names its factory as "module:function" so nothing heavy is imported
 until a backend is used. A factory has the signature
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from edgeprof.errors import BackendUnavailableError, UnknownChoiceError
+from edgeprof.errors import BackendUnavailableError, ConfigError, UnknownChoiceError
+
+_FAST_OPTIONS = {"use_graph": "False to launch op by op instead of one CUDA graph",
+                 "ops": "'triton' or 'torch' kernels (default: triton on CUDA)"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class BackendInfo:
     needs_gpu: bool = False
     packages: tuple[str, ...] = ()  # import names that must be present
     unavailable_reason: str | None = None  # set when it can never run (e.g. no maintained package)
+    version_package: str | None = None  # distribution whose version a record names (`versions.backend_package`)
+    # True when building it changes the loaded model's weights (in-place quantisation): it cannot
+    # share one load with another backend, and the gate reference must run before it.
+    mutates_weights: bool = False
+    options: dict[str, str] = field(default_factory=dict)  # factory keyword options: name -> what it does
 
     def availability(self) -> tuple[bool, str]:
         """(available, reason). Cheap: looks for packages and a GPU, imports nothing heavy."""
@@ -58,26 +67,35 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("hf-compile", "transformers, static cache, torch.compile mode=reduce-overhead", "bf16",
                     "edgeprof.backends.hf:make_compile", packages=("transformers",)),
         BackendInfo("bnb-nf4", "bitsandbytes NF4 (blocksize 64, double-quant), static cache + CUDA graph", "nf4",
-                    "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+                    "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes"),
+                    version_package="bitsandbytes", mutates_weights=True),
         BackendInfo("bnb-int8", "bitsandbytes LLM.int8, static cache", "int8",
-                    "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+                    "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes"),
+                    version_package="bitsandbytes", mutates_weights=True),
         # torchao's int4 weight-only tinygemm layout dispatches to aten._weight_int4pack_mm, which we call
         # directly (torchao's config API churns between releases), so torchao itself is not required.
         BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128 (aten._weight_int4pack_mm), static cache "
                     "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
-                    packages=("transformers",)),
+                    packages=("transformers",), version_package="torch", mutates_weights=True,
+                    options={"group": "quantisation group size (default 128)"}),
         BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
-                    "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
+                    "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",),
+                    version_package="exllamav2", mutates_weights=True,  # GPTQ updates the weights it quantises
+                    options={"group": "GPTQ group size (default 128)",
+                             "checkpoint_dir": "reuse this GPTQ checkpoint instead of quantising"}),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
                     unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
-                    "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit"),
+                    "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit",
+                    mutates_weights=True),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
-                    "edgeprof.fast.decoder:make_bf16", packages=("torch",)),
+                    "edgeprof.fast.decoder:make_bf16", packages=("torch",), options=_FAST_OPTIONS),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
-                    "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",)),
+                    "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",),
+                    options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
         BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, GPTQ int4 g128 weights (gemlite's Triton "
                     "GEMV)", "gptq4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
-                    packages=("torch", "gemlite")),
+                    packages=("torch", "gemlite"), version_package="gemlite",
+                    options={**_FAST_OPTIONS, "group": "int4 group size"}),
     ]
 }
 
@@ -101,8 +119,17 @@ def require(name: str) -> BackendInfo:
     return info
 
 
+def can_share_model(*names: str) -> bool:
+    """Whether these backends may run one after another on one loaded model (none changes its weights)."""
+    return not any(get(n).mutates_weights for n in names)
+
+
 def create(name: str, model, device: str, max_ctx: int, **options):
     """Build a ready `Decoder` for `model` (an edgeprof.sources.LoadedModel)."""
     info = require(name)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        valid = ", ".join(info.options) or "none"
+        raise ConfigError(f"option {unknown[0]!r}", f"not an option of backend {name}; its options: {valid}")
     module_name, func = info.factory.split(":")
     return getattr(importlib.import_module(module_name), func)(model, device=device, max_ctx=max_ctx, **options)
