@@ -60,7 +60,7 @@ class NullSink:
 
 
 def _build(model: str, backend: str, device: str, max_ctx: int, synthetic: bool | None = None):
-    from edgeprof import hardware
+    from edgeprof import hardware_loader
     from edgeprof.backends import registry
     from edgeprof.daemon.lifecycle import choose_backend
     from edgeprof.daemon.session import FloorModel
@@ -68,7 +68,7 @@ def _build(model: str, backend: str, device: str, max_ctx: int, synthetic: bool 
     from edgeprof.floor import parse_format
     from edgeprof.sources import load_model
 
-    det = hardware.detect()
+    det = hardware_loader.detect()
     device = det.device if device == "auto" else device
     backend = choose_backend(backend, device.split(":")[0])
     loaded = load_model(model, device, synthetic=synthetic)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from edgeprof import floor as fl
-from edgeprof import hardware
+from edgeprof import hardware_loader
 from edgeprof.backends import registry
 from edgeprof.sources import load_model
 
@@ -177,7 +177,7 @@ def main() -> int:
     args = ap.parse_args()
     deadline = time.time() + args.budget_s
     ctxs = [int(c) for c in args.ctx.split(",")]
-    det = hardware.detect()
+    det = hardware_loader.detect()
     if det.device != "cuda":
         print("this benchmark needs an NVIDIA GPU", file=sys.stderr)
         return 2

@@ -347,7 +347,7 @@ def _check_model_ctx(model: str, ctx: int, synthetic: bool | None) -> None:
     """Unknown model or ctx over its maximum: fail before spawning any session."""
     from edgeprof.errors import ModelLoadError
     from edgeprof.floor import check_ctx
-    from edgeprof.sources import resolve_shape
+    from edgeprof.shape_loader import resolve_shape
 
     if ctx <= 0:
         raise ConfigError("ctx", f"must be a positive number of tokens, got {ctx}")

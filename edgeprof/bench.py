@@ -75,7 +75,7 @@ def validate(spec: CellSpec):
     from edgeprof.backends import registry
     from edgeprof.errors import ConfigError
     from edgeprof.floor import check_ctx
-    from edgeprof.sources import resolve_shape
+    from edgeprof.shape_loader import resolve_shape
 
     info = registry.require(spec.backend)
     device = spec.device or default_device()
@@ -150,28 +150,14 @@ def _telemetry(kind: str) -> Any:
 
 def _detect_gpu(spec: CellSpec, device: str):
     """(catalog spec, NVML name) of the device measured; --gpu overrides the catalog entry."""
-    from edgeprof import hardware
+    from edgeprof.hardware_loader import resolve_gpu
 
-    detected = None
-    try:
-        detected = hardware.detect()
-    except EdgeprofError:
-        detected = None
-    if spec.gpu:
-        gpu_spec = hardware.gpu(spec.gpu)
-    elif device.startswith("cuda") and detected is not None and detected.device == "cuda":
-        gpu_spec = detected.spec
-    else:
-        gpu_spec = hardware.load_catalog()["cpu"]
-    name = None
-    if detected is not None:
-        name = detected.nvml_name if device.startswith("cuda") else hardware.cpu_model_name()
-    return gpu_spec, name
+    return resolve_gpu(device, spec.gpu)
 
 
 def floor_block(shape, weights: str, ctx: int, gpu_spec, p50_ms: float | None) -> dict[str, Any]:
     """Floor numbers per CONTRACTS.md (datasheet peak, plus calibrated bandwidth if any)."""
-    from edgeprof import hardware
+    from edgeprof import hardware_loader
     from edgeprof.floor import compute_floor, parse_format
 
     fmt = parse_format(weights)
@@ -187,7 +173,7 @@ def floor_block(shape, weights: str, ctx: int, gpu_spec, p50_ms: float | None) -
         "calibrated": None,
     }
     try:
-        bw = hardware.calibrated_bandwidth(gpu_spec.key)
+        bw = hardware_loader.calibrated_bandwidth(gpu_spec.key)
     except Exception:
         bw = None
     if bw:

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprof.errors import ConfigError, MeasurementError, UnknownChoiceError
-from edgeprof.hardware import DetectedDevice, detect, match_nvml_name, save_calibration
+from edgeprof.hardware import match_nvml_name
+from edgeprof.hardware_loader import DetectedDevice, detect, load_catalog, save_calibration
 
 MB = 1 << 20  # buffer sizes are in MiB; bandwidths in bytes/s
 DEFAULT_GPU_MB = 1024  # >> any L2 (H100: 50 MB, H200: 60 MB)
@@ -130,7 +131,7 @@ def _cuda_target(found: DetectedDevice) -> tuple[str, str, float]:
     if not torch.cuda.is_available():
         raise ConfigError("device", "cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     name = torch.cuda.get_device_name()
-    spec = found.spec if found.device == "cuda" else match_nvml_name(name)
+    spec = found.spec if found.device == "cuda" else match_nvml_name(name, load_catalog())
     if spec is None:
         return f"nvml:{name}", name, 0.0
     return spec.key, name, spec.bandwidth_bytes_per_s
@@ -167,6 +168,5 @@ def calibrate(device: str | None = None, size_mb: int | None = None, repeats: in
 
 
 def _cpu_spec():
-    from edgeprof.hardware import load_catalog
 
     return load_catalog()["cpu"]

@@ -367,21 +367,15 @@ def _host_cpu() -> dict[str, Any] | None:
 
 
 def _bandwidth(device: str, gpu: str | None) -> tuple[str, str | None, float]:
-    from edgeprof import hardware
+    """(catalog key, device name, datasheet bytes/s) through the one GPU resolver."""
+    from edgeprof.hardware_loader import resolve_gpu
 
+    spec, name = resolve_gpu(device, gpu)
     if gpu:
-        spec = hardware.gpu(gpu)
-        return spec.key, spec.name, spec.bandwidth_bytes_per_s
-    if device.startswith("cuda"):
-        import torch
-
-        name = torch.cuda.get_device_name(torch.device(device))
-        spec = hardware.match_nvml_name(name)
-        if spec is None:
-            raise ConfigError("gpu", f"{name!r} is not in configs/gpus.yaml; pass --gpu with the closest entry")
-        return spec.key, name, spec.bandwidth_bytes_per_s
-    spec = hardware.gpu("cpu")
-    return spec.key, None, spec.bandwidth_bytes_per_s
+        name = spec.name  # the catalog's name for an entry picked by hand
+    elif not device.startswith("cuda"):
+        name = None  # explain names a CPU run by its device, not its CPU model
+    return spec.key, name, spec.bandwidth_bytes_per_s
 
 
 def format_result(r: dict[str, Any]) -> str:

@@ -7,12 +7,12 @@ from typing import Any
 
 import yaml
 
-from edgeprof.paths import configs_dir
+from edgeprof.paths import config_file
 
 
 @cache
 def figures() -> dict[str, Any]:
-    path = configs_dir() / "paper_figures.yaml"
+    path = config_file("paper_figures.yaml")
     if not path.exists():
         return {}
     return yaml.safe_load(path.read_text()).get("paper", {})

@@ -13,6 +13,11 @@ def configs_dir() -> Path:
     return Path(os.environ.get("EDGEPROF_CONFIGS", REPO_ROOT / "configs"))
 
 
+def config_file(name: str) -> Path:
+    """One data file (e.g. "gpus.yaml") of the configs folder."""
+    return configs_dir() / name
+
+
 def cache_dir() -> Path:
     """User cache for converted models and built artefacts ($EDGEPROF_CACHE)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeprof"

@@ -46,7 +46,7 @@ class Verdict:
 def _shape(model: str):
     """Shape of a model spec when it can be known without loading anything, else None."""
     from edgeprof.errors import EdgeprofError
-    from edgeprof.sources import resolve_shape
+    from edgeprof.shape_loader import resolve_shape
 
     try:
         return resolve_shape(str(model))
@@ -135,7 +135,7 @@ def bound_verdicts(records: list[dict[str, Any]], gpu_key: str, slo_ms: float,
                    mem_budget: int | None) -> list[Verdict]:
     """Floor-based bounds on an unmeasured GPU for every (model, backend, ctx) in the results."""
     from edgeprof.floor import compute_floor, parse_format
-    from edgeprof.hardware import gpu
+    from edgeprof.hardware_loader import gpu
 
     spec = gpu(gpu_key)
     budget = mem_budget if mem_budget is not None else (int(spec.memory_gb * 1e9) if spec.memory_gb else None)
@@ -198,7 +198,7 @@ def recommend(records: list[dict[str, Any]], slo_ms: float, mem_gb: float | None
     budget = int(mem_gb * 1e9) if mem_gb else None
     gpu_key = None
     if gpu:
-        from edgeprof.hardware import gpu as gpu_spec
+        from edgeprof.hardware_loader import gpu as gpu_spec
 
         gpu_key = gpu_spec(gpu).key
         measured = [r for r in records if str(r.get("gpu") or "").lower() == gpu_key]

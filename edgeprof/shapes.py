@@ -1,21 +1,17 @@
 """Model shapes: the exact tensor dimensions a decode step streams.
 
-A `ModelShape` is plain data. It comes from the preset catalog
-(`configs/models.yaml`), from any Hugging Face `config.json`, or from GGUF metadata.
-The analytic floor (`edgeprof.floor`) needs nothing else about a model.
+A `ModelShape` is plain data, built here from plain dicts: a preset catalog entry,
+a Hugging Face `config.json`, or GGUF metadata. This module reads no file: finding and
+reading those (YAML, JSON, GGUF headers) is `edgeprof.shape_loader`'s job. The analytic
+floor (`edgeprof.floor`) needs nothing else about a model.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgeprof.errors import ConfigError, UnknownChoiceError
-from edgeprof.paths import configs_dir
 
 
 @dataclass(frozen=True)
@@ -81,22 +77,6 @@ def shape_from_dict(name: str, data: dict[str, Any]) -> ModelShape:
     )
 
 
-def load_presets(path: Path | None = None) -> dict[str, ModelShape]:
-    """All presets of `configs/models.yaml`, by name."""
-    path = path or configs_dir() / "models.yaml"
-    raw = yaml.safe_load(path.read_text())["models"]
-    return {name: shape_from_dict(name, entry) for name, entry in raw.items()}
-
-
-def preset(name: str) -> ModelShape:
-    """One preset by name; an unknown name lists the valid ones."""
-    presets = load_presets()
-    key = name.lower()
-    if key not in presets:
-        raise UnknownChoiceError("model", name, presets)
-    return presets[key]
-
-
 _ARCH_FROM_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
 
 
@@ -128,19 +108,6 @@ def shape_from_hf_config(cfg: dict[str, Any], name: str = "custom") -> ModelShap
         norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
         rope_scaling=cfg.get("rope_scaling"),
     )
-
-
-def load_hf_config_shape(path: Path, name: str | None = None) -> ModelShape:
-    """Shape from a `config.json` file or a model directory holding one."""
-    path = Path(path)
-    cfg_path = path / "config.json" if path.is_dir() else path
-    if not cfg_path.exists():
-        raise ConfigError("model", f"no config.json at {cfg_path}; pass a preset name or a model directory")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise ConfigError("model", f"{cfg_path} is not valid JSON ({exc}); pass a Hugging Face config.json") from exc
-    return shape_from_hf_config(cfg, name or cfg_path.parent.name)
 
 
 def shape_from_gguf_metadata(meta: dict[str, Any], name: str = "gguf") -> ModelShape:
@@ -175,104 +142,3 @@ def shape_from_gguf_metadata(meta: dict[str, Any], name: str = "gguf") -> ModelS
         rope_theta=float(key("rope.freq_base", 10000.0)),
         norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
     )
-
-
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-class _GGUFHeader:
-    """Streams a GGUF header: key/values, then tensor names. Arrays are skipped and
-    summarised by their length, so a 100k-token vocabulary costs milliseconds (the
-    `gguf` package's GGUFReader decodes every element, ~10 s for SmolLM2)."""
-
-    def __init__(self, fh: Any) -> None:
-        import struct
-
-        self.fh, self.struct = fh, struct
-        magic = fh.read(4)
-        if magic != b"GGUF":
-            raise ValueError(f"bad magic {magic!r}")
-        version = struct.unpack("<I", fh.read(4))[0]
-        self.order = "<" if version & 0xFFFF else ">"  # a big-endian file reads as a huge version
-        self.n_tensors, self.n_kv = self._unpack("QQ")
-
-    def _unpack(self, fmt: str) -> tuple:
-        size = self.struct.calcsize(self.order + fmt)
-        data = self.fh.read(size)
-        if len(data) != size:
-            raise ValueError("truncated header")
-        return self.struct.unpack(self.order + fmt, data)
-
-    def _string(self) -> str:
-        (n,) = self._unpack("Q")
-        return self.fh.read(n).decode("utf-8", errors="replace")
-
-    def _value(self, vtype: int) -> Any:
-        if vtype == _GGUF_STRING:
-            return self._string()
-        if vtype == _GGUF_ARRAY:
-            etype, count = self._unpack("IQ")
-            if etype == _GGUF_STRING:
-                for _ in range(count):
-                    (n,) = self._unpack("Q")
-                    self.fh.seek(n, 1)
-            elif etype in _GGUF_SCALARS:
-                self.fh.seek(count * self.struct.calcsize(self.order + _GGUF_SCALARS[etype]), 1)
-            else:
-                raise ValueError(f"unsupported array element type {etype}")
-            return range(count)  # only the length is needed (e.g. vocabulary size)
-        if vtype not in _GGUF_SCALARS:
-            raise ValueError(f"unknown value type {vtype}")
-        return self._unpack(_GGUF_SCALARS[vtype])[0]
-
-    def metadata(self) -> dict[str, Any]:
-        meta = {}
-        for _ in range(self.n_kv):
-            key = self._string()
-            (vtype,) = self._unpack("I")
-            meta[key] = self._value(vtype)
-        return meta
-
-    def tensor_names(self) -> list[str]:
-        names = []
-        for _ in range(self.n_tensors):
-            names.append(self._string())
-            (n_dims,) = self._unpack("I")
-            self.fh.seek(8 * n_dims + 4 + 8, 1)  # dims (u64 each), ggml type (u32), data offset (u64)
-        return names
-
-
-def read_gguf_metadata(path: Path) -> dict[str, Any]:
-    """Key/value metadata of a GGUF file (arrays summarised by length), plus
-    `_has_output_weight`: whether the file stores a separate `output.weight` (untied head)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("model", f"no GGUF file at {path}; pass a preset name, a model directory or a .gguf file")
-    try:
-        with open(path, "rb") as fh:
-            header = _GGUFHeader(fh)
-            meta = header.metadata()
-            meta["_has_output_weight"] = "output.weight" in header.tensor_names()
-    except (ValueError, OverflowError, MemoryError) as exc:
-        raise ConfigError("model", f"{path} is not a readable GGUF file ({exc})") from exc
-    return meta
-
-
-def load_gguf_shape(path: Path, name: str | None = None) -> ModelShape:
-    """Shape from a `.gguf` file's metadata (no weights are read)."""
-    path = Path(path)
-    return shape_from_gguf_metadata(read_gguf_metadata(path), name or path.stem)
-
-
-def resolve_shape(spec: str) -> ModelShape:
-    """A `--model` value: a preset name, a `config.json` / model directory, or a `.gguf` file."""
-    path = Path(spec).expanduser()
-    if spec.lower().endswith(".gguf"):
-        return load_gguf_shape(path)
-    if path.exists():
-        return load_hf_config_shape(path)
-    presets = load_presets()
-    if spec.lower() in presets:
-        return presets[spec.lower()]
-    raise UnknownChoiceError("model", spec, [*presets, "<path to a config.json, model directory or .gguf>"])

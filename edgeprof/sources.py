@@ -16,19 +16,17 @@ Every model is loaded in eval mode, with SDPA attention, on the requested device
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeprof.errors import ContextLengthError, ModelLoadError, UnknownChoiceError
-from edgeprof.shapes import ModelShape, load_hf_config_shape, load_presets, shape_from_hf_config
+from edgeprof.shape_loader import DEFAULT_PRESET, MODEL_CHOICES, is_default, is_hub_id, load_presets
+from edgeprof.shapes import ModelShape, shape_from_hf_config
 
 SYNTHETIC_TAG = "[SYNTHETIC random weights]"
 SYNTHETIC_SEED = 1234
 SYNTHETIC_STD = 0.02  # like HF's initializer_range: logits stay spread out, not degenerate
-DEFAULT_ALIASES = ("default", "smollm2-135m")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -171,48 +169,6 @@ def is_preset(spec: str) -> bool:
     return spec.lower() in load_presets()
 
 
-def resolve_shape(spec: str, synthetic: bool | None = None) -> ModelShape | None:
-    """The shape of `spec` without loading weights (presets, directories, .gguf files), or
-    None for a hub id. Used to validate a ctx before anything heavy happens."""
-    presets = load_presets()
-    key = spec.lower()
-    if key in DEFAULT_ALIASES and synthetic is not True:
-        return presets["smollm2-135m"]
-    if key in presets:
-        return presets[key]
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        return load_hf_config_shape(p, p.name)
-    if p.suffix == ".gguf" and p.is_file():
-        return _gguf_shape(p)
-    if _HUB_ID.match(spec):
-        return None  # a hub id: its shape is known only after loading it
-    raise UnknownChoiceError("model", spec, [*presets, "default", "<local HF dir>", "<file.gguf>", "<hub id>"])
-
-
-def _gguf_shape(path: Path) -> ModelShape:
-    from edgeprof.shapes import shape_from_gguf_metadata
-
-    try:
-        import gguf
-    except ImportError as exc:
-        raise ModelLoadError("reading a .gguf needs the gguf package (pip install gguf)") from exc
-    reader = gguf.GGUFReader(str(path))
-    meta: dict[str, Any] = {}
-    for name, field in reader.fields.items():
-        if name.startswith("tokenizer.ggml.") and name != "tokenizer.ggml.tokens":
-            continue
-        try:
-            value = field.contents()
-        except Exception:
-            continue
-        meta[name] = len(value) if name == "tokenizer.ggml.tokens" else value
-    if "tokenizer.ggml.tokens" in meta:
-        meta.setdefault(f"{meta.get('general.architecture')}.vocab_size", meta.pop("tokenizer.ggml.tokens"))
-    meta["_has_output_weight"] = any(t.name == "output.weight" for t in reader.tensors)
-    return shape_from_gguf_metadata(meta, path.stem)
-
-
 def load_model(spec: str, device: str, dtype: str = "bfloat16", synthetic: bool | None = None,
                max_ctx: int | None = None) -> LoadedModel:
     """Load `spec` (preset, "default", local dir, .gguf file or hub id) onto `device`.
@@ -222,10 +178,10 @@ def load_model(spec: str, device: str, dtype: str = "bfloat16", synthetic: bool 
     """
     presets = load_presets()
     key = spec.lower()
-    if key in DEFAULT_ALIASES and synthetic is not True:
+    if is_default(spec) and synthetic is not True:
         path = _resolve_default()
         model, tok = load_pretrained(str(path), device, dtype)
-        shape = shape_from_hf_config(model.config.to_dict(), "smollm2-135m")
+        shape = shape_from_hf_config(model.config.to_dict(), DEFAULT_PRESET)
         loaded = LoadedModel(shape, model, tok, False, "smollm2-135m (SmolLM2-135M-Instruct, real weights)",
                              path, spec, device, dtype)
     elif key in presets and synthetic is not False:
@@ -260,8 +216,8 @@ def _load_path_or_hub(spec: str, device: str, dtype: str) -> LoadedModel:
         model, tok = load_pretrained(str(p.parent), device, dtype, gguf_file=p.name)
         shape = shape_from_hf_config(model.config.to_dict(), p.stem)
         return LoadedModel(shape, model, tok, False, f"{p.name} (GGUF, real weights)", p, spec, device, dtype)
-    if _HUB_ID.match(spec) and not p.exists():
+    if is_hub_id(spec):
         model, tok = load_pretrained(spec, device, dtype)
         shape = shape_from_hf_config(model.config.to_dict(), spec.split("/")[-1].lower())
         return LoadedModel(shape, model, tok, False, f"{spec} (hub, real weights)", None, spec, device, dtype)
-    raise UnknownChoiceError("model", spec, [*load_presets(), "default", "<local HF dir>", "<file.gguf>", "<hub id>"])
+    raise UnknownChoiceError("model", spec, [*load_presets(), *MODEL_CHOICES])

@@ -191,7 +191,7 @@ def _check_model(loc: _Located, node: yaml.Node, model: str, synthetic: bool | N
                  ctx_nodes: list[tuple[yaml.Node, int]]) -> None:
     """An unknown model, or a ctx beyond its maximum, is caught now, not after an hour of sweeping."""
     from edgeprof.errors import ModelLoadError, UnknownChoiceError
-    from edgeprof.sources import resolve_shape
+    from edgeprof.shape_loader import resolve_shape
 
     try:
         shape = resolve_shape(model, synthetic)
@@ -221,7 +221,7 @@ def load_config(path: str | Path) -> SweepConfig:
             raise loc.error(top["device"][0], "device", f"must be cuda, cuda:N or cpu, got {device!r}")
     gpu = None
     if "gpu" in top:
-        from edgeprof.hardware import load_catalog
+        from edgeprof.hardware_loader import load_catalog
 
         gpu = str(top["gpu"][1])
         if gpu.lower() not in load_catalog():

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from edgeprof.floor import compute_floor, parse_format
-from edgeprof.hardware import gpu as gpu_spec
-from edgeprof.shapes import preset
+from edgeprof.hardware_loader import gpu as gpu_spec
+from edgeprof.shape_loader import preset
 
 
 def stats(samples: list[float]) -> dict[str, float]:

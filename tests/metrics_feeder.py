@@ -29,7 +29,7 @@ def main() -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from edgeprof.hardware import gpu
+    from edgeprof.hardware_loader import gpu
     from edgeprof.metrics import MetricsPublisher
 
     torch.manual_seed(0)

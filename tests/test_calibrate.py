@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgeprof import hardware
+from edgeprof import hardware_loader
 from edgeprof.calibrate import calibrate, default_size_mb, llc_bytes
 from edgeprof.errors import ConfigError
 
@@ -23,7 +23,7 @@ def test_calibrate_cpu_measures_and_stores(tmp_cache) -> None:
     # 2 x 64 MiB moved per copy; any real host lies between 0.1 GB/s and 10 TB/s.
     assert 1e8 < result.bytes_per_s < 1e13
     assert result.best_bytes_per_s >= result.bytes_per_s
-    assert hardware.calibrated_bandwidth("cpu") == pytest.approx(result.bytes_per_s)
+    assert hardware_loader.calibrated_bandwidth("cpu") == pytest.approx(result.bytes_per_s)
 
 
 def test_calibrate_bad_input(tmp_cache) -> None:
@@ -44,7 +44,7 @@ def test_cli_calibrate_then_calibrated_floor(tmp_cache, run_edgeprof) -> None:
     assert rec["bandwidth"] == "calibrated"
     assert rec["peak_bytes_per_s"] == pytest.approx(measured)
     assert rec["floor_ms"] == pytest.approx(1e3 * rec["paper_bytes"] / measured)
-    assert rec["datasheet_bytes_per_s"] == hardware.gpu("cpu").bandwidth_bytes_per_s
+    assert rec["datasheet_bytes_per_s"] == hardware_loader.gpu("cpu").bandwidth_bytes_per_s
 
 
 def _cuda() -> bool:
@@ -62,4 +62,4 @@ def test_calibrate_cuda_is_a_sane_fraction_of_the_datasheet(tmp_cache) -> None:
     assert result.device == "cuda"
     if result.datasheet_bytes_per_s:  # a catalogued GPU: copies reach 50-100% of the peak
         assert 0.5 < result.fraction_of_datasheet < 1.05, result.to_dict()
-    assert hardware.calibrated_bandwidth(result.spec_key) == pytest.approx(result.bytes_per_s)
+    assert hardware_loader.calibrated_bandwidth(result.spec_key) == pytest.approx(result.bytes_per_s)

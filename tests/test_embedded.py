@@ -13,7 +13,7 @@ import pytest
 
 from edgeprof import embedded
 from edgeprof.errors import ModelLoadError
-from edgeprof.shapes import load_gguf_shape, load_hf_config_shape, preset
+from edgeprof.shape_loader import load_gguf_shape, load_hf_config_shape, preset
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from edgeprof.explain import (
     union_length,
 )
 from edgeprof.floor import parse_format, step_traffic
-from edgeprof.shapes import preset
+from edgeprof.shape_loader import preset
 
 
 @pytest.mark.parametrize("name, cls", [

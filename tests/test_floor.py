@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from edgeprof.errors import ConfigError, ContextLengthError, UnknownChoiceError
 from edgeprof.floor import compute_floor, format_names, kv_cache_bytes, parse_format, step_traffic
-from edgeprof.hardware import gpu
-from edgeprof.shapes import ModelShape, preset
+from edgeprof.hardware_loader import gpu
+from edgeprof.shape_loader import preset
+from edgeprof.shapes import ModelShape
 
 # A small hand-checkable shape: hidden 256, 4 heads of 64 (q_dim 256), 2 KV heads (kv_dim 128),
 # MLP 512, vocab 1000, 2 layers. Its linear layers per block:

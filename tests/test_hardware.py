@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgeprof import hardware
+from edgeprof import hardware, hardware_loader
 from edgeprof.errors import ConfigError, UnknownChoiceError
 
 # Datasheet GB/s from the project's reference facts.
@@ -18,7 +18,7 @@ REFERENCE_GBS = {
 
 
 def test_catalog_covers_reference_gpus_and_cpu() -> None:
-    catalog = hardware.load_catalog()
+    catalog = hardware_loader.load_catalog()
     for key, gbs in REFERENCE_GBS.items():
         assert catalog[key].bandwidth_gbs == gbs
         assert catalog[key].bandwidth_bytes_per_s == gbs * 1e9
@@ -39,29 +39,29 @@ def test_catalog_covers_reference_gpus_and_cpu() -> None:
     ("Tesla T4", None),
 ])
 def test_nvml_name_matching(nvml: str, key: str | None) -> None:
-    spec = hardware.match_nvml_name(nvml)
+    spec = hardware.match_nvml_name(nvml, hardware_loader.load_catalog())
     assert (spec.key if spec else None) == key
 
 
 def test_gpu_lookup_by_key_or_nvml_name() -> None:
-    assert hardware.gpu("L4").key == "l4"
-    assert hardware.gpu("NVIDIA H100 80GB HBM3").key == "h100-sxm"
+    assert hardware_loader.gpu("L4").key == "l4"
+    assert hardware_loader.gpu("NVIDIA H100 80GB HBM3").key == "h100-sxm"
     with pytest.raises(UnknownChoiceError) as err:
-        hardware.gpu("tpu-v5")
+        hardware_loader.gpu("tpu-v5")
     assert "'tpu-v5'" in str(err.value) and "h100-sxm" in str(err.value)
 
 
 def test_detect_on_this_machine() -> None:
-    found = hardware.detect()
+    found = hardware_loader.detect()
     assert found.device in ("cuda", "cpu")
     if shutil.which("nvidia-smi") is None:
         assert found.device == "cpu" and found.spec.key == "cpu" and found.nvml_name is None
-        assert found.name == hardware.cpu_model_name() and found.name
+        assert found.name == hardware_loader.cpu_model_name() and found.name
 
 
 def test_detect_honours_hidden_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert hardware.detect().device == "cpu"
+    assert hardware_loader.detect().device == "cpu"
 
 
 def test_nvml_derived_bandwidth_formula() -> None:
@@ -72,19 +72,19 @@ def test_nvml_derived_bandwidth_formula() -> None:
         nvmlDeviceGetMaxClockInfo=lambda h, kind: 2619,
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=80e9),
     )
-    spec = hardware._nvml_derived_spec(fake, None, "NVIDIA H100 Future")
+    spec = hardware_loader._nvml_derived_spec(fake, None, "NVIDIA H100 Future")
     assert spec.bandwidth_gbs == pytest.approx(5120 / 8 * 2619e6 * 2 / 1e9)
     assert spec.key == "nvml:NVIDIA H100 Future" and "not in catalog" in spec.name
 
 
 def test_calibration_cache_roundtrip(tmp_cache) -> None:
-    assert hardware.calibrated_bandwidth("cpu") is None
-    hardware.save_calibration("cpu", {"bytes_per_s": 12.5e9, "device_name": "test"})
-    hardware.save_calibration("l4", {"bytes_per_s": 250e9})
-    assert hardware.calibrated_bandwidth("cpu") == 12.5e9
-    assert hardware.calibrated_bandwidth("l4") == 250e9
-    assert hardware.load_calibrations()["cpu"]["device_name"] == "test"
+    assert hardware_loader.calibrated_bandwidth("cpu") is None
+    hardware_loader.save_calibration("cpu", {"bytes_per_s": 12.5e9, "device_name": "test"})
+    hardware_loader.save_calibration("l4", {"bytes_per_s": 250e9})
+    assert hardware_loader.calibrated_bandwidth("cpu") == 12.5e9
+    assert hardware_loader.calibrated_bandwidth("l4") == 250e9
+    assert hardware_loader.load_calibrations()["cpu"]["device_name"] == "test"
     with pytest.raises(ConfigError, match="positive"):
-        hardware.save_calibration("cpu", {"bytes_per_s": 0})
-    hardware.calibration_path().write_text("{corrupt")
-    assert hardware.calibrated_bandwidth("cpu") is None
+        hardware_loader.save_calibration("cpu", {"bytes_per_s": 0})
+    hardware_loader.calibration_path().write_text("{corrupt")
+    assert hardware_loader.calibrated_bandwidth("cpu") is None

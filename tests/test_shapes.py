@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgeprof.errors import ConfigError, UnknownChoiceError
-from edgeprof.shapes import load_gguf_shape, load_hf_config_shape, preset, read_gguf_metadata, resolve_shape
+from edgeprof.gguf_header import read_gguf_metadata
+from edgeprof.shape_loader import load_gguf_shape, load_hf_config_shape, preset, resolve_shape
 
 # The public config.json figures (see the project's reference facts).
 # name: layers, hidden, heads, kv heads, head dim, intermediate, vocab, qkv bias, tied, rope theta
@@ -157,5 +158,5 @@ def test_resolve_shape_dispatch(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(QWEN_CONFIG))
     assert resolve_shape(str(tmp_path)).hidden == 3584
     assert resolve_shape(str(write_gguf(tmp_path / "m.gguf", tied=True))).tied
-    with pytest.raises(UnknownChoiceError, match="path to a config.json"):
+    with pytest.raises(UnknownChoiceError, match="config.json or model directory"):
         resolve_shape("no-such-model")

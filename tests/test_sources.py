@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from edgeprof.errors import ContextLengthError, ModelLoadError, UnknownChoiceError
-from edgeprof.shapes import preset
-from edgeprof.sources import SYNTHETIC_TAG, hf_config_for, load_model, resolve_shape
+from edgeprof.shape_loader import preset, resolve_shape
+from edgeprof.sources import SYNTHETIC_TAG, hf_config_for, load_model
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-7b", "mistral-7b-v0.3", "llama-3.1-8b", "smollm2-135m", "tiny-test"])

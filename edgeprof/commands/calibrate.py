@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeprof.calibrate import calibrate
-    from edgeprof.hardware import calibration_path
+    from edgeprof.hardware_loader import calibration_path
 
     result = calibrate(args.device, args.size_mb, args.repeats, store=not args.no_store)
     if args.json:

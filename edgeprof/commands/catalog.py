@@ -9,8 +9,8 @@ import argparse
 import json
 
 from edgeprof.floor import compute_floor, parse_format
-from edgeprof.hardware import detect, load_calibrations, load_catalog
-from edgeprof.shapes import load_presets
+from edgeprof.hardware_loader import detect, load_calibrations, load_catalog
+from edgeprof.shape_loader import load_presets
 
 HELPS = {
     "gpus": "list the GPU catalog (datasheet bandwidth, NVML names, calibrated bandwidth if measured)",

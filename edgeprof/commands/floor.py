@@ -15,14 +15,14 @@ import argparse
 import json
 import re
 
+from edgeprof import hardware_loader
 from edgeprof.errors import ConfigError, ContextLengthError
 from edgeprof.floor import GROUPS, Floor, compute_floor, format_help, parse_format
-from edgeprof.hardware import GPUSpec, calibrated_bandwidth, detect, gpu
-from edgeprof.shapes import ModelShape, resolve_shape
+from edgeprof.hardware import GPUSpec
+from edgeprof.shape_loader import require_shape
+from edgeprof.shapes import ModelShape
 
 HELP = "the analytic memory floor of a decode step (byte breakdown, floor ms, fraction of floor)"
-
-MODEL_ALIASES = {"default": "smollm2-135m"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,24 +70,12 @@ def parse_measured(text: str | None, n_ctx: int) -> list[float | None]:
 
 
 def resolve_model(spec: str) -> ModelShape:
-    return resolve_shape(MODEL_ALIASES.get(spec.lower(), spec))
+    return require_shape(spec)
 
 
 def resolve_gpu(key: str | None) -> GPUSpec:
-    return gpu(key) if key else detect().spec
-
-
-def resolve_bandwidth(spec: GPUSpec, source: str) -> float:
-    """Bytes/s for the floor: the datasheet peak, or the cached calibration for this device."""
-    if source == "datasheet":
-        return spec.bandwidth_bytes_per_s
-    measured = calibrated_bandwidth(spec.key)
-    if measured is None:
-        raise ConfigError(
-            "bandwidth", f"no calibrated bandwidth stored for {spec.key!r}; run `edgeprof calibrate` on that "
-            "device first, or use --bandwidth datasheet"
-        )
-    return measured
+    """--gpu, else the detected device (the host CPU entry when there is no GPU)."""
+    return hardware_loader.resolve_gpu("cuda", key)[0]
 
 
 def floors(args: argparse.Namespace) -> tuple[ModelShape, GPUSpec, list[Floor]]:
@@ -96,7 +84,7 @@ def floors(args: argparse.Namespace) -> tuple[ModelShape, GPUSpec, list[Floor]]:
     fmt = parse_format(args.weights)
     ctxs = parse_ctx_list(args.ctx)
     measured = parse_measured(args.measured_ms, len(ctxs))
-    bandwidth = resolve_bandwidth(spec, args.bandwidth)
+    bandwidth = hardware_loader.bandwidth_of(spec, args.bandwidth)
     return shape, spec, [compute_floor(shape, fmt, c, bandwidth, m) for c, m in zip(ctxs, measured, strict=True)]
 
 

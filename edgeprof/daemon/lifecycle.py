@@ -148,15 +148,15 @@ class Daemon:
             self._leave("configure")
 
     def _configure(self) -> None:
-        from edgeprof import hardware
+        from edgeprof import hardware_loader
         from edgeprof.daemon.runlog import NullRunLog, RunLog
 
         cfg = check_consistency(self.config)
-        self.detected = hardware.detect()
+        self.detected = hardware_loader.detect()
         self.device = self.detected.device if cfg.device == "auto" else cfg.device
         if self.device.startswith("cuda") and self.detected.device != "cuda":
             raise DaemonStateError(f"device {self.device!r} was asked for but no NVIDIA GPU is visible; use --device cpu")
-        self.gpu_spec = self.detected.spec if cfg.gpu == "auto" else hardware.gpu(cfg.gpu)
+        self.gpu_spec = self.detected.spec if cfg.gpu == "auto" else hardware_loader.gpu(cfg.gpu)
         self.backend = choose_backend(cfg.backend, self.device.split(":")[0])
         self.runlog = RunLog(cfg.runlog.path, cfg.runlog.flush_interval_s) if cfg.runlog.enabled else NullRunLog()
         self.log(f"configured: model {cfg.model}, backend {self.backend}, device {self.device}, "

@@ -16,8 +16,8 @@ from edgeprof.daemon.service import DecodeService
 from edgeprof.daemon.session import FloorModel, Session
 from edgeprof.daemon.text import ByteCodec
 from edgeprof.floor import parse_format
-from edgeprof.hardware import gpu
-from edgeprof.shapes import preset
+from edgeprof.hardware_loader import gpu
+from edgeprof.shape_loader import preset
 
 from .scripted import ScriptedDecoder
 

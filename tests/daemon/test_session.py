@@ -10,8 +10,8 @@ from edgeprof.daemon.session import FloorModel, RequestStats, Session
 from edgeprof.daemon.text import ByteCodec
 from edgeprof.errors import RequestError
 from edgeprof.floor import compute_floor, parse_format
-from edgeprof.hardware import gpu
-from edgeprof.shapes import preset
+from edgeprof.hardware_loader import gpu
+from edgeprof.shape_loader import preset
 
 from .scripted import ScriptedDecoder
 

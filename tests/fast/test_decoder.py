@@ -81,7 +81,7 @@ def test_synthetic_logits_match_hf_within_bf16_tolerance(arch):
     from dataclasses import replace
 
     from edgeprof import sources
-    from edgeprof.shapes import preset
+    from edgeprof.shape_loader import preset
 
     shape = replace(preset("tiny-test"), arch=arch, qkv_bias=arch == "qwen2")
     model = sources.build_synthetic(shape, "cpu")
