@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def package_data_dir() -> Path:
+    """The catalogs shipped inside the package (`edgeprof/data`; a checkout's configs/ links to it)."""
+    return Path(str(resources.files("edgeprof") / "data"))  # a wheel unpacks to real files: a plain path
+
+
 def configs_dir() -> Path:
-    """The `configs/` folder: $EDGEPROF_CONFIGS, else the one beside the package."""
-    return Path(os.environ.get("EDGEPROF_CONFIGS", REPO_ROOT / "configs"))
+    """The configs folder: $EDGEPROF_CONFIGS (a user's own copy), else the package's data."""
+    override = os.environ.get("EDGEPROF_CONFIGS")
+    return Path(override) if override else package_data_dir()
 
 
 def config_file(name: str) -> Path:
-    """One data file (e.g. "gpus.yaml") of the configs folder."""
-    return configs_dir() / name
+    """One data file (e.g. "gpus.yaml"): from $EDGEPROF_CONFIGS when it holds that file,
+    else the package's copy (an override folder need not repeat every file)."""
+    override = os.environ.get("EDGEPROF_CONFIGS")
+    if override and (Path(override) / name).is_file():
+        return Path(override) / name
+    return package_data_dir() / name
 
 
 def cache_dir() -> Path:
