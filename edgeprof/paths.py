@@ -29,6 +29,20 @@ def config_file(name: str) -> Path:
     return package_data_dir() / name
 
 
+def state_dir() -> Path:
+    """Runtime state that outlives a run (the daemon's run log): $EDGEPROF_STATE, else
+    $XDG_STATE_HOME/edgeprof (~/.local/state/edgeprof). Never the working directory."""
+    default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "edgeprof"
+    path = Path(os.environ.get("EDGEPROF_STATE", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_runlog_path() -> Path:
+    """The daemon's run log when the config names none (the one place this default is written)."""
+    return state_dir() / "edgeprof-run.db"
+
+
 def cache_dir() -> Path:
     """User cache for converted models and built artefacts ($EDGEPROF_CACHE)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeprof"

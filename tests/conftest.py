@@ -14,6 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runtime state (run logs) of every test goes to a temp dir, never the user's state dir."""
+    monkeypatch.setenv("EDGEPROF_STATE", str(tmp_path_factory.mktemp("edgeprof-state")))
+
+
 @pytest.fixture
 def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty edgeprof user cache ($EDGEPROF_CACHE) for this test only."""

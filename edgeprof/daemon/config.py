@@ -70,8 +70,14 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class RunLogConfig:
     enabled: bool = True
-    path: str = "edgeprof-run.db"
+    path: str = ""  # "": edgeprof.paths.default_runlog_path() (the XDG state dir)
     flush_interval_s: float = 0.25  # a kill -9 loses at most about this much plus one commit
+
+    @property
+    def resolved_path(self) -> str:
+        from edgeprof.paths import default_runlog_path
+
+        return self.path or str(default_runlog_path())
 
 
 @dataclass(frozen=True)

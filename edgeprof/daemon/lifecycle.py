@@ -158,7 +158,7 @@ class Daemon:
             raise DaemonStateError(f"device {self.device!r} was asked for but no NVIDIA GPU is visible; use --device cpu")
         self.gpu_spec = self.detected.spec if cfg.gpu == "auto" else hardware_loader.gpu(cfg.gpu)
         self.backend = choose_backend(cfg.backend, self.device.split(":")[0])
-        self.runlog = RunLog(cfg.runlog.path, cfg.runlog.flush_interval_s) if cfg.runlog.enabled else NullRunLog()
+        self.runlog = RunLog(cfg.runlog.resolved_path, cfg.runlog.flush_interval_s) if cfg.runlog.enabled else NullRunLog()
         self.log(f"configured: model {cfg.model}, backend {self.backend}, device {self.device}, "
                  f"floor GPU {self.gpu_spec.key} ({self.gpu_spec.bandwidth_gbs:g} GB/s)")
 
