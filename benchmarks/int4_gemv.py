@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from w4gemv import W4Linear, W4LinearSplitK  # beside this script: measured, used by no backend
 
 from edgeprof.fast.int4 import INT4_KERNELS, dequantize, quantize_rtn
-from edgeprof.fast.w4gemv import W4Linear, W4LinearSplitK
 from edgeprof.timing import time_graph
 
 # (name, in K, out N) of one Qwen2.5-7B layer with edgeprof-fast's fusions
@@ -52,7 +52,7 @@ def bench_shape(name: str, k: int, n: int, repeats: int) -> list[dict]:
                      dense_bytes, F.linear(x, w.to(torch.bfloat16)), x.float() @ w.float().t(), repeats))
     del dense
     builders = dict(INT4_KERNELS)
-    for bn, bk, nw in W4_CONFIGS:  # edgeprof's Triton GEMV (edgeprof/fast/w4gemv.py) at several tile shapes
+    for bn, bk, nw in W4_CONFIGS:  # edgeprof's Triton GEMV (benchmarks/w4gemv.py) at several tile shapes
         if k % bk == 0:
             builders[f"triton-{bn}x{bk}w{nw}"] = lambda q, z, s, g, bn=bn, bk=bk, nw=nw: W4Linear(q, s, g, bn, bk, nw)
     for bn, bk, it, nw in SPLITK_CONFIGS:

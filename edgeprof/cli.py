@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeprof {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = _module(name)
-        except ModuleNotFoundError as exc:  # a command whose module is not written yet
-            if exc.name != f"edgeprof.commands.{COMMANDS[name]}":
-                raise
-            continue
+        mod = _module(name)
         help_text = getattr(mod, "HELPS", {}).get(name, mod.HELP)
         # argparse %-formats help strings: escape a literal "%" (e.g. "95% CI") so --help cannot crash.
         p = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)

@@ -1,20 +1,25 @@
-"""edgeprof's Triton W4 GEMVs against the exact dequantized int4 matrix, in Triton's
-interpreter on the CPU. The GPU timing is benchmarks/int4_gemv.py."""
+"""edgeprof's Triton W4 GEMVs (benchmarks/w4gemv.py: measured, used by no backend) against
+the exact dequantized int4 matrix, in Triton's interpreter on the CPU. The GPU timing is
+benchmarks/int4_gemv.py."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from .interpreted import run_interpreted
 
 pytest.importorskip("triton")
+BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 
 SCRIPT = textwrap.dedent("""
-    import json, torch
+    import json, sys, torch
+    sys.path.insert(0, BENCHMARKS_DIR)
     from edgeprof.fast.int4 import dequantize, quantize_rtn
-    from edgeprof.fast.w4gemv import W4Linear, W4LinearSplitK
+    from w4gemv import W4Linear, W4LinearSplitK
     out = {}
     # ragged N, several K steps, a K split that leaves the last program short
     for n, k, bn, bk, it in [(48, 512, 16, 128, 1), (40, 768, 8, 256, 2), (24, 1024, 8, 128, 3)]:
@@ -29,7 +34,7 @@ SCRIPT = textwrap.dedent("""
         for name, y in (("whole", W4Linear(q, s, 128, bn, bk, 2)(x)), ("split", split(x))):  # split: 2nd call
             out[f"{name} {n}x{k}"] = float((y.float() - ref).abs().max() / ref.abs().max())
     print(json.dumps(out))
-""")
+""").replace("BENCHMARKS_DIR", repr(BENCHMARKS))
 
 
 @pytest.mark.slow
@@ -43,7 +48,9 @@ def test_w4_gemvs_match_the_dequantized_matrix_in_the_interpreter():
 def test_w4_gemv_refuses_a_k_it_cannot_tile():
     torch = pytest.importorskip("torch")
     from edgeprof.fast.int4 import quantize_rtn
-    from edgeprof.fast.w4gemv import W4Linear
+
+    sys.path.insert(0, BENCHMARKS)
+    from w4gemv import W4Linear
 
     q, _, s = quantize_rtn(torch.randn(8, 384), 128)
     with pytest.raises(ValueError, match="divisible by 256"):
