@@ -8,6 +8,7 @@ shapes (with qkv bias) agree with HF logits within bf16 tolerance.
 from __future__ import annotations
 
 import pytest
+from model_replies import colour_words
 
 torch = pytest.importorskip("torch")
 
@@ -58,7 +59,8 @@ def test_bf16_greedy_identical_to_hf_over_64_steps(smollm2):
     got, _ = fast_greedy(dec, prompt, 64)
     assert got == ref
     assert dec.position == len(prompt) + 63
-    assert "Red" in loaded.tokenizer.decode(got)  # the real model answers the real question
+    reply = loaded.tokenizer.decode(got)
+    assert colour_words(reply), reply  # the real model answers the real question (its words may change)
 
 
 @pytest.mark.slow
