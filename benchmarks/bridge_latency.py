@@ -27,9 +27,9 @@ import time
 from importlib import metadata
 
 from edgeprof.daemon.bridge import BridgeClient
-from edgeprof.daemon.robot import RobotProcess, monotonic_ns
-from edgeprof.daemon.rosbridge import start_rosbridge
-from edgeprof.daemon.topics import TopicNames
+from edgeprof.ros.robot import RobotProcess, monotonic_ns
+from edgeprof.ros.rosbridge import start_rosbridge
+from edgeprof.ros.topics import TopicNames
 from edgeprof.timing import LatencyStats
 
 TARGET_P50_MS = 1.0

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     host = rosbridge_params.get("address") or "127.0.0.1"
     port = rosbridge_params.get("port", 9091) if args.port is None else args.port
     if port == 0:
-        from edgeprof.daemon.rosbridge import free_port
+        from edgeprof.ros.rosbridge import free_port
 
         port = free_port(host)
     domain = args.domain_id
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             serve = subprocess.Popen(helpers.serve_command(exe, edgeprof_params, host, port), env=env)
             children["serve"] = serve
         if args.robot is not None:
-            robot_cmd = [sys.executable, "-m", "edgeprof.daemon.robot", "--prompt", args.robot,
+            robot_cmd = [sys.executable, "-m", "edgeprof.ros.robot", "--prompt", args.robot,
                          "--next-tokens", str(args.next_tokens), "--wait-s", "180"]
             if domain is not None:
                 robot_cmd += ["--domain-id", str(domain)]

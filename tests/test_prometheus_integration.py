@@ -210,8 +210,8 @@ def daemon_run(tmp_path_factory):
         pytest.skip(f"real daemon cannot run yet ({why}); the feeder tests above cover the metrics path")
     import random
 
-    from edgeprof.daemon.robot import RobotProcess
-    from edgeprof.daemon.rosbridge import ros_env, start_rosbridge
+    from edgeprof.ros.robot import RobotProcess
+    from edgeprof.ros.rosbridge import ros_env, start_rosbridge
 
     tmp = tmp_path_factory.mktemp("promd")
     domain = random.randint(1, 200)

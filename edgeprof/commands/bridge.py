@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgeprof.daemon.rosbridge import DEFAULT_PORT, start_rosbridge
+    from edgeprof.ros.rosbridge import DEFAULT_PORT, start_rosbridge
 
     port = DEFAULT_PORT if args.port is None else args.port
     rb = start_rosbridge(port=port, host=args.host, domain_id=args.domain_id, log_path=args.log)

@@ -35,10 +35,10 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgeprof.daemon.config import DaemonConfig, apply_overrides
     from edgeprof.daemon.lifecycle import Daemon
-    from edgeprof.daemon.robot import RobotProcess, format_done, format_token
-    from edgeprof.daemon.rosbridge import start_rosbridge
     from edgeprof.daemon.runlog import format_summary, summarize
     from edgeprof.paths import cache_dir
+    from edgeprof.ros.robot import RobotProcess, format_done, format_token
+    from edgeprof.ros.rosbridge import start_rosbridge
     from edgeprof.shape_loader import is_default
 
     if is_default(args.model):

@@ -44,8 +44,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from edgeprof.daemon.topics import STRING_TYPE, TRIGGER_TYPE, TopicNames
 from edgeprof.errors import BridgeError, BridgeTimeoutError, ConfigError, EdgeprofError, RequestError
+from edgeprof.ros.topics import STRING_TYPE, TRIGGER_TYPE, TopicNames
 
 LOG = logging.getLogger("edgeprof.bridge")
 

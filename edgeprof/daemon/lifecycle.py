@@ -95,8 +95,13 @@ def _versions(backend: str) -> dict[str, str]:
 class Daemon:
     """The edgeprof daemon. Drive it with the transition methods; `state` says where it is."""
 
-    def __init__(self, config: DaemonConfig, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, config: DaemonConfig, log: Callable[[str], None] | None = None,
+                 bridge_factory: Callable[..., Any] | None = None) -> None:
+        """`bridge_factory` builds the robot-side bridge with `BridgeClient`'s arguments
+        (default: `BridgeClient`, a real rosbridge connection); a test or an embedding
+        application may pass its own (start, close, connected, publish_token, publish_status)."""
         self.config = config
+        self.bridge_factory = bridge_factory
         self.state = State.UNCONFIGURED
         self.transition: str | None = None  # transitional state while a transition runs
         self.log = log or (lambda msg: None)
@@ -299,10 +304,10 @@ class Daemon:
 
     def _start_bridge(self) -> None:
         from edgeprof.daemon.bridge import BridgeClient
-        from edgeprof.daemon.topics import TopicNames
+        from edgeprof.ros.topics import TopicNames
 
         b = self.config.bridge
-        self.bridge = BridgeClient(
+        self.bridge = (self.bridge_factory or BridgeClient)(
             b.host, b.port, names=TopicNames(**asdict(self.config.topics)), connect_timeout_s=b.connect_timeout_s,
             on_request=self.service.submit, on_next_token=self.service.next_token, on_reset=self.service.reset,
             on_connection_change=self._on_connection_change,

@@ -18,10 +18,10 @@ import time
 import pytest
 
 from edgeprof.daemon.bridge import BridgeClient
-from edgeprof.daemon.robot import RobotProcess
-from edgeprof.daemon.rosbridge import free_port, start_rosbridge
-from edgeprof.daemon.topics import TopicNames
 from edgeprof.errors import BridgeError, BridgeTimeoutError, ConfigError, RequestError
+from edgeprof.ros.robot import RobotProcess
+from edgeprof.ros.rosbridge import free_port, start_rosbridge
+from edgeprof.ros.topics import TopicNames
 
 pytestmark = pytest.mark.slow
 DOMAIN = random.randint(1, 200)

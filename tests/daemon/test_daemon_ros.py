@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeprof.daemon.robot import RobotProcess
-from edgeprof.daemon.rosbridge import free_port, start_rosbridge
 from edgeprof.daemon.runlog import summarize
 from edgeprof.errors import BridgeTimeoutError
+from edgeprof.ros.robot import RobotProcess
+from edgeprof.ros.rosbridge import free_port, start_rosbridge
 
 from .test_requests import MALFORMED
 

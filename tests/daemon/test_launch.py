@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprof.daemon.rosbridge import _websocket_ready
+from edgeprof.ros.rosbridge import _websocket_ready
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 DOMAIN = random.randint(1, 200)

@@ -41,8 +41,8 @@ def test_backend_choice():
 
 
 def test_in_process_activation_without_a_bridge_fails_cleanly(tmp_path):
-    from edgeprof.daemon.rosbridge import free_port
     from edgeprof.errors import BridgeTimeoutError
+    from edgeprof.ros.rosbridge import free_port
 
     cfg = apply_overrides(DaemonConfig(), model="tiny-test", device="cpu", runlog=str(tmp_path / "r.db"),
                           port=free_port(), metrics_port=0)
@@ -59,3 +59,57 @@ def test_in_process_activation_without_a_bridge_fails_cleanly(tmp_path):
     assert d._model_thread is None and not any(t.ident == loader.ident for t in threading.enumerate())
     s = summarize(tmp_path / "r.db")
     assert s["runs"][0]["end_reason"] == "shutdown"
+
+
+class InProcessBridge:
+    """A bridge that lives in this process: what the robot side would receive, as a list.
+    Built by the daemon with BridgeClient's arguments (the injected-bridge seam)."""
+
+    def __init__(self, host, port, *, names, connect_timeout_s, on_request, on_next_token, on_reset,
+                 on_connection_change) -> None:
+        self.names, self.on_request, self.on_connection_change = names, on_request, on_connection_change
+        self.connected, self.tokens, self.statuses = False, [], []
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        self.connected = True
+        self.on_connection_change(True)
+
+    def close(self) -> None:
+        self.connected = False
+
+    def publish_token(self, msg: str) -> None:
+        self.tokens.append(msg)
+        if '"done": true' in msg:
+            self.done.set()
+
+    def publish_status(self, msg: str) -> None:
+        self.statuses.append(msg)
+
+
+def test_activation_with_an_injected_bridge_serves_a_request(tmp_path):
+    import json
+
+    bridges: list[InProcessBridge] = []
+
+    def factory(*args, **kwargs):
+        bridges.append(InProcessBridge(*args, **kwargs))
+        return bridges[-1]
+
+    cfg = apply_overrides(DaemonConfig(), model="tiny-test", device="cpu", runlog=str(tmp_path / "r.db"),
+                          metrics_port=0)
+    d = Daemon(cfg, bridge_factory=factory)
+    try:
+        d.configure()
+        d.activate()
+        assert d.state is State.ACTIVE and d.status()["bridge_connected"]
+        (bridge,) = bridges
+        assert bridge.names.request == cfg.topics.request  # the configured topic names reach the bridge
+        bridge.on_request(json.dumps({"id": "r1", "prompt": "hello", "max_new_tokens": 4}))
+        assert bridge.done.wait(60), bridge.tokens
+        done = json.loads(bridge.tokens[-1])
+        assert done["id"] == "r1" and done["done"] is True
+        assert bridge.statuses  # the daemon publishes its status through the injected bridge too
+    finally:
+        d.shutdown()
+    assert not bridges[0].connected

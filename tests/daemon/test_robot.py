@@ -12,10 +12,10 @@ import threading
 import pytest
 
 from edgeprof.daemon.bridge import BridgeClient
-from edgeprof.daemon.robot import RobotProcess, _matches, format_done, format_token, is_final
-from edgeprof.daemon.rosbridge import start_rosbridge
-from edgeprof.daemon.topics import TopicNames
 from edgeprof.errors import BridgeTimeoutError
+from edgeprof.ros.robot import RobotProcess, _matches, format_done, format_token, is_final
+from edgeprof.ros.rosbridge import start_rosbridge
+from edgeprof.ros.topics import TopicNames
 
 DOMAIN = random.randint(1, 200)
 
@@ -106,7 +106,7 @@ def daemon():
 def test_robot_cli_prints_tokens_against_floor(daemon):
     _, names = daemon
     out = subprocess.run(
-        [sys.executable, "-m", "edgeprof.daemon.robot", "--prompt", "Name three colors.", "--max-new-tokens", "3",
+        [sys.executable, "-m", "edgeprof.ros.robot", "--prompt", "Name three colors.", "--max-new-tokens", "3",
          "--next-tokens", "2", "--reset", "--domain-id", str(DOMAIN), "--prefix", names.request.rsplit("/", 1)[0]],
         capture_output=True, text=True, timeout=90,
     )

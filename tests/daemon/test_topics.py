@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgeprof.daemon.topics import TopicNames
 from edgeprof.errors import ConfigError
+from edgeprof.ros.topics import TopicNames
 
 
 def test_defaults_are_the_documented_names():

@@ -6,13 +6,13 @@ next_token and reset services (std_srvs/Trigger) -- through rosbridge to the dae
 rclpy needs the ROS 2 library environment when its process starts, so there are two layers:
 
 * `RobotClient` -- the rclpy node itself; use it inside a process started with `ros_env()`.
-* `RobotProcess` -- starts `python -m edgeprof.daemon.robot --rpc` with `ros_env(domain_id)`
+* `RobotProcess` -- starts `python -m edgeprof.ros.robot --rpc` with `ros_env(domain_id)`
   and drives a `RobotClient` there over JSON lines on stdin/stdout. Tests, the demo and the
   benchmark use this from an ordinary Python process.
 
 CLI (re-executes itself with the ROS environment when needed):
 
-    python -m edgeprof.daemon.robot --prompt "Name three colors." --next-tokens 3
+    python -m edgeprof.ros.robot --prompt "Name three colors." --next-tokens 3
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from edgeprof.daemon.topics import TopicNames
 from edgeprof.errors import BridgeError, BridgeTimeoutError, EdgeprofError
+from edgeprof.ros.topics import TopicNames
 
 ENV_MARK = "EDGEPROF_ROS_ENV"  # set in processes started with ros_env() by this module
 RPC_PREFIX = "@@edgeprof-rpc "  # marks our lines on stdout; anything else there (DDS chatter) is ignored
@@ -81,7 +81,7 @@ class RobotClient:
         except ImportError as exc:
             raise BridgeError(
                 f"rclpy cannot be imported ({exc}); install 'edgeprof[ros]' and start this process with "
-                "edgeprof.daemon.rosbridge.ros_env() (or use RobotProcess)"
+                "edgeprof.ros.rosbridge.ros_env() (or use RobotProcess)"
             ) from exc
         self.names = names or TopicNames()
         self._String, self._Trigger = String, Trigger
@@ -291,12 +291,12 @@ class RobotProcess:
         node_name: str = "edgeprof_robot",
         start_timeout_s: float = 30.0,
     ) -> None:
-        from edgeprof.daemon.rosbridge import ros_env
+        from edgeprof.ros.rosbridge import ros_env
 
         self.names = names or TopicNames()
         env = ros_env(domain_id)
         env[ENV_MARK] = "1"
-        cmd = [sys.executable, "-u", "-m", "edgeprof.daemon.robot", "--rpc", "--node-name", node_name,
+        cmd = [sys.executable, "-u", "-m", "edgeprof.ros.robot", "--rpc", "--node-name", node_name,
                "--names", json.dumps(self.names.as_dict())]
         self._proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
@@ -496,7 +496,7 @@ def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgeprof.daemon.robot", description="Sample rclpy robot for edgeprof.")
+    p = argparse.ArgumentParser(prog="python -m edgeprof.ros.robot", description="Sample rclpy robot for edgeprof.")
     p.add_argument("--prompt", help="send this prompt on the request topic and print its tokens")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--next-tokens", type=int, default=0, help="then call the next_token service this many times")
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.environ.get(ENV_MARK) != "1":
         # rclpy needs the ROS library environment at process start: re-execute with it.
-        from edgeprof.daemon.rosbridge import ros_env
+        from edgeprof.ros.rosbridge import ros_env
 
         try:
             env = ros_env(args.domain_id)
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"robot: error: {exc}", file=sys.stderr)
             return 2
         env[ENV_MARK] = "1"
-        argv_full = [sys.executable, "-m", "edgeprof.daemon.robot", *(sys.argv[1:] if argv is None else argv)]
+        argv_full = [sys.executable, "-m", "edgeprof.ros.robot", *(sys.argv[1:] if argv is None else argv)]
         os.execve(sys.executable, argv_full, env)
 
     if args.names:
