@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeprof.daemon.lifecycle import Daemon
     from edgeprof.daemon.runlog import format_summary, summarize
     from edgeprof.paths import cache_dir
-    from edgeprof.ros.robot import RobotProcess, format_done, format_token
+    from edgeprof.ros.robot import RobotProcess
     from edgeprof.ros.rosbridge import start_rosbridge
     from edgeprof.shape_loader import is_default
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             daemon.activate()
             with RobotProcess(domain) as robot:
                 robot.wait_ready(30)
-                status = _robot_session(robot, args, format_token, format_done)
+                status = _robot_session(robot, args)
         finally:
             daemon.shutdown("demo finished")
     _say("")
@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _robot_session(robot, args: argparse.Namespace, format_token, format_done) -> int:
+def _robot_session(robot, args: argparse.Namespace) -> int:
+    from edgeprof.ros.robot import format_record, format_token
+
     _say(f"\nrobot -> request: {args.prompt!r} (max_new_tokens {args.max_new_tokens})")
     extra = {"deadline_ms": args.deadline_ms} if args.deadline_ms else {}
     records = robot.send_request(messages=[{"role": "user", "content": args.prompt}],
@@ -77,14 +79,11 @@ def _robot_session(robot, args: argparse.Namespace, format_token, format_done) -
     status = 0
     text = []
     for r in records:
-        if "error" in r:
-            _say(f"error {r['error']['code']}: {r['error']['message']}")
-            status = 1
-        elif r.get("done"):
-            _say(format_done(r))
-        else:
+        line, failed = format_record(r)
+        _say(line)
+        status = 1 if failed else status
+        if "error" not in r and not r.get("done"):
             text.append(r.get("text", ""))
-            _say(format_token(r))
     _say(f"reply: {''.join(text)!r}")
     for _ in range(args.next_tokens):
         r = robot.next_token(60)

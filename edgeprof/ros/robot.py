@@ -465,6 +465,16 @@ def format_done(record: dict) -> str:
     )
 
 
+def format_record(record: dict) -> tuple[str, bool]:
+    """One printable line for a record of a request's stream, and whether it is an error
+    (the sample robot's CLI and `edgeprof demo` print streams the same way)."""
+    if "error" in record:
+        return f"error {record['error'].get('code')}: {record['error'].get('message')}", True
+    if record.get("done"):
+        return format_done(record), False
+    return format_token(record), False
+
+
 def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
     client.wait_ready(args.wait_s)
     status = 0
@@ -474,13 +484,9 @@ def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
         print(f"request: {args.prompt!r} (max_new_tokens={args.max_new_tokens})")
         records = client.send_request(prompt=args.prompt, max_new_tokens=args.max_new_tokens, timeout_s=args.timeout_s)
         for record in records:
-            if "error" in record:
-                print(f"error {record['error'].get('code')}: {record['error'].get('message')}")
-                status = 1
-            elif record.get("done"):
-                print(format_done(record))
-            else:
-                print(format_token(record))
+            line, failed = format_record(record)
+            print(line)
+            status = 1 if failed else status
     rtts = []
     for _ in range(args.next_tokens):
         record = client.next_token(args.timeout_s)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeprof.daemon import rosbridge
 from edgeprof.errors import BridgeError, BridgeTimeoutError, ConfigError
+from edgeprof.ros import rosbridge
 from edgeprof.ros.rosbridge import RosbridgeProcess, free_port, ros_env, start_rosbridge
 
 pytestmark = pytest.mark.slow
