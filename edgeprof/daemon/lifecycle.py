@@ -250,7 +250,8 @@ class Daemon:
             self.capture_s = float(info.capture_s or 0.0)
             self._warmup()
         except Exception as exc:
-            if cuda and device_fault_code(exc) == "out_of_memory":  # one line, not a torch traceback
+            # load_pretrained wraps torch's OOM in a ModelLoadError: look at the cause too
+            if cuda and "out_of_memory" in (device_fault_code(exc), device_fault_code(exc.__cause__ or exc)):
                 self.loaded = self.decoder = None
                 raise oom_error(need, self.device, exc) from None
             raise
