@@ -86,3 +86,7 @@ class RunLogError(EdgeprofError):
 
 class MetricsError(EdgeprofError):
     """The metrics endpoint cannot start (port in use, bad bind address...)."""
+
+
+class DeviceMemoryError(EdgeprofError):
+    """The model (weights + KV cache at the asked context) does not fit the GPU's free memory."""

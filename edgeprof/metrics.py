@@ -175,6 +175,8 @@ class _Families:
         self.floor = Gauge("edgeprof_memory_floor_seconds", "Analytic memory floor of one step, by definition.",
                            [*lab, "definition"], registry=r)
         self.requests = Counter("edgeprof_requests", "Requests finished, by outcome.", [*lab, "outcome"], registry=r)
+        self.healthy = Gauge("edgeprof_healthy", "1 while the daemon serves; 0 after a device failure "
+                             "(CUDA out of memory or error) until it is restarted.", lab, registry=r)
         self.fraction_window = fraction_window
         self.publishers: list[MetricsPublisher] = []
         self.lock = threading.Lock()
@@ -397,6 +399,8 @@ class MetricsPublisher:
         self._tok = _TokenSeries()
         self._requests = {o: f.requests.labels(**lv, outcome=o) for o in OUTCOMES}  # all outcomes start at 0
         self._floors = {d: f.floor.labels(**lv, definition=d) for d in FLOOR_DEFINITIONS}
+        self._healthy = f.healthy.labels(**lv)
+        self._healthy.set(1)
         self._paper_floor_s: float | None = None
         self._fractions: deque[float] = deque(maxlen=f.fraction_window)
         with f.lock:
@@ -488,6 +492,10 @@ class MetricsPublisher:
         error code, folded into OUTCOMES by `outcome_of` (never raises: the label stays bounded)."""
         self._requests[outcome_of(outcome)].inc()
 
+    def set_healthy(self, healthy: bool) -> None:
+        """edgeprof_healthy: 0 once the daemon stops serving after a device failure."""
+        self._healthy.set(1 if healthy else 0)
+
     def set_floor(self, paper_s: float | None, touched_s: float | None = None) -> None:
         """The analytic floor of one step (seconds), both definitions (edgeprof.floor)."""
         for definition, value in (("paper", paper_s), ("touched", touched_s)):
@@ -539,6 +547,9 @@ class DisabledPublisher:
         pass
 
     def set_floor(self, paper_s: float | None, touched_s: float | None = None) -> None:
+        pass
+
+    def set_healthy(self, healthy: bool) -> None:
         pass
 
     def close(self) -> None:

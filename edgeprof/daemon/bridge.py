@@ -48,6 +48,10 @@ from edgeprof.errors import BridgeError, BridgeTimeoutError, ConfigError, Edgepr
 from edgeprof.ros.topics import STRING_TYPE, TRIGGER_TYPE, TopicNames
 
 LOG = logging.getLogger("edgeprof.bridge")
+# Records rosbridge keeps for late-matching transient_local subscribers of the tokens topic.
+# It must cover what the daemon publishes between a rosbridge restart and the robot's DDS
+# match (up to ~4 s after a kill -9): the interrupted requests' final records first.
+TOKENS_HISTORY = 100
 
 _reactor_lock = threading.Lock()
 _reactor_thread: threading.Thread | None = None
@@ -124,7 +128,7 @@ class BridgeClient:
         on_reset: Callable[[], str] | None = None,
         on_connection_change: Callable[[bool], None] | None = None,
         reconnect_initial_s: float = 0.1,
-        reconnect_max_s: float = 2.0,
+        reconnect_max_s: float = 0.5,
         ping_interval_s: float = 2.0,
         ping_timeout_s: float = 2.0,
     ) -> None:
@@ -276,8 +280,14 @@ class BridgeClient:
         n = self.names
         return [
             {"op": "subscribe", "id": f"edgeprof:sub:{n.request}", "topic": n.request, "type": STRING_TYPE},
-            {"op": "advertise", "id": f"edgeprof:adv:{n.tokens}", "topic": n.tokens, "type": STRING_TYPE},
-            {"op": "advertise", "id": f"edgeprof:adv:{n.status}", "topic": n.status, "type": STRING_TYPE},
+            # latch -> transient_local, queue_size -> its depth: a robot subscribing transient_local
+            # gets the records published before its DDS match with a restarted rosbridge, among
+            # them the final record of a request the restart interrupted (docs/ros.md). Both
+            # rosbridge-server-rs and the stock rosbridge_server read these two fields.
+            {"op": "advertise", "id": f"edgeprof:adv:{n.tokens}", "topic": n.tokens, "type": STRING_TYPE,
+             "latch": True, "queue_size": TOKENS_HISTORY},
+            {"op": "advertise", "id": f"edgeprof:adv:{n.status}", "topic": n.status, "type": STRING_TYPE,
+             "latch": True, "queue_size": 1},
             {"op": "advertise_service", "service": n.next_token, "type": TRIGGER_TYPE},
             {"op": "advertise_service", "service": n.reset, "type": TRIGGER_TYPE},
         ]

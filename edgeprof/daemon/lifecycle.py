@@ -29,6 +29,8 @@ from enum import Enum
 from typing import Any
 
 from edgeprof.daemon.config import DaemonConfig, check_consistency
+from edgeprof.daemon.devicemem import oom_error
+from edgeprof.daemon.faults import device_fault_code
 from edgeprof.errors import BridgeError, DaemonStateError, EdgeprofError
 
 
@@ -236,17 +238,28 @@ class Daemon:
         from edgeprof.sources import load_model
 
         cfg = self.config
+        cuda = self.device.startswith("cuda")
+        need = self._precheck_memory(None) if cuda else None
         t0 = time.perf_counter()
-        self.loaded = load_model(cfg.model, self.device, dtype=cfg.dtype)
-        max_ctx = min(cfg.session.max_ctx, self.loaded.shape.max_ctx)
-        self.log(f"loaded {self.loaded.label} in {time.perf_counter() - t0:.1f} s")
-        if max_ctx < cfg.session.max_ctx:
-            self.log(f"session.max_ctx {cfg.session.max_ctx} capped to the model's maximum, {max_ctx}")
-        t0 = time.perf_counter()
-        self.decoder = registry.create(self.backend, self.loaded, self.device, max_ctx)
-        info = self.decoder.info()
-        self.capture_s = float(info.capture_s or 0.0)
-        self._warmup()
+        try:
+            self.loaded = load_model(cfg.model, self.device, dtype=cfg.dtype)
+            max_ctx = min(cfg.session.max_ctx, self.loaded.shape.max_ctx)
+            self.log(f"loaded {self.loaded.label} in {time.perf_counter() - t0:.1f} s")
+            if max_ctx < cfg.session.max_ctx:
+                self.log(f"session.max_ctx {cfg.session.max_ctx} capped to the model's maximum, {max_ctx}")
+            if cuda:  # the weights are in place: does the KV cache at max_ctx fit what is left?
+                need = self._precheck_memory(self.loaded.shape, max_ctx)
+            t0 = time.perf_counter()
+            self.decoder = registry.create(self.backend, self.loaded, self.device, max_ctx)
+            info = self.decoder.info()
+            self.capture_s = float(info.capture_s or 0.0)
+            self._warmup()
+        except Exception as exc:
+            # load_pretrained wraps torch's OOM in a ModelLoadError: look at the cause too
+            if cuda and "out_of_memory" in (device_fault_code(exc), device_fault_code(exc.__cause__ or exc)):
+                self.loaded = self.decoder = None
+                raise oom_error(need, self.device, exc) from None
+            raise
         self.warmup_s = time.perf_counter() - t0
         tok = self.loaded.tokenizer
         self.codec = TextCodec(tok) if tok is not None else ByteCodec(self.loaded.shape.vocab)
@@ -254,6 +267,24 @@ class Daemon:
         self.floor = FloorModel(self.loaded.shape, parse_format(info.weights), self.gpu_spec)
         self.log(f"backend {self.backend} ready ({info.weights}, max ctx {max_ctx}); warm-up and capture "
                  f"{self.warmup_s:.1f} s")
+
+    def _precheck_memory(self, shape: Any, max_ctx: int | None = None) -> Any:
+        """Before loading (shape None: a catalog preset's shape, if the model is one): weights +
+        KV cache at max_ctx against CUDA's free memory. After loading: the KV cache alone.
+        Raises DeviceMemoryError naming the bytes needed and free."""
+        from edgeprof.daemon.devicemem import check_fits, free_memory, load_need
+        from edgeprof.shapes import load_presets
+
+        before = shape is None
+        if before:
+            shape = load_presets().get(self.config.model.lower())
+            if shape is None:  # a path or hub id: its shape is known only once loaded
+                return None
+            max_ctx = min(self.config.session.max_ctx, shape.max_ctx)
+        need = load_need(shape, max_ctx, weights=before)
+        free, total = free_memory(self.device)
+        check_fits(need, free, total, self.device)
+        return need
 
     def _warmup(self) -> None:
         """Backend warm-up (graph capture), then a few real steps so first-call costs are

@@ -49,7 +49,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_max_new_tokens": "max_new_tokens is zero or negative",
     "max_new_tokens_too_large": "max_new_tokens is above the daemon's limit",
     "invalid_deadline": "deadline_ms is not a positive finite number of milliseconds",
-    "duplicate_id": "the id was already used by an earlier request",
+    "duplicate_id": "the id was already used by an earlier request (the record's id is null; "
+                    "rejected_id names it: the request already running under that id goes on)",
     "unknown_id": "cancel names an id that is neither queued nor running",
     "prompt_too_long": "the prompt has more tokens than the session's context",
     "context_overflow": "the conversation no longer fits the context (on_overflow: error)",
@@ -58,6 +59,9 @@ ERROR_CODES: dict[str, str] = {
     "shutdown": "the daemon is shutting down",
     "bridge_lost": "the bridge dropped while the request was generating",
     "timeout": "the decode worker did not answer in time",
+    "out_of_memory": "the GPU ran out of memory during this request; the daemon turns unhealthy",
+    "device_error": "the GPU (CUDA) failed during this request; the daemon turns unhealthy",
+    "unhealthy": "the daemon had a device failure earlier and serves nothing until it is restarted",
     "internal": "an unexpected failure in the daemon (see its log); the daemon keeps serving",
 }
 
@@ -156,11 +160,11 @@ def _id(obj: dict[str, Any], key: str = "id", required: bool = True) -> str | No
     v = obj[key]
     if not isinstance(v, str):
         raise RequestError("invalid_id", f'"{key}" must be a string, got {_json_type(v)}')
+    _check_text(key, v)  # first: a lone surrogate is also "unprintable", and the table promises invalid_utf8
     if not v.strip() or not v.isprintable():
         raise RequestError("invalid_id", f'"{key}" must be a non-empty string of printable characters')
     if len(v) > MAX_ID_CHARS:
         raise RequestError("id_too_long", f'"{key}" has {len(v)} characters; the limit is {MAX_ID_CHARS}')
-    _check_text(key, v)
     return v
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgeprof.daemon.config import SessionConfig
+from edgeprof.daemon.faults import device_fault_code
 from edgeprof.daemon.modelthread import ModelThread
 from edgeprof.daemon.requests import CancelRequest, GenerateRequest, error_record, parse_request
 from edgeprof.daemon.session import RequestStats, Session, TokenEvent
@@ -33,7 +34,7 @@ from edgeprof.errors import BridgeError, ContextLengthError, RequestError
 MAX_REMEMBERED_IDS = 100_000  # duplicate-id detection window (ids of accepted requests)
 MAX_OUTBOX = 1000  # terminal records kept for a bridge that is down
 # Errors that refuse a request before it runs (the metrics "rejected" outcome).
-REJECT_CODES = frozenset({"busy", "duplicate_id", "prompt_too_long", "empty_prompt", "shutdown"})
+REJECT_CODES = frozenset({"busy", "duplicate_id", "prompt_too_long", "empty_prompt", "shutdown", "unhealthy"})
 
 
 class Sink(Protocol):
@@ -83,6 +84,10 @@ class DecodeService:
         self.requests_total = 0
         self.tokens_total = 0
         self.errors_total = 0
+        # False after a device failure (CUDA OOM or error): nothing is served any more, since the
+        # model's state can't be trusted; status and the edgeprof_healthy gauge say so.
+        self.healthy = True
+        self.unhealthy_reason: str | None = None
         # For benchmarks/daemon_overhead.py: per request token, (request id, index, perf_counter when
         # the session handed it over, seconds of host work for it here).
         self.token_times: list[tuple[str, int, float, float]] = []
@@ -129,7 +134,10 @@ class DecodeService:
             else:
                 self._enqueue(_Job("generate", now, request=req, raw=raw if isinstance(raw, str) else None))
         except RequestError as exc:
-            self._error(_best_id(raw), exc.code, str(exc), raw=raw)
+            if exc.code == "duplicate_id":
+                self._reject_duplicate(_best_id(raw), str(exc), raw)
+            else:
+                self._error(_best_id(raw), exc.code, str(exc), raw=raw)
             self.metrics.request_done("rejected")
         except Exception as exc:  # never let a callback bug kill the bridge thread
             self._error(_best_id(raw), "internal", f"{type(exc).__name__}: {exc}", raw=raw)
@@ -162,8 +170,11 @@ class DecodeService:
         with self._cv:
             if self._stop_reason is not None:
                 raise RequestError("shutdown", "the daemon is shutting down; retry when it is back")
+            if not self.healthy:
+                raise RequestError("unhealthy", self._unhealthy_message())
             if job.request is not None and job.request.id in self._seen:
-                raise RequestError("duplicate_id", f"id {job.request.id!r} was already used; give each request a new id")
+                raise RequestError("duplicate_id", f"id {job.request.id!r} was already used; this message was "
+                                   "ignored (a request running under that id goes on); give each request a new id")
             if len(self._queue) >= self.cfg.max_queue:
                 raise RequestError("busy", f"{len(self._queue)} requests are already waiting "
                                    f"(session.max_queue {self.cfg.max_queue}); retry after a done record")
@@ -200,7 +211,8 @@ class DecodeService:
             cur = self._current.request.id if self._current and self._current.request else None
             return {"position": self.session.position, "max_ctx": self.session.max_ctx, "queue": len(self._queue),
                     "current": cur, "requests_total": self.requests_total, "tokens_total": self.tokens_total,
-                    "errors_total": self.errors_total}
+                    "errors_total": self.errors_total, "healthy": self.healthy,
+                    "unhealthy_reason": self.unhealthy_reason}
 
     def flush_outbox(self) -> int:
         """Resend terminal records that failed while the bridge was down; returns how many went out."""
@@ -229,18 +241,38 @@ class DecodeService:
                     continue
                 self._current, self._cancel_current = job, False
             try:
+                if not self.healthy:  # queued before the device failed
+                    raise RequestError("unhealthy", self._unhealthy_message())
                 self._run_job(job)
             except RequestError as exc:
                 self._fail_job(job, exc.code, str(exc))
             except ContextLengthError as exc:
                 self._fail_job(job, "context_overflow", str(exc))
             except Exception as exc:  # keep serving; the failure is a record, not a dead thread
-                self._fail_job(job, "internal", f"{type(exc).__name__}: {exc}")
+                code = device_fault_code(exc)
+                if code is not None:  # the GPU failed: end this request, then serve nothing more
+                    self._mark_unhealthy(code, exc)
+                    self._fail_job(job, code, f"{self.unhealthy_reason}; the daemon is now unhealthy and "
+                                   "serves nothing until it is restarted")
+                else:
+                    self._fail_job(job, "internal", f"{type(exc).__name__}: {exc}")
             finally:
                 with self._cv:
                     self._current = None
         for job in pending:  # shutting down: nobody goes silent
             self._fail_job(job, "shutdown", f"the daemon stopped ({self._stop_reason}) before this ran; retry later")
+
+    def _mark_unhealthy(self, code: str, exc: BaseException) -> None:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else ""
+        self.unhealthy_reason = f"{code}: {type(exc).__name__}: {first}"
+        self.healthy = False
+        self.metrics.set_healthy(False)
+        self._log_event("unhealthy", {"code": code, "error": self.unhealthy_reason})
+
+    def _unhealthy_message(self) -> str:
+        return (f"the daemon is unhealthy after a device failure ({self.unhealthy_reason}); "
+                "restart it (edgeprof serve) before sending more work")
 
     def _run_job(self, job: _Job) -> None:
         if job.kind == "generate":
@@ -304,8 +336,10 @@ class DecodeService:
             return
         reason = self.session.end_reason
         if reason == "bridge_lost":
+            # "published": handed to rosbridge; how many reached the robot is not known here
             self._finish(job, stats, None, error=("bridge_lost", "the bridge dropped while this request was "
-                                                  f"generating ({len(stats.latencies_ms)} tokens sent); resend it"))
+                                                  f"generating ({len(stats.latencies_ms)} tokens published); "
+                                                  "resend it"))
             return
         self._finish(job, stats, reason)
 
@@ -377,6 +411,13 @@ class DecodeService:
         except BridgeError:
             if terminal:  # a terminal record must reach the robot: keep it for the reconnect
                 self._outbox.append(msg)
+
+    def _reject_duplicate(self, rid: str | None, message: str, raw: Any) -> None:
+        """A duplicate id's error record has id null and names the id in rejected_id: an error
+        record whose id is a running request's would read as that request's end."""
+        self._log_error(rid, "duplicate_id", message, raw)
+        rec = {"id": None, "rejected_id": rid, "error": {"code": "duplicate_id", "message": message}}
+        self._publish(json.dumps(rec), terminal=True)
 
     def _error(self, rid: str | None, code: str, message: str, raw: Any = None, terminal: bool = True) -> None:
         self._log_error(rid, code, message, raw)

@@ -75,7 +75,7 @@ class RobotClient:
         try:
             import rclpy
             from rclpy.executors import SingleThreadedExecutor
-            from rclpy.qos import QoSProfile, ReliabilityPolicy
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
             from std_msgs.msg import String
             from std_srvs.srv import Trigger
         except ImportError as exc:
@@ -90,7 +90,11 @@ class RobotClient:
         self.node = rclpy.create_node(node_name, context=self._context)
         reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self._request_pub = self.node.create_publisher(String, self.names.request, reliable)
-        self._tokens_sub = self.node.create_subscription(String, self.names.tokens, self._on_token, reliable)
+        # transient_local: records published before this node matched a (restarted) rosbridge
+        # still arrive, e.g. the final record of a request the restart interrupted (docs/ros.md)
+        durable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._tokens_sub = self.node.create_subscription(String, self.names.tokens, self._on_token, durable)
         self.node.create_subscription(String, self.names.status, self._on_status, 10)
         self._next_client = self.node.create_client(Trigger, self.names.next_token)
         self._reset_client = self.node.create_client(Trigger, self.names.reset)

@@ -129,7 +129,8 @@ def test_malformed_requests_get_error_records_and_the_daemon_keeps_serving(stack
     assert seen == {label: code for label, _, code in MALFORMED}
     robot.send_request(prompt="x", max_new_tokens=1, request_id="dup-1", reset=True, timeout_s=60)
     since = robot.send({"id": "dup-1", "prompt": "again", "max_new_tokens": 1})
-    assert robot.wait_record({"id": "dup-1", "has": ["error"]}, 20, since)["error"]["code"] == "duplicate_id"
+    dup = robot.wait_record({"rejected_id": "dup-1"}, 20, since)
+    assert dup["error"]["code"] == "duplicate_id" and dup["id"] is None
     since = robot.send({"cancel": "never-sent", "id": "c-unknown"})
     assert robot.wait_record({"id": "c-unknown"}, 20, since)["error"]["code"] == "unknown_id"
     since = robot.send({"id": "long-1", "prompt": "y" * 200, "max_new_tokens": 1})

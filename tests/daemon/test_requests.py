@@ -54,6 +54,8 @@ MALFORMED = [
     ("prompt not a string", _with(prompt=["hello"]), "invalid_type"),
     ("prompt empty", _with(prompt="   "), "empty_prompt"),
     ("lone surrogate in prompt", '{"id":"a","prompt":"x\\ud800y","max_new_tokens":1}', "invalid_utf8"),
+    ("lone surrogate in id", '{"id":"a\\udc80","prompt":"x","max_new_tokens":1}', "invalid_utf8"),
+    ("lone surrogate in cancel", '{"cancel":"\\ud800"}', "invalid_utf8"),
     ("messages not a list", _with(prompt=_DROP, messages="hi"), "invalid_messages"),
     ("messages empty", _with(prompt=_DROP, messages=[]), "invalid_messages"),
     ("message bad role", _with(prompt=_DROP, messages=[{"role": "robot", "content": "hi"}]), "invalid_messages"),

@@ -115,6 +115,10 @@ def test_queue_bound_gives_busy_and_duplicate_id(svc):
     svc.sink.wait(lambda r: len([x for x in r if x.get("done")]) == 3)
     codes = [r["error"]["code"] for r in svc.sink.records if "error" in r]
     assert codes == ["busy", "duplicate_id"]
+    # the duplicate's record must not read as the end of the running "a": id null, rejected_id "a"
+    dup = next(r for r in svc.sink.records if "error" in r and r["error"]["code"] == "duplicate_id")
+    assert dup["id"] is None and dup["rejected_id"] == "a" and "goes on" in dup["error"]["message"]
+    assert svc.sink.terminal("a")[0]["done"] and svc.sink.terminal("a")[0]["reason"] == "length"
     svc.submit(_req("d"))  # a busy id may be retried
     svc.sink.wait(lambda r: any(x.get("done") and x["id"] == "d" for x in r))
 
@@ -172,7 +176,8 @@ def test_bridge_drop_turns_the_request_into_an_error_delivered_on_reconnect(svc)
     assert not svc.sink.terminal("a")  # nothing could be sent while down
     svc.sink.connected = True
     assert svc.flush_outbox() == 1
-    assert svc.sink.terminal("a")[0]["error"]["code"] == "bridge_lost"
+    err = svc.sink.terminal("a")[0]["error"]
+    assert err["code"] == "bridge_lost" and "tokens published" in err["message"]  # not "sent": unknown
 
 
 @pytest.mark.parametrize("rec", [
@@ -185,3 +190,97 @@ def test_token_json_is_json_dumps_byte_for_byte(rec):
     from edgeprof.daemon.service import token_json
 
     assert token_json(rec) == json.dumps(rec)
+
+
+class OOMDecoder(ScriptedDecoder):
+    """A decoder whose device runs out of memory at its `fail_at`-th decode step (what a
+    CUDA backend raises when the KV cache or a workspace can't be allocated)."""
+
+    def __init__(self, fail_at: int, exc: type[BaseException] | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.fail_at = fail_at
+        self.steps = 0
+        self.exc = exc
+
+    def step_async(self):
+        import torch
+
+        self.steps += 1
+        if self.steps == self.fail_at:
+            raise (self.exc or torch.OutOfMemoryError)("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().step_async()
+
+
+def _oom_service(tmp_path, exc=None):
+    from edgeprof.metrics import MetricsPublisher
+
+    dec = OOMDecoder(fail_at=3, exc=exc, max_ctx=64)
+    floor = FloorModel(preset("tiny-test"), parse_format("bf16"), gpu("cpu"))
+    cfg = SessionConfig(max_queue=4, reply_timeout_s=5)
+    log = RunLog(tmp_path / "run.db", 0.05)
+    log.start_run({"model": "oom"})
+    metrics = MetricsPublisher({"model": "m", "backend": "b", "gpu": "cpu", "weights": "bf16"})
+    s = DecodeService(Session(dec, ByteCodec(256), floor, cfg), cfg, sink=ListSink(), runlog=log, metrics=metrics)
+    s.start()
+    return s, log, metrics
+
+
+def _healthy_gauge(metrics) -> float:
+    line = next(x for x in metrics.exposition().decode().splitlines() if x.startswith("edgeprof_healthy{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_out_of_memory_mid_request_ends_it_with_a_code_and_the_daemon_turns_unhealthy(tmp_path):
+    svc, log, metrics = _oom_service(tmp_path)
+    try:
+        assert _healthy_gauge(metrics) == 1 and svc.snapshot()["healthy"] is True
+        svc.submit(_req("a", 10))
+        svc.sink.wait(lambda r: svc.sink.terminal("a"))
+        end = svc.sink.terminal("a")[0]
+        assert end["error"]["code"] == "out_of_memory" and "unhealthy" in end["error"]["message"]
+        # prefill + 2 good steps; with session.overlap_host the last one is launched-ahead work
+        # that never finished, so 2 or 3 tokens, and never one from the failed step
+        idx = [r["index"] for r in svc.sink.records if r.get("id") == "a" and "index" in r]
+        assert idx in ([0, 1], [0, 1, 2])
+        snap = svc.snapshot()
+        assert snap["healthy"] is False and snap["unhealthy_reason"].startswith("out_of_memory: OutOfMemoryError")
+        assert _healthy_gauge(metrics) == 0
+        # nothing more is served: no garbage tokens from a broken device
+        svc.submit(_req("b", 2))
+        assert svc.sink.terminal("b")[0]["error"]["code"] == "unhealthy"
+        assert json.loads(svc.next_token())["error"]["code"] == "unhealthy"
+        assert not [r for r in svc.sink.records if r.get("id") == "b" and "index" in r]
+        assert log.flush()
+        s = summarize(log.path)
+        assert s["errors_by_code"].get("out_of_memory") == 1
+    finally:
+        svc.stop()
+        log.close()
+
+
+def test_a_cuda_runtime_error_is_a_device_error(tmp_path):
+    svc, log, metrics = _oom_service(tmp_path, exc=RuntimeError)
+    svc.session.decoder.exc = lambda msg: RuntimeError("CUDA error: an illegal memory access was encountered")
+    try:
+        svc.submit(_req("a", 10))
+        svc.sink.wait(lambda r: svc.sink.terminal("a"))
+        assert svc.sink.terminal("a")[0]["error"]["code"] == "device_error"
+        assert svc.snapshot()["healthy"] is False and _healthy_gauge(metrics) == 0
+    finally:
+        svc.stop()
+        log.close()
+
+
+def test_an_ordinary_bug_is_internal_and_the_daemon_stays_healthy(tmp_path):
+    svc, log, metrics = _oom_service(tmp_path, exc=ValueError)
+    try:
+        svc.submit(_req("a", 10))
+        svc.sink.wait(lambda r: svc.sink.terminal("a"))
+        assert svc.sink.terminal("a")[0]["error"]["code"] == "internal"
+        assert svc.snapshot()["healthy"] is True and _healthy_gauge(metrics) == 1
+        svc.submit(_req("b", 2))
+        svc.sink.wait(lambda r: svc.sink.terminal("b"))
+        assert svc.sink.terminal("b")[0]["done"]
+    finally:
+        svc.stop()
+        log.close()
