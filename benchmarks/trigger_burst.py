@@ -59,7 +59,7 @@ def roslibpy_server(port: int, name: str) -> None:
 
 
 def run_client(n: int, wait_s: float, depth: int, name: str, domain: int) -> int:
-    from edgeprof.daemon.rosbridge import ros_env
+    from edgeprof.ros.rosbridge import ros_env
 
     p = subprocess.run([sys.executable, "-c", CLIENT, str(n), str(wait_s), str(depth), name, str(domain)],
                        env=ros_env(domain), capture_output=True, text=True, timeout=wait_s + 90)
@@ -83,8 +83,8 @@ def main() -> int:
         port, name = args._serve.split(",")
         roslibpy_server(int(port), name)
         return 0
-    from edgeprof.daemon.robot import RobotProcess
-    from edgeprof.daemon.rosbridge import free_port, start_rosbridge
+    from edgeprof.ros.robot import RobotProcess
+    from edgeprof.ros.rosbridge import free_port, start_rosbridge
 
     domain = random.randint(1, 200)
     name = "/burst/trigger" if args.server == "roslibpy" else "/edgeprof/next_token"

@@ -273,7 +273,7 @@ class Daemon:
         KV cache at max_ctx against CUDA's free memory. After loading: the KV cache alone.
         Raises DeviceMemoryError naming the bytes needed and free."""
         from edgeprof.daemon.devicemem import check_fits, free_memory, load_need
-        from edgeprof.shapes import load_presets
+        from edgeprof.shape_loader import load_presets
 
         before = shape is None
         if before:

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from edgeprof.daemon.robot import RobotProcess
-from edgeprof.daemon.rosbridge import _websocket_ready, free_port
+from edgeprof.ros.robot import RobotProcess
+from edgeprof.ros.rosbridge import _websocket_ready, free_port
 from edgeprof.errors import BridgeTimeoutError
 
 from .test_daemon_ros import STARTUP_S, DaemonProc

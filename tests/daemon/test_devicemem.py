@@ -6,7 +6,7 @@ import pytest
 
 from edgeprof.daemon.devicemem import check_fits, load_need
 from edgeprof.errors import DeviceMemoryError, EdgeprofError
-from edgeprof.shapes import load_presets
+from edgeprof.shape_loader import load_presets
 
 QWEN = load_presets()["qwen2.5-7b"]
 
