@@ -75,6 +75,9 @@ BACKENDS: dict[str, BackendInfo] = {
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",)),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
                     "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",)),
+        BackendInfo("edgeprof-fast-int4-cuda", "edgeprof's own decoder, GPTQ int4 g128 weights through edgeprof's "
+                    "CUDA W4A16 GEMV (JIT-built; falls back to tinygemm without nvcc or an sm_80+ GPU)",
+                    "gptq4-g128", "edgeprof.fast.decoder:make_int4_cuda", packages=("torch",)),
         BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, GPTQ int4 g128 weights (gemlite's Triton "
                     "GEMV)", "gptq4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
                     packages=("torch", "gemlite")),
