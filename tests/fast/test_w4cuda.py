@@ -56,3 +56,16 @@ def test_cpu_falls_back_to_tinygemm_and_says_why():
     assert lin.kernel_name == "tinygemm" and lin.fallback_reason
     x = torch.randn(1, 256).to(torch.bfloat16)
     assert lin(x).shape == (1, 64)
+
+
+def test_int4_cuda_backend_without_a_gpu_runs_tinygemm_and_records_it():
+    from edgeprof.backends import registry
+    from edgeprof.sources import load_model
+
+    loaded = load_model("tiny-test", "cpu")
+    ref = registry.create("edgeprof-fast-int4", loaded, device="cpu", max_ctx=64)
+    dec = registry.create("edgeprof-fast-int4-cuda", loaded, device="cpu", max_ctx=64)
+    notes = dec.info().notes
+    assert dec.info().backend == "edgeprof-fast-int4-cuda"
+    assert notes["int4_kernel"] == "tinygemm" and "CUDA" in notes["int4_fallback_reason"]
+    assert dec.prefill([1, 2, 3]).token_id == ref.prefill([1, 2, 3]).token_id

@@ -64,11 +64,11 @@ __device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, i
 }
 
 template <int G, bool ASYM, bool ACT>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 5)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
                   int* __restrict__ counters, int N, int K, int tiles_per_split) {
-  constexpr int U = G == 32 ? 4 : 8;      // 16-byte weight loads in flight per thread
+  constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
   extern __shared__ uint4 smem_raw[];
@@ -81,6 +81,23 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   const int nt = min(T, t0 + tiles_per_split) - t0;
   const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
   float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const int gq = lane >> 2, c = lane & 3;
+  const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane;
+  const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+
+  // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
+  auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+  };
+  // The first chunk is in flight while the CTA stages x: the prologue costs no memory time.
+  uint4 wa[U];
+  ST sa[GPC];
+  if (nb < NB) load_chunk(0, wa, sa);
 
   // Stage x: pair i of 16-column block b holds columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9
   // (i = 8b + 2c + 1), so lane c later reads its whole B fragment with one 64-bit load.
@@ -100,48 +117,46 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   }
   __syncthreads();
 
-  const int gq = lane >> 2, c = lane & 3;
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   if (nb < NB) {
-    const uint4* wp = qw + ((size_t)nb * T + t0) * 32 + lane;
-    const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)nb * NG + g0) * 8 + gq;
     const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
     for (int t = 0; t < nt; t += U) {
-      uint4 wv[U];
-      ST sv[GPC];
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
-#pragma unroll
-      for (int gi = 0; gi < GPC; ++gi)
-        if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      uint4 wb[U];
+      ST sb[GPC];
+      if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
+      // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
+      float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if (t + u >= nt) break;  // warp-uniform
-        const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+        const uint32_t words[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           uint32_t a[4];
 #pragma unroll
           for (int r = 0; r < 4; ++r) a[r] = ((words[j] >> (4 * r)) & 0x000f000fu) | 0x43004300u;
           const uint2 xb = xq[((t + u) * 4 + j) * 4];
-          mma_bf16(acc, a, xb.x, xb.y);
+          mma_bf16(acc[j & 1], a, xb.x, xb.y);
           if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
             const int gi = (u * 64 + j * 16) / G;
             const float sx = sxs[(t * 64) / G + gi];
             float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
             if constexpr (ASYM) {
-              s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
+              s0 = bf_lo(sa[gi].x); s1 = bf_hi(sa[gi].x); z0 = bf_lo(sa[gi].y); z1 = bf_hi(sa[gi].y);
             } else {
-              s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
+              s0 = bf_lo(sa[gi]); s1 = bf_hi(sa[gi]);
             }
-            y0 = fmaf(s0, fmaf(-z0, sx, acc[0]), y0);
-            y1 = fmaf(s1, fmaf(-z1, sx, acc[2]), y1);
-            acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
+            y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
+            y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
           }
         }
       }
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = wb[u];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
     }
   }
 
