@@ -272,7 +272,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     shape = loaded.shape
     res: dict = {"datasheet_bw": bw, "cells": []}
     backends = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
-    for name in backends:
+    for name in backends if not args.steps_only else backends[-1:]:
+        print(f"  building {name}", flush=True)
         dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
         for ctx in ctxs:
             try:
@@ -337,12 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-shapes", action="store_true", help="--suite kernel: time Llama/Mistral shapes too")
     ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
+    ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
     ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("int4_gemv needs an NVIDIA GPU", file=sys.stderr)
         return 2
     if args.suite == "kernel":
+        import faulthandler
+
+        faulthandler.enable()  # a crash inside the extension still leaves a Python stack in the log
+        if args.steps_only:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            res = step_table(args, args.out_dir, copy_bandwidth())
+            (args.out_dir / "steps.json").write_text(json.dumps(res, indent=1, default=str))
+            return 0
         return kernel_suite(args)
     rows = [r for name, k, n in SHAPES for r in bench_shape(name, k, n, args.repeats)]
     print(f"{'shape':<8} {'kernel':<22} {'rel err':>8} {'us/call':>8} {'GB/s':>7}")

@@ -168,10 +168,21 @@ class W4CudaLinear:
                              p.asym, act, self.splits, self.tps)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:  # prefill (M > 1): not a GEMV; dequantize this layer once per call
+            return self._dense(x)
         return self._run(x, False)
 
     def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self._run(gate_up, True)
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] through the dequantized bf16 weights (the same int4 function; prefill only)."""
+        from edgeprof.fast.int4 import dequantize
+
+        q, z, s = unpack_w4(self.p)
+        w = dequantize(q, z, s, self.p.group).to(x.dtype)  # [N, K]
+        y = x @ w.t()
+        return y + self.bias if self.bias.numel() else y
 
     fuses_silu = True
 
