@@ -7,6 +7,15 @@ CUDA graph (`edgeprof.timing.time_graph`), so each call streams its weights from
 decode step. Prints us per call and the bytes moved per second (weights + scales).
 
     python benchmarks/int4_gemv.py --out results/h100/int4_gemv.json
+
+`--suite kernel` (issue 12) checks and times edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py):
+measures the device-to-device copy bandwidth in the same run, checks the kernel on every
+Qwen2.5-7B / Llama-3.1-8B / Mistral-7B layer shape (sym/asym, g32/64/128, fused bias and SiLU*up)
+against float64 on the dequantized weights, times it next to tinygemm, gemlite (if installed)
+and cuBLAS bf16 as GB/s and fraction of the copy bandwidth, then (with --step-ctx) the full
+decode step of edgeprof-fast / -int4 (tinygemm) / -int4-cuda and `edgeprof explain` of the new path:
+
+    python benchmarks/int4_gemv.py --suite kernel --step-ctx 2048,16384 --out-dir $OUT
 """
 
 from __future__ import annotations
@@ -84,14 +93,267 @@ def _row(name, k, n, kernel, calls, nbytes, out, ref, repeats) -> dict:
             "gb_per_s": nbytes / (st.p50 * 1e-3) / 1e9}
 
 
+# ---------------------------------------------------------------- issue 12: edgeprof's CUDA kernel
+# (model, name, in K, out N) with edgeprof-fast's fusions (qkv and gate_up concatenated)
+KERNEL_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584),
+                 ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584),
+                 ("qwen2.5-7b", "lm_head", 3584, 152064),
+                 ("llama-3.1-8b", "qkv", 4096, 6144), ("llama-3.1-8b", "o", 4096, 4096),
+                 ("llama-3.1-8b", "gate_up", 4096, 28672), ("llama-3.1-8b", "down", 14336, 4096),
+                 ("mistral-7b", "lm_head", 4096, 32768)]
+REL_BOUND = 2e-3  # fp32 accumulation of exact products; the bf16 output rounding alone is ~2e-3 max-rel
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
+    """Device-to-device copy, bytes read + written per second (the measured ceiling)."""
+    a = torch.empty(nbytes // 2, device="cuda", dtype=torch.bfloat16).normal_()
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for e0, e1 in ev:
+        e0.record()
+        b.copy_(a)
+        e1.record()
+    torch.cuda.synchronize()
+    ms = sorted(e0.elapsed_time(e1) for e0, e1 in ev)[repeats // 2]
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def _quant(n: int, k: int, group: int, asym: bool, g: torch.Generator):
+    w = torch.randn(n, k, device="cuda", generator=g) * 0.02
+    q, z, s = quantize_rtn(w, group)
+    if asym:  # asymmetric: random integer zeros 0..15 per group
+        z = torch.randint(0, 16, z.shape, device="cuda", generator=g, dtype=torch.int32)
+    return q, z, s.to(torch.bfloat16).float()
+
+
+def check_cuda_kernel(model: str, name: str, k: int, n: int, group: int, asym: bool, trials: int = 3) -> dict:
+    """Fresh random inputs per trial; output memory poisoned with NaN first; float64 reference on the
+    dequantized weights; split-K determinism (two calls bitwise equal); fused bias and SiLU*up."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, pack_w4
+
+    g = torch.Generator(device="cuda").manual_seed(n * 7 + k + group + asym)
+    q, z, s = _quant(n, k, group, asym, g)
+    w64 = dequantize(q, z, s, group).double()  # [N, K]
+    bias = torch.randn(n, device="cuda", generator=g).to(torch.bfloat16)
+    lin = W4CudaLinear(pack_w4(q, z, s, group))
+    worst, deterministic, unwritten = 0.0, True, 0
+    for trial in range(trials):
+        x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16) * (1 + trial)
+        torch.full((1, n), float("nan"), device="cuda", dtype=torch.bfloat16)  # freed block: poison for y
+        y = lin(x)
+        y2 = lin(x)
+        deterministic &= bool(torch.equal(y, y2))
+        unwritten += int(torch.isnan(y).sum())
+        ref = x.double() @ w64.t()
+        worst = max(worst, float((y.double() - ref).norm() / ref.norm()))
+    # fused epilogue bias and fused SiLU*up input (as edgeprof-fast uses them)
+    lin.bias = bias
+    gu = torch.randn(1, 2 * k, device="cuda", generator=g).to(torch.bfloat16)
+    gate, up = gu.float().chunk(2, dim=-1)
+    act = (gate / (1 + torch.exp(-gate))).to(torch.bfloat16).float() * up
+    xr = act.to(torch.bfloat16).double()
+    ref = xr @ w64.t() + bias.double()
+    yf = lin.fused_silu(gu)
+    fused = float((yf.double() - ref).norm() / ref.norm())
+    ok = worst < REL_BOUND and fused < REL_BOUND and deterministic and unwritten == 0
+    return {"model": model, "shape": name, "k": k, "n": n, "group": group, "asym": asym, "rel_err": worst,
+            "rel_err_fused_bias_silu": fused, "deterministic": deterministic, "unwritten": unwritten,
+            "splits": lin.splits, "passed": ok}
+
+
+def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, repeats: int, gemlite: bool) -> list[dict]:
+    from edgeprof.fast.w4cuda import W4CudaLinear, pack_w4
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q, z, s = _quant(n, k, GROUP, False, g)
+    x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
+    ref = x.double() @ dequantize(q, z, s, GROUP).double().t()
+    w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
+    builders = {"edgeprof-cuda": lambda: W4CudaLinear(pack_w4(q, z, s, GROUP)),
+                "tinygemm": lambda: INT4_KERNELS["tinygemm"](q, z, s, GROUP)}
+    if gemlite:
+        builders["gemlite"] = lambda: INT4_KERNELS["gemlite"](q, z, s, GROUP)
+    rows = []
+    dense_bytes = n * k * 2
+    dense = [w] + [w.clone() for _ in range(_copies(dense_bytes) - 1)]
+    rows.append(_row(name, k, n, "cublas-bf16", [lambda wi=wi: F.linear(x, wi) for wi in dense], dense_bytes,
+                     F.linear(x, w), x.double() @ w.double().t(), repeats))
+    del dense
+    for kernel, build in builders.items():
+        try:
+            first = build()
+            first(x)
+        except Exception as exc:
+            rows.append({"shape": name, "k": k, "n": n, "kernel": kernel, "status": f"{type(exc).__name__}: {exc}"})
+            continue
+        layers = [first] + [build() for _ in range(_copies(first.nbytes) - 1)]
+        rows.append(_row(name, k, n, kernel, [lambda li=li: li(x) for li in layers], first.nbytes, first(x), ref,
+                         repeats))
+        del layers
+    for r in rows:
+        r["model"] = model
+        if r.get("status") == "ok":
+            r["frac_copy_bw"] = r["gb_per_s"] * 1e9 / copy_bw
+    torch.cuda.empty_cache()
+    return rows
+
+
+def kernel_suite(args) -> int:
+    import importlib.util
+
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rec: dict = {"benchmark": "int4_gemv --suite kernel", "gpu": torch.cuda.get_device_name(),
+                 "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    t0 = time.time()
+    from edgeprof.fast import w4cuda
+
+    if w4cuda.load_extension() is None:
+        print("edgeprof CUDA W4 kernel unavailable:", w4cuda.build_error())
+        rec["build_error"] = w4cuda.build_error()
+        (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+        return 1
+    rec["build_s"] = time.time() - t0
+    rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
+    print(f"build {rec['build_s']:.1f} s; measured copy bandwidth {bw / 1e12:.3f} TB/s (read + write)", flush=True)
+    checks = []
+    for model, name, k, n in KERNEL_SHAPES:
+        for group, asym in [(128, False), (128, True)] + ([(64, False), (32, True)] if model != "mistral-7b" else []):
+            checks.append(check_cuda_kernel(model, name, k, n, group, asym))
+            c = checks[-1]
+            print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} rel {c['rel_err']:.2e} "
+                  f"fused {c['rel_err_fused_bias_silu']:.2e} det {c['deterministic']} splits {c['splits']} "
+                  f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    rec["checks"] = checks
+    rec["checks_passed"] = all(c["passed"] for c in checks)
+    (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+    gem = importlib.util.find_spec("gemlite") is not None
+    rows = []
+    for model, name, k, n in KERNEL_SHAPES:
+        if model == "qwen2.5-7b" or args.all_shapes:
+            rows += time_kernel_shape(model, name, k, n, bw, args.repeats, gem)
+    rec["rows"] = rows
+    (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+    lines = [f"GEMV per shape ({rec['gpu']}; copy bw {bw / 1e12:.3f} TB/s measured in this run)",
+             f"{'model':12s} {'shape':8s} {'kernel':14s} {'rel err':>8s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:14s} {r['status'][:60]}")
+            continue
+        lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:14s} {r['rel_err']:8.1e} {r['us_p50']:8.1f} "
+                     f"{r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f}")
+    table = "\n".join(lines)
+    print(table, flush=True)
+    if args.step_ctx:
+        rec["steps"] = step_table(args, out, bw)
+        (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+    print(table)
+    return 0 if rec["checks_passed"] else 1
+
+
+def step_table(args, out: Path, copy_bw: float) -> dict:
+    """Full decode steps (fast_decode.measure), int4-cuda logits vs dequantized HF, then explain."""
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fast_decode as fd
+
+    from edgeprof import hardware
+    from edgeprof.backends import registry
+    from edgeprof.sources import load_model
+
+    ctxs = [int(c) for c in args.step_ctx.split(",")]
+    det = hardware.detect()
+    bw = det.spec.bandwidth_bytes_per_s
+    loaded = load_model("qwen2.5-7b", "cuda", max_ctx=max(ctxs) + fd.PAD)
+    shape = loaded.shape
+    res: dict = {"datasheet_bw": bw, "cells": []}
+    backends = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
+    for name in backends if not args.steps_only else backends[-1:]:
+        print(f"  building {name}", flush=True)
+        dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
+        for ctx in ctxs:
+            try:
+                cell = fd.measure(dec, name, ctx, args.steps, 5, shape, bw, loaded)
+                cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
+            except Exception as exc:
+                cell = {"backend": name, "ctx": ctx, "status": f"failed: {type(exc).__name__}: {exc}"}
+            res["cells"].append(cell)
+            st = cell.get("stats", {}).get("wall", {})
+            print(f"  {name:24s} ctx {ctx:6d} {st.get('p50', float('nan')):.3f} ms "
+                  f"frac {cell.get('floor', {}).get('fraction', float('nan')):.3f} "
+                  f"{cell.get('notes', {}).get('int4_kernel', '')}", flush=True)
+        del dec
+        torch.cuda.empty_cache()
+    # correctness of the whole int4-cuda decoder: teacher-forced logits vs HF on the dequantized weights
+    prompt = torch.randint(0, shape.vocab, (64,), generator=torch.Generator().manual_seed(1)).tolist()
+    forced = torch.randint(0, shape.vocab, (16,), generator=torch.Generator().manual_seed(2)).tolist()
+    got = {}
+    for name in ("edgeprof-fast-int4", "edgeprof-fast-int4-cuda"):
+        dec = registry.create(name, loaded, device="cuda", max_ctx=256)
+        got[name] = fd.teacher_forced_logits(dec, prompt, forced)
+        del dec
+    from edgeprof.fast.weights import dequantized_copy_
+
+    dequantized_copy_(loaded.model, 128)
+    hf = registry.create("hf-eager", loaded, device="cuda", max_ctx=256)
+    ref = fd.teacher_forced_logits(hf, prompt, forced)
+    for name, logits in got.items():
+        res[f"check_vs_dequantized_hf[{name}]"] = fd.compare(logits, ref)
+        print(f"  {name} vs dequantized HF:", json.dumps(res[f"check_vs_dequantized_hf[{name}]"]), flush=True)
+    del hf, loaded
+    torch.cuda.empty_cache()
+    lines = [f"full step, Qwen2.5-7B synthetic, {det.nvml_name}; fraction = floor / p50 at datasheet "
+             f"{bw / 1e12:.2f} TB/s (and at the measured copy bw {copy_bw / 1e12:.2f} TB/s)",
+             f"{'backend':26s} {'ctx':>6s} {'p50 ms':>8s} {'floor':>7s} {'frac':>6s} {'frac@copy':>9s} kernel"]
+    for c in res["cells"]:
+        if "stats" not in c:
+            lines.append(f"{c['backend']:26s} {c['ctx']:6d} {c['status'][:70]}")
+            continue
+        p50, f = c["stats"]["wall"]["p50"], c["floor"]
+        lines.append(f"{c['backend']:26s} {c['ctx']:6d} {p50:8.3f} {f['floor_ms']:7.3f} {f['fraction']:6.3f} "
+                     f"{f['fraction'] * bw / copy_bw:9.3f} {c.get('notes', {}).get('int4_kernel', 'bf16')}")
+    res["table"] = "\n".join(lines)
+    print(res["table"], flush=True)
+    if args.explain:
+        cmd = [sys.executable, "-m", "edgeprof.cli", "explain", "--model", "qwen2.5-7b", "--backend",
+               "edgeprof-fast-int4-cuda", "--ctx", str(ctxs[0]), "--out", str(out / "explain-int4-cuda.json")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        res["explain"] = proc.stdout[-4000:] + proc.stderr[-1000:]
+        (out / "explain-int4-cuda.txt").write_text(res["explain"])
+        print(res["explain"], flush=True)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--suite", choices=["all", "kernel"], default="all",
+                    help="all: every kernel incl. Triton tile sweeps; kernel: issue 12's CUDA kernel suite")
+    ap.add_argument("--out-dir", type=Path, default=Path("int4_kernel_out"), help="--suite kernel: where JSON goes")
+    ap.add_argument("--all-shapes", action="store_true", help="--suite kernel: time Llama/Mistral shapes too")
+    ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
+    ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
+    ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
+    ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("int4_gemv needs an NVIDIA GPU", file=sys.stderr)
         return 2
+    if args.suite == "kernel":
+        import faulthandler
+
+        faulthandler.enable()  # a crash inside the extension still leaves a Python stack in the log
+        if args.steps_only:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            res = step_table(args, args.out_dir, copy_bandwidth())
+            (args.out_dir / "steps.json").write_text(json.dumps(res, indent=1, default=str))
+            return 0
+        return kernel_suite(args)
     rows = [r for name, k, n in SHAPES for r in bench_shape(name, k, n, args.repeats)]
     print(f"{'shape':<8} {'kernel':<22} {'rel err':>8} {'us/call':>8} {'GB/s':>7}")
     for r in rows:

@@ -92,6 +92,10 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
                     "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",),
                     options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
+        BackendInfo("edgeprof-fast-int4-cuda", "edgeprof's own decoder, GPTQ int4 g128 weights through edgeprof's "
+                    "CUDA W4A16 GEMV (JIT-built; falls back to tinygemm without nvcc or an sm_80+ GPU)",
+                    "gptq4-g128", "edgeprof.fast.decoder:make_int4_cuda", packages=("torch",),
+                    options={**_FAST_OPTIONS, "group": "int4 group size (32, 64 or 128)"}),
         BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, GPTQ int4 g128 weights (gemlite's Triton "
                     "GEMV)", "gptq4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
                     packages=("torch", "gemlite"), version_package="gemlite",

@@ -43,7 +43,8 @@ class FastDecoder(Decoder):
     def info(self) -> DecoderInfo:
         return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
-                           {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__})
+                           {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__,
+                            **{k: v for k, v in self.weights.extra.items() if k.startswith("int4")}})
 
     # -------------------------------------------------------------- Decoder hooks
     @torch.no_grad()
@@ -128,3 +129,9 @@ def make_int4_gemlite(loaded, device: str, max_ctx: int, group: int | None = Non
     """edgeprof-fast-int4 with gemlite's Triton GEMV in place of tinygemm (CUDA only)."""
     return make_int4(loaded, device, max_ctx, group, int4_kernel="gemlite", name="edgeprof-fast-int4-gemlite",
                      **options)
+
+
+def make_int4_cuda(loaded, device: str, max_ctx: int, group: int | None = None, **options) -> FastDecoder:
+    """edgeprof-fast-int4 with edgeprof's own CUDA W4A16 GEMV (fused bias and SiLU*up); falls back
+    to tinygemm per layer where it cannot build or run, and `info().notes["int4_kernel"]` says which ran."""
+    return make_int4(loaded, device, max_ctx, group, int4_kernel="cuda", name="edgeprof-fast-int4-cuda", **options)

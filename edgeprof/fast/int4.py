@@ -47,6 +47,7 @@ class Int4Linear:
     group: int
     n_out: int
     cpu: bool
+    kernel_name: str = "tinygemm"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpu:
@@ -81,6 +82,8 @@ def to_tinygemm(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -
 
 class GemliteInt4Linear:
     """One linear layer as a gemlite A16W4 layer. `__call__` maps [1, K] -> [1, N]."""
+
+    kernel_name = "gemlite"
 
     def __init__(self, layer, n_out: int, nbytes: int) -> None:
         self.layer, self.n_out, self._nbytes = layer, n_out, nbytes
@@ -127,7 +130,25 @@ def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) ->
     return GemliteInt4Linear(layer, n, nbytes)
 
 
-INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite}
+def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int):
+    """edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py) where it builds and takes the shape;
+    else tinygemm, with `fallback_reason` set so the record says which kernel ran and why."""
+    from edgeprof.fast import w4cuda
+
+    why = w4cuda.supported(*q.shape, group)
+    if why is None and q.device.type != "cuda":
+        why = "not a CUDA device"
+    ext = w4cuda.load_extension() if why is None else None
+    if why is None and ext is None:
+        why = w4cuda.build_error()
+    if why is not None:
+        lin = to_tinygemm(q, z, s, group)
+        lin.fallback_reason = why  # type: ignore[attr-defined]
+        return lin
+    return w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext)
+
+
+INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite, "cuda": to_cuda_w4}
 
 
 def quantize_rtn(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -39,6 +39,7 @@ class BiasedInt4:
 
     def __init__(self, lin: Int4Linear, b: torch.Tensor | None):
         self.lin, self.b = lin, b
+        self.kernel_name = getattr(lin, "kernel_name", "?")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.lin(x)
@@ -92,6 +93,33 @@ def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm") -> Int4Linear:
     return INT4_KERNELS[kernel](q, z, s.to(torch.bfloat16).float(), group)
 
 
+def _int4_biased(w: torch.Tensor, b: torch.Tensor | None, group: int, kernel: str):
+    """q/k/v: the CUDA kernel adds the bias in its epilogue (no extra launch); others add it after."""
+    lin = _int4(w, group, kernel)
+    if b is not None and hasattr(lin, "bias") and hasattr(lin, "fused_silu"):
+        lin.bias = b.to(torch.bfloat16).contiguous()
+        return lin
+    return BiasedInt4(lin, b)
+
+
+def int4_kernels_used(layers: list[LayerWeights]) -> dict[str, object]:
+    """Which int4 GEMV ran for each projection, and why a fallback happened: the record's `int4_kernel`."""
+    used: dict[str, str] = {}
+    reasons: set[str] = set()
+    for lw in layers:
+        for name in ("qkv", "o", "gate_up", "down"):
+            lin = getattr(lw, name)
+            inner = getattr(lin, "lin", lin)
+            used.setdefault(name, getattr(lin, "kernel_name", "?"))
+            if getattr(inner, "fallback_reason", None):
+                reasons.add(inner.fallback_reason)
+    kinds = set(used.values())
+    out: dict[str, object] = {"int4_kernel": kinds.pop() if len(kinds) == 1 else used}
+    if reasons:
+        out["int4_fallback_reason"] = "; ".join(sorted(reasons))
+    return out
+
+
 def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm") -> FastWeights:
     """Fuse the weights of an HF causal LM (already on its device, bf16)."""
     inner = model.model
@@ -105,12 +133,15 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
             qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
             gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
         else:
-            qkv, o = BiasedInt4(_int4(wqkv, group, kernel), bqkv), _int4(a.o_proj.weight, group, kernel)
+            qkv, o = _int4_biased(wqkv, bqkv, group, kernel), _int4(a.o_proj.weight, group, kernel)
             gu, d = _int4(wgu, group, kernel), _int4(m.down_proj.weight, group, kernel)
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+    extra: dict[str, object] = {"group": group}
+    if fmt != "bf16":
+        extra.update(int4_kernels_used(layers))
     return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
-                       "bf16" if fmt == "bf16" else f"gptq4-g{group}", tied, {"group": group})
+                       "bf16" if fmt == "bf16" else f"gptq4-g{group}", tied, extra)
 
 
 def dequantized_copy_(model, group: int = 128) -> None:

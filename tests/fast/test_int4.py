@@ -36,7 +36,8 @@ def test_gemlite_refuses_the_cpu_with_what_to_use_instead():
 
 def test_every_int4_kernel_has_a_registered_backend():
     names = registry.names()
-    assert set(INT4_KERNELS) == {"tinygemm", "gemlite"}
+    assert set(INT4_KERNELS) == {"tinygemm", "gemlite", "cuda"}
+    assert "edgeprof-fast-int4-cuda" in names
     assert "edgeprof-fast-int4" in names and "edgeprof-fast-int4-gemlite" in names
     ok, why = registry.get("edgeprof-fast-int4-gemlite").availability()
     if not torch.cuda.is_available():

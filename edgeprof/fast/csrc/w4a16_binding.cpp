@@ -1,0 +1,38 @@
+// torch binding of edgeprof's W4A16 GEMV (w4a16_gemv.cu). Checks every argument, launches on the
+// current stream (so it is captured by CUDA graphs) and raises on any launch error.
+#include <torch/extension.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
+                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
+                          int tiles_per_split, cudaStream_t stream);
+
+// x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
+// bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
+torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
+                   torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, bool act, int64_t splits,
+                   int64_t tiles_per_split) {
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
+  TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
+  TORCH_CHECK(N % 16 == 0 && K % 64 == 0 && K % group == 0, "N % 16, K % 64 and K % group must be 0");
+  TORCH_CHECK(qw.scalar_type() == torch::kInt32 && qw.numel() == N * K / 8 && qw.is_contiguous(), "qw: int32 N*K/8");
+  TORCH_CHECK(sz.scalar_type() == torch::kBFloat16 && sz.is_contiguous(), "sz: contiguous bf16");
+  TORCH_CHECK(sz.numel() == (N / 16) * (K / group) * 8 * (asym ? 4 : 2), "sz: wrong size");
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
+              "bias: bf16 [N] or empty");
+  TORCH_CHECK(splits == 1 || (partial.numel() >= splits * N && partial.scalar_type() == torch::kFloat32 &&
+                              counters.numel() >= (N / 16 + 3) / 4 && counters.scalar_type() == torch::kInt32),
+              "split-K workspace too small");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = torch::empty({1, N}, x.options());
+  const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
+  int err = edgeprof_w4a16_launch((int)group, asym, act, qw.data_ptr(), sz.data_ptr(), x.data_ptr(), b, y.data_ptr(),
+                                  splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                  splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
+                                  (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "w4a16 GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
+  return y;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV"); }

@@ -1,0 +1,233 @@
+// edgeprof's W4A16 batch-1 GEMV: y[N] = W[N, K] x[K], W int4 with a bf16 scale (and, asymmetric,
+// an integer zero) per row and group of G in {32, 64, 128} input columns. sm_80+ (mma.sync bf16).
+//
+// Packed layout (built by edgeprof/fast/w4cuda.py:pack_w4; shapes in 32-bit words):
+//   qw [N/16, K/64, 32 lanes, 4 words]  one 16-row x 64-column tile is 512 contiguous bytes; lane L
+//       loads its 16 bytes with one 128-bit load, so a warp streaming a row block along K reads
+//       contiguous memory. Word j of a lane covers columns 16j..16j+15 of the tile and holds exactly
+//       the 8 bf16 values that lane owns in the A operand of one mma.m16n8k16 (row r = L/4 (+8),
+//       column 2(L%4) (+1, +8, +9)), nibble p at bits 4p, ordered so that
+//       ((word >> 4r) & 0x000f000f) | 0x43004300 is A register r = {128 + q, 128 + q'} as bf16x2.
+//   sz sym : [N/16, K/G, 8, 2] bf16  (s[r], s[r+8]) for r = L/4: one 32-bit load per group
+//   sz asym: [N/16, K/G, 8, 4] bf16  (s[r], s[r+8], 128+z[r], 128+z[r+8]): one 64-bit load
+// Math: the tensor core sums x * (128 + q) exactly in fp32 over each group; the zero point
+// comes out afterwards: y += s * (acc - (128 + z) * sum(x over the group)). The scale is applied
+// once per group after the partial dot product, never per weight.
+// Split-K: blockIdx.y takes a slice of K tiles; partials go to an fp32 workspace and the last CTA
+// of a row-block column (atomic ticket) adds them in split order: deterministic.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdint>
+#include <type_traits>
+
+namespace edgeprof_w4 {
+
+constexpr int kWarps = 4;  // warps per CTA; each owns one 16-row block, all share one K slice
+
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 r;  // weights are read once per step: keep them out of L1
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
+// Input value k of the GEMV; ACT: silu(gate[k]) * up[k] rounded as the unfused silu_mul kernel does
+template <bool ACT>
+__device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, int k) {
+  if constexpr (!ACT) {
+    return *reinterpret_cast<const uint32_t*>(x + k);
+  } else {
+    uint32_t g2 = *reinterpret_cast<const uint32_t*>(x + k);
+    uint32_t u2 = *reinterpret_cast<const uint32_t*>(x + K + k);
+    float g[2] = {bf_lo(g2), bf_hi(g2)}, u[2] = {bf_lo(u2), bf_hi(u2)};
+    __nv_bfloat16 o[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float act = round_bf16(g[i] / (1.0f + __expf(-g[i])));
+      o[i] = __float2bfloat16(act * u[i]);
+    }
+    return *reinterpret_cast<uint32_t*>(o);
+  }
+}
+
+template <int G, bool ASYM, bool ACT>
+__global__ void __launch_bounds__(kWarps * 32, 5)
+w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
+                  const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
+                  int* __restrict__ counters, int N, int K, int tiles_per_split) {
+  constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
+  constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
+  using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
+  extern __shared__ uint4 smem_raw[];
+  uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw);  // x slice, permuted per 16 columns, bf16 pairs
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int T = K / 64, NG = K / G, NB = N / 16;
+  const int nb = blockIdx.x * kWarps + warp;
+  const int t0 = blockIdx.y * tiles_per_split;
+  const int nt = min(T, t0 + tiles_per_split) - t0;
+  const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
+  float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const int gq = lane >> 2, c = lane & 3;
+  const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane;
+  const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+
+  // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
+  auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+  };
+  // The first chunk is in flight while the CTA stages x: the prologue costs no memory time.
+  uint4 wa[U];
+  ST sa[GPC];
+  if (nb < NB) load_chunk(0, wa, sa);
+
+  // Stage x: pair i of 16-column block b holds columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9
+  // (i = 8b + 2c + 1), so lane c later reads its whole B fragment with one 64-bit load.
+  for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+    const int b = i >> 3, j = i & 7;
+    xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
+  }
+  __syncthreads();
+  for (int gi = warp; gi < ng; gi += kWarps) {
+    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) sxs[gi] = s;
+  }
+  __syncthreads();
+
+  float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
+  if (nb < NB) {
+    const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
+    for (int t = 0; t < nt; t += U) {
+      uint4 wb[U];
+      ST sb[GPC];
+      if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
+      // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
+      float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (t + u >= nt) break;  // warp-uniform
+        const uint32_t words[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          uint32_t a[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[r] = ((words[j] >> (4 * r)) & 0x000f000fu) | 0x43004300u;
+          const uint2 xb = xq[((t + u) * 4 + j) * 4];
+          mma_bf16(acc[j & 1], a, xb.x, xb.y);
+          if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
+            const int gi = (u * 64 + j * 16) / G;
+            const float sx = sxs[(t * 64) / G + gi];
+            float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
+            if constexpr (ASYM) {
+              s0 = bf_lo(sa[gi].x); s1 = bf_hi(sa[gi].x); z0 = bf_lo(sa[gi].y); z1 = bf_hi(sa[gi].y);
+            } else {
+              s0 = bf_lo(sa[gi]); s1 = bf_hi(sa[gi]);
+            }
+            y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
+            y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = wb[u];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+    }
+  }
+
+  const int row = nb * 16 + gq;
+  if (gridDim.y == 1) {
+    if (nb < NB && c == 0) {
+      y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
+      y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
+    }
+    return;
+  }
+  if (nb < NB && c == 0) {
+    partial[(size_t)blockIdx.y * N + row] = y0;
+    partial[(size_t)blockIdx.y * N + row + 8] = y1;
+  }
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < kWarps * 16; i += blockDim.x) {
+    const int r = blockIdx.x * kWarps * 16 + i;
+    if (r >= N) break;
+    float s = 0.f;
+    for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
+  }
+  if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next call (graph replays)
+}
+
+template <int G, bool ASYM, bool ACT>
+cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
+                     int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+  const int nbx = (N / 16 + kWarps - 1) / kWarps;
+  const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  kern<<<dim3(nbx, splits), kWarps * 32, smem, stream>>>(
+      reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
+      reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
+      tiles_per_split);
+  return cudaGetLastError();
+}
+
+template <int G>
+cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
+  if (asym) {
+    return act ? launch_t<G, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
+               : launch_t<G, true, false>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+  }
+  return act ? launch_t<G, false, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
+             : launch_t<G, false, false>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+}
+
+}  // namespace edgeprof_w4
+
+// C entry point for the torch binding (w4a16_binding.cpp); returns a cudaError_t as int.
+int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
+                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
+                          int tiles_per_split, cudaStream_t stream) {
+  using namespace edgeprof_w4;
+  switch (group) {
+    case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
+    case 64: return launch_g<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
+    case 128: return launch_g<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
+    default: return (int)cudaErrorInvalidValue;
+  }
+}

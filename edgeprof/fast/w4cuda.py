@@ -1,0 +1,191 @@
+"""edgeprof's own W4A16 GEMV (CUDA C++, csrc/w4a16_gemv.cu): packing, JIT build, fallback.
+
+Packed layout (the kernel's header comment has the bit-level detail):
+  qw int32 [N/16, K/64, 32, 4]  one 16-row x 64-column tile = 512 contiguous bytes; lane L of a warp
+       reads its 16 bytes with one 128-bit load; word j, nibble p of lane L holds
+       q[16*nb + L//4 + 8*rh, 64*t + 16*j + 2*(L%4) + 8*kh + e] with p = rh + 2*kh + 4*e,
+       which is the lane's A fragment of one bf16 mma.m16n8k16 after one lop3 per register.
+  sz bf16  [N/16, K/g, 8, 2]    (s[r], s[r+8]) per lane row r = L//4        (symmetric, z = 8)
+           [N/16, K/g, 8, 4]    (s[r], s[r+8], 128+z[r], 128+z[r+8])       (asymmetric)
+The function is exactly the GPTQ one, w = (q - z) * s with s rounded to bf16, accumulated in fp32.
+
+`pack_w4` / `unpack_w4` are pure torch (CPU or GPU); `load_extension` JIT-builds the kernel with
+torch.utils.cpp_extension (needs nvcc and an sm_80+ GPU) and returns None with a reason otherwise,
+so callers fall back to tinygemm.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CSRC = Path(__file__).parent / "csrc"
+GROUPS = (32, 64, 128)
+TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of loads in flight
+
+
+@dataclass
+class W4Packed:
+    qw: torch.Tensor  # int32 [N/16, K/64, 32, 4]
+    sz: torch.Tensor  # bf16 [N/16, K/g, 8, 2 | 4]
+    n: int
+    k: int
+    group: int
+    asym: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.qw.numel() * 4 + self.sz.numel() * 2
+
+
+def supported(n: int, k: int, group: int) -> str | None:
+    """None when the kernel takes this shape, else why not (the caller falls back)."""
+    if group not in GROUPS:
+        return f"group {group} not in {GROUPS}"
+    if n % 16 or k % 64 or k % group:
+        return f"shape {n}x{k}: needs out % 16 == 0, in % 64 == 0 and in % group == 0"
+    return None
+
+
+def pack_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> W4Packed:
+    """q [N, K] ints 0..15, z [N, K/g] ints, s [N, K/g] float (the quantizer's output) -> W4Packed.
+    The one place that knows the kernel layout: a new quantizer only has to give (q, z, s)."""
+    n, k = q.shape
+    why = supported(n, k, group)
+    if why:
+        raise ValueError(f"edgeprof W4 kernel: {why}")
+    nb, t = n // 16, k // 64
+    # [nb, rh, gq, t, j, kh, c, e] -> [nb, t, gq, c, j, e, kh, rh]; the last three make nibble p
+    q8 = q.to(torch.int64).reshape(nb, 2, 8, t, 4, 2, 4, 2).permute(0, 3, 2, 6, 4, 7, 5, 1)
+    q8 = q8.reshape(nb, t, 32, 4, 8)
+    shifts = torch.arange(0, 32, 4, device=q.device, dtype=torch.int64)
+    words = (q8 << shifts).sum(dim=-1)  # [nb, t, 32, 4], nibbles never overlap so sum == or
+    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    ng = k // group
+    s16 = s.to(torch.bfloat16).reshape(nb, 2, 8, ng).permute(0, 3, 2, 1)  # [nb, ng, 8, rh]
+    asym = not bool((z == 8).all())
+    if asym:
+        zz = (z.to(torch.float32) + 128).to(torch.bfloat16).reshape(nb, 2, 8, ng).permute(0, 3, 2, 1)
+        sz = torch.cat([s16, zz], dim=-1)  # [nb, ng, 8, 4]
+    else:
+        sz = s16
+    return W4Packed(words.contiguous(), sz.contiguous(), n, k, group, asym)
+
+
+def unpack_w4(p: W4Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of pack_w4: (q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g]) (s as bf16 values)."""
+    nb, t, ng = p.n // 16, p.k // 64, p.k // p.group
+    w = p.qw.to(torch.int64) & 0xFFFFFFFF
+    shifts = torch.arange(0, 32, 4, device=w.device, dtype=torch.int64)
+    nib = (w[..., None] >> shifts) & 0xF  # [nb, t, 32, 4, 8]
+    nib = nib.reshape(nb, t, 8, 4, 4, 2, 2, 2)  # [nb, t, gq, c, j, e, kh, rh]
+    q = nib.permute(0, 7, 2, 1, 4, 6, 3, 5).reshape(p.n, p.k)  # -> [nb, rh, gq, t, j, kh, c, e]
+    s = p.sz[..., :2].float().permute(0, 3, 2, 1).reshape(p.n, ng)
+    z = p.sz[..., 2:].float().permute(0, 3, 2, 1).reshape(p.n, ng) - 128 if p.asym else torch.full_like(s, 8)
+    return q.to(torch.int32), z.to(torch.int32), s
+
+
+# ---------------------------------------------------------------- build
+_BUILD_ERROR: list[str] = []
+
+
+@functools.cache
+def load_extension():
+    """The compiled module, or None (reason in `build_error()`). Built once per process; torch
+    caches the build under ~/.cache/torch_extensions, keyed by the sources."""
+    reason = _unavailable_reason()
+    if reason:
+        _BUILD_ERROR.append(reason)
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        major, minor = torch.cuda.get_device_capability()
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
+        return load(name="edgeprof_w4a16", sources=[str(CSRC / "w4a16_binding.cpp"), str(CSRC / "w4a16_gemv.cu")],
+                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], verbose=False)
+    except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
+        _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
+        return None
+
+
+def build_error() -> str | None:
+    return _BUILD_ERROR[-1] if _BUILD_ERROR else None
+
+
+def _unavailable_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if torch.cuda.get_device_capability() < (8, 0):
+        return f"GPU sm_{''.join(map(str, torch.cuda.get_device_capability()))} lacks bf16 mma (needs sm_80+)"
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is None:
+        return "no CUDA toolkit (nvcc) found"
+    return None
+
+
+# ---------------------------------------------------------------- the layer
+def choose_splits(n: int, k: int, group: int, sms: int) -> tuple[int, int]:
+    """(splits, tiles per split) so that about TARGET_CTAS_PER_SM CTAs per SM stream weights.
+    Splits start on group boundaries; a slice keeps >= 4 tiles (256 inputs) and its x slice
+    fits 40 KB of shared memory."""
+    tiles, tpg = k // 64, max(1, group // 64)
+    ctas = -(-(n // 16) // 4)
+    want = max(1, -(-TARGET_CTAS_PER_SM * sms // ctas), -(-tiles // 320))
+    tps = max(4, -(-tiles // want))
+    tps = -(-tps // tpg) * tpg
+    return -(-tiles // tps), tps
+
+
+class W4CudaLinear:
+    """y [1, N] = x [1, K] @ W^T (+ bias); `fused_silu(gate_up [1, 2K])` applies silu(g) * u first."""
+
+    kernel_name = "edgeprof-w4a16-cuda"
+
+    def __init__(self, packed: W4Packed, bias: torch.Tensor | None = None, ext=None):
+        self.p, self.ext = packed, ext or load_extension()
+        if self.ext is None:
+            raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
+        dev = packed.qw.device
+        self.bias = bias.to(torch.bfloat16).contiguous() if bias is not None else torch.empty(0, device=dev,
+                                                                                               dtype=torch.bfloat16)
+        sms = torch.cuda.get_device_properties(dev).multi_processor_count
+        self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
+        # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
+        # the last CTA resets them), so graph replays and layers never share state
+        self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
+        self.counters = torch.zeros(-(-(packed.n // 16) // 4), device=dev, dtype=torch.int32)
+        self.n_out = packed.n
+
+    def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
+        p = self.p
+        return self.ext.gemv(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k, p.group,
+                             p.asym, act, self.splits, self.tps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:  # prefill (M > 1): not a GEMV; dequantize this layer once per call
+            return self._dense(x)
+        return self._run(x, False)
+
+    def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
+        return self._run(gate_up, True)
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] through the dequantized bf16 weights (the same int4 function; prefill only)."""
+        from edgeprof.fast.int4 import dequantize
+
+        q, z, s = unpack_w4(self.p)
+        w = dequantize(q, z, s, self.p.group).to(x.dtype)  # [N, K]
+        y = x @ w.t()
+        return y + self.bias if self.bias.numel() else y
+
+    fuses_silu = True
+
+    @property
+    def nbytes(self) -> int:
+        return self.p.nbytes + self.bias.numel() * 2

@@ -1,0 +1,71 @@
+"""edgeprof's CUDA W4 kernel: the packed layout (pure torch, runs here) and the CPU fallback."""
+
+import pytest
+import torch
+
+from edgeprof.fast.int4 import INT4_KERNELS, quantize_rtn
+from edgeprof.fast.w4cuda import choose_splits, pack_w4, supported, unpack_w4
+
+
+@pytest.mark.parametrize(("n", "k", "group", "asym"), [(32, 128, 32, True), (48, 256, 128, False),
+                                                         (64, 192, 64, True), (16, 512, 128, True)])
+def test_pack_unpack_roundtrip_is_exact(n, k, group, asym):
+    g = torch.Generator().manual_seed(n + k)
+    q, z, s = quantize_rtn(torch.randn(n, k, generator=g), group)
+    if asym:
+        z = torch.randint(0, 16, z.shape, generator=g, dtype=torch.int32)
+    p = pack_w4(q, z, s, group)
+    assert p.qw.shape == (n // 16, k // 64, 32, 4) and p.asym == asym
+    assert p.sz.shape == (n // 16, k // group, 8, 4 if asym else 2)
+    q2, z2, s2 = unpack_w4(p)
+    assert torch.equal(q2, q) and torch.equal(z2, z) and torch.equal(s2, s.to(torch.bfloat16).float())
+
+
+def test_nibble_p_of_lane_word_is_the_documented_weight():
+    """The kernel's contract: word j, nibble p = rh + 2kh + 4e of lane L holds
+    q[16nb + L//4 + 8rh, 64t + 16j + 2(L%4) + 8kh + e]."""
+    q = torch.randint(0, 16, (32, 128), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    p = pack_w4(q, torch.full((32, 1), 8, dtype=torch.int32), torch.ones(32, 1), 128)
+    for nb, t, lane, j in [(0, 0, 0, 0), (1, 1, 31, 3), (0, 1, 13, 2), (1, 0, 6, 1)]:
+        word = int(p.qw[nb, t, lane, j]) & 0xFFFFFFFF
+        for pos in range(8):
+            rh, kh, e = pos & 1, (pos >> 1) & 1, pos >> 2
+            row, col = 16 * nb + lane // 4 + 8 * rh, 64 * t + 16 * j + 2 * (lane % 4) + 8 * kh + e
+            assert (word >> (4 * pos)) & 0xF == int(q[row, col])
+
+
+def test_unsupported_shapes_are_named():
+    assert supported(3584, 18944, 128) is None
+    assert "group" in supported(64, 128, 16)
+    assert "% 16" in supported(40, 128, 128)
+    with pytest.raises(ValueError, match="edgeprof W4 kernel"):
+        pack_w4(torch.zeros(40, 128, dtype=torch.int32), torch.zeros(40, 1), torch.ones(40, 1), 128)
+
+
+def test_splits_fill_the_gpu_and_respect_groups():
+    for n, k in [(3584, 3584), (3584, 18944), (4608, 3584), (37888, 3584)]:
+        splits, tps = choose_splits(n, k, 128, 132)
+        assert tps % 2 == 0 and splits * tps >= k // 64 and (splits - 1) * tps < k // 64
+        assert -(-(n // 16) // 4) * splits >= 132 * 2  # at least 2 CTAs per SM of 132
+        assert tps * 64 <= 20480  # the x slice fits 40 KB of shared memory
+
+
+def test_cpu_falls_back_to_tinygemm_and_says_why():
+    q, z, s = quantize_rtn(torch.randn(64, 256), 128)
+    lin = INT4_KERNELS["cuda"](q, z, s.to(torch.bfloat16).float(), 128)
+    assert lin.kernel_name == "tinygemm" and lin.fallback_reason
+    x = torch.randn(1, 256).to(torch.bfloat16)
+    assert lin(x).shape == (1, 64)
+
+
+def test_int4_cuda_backend_without_a_gpu_runs_tinygemm_and_records_it():
+    from edgeprof.backends import registry
+    from edgeprof.sources import load_model
+
+    loaded = load_model("tiny-test", "cpu")
+    ref = registry.create("edgeprof-fast-int4", loaded, device="cpu", max_ctx=64)
+    dec = registry.create("edgeprof-fast-int4-cuda", loaded, device="cpu", max_ctx=64)
+    notes = dec.info().notes
+    assert dec.info().backend == "edgeprof-fast-int4-cuda"
+    assert notes["int4_kernel"] == "tinygemm" and "CUDA" in notes["int4_fallback_reason"]
+    assert dec.prefill([1, 2, 3]).token_id == ref.prefill([1, 2, 3]).token_id
