@@ -202,8 +202,9 @@ def predict(prof: Profile, src: Card, tgt: Card, p: Params | None = None, host_c
     band = _band(step, host, bound, prof, p)
     caveats = []
     if tgt.key not in measured_gpus:
-        caveats.append(f"{tgt.key}: " + UNBACKED_CAVEAT if tgt.unified_memory else
-                       f"{tgt.key}: no edgeprof measurement on this GPU; datasheet bandwidth and clocks only")
+        caveats.append(f"{tgt.key}: " + (UNBACKED_CAVEAT if tgt.unified_memory else
+                                         "no measurement backs predictions for this GPU (edgeprof measured only "
+                                         f"{', '.join(measured_gpus)}): datasheet bandwidth and clocks only"))
     return Prediction(prof.backend, prof.ctx, src.key, tgt.key, step, band, bound, device, host, prof.step_ms,
                       host_cpu_factor, per_class, caveats)
 
