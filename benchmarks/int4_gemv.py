@@ -261,7 +261,7 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import fast_decode as fd
 
-    from edgeprof import hardware
+    from edgeprof import hardware_loader as hardware
     from edgeprof.backends import registry
     from edgeprof.sources import load_model
 

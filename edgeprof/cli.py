@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "sweep",
     "ab": "ab",
     "explain": "explain",
+    "predict": "predict",
     "recommend": "recommend",
     "report": "report",
     "serve": "serve",

@@ -165,9 +165,12 @@ def breakdown(trace: dict[str, Any], prefix: str, cuda: bool) -> tuple[list[dict
         wall = we - ws
         counts: dict[str, int] = dict.fromkeys(CLASSES, 0)
         sums: dict[str, float] = dict.fromkeys(CLASSES, 0.0)
+        by_name: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # name -> [count, sum us]
         for a in clipped:
             counts[a.cls] += 1
             sums[a.cls] += a.end - a.start
+            by_name[a.name][0] += 1
+            by_name[a.name][1] += a.end - a.start
         attributed += sum(a.end - a.start for a in clipped)
         step = {
             "wall_ms": wall / 1e3,
@@ -177,6 +180,7 @@ def breakdown(trace: dict[str, Any], prefix: str, cuda: bool) -> tuple[list[dict
             "class_ms": {c: v / 1e3 for c, v in per_class.items()},
             "class_kernels": counts,
             "class_sum_ms": {c: v / 1e3 for c, v in sums.items()},
+            "kernel_groups": {n: {"count": k, "ms": us / 1e3} for n, (k, us) in by_name.items()},
         }
         check_identity(step)
         steps.append(step)
@@ -197,6 +201,57 @@ def mean_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: sum(s[k] for s in steps) / n for k in ("wall_ms", "busy_ms", "idle_gap_ms", "kernels")}
     for key in ("class_ms", "class_kernels", "class_sum_ms"):
         out[key] = {c: sum(s[key][c] for s in steps) / n for c in CLASSES}
+    return out
+
+
+def kernel_records(steps: list[dict[str, Any]], class_bytes_: dict[str, int]) -> list[dict[str, Any]]:
+    """One record per kernel name: class, launches per step, device ms per step (means over
+    the profiled steps), bytes per step and achieved GB/s.
+
+    Bytes come from the shapes and the weight format per class (`class_bytes`); the profiler
+    does not say which matrix a kernel read (graph replays carry no op shapes), so a class's
+    bytes are split among its kernels in proportion to their device time: the per-kernel
+    GB/s is then the class's achieved bandwidth ("bytes_basis" says so)."""
+    n = len(steps)
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for st in steps:
+        for name, g in st.get("kernel_groups", {}).items():
+            acc[name][0] += g["count"] / n
+            acc[name][1] += g["ms"] / n
+    class_ms: dict[str, float] = defaultdict(float)
+    for name, (_, ms) in acc.items():
+        class_ms[classify(name)] += ms
+    out = []
+    for name, (count, ms) in sorted(acc.items(), key=lambda kv: -kv[1][1]):
+        cls = classify(name)
+        b = class_bytes_.get(cls, 0) * (ms / class_ms[cls]) if class_ms[cls] > 0 else 0.0
+        out.append({"name": name, "class": cls, "count_per_step": count, "device_ms_per_step": ms,
+                    "bytes_per_step": b, "achieved_gbs": (b / (ms / 1e3) / 1e9) if ms > 0 and b else None,
+                    "bytes_basis": "class bytes (shapes x format) split by device time"})
+    return out
+
+
+def exact_attribution(per_step: dict[str, Any], unprofiled_ms: float, profiled_ms: float) -> dict[str, Any]:
+    """Buckets that sum to the UNPROFILED step.
+
+    The profiler adds host time (CUPTI callbacks on every launch), which lands in the
+    profiled window's idle gap; device kernel times are taken as unaffected. So
+    host gap = unprofiled step - device busy. When the busy time exceeds the unprofiled
+    step (the profiler stretched the kernels too), every class is scaled down by
+    unprofiled / busy and the host gap is 0: the scale is reported, not hidden.
+
+        sum(class_ms) + host_gap_ms == step_ms == unprofiled median     (checked)
+    """
+    busy = per_step["busy_ms"]
+    scale = min(1.0, unprofiled_ms / busy) if busy > 0 else 1.0
+    class_ms = {c: v * scale for c, v in per_step["class_ms"].items()}
+    out = {"step_ms": unprofiled_ms, "class_ms": class_ms, "busy_ms": busy * scale,
+           "host_gap_ms": max(0.0, unprofiled_ms - busy * scale), "device_time_scale": scale,
+           "profiler_overhead_ms": profiled_ms - unprofiled_ms,
+           "basis": "unprofiled median step; device busy from the profiled steps"}
+    total = sum(class_ms.values()) + out["host_gap_ms"]
+    if abs(total - unprofiled_ms) > 1e-6 * max(1.0, unprofiled_ms):
+        raise MeasurementError(f"exact buckets sum to {total:.6f} ms but the step took {unprofiled_ms:.6f} ms")
     return out
 
 
@@ -231,6 +286,7 @@ def add_bandwidth(per_step: dict[str, Any], traffic: Any, bandwidth_bytes_per_s:
 # Running the profiler on a decoder
 # --------------------------------------------------------------------------------------
 STEP_PREFIX = "edgeprof_step_"
+PROFILER_WARMUP = 5  # steps run under the profiler before the first window
 
 
 @dataclass
@@ -252,9 +308,10 @@ def profile_decoder(dec: Any, steps: int, cuda: bool, trace_out: Path | None = N
     from torch.profiler import ProfilerActivity, profile, record_function
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    # Two steps under the profiler first so CUPTI/Kineto start-up is not in a window.
+    # Steps under the profiler first so CUPTI/Kineto start-up is not in a window (two were
+    # not enough: the int4 step's first windows still held 0.5 ms of profiler warm-up).
     with profile(activities=activities) as prof:
-        for _ in range(2):
+        for _ in range(PROFILER_WARMUP):
             dec.step()
         walls = []
         for i in range(steps):
@@ -291,8 +348,8 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
     shape = loaded.shape
     check_ctx(shape, opts.ctx)
 
-    # Bench's plan: fill to ctx-1, room for every step that follows (2 profiler warm-ups).
-    prefill, max_ctx = plan(opts.ctx, 2 * opts.steps + 2, opts.warmup, shape.max_ctx)
+    # Bench's plan: fill to ctx-1, room for every step that follows (profiler warm-ups too).
+    prefill, max_ctx = plan(opts.ctx, 2 * opts.steps + PROFILER_WARMUP, opts.warmup, shape.max_ctx)
     dec = registry.create(opts.backend, loaded, device, max_ctx)
     try:
         dec.prefill(fill_tokens(loaded, prefill))
@@ -317,6 +374,10 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         notes.append("CPU run: 'kernels' are the top-level ATen operators and busy is the time inside them; "
                      "the idle gap is Python and framework time between operators")
     unprof_med = statistics.median(unprofiled)
+    exact = exact_attribution(per_step, unprof_med, statistics.median(s["wall_ms"] for s in steps))
+    kernels = kernel_records(steps, per_step["class_bytes"])
+    for st in steps:  # per-name groups live in `kernels` (means); keep the per-step records small
+        st.pop("kernel_groups", None)
     overhead = per_step["wall_ms"] - unprof_med
     if cuda and overhead > 0.05 * unprof_med:
         notes.append(f"the profiler adds {overhead:.3f} ms of host time per step (profiled window "
@@ -346,6 +407,10 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         "profiled_step_wall_ms": {"median": statistics.median(prof["step_wall_ms"]), "raw": prof["step_wall_ms"]},
         "profiler_overhead_ms": overhead,
         "idle_gap_vs_unprofiled_ms": unprof_med - per_step["busy_ms"],
+        # buckets against the UNPROFILED step (what edgeprof predict uses); per_step is the profiled window
+        "exact": exact,
+        "kernels": kernels,
+        "sm_clock_mhz": _sm_clock(device),
         "per_step": per_step,
         "steps": steps,
         # device time outside every step's window (e.g. the token read's copy), whole profiled window
@@ -355,6 +420,18 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
         "class_patterns": dict(KERNEL_CLASSES),
         "notes": notes,
     }
+
+
+def _sm_clock(device: str) -> float | None:
+    """The SM clock while profiling (NVML), for scaling fixed per-kernel costs; None if unknown."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        from edgeprof.telemetry import gpu_snapshot
+
+        return (gpu_snapshot() or {}).get("sm_clock_mhz")
+    except Exception:  # context only
+        return None
 
 
 def _host_cpu() -> dict[str, Any] | None:
@@ -394,6 +471,12 @@ def format_result(r: dict[str, Any]) -> str:
                      f"{'-' if gbs is None else f'{gbs:.1f}':>8}")
     lines.append(f"{'host gap (idle)':<18} {p['idle_gap_ms']:>9.3f} {p['idle_gap_ms'] / wall:>7.1%}")
     lines.append(f"{'= wall step':<18} {wall:>9.3f} {1:>7.1%} {p['kernels']:>8.1f}")
+    e = r.get("exact")
+    if e:
+        lines.append(f"against the unprofiled step {e['step_ms']:.3f} ms (profiler overhead "
+                     f"{e['profiler_overhead_ms']:+.3f} ms/step, device time scale {e['device_time_scale']:.3f}):")
+        lines.append("  " + ", ".join(f"{c} {v:.3f}" for c, v in e["class_ms"].items())
+                     + f", host gap {e['host_gap_ms']:.3f} ms")
     lines.append(f"busy {p['busy_ms']:.3f} ms ({p['busy_ms'] / wall:.1%} of the step); touched floor "
                  f"{f['touched_floor_ms']:.3f} ms at {f['peak_bytes_per_s'] / 1e9:.0f} GB/s: "
                  f"{f['fraction_of_wall']:.1%} of the wall step"

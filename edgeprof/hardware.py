@@ -23,6 +23,8 @@ class GPUSpec:
     memory_gb: float
     nvml: tuple[str, ...] = field(default=())
     unified_memory: bool = False
+    sm_count: int | None = None  # streaming multiprocessors (datasheet)
+    sm_boost_mhz: float | None = None  # max boost SM clock (datasheet)
 
     @property
     def bandwidth_bytes_per_s(self) -> float:
@@ -41,7 +43,9 @@ def parse_catalog(raw: dict[str, Any]) -> dict[str, GPUSpec]:
             if f not in e:
                 raise ConfigError(f"gpus.{key}.{f}", "missing; see configs/gpus.yaml")
         out[key] = GPUSpec(key, e["name"], e["arch"], float(e["bandwidth_gbs"]), float(e.get("memory_gb", 0)),
-                           tuple(e.get("nvml", ())), bool(e.get("unified_memory", False)))
+                           tuple(e.get("nvml", ())), bool(e.get("unified_memory", False)),
+                           int(e["sm_count"]) if e.get("sm_count") else None,
+                           float(e["sm_boost_mhz"]) if e.get("sm_boost_mhz") else None)
     return out
 
 

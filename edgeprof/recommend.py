@@ -36,6 +36,8 @@ class Verdict:
     measured: bool = True
     bound_ms: float | None = None  # unmeasured GPU: touched-bytes floor (a lower bound)
     paper_floor_ms: float | None = None
+    predicted_ms: float | None = None  # PREDICTED p50 (edgeprof predict), not measured
+    band_ms: tuple[float, float] | None = None
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -84,7 +86,12 @@ def _steady_hint(r: dict[str, Any], peak: int) -> str:
 
 
 def correctness_problem(r: dict[str, Any]) -> str | None:
-    """A reason when the record's correctness gate flagged the backend, else None."""
+    """A reason when the record's correctness gate flagged the backend, else None.
+    Reads `correctness` (the gate), `kernel_correctness` ({passed: ...}) and `gate`."""
+    for key in ("kernel_correctness", "gate"):
+        k = r.get(key)
+        if isinstance(k, dict) and (k.get("passed") is False or k.get("ok") is False):
+            return f"failed {key.replace('_', ' ')}" + (f" ({k['reason']})" if k.get("reason") else "")
     c = r.get("correctness")
     if not isinstance(c, dict):
         return None
@@ -180,7 +187,8 @@ class Recommendation:
 
 
 def recommend(records: list[dict[str, Any]], slo_ms: float, mem_gb: float | None = None, gpu: str | None = None,
-              model: str | None = None, ctx: int | None = None) -> Recommendation:
+              model: str | None = None, ctx: int | None = None, profiles: list[dict[str, Any]] | None = None,
+              host_cpu: float = 1.0) -> Recommendation:
     if slo_ms <= 0:
         raise ConfigError("slo-ms", f"must be a positive per-token latency in ms, got {slo_ms}")
     if mem_gb is not None and mem_gb <= 0:
@@ -202,8 +210,14 @@ def recommend(records: list[dict[str, Any]], slo_ms: float, mem_gb: float | None
 
         gpu_key = gpu_spec(gpu).key
         measured = [r for r in records if str(r.get("gpu") or "").lower() == gpu_key]
-        verdicts = ([judge(r, slo_ms, budget) for r in measured] if measured
-                    else bound_verdicts(records, gpu_key, slo_ms, budget))
+        if measured:
+            verdicts = [judge(r, slo_ms, budget) for r in measured]
+        elif profiles:  # PREDICTED from explain profiles (edgeprof/predict.py) instead of the bound
+            from edgeprof.recommend_predict import predicted_verdicts
+
+            verdicts = predicted_verdicts(profiles, records, gpu_key, slo_ms, budget, host_cpu, model, ctx)
+        else:
+            verdicts = bound_verdicts(records, gpu_key, slo_ms, budget)
     else:
         verdicts = [judge(r, slo_ms, budget) for r in records]
     groups: dict[tuple[str, str, int], list[Verdict]] = defaultdict(list)
@@ -212,9 +226,11 @@ def recommend(records: list[dict[str, Any]], slo_ms: float, mem_gb: float | None
     out = []
     for (m, g, c), vs in sorted(groups.items()):
         acc = sorted((v for v in vs if v.accepted),
-                     key=lambda v: (v.p99_ms if v.measured else v.bound_ms, v.mem_bytes or 0))
+                     key=lambda v: (v.p99_ms if v.measured else
+                                    (v.predicted_ms if v.predicted_ms is not None else v.bound_ms), v.mem_bytes or 0))
         rej = sorted((v for v in vs if not v.accepted), key=lambda v: v.backend)
         out.append({"model": m, "gpu": g, "ctx": c, "measured": all(v.measured for v in vs),
+                    "predicted": any(v.predicted_ms is not None for v in vs),
                     "accepted": [v.to_dict() for v in acc], "rejected": [v.to_dict() for v in rej]})
     return Recommendation(slo_ms, mem_gb, gpu_key, out)
 
@@ -231,6 +247,11 @@ def format_recommendation(rec: Recommendation) -> str:
     lines = [f"SLO: p99 <= {rec.slo_ms:g} ms per token{budget}"]
     for g in rec.groups:
         lines.append("")
+        if g.get("predicted"):
+            from edgeprof.recommend_predict import format_group
+
+            lines += format_group(g)
+            continue
         if g["measured"]:
             lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}")
             head = f"  {'rank':<5}{'backend':<20}{'weights':<12}{'p99 ms':>9}{'p50 ms':>9}{'mem GB':>8}"

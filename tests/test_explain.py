@@ -167,3 +167,26 @@ def test_unavailable_backend_is_refused_before_loading() -> None:
         pytest.skip("a GPU is visible: hf-graph is available here")
     with pytest.raises(BackendUnavailableError, match="hf-graph.*unavailable"):
         run_explain(ExplainOptions(model="qwen2.5-7b", backend="hf-graph", ctx=2048, device="cpu"))
+
+
+def test_exact_attribution_sums_to_the_unprofiled_step() -> None:
+    from edgeprof.explain import exact_attribution
+
+    per_step = {"busy_ms": 3.0, "class_ms": {"gemv/gemm": 2.0, "attention": 1.0}}
+    e = exact_attribution(per_step, unprofiled_ms=3.2, profiled_ms=3.8)
+    assert e["host_gap_ms"] == pytest.approx(0.2) and e["profiler_overhead_ms"] == pytest.approx(0.6)
+    assert sum(e["class_ms"].values()) + e["host_gap_ms"] == pytest.approx(3.2)
+    # the profiler stretched kernels past the real step: classes are scaled, the gap is 0
+    e = exact_attribution(per_step, unprofiled_ms=2.4, profiled_ms=3.1)
+    assert e["device_time_scale"] == pytest.approx(0.8) and e["host_gap_ms"] == 0.0
+    assert sum(e["class_ms"].values()) == pytest.approx(2.4)
+
+
+def test_kernel_records_split_class_bytes_by_time() -> None:
+    from edgeprof.explain import kernel_records
+
+    steps = [{"kernel_groups": {"gemv_a": {"count": 2, "ms": 3.0}, "gemv_b": {"count": 1, "ms": 1.0}}}] * 2
+    recs = kernel_records(steps, {"gemv/gemm": 4_000_000_000})
+    assert [r["name"] for r in recs] == ["gemv_a", "gemv_b"]
+    assert recs[0]["count_per_step"] == 2 and recs[0]["bytes_per_step"] == pytest.approx(3e9)
+    assert recs[0]["achieved_gbs"] == pytest.approx(1000.0)

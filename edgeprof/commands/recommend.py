@@ -17,6 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="target GPU (catalog key); if DIR has no cells on it, only floor bounds are shown")
     p.add_argument("--model", metavar="M", help="only cells of this model")
     p.add_argument("--ctx", type=int, metavar="N", help="only cells at this context")
+    p.add_argument("--profiles", metavar="PROFILE",
+                   help="explain records (file or dir): on a GPU with no cells, rank by the PREDICTED step")
+    p.add_argument("--host-cpu", type=float, default=1.0, metavar="FACTOR",
+                   help="with --profiles: target host CPU time / profiled host CPU time (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -24,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
     from edgeprof.recommend import format_recommendation, recommend
     from edgeprof.records import load_records
 
-    rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx)
+    profiles = None
+    if args.profiles:
+        from edgeprof.predict_data import load_explains
+
+        profiles = load_explains(args.profiles)
+    rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx,
+                    profiles, args.host_cpu)
     print(json.dumps(rec.to_dict(), indent=1) if args.json else format_recommendation(rec))
     return 0
