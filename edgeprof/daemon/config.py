@@ -69,6 +69,9 @@ class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9464  # not 9090: that is rosbridge's and Prometheus' own default
+    # A central Prometheus scraping robots (docs/fleet.md, pull) needs a non-loopback host;
+    # /metrics has no authentication, so that must be asked for explicitly.
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def _check_value(chk: _Checker, section: str, key: str, name: str, v: Any) -> An
         return chk.port(name, v)
     if key in ("connect_timeout_s", "reply_timeout_s", "period_s", "flush_interval_s"):
         return chk.positive_float(name, v)
-    if key in ("enabled", "stop_at_eos", "overlap_host"):
+    if key in ("enabled", "stop_at_eos", "overlap_host", "allow_remote"):
         return chk.boolean(name, v)
     if key == "max_ctx":
         return chk.positive_int(name, v, maximum=1 << 20)

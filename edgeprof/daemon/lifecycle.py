@@ -297,7 +297,7 @@ class Daemon:
                         else DisabledPublisher(labels, info))
         self.metrics.set_floor(self.floor.floor_ms(1) / 1e3, self.floor.touched_floor_ms(1) / 1e3)
         if m.enabled:
-            self.metrics.start_server(m.host, m.port)
+            self.metrics.start_server(m.host, m.port, m.allow_remote)
         self.service.metrics = self.metrics
 
     def _start_bridge(self) -> None:

@@ -43,6 +43,7 @@ def test_error_names_file_and_field(tmp_path):
     ({"topics": {"tokens": "not a name!"}}, "topics.tokens"),
     ({"topics": {"tokens": "/edgeprof/request"}}, "topics"),
     ({"metrics": {"enabled": "yes"}}, "metrics.enabled"),
+    ({"metrics": {"allow_remote": "yes"}}, "metrics.allow_remote"),
     ({"metrics": {"port": 9091}}, "metrics.port"),
     ({"runlog": {"flush_interval_s": 0}}, "runlog.flush_interval_s"),
     ({"model": ""}, "model"),
