@@ -6,9 +6,12 @@ asserts the same). Panels are declared as plain data below (`ROWS`), so the layo
 reads top to bottom as an operator scans it: latency against the floor, jitter and
 deadlines, throughput, the GPU beside the latency it caused, the process.
 
-PromQL conventions: every selector filters on the dashboard variables `$instance`,
-`$model`, `$backend` (all default to "All" = `.*`), rates use `$__rate_interval`.
-`edgeprof metrics-check` substitutes both and runs each expression against Prometheus.
+PromQL conventions: every selector filters on the dashboard variables `$robot`,
+`$instance`, `$model`, `$backend` (all default to "All" = `.*`), rates use
+`$__rate_interval`. `edgeprof metrics-check` substitutes both and runs each expression
+against Prometheus. The fleet row reads the recording rules of
+dashboards/fleet/edgeprof.rules.yml (`RECORDED`), so the Prometheus behind it must load
+that file (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ from pathlib import Path
 from edgeprof.paths import REPO_ROOT
 
 DASHBOARD_PATH = REPO_ROOT / "dashboards" / "edgeprof.json"
+RULES_PATH = REPO_ROOT / "dashboards" / "fleet" / "edgeprof.rules.yml"
 DASHBOARD_UID = "edgeprof-decode"
 DATASOURCE_UID = "${datasource}"
 
-RUN = '{instance=~"$instance", model=~"$model", backend=~"$backend"}'  # decode-side series
-HOST = '{instance=~"$instance"}'  # process and GPU series (one per scraped process)
+RUN = '{robot=~"$robot", instance=~"$instance", model=~"$model", backend=~"$backend"}'  # decode-side series
+HOST = '{robot=~"$robot", instance=~"$instance"}'  # process and GPU series (one per scraped process)
+ROBOT = '{robot=~"$robot"}'  # recorded per-robot series
+# Series the fleet row reads: recording rules (dashboards/fleet/edgeprof.rules.yml), and
+# Prometheus's own ALERTS (present only while an alert fires).
+RECORDED = ("robot:edgeprof_decode_step_seconds:p50_5m", "robot:edgeprof_decode_step_seconds:p99_5m",
+            "robot:edgeprof_floor_fraction:median", "robot:edgeprof_gpu_energy_joules_total:per_token_rate5m")
+ALERTS_EXPR = 'ALERTS{alertstate="firing", alertname=~"Edgeprof.+", robot=~"$robot"}'
 RI = "[$__rate_interval]"
 
 
@@ -70,6 +80,21 @@ class RowSpec:
 
 
 ROWS: tuple[RowSpec, ...] = (
+    RowSpec("Fleet overview (one line per robot)", (
+        PanelSpec("Fleet: p99 step latency per robot",
+                  "5-minute p99 (and p50) of the decode step per robot, from the recording rules "
+                  "robot:edgeprof_decode_step_seconds:p99_5m / :p50_5m.", "s",
+                  (Target(f"{RECORDED[1]}{ROBOT}", "{{robot}} p99"),
+                   Target(f"{RECORDED[0]}{ROBOT}", "{{robot}} p50")), width=9),
+        PanelSpec("Fleet: fraction of floor per robot",
+                  "Rolling-median fraction of the memory floor per robot (robot:edgeprof_floor_fraction:median); "
+                  "a drop of more than 20 % from its 1-hour baseline raises EdgeprofFloorFractionRegression.",
+                  "percentunit", (Target(f"{RECORDED[2]}{ROBOT}", "{{robot}}"),
+                                  Target(f"{RECORDED[3]}{ROBOT}", "{{robot}} J/token", right_axis_unit="joule")),
+                  width=9),
+        PanelSpec("Fleet: active alerts", "edgeprof alerts firing now (dashboards/fleet/edgeprof.rules.yml).",
+                  "none", (Target(ALERTS_EXPR, "", instant_table=True),), kind="table", width=6),
+    )),
     RowSpec("Token latency vs the memory floor", (
         PanelSpec("Token latency p50/p90/p99 vs memory floor",
                   "Per-token decode wall time from edgeprof_decode_step_seconds, against the analytic memory floor "
@@ -197,7 +222,9 @@ def build() -> dict:
          .tags(["edgeprof", "llm", "latency"]).refresh("5s").time("now-15m", "now").timezone("browser")
          .tooltip(dm.DashboardCursorSync.CROSSHAIR)
          .with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
-         .with_variable(_query_variable("instance", "Instance", "label_values(edgeprof_info, instance)", sdk))
+         .with_variable(_query_variable("robot", "Robot", "label_values(edgeprof_info, robot)", sdk))
+         .with_variable(_query_variable("instance", "Instance", 'label_values(edgeprof_info{robot=~"$robot"}, instance)',
+                                        sdk))
          .with_variable(_query_variable("model", "Model", 'label_values(edgeprof_info{instance=~"$instance"}, model)', sdk))
          .with_variable(_query_variable("backend", "Backend",
                                         'label_values(edgeprof_info{instance=~"$instance", model=~"$model"}, backend)',
@@ -272,6 +299,10 @@ class ExprResult:
         return self.status in ("empty", "nan", "error")
 
 
+def _is_alerts(expr: str) -> bool:
+    return expr.lstrip().startswith("ALERTS")
+
+
 def prom_query(base_url: str, expr: str, timeout_s: float = 10.0) -> list[dict]:
     """Instant query through Prometheus's HTTP API; the `result` vector. Raises MetricsError."""
     from edgeprof.errors import MetricsError
@@ -335,6 +366,8 @@ def check(base_url: str, dash: dict, window: str = "5m", variables: dict[str, st
             r.status, r.detail = "nan", "only NaN (no events in the window?)"
         if r.status != "ok" and optional and any(is_gpu_metric(m) for m in metric_names(expr)):
             r.status, r.detail = "optional", f"no data ({optional})"
+        elif r.status == "empty" and _is_alerts(expr):  # no alert firing is the good case
+            r.status, r.detail = "optional", "no alert firing"
         out.append(r)
     return out
 

@@ -15,7 +15,9 @@ at most `nvml_timeout_s` and never the decode loop; failed reads are counted in
 
 Names carry units and counters end in `_total`; labels are bounded to
 model, backend, gpu, weights (+ `definition`, `outcome`, `reason`, `source` from fixed
-sets). The full list with meanings is in docs/metrics.md.
+sets). A daemon adds constant identity labels (`robot`, `site`, from its config) to
+every sample at scrape time, so one Prometheus can hold a fleet (docs/fleet.md). The
+full list with meanings is in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ FLOOR_DEFINITIONS = ("paper", "touched")
 # Extra labels of edgeprof_info (one series per run, so unbounded values are fine there).
 INFO_KEYS = ("versions", "floor_ms", "touched_floor_ms", "synthetic", "device")
 TELEMETRY_SOURCES = ("nvml", "nvml_timeout", "psutil")
+# Constant labels a publisher may add to every sample (values checked by the daemon config).
+IDENTITY_LABELS = ("robot", "site")
 
 
 # Daemon finish reasons and RequestError codes -> outcome. Anything unknown is "error".
@@ -114,7 +118,7 @@ METRIC_NAMES = ("edgeprof_decode_step_seconds", "edgeprof_time_to_first_token_se
                 "edgeprof_memory_floor_seconds", "edgeprof_floor_fraction", "edgeprof_tokens_total",
                 "edgeprof_requests_total", "edgeprof_deadline_misses_total", "edgeprof_bridge_publish_seconds",
                 "edgeprof_telemetry_errors_total", "edgeprof_nvml_up", "edgeprof_process_cpu_seconds_total",
-                "edgeprof_process_resident_memory_bytes", "edgeprof_info") + GPU_METRICS
+                "edgeprof_process_resident_memory_bytes", "edgeprof_bridge_connected", "edgeprof_info") + GPU_METRICS
 
 
 def is_gpu_metric(name: str) -> bool:
@@ -163,12 +167,45 @@ class TokenStats:
 # ---------------------------------------------------------------- the registry
 
 
+def _identity(identity: Mapping[str, Any] | None) -> dict[str, str]:
+    from edgeprof.daemon.config import IDENTITY_RE, IDENTITY_RULE
+
+    out = {}
+    for key, value in (identity or {}).items():
+        if key not in IDENTITY_LABELS:
+            raise ConfigError("metrics.identity", f"unknown label {key!r}; allowed: {', '.join(IDENTITY_LABELS)}")
+        if value in (None, ""):
+            continue  # an unset site: no label at all
+        if not IDENTITY_RE.match(str(value)):
+            raise ConfigError(f"identity.{key}", f"must be {IDENTITY_RULE}, got {value!r}")
+        out[key] = str(value)
+    return out
+
+
+class _IdentityRegistry(CollectorRegistry):
+    """A registry that adds constant identity labels to every sample it collects.
+
+    Applied at scrape time, so the hot path and the bound children keep their short
+    label sets; the label values are fixed for the process (bounded cardinality)."""
+
+    def __init__(self, identity: Mapping[str, str]) -> None:
+        super().__init__(auto_describe=True)
+        self.identity = dict(identity)
+
+    def collect(self) -> Iterable[Any]:
+        for metric in super().collect():
+            if self.identity:  # collectors build fresh Metric objects per scrape: safe to rewrite
+                metric.samples = [s._replace(labels={**self.identity, **s.labels}) for s in metric.samples]
+            yield metric
+
+
 class _Families:
     """Metric families of one registry, shared by every publisher (label set) on it."""
 
     def __init__(self, fraction_window: int, nvml_timeout_s: float, gpu_index: int | None,
-                 gpu_read: Callable[[], dict | None] | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+                 gpu_read: Callable[[], dict | None] | None = None,
+                 identity: Mapping[str, str] | None = None) -> None:
+        self.registry = _IdentityRegistry(identity or {})
         r, lab = self.registry, list(LABELS)
         self.ttft = Histogram("edgeprof_time_to_first_token_seconds", "Request received to first token handed over.",
                               lab, buckets=TTFT_BUCKETS, registry=r)
@@ -185,6 +222,7 @@ class _Families:
                                                  max_age_s=0.5, timeout_s=nvml_timeout_s)
         self.server: Any = None
         self.thread: threading.Thread | None = None
+        self.bridge_probe: Callable[[], bool] | None = None  # the daemon's bridge: connected?
         r.register(_ScrapeCollector(self))
 
 
@@ -222,6 +260,13 @@ class _ScrapeCollector(Collector):
         gpu_key = pubs[0].labels.gpu if pubs else "unknown"
         yield from _gpu_families(self.fam.gpu_reader.get(), gpu_key)
         yield from _process_families()
+        probe = self.fam.bridge_probe
+        if probe is not None:
+            try:
+                up = 1.0 if probe() else 0.0
+            except Exception:  # noqa: BLE001 - a scrape must never fail on the probe
+                up = 0.0
+            yield _gauge("edgeprof_bridge_connected", "1 while the daemon is connected to rosbridge.", {}, up)
         errors = CounterMetricFamily("edgeprof_telemetry_errors", "Failed telemetry reads (counted, not raised).",
                                      labels=["source"])
         counts = telemetry.error_counts()
@@ -381,15 +426,17 @@ class MetricsPublisher:
 
     def __init__(self, labels: Mapping[str, Any] | MetricLabels, info: Mapping[str, Any] | None = None, *,
                  fraction_window: int = 64, nvml_timeout_s: float = 1.0, gpu_index: int | None = None,
-                 gpu_read: Callable[[], dict | None] | None = None, _families: _Families | None = None) -> None:
+                 gpu_read: Callable[[], dict | None] | None = None, identity: Mapping[str, Any] | None = None,
+                 _families: _Families | None = None) -> None:
         """`gpu_read` replaces `telemetry.gpu_snapshot` as the scrape-time GPU source (same
         dict shape; e.g. a Jetson tegrastats reader). It runs off the hot path with a
-        `nvml_timeout_s` deadline like NVML does."""
+        `nvml_timeout_s` deadline like NVML does. `identity` ({"robot": ..., "site": ...})
+        is added to every sample of this publisher's registry."""
         if fraction_window < 1:
             raise ConfigError("metrics.fraction_window", f"must be >= 1, got {fraction_window}")
         self.labels = MetricLabels.of(labels)
         self.info = _info_values(info)
-        self._fam = _families or _Families(fraction_window, nvml_timeout_s, gpu_index, gpu_read)
+        self._fam = _families or _Families(fraction_window, nvml_timeout_s, gpu_index, gpu_read, _identity(identity))
         lv = self.labels.as_dict()
         # Bind children once: `.labels()` per token would cost a dict lookup + lock each.
         f = self._fam
@@ -444,6 +491,10 @@ class MetricsPublisher:
         self._fam.server, self._fam.thread = server, thread
         log.info("metrics on %s", self.url)
         return self.port or 0
+
+    def set_bridge_probe(self, probe: Callable[[], bool] | None) -> None:
+        """Export `edgeprof_bridge_connected` from `probe()` at scrape time (None: not exported)."""
+        self._fam.bridge_probe = probe
 
     def exposition(self) -> bytes:
         """The text Prometheus would scrape now (tests, debugging)."""
@@ -550,6 +601,9 @@ class DisabledPublisher:
         pass
 
     def set_healthy(self, healthy: bool) -> None:
+        pass
+
+    def set_bridge_probe(self, probe: Any) -> None:
         pass
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ SERVE_FLAGS = {
     "metrics_port": "--metrics-port",
     "runlog": "--runlog",
     "max_ctx": "--max-ctx",
+    "robot": "--robot",
+    "site": "--site",
 }
 
 

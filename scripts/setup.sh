@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine setup for edgeprof. Idempotent: run it again and it only does what is missing.
 #
-#   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev], Prometheus if root
+#   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev,dashboards,cluster], Prometheus if root
 #   bash scripts/setup.sh --tests    # the same, then fetch the embedded default model for the test suite
 #
 # Environment: PYTHON (interpreter for the venv, default python3),
@@ -57,13 +57,13 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-# 3. edgeprof itself, editable, with the GPU/model, ROS, dev and dashboards extras. Skipped when
+# 3. edgeprof itself, editable, with the GPU/model, ROS, dev, dashboards and cluster extras. Skipped when
 #    pyproject.toml has not changed since the last successful install.
 STAMP="$VENV/.edgeprof-setup"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -c "import edgeprof" 2>/dev/null; then
-  say "installing edgeprof[gpu,ros,dev,dashboards] (editable)"
-  "${PIP[@]}" -e '.[gpu,ros,dev,dashboards]'
+  say "installing edgeprof[gpu,ros,dev,dashboards,cluster] (editable)"
+  "${PIP[@]}" -e '.[gpu,ros,dev,dashboards,cluster]'
   echo "$WANT" > "$STAMP"
 else
   say "edgeprof is already installed and pyproject.toml is unchanged"

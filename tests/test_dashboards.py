@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -30,6 +31,8 @@ def test_every_expression_reads_only_exported_metrics():
     exprs = dashboards.expressions(committed())
     assert len(exprs) >= 25
     for panel, _ref, expr in exprs:
+        if expr == dashboards.ALERTS_EXPR:  # Prometheus's own series of firing alerts
+            continue
         used = dashboards.metric_names(expr)
         assert used, (panel, expr)
         assert used <= set(METRIC_NAMES), (panel, used - set(METRIC_NAMES))
@@ -78,7 +81,8 @@ def test_provisioning_points_at_each_other():
     assert targets == [f"127.0.0.1:{DEFAULT_PORT}"]
     assert not ds["url"].endswith(":9090"), "Prometheus must not sit on rosbridge's port"
     dash = committed()
-    assert {v["name"] for v in dash["templating"]["list"]} >= {"datasource", "instance", "model", "backend"}
+    assert {v["name"] for v in dash["templating"]["list"]} >= {"datasource", "robot", "instance", "model", "backend"}
+    assert prom["rule_files"] == ["fleet/edgeprof.rules.yml"]  # the fleet row reads its recording rules
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with apt-get install prometheus")
@@ -95,3 +99,20 @@ def test_check_mode_detects_a_stale_file(tmp_path):
     assert dashboards.main(["--check", "--out", str(stale)]) == 1
     assert dashboards.main(["--write", "--out", str(stale)]) == 0
     assert dashboards.main(["--check", "--out", str(stale)]) == 0
+
+
+def test_fleet_row_reads_recording_rules_that_exist_and_every_selector_filters_on_robot():
+    rules = yaml.safe_load(dashboards.RULES_PATH.read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    assert set(dashboards.RECORDED) <= recorded
+    panels = committed()["panels"]
+    assert panels[0]["type"] == "row" and "fleet" in panels[0]["title"].lower()
+    fleet = {p["title"]: p for p in panels[1:4]}
+    exprs = {t["expr"] for p in fleet.values() for t in p["targets"]}
+    assert any(e.startswith("robot:edgeprof_decode_step_seconds:p99_5m") for e in exprs)
+    assert any(e.startswith("robot:edgeprof_floor_fraction:median") for e in exprs)
+    assert dashboards.ALERTS_EXPR in exprs
+    assert all("{{robot}}" in t["legendFormat"] for p in fleet.values() for t in p["targets"] if "legendFormat" in t)
+    for _panel, _ref, expr in dashboards.expressions(committed()):
+        for selector in re.findall(r"\b[a-zA-Z_:]+\{[^}]*\}", expr):
+            assert 'robot=~"$robot"' in selector, (expr, selector)

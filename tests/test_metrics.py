@@ -252,3 +252,38 @@ def test_publisher_from_args_and_bench_records():
         assert s[("edgeprof_memory_floor_seconds", tuple(sorted({**key, "definition": "paper"}.items())))] == 0.0046
     finally:
         pub.close()
+
+
+def test_identity_labels_on_every_sample_and_validated():
+    pub = MetricsPublisher(LABELS, identity={"robot": "arm-01", "site": "lab.b"})
+    pub.set_floor(0.002)
+    pub.observe_token(0.003)
+    pub.request_done("ok")
+    pub.set_bridge_probe(lambda: True)
+    fams = list(text_string_to_metric_families(pub.exposition().decode()))
+    all_samples = [s for f in fams for s in f.samples]
+    assert {f.name for f in fams} >= {"edgeprof_decode_step_seconds", "edgeprof_info", "edgeprof_telemetry_errors",
+                                      "edgeprof_process_cpu_seconds", "edgeprof_bridge_connected"}
+    # every sample, the prometheus-client families (requests, TTFT) and the scrape-time ones alike
+    assert all(s.labels.get("robot") == "arm-01" and s.labels.get("site") == "lab.b" for s in all_samples)
+    sibling = pub.with_labels({**LABELS, "backend": "hf-static"})
+    sibling.observe_token(0.004)
+    assert value(sibling, "edgeprof_tokens_total", backend="hf-static", robot="arm-01", site="lab.b") == 1
+    assert MetricsPublisher(LABELS, identity={"robot": "r1", "site": ""}).exposition().count(b'site="') == 0
+    with pytest.raises(ConfigError, match="identity.robot"):
+        MetricsPublisher(LABELS, identity={"robot": "bad label!"})
+    with pytest.raises(ConfigError, match="unknown label 'team'"):
+        MetricsPublisher(LABELS, identity={"team": "x"})
+
+
+def test_bridge_connected_follows_the_probe():
+    pub = MetricsPublisher(LABELS)
+    assert "edgeprof_bridge_connected" not in names(pub)  # no bridge (bench, sweep): no series
+    state = {"up": True}
+    pub.set_bridge_probe(lambda: state["up"])
+    connected = ("edgeprof_bridge_connected", ())  # one per process: no run labels
+    assert samples(pub)[connected] == 1
+    state["up"] = False
+    assert samples(pub)[connected] == 0
+    pub.set_bridge_probe(lambda: 1 / 0)  # a broken probe reads as disconnected, the scrape survives
+    assert samples(pub)[connected] == 0

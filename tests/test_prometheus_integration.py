@@ -55,7 +55,9 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = tmp / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+        # the shipped rules: the dashboard's fleet row reads their recorded series
+        cfg.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                       f"rule_files: ['{dashboards.RULES_PATH}']\nscrape_configs:\n"
                        f"  - job_name: edgeprof\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
         self.log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -120,6 +122,7 @@ def feeder_run(tmp_path_factory):
         raw = json.loads(out.read_text())
         n = len(raw["wall_s"])
         wait_until(lambda: prom.scalar("sum(edgeprof_tokens_total)") == n, 30, f"Prometheus to see {n} tokens")
+        wait_until(lambda: prom.query(dashboards.RECORDED[1]), 30, "the recording rules")
         time.sleep(2.5)  # a couple more scrapes after the last token
         yield prom, raw
     finally:
@@ -137,7 +140,8 @@ def test_every_dashboard_expression_returns_data(feeder_run):
     assert len(ok) >= 15
     # the GPU-only expressions are the ones reported as optional here, with the reason
     optional = [r for r in results if r.status == "optional"]
-    assert optional and all("no NVML" in r.detail for r in optional)
+    assert optional and all("no NVML" in r.detail or r.detail == "no alert firing" for r in optional)
+    assert [r.panel for r in optional if r.detail == "no alert firing"] == ["Fleet: active alerts"]
 
 
 def test_gpu_series_absent_on_cpu(feeder_run):
@@ -244,6 +248,7 @@ def daemon_run(tmp_path_factory):
                 return s if s["tokens"] and prom.scalar("sum(edgeprof_tokens_total)") == s["tokens"] else None
 
             summary = wait_until(settled, 60, "Prometheus and the run log to agree on the token count")
+            wait_until(lambda: prom.query(dashboards.RECORDED[1]), 30, "the recording rules")
             time.sleep(2.5)
             yield prom, summary
         finally:

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, help="Prometheus endpoint port; 0 turns metrics off")
     p.add_argument("--runlog", help="run log path (SQLite); 'none' turns the run log off")
     p.add_argument("--max-ctx", type=int, help="session context (session.max_ctx)")
+    p.add_argument("--robot", help="metric label robot (identity.robot; auto = host name)")
+    p.add_argument("--site", help="metric label site (identity.site)")
 
 
 def _log(msg: str) -> None:
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = apply_overrides(load_config(args.config), model=args.model, backend=args.backend, device=args.device,
                           gpu=args.gpu, host=args.host, port=args.port, metrics_port=args.metrics_port,
-                          runlog=args.runlog, max_ctx=args.max_ctx)
+                          runlog=args.runlog, max_ctx=args.max_ctx, robot=args.robot, site=args.site)
     stop = threading.Event()
     received: list[str] = []
 

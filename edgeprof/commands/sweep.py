@@ -16,6 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isolate", action="store_true",
                    help="run each cell in a fresh `python -m edgeprof.cli bench` process, so an OOM or a crash "
                         "fails only that cell (default: in this process)")
+    p.add_argument("--cluster", metavar="ADDRESS|local",
+                   help="run the cells as tasks of a Dask distributed cluster: a scheduler address "
+                        "(tcp://host:8786) or `local` (one worker per GPU on this machine); one GPU and a fresh "
+                        "process per cell (implies --isolate), records written here (docs/fleet.md)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --cluster local: number of workers (default: one per visible GPU; 2 on a CPU)")
     p.add_argument("--device", choices=["cuda", "cpu"], help="override the config's device")
     p.add_argument("--gpu", metavar="G", help="override the config's GPU catalog key for the floor")
     p.add_argument("--cell-timeout", type=float, metavar="S",
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(cfg.cells)} cells")
         return 0
     opts = SweepOptions(out=Path(args.out), device=args.device or cfg.device, gpu=args.gpu or cfg.gpu,
-                        synthetic=cfg.synthetic, isolate=args.isolate, cell_timeout_s=args.cell_timeout,
+                        synthetic=cfg.synthetic, isolate=args.isolate or bool(args.cluster), cell_timeout_s=args.cell_timeout,
                         retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots)
     import signal
 
@@ -64,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if metrics.publisher.url:
         print(f"edgeprof sweep: metrics on {metrics.publisher.url}", file=sys.stderr, flush=True)
     try:
-        summary = run_sweep(cfg, opts, on_record=metrics.observe)
+        if args.cluster:
+            from edgeprof.cluster import connect, run_cluster_sweep
+
+            with connect(args.cluster, args.workers, opts.device) as client:
+                summary = run_cluster_sweep(cfg, opts, client, on_record=metrics.observe)
+        else:
+            summary = run_sweep(cfg, opts, on_record=metrics.observe)
         print(json.dumps(summary), flush=True)
         metrics.linger(args.metrics_linger_s)
     finally:

@@ -20,6 +20,10 @@ from edgeprof.errors import ConfigError
 
 OVERFLOW_POLICIES = ("error", "reset", "sliding_window")
 _TOPIC_RE = re.compile(r"^/?[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+# Identity label values (`robot`, `site`): a bounded charset and length, so a fleet's label
+# values stay short, safe in PromQL regexes and file names, and cannot grow per request.
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IDENTITY_RULE = "1-63 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,17 @@ class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9464  # not 9090: that is rosbridge's and Prometheus' own default
+    # A central Prometheus scraping robots (docs/fleet.md, pull) needs a non-loopback host;
+    # /metrics has no authentication, so that must be asked for explicitly.
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Constant labels on every metric this daemon exports (one Prometheus for a fleet)."""
+
+    robot: str = "auto"  # auto = this machine's host name (sanitised into IDENTITY_RE)
+    site: str = ""  # empty = no site label
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class DaemonConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     runlog: RunLogConfig = field(default_factory=RunLogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +117,7 @@ class DaemonConfig:
 
 _SECTIONS = {
     "bridge": BridgeConfig, "topics": TopicsConfig, "session": SessionConfig,
-    "status": StatusConfig, "metrics": MetricsConfig, "runlog": RunLogConfig,
+    "status": StatusConfig, "metrics": MetricsConfig, "identity": IdentityConfig, "runlog": RunLogConfig,
 }
 
 
@@ -146,6 +162,14 @@ class _Checker:
             raise self.fail(name, f"must be a positive number, got {v!r}")
         return float(v)
 
+    def identity(self, name: str, v: Any, allow_empty: bool = False) -> str:
+        if allow_empty and (v is None or v == ""):
+            return ""
+        if not isinstance(v, str) or not IDENTITY_RE.match(v):
+            raise self.fail(name, f"must be {IDENTITY_RULE}, got {v!r}"
+                            + ("; leave it empty for no label" if allow_empty else ""))
+        return v
+
     def topic(self, name: str, v: Any) -> str:
         s = self.string(name, v)
         if not _TOPIC_RE.match(s):
@@ -173,13 +197,15 @@ def _check_section(chk: _Checker, section: str, raw: Any) -> dict[str, Any]:
 def _check_value(chk: _Checker, section: str, key: str, name: str, v: Any) -> Any:  # noqa: C901 - a table
     if section == "topics":
         return chk.topic(name, v)
+    if section == "identity":
+        return chk.identity(name, v, allow_empty=key == "site")
     if key in ("host",):
         return chk.string(name, v)
     if key == "port":
         return chk.port(name, v)
     if key in ("connect_timeout_s", "reply_timeout_s", "period_s", "flush_interval_s"):
         return chk.positive_float(name, v)
-    if key in ("enabled", "stop_at_eos", "overlap_host"):
+    if key in ("enabled", "stop_at_eos", "overlap_host", "allow_remote"):
         return chk.boolean(name, v)
     if key == "max_ctx":
         return chk.positive_int(name, v, maximum=1 << 20)
@@ -252,7 +278,7 @@ def load_config(path: str | Path | None) -> DaemonConfig:
 
 def apply_overrides(cfg: DaemonConfig, **overrides: Any) -> DaemonConfig:
     """Command-line overrides (None = keep). Keys: model, backend, device, gpu, host, port,
-    metrics_port (0 disables metrics), runlog ("" or "none" disables the run log), max_ctx."""
+    metrics_port (0 disables metrics), runlog ("" or "none" disables the run log), max_ctx, robot, site."""
     chk = _Checker("command line")
     o = {k: v for k, v in overrides.items() if v is not None}
     top = {k: chk.string(f"--{k}", o[k]) for k in ("model", "backend", "device", "gpu") if k in o}
@@ -269,4 +295,23 @@ def apply_overrides(cfg: DaemonConfig, **overrides: Any) -> DaemonConfig:
         cfg = replace(cfg, runlog=replace(cfg.runlog, enabled=not off, path=cfg.runlog.path if off else o["runlog"]))
     if "max_ctx" in o:
         cfg = replace(cfg, session=replace(cfg.session, max_ctx=chk.positive_int("--max-ctx", o["max_ctx"])))
+    if "robot" in o:
+        cfg = replace(cfg, identity=replace(cfg.identity, robot=chk.identity("--robot", o["robot"])))
+    if "site" in o:
+        cfg = replace(cfg, identity=replace(cfg.identity, site=chk.identity("--site", o["site"], allow_empty=True)))
     return check_consistency(cfg, "command line")
+
+
+def identity_labels(identity: IdentityConfig, hostname: str | None = None) -> dict[str, str]:
+    """The constant labels for the metrics: {"robot": ..., "site": ...} (site only when set).
+    `robot: auto` becomes the host name, cut to IDENTITY_RE (a fleet should name robots itself)."""
+    robot = identity.robot
+    if robot == "auto":
+        import socket
+
+        raw = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
+        robot = re.sub(r"[^A-Za-z0-9_.-]", "-", raw).lstrip("_.-")[:63] or "robot"
+    out = {"robot": robot}
+    if identity.site:
+        out["site"] = identity.site
+    return out

@@ -321,16 +321,19 @@ class Daemon:
         self.service.start(on=self._model_thread)
 
     def _start_metrics(self) -> None:
+        from edgeprof.daemon.config import identity_labels
         from edgeprof.metrics import DisabledPublisher, MetricsPublisher
 
         m = self.config.metrics
         labels = {"model": self.config.model, "backend": self.backend, "gpu": self.gpu_spec.key,
                   "weights": self.weights}
         info = {"synthetic": self.loaded.synthetic, "device": self.device}
-        self.metrics = MetricsPublisher(labels, info) if m.enabled else DisabledPublisher(labels, info)
+        identity = identity_labels(self.config.identity)
+        self.metrics = (MetricsPublisher(labels, info, identity=identity) if m.enabled
+                        else DisabledPublisher(labels, info))
         self.metrics.set_floor(self.floor.floor_ms(1) / 1e3, self.floor.touched_floor_ms(1) / 1e3)
         if m.enabled:
-            self.metrics.start_server(m.host, m.port)
+            self.metrics.start_server(m.host, m.port, m.allow_remote)
         self.service.metrics = self.metrics
 
     def _start_bridge(self) -> None:
@@ -343,6 +346,7 @@ class Daemon:
             on_request=self.service.submit, on_next_token=self.service.next_token, on_reset=self.service.reset,
             on_connection_change=self._on_connection_change,
         )
+        self.metrics.set_bridge_probe(lambda: self.bridge is not None and self.bridge.connected)
         self.bridge.start()
         self.service.sink = self.bridge
 

@@ -43,11 +43,18 @@ def test_error_names_file_and_field(tmp_path):
     ({"topics": {"tokens": "not a name!"}}, "topics.tokens"),
     ({"topics": {"tokens": "/edgeprof/request"}}, "topics"),
     ({"metrics": {"enabled": "yes"}}, "metrics.enabled"),
+    ({"metrics": {"allow_remote": "yes"}}, "metrics.allow_remote"),
     ({"metrics": {"port": 9091}}, "metrics.port"),
     ({"runlog": {"flush_interval_s": 0}}, "runlog.flush_interval_s"),
     ({"model": ""}, "model"),
     ({"device": "tpu"}, "device"),
     ({"warmup_steps": -2}, "warmup_steps"),
+    ({"identity": {"robot": "arm 01"}}, "identity.robot"),
+    ({"identity": {"robot": ""}}, "identity.robot"),
+    ({"identity": {"robot": "r" * 64}}, "identity.robot"),
+    ({"identity": {"site": "-lab"}}, "identity.site"),
+    ({"identity": {"site": 7}}, "identity.site"),
+    ({"identity": {"team": "a"}}, "identity.team"),
 ])
 def test_bad_values_name_their_field(raw, field):
     with pytest.raises(ConfigError) as info:
@@ -73,3 +80,16 @@ def test_overrides():
     with pytest.raises(ConfigError, match="--port"):
         apply_overrides(DaemonConfig(), port=0)
     assert apply_overrides(DaemonConfig(), max_ctx=100).session.max_ctx == 100  # the window is clamped later
+
+
+def test_identity_labels():
+    from edgeprof.daemon.config import IdentityConfig, identity_labels
+
+    cfg = config_from_dict({"identity": {"robot": "arm-01", "site": "lab.b"}})
+    assert identity_labels(cfg.identity) == {"robot": "arm-01", "site": "lab.b"}
+    assert identity_labels(IdentityConfig(), hostname="Robot_7.example.org") == {"robot": "Robot_7"}
+    assert identity_labels(IdentityConfig(), hostname="-weird host") == {"robot": "weird-host"}
+    cfg = apply_overrides(DaemonConfig(), robot="arm-02", site="")
+    assert cfg.identity.robot == "arm-02" and cfg.identity.site == ""
+    with pytest.raises(ConfigError, match="--robot: must be 1-63 characters"):
+        apply_overrides(DaemonConfig(), robot="a/b")
