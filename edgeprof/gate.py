@@ -50,7 +50,7 @@ def kind_of(weights: str) -> str:
     from edgeprof.floor import parse_format
 
     k = parse_format(weights).kind
-    return "dense" if k == "dense" else "int8" if k == "int8" else "4bit"
+    return k if k in ("dense", "int8", "gguf") else "4bit"
 
 
 @dataclass

@@ -25,6 +25,7 @@ class BackendInfo:
     needs_gpu: bool = False
     packages: tuple[str, ...] = ()  # import names that must be present
     unavailable_reason: str | None = None  # set when it can never run (e.g. no maintained package)
+    install_hint: str = "pip install 'edgeprof[quant]'"  # what to run when `packages` are missing
 
     def availability(self) -> tuple[bool, str]:
         """(available, reason). Cheap: looks for packages and a GPU, imports nothing heavy."""
@@ -32,7 +33,7 @@ class BackendInfo:
             return False, self.unavailable_reason
         missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
         if missing:
-            return False, f"package(s) not installed: {', '.join(missing)} (pip install 'edgeprof[quant]')"
+            return False, f"package(s) not installed: {', '.join(missing)} ({self.install_hint})"
         if self.needs_gpu and not _cuda_available():
             return False, "needs an NVIDIA GPU with CUDA; none is visible"
         return True, "available"
@@ -66,11 +67,20 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128 (aten._weight_int4pack_mm), static cache "
                     "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
                     packages=("transformers",)),
-        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
+        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2DynamicGenerator, one iterate() per "
+                    "token, greedy (as ExLlamaV2's users run it)", "gptq4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
+        BackendInfo("exllamav2-forward", "the same checkpoint through a plain per-token model.forward (diagnostic: "
+                    "no generator)", "gptq4-g128", "edgeprof.backends.exl2:make_forward", needs_gpu=True,
+                    packages=("exllamav2",)),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
                     unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
                     "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit"),
+        BackendInfo("llamacpp", "llama.cpp (llama-cpp-python built from source) reading a GGUF file directly: "
+                    "llama_decode of one token + host argmax; CPU, or every layer on the GPU with a CUDA build",
+                    "gguf", "edgeprof.backends.llamacpp:make", packages=("llama_cpp",),
+                    install_hint="bash scripts/setup.sh --llamacpp (or pip install 'edgeprof[llamacpp]'; "
+                    "builds from source, ~5-10 min on 2 cores)"),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",)),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
