@@ -76,7 +76,9 @@ def time_decoder(dec, fill: list[int], ctx: int, steps: int, warmup: int) -> dic
 
 
 def cpu_compare(args) -> list[dict]:
-    """SmolLM2 GGUF: llamacpp vs the HF-side backends on its dequantized weights."""
+    """SmolLM2 GGUF: llamacpp vs the HF-side backends on its dequantized weights. Every backend is
+    built once; then `--rounds` rounds time each one in turn (the machine is shared: interleaving
+    keeps a burst of load from landing on one backend only)."""
     from edgeprof import gate
     from edgeprof.backends import registry
     from edgeprof.bench import fill_tokens
@@ -85,9 +87,10 @@ def cpu_compare(args) -> list[dict]:
     loaded = load_model("default", "cpu")
     max_ctx = max(args.ctx) + args.warmup + args.steps + 8
     fill = fill_tokens(loaded, max(args.ctx))
-    cells = []
+    recs: list[dict] = []
+    decoders = {}
     for name in args.backends:
-        rec: dict = {"backend": name, "model": loaded.label}
+        rec: dict = {"backend": name, "model": loaded.label, "cells": []}
         try:
             dec = registry.create(name, loaded, "cpu", max_ctx)
             info = dec.info()
@@ -100,14 +103,24 @@ def cpu_compare(args) -> list[dict]:
                 rec["kernel_correctness"] = {k: c[k] for k in ("passed", "rule", "agreement", "greedy_prefix",
                                                                   "logit_rel_error", "steps", "mode", "reference")}
             dec.warmup()
-            rec["cells"] = [time_decoder(dec, fill, ctx, args.steps, args.warmup) for ctx in args.ctx]
-            dec.close()
+            decoders[name] = dec
         except Exception as exc:  # one backend failing must not lose the others' numbers
             rec["error"] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-        cells.append(rec)
-        gc.collect()
-    return cells
+        recs.append(rec)
+    for r in range(args.rounds):
+        for rec in recs:
+            dec = decoders.get(rec["backend"])
+            if dec is None:
+                continue
+            for ctx in args.ctx:
+                cell = time_decoder(dec, fill, ctx, args.steps, args.warmup)
+                cell["round"] = r
+                rec["cells"].append(cell)
+    for dec in decoders.values():
+        dec.close()
+    gc.collect()
+    return recs
 
 
 def synthetic_run(args) -> list[dict]:
@@ -160,14 +173,21 @@ def _floors(shape, weights: str, ctxs: list[int], gpu_key: str | None) -> dict |
 
 
 def table(cells: list[dict]) -> str:
-    rows = ["| backend | weights | ctx | p50 ms | p90 ms | p99 ms | tok/s |", "|---|---|---|---|---|---|---|"]
+    """One row per backend and ctx: the median over rounds of each round's p50 (and the range)."""
+    import statistics
+
+    rows = ["| backend | weights | ctx | rounds | p50 ms (median of rounds) | round p50 range | p99 ms (worst) | tok/s |",
+            "|---|---|---|---|---|---|---|---|"]
     for rec in cells:
         if "error" in rec:
-            rows.append(f"| {rec['backend']} | - | - | failed: {rec['error'][:80]} | | | |")
+            rows.append(f"| {rec['backend']} | - | - | - | failed: {rec['error'][:80]} | | | |")
             continue
-        for c in rec["cells"]:
-            rows.append(f"| {rec['backend']} | {rec.get('weights')} | {c['ctx']} | {c['p50_ms']:.2f} | "
-                        f"{c['p90_ms']:.2f} | {c['p99_ms']:.2f} | {1e3 / c['p50_ms']:.1f} |")
+        for ctx in sorted({c["ctx"] for c in rec["cells"]}):
+            cs = [c for c in rec["cells"] if c["ctx"] == ctx]
+            p50s = [c["p50_ms"] for c in cs]
+            med = statistics.median(p50s)
+            rows.append(f"| {rec['backend']} | {rec.get('weights')} | {ctx} | {len(cs)} | {med:.2f} | "
+                        f"{min(p50s):.2f}-{max(p50s):.2f} | {max(c['p99_ms'] for c in cs):.2f} | {1e3 / med:.1f} |")
     return "\n".join(rows)
 
 
@@ -179,6 +199,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--backends", default="llamacpp,edgeprof-fast,hf-eager", help="CPU comparison backends")
     ap.add_argument("--check-steps", type=int, default=20, help="kernel-correctness steps (CPU)")
+    ap.add_argument("--rounds", type=int, default=3, help="CPU: times each backend this many times, interleaved")
     ap.add_argument("--synthetic", default=None, help="preset name: time a SYNTHETIC Q4_0 GGUF of its shape")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gguf-dir", default="/tmp/edgeprof-gguf", help="where the synthetic GGUF is written")
@@ -191,8 +212,10 @@ def main() -> None:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     cells = synthetic_run(args) if args.synthetic else cpu_compare(args)
     summary = {"started": started, "host": _host(), "gpu": _gpu(), "args": vars(args),
-               "cells": [{k: v for k, v in r.items() if k != "cells"} | {"p50_ms": {c["ctx"]: c["p50_ms"]
-                          for c in r.get("cells", [])}} for r in cells]}
+               "cells": [{k: v for k, v in r.items() if k != "cells"} | {"round_p50_ms": [
+                          {"ctx": c["ctx"], "round": c.get("round", 0), "p50_ms": c["p50_ms"]}
+                          for c in r.get("cells", [])]} for r in cells],
+               "table": table(cells)}
     (out / "cells.json").write_text(json.dumps(cells, indent=1) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(table(cells))

@@ -253,9 +253,9 @@ class ExLlamaV2GenDecoder(Decoder):
     A step is one `iterate()`: the generator builds the step's attention parameters, runs
     `model.forward_chunk`, copies the logits to host memory, samples on the host and streams the
     token's text. The sampled token is read from the job's sequence (`sequences[0].sequence_ids`),
-    because the stream holds tokens back while their text is an incomplete UTF-8 sequence. The
-    generator cannot be teacher-forced (`set_next_input` raises), so the correctness gate runs it
-    free-running; `last_logits` reads the step's logits from the generator's host buffer.
+    because the stream holds tokens back while their text is an incomplete UTF-8 sequence. For the
+    correctness gate, `set_next_input` overwrites that last sampled token (teacher forcing), and
+    `last_logits` reads the step's logits from the generator's host buffer.
     """
 
     backend_name = "exllamav2"
@@ -321,12 +321,18 @@ class ExLlamaV2GenDecoder(Decoder):
         raise MeasurementError(f"exllamav2: the generator sampled no token in {max_calls} iterate() calls")
 
     def _launch_prefill(self, token_ids: Sequence[int]) -> int:
-        if self.position:
-            raise MeasurementError("exllamav2 (generator): a session takes one prompt; reset() before the next")
-        self._job = self._new_job(token_ids)
+        """A new job over what is in the cache plus `token_ids`. A later turn is a new job whose
+        prompt repeats the history, as a chat client does: the generator's prefix cache reuses
+        the pages it already holds for that history (doc/dynamic.md, "Prompt caching")."""
+        history: list[int] = []
+        if self._job is not None:
+            history = [int(t) for t in self._job.sequences[0].sequence_ids.torch()[0, :self.position]]
+            self.generator.cancel(self._job)
+        ids = history + list(token_ids)
+        self._job = self._new_job(ids)
         self.generator.enqueue(self._job)
         chunk = max(1, self.generator.max_chunk_size)
-        nxt = self._iterate_until_token(len(token_ids) // chunk + 4)  # prefill chunks, then the first token
+        nxt = self._iterate_until_token(len(ids) // chunk + 4)  # prefill chunks, then the first token
         self.position += len(token_ids)
         return nxt
 
@@ -336,7 +342,13 @@ class ExLlamaV2GenDecoder(Decoder):
         return nxt
 
     def set_next_input(self, token_id: int) -> None:
-        raise NotImplementedError("ExLlamaV2DynamicGenerator samples its own next input (no teacher forcing)")
+        """Teacher forcing for the correctness gate only: the generator's next input is the job's last
+        sampled token (`get_input_ids_list` slices `sequence_ids` from the cache position), so that
+        entry is overwritten before the next iterate(). Timed steps never call this."""
+        if self._job is None:
+            raise MeasurementError("exllamav2: prefill before forcing an input")
+        ids = self._job.sequences[0].sequence_ids
+        ids.tensor[0, ids.seq_len - 1] = int(token_id)  # SeqTensor [1, cap]; torch() views it
 
     def last_logits(self):
         if self._job is None:

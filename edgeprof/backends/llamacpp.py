@@ -65,7 +65,7 @@ def _init_backend(lib) -> None:
         return
     if os.environ.get("EDGEPROF_LLAMACPP_VERBOSE") != "1":
         def quiet(level: int, text: bytes, _user: Any) -> None:
-            if level == 2:  # GGML_LOG_LEVEL_ERROR
+            if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5)
                 os.write(2, text)
 
         _LOG_CALLBACK = lib.llama_log_callback(quiet)

@@ -298,7 +298,12 @@ class Daemon:
                 continue
             if name in AUTO_CHECKED:
                 t0 = time.perf_counter()
-                check = kernel_correctness(self.loaded, decoder, self.device)
+                try:
+                    check = kernel_correctness(self.loaded, decoder, self.device)
+                except EdgeprofError as exc:  # e.g. a session too short for the check's prompt + steps
+                    self.log(f"auto: {name} kernel correctness could not run ({exc}); trying the next backend")
+                    decoder.close()
+                    continue
                 self.log(f"auto: {name} kernel correctness {'passed' if check['passed'] else 'FAILED'} "
                          f"({check['rule']}; agreement {check['agreement']:.2f} over {check['steps']} steps, "
                          f"{time.perf_counter() - t0:.1f} s)")
