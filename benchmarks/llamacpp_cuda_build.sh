@@ -84,7 +84,7 @@ bench() {
   local dc gpu key
   dc="$(ls "$DIR"/diskcache-*.whl 2>/dev/null | head -1 || true)"
   gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
-  case "$gpu" in *H200*) key=h200 ;; *H100*) key=h100 ;; *) key="" ;; esac
+  case "$gpu" in *H200*) key=h200 ;; *H100*HBM3*) key=h100-sxm ;; *H100*) key=h100-pcie ;; *) key="" ;; esac
   say "GPU: $gpu"
   echo "$gpu" > "$RES/nvidia-smi.txt"
   PYTHONPATH="$SRC:$SRC/vendor/llama.cpp/gguf-py:${dc}:$REPO${PYTHONPATH:+:$PYTHONPATH}" \

@@ -203,7 +203,7 @@ def main() -> None:
     ap.add_argument("--synthetic", default=None, help="preset name: time a SYNTHETIC Q4_0 GGUF of its shape")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gguf-dir", default="/tmp/edgeprof-gguf", help="where the synthetic GGUF is written")
-    ap.add_argument("--gpu-key", default=None, help="catalog key for the floor column (h100, h200)")
+    ap.add_argument("--gpu-key", default=None, help="catalog key for the floor (h100-sxm, h200, ...)")
     args = ap.parse_args()
     args.ctx = [int(x) for x in args.ctx.split(",")]
     args.backends = args.backends.split(",")

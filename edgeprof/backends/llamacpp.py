@@ -131,6 +131,7 @@ class LlamaCppDecoder(Decoder):
                                           "with CMAKE_ARGS=-DGGML_CUDA=ON (benchmarks/llamacpp_cuda_build.sh)")
         self.synthetic, self.label = synthetic, label or self.gguf.name
         self.n_threads = n_threads or default_threads()
+        self.flash_attn = "llama.cpp default (auto)" if flash_attn is None else ("on" if flash_attn else "off")
         t0 = time.perf_counter()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = -1 if on_gpu else 0  # -1: every layer, as `-ngl 99` does
@@ -227,6 +228,7 @@ class LlamaCppDecoder(Decoder):
         size = int(self.lib.llama_model_size(self.model))  # bytes of every tensor in the file
         notes = {"gguf": str(self.gguf), "model_desc": self.desc, "n_threads": self.n_threads,
                  "n_gpu_layers": "all" if self.device.startswith("cuda") else 0, "load_s": round(self.load_s, 2),
+                 "flash_attn": self.flash_attn, "n_ctx": self.max_ctx, "n_batch": self.batch_capacity,
                  "step": "llama_decode of one token + host argmax of llama_get_logits_ith",
                  "llama_cpp_python": getattr(self.lib, "__version__", "?"),
                  "system_info": self.lib.llama_print_system_info().decode(errors="replace").strip()}
