@@ -35,13 +35,13 @@ class WeightFormat:
     """How a linear layer of `n_in x n_out` weights is stored. `kind` picks the formula."""
 
     name: str
-    kind: str  # "dense" | "int8" | "bnb4" | "group4" | "exl2"
+    kind: str  # "dense" | "int8" | "bnb4" | "group4" | "exl2" | "gguf"
     description: str
     bytes_per_elem: float = 2.0  # dense only
     group_size: int = 128  # group4 only
     g_idx: bool = False  # group4: GPTQ stores an int32 group index per input channel
     double_quant: bool = True  # bnb4 only
-    bits: float = 4.0  # exl2 only: average bits per weight, overheads included
+    bits: float = 4.0  # exl2 and gguf: average bits per weight, block scales included (0: unknown)
 
     def linear_bytes(self, n_in: int, n_out: int) -> int:
         """Bytes of one quantized `n_in x n_out` weight matrix (bias excluded)."""
@@ -55,7 +55,9 @@ class WeightFormat:
             return _bnb4_bytes(n, self.double_quant)
         if self.kind == "group4":
             return _group4_bytes(n_in, n_out, self.group_size, self.g_idx)
-        if self.kind == "exl2":
+        if self.kind in ("exl2", "gguf"):
+            if self.bits <= 0:
+                raise ConfigError("weights", f"{self.name!r} does not say its GGUF type; name it, e.g. gguf-q4_1")
             return math.ceil(n * self.bits / 8)
         raise ConfigError("weights", f"format {self.name!r} has unknown kind {self.kind!r}")
 
@@ -96,10 +98,16 @@ _FIXED_FORMATS = {
     "fp4-nodq": WeightFormat("fp4-nodq", "bnb4", "bitsandbytes FP4, blocksize 64, fp32 absmax (no double-quant)",
                              double_quant=False),
 }
+# GGUF block types: bits per weight with the block's scales (ggml-common.h block structs), e.g.
+# Q4_0 = 32 weights in 16 B of nibbles + one fp16 scale = 18 B / 32 = 4.5 bits; Q4_1 adds an fp16 min (20 B).
+# K-quants are 256-weight super-blocks: Q4_K 144 B, Q5_K 176 B, Q6_K 210 B.
+GGUF_BITS = {"q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5, "q4_k": 4.5, "q5_k": 5.5,
+             "q6_k": 6.5625, "f16": 16.0, "bf16": 16.0, "f32": 32.0}
 _PARAM_FORMATS = {
     "gptq4[-gN]": "GPTQ int4, group N (default 128), with g_idx",
     "awq4[-gN]": "AWQ int4, group N (default 128)",
     "exl2-B": "ExLlamaV2 EXL2 at B average bits per weight (e.g. exl2-4.65)",
+    "gguf-TYPE": f"a GGUF file's block type ({', '.join(GGUF_BITS)}); plain 'gguf' names the family only",
 }
 
 
@@ -126,6 +134,15 @@ def parse_format(spec: str) -> WeightFormat:
         label = "GPTQ" if gptq else "AWQ"
         return WeightFormat(f"{m.group(1)}-g{group}", "group4", f"{label} int4, group {group}",
                             group_size=group, g_idx=gptq)
+    m = re.fullmatch(r"gguf(?:-(\w+))?", key)
+    if m:
+        t = m.group(1)
+        if t is None:  # the registry's label before a file is opened; sizes need the type
+            return WeightFormat("gguf", "gguf", "GGUF (block type read from the file)", bits=0.0)
+        if t not in GGUF_BITS:
+            raise UnknownChoiceError("weights", spec, [f"gguf-{k}" for k in GGUF_BITS])
+        return WeightFormat(key, "gguf", f"GGUF {t.upper()} blocks, {GGUF_BITS[t]:g} bits/weight "
+                            "(decoder-block linears; embeddings/head counted as 16-bit)", bits=GGUF_BITS[t])
     m = re.fullmatch(r"exl2-(\d+(?:\.\d+)?)", key)
     if m:
         bits = float(m.group(1))

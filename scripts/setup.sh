@@ -3,19 +3,24 @@
 #
 #   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev,dashboards,cluster], Prometheus if root
 #   bash scripts/setup.sh --tests    # the same, then fetch the embedded default model for the test suite
+#   bash scripts/setup.sh --no-llamacpp   # skip llama-cpp-python (the llamacpp backend's tests then skip)
 #
+# llama-cpp-python (edgeprof[llamacpp]) has no wheel on PyPI: the first run builds one from source into
+# ~/.cache/edgeprof/wheels (scripts/llamacpp_wheel.sh; ~10-25 min on 2 cores) and later runs reuse it.
 # Environment: PYTHON (interpreter for the venv, default python3),
 #              EDGEPROF_TORCH_INDEX (a pip --index-url for torch, e.g. https://download.pytorch.org/whl/cpu).
 set -euo pipefail
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 TESTS=0
+LLAMACPP="${EDGEPROF_LLAMACPP:-1}"
 for arg in "$@"; do
   case "$arg" in
     --tests) TESTS=1 ;;
+    --no-llamacpp) LLAMACPP=0 ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "setup.sh: unknown option '$arg'; valid: --tests, --help" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option '$arg'; valid: --tests, --no-llamacpp, --help" >&2; exit 2 ;;
   esac
 done
 
@@ -67,6 +72,18 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -c "import edgeprof"
   echo "$WANT" > "$STAMP"
 else
   say "edgeprof is already installed and pyproject.toml is unchanged"
+fi
+
+# 3b. llama.cpp for the llamacpp backend: a wheel built once from source and cached outside the tree.
+#     A failed build does not stop the setup: the llamacpp backend and its tests then say why it is missing.
+if [ "$LLAMACPP" = 1 ] && ! "$VPY" -c "import llama_cpp" 2>/dev/null; then
+  if WHL="$(bash scripts/llamacpp_wheel.sh wheel "$VPY")"; then
+    say "installing $(basename "$WHL")"
+    "${PIP[@]}" "$WHL"
+  else
+    say "WARNING: building llama-cpp-python failed (see above; it needs a C++ compiler); the llamacpp" \
+        "backend stays unavailable and its tests skip. Rerun this script once the compiler is there."
+  fi
 fi
 
 # 4. Prometheus (the metrics tests start a real one). Debian's package; not started as a service.

@@ -270,3 +270,20 @@ def test_fewer_bits_never_read_more(shape: ModelShape) -> None:
               for f in ("bf16", "int8", "nf4", "gptq4-g128", "awq4")}
     assert blocks["bf16"] > blocks["int8"] > max(blocks["nf4"], blocks["gptq4-g128"])
     assert blocks["gptq4-g128"] > blocks["awq4"]  # g_idx costs 4 B per input channel
+
+
+def test_gguf_block_formats_by_hand() -> None:
+    """GGUF blocks: Q4_0 = 32 weights in 16 B of nibbles + an fp16 scale (18 B); Q4_1 adds an fp16 min (20 B);
+    Q8_0 = 32 B + scale (34 B)."""
+    from edgeprof.errors import ConfigError, UnknownChoiceError
+    from edgeprof.floor import parse_format
+
+    assert parse_format("gguf-q4_0").linear_bytes(576, 1536) == 576 * 1536 // 32 * 18
+    assert parse_format("gguf-q4_1").linear_bytes(576, 1536) == 576 * 1536 // 32 * 20
+    assert parse_format("GGUF-Q8_0").linear_bytes(64, 64) == 64 * 64 // 32 * 34
+    assert parse_format("gguf-f16").linear_bytes(64, 64) == 64 * 64 * 2
+    assert parse_format("gguf").kind == "gguf"  # the registry's label: no size until the file says its type
+    with pytest.raises(ConfigError, match="gguf-q4_1"):
+        parse_format("gguf").linear_bytes(64, 64)
+    with pytest.raises(UnknownChoiceError, match="gguf-q4_0"):
+        parse_format("gguf-q3_xs")

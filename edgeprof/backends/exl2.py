@@ -1,10 +1,18 @@
-"""exllamav2: a GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels.
+"""exllamav2: a GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels, two ways.
+
+* `exllamav2` runs it the way its users do: through `ExLlamaV2DynamicGenerator`, one
+  `generator.iterate()` per token (ExLlamaV2's own examples/inference_stream.py and
+  doc/dynamic.md, exllamav2 0.3.2). See `ExLlamaV2GenDecoder`.
+* `exllamav2-forward` is the plain per-token `model.forward(ids, cache)` loop below (a
+  diagnostic: it skips the generator's host work, sampler and page bookkeeping).
 
 The loaded model's weights (real or synthetic) are written as a GPTQ v1 checkpoint by
 `edgeprof.quant.gptq.write_checkpoint` (RTN, symmetric, group 128, desc_act false),
-which ExLlamaV2 loads like any GPTQ model. Each step is a plain `model.forward(ids,
-cache)` on one token, as in ExLlamaV2's own examples; the cache is `ExLlamaV2Cache`
-(fp16) sized to the session's max context.
+which ExLlamaV2 loads like any GPTQ model. In `exllamav2-forward` each step is a plain
+`model.forward(ids, cache)` on one token; the cache is `ExLlamaV2Cache` (fp16) sized to
+the session's max context. Both paths keep ExLlamaV2's per-module CUDA graphs on (its
+default; `config.no_graphs` / EXLLAMA_NO_GRAPHS turn them off), which it uses for
+single-token attention and MLP launches.
 
 What syncs: ExLlamaV2 keeps the embedding table in host memory, so each step's input
 token must be on the host: the previous step's token read (the step's one sync) is
@@ -28,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeprof.backends.base import Decoder, DecoderInfo
-from edgeprof.errors import BackendUnavailableError, ModelLoadError
+from edgeprof.errors import BackendUnavailableError, MeasurementError, ModelLoadError
 from edgeprof.paths import cache_dir
 from edgeprof.quant.gptq import write_checkpoint
 
@@ -127,7 +135,7 @@ def unload_all() -> None:
 
 
 class ExLlamaV2Decoder(Decoder):
-    backend_name = "exllamav2"
+    backend_name = "exllamav2-forward"
 
     def __init__(self, loaded, device: str, max_ctx: int, group: int = 128,
                  checkpoint_dir: str | Path | None = None) -> None:
@@ -196,12 +204,173 @@ class ExLlamaV2Decoder(Decoder):
         self._logits = None
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo("exllamav2", "gptq4-g128", self.device, self._resident, bool(self.loaded.synthetic),
+        return DecoderInfo(self.backend_name, "gptq4-g128", self.device, self._resident, bool(self.loaded.synthetic),
                            0.0, dict(self.notes))
 
     def close(self) -> None:
         self.cache = None  # the model stays loaded for the next session (see unload_all)
 
 
-def make(loaded, device: str, max_ctx: int, **options) -> ExLlamaV2Decoder:
+def make_forward(loaded, device: str, max_ctx: int, **options) -> ExLlamaV2Decoder:
     return ExLlamaV2Decoder(loaded, device, max_ctx, **options)
+
+
+# --- the generator path: what ExLlamaV2's users run ---------------------------------------------
+
+def ensure_tokenizer_json(ckpt: Path, vocab: int) -> str:
+    """ExLlamaV2Tokenizer needs a tokenizer.json (exllamav2/tokenizer/tokenizer.py). A real model's
+    checkpoint has one; for SYNTHETIC weights write a word-level stand-in with `vocab` pieces
+    "<tN>", so the generator can stream text. Returns what the checkpoint holds."""
+    path = ckpt / "tokenizer.json"
+    if path.is_file():
+        return "the model's tokenizer.json"
+    from tokenizers import Tokenizer, models
+
+    tok = Tokenizer(models.WordLevel({f"<t{i}>": i for i in range(vocab)}, unk_token="<t0>"))
+    tmp = path.with_suffix(".json.part")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return "SYNTHETIC word-level tokenizer.json (<tN> pieces), written for the generator's text stream"
+
+
+class ExLlamaV2GenDecoder(Decoder):
+    """exllamav2 driven by ExLlamaV2DynamicGenerator, one `iterate()` per token.
+
+    Followed: exllamav2 0.3.2 examples/inference_stream.py (enqueue an ExLlamaV2DynamicJob, call
+    `generator.iterate()` until EOS, each call streams one token) and doc/dynamic.md; generator
+    options from exllamav2/generator/dynamic.py. Settings, and why:
+
+    * greedy sampling: `ExLlamaV2Sampler.Settings.greedy()` (top_k=1), like every edgeprof backend;
+    * `paged=True` when flash-attn >= 2.5.7 is importable (the generator's default and fastest mode,
+      paged attention over 256-token pages), else `paged=False` (its documented fallback for batch 1);
+    * `max_batch_size=1, max_q_size=1`: batch-1 decode; this also keeps the generator's pinned logits
+      buffer at one row instead of max_input_len // 8 rows;
+    * no stop conditions (a session decodes until its budget, as the other backends do); the job's
+      `max_new_tokens` covers the session's whole context;
+    * the cache is `ExLlamaV2Cache` (fp16) of max_ctx rounded up to 256 (the generator's page size);
+      CUDA graphs stay on (ExLlamaV2's default).
+
+    A step is one `iterate()`: the generator builds the step's attention parameters, runs
+    `model.forward_chunk`, copies the logits to host memory, samples on the host and streams the
+    token's text. The sampled token is read from the job's sequence (`sequences[0].sequence_ids`),
+    because the stream holds tokens back while their text is an incomplete UTF-8 sequence. For the
+    correctness gate, `set_next_input` overwrites that last sampled token (teacher forcing), and
+    `last_logits` reads the step's logits from the generator's host buffer.
+    """
+
+    backend_name = "exllamav2"
+
+    def __init__(self, loaded, device: str, max_ctx: int, group: int = 128,
+                 checkpoint_dir: str | Path | None = None) -> None:
+        super().__init__(max_ctx, device)
+        if not device.startswith("cuda"):
+            raise BackendUnavailableError("exllamav2", "ExLlamaV2's kernels need a CUDA device")
+        _, build_s = import_exllamav2()
+        from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
+        from exllamav2 import attn as exl2_attn
+        from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2Sampler
+
+        self.loaded = loaded
+        self.ckpt = ensure_checkpoint(loaded, group, checkpoint_dir)
+        tokenizer_note = ensure_tokenizer_json(self.ckpt, loaded.shape.vocab)
+        self.cache_len = -(-max_ctx // PAGE) * PAGE
+        self.paged = bool(getattr(exl2_attn, "has_flash_attn_with_paged", False))
+        try:
+            self.model = _load_model(self.ckpt, max(self.cache_len, loaded.shape.max_ctx), ExLlamaV2, ExLlamaV2Config)
+            self.cache = ExLlamaV2Cache(self.model, max_seq_len=self.cache_len, batch_size=1)
+            self.tokenizer = ExLlamaV2Tokenizer(self.model.config)
+            self.generator = ExLlamaV2DynamicGenerator(
+                model=self.model, cache=self.cache, tokenizer=self.tokenizer, max_batch_size=1, max_q_size=1,
+                max_seq_len=self.cache_len, paged=self.paged)
+        except Exception as exc:
+            raise ModelLoadError(f"ExLlamaV2 could not load {self.ckpt} into its generator: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self._settings = ExLlamaV2Sampler.Settings.greedy()
+        self._job = None
+        self._vocab = loaded.shape.vocab
+        self.notes = {"checkpoint": str(self.ckpt), "extension_import_s": round(build_s, 1),
+                      "runner": "ExLlamaV2DynamicGenerator.iterate() per token (examples/inference_stream.py)",
+                      "paged": self.paged, "paged_reason": "flash-attn >= 2.5.7 present" if self.paged else
+                      "no flash-attn >= 2.5.7: the generator's unpaged batch-1 mode",
+                      "sampling": "greedy (ExLlamaV2Sampler.Settings.greedy, host-side)",
+                      "cache": f"ExLlamaV2Cache fp16, {self.cache_len} tokens", "cuda_graphs": "ExLlamaV2 default (on)",
+                      "tokenizer": tokenizer_note}
+        self._resident = gpu_weight_bytes(self.ckpt, bool(loaded.shape.tied))
+        self.generator.warmup()  # ExLlamaV2's own warm-up pass (kernels, stream set as current)
+        self.reset()
+
+    def _new_job(self, token_ids: Sequence[int]):
+        import torch
+        from exllamav2.generator import ExLlamaV2DynamicJob
+
+        ids = torch.tensor([list(token_ids)], dtype=torch.long)  # [1, n] host tensor, as the generator requires
+        budget = max(1, self.max_ctx - len(token_ids))  # never ends before the session does
+        return ExLlamaV2DynamicJob(input_ids=ids, max_new_tokens=budget, gen_settings=self._settings,
+                                   stop_conditions=None, decode_special_tokens=True)
+
+    def _sampled(self) -> int:
+        return int(self._job.sequences[0].sequence_ids.torch()[0, -1])
+
+    def _iterate_until_token(self, max_calls: int) -> int:
+        """Call iterate() until the job has sampled one more token (one call once prefill is done)."""
+        before = self._job.new_tokens
+        for _ in range(max_calls):
+            self.generator.iterate()
+            if self._job.new_tokens > before:
+                return self._sampled()
+        raise MeasurementError(f"exllamav2: the generator sampled no token in {max_calls} iterate() calls")
+
+    def _launch_prefill(self, token_ids: Sequence[int]) -> int:
+        """A new job over what is in the cache plus `token_ids`. A later turn is a new job whose
+        prompt repeats the history, as a chat client does: the generator's prefix cache reuses
+        the pages it already holds for that history (doc/dynamic.md, "Prompt caching")."""
+        history: list[int] = []
+        if self._job is not None:
+            history = [int(t) for t in self._job.sequences[0].sequence_ids.torch()[0, :self.position]]
+            self.generator.cancel(self._job)
+        ids = history + list(token_ids)
+        self._job = self._new_job(ids)
+        self.generator.enqueue(self._job)
+        chunk = max(1, self.generator.max_chunk_size)
+        nxt = self._iterate_until_token(len(ids) // chunk + 4)  # prefill chunks, then the first token
+        self.position += len(token_ids)
+        return nxt
+
+    def _launch_step(self) -> int:
+        nxt = self._iterate_until_token(1)
+        self.position += 1
+        return nxt
+
+    def set_next_input(self, token_id: int) -> None:
+        """Teacher forcing for the correctness gate only: the generator's next input is the job's last
+        sampled token (`get_input_ids_list` slices `sequence_ids` from the cache position), so that
+        entry is overwritten before the next iterate(). Timed steps never call this."""
+        if self._job is None:
+            raise MeasurementError("exllamav2: prefill before forcing an input")
+        ids = self._job.sequences[0].sequence_ids
+        ids.tensor[0, ids.seq_len - 1] = int(token_id)  # SeqTensor [1, cap]; torch() views it
+
+    def last_logits(self):
+        if self._job is None:
+            return None
+        # [vocab] float32 on the host: the step's logits as the generator copied them for sampling
+        return self.generator.logits_pinned[0, 0, :self._vocab].clone()
+
+    def reset(self) -> None:
+        self.generator.clear_queue()
+        self._job = None
+        self.position = 0
+
+    def info(self) -> DecoderInfo:
+        return DecoderInfo("exllamav2", "gptq4-g128", self.device, self._resident, bool(self.loaded.synthetic),
+                           0.0, dict(self.notes))
+
+    def close(self) -> None:
+        if getattr(self, "generator", None) is not None:
+            self.generator.clear_queue()
+        self.generator = None
+        self.cache = None  # the model stays loaded for the next session (see unload_all)
+
+
+def make(loaded, device: str, max_ctx: int, **options) -> ExLlamaV2GenDecoder:
+    return ExLlamaV2GenDecoder(loaded, device, max_ctx, **options)

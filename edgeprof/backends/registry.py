@@ -34,6 +34,7 @@ class BackendInfo:
     # share one load with another backend, and the gate reference must run before it.
     mutates_weights: bool = False
     options: dict[str, str] = field(default_factory=dict)  # factory keyword options: name -> what it does
+    install_hint: str = "pip install 'edgeprof[quant]'"  # what to run when `packages` are missing
 
     def availability(self) -> tuple[bool, str]:
         """(available, reason). Cheap: looks for packages and a GPU, imports nothing heavy."""
@@ -41,7 +42,7 @@ class BackendInfo:
             return False, self.unavailable_reason
         missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
         if missing:
-            return False, f"package(s) not installed: {', '.join(missing)} (pip install 'edgeprof[quant]')"
+            return False, f"package(s) not installed: {', '.join(missing)} ({self.install_hint})"
         if self.needs_gpu and not _cuda_available():
             return False, "needs an NVIDIA GPU with CUDA; none is visible"
         return True, "available"
@@ -78,15 +79,27 @@ BACKENDS: dict[str, BackendInfo] = {
                     "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
                     packages=("transformers",), version_package="torch", mutates_weights=True,
                     options={"group": "quantisation group size (default 128)"}),
-        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
+        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2DynamicGenerator, one iterate() per "
+                    "token, greedy (as ExLlamaV2's users run it)", "gptq4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",),
                     version_package="exllamav2", mutates_weights=True,  # GPTQ updates the weights it quantises
+                    options={"group": "GPTQ group size (default 128)",
+                             "checkpoint_dir": "reuse this GPTQ checkpoint instead of quantising"}),
+        BackendInfo("exllamav2-forward", "the same checkpoint through a plain per-token model.forward (diagnostic: "
+                    "no generator)", "gptq4-g128", "edgeprof.backends.exl2:make_forward", needs_gpu=True,
+                    packages=("exllamav2",), version_package="exllamav2", mutates_weights=True,
                     options={"group": "GPTQ group size (default 128)",
                              "checkpoint_dir": "reuse this GPTQ checkpoint instead of quantising"}),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
                     unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
                     "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit",
                     mutates_weights=True),
+        BackendInfo("llamacpp", "llama.cpp (llama-cpp-python built from source) reading a GGUF file directly: "
+                    "llama_decode of one token + host argmax; CPU, or every layer on the GPU with a CUDA build",
+                    "gguf", "edgeprof.backends.llamacpp:make", packages=("llama_cpp",),
+                    version_package="llama_cpp_python",
+                    install_hint="bash scripts/setup.sh (builds llama-cpp-python from source once and caches the "
+                    "wheel; or pip install 'edgeprof[llamacpp]')"),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",), options=_FAST_OPTIONS),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",

@@ -18,7 +18,8 @@ HELP = "run the whole robot loop locally: rosbridge + daemon on SmolLM2 + a samp
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="model (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--backend", default="auto", help="backend (auto: edgeprof-fast, on a GPU or the CPU)")
+    p.add_argument("--backend", default="auto", help="backend (auto: on the CPU llamacpp on the model's GGUF when installed and it passes "
+                   "kernel correctness, else edgeprof-fast; edgeprof-fast on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--prompt", default="Name three colors.", help="what the robot asks")
     p.add_argument("--max-new-tokens", type=int, default=24)

@@ -98,7 +98,7 @@ class RunLogConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     model: str = "smollm2-135m"  # preset name, local HF dir, .gguf file or hub id
-    backend: str = "auto"  # a registry name, or auto (edgeprof-fast: one CUDA graph per step on a GPU, its eager path on a CPU)
+    backend: str = "auto"  # a registry name, or auto (lifecycle.AUTO_BACKENDS: edgeprof-fast on a GPU; on a CPU llamacpp first)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     gpu: str = "auto"  # catalog key used for the floor; auto = the detected device
     dtype: str = "bfloat16"

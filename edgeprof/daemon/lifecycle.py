@@ -53,14 +53,40 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State, str]] = {
 CLOSE_LINGER_S = 0.5  # wait between the last publish and closing the bridge
 UNLOAD_TIMEOUT_S = 30.0  # releasing the model waits at most this long for the model thread
 
-# Backends tried, in order, when config.backend is "auto".
-AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"), "cpu": ("edgeprof-fast", "hf-eager", "hf-static")}
+# Backends tried, in order, when config.backend is "auto": fastest first, as measured. On the CPU, llama.cpp
+# decodes the embedded SmolLM2 GGUF about 4x faster than edgeprof-fast's eager path
+# (results/cpu/2026-11-28-llamacpp-vs-edgeprof); it needs a GGUF behind the model and llama-cpp-python.
+AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"),
+                 "cpu": ("llamacpp", "edgeprof-fast", "hf-eager", "hf-static")}
+# Auto candidates that run their own kernels on other weights than the bf16 reference's (edgeprof.gate):
+# they are used only after their kernel-correctness check passes at load; otherwise auto moves on.
+AUTO_CHECKED = frozenset({"llamacpp"})
 
 
-def choose_backend(requested: str, device_kind: str) -> str:
-    """`auto` -> the first available of AUTO_BACKENDS[device]; a name -> checked against the registry."""
+def auto_candidates(device_kind: str, model: str | None = None) -> list[str]:
+    """The auto backends that can run here for `model`, fastest first."""
     import importlib.util
 
+    from edgeprof.backends import registry
+
+    out = []
+    for name in AUTO_BACKENDS[device_kind]:
+        info = registry.get(name)
+        module = info.factory.split(":")[0]
+        ok, _ = info.availability()
+        if not ok or importlib.util.find_spec(module) is None:
+            continue
+        if name == "llamacpp" and model is not None:
+            from edgeprof.backends.llamacpp import spec_has_gguf
+
+            if not spec_has_gguf(model):
+                continue  # llama.cpp reads GGUF files only
+        out.append(name)
+    return out
+
+
+def choose_backend(requested: str, device_kind: str, model: str | None = None) -> str:
+    """`auto` -> the first available of AUTO_BACKENDS[device] for `model`; a name -> checked against the registry."""
     from edgeprof.backends import registry
 
     if requested != "auto":
@@ -69,14 +95,20 @@ def choose_backend(requested: str, device_kind: str) -> str:
             raise DaemonStateError(f"backend {requested!r} needs a GPU but the daemon runs on {device_kind}; "
                                    "pick a CPU backend (hf-static, hf-eager) or --device cuda")
         return requested
-    for name in AUTO_BACKENDS[device_kind]:
-        info = registry.get(name)
-        module = info.factory.split(":")[0]
-        ok, _ = info.availability()
-        if ok and importlib.util.find_spec(module) is not None:
-            return name
+    found = auto_candidates(device_kind, model)
+    if found:
+        return found[0]
     raise DaemonStateError(f"no backend of {', '.join(AUTO_BACKENDS[device_kind])} is available on {device_kind}; "
                            "see `edgeprof backends`")
+
+
+def kernel_correctness(loaded, decoder, device: str) -> dict[str, Any]:
+    """`decoder` against hf-eager bf16 on the same weights (edgeprof.gate: teacher-forced greedy tokens,
+    thresholds by weight format); the dict has `passed`."""
+    from edgeprof import gate
+
+    ref = gate.reference(loaded, device)
+    return gate.check(decoder, ref, gate.Thresholds.for_weights(decoder.info().weights))
 
 
 def _versions(backend: str) -> dict[str, str]:
@@ -85,7 +117,7 @@ def _versions(backend: str) -> dict[str, str]:
     from edgeprof import __version__
 
     out = {"edgeprof": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "roslibpy", "exllamav2", "bitsandbytes", "torchao"):
+    for pkg in ("torch", "transformers", "roslibpy", "exllamav2", "bitsandbytes", "torchao", "llama_cpp_python"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -123,6 +155,7 @@ class Daemon:
         self.floor: Any = None
         self.capture_s = 0.0
         self.warmup_s = 0.0
+        self.kernel_correctness: dict[str, Any] | None = None  # when auto checked the backend it picked
         self._status_stop = threading.Event()
         self._status_thread: threading.Thread | None = None
         self._lock = threading.RLock()
@@ -164,7 +197,7 @@ class Daemon:
         if self.device.startswith("cuda") and self.detected.device != "cuda":
             raise DaemonStateError(f"device {self.device!r} was asked for but no NVIDIA GPU is visible; use --device cpu")
         self.gpu_spec = self.detected.spec if cfg.gpu == "auto" else hardware_loader.gpu(cfg.gpu)
-        self.backend = choose_backend(cfg.backend, self.device.split(":")[0])
+        self.backend = choose_backend(cfg.backend, self.device.split(":")[0], cfg.model)
         self.runlog = RunLog(cfg.runlog.resolved_path, cfg.runlog.flush_interval_s) if cfg.runlog.enabled else NullRunLog()
         self.log(f"configured: model {cfg.model}, backend {self.backend}, device {self.device}, "
                  f"floor GPU {self.gpu_spec.key} ({self.gpu_spec.bandwidth_gbs:g} GB/s)")
@@ -231,7 +264,6 @@ class Daemon:
         self._model_thread.call(self._load_here)
 
     def _load_here(self) -> None:
-        from edgeprof.backends import registry
         from edgeprof.daemon.session import FloorModel
         from edgeprof.daemon.text import ByteCodec, TextCodec
         from edgeprof.floor import parse_format
@@ -250,7 +282,7 @@ class Daemon:
             if cuda:  # the weights are in place: does the KV cache at max_ctx fit what is left?
                 need = self._precheck_memory(self.loaded.shape, max_ctx)
             t0 = time.perf_counter()
-            self.decoder = registry.create(self.backend, self.loaded, self.device, max_ctx)
+            self.decoder = self._create_decoder(max_ctx)
             info = self.decoder.info()
             self.capture_s = float(info.capture_s or 0.0)
             self._warmup()
@@ -286,6 +318,40 @@ class Daemon:
         check_fits(need, free, total, self.device)
         return need
 
+    def _create_decoder(self, max_ctx: int):
+        """The configured backend; under auto, a checked candidate that fails kernel correctness (or
+        cannot load this model) gives way to the next candidate, and the log says why."""
+        from edgeprof.backends import registry
+
+        if self.config.backend != "auto":
+            return registry.create(self.backend, self.loaded, self.device, max_ctx)
+        candidates = auto_candidates(self.device.split(":")[0], self.config.model)
+        for name in candidates[candidates.index(self.backend):]:
+            try:
+                decoder = registry.create(name, self.loaded, self.device, max_ctx)
+            except EdgeprofError as exc:
+                self.log(f"auto: {name} cannot run this model ({exc}); trying the next backend")
+                continue
+            if name in AUTO_CHECKED:
+                t0 = time.perf_counter()
+                try:
+                    check = kernel_correctness(self.loaded, decoder, self.device)
+                except EdgeprofError as exc:  # e.g. a session too short for the check's prompt + steps
+                    self.log(f"auto: {name} kernel correctness could not run ({exc}); trying the next backend")
+                    decoder.close()
+                    continue
+                self.log(f"auto: {name} kernel correctness {'passed' if check['passed'] else 'FAILED'} "
+                         f"({check['rule']}; agreement {check['agreement']:.2f} over {check['steps']} steps, "
+                         f"{time.perf_counter() - t0:.1f} s)")
+                if not check["passed"]:
+                    decoder.close()
+                    continue
+                self.kernel_correctness = check
+            self.backend = name
+            return decoder
+        raise DaemonStateError(f"auto: none of {', '.join(candidates)} could serve {self.config.model}; "
+                               "see the log above, or pick one with --backend")
+
     def _warmup(self) -> None:
         """Backend warm-up (graph capture), then a few real steps so first-call costs are
         not billed to the robot's first token; the cache is emptied afterwards."""
@@ -307,7 +373,7 @@ class Daemon:
             "gpu_name": self.detected.nvml_name or self.gpu_spec.name, "max_ctx": self.decoder.max_ctx,
             "versions": _versions(self.backend), "floors": floors,
             "config": {**asdict(self.config), "shape": shape.to_dict(), "capture_s": self.capture_s,
-                       "warmup_s": self.warmup_s},
+                       "warmup_s": self.warmup_s, "kernel_correctness": self.kernel_correctness},
             "host": platform.node(),
         })
 

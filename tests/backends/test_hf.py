@@ -54,7 +54,7 @@ def test_context_limit(tiny) -> None:
         dec.step()
 
 
-@pytest.mark.parametrize("name", ["hf-graph", "bnb-nf4", "bnb-int8", "torchao-int4", "exllamav2"])
+@pytest.mark.parametrize("name", ["hf-graph", "bnb-nf4", "bnb-int8", "torchao-int4", "exllamav2", "exllamav2-forward"])
 def test_gpu_backends(name: str) -> None:
     """On a GPU: the backend over tiny-test passes the synthetic-logits gate against hf-eager."""
     from edgeprof import gate

@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from edgeprof.errors import BridgeTimeoutError
 from edgeprof.ros.robot import RobotProcess
 from edgeprof.ros.rosbridge import _websocket_ready, free_port
-from edgeprof.errors import BridgeTimeoutError
 
 from .test_daemon_ros import STARTUP_S, DaemonProc
 

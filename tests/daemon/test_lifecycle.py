@@ -32,7 +32,13 @@ def test_transitions_in_the_wrong_state_are_refused(tmp_path):
 
 
 def test_backend_choice():
-    assert choose_backend("auto", "cpu") == "edgeprof-fast"
+    import importlib.util
+
+    # tiny-test has no GGUF, so llama.cpp is no candidate for it; the embedded SmolLM2 has one
+    assert choose_backend("auto", "cpu", "tiny-test") == "edgeprof-fast"
+    has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    assert choose_backend("auto", "cpu", "default") == ("llamacpp" if has_llamacpp else "edgeprof-fast")
+    assert choose_backend("auto", "cuda", "default") == "edgeprof-fast"  # llama.cpp is a CPU auto choice only
     assert choose_backend("hf-eager", "cpu") == "hf-eager"
     with pytest.raises(UnknownChoiceError):
         choose_backend("nope", "cpu")
