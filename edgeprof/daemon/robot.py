@@ -38,6 +38,9 @@ from edgeprof.errors import BridgeError, BridgeTimeoutError, EdgeprofError
 ENV_MARK = "EDGEPROF_ROS_ENV"  # set in processes started with ros_env() by this module
 RPC_PREFIX = "@@edgeprof-rpc "  # marks our lines on stdout; anything else there (DDS chatter) is ignored
 RECV_KEY = "_recv_ns"  # added to each received record: CLOCK_MONOTONIC ns at receipt (robot side)
+# Also added: time.time_ns() at receipt, the clock of the daemon's `ready_unix_ns` token stamp,
+# so `_recv_unix_ns - ready_unix_ns` is the one-way hop daemon -> robot on one host.
+RECV_UNIX_KEY = "_recv_unix_ns"
 
 
 def monotonic_ns() -> int:
@@ -117,6 +120,7 @@ class RobotClient:
 
     def _on_token(self, msg) -> None:
         recv = monotonic_ns()  # first thing: this is the robot's receipt time
+        recv_unix = time.time_ns()
         try:
             record = json.loads(msg.data)
         except ValueError:
@@ -124,6 +128,7 @@ class RobotClient:
         if not isinstance(record, dict):
             record = {"value": record}
         record[RECV_KEY] = recv
+        record[RECV_UNIX_KEY] = recv_unix
         with self._cond:
             self._records.append(record)
             self._cond.notify_all()
@@ -221,10 +226,16 @@ class RobotClient:
     def _trigger(self, client, timeout_s: float) -> dict:
         if not client.wait_for_service(timeout_sec=timeout_s):
             raise BridgeTimeoutError(f"service {client.srv_name} is not available within {timeout_s:g} s")
-        t0 = monotonic_ns()
         done = threading.Event()
+        got: list[int] = []
+
+        def _on_done(_f) -> None:  # on the spin thread, as soon as the response is in
+            got.append(time.time_ns())
+            done.set()
+
+        t0, t0_unix = monotonic_ns(), time.time_ns()
         future = client.call_async(self._Trigger.Request())
-        future.add_done_callback(lambda _f: done.set())
+        future.add_done_callback(_on_done)
         if not done.wait(timeout_s):
             client.remove_pending_request(future)
             raise BridgeTimeoutError(f"service {client.srv_name} did not answer within {timeout_s:g} s")
@@ -238,6 +249,8 @@ class RobotClient:
             record = {"value": record}
         record["_success"] = bool(response.success)
         record["_rtt_ms"] = rtt_ns / 1e6
+        record["_sent_unix_ns"] = t0_unix
+        record[RECV_UNIX_KEY] = got[0] if got else time.time_ns()
         return record
 
     def next_token(self, timeout_s: float = 30.0) -> dict:

@@ -324,7 +324,8 @@ class DecodeService:
         fraction = ev.fraction
         rec = {"id": rid, "index": index, "token_id": ev.token_id, "text": ev.text,
                "latency_ms": _sig(ev.latency_ms), "gpu_ms": _sig(ev.gpu_ms), "floor_ms": _sig(ev.floor_ms),
-               "fraction": _sig(fraction), "deadline_missed": missed, "position": ev.position}
+               "fraction": _sig(fraction), "deadline_missed": missed, "position": ev.position,
+               "ready_unix_ns": ev.ready_unix_ns}
         if stats is not None:
             stats.add(ev, missed)
         self.tokens_total += 1
@@ -415,7 +416,7 @@ def token_json(rec: dict[str, Any]) -> str:
     return (f'{{"id": {rid}, "index": {int(r["index"])}, "token_id": {int(r["token_id"])}, "text": {_esc(r["text"])}, '
             f'"latency_ms": {_num(r["latency_ms"])}, "gpu_ms": {_num(r["gpu_ms"])}, "floor_ms": {_num(r["floor_ms"])}, '
             f'"fraction": {_num(r["fraction"])}, "deadline_missed": {"true" if r["deadline_missed"] else "false"}, '
-            f'"position": {int(r["position"])}}}')
+            f'"position": {int(r["position"])}, "ready_unix_ns": {int(r["ready_unix_ns"])}}}')
 
 
 def _sig(x: float | None, digits: int = 6) -> float | None:

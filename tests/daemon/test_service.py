@@ -22,7 +22,7 @@ from edgeprof.shapes import preset
 from .scripted import ScriptedDecoder
 
 TOKEN_FIELDS = {"id", "index", "token_id", "text", "latency_ms", "gpu_ms", "floor_ms", "fraction",
-                "deadline_missed", "position"}
+                "deadline_missed", "position", "ready_unix_ns"}
 DONE_FIELDS = {"id", "done", "reason", "n_tokens", "ttft_ms", "p50_ms", "p99_ms", "fraction_median",
                "deadline_misses"}
 
@@ -177,9 +177,11 @@ def test_bridge_drop_turns_the_request_into_an_error_delivered_on_reconnect(svc)
 
 @pytest.mark.parametrize("rec", [
     {"id": 'r\u00e9"1', "index": 0, "token_id": 5, "text": "a\n\ufffd\U0001f600", "latency_ms": 5.96081,
-     "gpu_ms": None, "floor_ms": 1e-05, "fraction": None, "deadline_missed": True, "position": 7},
+     "gpu_ms": None, "floor_ms": 1e-05, "fraction": None, "deadline_missed": True, "position": 7,
+     "ready_unix_ns": 1795000000123456789},
     {"id": None, "index": 3, "token_id": 151000, "text": "", "latency_ms": 1500000.0, "gpu_ms": 1.5,
-     "floor_ms": float("nan"), "fraction": float("inf"), "deadline_missed": False, "position": 2047},
+     "floor_ms": float("nan"), "fraction": float("inf"), "deadline_missed": False, "position": 2047,
+     "ready_unix_ns": 0},
 ])
 def test_token_json_is_json_dumps_byte_for_byte(rec):
     from edgeprof.daemon.service import token_json
