@@ -60,6 +60,7 @@ class _Job:
     raw: str | None = None
     future: Future | None = field(default=None)
     abandoned: bool = False  # the caller timed out; skip it if not started
+    fn: Callable[[Session], Any] | None = None  # kind "call": run_on_worker
 
 
 class DecodeService:
@@ -142,6 +143,15 @@ class DecodeService:
     def reset(self) -> str:
         """on_reset: empty the KV cache (after the work already queued)."""
         return self._call("reset")
+
+    def run_on_worker(self, fn: Callable[[Session], Any], timeout_s: float = 600.0) -> Any:
+        """Run `fn(session)` on the decode thread between jobs and return its result (for
+        benchmarks/robot_latency.py: the raw decoder step timed on the daemon's own decoder and
+        thread, paired with what the robot sees). The session is reset afterwards."""
+        job = _Job("call", self.clock(), future=Future(), fn=fn)
+        self._enqueue(job)
+        assert job.future is not None
+        return job.future.result(timeout=timeout_s)
 
     def _call(self, kind: str) -> str:
         job = _Job(kind, self.clock(), future=Future())
@@ -247,6 +257,14 @@ class DecodeService:
             self._generate(job)
         elif job.kind == "next_token":
             self._next_token(job)
+        elif job.kind == "call":
+            assert job.fn is not None
+            try:
+                result = job.fn(self.session)
+            finally:
+                self.session.reset()
+            assert job.future is not None
+            job.future.set_result(result)
         else:
             self.session.reset()
             self._log_event("reset", {"by": "service"})
