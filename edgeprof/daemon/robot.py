@@ -276,9 +276,10 @@ class RobotClient:
         return [self._trigger(client, timeout_s) for _ in range(n)]
 
     def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
-                          body: str = "next") -> list[dict]:
+                          body: str = "next", pause_s: float = 0.0) -> list[dict]:
         """n sequential request/reply pairs over two std_msgs/String topics (the alternative to a
-        Trigger service: publish `body` on request_topic, wait for one message on reply_topic).
+        Trigger service: publish `body` on request_topic, wait for one message on reply_topic),
+        `pause_s` apart (a robot acting on each token before it pulls the next).
         Returns each reply's JSON record with `_rtt_ms`, `_sent_unix_ns` and `_recv_unix_ns`."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -296,6 +297,8 @@ class RobotClient:
             time.sleep(0.5)  # matched on our side; give the far side's match a moment too
             out = []
             for _ in range(n):
+                if pause_s > 0:
+                    time.sleep(pause_s)
                 t0, t0_unix = monotonic_ns(), time.time_ns()
                 pub.publish(self._String(data=body))
                 try:
@@ -443,9 +446,9 @@ class RobotProcess:
         return self._call("trigger_records", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
 
     def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
-                          body: str = "next") -> list[dict]:
-        return self._call("topic_round_trips", timeout_s * (n + 1), request_topic=request_topic,
-                          reply_topic=reply_topic, n=n, timeout_s=timeout_s, body=body)
+                          body: str = "next", pause_s: float = 0.0) -> list[dict]:
+        return self._call("topic_round_trips", (timeout_s + pause_s) * (n + 1), request_topic=request_topic,
+                          reply_topic=reply_topic, n=n, timeout_s=timeout_s, body=body, pause_s=pause_s)
 
     def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
         return self._call("token_delays", timeout_s, field=field, n=n, timeout_s=timeout_s, since=since)
