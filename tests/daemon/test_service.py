@@ -187,3 +187,12 @@ def test_token_json_is_json_dumps_byte_for_byte(rec):
     from edgeprof.daemon.service import token_json
 
     assert token_json(rec) == json.dumps(rec)
+
+
+def test_run_on_worker_runs_on_the_decode_thread_between_jobs_and_resets_the_session(svc):
+    svc.submit(_req("a", 3))
+    svc.sink.wait(lambda r: any(x.get("done") for x in r))
+    seen = svc.run_on_worker(lambda s: (threading.current_thread().name, s.position, s.pending is not None))
+    assert seen[0] == "edgeprof-decode" and seen[1] > 0 and seen[2]  # the conversation was there
+    assert svc.session.position == 0 and svc.session.pending is None  # and is gone after
+    assert json.loads(svc.next_token())["error"]["code"] == "no_session"
