@@ -343,8 +343,20 @@ def run(args) -> dict:
         "samples": samples, "op_ms": tally.op_ms,
         "series": {"step_ms": tally.step_ms, "hop_ms": tally.hop_ms, "next_rtt_ms": tally.next_rtt_ms},
     }
-    record["verdict"] = _verdict(record)
+    derive(record)
     return record
+
+
+def derive(record: dict) -> None:
+    """Figures computed from the samples: the run log's steady growth per token (a linear fit over
+    the second half of the samples: by then the WAL file has reached its checkpoint size, ~4 MB,
+    and is reused, so db + wal grows with the database alone), and the verdict."""
+    s = [x for x in record["samples"] if x.get("tokens") is not None]
+    half = s[len(s) // 2:]
+    if len(half) >= 2 and half[-1]["tokens"] > half[0]["tokens"]:
+        fit = np.polyfit([x["tokens"] for x in half], [x["runlog_bytes"] for x in half], 1)
+        record["runlog"]["bytes_per_token_steady"] = float(fit[0])
+    record["verdict"] = _verdict(record)
 
 
 def _verdict(r: dict) -> dict:
@@ -376,18 +388,22 @@ def plot(record: dict, path: Path) -> None:
         a.plot(t, [x[proc]["threads"] if x.get(proc) else np.nan for x in s], "--", label=f"{proc} threads")
     a.set_xlabel("minutes"), a.legend(fontsize=8), a.set_title("file descriptors and threads")
     a = ax[1][0]
+    # series times are time.monotonic(); the first op's token or call is close to the soak's start
+    t_first = min((min(x for x, _ in series) for series in record["series"].values() if series), default=0.0)
     for name, series in record["series"].items():
         if len(series) < 20:
             continue
         arr = sorted(series)
         chunks = np.array_split(np.asarray([v for _, v in arr]), 20)
         times = np.array_split(np.asarray([x for x, _ in arr]), 20)
-        a.plot([np.median(tt) / 60 - s[0]["t"] / 60 for tt in times], [np.percentile(c, 99) for c in chunks],
+        a.plot([(np.median(tt) - t_first) / 60 for tt in times], [np.percentile(c, 99) for c in chunks],
                marker="o", label=f"{name} p99 (20 windows)")
     a.set_xlabel("minutes"), a.set_ylabel("ms"), a.set_yscale("log"), a.legend(fontsize=8), a.set_title("p99 over time")
     a = ax[1][1]
     a.plot([x["tokens"] for x in s], [x["runlog_bytes"] / 2**20 for x in s], marker=".")
-    a.set_xlabel("tokens received by the robot"), a.set_ylabel("run log MiB (db + wal)"), a.set_title("run-log size")
+    slope = record["runlog"].get("bytes_per_token_steady")
+    a.set_xlabel("tokens received by the robot"), a.set_ylabel("run log MiB (db + wal)")
+    a.set_title("run-log size" + (f" (steady slope {slope:.0f} B/token)" if slope else ""))
     fig.suptitle(f"edgeprof soak, CPU ({record['cpu']['count']} cores), {record['model']}: {record['ops_done']} ops "
                  f"({record['requests_asked']} asked) in {record['elapsed_s'] / 60:.0f} min")
     fig.tight_layout()
@@ -407,7 +423,8 @@ def _print(r: dict) -> None:
             print(f"  p99 drift {k:<22} {v['first_p99']:8.3f} -> {v['last_p99']:8.3f} ms  {100 * v['drift']:+6.1f}%  "
                   f"(n {v['n']})")
     rl = r["runlog"]
-    print(f"  run log: {rl['bytes']} bytes, {rl['bytes_per_token']:.0f} B/token; {rl['runlog_tokens']} logged, "
+    print(f"  run log: {rl['bytes']} bytes, {rl['bytes_per_token']:.0f} B/token overall, "
+          f"{rl.get('bytes_per_token_steady') or float('nan'):.0f} B/token steady; {rl['runlog_tokens']} logged, "
           f"{rl['missing_from_runlog']} of {rl['robot_tokens']} robot tokens missing")
     print(f"  verdict: {r['verdict']}")
 
@@ -429,7 +446,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain-id", type=int, default=None)
     p.add_argument("--progress", type=int, default=500, help="print a line every N ops (0: never)")
     p.add_argument("--out", required=True, help="JSON record; the PNG goes beside it")
+    p.add_argument("--replot", action="store_true", help="recompute derived figures of --out and re-plot it")
     args = p.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        record = json.loads(out.read_text())
+        derive(record)
+        out.write_text(json.dumps(record, indent=1))
+        plot(record, out.with_suffix(".png"))
+        _print(record)
+        return 0
     record = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
