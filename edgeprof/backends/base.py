@@ -114,6 +114,14 @@ class Decoder(ABC):
         """"cuda" or "cpu"; the timer uses CUDA events only on "cuda"."""
         return self.device.split(":")[0]
 
+    @property
+    def launch_is_async(self) -> bool:
+        """Whether `step_async()` returns before the step's work is done. Only a CUDA launch
+        is: a CPU step computes the token inside the launch, so launching step N+1 before
+        handing token N over would hold token N back by a whole step (the daemon's
+        `session.overlap_host` applies only where this is true)."""
+        return self.device_kind == "cuda"
+
     def _check_room(self, n: int) -> None:
         if self.position + n > self.max_ctx:
             raise ContextLengthError(

@@ -61,6 +61,7 @@ class _Job:
     raw: str | None = None
     future: Future | None = field(default=None)
     abandoned: bool = False  # the caller timed out; skip it if not started
+    fn: Callable[[Session], Any] | None = None  # kind "call": run_on_worker
 
 
 class DecodeService:
@@ -150,6 +151,15 @@ class DecodeService:
     def reset(self) -> str:
         """on_reset: empty the KV cache (after the work already queued)."""
         return self._call("reset")
+
+    def run_on_worker(self, fn: Callable[[Session], Any], timeout_s: float = 600.0) -> Any:
+        """Run `fn(session)` on the decode thread between jobs and return its result (for
+        benchmarks/robot_latency.py: the raw decoder step timed on the daemon's own decoder and
+        thread, paired with what the robot sees). The session is reset afterwards."""
+        job = _Job("call", self.clock(), future=Future(), fn=fn)
+        self._enqueue(job)
+        assert job.future is not None
+        return job.future.result(timeout=timeout_s)
 
     def _call(self, kind: str) -> str:
         job = _Job(kind, self.clock(), future=Future())
@@ -279,6 +289,14 @@ class DecodeService:
             self._generate(job)
         elif job.kind == "next_token":
             self._next_token(job)
+        elif job.kind == "call":
+            assert job.fn is not None
+            try:
+                result = job.fn(self.session)
+            finally:
+                self.session.reset()
+            assert job.future is not None
+            job.future.set_result(result)
         else:
             self.session.reset()
             self._log_event("reset", {"by": "service"})
@@ -358,7 +376,8 @@ class DecodeService:
         fraction = ev.fraction
         rec = {"id": rid, "index": index, "token_id": ev.token_id, "text": ev.text,
                "latency_ms": _sig(ev.latency_ms), "gpu_ms": _sig(ev.gpu_ms), "floor_ms": _sig(ev.floor_ms),
-               "fraction": _sig(fraction), "deadline_missed": missed, "position": ev.position}
+               "fraction": _sig(fraction), "deadline_missed": missed, "position": ev.position,
+               "ready_unix_ns": ev.ready_unix_ns}
         if stats is not None:
             stats.add(ev, missed)
         self.tokens_total += 1
@@ -456,7 +475,7 @@ def token_json(rec: dict[str, Any]) -> str:
     return (f'{{"id": {rid}, "index": {int(r["index"])}, "token_id": {int(r["token_id"])}, "text": {_esc(r["text"])}, '
             f'"latency_ms": {_num(r["latency_ms"])}, "gpu_ms": {_num(r["gpu_ms"])}, "floor_ms": {_num(r["floor_ms"])}, '
             f'"fraction": {_num(r["fraction"])}, "deadline_missed": {"true" if r["deadline_missed"] else "false"}, '
-            f'"position": {int(r["position"])}}}')
+            f'"position": {int(r["position"])}, "ready_unix_ns": {int(r["ready_unix_ns"])}}}')
 
 
 def _sig(x: float | None, digits: int = 6) -> float | None:

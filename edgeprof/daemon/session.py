@@ -26,7 +26,8 @@ from edgeprof.floor import WeightFormat, kv_cache_bytes, step_traffic
 from edgeprof.hardware import GPUSpec
 from edgeprof.shapes import ModelShape
 
-_Read = tuple[Any, list[int], "str | None"]  # (StepResult, ids fed to the cache, context event)
+# (StepResult, ids fed to the cache, context event, time.time_ns() when the token was read)
+_Read = tuple[Any, list[int], "str | None", int]
 
 
 class FloorModel:
@@ -63,8 +64,12 @@ class TokenEvent:
     gpu_ms: float | None
     floor_ms: float
     position: int  # tokens in the KV cache after this step (the context the step attended over)
-    t_mono: float  # time.monotonic() when the token was ready
+    t_mono: float  # time.monotonic() when the token was handed over (after the bookkeeping)
     context_event: str | None = None  # "reset" / "slid" when the overflow policy acted before it
+    # Wall-clock epoch ns (time.time_ns(), CLOCK_REALTIME) taken right after the token was read
+    # from the device: the "ready" stamp of the token record. A robot on the same host stamps
+    # its receipt with the same clock, so receipt - ready is the one-way hop it sees.
+    ready_unix_ns: int = 0
 
     @property
     def fraction(self) -> float | None:
@@ -98,6 +103,11 @@ class RequestStats:
             "fraction_median": _pct(fr, 50),
             "deadline_misses": self.deadline_misses,
         }
+
+
+def _read(result: Any, fed: list[int], event: str | None) -> _Read:
+    """Stamp a token the moment its step returned (the token was read from the device)."""
+    return result, fed, event, time.time_ns()
 
 
 def _pct(xs: Sequence[float], q: float) -> float | None:
@@ -169,7 +179,7 @@ class Session:
         self.last_index = -1
         self.turn = list(ids)
         self.stream = TextStream(self.codec)
-        return self.decoder.prefill(feed), feed, event
+        return _read(self.decoder.prefill(feed), feed, event)
 
     def step(self) -> TokenEvent:
         """One more token after `pending` (a request's loop, or the next_token service)."""
@@ -180,7 +190,7 @@ class Session:
             raise RequestError("no_session", "there is nothing to continue from; send a request with a prompt first")
         if self.position + 1 > self.max_ctx:
             return self._overflow_parts()
-        return self.decoder.step(), [self.pending], None
+        return _read(self.decoder.step(), [self.pending], None)
 
     def _overflow_parts(self) -> _Read:
         policy = self.cfg.on_overflow
@@ -192,9 +202,9 @@ class Session:
                 raise self._overflow_error()
             self.decoder.reset()
             self.history.clear()
-            return self.decoder.prefill(keep), keep, "reset"
+            return _read(self.decoder.prefill(keep), keep, "reset")
         feed = self._slide()
-        return self.decoder.prefill(feed), feed, "slid"
+        return _read(self.decoder.prefill(feed), feed, "slid")
 
     def _make_room(self, feed: list[int], current: list[int]) -> str:
         """The new prompt does not fit after the conversation: apply the policy."""
@@ -231,7 +241,7 @@ class Session:
             "reset or sliding_window",
         )
 
-    def _account(self, result: Any, fed: list[int], event: str | None) -> TokenEvent:
+    def _account(self, result: Any, fed: list[int], event: str | None, ready_ns: int) -> TokenEvent:
         """Host bookkeeping of one read token: cache history, detokenization, the event.
 
         `fed` went into the cache with the step that produced `result`. The decoder's
@@ -246,12 +256,15 @@ class Session:
         return TokenEvent(token_id=self.pending, text=text, latency_ms=float(result.wall_ms),
                           gpu_ms=None if result.gpu_ms is None else float(result.gpu_ms),
                           floor_ms=self.floor.floor_ms(pos), position=pos, t_mono=time.monotonic(),
-                          context_event=event)
+                          context_event=event, ready_unix_ns=ready_ns)
 
     def _overlaps(self) -> bool:
         """Whether the next step may be launched before the current token is accounted for:
-        not where it must take the overflow path (which resets or re-prefills the cache)."""
-        return self.cfg.overlap_host and self.position + 1 <= self.max_ctx
+        only where the launch is asynchronous (CUDA; on the CPU the launch *is* the step, so
+        token N would reach the robot a whole step late), and not where the next step must
+        take the overflow path (which resets or re-prefills the cache)."""
+        return (self.cfg.overlap_host and bool(getattr(self.decoder, "launch_is_async", False))
+                and self.position + 1 <= self.max_ctx)
 
     def is_eos(self, token_id: int) -> bool:
         return self.cfg.stop_at_eos and token_id in self.codec.eos_ids
@@ -261,7 +274,7 @@ class Session:
         """Prefill `ids` (from `encode`) then step until max_new_tokens, EOS or
         `should_stop()` returns a reason. The end reason is in `self.end_reason` after.
 
-        With `overlap_host`, token N is read, step N+1 is launched, and only then is N
+        With `overlap_host` on a decoder whose launch is asynchronous (CUDA), token N is read, step N+1 is launched, and only then is N
         accounted for and yielded: the caller's per-token work (record, publish, run log,
         metrics) runs while the device computes N+1 instead of leaving it idle. The stop
         check comes before that launch, so a cancel arriving during the work takes effect
@@ -280,7 +293,7 @@ class Session:
                 yield self._account(*parts)
             except GeneratorExit:  # the caller stopped early: keep the cache and `pending` in step
                 if ahead is not None:
-                    self._account(ahead.finish(), [token], None)
+                    self._account(*_read(ahead.finish(), [token], None))
                 raise
             if not more:
                 self.end_reason = "eos" if self.is_eos(token) else "length"
@@ -289,4 +302,4 @@ class Session:
             if stop:
                 self.end_reason = stop
                 return
-            parts = self._step_parts() if ahead is None else (ahead.finish(), [token], None)
+            parts = self._step_parts() if ahead is None else _read(ahead.finish(), [token], None)

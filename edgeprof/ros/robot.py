@@ -38,6 +38,10 @@ from edgeprof.ros.topics import TopicNames
 ENV_MARK = "EDGEPROF_ROS_ENV"  # set in processes started with ros_env() by this module
 RPC_PREFIX = "@@edgeprof-rpc "  # marks our lines on stdout; anything else there (DDS chatter) is ignored
 RECV_KEY = "_recv_ns"  # added to each received record: CLOCK_MONOTONIC ns at receipt (robot side)
+# Also added: time.time_ns() at receipt, the clock of the daemon's `ready_unix_ns` token stamp,
+# so `_recv_unix_ns - ready_unix_ns` is the one-way hop daemon -> robot on one host.
+RECV_UNIX_KEY = "_recv_unix_ns"
+SENT_UNIX_KEY = "_sent_unix_ns"  # time.time_ns() just before the request was published / the call sent
 
 
 def monotonic_ns() -> int:
@@ -121,6 +125,7 @@ class RobotClient:
 
     def _on_token(self, msg) -> None:
         recv = monotonic_ns()  # first thing: this is the robot's receipt time
+        recv_unix = time.time_ns()
         try:
             record = json.loads(msg.data)
         except ValueError:
@@ -128,6 +133,7 @@ class RobotClient:
         if not isinstance(record, dict):
             record = {"value": record}
         record[RECV_KEY] = recv
+        record[RECV_UNIX_KEY] = recv_unix
         with self._cond:
             self._records.append(record)
             self._cond.notify_all()
@@ -219,16 +225,26 @@ class RobotClient:
         if messages is not None:
             request["messages"] = messages
         request.update(fields)
+        sent = time.time_ns()
         since = self.send(request)
-        return self.collect(request["id"], timeout_s, since)
+        records = self.collect(request["id"], timeout_s, since)
+        for record in records:
+            record.setdefault(SENT_UNIX_KEY, sent)
+        return records
 
     def _trigger(self, client, timeout_s: float) -> dict:
         if not client.wait_for_service(timeout_sec=timeout_s):
             raise BridgeTimeoutError(f"service {client.srv_name} is not available within {timeout_s:g} s")
-        t0 = monotonic_ns()
         done = threading.Event()
+        got: list[int] = []
+
+        def _on_done(_f) -> None:  # on the spin thread, as soon as the response is in
+            got.append(time.time_ns())
+            done.set()
+
+        t0, t0_unix = monotonic_ns(), time.time_ns()
         future = client.call_async(self._Trigger.Request())
-        future.add_done_callback(lambda _f: done.set())
+        future.add_done_callback(_on_done)
         if not done.wait(timeout_s):
             client.remove_pending_request(future)
             raise BridgeTimeoutError(f"service {client.srv_name} did not answer within {timeout_s:g} s")
@@ -242,6 +258,8 @@ class RobotClient:
             record = {"value": record}
         record["_success"] = bool(response.success)
         record["_rtt_ms"] = rtt_ns / 1e6
+        record[SENT_UNIX_KEY] = t0_unix
+        record[RECV_UNIX_KEY] = got[0] if got else time.time_ns()
         return record
 
     def next_token(self, timeout_s: float = 30.0) -> dict:
@@ -255,6 +273,49 @@ class RobotClient:
         """n sequential calls of a Trigger service; robot-side round trips in ms (benchmark helper)."""
         client = self._next_client if service == "next_token" else self._reset_client
         return [self._trigger(client, timeout_s)["_rtt_ms"] for _ in range(n)]
+
+    def trigger_records(self, service: str, n: int, timeout_s: float = 10.0) -> list[dict]:
+        """n sequential calls of a Trigger service; each answer's record with its robot-side stamps."""
+        client = self._next_client if service == "next_token" else self._reset_client
+        return [self._trigger(client, timeout_s) for _ in range(n)]
+
+    def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
+                          body: str = "next", pause_s: float = 0.0) -> list[dict]:
+        """n sequential request/reply pairs over two std_msgs/String topics (the alternative to a
+        Trigger service: publish `body` on request_topic, wait for one message on reply_topic),
+        `pause_s` apart (a robot acting on each token before it pulls the next).
+        Returns each reply's JSON record with `_rtt_ms`, `_sent_unix_ns` and `_recv_unix_ns`."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        got: queue.SimpleQueue = queue.SimpleQueue()
+        pub = self.node.create_publisher(self._String, request_topic, reliable)
+        sub = self.node.create_subscription(
+            self._String, reply_topic, lambda m: got.put((monotonic_ns(), time.time_ns(), m.data)), reliable)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while pub.get_subscription_count() == 0 or sub.get_publisher_count() == 0:
+                if time.monotonic() > deadline:
+                    raise BridgeTimeoutError(f"nobody serves {request_topic} -> {reply_topic} within {timeout_s:g} s")
+                time.sleep(0.02)
+            time.sleep(0.5)  # matched on our side; give the far side's match a moment too
+            out = []
+            for _ in range(n):
+                if pause_s > 0:
+                    time.sleep(pause_s)
+                t0, t0_unix = monotonic_ns(), time.time_ns()
+                pub.publish(self._String(data=body))
+                try:
+                    t1, t1_unix, data = got.get(timeout=timeout_s)
+                except queue.Empty:
+                    raise BridgeTimeoutError(f"no reply on {reply_topic} within {timeout_s:g} s") from None
+                record = json.loads(data)
+                record.update({"_rtt_ms": (t1 - t0) / 1e6, SENT_UNIX_KEY: t0_unix, RECV_UNIX_KEY: t1_unix})
+                out.append(record)
+            return out
+        finally:
+            self.node.destroy_subscription(sub)
+            self.node.destroy_publisher(pub)
 
     def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
         """Receipt minus the daemon's CLOCK_MONOTONIC ns stamp `field`, in ms, for the first n stamped records."""
@@ -385,6 +446,14 @@ class RobotProcess:
     def trigger_rtts(self, service: str, n: int, timeout_s: float = 10.0) -> list[float]:
         return self._call("trigger_rtts", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
 
+    def trigger_records(self, service: str, n: int, timeout_s: float = 10.0) -> list[dict]:
+        return self._call("trigger_records", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
+
+    def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
+                          body: str = "next", pause_s: float = 0.0) -> list[dict]:
+        return self._call("topic_round_trips", (timeout_s + pause_s) * (n + 1), request_topic=request_topic,
+                          reply_topic=reply_topic, n=n, timeout_s=timeout_s, body=body, pause_s=pause_s)
+
     def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
         return self._call("token_delays", timeout_s, field=field, n=n, timeout_s=timeout_s, since=since)
 
@@ -427,6 +496,8 @@ def _serve_rpc(client: RobotClient) -> None:
         "reset": client.reset,
         "trigger_rtts": client.trigger_rtts,
         "token_delays": client.token_delays,
+        "trigger_records": client.trigger_records,
+        "topic_round_trips": client.topic_round_trips,
         "last_status": lambda: client.last_status,
         "close": lambda: None,
     }

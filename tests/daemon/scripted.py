@@ -24,8 +24,11 @@ class ScriptedDecoder(Decoder):
     backend_name = "scripted"
 
     def __init__(self, max_ctx: int = 64, vocab: int = 256, step_ms: float = 1.0, eos_after: int | None = None,
-                 gate: threading.Event | None = None) -> None:
+                 gate: threading.Event | None = None, async_launch: bool = True) -> None:
         super().__init__(max_ctx, "cpu")
+        # Behave as a CUDA decoder for the session's overlap logic (its launch is asynchronous),
+        # unless a test asks for a CPU-like one.
+        self.async_launch = async_launch
         self.vocab = vocab
         self.step_ms = step_ms
         self.cache: list[int] = []  # ids fed, in order (what a KV cache would hold)
@@ -33,6 +36,10 @@ class ScriptedDecoder(Decoder):
         self.eos_after = eos_after  # produce token 0 after this many tokens of one cache
         self.gate = gate  # when set, each step waits for it (lets tests hold the worker mid-request)
         self.prefills: list[list[int]] = []
+
+    @property
+    def launch_is_async(self) -> bool:
+        return self.async_launch
 
     def info(self) -> DecoderInfo:
         return DecoderInfo("scripted", "bf16", "cpu", 0, True)

@@ -22,7 +22,7 @@ from edgeprof.shape_loader import preset
 from .scripted import ScriptedDecoder
 
 TOKEN_FIELDS = {"id", "index", "token_id", "text", "latency_ms", "gpu_ms", "floor_ms", "fraction",
-                "deadline_missed", "position"}
+                "deadline_missed", "position", "ready_unix_ns"}
 DONE_FIELDS = {"id", "done", "reason", "n_tokens", "ttft_ms", "p50_ms", "p99_ms", "fraction_median",
                "deadline_misses"}
 
@@ -182,9 +182,11 @@ def test_bridge_drop_turns_the_request_into_an_error_delivered_on_reconnect(svc)
 
 @pytest.mark.parametrize("rec", [
     {"id": 'r\u00e9"1', "index": 0, "token_id": 5, "text": "a\n\ufffd\U0001f600", "latency_ms": 5.96081,
-     "gpu_ms": None, "floor_ms": 1e-05, "fraction": None, "deadline_missed": True, "position": 7},
+     "gpu_ms": None, "floor_ms": 1e-05, "fraction": None, "deadline_missed": True, "position": 7,
+     "ready_unix_ns": 1795000000123456789},
     {"id": None, "index": 3, "token_id": 151000, "text": "", "latency_ms": 1500000.0, "gpu_ms": 1.5,
-     "floor_ms": float("nan"), "fraction": float("inf"), "deadline_missed": False, "position": 2047},
+     "floor_ms": float("nan"), "fraction": float("inf"), "deadline_missed": False, "position": 2047,
+     "ready_unix_ns": 0},
 ])
 def test_token_json_is_json_dumps_byte_for_byte(rec):
     from edgeprof.daemon.service import token_json
@@ -284,3 +286,12 @@ def test_an_ordinary_bug_is_internal_and_the_daemon_stays_healthy(tmp_path):
     finally:
         svc.stop()
         log.close()
+
+
+def test_run_on_worker_runs_on_the_decode_thread_between_jobs_and_resets_the_session(svc):
+    svc.submit(_req("a", 3))
+    svc.sink.wait(lambda r: any(x.get("done") for x in r))
+    seen = svc.run_on_worker(lambda s: (threading.current_thread().name, s.position, s.pending is not None))
+    assert seen[0] == "edgeprof-decode" and seen[1] > 0 and seen[2]  # the conversation was there
+    assert svc.session.position == 0 and svc.session.pending is None  # and is gone after
+    assert json.loads(svc.next_token())["error"]["code"] == "no_session"

@@ -16,8 +16,8 @@ from edgeprof.shape_loader import preset
 from .scripted import ScriptedDecoder
 
 
-def _session(max_ctx=64, eos_after=None, **cfg) -> Session:
-    dec = ScriptedDecoder(max_ctx=max_ctx, eos_after=eos_after)
+def _session(max_ctx=64, eos_after=None, async_launch=True, **cfg) -> Session:
+    dec = ScriptedDecoder(max_ctx=max_ctx, eos_after=eos_after, async_launch=async_launch)
     codec = ByteCodec(256)
     codec.eos_ids = frozenset({0})
     floor = FloorModel(preset("tiny-test"), parse_format("bf16"), gpu("cpu"))
@@ -140,6 +140,24 @@ def test_overlap_launches_the_next_step_before_yielding():
     seen = [(ev.position, s.decoder.position) for ev in s.generate(req, s.encode(req), lambda: None)]
     # while token N is with the caller, step N+1 is already on the device; not after the last
     assert seen == [(2, 3), (3, 4), (4, 5), (5, 5)]
+
+
+def test_no_overlap_where_the_launch_is_synchronous():
+    # On the CPU the launch computes the step: launching N+1 first would hold token N back a step.
+    s = _session(async_launch=False, overlap_host=True)
+    req = GenerateRequest(id="a", max_new_tokens=4, prompt="hi")
+    seen = [(ev.position, s.decoder.position) for ev in s.generate(req, s.encode(req), lambda: None)]
+    assert seen == [(2, 2), (3, 3), (4, 4), (5, 5)]
+
+
+def test_each_token_is_stamped_when_read_in_wall_clock_ns():
+    import time
+
+    s = _session()
+    t0 = time.time_ns()
+    evs = _run(s, "a", "hi", 4)
+    stamps = [e.ready_unix_ns for e in evs]
+    assert t0 <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= time.time_ns()
 
 
 @pytest.mark.parametrize("policy", ["error", "reset", "sliding_window"])
