@@ -71,29 +71,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _robot_session(robot, args: argparse.Namespace) -> int:
-    from edgeprof.ros.robot import format_record, format_token
+    """The sample robot's own session (edgeprof.ros.robot.run_session), the prompt sent as a chat message."""
+    from edgeprof.ros.robot import run_session
 
-    _say(f"\nrobot -> request: {args.prompt!r} (max_new_tokens {args.max_new_tokens})")
+    _say("")
     extra = {"deadline_ms": args.deadline_ms} if args.deadline_ms else {}
-    records = robot.send_request(messages=[{"role": "user", "content": args.prompt}],
-                                 max_new_tokens=args.max_new_tokens, request_id="demo-1", timeout_s=300, **extra)
-    status = 0
-    text = []
-    for r in records:
-        line, failed = format_record(r)
-        _say(line)
-        status = 1 if failed else status
-        if "error" not in r and not r.get("done"):
-            text.append(r.get("text", ""))
-    _say(f"reply: {''.join(text)!r}")
-    for _ in range(args.next_tokens):
-        r = robot.next_token(60)
-        if "error" in r:
-            _say(f"next_token error {r['error']['code']}: {r['error']['message']}")
-            status = 1
-            break
-        _say(format_token(r) + f"  (next_token round trip {r['_rtt_ms']:.1f} ms)")
-    return status
+    return run_session(robot, args.prompt, args.max_new_tokens, args.next_tokens, timeout_s=300, chat=True,
+                       request_id="demo-1", say=_say, **extra)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import inspect
 import itertools
 import json
 import os
@@ -30,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeprof.errors import BridgeError, BridgeTimeoutError, EdgeprofError
 from edgeprof.ros.topics import TopicNames
@@ -62,6 +64,35 @@ def _matches(record: dict, match: dict) -> bool:
 
 def is_final(record: dict) -> bool:
     return bool(record.get("done")) or "error" in record
+
+
+# ============================================================================ the robot API, written once
+
+# The robot API is RobotClient's methods marked @exposed: RobotProcess forwards exactly these
+# (generated below, with their signatures and docstrings) and the --rpc loop serves exactly these.
+DEFAULT_WAIT_S = 60.0  # parent-side wait for a call that has no timeout of its own
+_WAIT_ATTR = "_robot_api_wait"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _by_timeout(args: dict[str, Any]) -> float:
+    return args["timeout_s"]
+
+
+def _per_call(args: dict[str, Any]) -> float:
+    return args["timeout_s"] * args["n"]
+
+
+def exposed(wait: Callable[[dict[str, Any]], float] | None = None) -> Callable[[_F], _F]:
+    """Mark a RobotClient method as part of the robot API. `wait(args)` is how long RobotProcess
+    waits for the answer, from the call's bound arguments (the robot enforces its own timeout_s
+    first, so this only catches a robot process that stopped answering)."""
+
+    def mark(method: _F) -> _F:
+        setattr(method, _WAIT_ATTR, wait or (lambda _args: DEFAULT_WAIT_S))
+        return method
+
+    return mark
 
 
 # ============================================================================ the rclpy node
@@ -104,7 +135,7 @@ class RobotClient:
         self._reset_client = self.node.create_client(Trigger, self.names.reset)
         self._cond = threading.Condition()
         self._records: list[dict] = []
-        self.last_status: dict | None = None
+        self._last_status: dict | None = None
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._spin = threading.Thread(target=self._spin_forever, name="edgeprof-robot-spin", daemon=True)
@@ -140,18 +171,26 @@ class RobotClient:
 
     def _on_status(self, msg) -> None:
         try:
-            self.last_status = json.loads(msg.data)
+            self._last_status = json.loads(msg.data)
         except ValueError:
-            self.last_status = {"raw": msg.data}
+            self._last_status = {"raw": msg.data}
 
+    @exposed()
+    def last_status(self) -> dict | None:
+        """The daemon's latest status message (None until one arrived)."""
+        return self._last_status
+
+    @exposed()
     def records(self, since: int = 0) -> list[dict]:
         with self._cond:
             return list(self._records[since:])
 
+    @exposed()
     def count(self) -> int:
         with self._cond:
             return len(self._records)
 
+    @exposed(_by_timeout)
     def wait_record(self, match: dict, timeout_s: float, since: int = 0) -> dict:
         """The first record (index >= since) matching `match`; BridgeTimeoutError after timeout_s."""
         deadline = time.monotonic() + timeout_s
@@ -165,6 +204,7 @@ class RobotClient:
                     raise BridgeTimeoutError(f"no token record matching {match} within {timeout_s:g} s")
                 self._cond.wait(left)
 
+    @exposed(_by_timeout)
     def collect(self, request_id: Any, timeout_s: float, since: int = 0) -> list[dict]:
         """All records of `request_id` up to and including its done/error record."""
         deadline = time.monotonic() + timeout_s
@@ -182,6 +222,7 @@ class RobotClient:
 
     # ------------------------------------------------------------------ sending
 
+    @exposed(_by_timeout)
     def wait_ready(self, timeout_s: float = 10.0, services: bool = True) -> None:
         """Wait until the daemon side is visible in the ROS graph (request subscriber, tokens
         publisher, and with `services` both Trigger services)."""
@@ -200,15 +241,18 @@ class RobotClient:
             "is rosbridge running with the same ROS_DOMAIN_ID, and the daemon connected to it?"
         )
 
+    @exposed()
     def send_raw(self, text: str) -> int:
         """Publish `text` as is on the request topic; returns the record index to wait from."""
         since = self.count()
         self._request_pub.publish(self._String(data=text))
         return since
 
+    @exposed()
     def send(self, request: dict) -> int:
         return self.send_raw(json.dumps(request))
 
+    @exposed(_by_timeout)
     def send_request(
         self,
         prompt: str | None = None,
@@ -262,23 +306,28 @@ class RobotClient:
         record[RECV_UNIX_KEY] = got[0] if got else time.time_ns()
         return record
 
+    @exposed(_by_timeout)
     def next_token(self, timeout_s: float = 30.0) -> dict:
         """Call the next_token service: the daemon decodes one more token and answers its record."""
         return self._trigger(self._next_client, timeout_s)
 
+    @exposed(_by_timeout)
     def reset(self, timeout_s: float = 30.0) -> dict:
         return self._trigger(self._reset_client, timeout_s)
 
+    @exposed(_per_call)
     def trigger_rtts(self, service: str, n: int, timeout_s: float = 10.0) -> list[float]:
         """n sequential calls of a Trigger service; robot-side round trips in ms (benchmark helper)."""
         client = self._next_client if service == "next_token" else self._reset_client
         return [self._trigger(client, timeout_s)["_rtt_ms"] for _ in range(n)]
 
+    @exposed(_per_call)
     def trigger_records(self, service: str, n: int, timeout_s: float = 10.0) -> list[dict]:
         """n sequential calls of a Trigger service; each answer's record with its robot-side stamps."""
         client = self._next_client if service == "next_token" else self._reset_client
         return [self._trigger(client, timeout_s) for _ in range(n)]
 
+    @exposed(lambda a: (a["timeout_s"] + a["pause_s"]) * (a["n"] + 1))
     def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
                           body: str = "next", pause_s: float = 0.0) -> list[dict]:
         """n sequential request/reply pairs over two std_msgs/String topics (the alternative to a
@@ -317,6 +366,7 @@ class RobotClient:
             self.node.destroy_subscription(sub)
             self.node.destroy_publisher(pub)
 
+    @exposed(_by_timeout)
     def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
         """Receipt minus the daemon's CLOCK_MONOTONIC ns stamp `field`, in ms, for the first n stamped records."""
         deadline = time.monotonic() + timeout_s
@@ -346,7 +396,9 @@ class RobotClient:
 class RobotProcess:
     """A `RobotClient` in its own process (with `ros_env(domain_id)`), driven over JSON lines.
 
-    Same methods as RobotClient; errors raised there come back as BridgeError/BridgeTimeoutError.
+    Has every method of the robot API (`ROBOT_API`: RobotClient's @exposed methods, forwarders
+    generated below with the same signatures); errors raised in the robot process come back as
+    BridgeError/BridgeTimeoutError.
     """
 
     def __init__(
@@ -388,11 +440,11 @@ class RobotProcess:
     def stderr_tail(self, n: int = 20) -> str:
         return "\n".join(self._stderr[-n:])
 
-    def _call(self, op: str, wait_s: float = 60.0, **args: Any) -> Any:
+    def _call(self, op: str, wait_s: float = DEFAULT_WAIT_S, args: dict[str, Any] | None = None) -> Any:
         with self._lock:
             call_id = next(self._ids)
             try:
-                self._proc.stdin.write(json.dumps({"call": call_id, "op": op, "args": args}) + "\n")
+                self._proc.stdin.write(json.dumps({"call": call_id, "op": op, "args": args or {}}) + "\n")
                 self._proc.stdin.flush()
             except (BrokenPipeError, ValueError) as exc:
                 raise BridgeError(f"the robot process has exited; stderr:\n{self.stderr_tail()}") from exc
@@ -410,55 +462,6 @@ class RobotProcess:
             cls = BridgeTimeoutError if reply["error"]["type"] == "BridgeTimeoutError" else BridgeError
             raise cls(reply["error"]["message"])
         return reply["result"]
-
-    # Mirrors of RobotClient (the timeouts travel with the call).
-    def wait_ready(self, timeout_s: float = 10.0, services: bool = True) -> None:
-        self._call("wait_ready", timeout_s, timeout_s=timeout_s, services=services)
-
-    def send_raw(self, text: str) -> int:
-        return self._call("send_raw", text=text)
-
-    def send(self, request: dict) -> int:
-        return self._call("send", request=request)
-
-    def send_request(self, prompt=None, messages=None, max_new_tokens=16, request_id=None, timeout_s=120.0, **fields):
-        return self._call("send_request", timeout_s, prompt=prompt, messages=messages, max_new_tokens=max_new_tokens,
-                          request_id=request_id, timeout_s=timeout_s, **fields)
-
-    def collect(self, request_id, timeout_s: float, since: int = 0) -> list[dict]:
-        return self._call("collect", timeout_s, request_id=request_id, timeout_s=timeout_s, since=since)
-
-    def wait_record(self, match: dict, timeout_s: float, since: int = 0) -> dict:
-        return self._call("wait_record", timeout_s, match=match, timeout_s=timeout_s, since=since)
-
-    def records(self, since: int = 0) -> list[dict]:
-        return self._call("records", since=since)
-
-    def count(self) -> int:
-        return self._call("count")
-
-    def next_token(self, timeout_s: float = 30.0) -> dict:
-        return self._call("next_token", timeout_s, timeout_s=timeout_s)
-
-    def reset(self, timeout_s: float = 30.0) -> dict:
-        return self._call("reset", timeout_s, timeout_s=timeout_s)
-
-    def trigger_rtts(self, service: str, n: int, timeout_s: float = 10.0) -> list[float]:
-        return self._call("trigger_rtts", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
-
-    def trigger_records(self, service: str, n: int, timeout_s: float = 10.0) -> list[dict]:
-        return self._call("trigger_records", timeout_s * n, service=service, n=n, timeout_s=timeout_s)
-
-    def topic_round_trips(self, request_topic: str, reply_topic: str, n: int, timeout_s: float = 10.0,
-                          body: str = "next", pause_s: float = 0.0) -> list[dict]:
-        return self._call("topic_round_trips", (timeout_s + pause_s) * (n + 1), request_topic=request_topic,
-                          reply_topic=reply_topic, n=n, timeout_s=timeout_s, body=body, pause_s=pause_s)
-
-    def token_delays(self, field: str, n: int, timeout_s: float, since: int = 0) -> list[float]:
-        return self._call("token_delays", timeout_s, field=field, n=n, timeout_s=timeout_s, since=since)
-
-    def last_status(self) -> dict | None:
-        return self._call("last_status")
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -480,27 +483,52 @@ class RobotProcess:
         self.close()
 
 
+# The robot API as a name -> RobotClient method table: the one list both sides use.
+ROBOT_API: dict[str, Callable[..., Any]] = {
+    name: member for name, member in vars(RobotClient).items() if hasattr(member, _WAIT_ATTR)
+}
+_PROTOCOL_OPS = ("ping", "close")  # the pipe's own calls, beside the API
+if clash := set(ROBOT_API) & set(_PROTOCOL_OPS):
+    raise TypeError(f"RobotClient methods {sorted(clash)} clash with the robot pipe's own calls")
+
+
+def _call_args(signature: inspect.Signature, bound: inspect.BoundArguments) -> dict[str, Any]:
+    """The keyword arguments of a bound call, defaults filled in and **fields spread (self left out)."""
+    out: dict[str, Any] = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _forwarder(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """A RobotProcess method with `method`'s signature and docstring that runs it in the robot process."""
+    signature = inspect.signature(method)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(f"RobotClient.{name}: *args cannot travel as JSON keyword arguments")
+    wait = getattr(method, _WAIT_ATTR)
+
+    @functools.wraps(method)  # keeps the name, docstring and (via __wrapped__) the signature
+    def forward(self: RobotProcess, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)  # a wrong call fails here, as it would on RobotClient
+        bound.apply_defaults()
+        call_args = _call_args(signature, bound)
+        return self._call(name, wait(call_args), call_args)
+
+    forward.__qualname__ = f"RobotProcess.{name}"
+    return forward
+
+
+for _name, _method in ROBOT_API.items():
+    setattr(RobotProcess, _name, _forwarder(_name, _method))
+
+
 def _serve_rpc(client: RobotClient) -> None:
     """The --rpc loop: one JSON call per stdin line, one prefixed JSON reply per call on stdout."""
-    ops: dict[str, Callable[..., Any]] = {
-        "ping": lambda: "pong",
-        "wait_ready": client.wait_ready,
-        "send_raw": client.send_raw,
-        "send": client.send,
-        "send_request": client.send_request,
-        "collect": client.collect,
-        "wait_record": client.wait_record,
-        "records": client.records,
-        "count": client.count,
-        "next_token": client.next_token,
-        "reset": client.reset,
-        "trigger_rtts": client.trigger_rtts,
-        "token_delays": client.token_delays,
-        "trigger_records": client.trigger_records,
-        "topic_round_trips": client.topic_round_trips,
-        "last_status": lambda: client.last_status,
-        "close": lambda: None,
-    }
+    ops: dict[str, Callable[..., Any]] = {name: getattr(client, name) for name in ROBOT_API}
+    ops.update(ping=lambda: "pong", close=lambda: None)
     out = sys.stdout
     for line in sys.stdin:
         call = json.loads(line)
@@ -550,30 +578,52 @@ def format_record(record: dict) -> tuple[str, bool]:
     return format_token(record), False
 
 
-def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
-    client.wait_ready(args.wait_s)
+def run_session(
+    robot: RobotClient | RobotProcess,
+    prompt: str | None,
+    max_new_tokens: int,
+    next_tokens: int,
+    timeout_s: float,
+    reset: bool = False,
+    chat: bool = False,
+    request_id: str | None = None,
+    say: Callable[[str], None] = print,
+    **fields: Any,
+) -> int:
+    """The sample robot's session, printed line by line through `say`: optionally reset, send
+    `prompt` (as a chat message with `chat`) and print its stream and reply, then call next_token
+    `next_tokens` times. Returns 0, or 1 if the daemon answered an error. The robot CLI and
+    `edgeprof demo` both run this."""
     status = 0
-    if args.reset:
-        print("reset:", json.dumps({k: v for k, v in client.reset().items() if not k.startswith("_")}))
-    if args.prompt is not None:
-        print(f"request: {args.prompt!r} (max_new_tokens={args.max_new_tokens})")
-        records = client.send_request(prompt=args.prompt, max_new_tokens=args.max_new_tokens, timeout_s=args.timeout_s)
+    if reset:
+        say("reset: " + json.dumps({k: v for k, v in robot.reset(timeout_s).items() if not k.startswith("_")}))
+    if prompt is not None:
+        say(f"robot -> request: {prompt!r} (max_new_tokens {max_new_tokens})")
+        sent = {"messages": [{"role": "user", "content": prompt}]} if chat else {"prompt": prompt}
+        records = robot.send_request(**sent, max_new_tokens=max_new_tokens, request_id=request_id,
+                                     timeout_s=timeout_s, **fields)
         for record in records:
             line, failed = format_record(record)
-            print(line)
+            say(line)
             status = 1 if failed else status
+        say(f"reply: {''.join(r.get('text', '') for r in records if not is_final(r))!r}")
     rtts = []
-    for _ in range(args.next_tokens):
-        record = client.next_token(args.timeout_s)
-        rtts.append(record["_rtt_ms"])
-        if "error" in record:
-            print(f"next_token error {record['error'].get('code')}: {record['error'].get('message')}")
+    for _ in range(next_tokens):
+        record = robot.next_token(timeout_s)
+        if "error" in record:  # e.g. no session yet: the next calls would answer the same
+            say(f"next_token error {record['error'].get('code')}: {record['error'].get('message')}")
             status = 1
-        else:
-            print(format_token(record) + f"  (service round trip {record['_rtt_ms']:.2f} ms)")
+            break
+        rtts.append(record["_rtt_ms"])
+        say(format_token(record) + f"  (next_token round trip {record['_rtt_ms']:.2f} ms)")
     if rtts:
-        print(f"next_token: {len(rtts)} calls, median round trip {statistics.median(rtts):.2f} ms")
+        say(f"next_token: {len(rtts)} calls, median round trip {statistics.median(rtts):.2f} ms")
     return status
+
+
+def _run_cli(args: argparse.Namespace, client: RobotClient) -> int:
+    client.wait_ready(args.wait_s)
+    return run_session(client, args.prompt, args.max_new_tokens, args.next_tokens, args.timeout_s, reset=args.reset)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,23 @@ import os
 import random
 import subprocess
 import sys
+import inspect
 import threading
 
 import pytest
 
 from edgeprof.daemon.bridge import BridgeClient
 from edgeprof.errors import BridgeTimeoutError
-from edgeprof.ros.robot import RobotProcess, _matches, format_done, format_token, is_final
+from edgeprof.ros.robot import (
+    DEFAULT_WAIT_S,
+    ROBOT_API,
+    RobotClient,
+    RobotProcess,
+    _matches,
+    format_done,
+    format_token,
+    is_final,
+)
 from edgeprof.ros.rosbridge import start_rosbridge
 from edgeprof.ros.topics import TopicNames
 
@@ -51,6 +61,44 @@ def test_done_line_summarises():
     line = format_done({"reason": "max_new_tokens", "n_tokens": 8, "ttft_ms": 40.0, "p50_ms": 20.1, "p99_ms": 25.0,
                         "fraction_median": 0.02, "deadline_misses": 1})
     assert "8 tokens" in line and "p50 20.10 ms" in line and "deadline misses 1" in line
+
+
+class _PipeRecorder(RobotProcess):
+    """RobotProcess with its pipe replaced by a list of the calls it would send (no process)."""
+
+    def __init__(self) -> None:  # no robot process: only the forwarding is under test
+        self.calls: list[tuple] = []
+
+    def _call(self, op, wait_s=DEFAULT_WAIT_S, args=None):
+        self.calls.append((op, wait_s, args))
+        return op
+
+
+def test_robot_api_is_robot_client_methods_and_robot_process_has_each_with_its_signature():
+    assert {"send_request", "send", "send_raw", "next_token", "reset", "wait_ready", "wait_record", "collect",
+            "records", "count", "last_status", "trigger_rtts", "trigger_records", "topic_round_trips",
+            "token_delays"} <= ROBOT_API.keys()
+    for name, method in ROBOT_API.items():
+        assert method is vars(RobotClient)[name]
+        forwarded = getattr(RobotProcess, name)
+        assert inspect.signature(forwarded) == inspect.signature(method), name
+        assert forwarded.__doc__ == method.__doc__ and forwarded.__qualname__ == f"RobotProcess.{name}"
+
+
+def test_robot_process_forwards_bound_arguments_with_the_calls_own_wait():
+    r = _PipeRecorder()
+    assert r.send_request("hi", max_new_tokens=4, request_id="c1", deadline_ms=50.0) == "send_request"
+    assert r.calls[-1] == ("send_request", 120.0, {"prompt": "hi", "messages": None, "max_new_tokens": 4,
+                                                   "request_id": "c1", "timeout_s": 120.0, "deadline_ms": 50.0})
+    r.trigger_rtts("next_token", 3, timeout_s=2.0)
+    assert r.calls[-1] == ("trigger_rtts", 6.0, {"service": "next_token", "n": 3, "timeout_s": 2.0})
+    r.topic_round_trips("/a", "/b", 4, timeout_s=1.0, pause_s=0.5)
+    assert r.calls[-1][1] == pytest.approx(7.5)
+    r.count()
+    assert r.calls[-1] == ("count", DEFAULT_WAIT_S, {})
+    with pytest.raises(TypeError):  # a wrong call fails on this side, as on RobotClient
+        r.next_token(1.0, 2.0)
+    assert len(r.calls) == 4
 
 
 # ----------------------------------------------------------------------------- real processes
@@ -114,7 +162,7 @@ def test_robot_cli_prints_tokens_against_floor(daemon):
     lines = out.stdout.splitlines()
     token_lines = [x for x in lines if "latency" in x and "floor" in x]
     assert len(token_lines) == 5  # 3 streamed + 2 next_token
-    assert sum("service round trip" in x for x in token_lines) == 2
+    assert sum("next_token round trip" in x for x in token_lines) == 2
     assert any(x.startswith("done (max_new_tokens): 3 tokens") for x in lines)
     assert lines[0].startswith("reset:")
     assert "median round trip" in lines[-1]
