@@ -3,14 +3,22 @@
 One run on an H100/H200 (Qwen2.5-7B shapes, synthetic random weights, batch 1):
   1. checks: Triton step kernels vs the torch reference ops; edgeprof-fast bf16 logits vs
      HF bf16 (teacher-forced); edgeprof-fast-int4 logits vs HF on the dequantized weights;
-  2. times every backend at each context: prefill ctx tokens, warm up (graph capture /
-     compile reported apart), then `--steps` steps through edgeprof.timing;
+  2. times every backend at each context as one sweep (edgeprof.sweep.run_sweep) of
+     edgeprof.bench.run_cell cells: fill to ctx-1, warm up (graph capture / compile reported
+     apart as capture_s), then `--steps` steps; the per-cell gate is off (step 1 checks);
+     one edgeprof-fast* decoder serves every ctx (attention reads the live length only);
   3. prints ms/step and fraction of the datasheet floor (paper and touched definitions),
-     writes cells.jsonl + summary.json under --out.
+     writes cells.jsonl (the bench record, edgeprof.records; a rerun into the same --out
+     resumes, cells past --budget-s are recorded as skipped), cells.csv and summary.json.
 
     python benchmarks/fast_decode.py --out results/fast --ctx 2048,4096,8192,16384
 
-Plots: `python benchmarks/plot_fast.py results/fast` (runs on the CPU machine).
+On the CPU (the torch ops, no Triton check, no CUDA graphs), to try this script's logic:
+
+    python benchmarks/fast_decode.py --device cpu --model tiny-test --ctx 64,128 \
+        --backends edgeprof-fast,edgeprof-fast-int4,hf-eager --steps 5 --warmup 1 --out /tmp/fast
+
+Plots and tables: `python benchmarks/plot_results.py` (runs on the CPU machine).
 """
 
 from __future__ import annotations
@@ -21,15 +29,16 @@ import json
 import platform
 import sys
 import time
-import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from edgeprof import floor as fl
-from edgeprof import hardware_loader
+from edgeprof import bench, hardware_loader
 from edgeprof.backends import registry
+from edgeprof.records import CELLS_JSONL, latest_records, read_jsonl, write_json_atomic
 from edgeprof.sources import load_model
+from edgeprof.sweep import SweepCell, SweepOptions, cell_key_of, grid_config, run_sweep
 
 PAD = 64  # room past the timed ctx for warm-up and steps
 
@@ -90,66 +99,64 @@ def compare(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
             "per_step": [round(e, 5) for e in errs]}
 
 
-def measure(dec, backend: str, ctx: int, steps: int, warmup: int, shape, bw: float, loaded) -> dict:
-    """One cell: fill the cache to ctx, warm up (captures), time `steps` steps."""
-    gen = torch.Generator().manual_seed(ctx)
-    prompt = torch.randint(0, shape.vocab, (ctx,), generator=gen).tolist()
-    dec.reset()
-    t0 = time.perf_counter()
-    dec.prefill(prompt)
-    torch.cuda.synchronize()
-    prefill_s = time.perf_counter() - t0
-    capture_s = dec.warmup() or dec.info().capture_s
-    dec.time_steps(warmup)
-    torch.cuda.reset_peak_memory_stats()
-    times = dec.time_steps(steps)
-    info = dec.info()
-    wall, gpu = times.wall, times.gpu
-    f = fl.compute_floor(shape, fl.parse_format(info.weights), ctx, bw, measured_ms=wall.p50)
-    return {
-        "backend": backend, "ctx": ctx, "weights": info.weights, "model": shape.name,
-        "model_label": loaded.label, "synthetic": loaded.synthetic,
-        "wall_ms": wall.raw, "gpu_ms": gpu.raw if gpu else None,
-        "stats": {"wall": wall.to_dict(), "gpu": gpu.to_dict() if gpu else None},
-        "floor": {"peak_bytes_per_s": bw, "floor_ms": f.floor_ms, "touched_floor_ms": f.touched_floor_ms,
-                  "fraction": f.fraction, "touched_fraction": f.touched_fraction},
-        "capture_s": capture_s, "prefill_s": prefill_s, "resident_weight_bytes": info.resident_weight_bytes,
-        "peak_mem_bytes": torch.cuda.max_memory_allocated(), "notes": info.notes, "status": "ok",
-    }
+def measure(dec, loaded, backend: str, ctx: int, steps: int, warmup: int, model: str | None = None,
+            device: str | None = None, command: str | None = None) -> dict[str, Any]:
+    """One cell through edgeprof.bench.run_cell (the bench record; status "failed" with the
+    reason when it fails), on `dec` when given (reused across ctxs) else on a decoder built for
+    the cell. No per-cell gate: this script checks logits once per run (step 1)."""
+    spec = bench.CellSpec(model or loaded.shape.name, backend, ctx, steps, warmup,
+                          device=device or (dec.device if dec is not None else None),
+                          synthetic=loaded.synthetic, gate=False)
+    rec = bench.run_cell(spec, command, loaded=loaded, decoder=dec)
+    if rec.get("prefill_ms") is not None:
+        rec["prefill_s"] = rec["prefill_ms"] / 1e3  # the key this script's earlier records have
+    return rec
 
 
-def provenance(det) -> dict:
+def provenance(det, device: str) -> dict:
     import transformers
 
-    return {"gpu": det.spec.key, "gpu_name": det.nvml_name, "driver": det.driver, "torch": torch.__version__,
+    return {"gpu": det.spec.key, "gpu_name": det.nvml_name, "driver": det.driver, "device": device,
+            "torch": torch.__version__,
             "cuda": torch.version.cuda, "transformers": transformers.__version__, "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join([sys.executable, *sys.argv])}
 
 
-def run_backend(name, loaded, ctxs, args, shape, bw, out_f, deadline) -> list[dict]:
-    rows = []
-    if name.startswith("edgeprof-fast"):  # one decoder serves every ctx: attention reads the live length only
-        dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + PAD)
-        makers = [(c, lambda d=dec: d) for c in ctxs]
-    else:
-        makers = [(c, lambda c=c: registry.create(name, loaded, device="cuda", max_ctx=c + PAD)) for c in ctxs]
-    for ctx, make in makers:
-        if time.time() > deadline:
-            rec = {"backend": name, "ctx": ctx, "status": "skipped", "error": "time budget exhausted"}
-        else:
-            try:
-                rec = measure(make(), name, ctx, args.steps, args.warmup, shape, bw, loaded)
-            except Exception as exc:  # record and go on: one failing cell must not end the run
-                traceback.print_exc()
-                rec = {"backend": name, "ctx": ctx, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        out_f.write(json.dumps(rec) + "\n")
-        out_f.flush()
-        rows.append(rec)
-        print(f"  {name:20s} ctx {ctx:6d}: {rec.get('status')} "
-              f"{rec.get('stats', {}).get('wall', {}).get('p50', float('nan')):.3f} ms", flush=True)
+class Cells:
+    """The sweep's cell runner: edgeprof-fast* decoders are built once per backend with room for
+    the largest ctx and reused; the other backends get a decoder per cell (bench's own)."""
+
+    def __init__(self, loaded, max_ctx: int) -> None:
+        self.loaded, self.max_ctx = loaded, max_ctx
+        self.backend: str | None = None
+        self.decoder = None
+
+    def __call__(self, cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
+        name = cell.key.backend
+        if name != self.backend:
+            self.release()
+            self.backend = name
+            if name.startswith("edgeprof-fast") and registry.get(name).availability()[0]:
+                self.decoder = registry.create(name, self.loaded, device=opts.device, max_ctx=self.max_ctx)
+        command = " ".join([sys.executable, *sys.argv])
+        rec = measure(self.decoder, self.loaded, name, cell.key.ctx, cell.steps, cell.warmup, model=cell.key.model,
+                      device=opts.device, command=command)
+        wall = (rec.get("stats") or {}).get("wall") or {}
+        print(f"  {name:20s} ctx {cell.key.ctx:6d}: {rec['status']} {wall.get('p50', float('nan')):.3f} ms",
+              flush=True)
+        return rec
+
+    def release(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()
+        self.decoder = None
+        free()
+
+
+def free() -> None:
     gc.collect()
-    torch.cuda.empty_cache()
-    return rows
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def table(rows: list[dict]) -> str:
@@ -157,12 +164,59 @@ def table(rows: list[dict]) -> str:
              f"{'frac':>6s} {'touched':>7s} {'capture s':>9s}"]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['backend']:20s} {r['ctx']:6d}  {r['status']}: {r.get('error', '')[:60]}")
+            lines.append(f"{r['backend']:20s} {r['ctx']:6d}  {r['status']}: {str(r.get('error'))[:60]}")
             continue
         w, f, g = r["stats"]["wall"], r["floor"], r["stats"]["gpu"] or {}
         lines.append(f"{r['backend']:20s} {r['ctx']:6d} {w['p50']:8.3f} {w['p99']:8.3f} {g.get('p50', 0):8.3f} "
-                     f"{f['floor_ms']:7.3f} {f['fraction']:6.3f} {f['touched_fraction']:7.3f} {r['capture_s']:9.1f}")
+                     f"{f['floor_ms']:7.3f} {f['fraction']:6.3f} {f['touched_fraction']:7.3f} {r['capture_s'] or 0:9.1f}")
     return "\n".join(lines)
+
+
+def bf16_checks(loaded, device: str, prompt: list[int], forced: list[int], ref) -> dict[str, dict]:
+    """edgeprof-fast (graph/eager, Triton/torch ops) and hf-graph logits vs hf-eager, teacher-forced."""
+    variants = [("graph+triton", {}), ("eager+triton", {"use_graph": False}),
+                ("eager+torch", {"use_graph": False, "ops": "torch"})]
+    if not device.startswith("cuda"):  # no Triton kernels and no CUDA graphs on the CPU
+        variants = variants[-1:]
+    out = {}
+    for label, opts in variants:
+        fast = registry.create("edgeprof-fast", loaded, device=device, max_ctx=256, **opts)
+        out[f"check_bf16_vs_hf[{label}]"] = compare(teacher_forced_logits(fast, prompt, forced), ref)
+        del fast
+        print(f"bf16 vs HF [{label}]:", json.dumps(out[f"check_bf16_vs_hf[{label}]"]), flush=True)
+    if registry.get("hf-graph").availability()[0]:
+        hf_static = registry.create("hf-graph", loaded, device=device, max_ctx=256)
+        out["check_hf_graph_vs_hf_eager"] = compare(teacher_forced_logits(hf_static, prompt, forced), ref)
+        print("hf-graph vs hf-eager:", json.dumps(out["check_hf_graph_vs_hf_eager"]), flush=True)
+        del hf_static
+    return out
+
+
+def int4_checks(loaded, device: str, backends: list[str], hf, prompt: list[int], forced: list[int]) -> dict:
+    """edgeprof-fast-int4* logits vs HF on the dequantized int4 weights. Run last: it rewrites
+    the HF weights in place with their int4 round trip."""
+    from edgeprof.fast.weights import dequantized_copy_
+
+    int4 = [n for n in ["edgeprof-fast-int4", *backends]
+            if n.startswith("edgeprof-fast-int4") and n in registry.BACKENDS and registry.get(n).availability()[0]]
+    got, groups = {}, set()
+    for name in dict.fromkeys(int4):
+        dec4 = registry.create(name, loaded, device=device, max_ctx=256)
+        got[name] = teacher_forced_logits(dec4, prompt, forced)
+        groups.add(dec4.weights.extra["group"])  # 128, or 64 where 128 does not divide the widths
+        del dec4
+    if not got:
+        return {}
+    if len(groups) != 1:
+        raise ValueError(f"the int4 backends quantised with different groups {sorted(groups)}; check one at a time")
+    dequantized_copy_(loaded.model, groups.pop())
+    ref4 = teacher_forced_logits(hf, prompt, forced)
+    out = {}
+    for name, logits in got.items():
+        key = "check_int4_vs_dequantized_hf" + ("" if name == "edgeprof-fast-int4" else f"[{name}]")
+        out[key] = compare(logits, ref4)
+        print(f"int4 vs dequantized HF [{name}]:", json.dumps(out[key]), flush=True)
+    return out
 
 
 def main() -> int:
@@ -172,65 +226,48 @@ def main() -> int:
     ap.add_argument("--backends", default="edgeprof-fast,edgeprof-fast-int4,hf-graph,hf-compile,exllamav2")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--budget-s", type=float, default=480)
+    ap.add_argument("--budget-s", type=float, default=480, help="cells that would start after this are skipped")
+    ap.add_argument("--device", default="cuda", help="cuda (default); cpu to try this script on a tiny model")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    deadline = time.time() + args.budget_s
+    t_start = time.monotonic()
     ctxs = [int(c) for c in args.ctx.split(",")]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     det = hardware_loader.detect()
-    if det.device != "cuda":
-        print("this benchmark needs an NVIDIA GPU", file=sys.stderr)
+    if args.device.startswith("cuda") and det.device != "cuda":
+        print("this benchmark needs an NVIDIA GPU (or --device cpu with a tiny model, to try it)", file=sys.stderr)
         return 2
+    device = args.device
     args.out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"provenance": provenance(det)}
-    bw = det.spec.bandwidth_bytes_per_s
-    summary["kernels"] = check_kernels("cuda")
+    summary: dict = {"provenance": provenance(det, device)}
+    if device.startswith("cuda"):
+        summary["kernels"] = check_kernels(device)
+    else:
+        summary["kernels"] = {"skipped": "the Triton kernels need CUDA"}
     print("kernel check:", json.dumps(summary["kernels"]), flush=True)
 
-    loaded = load_model(args.model, "cuda", max_ctx=max(ctxs) + PAD)
+    loaded = load_model(args.model, device, max_ctx=max(ctxs) + PAD)
     shape = loaded.shape
     prompt = torch.randint(0, shape.vocab, (64,), generator=torch.Generator().manual_seed(1)).tolist()
-    hf = registry.create("hf-eager", loaded, device="cuda", max_ctx=256)
+    hf = registry.create("hf-eager", loaded, device=device, max_ctx=256)
     forced = torch.randint(0, shape.vocab, (16,), generator=torch.Generator().manual_seed(2)).tolist()
-    ref = teacher_forced_logits(hf, prompt, forced)
-    for label, opts in [("graph+triton", {}), ("eager+triton", {"use_graph": False}),
-                        ("eager+torch", {"use_graph": False, "ops": "torch"})]:
-        fast = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256, **opts)
-        summary[f"check_bf16_vs_hf[{label}]"] = compare(teacher_forced_logits(fast, prompt, forced), ref)
-        del fast
-        print(f"bf16 vs HF [{label}]:", json.dumps(summary[f"check_bf16_vs_hf[{label}]"]), flush=True)
-    hf_static = registry.create("hf-graph", loaded, device="cuda", max_ctx=256)
-    summary["check_hf_graph_vs_hf_eager"] = compare(teacher_forced_logits(hf_static, prompt, forced), ref)
-    print("hf-graph vs hf-eager:", json.dumps(summary["check_hf_graph_vs_hf_eager"]), flush=True)
-    del hf_static
+    summary.update(bf16_checks(loaded, device, prompt, forced, teacher_forced_logits(hf, prompt, forced)))
 
-    rows: list[dict] = []
-    with open(args.out / "cells.jsonl", "w") as out_f:
-        for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            ok, why = registry.get(name).availability()
-            if not ok:
-                rows += [{"backend": name, "ctx": c, "status": "unavailable", "error": why} for c in ctxs]
-                continue
-            rows += run_backend(name, loaded, ctxs, args, shape, bw, out_f, deadline)
+    config = grid_config("fast_decode", [args.model], backends, ctxs, args.steps, args.warmup, device=device,
+                         source="benchmarks/fast_decode.py")
+    opts = SweepOptions(out=args.out, device=device, progress=False, plots=False,
+                        budget_s=max(0.0, args.budget_s - (time.monotonic() - t_start)))
+    cells = Cells(loaded, max(ctxs) + PAD)
+    try:
+        run_sweep(config, opts, runner=cells, log=print)
+    finally:
+        cells.release()
+    keys = {c.key for c in config.cells}  # a resumed --out may hold other cells too
+    rows = [r for r in latest_records(read_jsonl(args.out / CELLS_JSONL)) if cell_key_of(r) in keys]
 
-    # int4 checks last: they rewrite the HF weights in place with their int4 round trip.
-    from edgeprof.fast.weights import dequantized_copy_
-
-    int4 = [n for n in ["edgeprof-fast-int4", *args.backends.split(",")]
-            if n.startswith("edgeprof-fast-int4") and registry.get(n).availability()[0]]
-    got = {}
-    for name in dict.fromkeys(int4):
-        dec4 = registry.create(name, loaded, device="cuda", max_ctx=256)
-        got[name] = teacher_forced_logits(dec4, prompt, forced)
-        del dec4
-    dequantized_copy_(loaded.model, 128)
-    ref4 = teacher_forced_logits(hf, prompt, forced)
-    for name, logits in got.items():
-        key = "check_int4_vs_dequantized_hf" + ("" if name == "edgeprof-fast-int4" else f"[{name}]")
-        summary[key] = compare(logits, ref4)
-        print(f"int4 vs dequantized HF [{name}]:", json.dumps(summary[key]), flush=True)
+    summary.update(int4_checks(loaded, device, backends, hf, prompt, forced))
     summary["cells"] = [{k: v for k, v in r.items() if k not in ("wall_ms", "gpu_ms")} for r in rows]
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(args.out / "summary.json", summary, indent=1)
     print(json.dumps(summary["provenance"]))
     print(table(rows))
     return 0

@@ -276,16 +276,13 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         print(f"  building {name}", flush=True)
         dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
         for ctx in ctxs:
-            try:
-                cell = fd.measure(dec, name, ctx, args.steps, 5, shape, bw, loaded)
-                cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
-            except Exception as exc:
-                cell = {"backend": name, "ctx": ctx, "status": f"failed: {type(exc).__name__}: {exc}"}
+            cell = fd.measure(dec, loaded, name, ctx, args.steps, 5, model="qwen2.5-7b", device="cuda")
+            cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
             res["cells"].append(cell)
-            st = cell.get("stats", {}).get("wall", {})
+            st = (cell.get("stats") or {}).get("wall") or {}
             print(f"  {name:24s} ctx {ctx:6d} {st.get('p50', float('nan')):.3f} ms "
-                  f"frac {cell.get('floor', {}).get('fraction', float('nan')):.3f} "
-                  f"{cell.get('notes', {}).get('int4_kernel', '')}", flush=True)
+                  f"frac {(cell.get('floor') or {}).get('fraction', float('nan')):.3f} "
+                  f"{(cell.get('notes') or {}).get('int4_kernel', '')}", flush=True)
         del dec
         torch.cuda.empty_cache()
     # correctness of the whole int4-cuda decoder: teacher-forced logits vs HF on the dequantized weights
@@ -310,8 +307,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
              f"{bw / 1e12:.2f} TB/s (and at the measured copy bw {copy_bw / 1e12:.2f} TB/s)",
              f"{'backend':26s} {'ctx':>6s} {'p50 ms':>8s} {'floor':>7s} {'frac':>6s} {'frac@copy':>9s} kernel"]
     for c in res["cells"]:
-        if "stats" not in c:
-            lines.append(f"{c['backend']:26s} {c['ctx']:6d} {c['status'][:70]}")
+        if c.get("status") != "ok":
+            lines.append(f"{c['backend']:26s} {c['ctx']:6d} {c['status']}: {str(c.get('error'))[:60]}")
             continue
         p50, f = c["stats"]["wall"]["p50"], c["floor"]
         lines.append(f"{c['backend']:26s} {c['ctx']:6d} {p50:8.3f} {f['floor_ms']:7.3f} {f['fraction']:6.3f} "

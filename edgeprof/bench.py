@@ -183,7 +183,8 @@ def floor_block(shape, weights: str, ctx: int, gpu_spec, p50_ms: float | None) -
     return out
 
 
-def _empty_record(spec: CellSpec, command: str | None) -> dict[str, Any]:
+def empty_record(spec: CellSpec, command: str | None = None) -> dict[str, Any]:
+    """The record of `spec` before it is measured (status "failed" until it is)."""
     return CellRecord(model=spec.model, backend=spec.backend, ctx=spec.ctx, steps=spec.steps, warmup=spec.warmup,
                       synthetic=spec.synthetic, device=spec.device, versions=versions(spec.backend),
                       command=command or _default_command(spec)).to_dict()
@@ -214,14 +215,16 @@ def _cuda_mem(device: str, reset: bool = False) -> int | None:
 
 # --- the cell -------------------------------------------------------------------------------------
 def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=None,
-             raise_invalid: bool = False) -> dict[str, Any]:
+             raise_invalid: bool = False, decoder=None) -> dict[str, Any]:
     """Measure one cell; always returns a complete record (status "ok" or "failed").
 
     `loaded` reuses an already-loaded model (it must be unquantised bf16 for quantising
     backends, which modify it in place); `reference` reuses a gate reference computed
-    earlier on the same weights. With `raise_invalid`, validation errors raise instead
-    of becoming a failed record (the CLI uses it for one-line errors)."""
-    rec = _empty_record(spec, command)
+    earlier on the same weights. `decoder` reuses a decoder of `spec.backend` built on
+    `loaded` across cells (a benchmark keeps one CUDA-graph capture for every ctx): it is
+    reset, not closed, and its max_ctx must hold the cell. With `raise_invalid`, validation
+    errors raise instead of becoming a failed record (the CLI uses it for one-line errors)."""
+    rec = empty_record(spec, command)
     try:
         info, _, device = validate(spec)
     except EdgeprofError as exc:
@@ -232,7 +235,7 @@ def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=
     rec["device"] = device
     rec["weights"] = info.weights
     try:
-        _measure(spec, device, info, rec, loaded, reference)
+        _measure(spec, device, info, rec, loaded, reference, decoder)
         rec["status"] = "ok"
     except EdgeprofError as exc:
         rec["error"] = str(exc)
@@ -243,12 +246,14 @@ def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=
     return rec
 
 
-def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, reference) -> None:
+def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, reference, decoder=None) -> None:
     from edgeprof import gate
     from edgeprof.backends import registry
     from edgeprof.floor import check_ctx
     from edgeprof.sources import load_model
 
+    if decoder is not None and loaded is None:
+        raise ValueError("a reused decoder needs the model it was built on (loaded=)")
     gpu_spec, gpu_name = _detect_gpu(spec, device)
     rec["gpu"], rec["gpu_name"] = gpu_spec.key, gpu_name
     rec["host_cpu"] = _telemetry("host")
@@ -260,9 +265,14 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     if do_gate and reference is None:
         reference = gate.reference(loaded, device, spec.gate_steps)  # before any in-place quantisation
     gate_tokens = len(reference.prompt) + len(reference.tokens) if do_gate else 0
-    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx, gate_tokens)
-    rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, max_ctx
-    decoder = registry.create(spec.backend, loaded, device, max_ctx)
+    model_max = loaded.shape.max_ctx if decoder is None else min(loaded.shape.max_ctx, decoder.max_ctx)
+    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, model_max, gate_tokens)
+    owned = decoder is None
+    if owned:
+        decoder = registry.create(spec.backend, loaded, device, max_ctx)
+    elif decoder.position:
+        decoder.reset()
+    rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, decoder.max_ctx
     try:
         if do_gate:
             th = gate.Thresholds.for_weights(info.weights, spec.min_agreement, spec.max_logit_error)
@@ -276,32 +286,38 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         else:
             rec["correctness"] = {"reference": "this backend is the bf16 reference", "passed": True,
                                   "gated": False} if spec.gate else None
-        # Peak memory of serving (prefill, capture, steps) on top of what is resident now; the
-        # transient peaks of loading and quantising are not part of running the cell.
-        _cuda_mem(device, reset=True)
-        first = decoder.prefill(fill_tokens(loaded, prefill_n))
-        rec["prefill_ms"] = first.wall_ms
-        decoder.warmup()
-        for _ in range(spec.warmup):
-            decoder.step()
-        rec["telemetry_before"] = _telemetry("gpu")
-        times = decoder.time_steps(spec.steps)
-        rec["telemetry_after"] = _telemetry("gpu")
+        _time_decoder(decoder, loaded, spec, device, prefill_n, rec)
         dinfo = decoder.info()
     finally:
-        decoder.close()
-    wall = times.wall
-    rec["wall_ms"], rec["gpu_ms"] = times.wall_ms, times.gpu_ms
-    rec["stats"] = {"wall": wall.to_dict(), "gpu": times.gpu.to_dict() if times.gpu else None}
-    rec["positions"] = [times.positions[0], times.positions[-1]]
+        if owned:
+            decoder.close()
+    p50 = rec["stats"]["wall"]["p50"]
     rec["weights"] = dinfo.weights
     rec["resident_weight_bytes"] = dinfo.resident_weight_bytes
     rec["capture_s"] = dinfo.capture_s
     rec["notes"] = dinfo.notes
-    rec["peak_mem_bytes"] = _cuda_mem(device)
-    rec["floor"] = floor_block(loaded.shape, dinfo.weights, spec.ctx, gpu_spec, wall.p50)
-    if wall.p50 <= 0:
+    rec["floor"] = floor_block(loaded.shape, dinfo.weights, spec.ctx, gpu_spec, p50)
+    if p50 <= 0:
         raise MeasurementError("median step time is zero; the clock did not advance")
+
+
+def _time_decoder(decoder, loaded, spec: CellSpec, device: str, prefill_n: int, rec: dict[str, Any]) -> None:
+    """Steps 4-5 on a gated decoder: fill, capture, warm up, time; the timings go into `rec`."""
+    # Peak memory of serving (prefill, capture, steps) on top of what is resident now; the
+    # transient peaks of loading and quantising are not part of running the cell.
+    _cuda_mem(device, reset=True)
+    first = decoder.prefill(fill_tokens(loaded, prefill_n))
+    rec["prefill_ms"] = first.wall_ms
+    decoder.warmup()
+    for _ in range(spec.warmup):
+        decoder.step()
+    rec["telemetry_before"] = _telemetry("gpu")
+    times = decoder.time_steps(spec.steps)
+    rec["telemetry_after"] = _telemetry("gpu")
+    rec["wall_ms"], rec["gpu_ms"] = times.wall_ms, times.gpu_ms
+    rec["stats"] = {"wall": times.wall.to_dict(), "gpu": times.gpu.to_dict() if times.gpu else None}
+    rec["positions"] = [times.positions[0], times.positions[-1]]
+    rec["peak_mem_bytes"] = _cuda_mem(device)
 
 
 # --- metrics for long runs (bench, sweep) ----------------------------------------------------------

@@ -16,7 +16,8 @@ backends and contexts, and optionally its own steps/warmup.
 Results go to `DIR/cells.jsonl`, one record per line (the record of
 `edgeprof.bench.run_cell`, plus a `sweep_cell` key naming the cell). A cell that
 is already in `cells.jsonl` (ok or failed) is skipped, so an interrupted sweep
-resumes where it stopped. A cell that raises (OOM, unavailable backend, crash in
+resumes where it stopped (cells skipped by a time budget, `SweepOptions.budget_s`,
+run then). A cell that raises (OOM, unavailable backend, crash in
 an isolated subprocess) is written as `status: failed` with its reason, and the
 sweep goes on. After every cell `cells.csv` and the PNG plots are rewritten
 (temp file + rename, so nothing half-written is ever left in DIR).
@@ -52,6 +53,7 @@ from edgeprof.records import (
 )
 
 CELLS_CSV = "cells.csv"
+SKIPPED = "skipped"  # status of a cell left for later (time budget); not done for resuming
 
 _TOP_KEYS = {
     "name": "a label for this sweep",
@@ -275,6 +277,15 @@ def load_config(path: str | Path) -> SweepConfig:
     return SweepConfig(path, name, cells, device, gpu, synthetic, desc, _value(root))
 
 
+def grid_config(name: str, models: Iterable[str], backends: Iterable[str], contexts: Iterable[int],
+                steps: int = 30, warmup: int = 5, device: str | None = None, synthetic: bool | None = None,
+                source: str | Path | None = None) -> SweepConfig:
+    """A one-grid sweep built in code (benchmark scripts), cells in the YAML form's order:
+    model, then backend, then ctx. `source` names what defined it (kept in each record's `sweep`)."""
+    cells = [SweepCell(CellKey(m, b, int(c)), steps, warmup) for m in models for b in backends for c in contexts]
+    return SweepConfig(Path(source or name), name, list(dict.fromkeys(cells)), device, None, synthetic)
+
+
 # --------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------
@@ -299,6 +310,12 @@ def failed_record(cell: SweepCell, reason: str, device: str | None, gpu: str | N
                       ctx=cell.key.ctx, steps=cell.steps, warmup=cell.warmup, device=device, gpu=gpu,
                       command=command, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       error=reason).to_dict()
+
+
+def skipped_record(cell: SweepCell, reason: str, device: str | None, gpu: str | None,
+                   command: str | None) -> dict[str, Any]:
+    """The record of a cell not run (past the sweep's time budget): a resume runs it."""
+    return {**failed_record(cell, reason, device, gpu, command), "status": SKIPPED}
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -333,6 +350,7 @@ class SweepOptions:
     retry_failed: bool = False
     progress: bool = True
     plots: bool = True
+    budget_s: float | None = None  # cells that would start later than this after the sweep began are skipped
 
 
 def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None) -> list[str]:
@@ -411,7 +429,7 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
         if key is not None:
             done[key] = r.get("status")
     todo = [c for c in config.cells
-            if c.key not in done or (opts.retry_failed and done[c.key] != "ok")]
+            if c.key not in done or done[c.key] == SKIPPED or (opts.retry_failed and done[c.key] != "ok")]
     runner = runner or (run_isolated if opts.isolate else run_in_process)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     skipped = len(config.cells) - len(todo)
@@ -419,14 +437,19 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
         log(f"resuming: {skipped} of {len(config.cells)} cells already in {jsonl}")
 
     bar = _progress(todo, opts.progress)
-    ran, failed = 0, 0
+    ran, failed, left = 0, 0, 0
+    deadline = time.monotonic() + opts.budget_s if opts.budget_s is not None else None
     for cell in bar:
         if hasattr(bar, "set_description"):
             bar.set_description(str(cell.key))
         command = "edgeprof " + " ".join(bench_argv(cell, opts))
         t0 = time.perf_counter()
         try:
-            record = runner(cell, opts)
+            if deadline is not None and time.monotonic() > deadline:
+                record = skipped_record(cell, f"time budget of {opts.budget_s:.0f} s used up", opts.device,
+                                        opts.gpu, command)
+            else:
+                record = runner(cell, opts)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - any cell failure is data, not a crash
@@ -440,15 +463,20 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
         records.append(record)
         if on_record is not None:
             on_record(record)
-        ran += 1
-        if record["status"] != "ok":
+        if record["status"] == SKIPPED:
+            left += 1
+        else:
+            ran += 1
+        if record["status"] not in ("ok", SKIPPED):
             failed += 1
             log(f"cell {cell.key} failed: {record.get('error')}")
         write_outputs(out, records, plots=opts.plots)
     if not todo:
         write_outputs(out, records, plots=opts.plots)
+    if left:
+        log(f"{left} cells skipped: the time budget of {opts.budget_s:.0f} s was used up (run again to resume)")
     return {"cells": len(config.cells), "ran": ran, "skipped": skipped, "failed_now": failed,
-            "out": str(out), "records": len(records)}
+            "left_by_budget": left, "out": str(out), "records": len(records)}
 
 
 def _progress(items: list, enabled: bool) -> Iterable:
