@@ -257,7 +257,8 @@ def main() -> int:
                          source="benchmarks/fast_decode.py")
     opts = SweepOptions(out=args.out, device=device, progress=False, plots=False,
                         budget_s=max(0.0, args.budget_s - (time.monotonic() - t_start)))
-    cells = Cells(loaded, max(ctxs) + PAD)
+    # a shared decoder holds the largest cell as bench plans it (fill to ctx-1, warm-up, steps, slack)
+    cells = Cells(loaded, bench.plan(max(ctxs), args.steps, args.warmup, shape.max_ctx)[1])
     try:
         run_sweep(config, opts, runner=cells, log=print)
     finally:

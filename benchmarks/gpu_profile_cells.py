@@ -4,10 +4,17 @@
 
 For each backend (default order: hf-eager, hf-graph, bnb-nf4, torchao-int4, exllamav2,
 hf-compile) and each ctx (2048, 4096, 8192, 16384) it runs `edgeprof.bench.run_cell`
-(correctness gate, fill to ctx-1, warm-up, 30 timed steps after 5 warm-up steps) and
-appends one JSON record per cell to --out as soon as it is done, so a timeout keeps every
-finished cell. A failing cell is recorded (status "failed") and the run goes on; cells
-past --budget-s are recorded as status "skipped".
+(correctness gate, fill to ctx-1, warm-up, 30 timed steps after 5 warm-up steps), the
+cells as one `edgeprof.sweep.run_sweep`: one record per cell is appended to
+DIR/cells.jsonl (--out names DIR or DIR/cells.jsonl) as soon as it is done, so a timeout
+keeps every finished cell, and a rerun with the same --out resumes. A failing cell is
+recorded (status "failed") and the run goes on; cells past --budget-s are recorded as
+status "skipped" (a rerun runs them).
+
+On the CPU, to try this script's logic (no timings worth keeping):
+
+    python benchmarks/gpu_profile_cells.py --device cpu --model tiny-test --backends hf-eager,hf-static \
+        --ctx 32,64 --steps 3 --warmup 1 --out /tmp/cells
 
 The weights are SYNTHETIC (random, exact Qwen2.5-7B shapes, fixed seed), so correctness
 is the logits comparison with bf16 hf-eager on the same weights (computed once; every
@@ -27,13 +34,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgeprof.records import CELLS_JSONL, append_jsonl  # noqa: E402 (after the checkout is on the path)
+from edgeprof.sweep import SweepCell, SweepOptions  # noqa: E402
 
 DEFAULT_BACKENDS = ["hf-eager", "hf-graph", "bnb-nf4", "torchao-int4", "exllamav2", "hf-compile"]
 
@@ -100,21 +109,6 @@ def short(rec: dict) -> str:
             f"touched {f['touched_fraction']:6.1%}  cap {rec['capture_s'] or 0:5.1f}s  gate {gate_txt}")
 
 
-def append(path: Path, rec: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(rec, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def skipped(model: str, backend: str, ctx: int, steps: int, warmup: int, why: str) -> dict:
-    from edgeprof.bench import CellSpec, _empty_record
-
-    rec = _empty_record(CellSpec(model, backend, ctx, steps, warmup, device="cuda", synthetic=True), None)
-    rec.update(status="skipped", error=why)
-    return rec
-
-
 def smollm2_gates(out_dir: Path, backends: list[str], deadline: float) -> None:
     """Token-agreement gate of every backend on the real SmolLM2 weights, if present."""
     from edgeprof import gate
@@ -141,15 +135,78 @@ def smollm2_gates(out_dir: Path, backends: list[str], deadline: float) -> None:
             rec["status"] = "ok"
         except Exception as exc:
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:400])
-        append(out_dir / "gates.jsonl", rec)
+        append_jsonl(out_dir / "gates.jsonl", rec)
         c = rec.get("correctness") or {}
         log(f"SmolLM2 gate {backend}: {rec['status']} agreement={c.get('agreement')} passed={c.get('passed')}")
         free()
 
 
+class Cells:
+    """The sweep's cell runner: `edgeprof.bench.run_cell` on a model loaded once per weight
+    format (bf16 backends share one load; each quantising backend gets a fresh bf16 load it
+    then keeps for its contexts) and the one bf16 gate reference."""
+
+    def __init__(self, models: Models, reference) -> None:
+        self.models, self.reference = models, reference
+        self.backend: str | None = None
+        self.loaded = None
+        self.last_kind = "bf16"
+
+    def __call__(self, cell: SweepCell, opts: SweepOptions) -> dict:
+        from edgeprof.backends import registry
+        from edgeprof.bench import CellSpec, run_cell
+
+        backend, ctx = cell.key.backend, cell.key.ctx
+        if backend != self.backend:
+            self.end_backend()
+            self.backend = backend
+        # allow_mismatch: a flagged backend is still timed here; its record keeps correctness.passed false
+        spec = CellSpec(cell.key.model, backend, ctx, cell.steps, cell.warmup, device=opts.device, synthetic=True,
+                        allow_mismatch=True)
+        command = (f"python3 benchmarks/gpu_profile_cells.py --model {cell.key.model} --backends {backend} "
+                   f"--ctx {ctx} --steps {cell.steps} --warmup {cell.warmup}")
+        if not registry.get(backend).availability()[0]:
+            return run_cell(spec, command)  # records the reason it is unavailable
+        kind = backend if registry.get(backend).mutates_weights else "bf16"
+        if self.loaded is None:
+            self.loaded = self.models.get(fresh=(kind != self.last_kind or kind != "bf16"))
+            self.last_kind = kind
+        t0 = time.perf_counter()
+        log(f"{backend} ctx {ctx} ...")
+        rec = run_cell(spec, command, loaded=self.loaded, reference=self.reference)
+        rec["cell_wall_s"] = round(time.perf_counter() - t0, 1)
+        free()
+        return rec
+
+    def end_backend(self) -> None:
+        """After a backend's last context: unload ExLlamaV2, drop a quantised model."""
+        from edgeprof.backends import registry
+
+        if self.backend == "exllamav2" and "exllamav2" in sys.modules:
+            from edgeprof.backends.exl2 import unload_all
+
+            unload_all()
+        if self.backend is not None and self.backend in registry.BACKENDS \
+                and registry.get(self.backend).mutates_weights:
+            self.models.drop()
+            self.last_kind = "none"
+        self.loaded = None  # the next backend asks Models, which keeps a bf16 load for bf16 backends
+
+
+def sweep_dir(out: str) -> Path:
+    """The sweep folder of --out: a folder, or its cells.jsonl (the form the provenance files use)."""
+    path = Path(out)
+    if path.suffix != ".jsonl":
+        return path
+    if path.name != CELLS_JSONL:
+        raise SystemExit(f"--out {out}: the sweep writes {CELLS_JSONL} in its folder; pass the folder or "
+                         f"{path.parent / CELLS_JSONL}")
+    return path.parent
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="JSONL file, one record per cell (appended)")
+    ap.add_argument("--out", required=True, help="DIR or DIR/cells.jsonl: one record per cell (a rerun resumes)")
     ap.add_argument("--model", default="qwen2.5-7b")
     ap.add_argument("--ctx", default="2048,4096,8192,16384")
     ap.add_argument("--backends", default=",".join(DEFAULT_BACKENDS))
@@ -163,12 +220,10 @@ def main() -> int:
 
     from edgeprof import gate
     from edgeprof.backends import registry
-    from edgeprof.bench import CellSpec, run_cell
+    from edgeprof.sweep import grid_config, run_sweep
 
     t_start = time.monotonic()
-    deadline = t_start + args.budget_s
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = sweep_dir(args.out)
     ctxs = [int(c) for c in args.ctx.split(",")]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -184,48 +239,27 @@ def main() -> int:
     base = models.get(fresh=True)
     log("bf16 reference for the gate (hf-eager, teacher-forced logits) ...")
     ref = gate.reference(base, args.device, gate.GATE_STEPS)
+    # Backend-major order: each backend's contexts run on one load of its weight format.
+    config = grid_config("gpu_profile_cells", [args.model], backends, ctxs, args.steps, args.warmup,
+                         device=args.device, synthetic=True, source="benchmarks/gpu_profile_cells.py")
+    opts = SweepOptions(out=out, device=args.device, synthetic=True, progress=False, plots=False,
+                        budget_s=max(0.0, args.budget_s - (time.monotonic() - t_start)))
+    cells = Cells(models, ref)
     records: list[dict] = []
-    last_kind = "bf16"
-    for backend in backends:
-        ok, why = registry.get(backend).availability()
-        # bf16 backends share one load; each quantising backend gets a fresh bf16 load it then keeps.
-        kind = backend if registry.get(backend).mutates_weights else "bf16"
-        loaded = None
-        for ctx in ctxs:
-            # allow_mismatch: a flagged backend is still timed here; its record keeps correctness.passed false
-            spec = CellSpec(args.model, backend, ctx, args.steps, args.warmup, device=args.device, synthetic=True,
-                            allow_mismatch=True)
-            command = (f"python3 benchmarks/gpu_profile_cells.py --model {args.model} --backends {backend} "
-                       f"--ctx {ctx} --steps {args.steps} --warmup {args.warmup}")
-            if time.monotonic() > deadline:
-                rec = skipped(args.model, backend, ctx, args.steps, args.warmup,
-                              f"time budget of {args.budget_s:.0f} s used up")
-            elif not ok:
-                rec = run_cell(spec, command)  # records the reason it is unavailable
-            else:
-                if loaded is None:
-                    loaded = models.get(fresh=(kind != last_kind or kind != "bf16"))
-                    last_kind = kind
-                t0 = time.perf_counter()
-                log(f"{backend} ctx {ctx} ...")
-                rec = run_cell(spec, command, loaded=loaded, reference=ref)
-                rec["cell_wall_s"] = round(time.perf_counter() - t0, 1)
-            records.append(rec)
-            append(out, rec)
-            log(short(rec))
-            free()
-        if backend == "exllamav2" and "exllamav2" in sys.modules:
-            from edgeprof.backends.exl2 import unload_all
 
-            unload_all()
-        if kind != "bf16":
-            models.drop()
-            last_kind = "none"
-    models.drop()
+    def on_record(rec: dict) -> None:
+        records.append(rec)
+        log(short(rec))
+
+    try:
+        run_sweep(config, opts, runner=cells, log=log, on_record=on_record)
+    finally:
+        cells.end_backend()
+        models.drop()
     if args.device.startswith("cuda"):
-        smollm2_gates(out.parent, backends, deadline + 60)
+        smollm2_gates(out, backends, t_start + args.budget_s + 60)
 
-    log(f"done in {time.monotonic() - t_start:.0f} s; {len(records)} records in {out}")
+    log(f"done in {time.monotonic() - t_start:.0f} s; {len(records)} new records in {out / CELLS_JSONL}")
     print("\nbackend          ctx  p50 ms/step  (wall)  gpu-event p50, floor (paper def.), fraction of floor")
     for rec in records:
         print(short(rec))

@@ -32,6 +32,7 @@ from typing import Any
 
 from edgeprof.errors import (
     BackendUnavailableError,
+    ContextLengthError,
     CorrectnessError,
     EdgeprofError,
     MeasurementError,
@@ -265,11 +266,13 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     if do_gate and reference is None:
         reference = gate.reference(loaded, device, spec.gate_steps)  # before any in-place quantisation
     gate_tokens = len(reference.prompt) + len(reference.tokens) if do_gate else 0
-    model_max = loaded.shape.max_ctx if decoder is None else min(loaded.shape.max_ctx, decoder.max_ctx)
-    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, model_max, gate_tokens)
+    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx, gate_tokens)
     owned = decoder is None
     if owned:
         decoder = registry.create(spec.backend, loaded, device, max_ctx)
+    elif decoder.max_ctx < max_ctx:  # filling less than ctx-1 would time a shorter context than recorded
+        raise ContextLengthError("ctx", f"the reused {spec.backend} decoder holds {decoder.max_ctx} positions and "
+                                 f"this cell needs {max_ctx}; build it with max_ctx >= {max_ctx}")
     elif decoder.position:
         decoder.reset()
     rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, decoder.max_ctx

@@ -445,7 +445,7 @@ def run_sweep(config: SweepConfig, opts: SweepOptions, runner: CellRunner | None
         command = "edgeprof " + " ".join(bench_argv(cell, opts))
         t0 = time.perf_counter()
         try:
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 record = skipped_record(cell, f"time budget of {opts.budget_s:.0f} s used up", opts.device,
                                         opts.gpu, command)
             else:

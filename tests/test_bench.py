@@ -122,3 +122,23 @@ def test_cli_bench_and_backends(run_edgeprof, tmp_path) -> None:
     r = run_edgeprof("backends", "--json", timeout=300)
     table = {row["name"]: row for row in json.loads(r.stdout)}
     assert table["hf-eager"]["available"] and table["awq"]["available"] is False and table["awq"]["reason"]
+
+
+def test_run_cell_reuses_a_given_decoder_across_cells() -> None:
+    from edgeprof.backends import registry
+    from edgeprof.sources import load_model
+
+    loaded = load_model("tiny-test", "cpu")
+    dec = registry.create("hf-static", loaded, "cpu", 140)
+    recs = [run_cell(CellSpec("tiny-test", "hf-static", ctx, steps=3, warmup=1, device="cpu", gate=False),
+                     loaded=loaded, decoder=dec) for ctx in (64, 128)]
+    assert [r["status"] for r in recs] == ["ok", "ok"], [r["error"] for r in recs]
+    assert [r["session_max_ctx"] for r in recs] == [140, 140]
+    # the second cell starts from an emptied cache: filled to ctx-1 again, then 1 warm-up step
+    assert [r["prefill_tokens"] for r in recs] == [63, 127] and recs[1]["positions"][0] == 127 + 1
+    too_long = run_cell(CellSpec("tiny-test", "hf-static", 200, steps=3, warmup=1, device="cpu", gate=False),
+                        loaded=loaded, decoder=dec)
+    assert too_long["status"] == "failed" and "max_ctx >= 211" in too_long["error"]
+    again = run_cell(CellSpec("tiny-test", "hf-static", 32, steps=3, warmup=1, device="cpu", gate=False),
+                     loaded=loaded, decoder=dec)  # still open and usable: its owner closes it
+    assert again["status"] == "ok" and again["prefill_tokens"] == 31

@@ -16,6 +16,7 @@ from edgeprof.sweep import (
     CSV_COLUMNS,
     SweepOptions,
     csv_text,
+    grid_config,
     load_config,
     run_sweep,
 )
@@ -144,3 +145,22 @@ def test_cli_bad_config_is_one_line(tmp_path: Path, run_edgeprof) -> None:
                                    "here: backends, contexts, description, device, gpu, grids, models, name, "
                                    "steps, synthetic, warmup")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_time_budget_skips_cells_and_a_rerun_runs_them(tmp_path: Path) -> None:
+    cfg = grid_config("budget", ["tiny-test"], ["hf-eager", "hf-static"], [32, 48], steps=2, warmup=0, device="cpu")
+    assert [(c.key.backend, c.key.ctx) for c in cfg.cells] == [("hf-eager", 32), ("hf-eager", 48),
+                                                                ("hf-static", 32), ("hf-static", 48)]
+    opts = SweepOptions(out=tmp_path, device="cpu", progress=False, plots=False, budget_s=0.0)
+    logs: list[str] = []
+    first = run_sweep(cfg, opts, log=logs.append)
+    assert first["ran"] == 0 and first["left_by_budget"] == 4 and first["failed_now"] == 0
+    recs = read_jsonl(tmp_path / "cells.jsonl")
+    assert {r["status"] for r in recs} == {"skipped"} and "time budget" in recs[0]["error"]
+    assert any("run again to resume" in m for m in logs)
+
+    opts.budget_s = None
+    again = run_sweep(cfg, opts, log=logs.append)
+    assert again["ran"] == 4 and again["skipped"] == 0
+    assert [r["status"] for r in read_jsonl(tmp_path / "cells.jsonl")[4:]] == ["ok"] * 4

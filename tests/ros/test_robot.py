@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
 import subprocess
 import sys
-import inspect
 import threading
 
 import pytest
