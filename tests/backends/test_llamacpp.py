@@ -50,11 +50,9 @@ def test_session_is_deterministic_and_resets(tiny_gguf) -> None:
 
 
 def test_steps_are_timed_on_the_host_clock(tiny_gguf) -> None:
-    from edgeprof.timing import time_steps
-
     dec = _decoder(tiny_gguf)
     dec.prefill(PROMPT)
-    st = time_steps(dec, 5)
+    st = dec.time_steps(5)
     assert st.gpu_ms is None and len(st.wall_ms) == 5 and all(w > 0 for w in st.wall_ms)
     assert st.positions == list(range(len(PROMPT), len(PROMPT) + 5))
 
