@@ -68,7 +68,7 @@ def time_decoder(dec, fill: list[int], ctx: int, steps: int, warmup: int) -> dic
     prefill_s = time.perf_counter() - t0
     for _ in range(warmup):
         dec.step()
-    st = timing.time_steps(dec, steps)
+    st = dec.time_steps(steps)
     wall = st.wall
     return {"ctx": ctx, "prefill_tokens": ctx - 1, "prefill_s": round(prefill_s, 3), "steps": steps,
             "warmup": warmup, "p50_ms": wall.p50, "p90_ms": wall.p90, "p99_ms": wall.p99, "mean_ms": wall.mean,

@@ -133,14 +133,13 @@ def _alt_server(d, port: int, prefix: str, prearmed: bool = False):
 
 def _raw_round(d, tokens: int, requests: int) -> list[float]:
     """The raw decoder on the daemon's decode thread: wall ms of each step from step 2 on."""
-    from edgeprof.timing import time_steps
 
     def fn(session) -> list[float]:
         dec, out = session.decoder, []
         for _ in range(requests):
             dec.reset()
             dec.prefill(session.codec.encode(PROMPT, first=True))
-            out += time_steps(dec, tokens - 1).wall_ms[1:]
+            out += dec.time_steps(tokens - 1).wall_ms[1:]
         return out
 
     return d.service.run_on_worker(fn)
