@@ -29,8 +29,6 @@ import time
 import traceback
 from pathlib import Path
 
-from edgeprof import timing
-
 
 def _host() -> dict:
     info = {"python": platform.python_version(), "machine": platform.machine(), "node": platform.node()}
