@@ -63,20 +63,20 @@ BACKENDS: dict[str, BackendInfo] = {
                     "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes")),
         # torchao's int4 weight-only tinygemm layout dispatches to aten._weight_int4pack_mm, which we call
         # directly (torchao's config API churns between releases), so torchao itself is not required.
-        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128 (aten._weight_int4pack_mm), static cache "
-                    "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
+        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only (aten._weight_int4pack_mm) on the rtn4 weights, static "
+                    "cache + CUDA graph", "rtn4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
                     packages=("transformers",)),
-        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2's kernels", "gptq4-g128",
+        BackendInfo("exllamav2", "the rtn4 weights as a GPTQ-layout checkpoint through ExLlamaV2's kernels", "rtn4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
                     unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
                     "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit"),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",)),
-        BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
-                    "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",)),
-        BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, GPTQ int4 g128 weights (gemlite's Triton "
-                    "GEMV)", "gptq4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
+        BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, rtn4 int4 weights (tinygemm)",
+                    "rtn4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",)),
+        BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, rtn4 int4 weights (gemlite's Triton "
+                    "GEMV)", "rtn4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
                     packages=("torch", "gemlite")),
     ]
 }
