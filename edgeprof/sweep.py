@@ -53,6 +53,7 @@ _TOP_KEYS = {
     "device": "cuda or cpu",
     "gpu": "GPU catalog key for the floor (default: detected)",
     "synthetic": "true to force synthetic weights, false to forbid them",
+    "quality_tokens": "tokens of the held-out text scored for quality per backend (integer >= 2; 0 skips quality)",
     "models": "list of model specs (preset names, local dirs, .gguf files, hub ids)",
     "backends": "list of backend names (see `edgeprof backends`)",
     "contexts": "list of context lengths in tokens",
@@ -96,6 +97,7 @@ class SweepConfig:
     synthetic: bool | None = None
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    quality_tokens: int | None = None
 
 
 class _Located:
@@ -264,7 +266,9 @@ def load_config(path: str | Path) -> SweepConfig:
                         cells.append(SweepCell(key, g_steps, g_warm))
     name = str(top["name"][1]) if "name" in top else path.stem
     desc = str(top["description"][1]) if "description" in top else ""
-    return SweepConfig(path, name, cells, device, gpu, synthetic, desc, _value(root))
+    qt = _int(loc, top["quality_tokens"][0], "quality_tokens", top["quality_tokens"][1], 0) \
+        if "quality_tokens" in top else None
+    return SweepConfig(path, name, cells, device, gpu, synthetic, desc, _value(root), qt)
 
 
 # --------------------------------------------------------------------------------------
@@ -404,6 +408,7 @@ class SweepOptions:
     retry_failed: bool = False
     progress: bool = True
     plots: bool = True
+    quality_tokens: int | None = None  # None: bench's default; 0: no quality measurement
 
 
 def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None) -> list[str]:
@@ -416,6 +421,10 @@ def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None
         argv += ["--gpu", opts.gpu]
     if opts.synthetic is not None:
         argv += ["--synthetic" if opts.synthetic else "--real"]
+    if opts.quality_tokens == 0:
+        argv += ["--no-quality"]
+    elif opts.quality_tokens:
+        argv += ["--quality-tokens", str(opts.quality_tokens)]
     argv += ["--json"]
     if out_file is not None:
         argv += ["--out", str(out_file)]
@@ -426,7 +435,8 @@ def run_in_process(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
     from edgeprof.bench import CellSpec, run_cell
 
     spec = CellSpec(model=cell.key.model, backend=cell.key.backend, ctx=cell.key.ctx, steps=cell.steps,
-                    warmup=cell.warmup, device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic)
+                    warmup=cell.warmup, device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic,
+                    quality=opts.quality_tokens != 0, quality_tokens=opts.quality_tokens or 512)
     command = "edgeprof " + " ".join(bench_argv(cell, opts))
     try:
         return run_cell(spec, command)

@@ -58,13 +58,13 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("hf-compile", "transformers, static cache, torch.compile mode=reduce-overhead", "bf16",
                     "edgeprof.backends.hf:make_compile", packages=("transformers",)),
         BackendInfo("bnb-nf4", "bitsandbytes NF4 (blocksize 64, double-quant), static cache + CUDA graph", "nf4",
-                    "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+                    "edgeprof.backends.bnb:make_nf4", packages=("transformers", "bitsandbytes")),  # CPU: bnb's CPU kernels
         BackendInfo("bnb-int8", "bitsandbytes LLM.int8, static cache", "int8",
-                    "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes")),
+                    "edgeprof.backends.bnb:make_int8", packages=("transformers", "bitsandbytes")),
         # torchao's int4 weight-only tinygemm layout dispatches to aten._weight_int4pack_mm, which we call
         # directly (torchao's config API churns between releases), so torchao itself is not required.
         BackendInfo("torchao-int4", "torch tinygemm int4 weight-only (aten._weight_int4pack_mm) on the rtn4 weights, static "
-                    "cache + CUDA graph", "rtn4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
+                    "cache + CUDA graph", "rtn4-g128", "edgeprof.backends.torchao_int4:make",
                     packages=("transformers",)),
         BackendInfo("exllamav2", "the rtn4 weights as a GPTQ-layout checkpoint through ExLlamaV2's kernels", "rtn4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",)),
