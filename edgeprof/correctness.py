@@ -91,12 +91,37 @@ def _same(_loaded) -> None:
     return None  # the backend computes with the loaded weights themselves
 
 
+GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
+
+
+def _gguf(kind: str, loaded) -> Callable[[Any], Any] | None:
+    """llama.cpp's block formats through gguf-py's reference (de)quantizer. A model loaded from a
+    GGUF of that very type already holds its dequantized values (HF dequantizes on load)."""
+    import numpy as np
+    import torch
+
+    path = str(getattr(loaded, "path", "") or "")
+    if path.lower().endswith(f".{kind}.gguf") or kind.upper() in path.rsplit("/", 1)[-1].upper():
+        return None
+    from gguf import GGMLQuantizationType, quants
+
+    qtype = GGMLQuantizationType[kind.upper()]
+
+    def rt(w):
+        a = w.float().cpu().numpy().astype(np.float32)
+        back = quants.dequantize(quants.quantize(a, qtype), qtype)
+        return torch.from_numpy(np.ascontiguousarray(back)).to(w.device).float()
+    return rt
+
+
 def transform_for(weights: str, loaded) -> Callable[[Any], Any] | None:
     """The round trip that turns the loaded weights into the backend's, or None when they are the same."""
     from edgeprof.floor import parse_format
 
-    if weights.startswith(("gguf", "q4_", "q5_", "q6_", "q8_")):
-        return _same(loaded)  # a GGUF loaded through HF holds the GGUF's dequantized values already
+    if weights.lower() in GGUF_TYPES:
+        return _gguf(weights.lower(), loaded)
+    if weights.lower() in ("gguf-bf16", "gguf-f16", "gguf-f32"):
+        return _same(loaded)
     kind = parse_format(weights).kind
     if kind == "dense":
         return _same(loaded)

@@ -86,3 +86,15 @@ def test_unknown_format_names_the_file_to_extend() -> None:
         correctness.transform_for("exl2-4.65", None)
     with pytest.raises(ConfigError, match="ctx"):
         correctness.plan_positions(4, 100)
+
+
+def test_gguf_block_formats_round_trip_through_gguf_py() -> None:
+    """llama.cpp's formats (the llamacpp backend's weights) get their reference from gguf-py's quantizer."""
+    pytest.importorskip("gguf")
+    loaded = load_model("tiny-test", "cpu")
+    w = loaded.model.model.layers[0].mlp.up_proj.weight.detach()
+    err = {}
+    for kind in ("q8_0", "q4_1"):
+        rt = correctness.transform_for(kind, loaded)
+        err[kind] = float((rt(w) - w.float()).norm() / w.float().norm())
+    assert 0 < err["q8_0"] < err["q4_1"] < 0.2
