@@ -209,12 +209,10 @@ def check(decoder, ref: ReferenceRun, bound: Bound) -> dict[str, Any]:
     """The record's `kernel_correctness`; leaves the decoder reset and captured."""
     decoder.reset()
     got = [decoder.prefill(ref.prefill).token_id]
+    lg = decoder.last_logits()  # read before warmup: capture/compile runs may overwrite or drop it
+    errs = [] if lg is None else [_rel(lg.float().cpu(), ref.logits[0])]
     decoder.warmup()
-    errs = []
-    lg = decoder.last_logits()
     mode = "teacher-forced"
-    if lg is not None:
-        errs.append(_rel(lg.float().cpu(), ref.logits[0]))
     for i in range(1, len(ref.tokens)):
         try:
             decoder.set_next_input(ref.tokens[i - 1])
