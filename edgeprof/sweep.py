@@ -369,7 +369,8 @@ def failed_record(cell: SweepCell, reason: str, device: str | None, gpu: str | N
         "backend": cell.key.backend, "weights": weights, "ctx": cell.key.ctx,
         "steps": cell.steps, "warmup": cell.warmup, "device": device, "gpu": gpu, "gpu_name": None,
         "wall_ms": [], "gpu_ms": None, "stats": {"wall": None, "gpu": None}, "floor": None,
-        "resident_weight_bytes": None, "peak_mem_bytes": None, "capture_s": None, "correctness": None,
+        "resident_weight_bytes": None, "peak_mem_bytes": None, "capture_s": None, "kernel_correctness": None,
+        "quality": None, "steady_state_mem_bytes": None, "load_peak_mem_bytes": None, "mem_source": None,
         "telemetry_before": None, "telemetry_after": None, "host_cpu": None, "versions": None,
         "command": command, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "failed", "error": reason,
@@ -556,7 +557,9 @@ CSV_COLUMNS = [
     "model", "model_label", "synthetic", "backend", "weights", "ctx", "steps", "warmup", "device", "gpu",
     "gpu_name", "status", "error", "wall_p50_ms", "wall_p90_ms", "wall_p99_ms", "wall_max_ms", "wall_mean_ms",
     "gpu_p50_ms", "gpu_p99_ms", "floor_ms", "touched_floor_ms", "fraction", "touched_fraction",
-    "calibrated_fraction", "resident_weight_bytes", "peak_mem_bytes", "capture_s", "timestamp",
+    "calibrated_fraction", "resident_weight_bytes", "steady_state_mem_bytes", "load_peak_mem_bytes",
+    "peak_mem_bytes", "capture_s", "kernel_passed", "kernel_value", "kernel_bound", "quality_agreement",
+    "quality_perplexity", "quality_model", "timestamp",
 ]
 
 
@@ -573,7 +576,12 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a record: identity, latency percentiles, floors and fractions."""
     row = {k: record.get(k) for k in ("model", "model_label", "synthetic", "backend", "weights", "ctx", "steps",
                                        "warmup", "device", "gpu", "gpu_name", "status", "error",
-                                       "resident_weight_bytes", "peak_mem_bytes", "capture_s", "timestamp")}
+                                       "resident_weight_bytes", "steady_state_mem_bytes", "load_peak_mem_bytes",
+                                       "peak_mem_bytes", "capture_s", "timestamp")}
+    for k in ("passed", "value", "bound"):
+        row[f"kernel_{k}"] = dig(record, "kernel_correctness", k)
+    for k in ("agreement", "perplexity", "model"):
+        row[f"quality_{k}"] = dig(record, "quality", k)
     for stat in ("p50", "p90", "p99", "max", "mean"):
         row[f"wall_{stat}_ms"] = dig(record, "stats", "wall", stat)
     row["gpu_p50_ms"] = dig(record, "stats", "gpu", "p50")
