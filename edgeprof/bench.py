@@ -243,6 +243,13 @@ def _cuda_mem(device: str, reset: bool = False) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+def _peak_rss() -> int:
+    """The process's peak resident set so far (the CPU's load peak; Linux reports KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def mem_in_use(device: str) -> int:
     """Memory this process holds now: on CUDA the device's used bytes after freeing the caching
     allocator's spare blocks (so allocators other than torch's, e.g. llama.cpp's or ExLlamaV2's,
@@ -333,7 +340,7 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         else:
             rec["kernel_correctness"] = correctness.not_checked("skipped (--no-gate)")
         reference = None
-        rec["load_peak_mem_bytes"] = _cuda_mem(device)
+        rec["load_peak_mem_bytes"] = _cuda_mem(device) if device.startswith("cuda") else _peak_rss()
         # Serving memory on top of what is resident now; load/quantise/reference transients are not serving.
         mem_in_use(device)
         _cuda_mem(device, reset=True)
@@ -347,8 +354,9 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         rec["telemetry_after"] = _telemetry("gpu")
         rec["peak_mem_bytes"] = _cuda_mem(device)
         rec["steady_state_mem_bytes"] = max(0, mem_in_use(device) - base_mem)  # the session is still live
-        rec["mem_source"] = ("cuda: device bytes in use (torch.cuda.mem_get_info) minus before load"
-                             if device.startswith("cuda") else "cpu: process RSS growth since before load")
+        rec["mem_source"] = ("cuda: device bytes in use (torch.cuda.mem_get_info) minus before load; load peak: "
+                             "torch allocator peak" if device.startswith("cuda") else
+                             "cpu: process RSS growth since before load; load peak: process peak RSS (absolute)")
         dinfo = decoder.info()
     finally:
         decoder.close()
