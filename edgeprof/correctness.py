@@ -118,10 +118,12 @@ def transform_for(weights: str, loaded) -> Callable[[Any], Any] | None:
     """The round trip that turns the loaded weights into the backend's, or None when they are the same."""
     from edgeprof.floor import parse_format
 
-    if weights.lower() in GGUF_TYPES:
-        return _gguf(weights.lower(), loaded)
-    if weights.lower() in ("gguf-bf16", "gguf-f16", "gguf-f32"):
+    w = weights.lower()
+    if w == "gguf" or w in ("gguf-bf16", "gguf-f16", "gguf-f32"):
+        # llamacpp reads the GGUF the model was loaded from; HF holds that file's dequantized values
         return _same(loaded)
+    if w.removeprefix("gguf-") in GGUF_TYPES:  # llamacpp's records name the file type, e.g. gguf-q4_1
+        return _gguf(w.removeprefix("gguf-"), loaded)
     kind = parse_format(weights).kind
     if kind == "dense":
         return _same(loaded)

@@ -94,7 +94,8 @@ def test_gguf_block_formats_round_trip_through_gguf_py() -> None:
     loaded = load_model("tiny-test", "cpu")
     w = loaded.model.model.layers[0].mlp.up_proj.weight.detach()
     err = {}
-    for kind in ("q8_0", "q4_1"):
+    assert correctness.transform_for("gguf", loaded) is None  # the model was loaded from that GGUF
+    for kind in ("q8_0", "gguf-q4_1"):
         rt = correctness.transform_for(kind, loaded)
         err[kind] = float((rt(w) - w.float()).norm() / w.float().norm())
-    assert 0 < err["q8_0"] < err["q4_1"] < 0.2
+    assert 0 < err["q8_0"] < err["gguf-q4_1"] < 0.2
