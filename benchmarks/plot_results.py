@@ -65,7 +65,13 @@ def _check_text(check: dict[str, Any]) -> str:
 
 
 def gate_text(r: dict[str, Any], run: Run) -> str:
-    """The correctness gate as one short cell: the record's own gate, else the run-level check."""
+    """Kernel correctness as one short cell: the record's `kernel_correctness`; for older records
+    their gate (against bf16 on the *original* weights, which cannot tell quantization noise from
+    a broken kernel), labelled as such, else the run-level check."""
+    kc = r.get("kernel_correctness")
+    if isinstance(kc, dict) and kc.get("passed") is not None:
+        verdict = "pass" if kc["passed"] else "**FAIL**"
+        return f"kernel {verdict} ({_f(kc.get('value'), '{:.3g}')} <= {kc.get('bound')}, pos {kc.get('positions')})"
     c = r.get("correctness")
     if isinstance(c, dict):
         if c.get("gated") is False:
@@ -73,8 +79,8 @@ def gate_text(r: dict[str, Any], run: Run) -> str:
         err = (c.get("logit_rel_error") or {}).get("mean")
         verdict = "pass" if c.get("passed") else "**FAIL**"
         limit = c.get("max_logit_error")
-        return (f"{verdict} (top-1 {c.get('agreement', float('nan')):.2f}, rel-err {err:.3g}"
-                + (f" vs <= {limit:g}" if limit is not None else "") + ")")
+        return (f"old gate vs original bf16 weights: {verdict} (top-1 {c.get('agreement', float('nan')):.2f}, "
+                f"rel-err {err:.3g}" + (f" vs <= {limit:g}" if limit is not None else "") + ")")
     # fast_decode.py checks once per run: bf16 against HF bf16 (the diagnosis run names the variant:
     # [graph+triton] is what edgeprof-fast times), int4 against HF on the dequantized weights
     keys = (("check_bf16_vs_hf", "check_bf16_vs_hf[graph+triton]") if r.get("weights") == "bf16"
@@ -84,6 +90,13 @@ def gate_text(r: dict[str, Any], run: Run) -> str:
         what = "vs HF bf16" if r.get("weights") == "bf16" else "vs HF on dequantized int4"
         return f"run-level check {what}: {_check_text(run.checks[key])}"
     return "not gated"
+
+
+def quality_text(r: dict[str, Any]) -> str:
+    q = r.get("quality") or {}
+    if q.get("agreement") is None:
+        return "not measured"
+    return f"agree {q['agreement']:.3f}, ppl {q['perplexity']:.2f} ({q.get('model')})"
 
 
 # --- README --------------------------------------------------------------------------------------
@@ -105,27 +118,29 @@ def cells_table(runs: list[Run], primary: list[dict[str, Any]]) -> list[str]:
     """One row per cell (the record the plots use), with the run it came from."""
     run_of = {id(r): run for run in runs for r in run.records}
     order = _order(primary)
-    rows = sorted(primary, key=lambda r: (order.get(r["backend"], 99), int(r["ctx"])))
-    out = ["| backend | weights | ctx | run | p50 ms | p99 ms | floor ms (paper) | fraction paper | "
-           "fraction touched | capture s | gate |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = sorted(primary, key=lambda r: (str(r.get("model")), order.get(r["backend"], 99), int(r["ctx"])))
+    out = ["| model | backend | weights | ctx | run | p50 ms | p99 ms | floor ms (paper) | fraction paper | "
+           "fraction touched | capture s | kernel correctness | quality |",
+           "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         run = run_of[id(r)]
         w, f = (r.get("stats") or {}).get("wall") or {}, r.get("floor") or {}
+        model = r.get("model")
         if r.get("status") != "ok":
-            out.append(f"| {r['backend']} | {r.get('weights')} | {r['ctx']} | {run.name} | failed: {r.get('error')} "
-                       "| | | | | | |")
+            out.append(f"| {model} | {r['backend']} | {r.get('weights')} | {r['ctx']} | {run.name} | "
+                       f"failed: {r.get('error')} | | | | | | | |")
             continue
-        out.append(f"| {r['backend']} | {r.get('weights')} | {r['ctx']} | {run.name} | {_f(w.get('p50'))} | "
+        mark = "**[FAILED CHECK]** " if plots.kernel_failed(r) else ""
+        out.append(f"| {model} | {mark}{r['backend']} | {r.get('weights')} | {r['ctx']} | {run.name} | {_f(w.get('p50'))} | "
                    f"{_f(w.get('p99'))} | {_f(f.get('floor_ms'), '{:.3f}')} | {_f(f.get('fraction'), '{:.1%}')} | "
                    f"{_f(f.get('touched_fraction'), '{:.1%}')} | {_f(r.get('capture_s'), '{:.2f}')} | "
-                   f"{gate_text(r, run)} |")
+                   f"{gate_text(r, run)} | {quality_text(r)} |")
     return out
 
 
 def repeats_table(runs: list[Run], primary: list[dict[str, Any]]) -> list[str]:
     """Cells measured again in another run: how far the repeat's p50 is from the table's."""
-    key = lambda r: (r["backend"], r.get("weights"), int(r["ctx"]))  # noqa: E731
+    key = lambda r: (str(r.get("model")), r["backend"], r.get("weights"), int(r["ctx"]))  # noqa: E731
     main = {key(r): r for r in primary}
     chosen = {id(r) for r in primary}
     run_of = {id(r): run for run in runs for r in run.records}
@@ -134,12 +149,13 @@ def repeats_table(runs: list[Run], primary: list[dict[str, Any]]) -> list[str]:
                   key=lambda r: (order.get(r["backend"], 99), int(r["ctx"])))
     if not reps:
         return []
-    out = ["| backend | ctx | repeat run | p50 ms | p99 ms | capture s | table run | table p50 ms | repeat / table |",
-           "|---|---:|---|---:|---:|---:|---|---:|---:|"]
+    out = ["| model | backend | ctx | repeat run | p50 ms | p99 ms | capture s | table run | table p50 ms | "
+           "repeat / table |", "|---|---|---:|---|---:|---:|---:|---|---:|---:|"]
     for r in reps:
-        m = main[key(r)]
+        m = main[key(r)]  # the same model, backend, weights and ctx: a ratio never spans two models
         a, b = r["stats"]["wall"]["p50"], m["stats"]["wall"]["p50"]
-        out.append(f"| {r['backend']} | {r['ctx']} | {run_of[id(r)].name} | {a:.2f} | {r['stats']['wall']['p99']:.2f} "
+        out.append(f"| {r.get('model')} | {r['backend']} | {r['ctx']} | {run_of[id(r)].name} | {a:.2f} | "
+                   f"{r['stats']['wall']['p99']:.2f} "
                    f"| {_f(r.get('capture_s'), '{:.2f}')} | {run_of[id(m)].name} | {b:.2f} | {a / b:.3f} |")
     return out
 
@@ -217,7 +233,8 @@ def observations(primary: list[dict[str, Any]], abs_: list[tuple[Path, dict]], e
     """Things in the data a reader should not miss, each computed from the records."""
     ok = [r for r in primary if r.get("status") == "ok"]
     out = []
-    eager = next((r for r in ok if r["backend"] == "hf-eager" and int(r["ctx"]) == 2048), None)
+    eager = next((r for r in ok if r["backend"] == "hf-eager" and int(r["ctx"]) == 2048
+                  and r.get("model") == "qwen2.5-7b"), None)  # the model the paper's figure is about
     ex = next((e for e in explains if e["backend"] == "hf-eager"), None)
     ref = paper.figures().get("fraction", {})
     if eager and ex and ref:
@@ -268,7 +285,11 @@ def readme(root: Path, runs: list[Run], abs_: list[tuple[Path, dict]], explains:
              "Generated by `python benchmarks/plot_results.py` from the records in this folder (do not edit by hand). "
              "Where and how each run was made: [PROVENANCE.md](PROVENANCE.md). One page with everything: "
              "[report.html](report.html) (`edgeprof report results/h100`).", "",
-             "**Qwen2.5-7B shapes with SYNTHETIC random weights**: the timings are real, the tokens are not. "
+             "**7-8B model shapes (every row and panel names its model) with SYNTHETIC random weights**: the "
+             "timings are real, the tokens are not. Kernel correctness is against each backend's own dequantized "
+             "weights near ctx (`edgeprof.correctness`); records made before it existed show the old gate against "
+             "the original bf16 weights, labelled so, which cannot tell 4-bit quantization noise from a broken "
+             "kernel on random weights. Rows marked **[FAILED CHECK]** are not recommended. "
              "Batch 1, wall ms per decode step, 30 timed steps after 5 warm-up (p99 of 30 samples is close to the max). "
              "floor = bytes per step / 3350 GB/s (H100 SXM datasheet); *paper* counts every weight plus the KV cache, "
              "*touched* one embedding row; fraction = floor / p50.", ""]

@@ -126,7 +126,8 @@ def measure_arm(loaded: Any, backend: str, spec: dict[str, Any], reference: Any 
     from edgeprof.bench import CellSpec, run_cell
 
     cell = CellSpec(model=spec["model"], backend=backend, ctx=spec["ctx"], steps=spec["steps"],
-                    warmup=spec["warmup"], device=spec["device"], synthetic=spec.get("synthetic"), gate=gate)
+                    warmup=spec["warmup"], device=spec["device"], synthetic=spec.get("synthetic"), gate=gate,
+                    quality=False)
     rec = run_cell(cell, command=f"edgeprof ab session {spec['index']} arm {backend}", loaded=loaded,
                    reference=reference)
     if rec["status"] != "ok":
@@ -136,7 +137,8 @@ def measure_arm(loaded: Any, backend: str, spec: dict[str, Any], reference: Any 
             "median_gpu_ms": _median(gpu) if gpu else None, "stats": rec["stats"], "capture_s": rec["capture_s"],
             "prefill_tokens": rec.get("prefill_tokens"), "weights": rec["weights"],
             "resident_weight_bytes": rec["resident_weight_bytes"], "peak_mem_bytes": rec["peak_mem_bytes"],
-            "correctness": rec["correctness"], "floor": rec["floor"], "telemetry_before": rec["telemetry_before"],
+            "kernel_correctness": rec["kernel_correctness"], "floor": rec["floor"],
+            "telemetry_before": rec["telemetry_before"],
             "telemetry_after": rec["telemetry_after"], "versions": rec["versions"], "gpu": rec["gpu"],
             "gpu_name": rec["gpu_name"], "model_label": rec["model_label"], "synthetic": rec["synthetic"]}
 
@@ -162,7 +164,6 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker body: load once, run the arms in `spec['order']`, return raw results.
     The correctness gate runs in the first session only (same code, same weights in
     every session; it costs a reference decode)."""
-    from edgeprof import gate as gate_mod
     from edgeprof.backends import registry
     from edgeprof.sources import load_model
 
@@ -171,7 +172,7 @@ def run_session(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     loaded = load_model(spec["model"], device, synthetic=spec.get("synthetic"))
     load_s = time.perf_counter() - t0
-    reference = gate_mod.reference(loaded, device) if gate else None
+    reference = None  # bench builds the kernel-correctness reference for each arm's own weights
     arms: dict[str, Any] = {}
     for i, backend in enumerate(spec["order"]):
         # arms whose backends leave the weights alone share one load (a 7B loads once per session)
@@ -330,7 +331,7 @@ def aggregate(iv: Intervention, control: str, treatment: str, opts: ABOptions, d
         "gpu": first.get("gpu"),
         "gpu_name": first.get("gpu_name"),
         "versions": {k: first.get(k) for k in ("python", "torch", "transformers", "edgeprof")},
-        "correctness": {b: outputs[0]["arms"][b].get("correctness") for b in (control, treatment)},
+        "kernel_correctness": {b: outputs[0]["arms"][b].get("kernel_correctness") for b in (control, treatment)},
         "n_sessions": len(sessions),
         "ratios": ratios,
         "median_ratio": boot["median"],

@@ -4,16 +4,24 @@
 
 1. validate (backend known and available here, model resolvable, ctx within its limit);
 2. load the model (synthetic presets are labelled so everywhere);
-3. correctness gate (`edgeprof.gate`): the bf16 hf-eager reference runs first, on the
-   unquantised weights, then the backend is built and compared; a failing backend is
-   not timed unless `allow_mismatch` (its record then says `correctness.passed: false`);
+3. kernel correctness (`edgeprof.correctness`): a reference on the backend's own
+   dequantized weights runs first (before a backend quantizes the model in place), then
+   the backend is built and compared at positions near ctx; a failing backend is not
+   timed unless `allow_mismatch` (its record then says `kernel_correctness.passed: false`);
 4. fill the KV cache to ctx-1 tokens (a repeated text for real models, fixed random ids
    for synthetic ones), so the first timed step attends over ctx tokens;
 5. capture/compile (`Decoder.warmup`, timed apart as `capture_s`), `warmup` untimed
    steps, then `steps` timed steps (`Decoder.time_steps`, clocked by `edgeprof.timing`);
 6. the floor under both definitions, against the datasheet peak and, when
    `edgeprof calibrate` has run on this GPU, the calibrated bandwidth; fraction uses the
-   p50 wall time.
+   p50 wall time;
+7. memory: `steady_state_mem_bytes` while the session is decoding, after load, quantize,
+   reference and capture transients are freed (device memory in use minus what was in use
+   before the model loaded; process RSS growth on the CPU), `load_peak_mem_bytes` (peak
+   while loading, quantizing and checking) and `peak_mem_bytes` (peak while serving);
+8. quantization quality (`edgeprof.quality`) on real weights: this model when it is real,
+   else the embedded SmolLM2-135M with the same backend; after the cell, so its memory
+   never mixes with the cell's.
 
 Failures after validation (OOM, a kernel error) become a record with status "failed"
 and the reason; validation errors raise (the CLI prints them on one line).
@@ -54,11 +62,10 @@ class CellSpec:
     device: str | None = None
     gpu: str | None = None  # catalog key overriding the detected GPU (for the floor)
     synthetic: bool | None = None
-    gate: bool = True
-    gate_steps: int = 20
+    gate: bool = True  # kernel correctness (edgeprof.correctness)
     allow_mismatch: bool = False
-    min_agreement: float | None = None
-    max_logit_error: float | None = None
+    quality: bool = True
+    quality_tokens: int = 512
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -214,16 +221,40 @@ def _cuda_mem(device: str, reset: bool = False) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+def _peak_rss() -> int:
+    """The process's peak resident set so far (the CPU's load peak; Linux reports KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def mem_in_use(device: str) -> int:
+    """Memory this process holds now: on CUDA the device's used bytes after freeing the caching
+    allocator's spare blocks (so allocators other than torch's, e.g. llama.cpp's or ExLlamaV2's,
+    count too); on the CPU the process's resident set."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free)
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
 # --- the cell -------------------------------------------------------------------------------------
 def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=None,
              raise_invalid: bool = False, decoder=None) -> dict[str, Any]:
     """Measure one cell; always returns a complete record (status "ok" or "failed").
 
     `loaded` reuses an already-loaded model (it must be unquantised bf16 for quantising
-    backends, which modify it in place); `reference` reuses a gate reference computed
-    earlier on the same weights. `decoder` reuses a decoder of `spec.backend` built on
-    `loaded` across cells (a benchmark keeps one CUDA-graph capture for every ctx): it is
-    reset, not closed, and its max_ctx must hold the cell. With `raise_invalid`, validation
+    backends, which modify it in place); `reference` reuses an `edgeprof.correctness.ReferenceRun`
+    computed earlier for the same weights, backend format and ctx. `decoder` reuses a decoder of
+    `spec.backend` built on `loaded` across cells (a benchmark keeps one CUDA-graph capture for every
+    ctx): it is reset, not closed, and its max_ctx must hold the cell. With `raise_invalid`, validation
     errors raise instead of becoming a failed record (the CLI uses it for one-line errors)."""
     rec = empty_record(spec, command)
     try:
@@ -247,8 +278,25 @@ def run_cell(spec: CellSpec, command: str | None = None, loaded=None, reference=
     return rec
 
 
+def _memory_baseline(info, device: str) -> int:
+    """Bytes in use before the cell's model: libraries and the CUDA context are not the cell's memory,
+    so they are imported/initialised first and included in the baseline."""
+    import importlib
+
+    import transformers  # noqa: F401
+
+    importlib.import_module(info.factory.split(":")[0])
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.init()
+    base = mem_in_use(device)
+    _cuda_mem(device, reset=True)
+    return base
+
+
 def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, reference, decoder=None) -> None:
-    from edgeprof import gate
+    from edgeprof import correctness
     from edgeprof.backends import registry
     from edgeprof.floor import check_ctx
     from edgeprof.sources import load_model
@@ -258,15 +306,15 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     gpu_spec, gpu_name = _detect_gpu(spec, device)
     rec["gpu"], rec["gpu_name"] = gpu_spec.key, gpu_name
     rec["host_cpu"] = _telemetry("host")
+    base_mem = _memory_baseline(info, device)
     if loaded is None:
         loaded = load_model(spec.model, device, synthetic=spec.synthetic)
     check_ctx(loaded.shape, spec.ctx)
     rec.update(model_label=loaded.label, synthetic=bool(loaded.synthetic))
-    do_gate = spec.gate and spec.backend != gate.REFERENCE_BACKEND
-    if do_gate and reference is None:
-        reference = gate.reference(loaded, device, spec.gate_steps)  # before any in-place quantisation
-    gate_tokens = len(reference.prompt) + len(reference.tokens) if do_gate else 0
-    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx, gate_tokens)
+    prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx)
+    if spec.gate and reference is None:  # before any in-place quantisation: it needs the unquantized weights
+        fill = fill_tokens(loaded, correctness.plan_positions(spec.ctx, max_ctx))
+        reference = correctness.reference(loaded, info.weights, device, fill)
     owned = decoder is None
     if owned:
         decoder = registry.create(spec.backend, loaded, device, max_ctx)
@@ -277,19 +325,22 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         decoder.reset()
     rec["prefill_tokens"], rec["session_max_ctx"] = prefill_n, decoder.max_ctx
     try:
-        if do_gate:
-            th = gate.Thresholds.for_weights(info.weights, spec.min_agreement, spec.max_logit_error)
-            rec["correctness"] = gate.check(decoder, reference, th)
-            if not rec["correctness"]["passed"] and not spec.allow_mismatch:
-                c = rec["correctness"]
+        if spec.gate:
+            c = rec["kernel_correctness"] = correctness.check(decoder, reference, correctness.bound_for(info.weights))
+            if not c["passed"] and not spec.allow_mismatch:
                 raise CorrectnessError(
-                    f"{spec.backend} disagrees with the bf16 reference ({c['rule']}; agreement "
-                    f"{c['agreement']:.2f}, logit rel-error {c['logit_rel_error']}); its timings are not reported. "
+                    f"{spec.backend} fails kernel correctness against its own dequantized weights ({c['metric']} = "
+                    f"{c['value']} > {c['bound']} at positions {c['positions']}); its timings are not reported. "
                     "Rerun with --allow-mismatch to time it anyway")
         else:
-            rec["correctness"] = {"reference": "this backend is the bf16 reference", "passed": True,
-                                  "gated": False} if spec.gate else None
+            rec["kernel_correctness"] = correctness.not_checked("skipped (--no-gate)")
+        reference = None
+        rec["load_peak_mem_bytes"] = _cuda_mem(device) if device.startswith("cuda") else _peak_rss()
         _time_decoder(decoder, loaded, spec, device, prefill_n, rec)
+        rec["steady_state_mem_bytes"] = max(0, mem_in_use(device) - base_mem)  # the session is still live
+        rec["mem_source"] = ("cuda: device bytes in use (torch.cuda.mem_get_info) minus before load; load peak: "
+                             "torch allocator peak" if device.startswith("cuda") else
+                             "cpu: process RSS growth since before load; load peak: process peak RSS (absolute)")
         dinfo = decoder.info()
     finally:
         if owned:
@@ -302,6 +353,22 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     rec["floor"] = floor_block(loaded.shape, dinfo.weights, spec.ctx, gpu_spec, p50)
     if p50 <= 0:
         raise MeasurementError("median step time is zero; the clock did not advance")
+    if spec.quality:
+        synthetic = bool(loaded.synthetic)
+        del decoder, loaded
+        rec["quality"] = _quality(spec, device, synthetic)
+
+
+def _quality(spec: CellSpec, device: str, synthetic: bool) -> dict[str, Any]:
+    """Quality of this backend on real weights; a failure here never voids the timings."""
+    from edgeprof import quality
+
+    model = quality.QUALITY_MODEL if synthetic else spec.model
+    gc.collect()
+    try:
+        return quality.measure(spec.backend, model, device, spec.quality_tokens)
+    except Exception as exc:  # noqa: BLE001 - recorded beside the timings
+        return quality.not_measured(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
 
 
 def _time_decoder(decoder, loaded, spec: CellSpec, device: str, prefill_n: int, rec: dict[str, Any]) -> None:
@@ -380,9 +447,12 @@ def summary_line(rec: dict[str, Any]) -> str:
         return f"{rec['model']} {rec['backend']} ctx={rec['ctx']}: FAILED: {rec['error']}"
     w, f = rec["stats"]["wall"], rec["floor"]
     gpu = rec["stats"]["gpu"]
-    corr = rec.get("correctness") or {}
-    gate_txt = "" if not corr.get("gated", True) or "agreement" not in corr else \
-        f"  gate {'ok' if corr['passed'] else 'FLAGGED'} (agree {corr['agreement']:.2f})"
+    kc, q = rec.get("kernel_correctness") or {}, rec.get("quality") or {}
+    gate_txt = "" if kc.get("passed") is None else \
+        f"  kernel {'ok' if kc['passed'] else 'FAILED'} ({kc['value']:.3g} <= {kc['bound']:g})" if kc.get("value") \
+        is not None else f"  kernel {'ok' if kc['passed'] else 'FAILED'}"
+    if q.get("perplexity") is not None:
+        gate_txt += f"  quality ppl {q['perplexity']:.2f} agree {q['agreement']:.2f} ({q['model']})"
     return (f"{rec['model_label']} | {rec['backend']} ({rec['weights']}) | ctx {rec['ctx']} | "
             f"p50 {w['p50']:.3f} ms p99 {w['p99']:.3f} ms" + (f" gpu p50 {gpu['p50']:.3f} ms" if gpu else "") +
             f" | floor {f['floor_ms']:.3f} ms ({f['fraction']:.1%}), touched {f['touched_floor_ms']:.3f} ms "

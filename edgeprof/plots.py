@@ -88,8 +88,9 @@ def ms_per_step_png(records: list[dict[str, Any]], touched: bool = True) -> byte
             brs.sort(key=lambda r: r["ctx"])
             xs = [r["ctx"] for r in brs]
             colour, marker = backend_style(backend)
+            failed = any(kernel_failed(r) for r in brs)
             line, = ax.plot(xs, [r["stats"]["wall"]["p50"] for r in brs], marker=marker, color=colour,
-                            label=backend)
+                            linestyle=":" if failed else "-", label=backend + (" [KERNEL FAIL]" if failed else ""))
             p99 = [r["stats"]["wall"].get("p99") for r in brs]
             if all(v is not None for v in p99):
                 ax.fill_between(xs, [r["stats"]["wall"]["p50"] for r in brs], p99, alpha=0.08,
@@ -152,12 +153,13 @@ def fraction_png(records: list[dict[str, Any]]) -> bytes | None:
         ctxs = sorted({int(r["ctx"]) for r in rs})
         width = 0.8 / len(ctxs)
         value = {(r["backend"], int(r["ctx"])): r["floor"]["fraction"] for r in rs}
+        failed = {r["backend"] for r in rs if kernel_failed(r)}
         for j, c in enumerate(ctxs):
             xs = [b_i + (j - (len(ctxs) - 1) / 2) * width for b_i in range(len(backends))]
             ax.bar(xs, [value.get((b, c), 0.0) for b in backends], width, label=f"ctx {c}")
         ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="floor (1.0)")
         ax.set_xticks(range(len(backends)))
-        ax.set_xticklabels(backends, rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels([_cell_label(b, b in failed) for b in backends], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("fraction of floor (floor / p50 step)")
         ax.set_title(_panel_title(rs), fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
@@ -176,47 +178,67 @@ def sweep_pngs(records: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
+def kernel_failed(r: dict[str, Any]) -> bool:
+    """True when the record's kernels failed correctness (the old gate's `correctness` for older records)."""
+    from edgeprof.recommend import kernel_status
+
+    return kernel_status(r) is False
+
+
+def _cell_label(backend: str, failed: bool) -> str:
+    return f"{backend}\n[KERNEL FAIL]" if failed else backend
+
+
 def fraction_at_ctx_png(records: list[dict[str, Any]], ctxs: list[int],
                         references: dict[int, list[tuple[str, float]]] | None = None) -> bytes | None:
-    """Fraction of floor per backend, one panel per ctx: the paper definition as a solid
-    bar, the touched-bytes definition as a hatched bar beside it. `references` draws
-    horizontal lines (label, value) on the panel of a ctx (e.g. the paper's figures)."""
+    """Fraction of floor per backend: one row of panels per (model, device), one panel per ctx;
+    the paper definition as a solid bar, the touched-bytes definition as a hatched bar beside it.
+    Bars are keyed by (model, device, backend, ctx), so a cell never appears under another
+    model's title. A backend whose kernels failed correctness is drawn grey and labelled.
+    `references` draws horizontal lines (label, value) on the panels of a ctx (e.g. the paper's)."""
     ok = [r for r in _ok(records) if (r.get("floor") or {}).get("fraction") and int(r["ctx"]) in ctxs]
     if not ok:
         return None
+    panels = _panels(ok)
     ctxs = [c for c in ctxs if any(int(r["ctx"]) == c for r in ok)]
-    backends = sorted({r["backend"] for r in ok}, key=lambda b: -max(
-        r["floor"]["fraction"] for r in ok if r["backend"] == b))
-    fig = Figure(figsize=(max(6.0, 0.75 * len(backends)) * len(ctxs) / 1.4, 5.0))
-    axes = [fig.add_subplot(1, len(ctxs), i + 1) for i in range(len(ctxs))]
+    width = max(max(6.0, 0.75 * len({r["backend"] for r in rs})) * len(ctxs) / 1.4 for rs in panels.values())
+    fig = Figure(figsize=(width, 5.0 * len(panels)))
     top = max(max(r["floor"]["fraction"] for r in ok), *(v for refs in (references or {}).values() for _, v in refs))
-    for ax, c in zip(axes, ctxs, strict=True):
-        by = {r["backend"]: r["floor"] for r in ok if int(r["ctx"]) == c}
-        xs = range(len(backends))
-        paper = [by.get(b, {}).get("fraction") or 0.0 for b in backends]
-        touched = [by.get(b, {}).get("touched_fraction") or 0.0 for b in backends]
-        bars = ax.bar([x - 0.2 for x in xs], paper, 0.4, color="tab:blue", label="paper floor (all weights + KV)")
-        ax.bar([x + 0.2 for x in xs], touched, 0.4, color="white", edgecolor="tab:blue", hatch="///",
-               label="touched floor (1 embedding row)")
-        for rect, v in zip(bars, paper, strict=True):
-            if v:
-                ax.annotate(f"{v:.0%}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
-                            fontsize=7, xytext=(0, 1), textcoords="offset points")
-        for j, (label, v) in enumerate((references or {}).get(c, [])):
-            ax.axhline(v, color=_REF_COLORS[j % len(_REF_COLORS)], linestyle="--", linewidth=1.2, label=label)
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(backends, rotation=35, ha="right", fontsize=8)
-        ax.set_ylim(0, min(1.05, top * 1.12))
-        ax.set_ylabel("fraction of floor (floor ms / p50 ms)")
-        ax.set_title(f"ctx {c}", fontsize=10)
-        ax.grid(True, axis="y", alpha=0.3)
+    axes = []
+    for row, rs in enumerate(panels.values()):
+        backends = sorted({r["backend"] for r in rs}, key=lambda b: -max(
+            r["floor"]["fraction"] for r in rs if r["backend"] == b))
+        for col, c in enumerate(ctxs):
+            ax = fig.add_subplot(len(panels), len(ctxs), row * len(ctxs) + col + 1)
+            axes.append(ax)
+            by = {r["backend"]: r for r in rs if int(r["ctx"]) == c}
+            xs = range(len(backends))
+            paper = [(by[b]["floor"].get("fraction") or 0.0) if b in by else 0.0 for b in backends]
+            touched = [(by[b]["floor"].get("touched_fraction") or 0.0) if b in by else 0.0 for b in backends]
+            bad = [b in by and kernel_failed(by[b]) for b in backends]
+            colours = ["lightgray" if f else "tab:blue" for f in bad]
+            bars = ax.bar([x - 0.2 for x in xs], paper, 0.4, color=colours, label="paper floor (all weights + KV)")
+            ax.bar([x + 0.2 for x in xs], touched, 0.4, color="white", edgecolor="tab:blue", hatch="///",
+                   label="touched floor (1 embedding row)")
+            for rect, v in zip(bars, paper, strict=True):
+                if v:
+                    ax.annotate(f"{v:.0%}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
+                                fontsize=7, xytext=(0, 1), textcoords="offset points")
+            for j, (label, v) in enumerate((references or {}).get(c, [])):
+                ax.axhline(v, color=_REF_COLORS[j % len(_REF_COLORS)], linestyle="--", linewidth=1.2, label=label)
+            ax.set_xticks(list(xs))
+            ax.set_xticklabels([_cell_label(b, f) for b, f in zip(backends, bad, strict=True)], rotation=35,
+                               ha="right", fontsize=8)
+            ax.set_ylim(0, min(1.05, top * 1.12))
+            ax.set_ylabel("fraction of floor (floor ms / p50 ms)")
+            ax.set_title(f"{_panel_title(rs)}, ctx {c}", fontsize=8)
+            ax.grid(True, axis="y", alpha=0.3)
     # one legend for all panels, below them, so it never hides a bar or a reference line
     handles: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.suptitle(_panel_title(ok).replace("\n", " "), fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07 / len(panels), 1, 1))
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
                frameon=False)
     return _png(fig)

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from edgeprof.errors import ConfigError
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: kernel_correctness, quality, steady_state/load_peak memory replace `correctness`
 CELLS_JSONL = "cells.jsonl"
 
 
@@ -53,7 +53,13 @@ class CellRecord:
     resident_weight_bytes: int | None = None
     peak_mem_bytes: int | None = None
     capture_s: float | None = None
-    correctness: dict[str, Any] | None = None
+    # two separate checks (docs/profiler-backends.md): the backend against a reference running its own
+    # dequantized weights near ctx, and quantisation quality measured on real weights
+    kernel_correctness: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    steady_state_mem_bytes: int | None = None  # device (CPU: RSS) bytes held while decoding, after transients
+    load_peak_mem_bytes: int | None = None  # peak while loading/quantising, a separate figure
+    mem_source: str | None = None  # how the two memory figures were measured
     telemetry_before: Any = None
     telemetry_after: Any = None
     host_cpu: Any = None

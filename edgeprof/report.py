@@ -31,7 +31,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
-tr.failed td{background:#fde8e8}.synthetic{color:#a15c00;font-weight:bold}
+tr.failed td{background:#fde8e8}.fail{color:#b00000}.synthetic{color:#a15c00;font-weight:bold}
 .note{color:#555;font-size:.9em}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 code{background:#f5f5f5;padding:0 .2em}
 """
@@ -215,6 +215,32 @@ def provenance_section(records: list[dict[str, Any]], extra: list[dict[str, Any]
     return f"<h2>Provenance</h2>{note}{table}{cmd_html}"
 
 
+def _kernel(r: dict[str, Any]) -> str:
+    """Kernel correctness (against the backend's own dequantized weights, near ctx) as one cell."""
+    c = r.get("kernel_correctness")
+    if not isinstance(c, dict) or c.get("passed") is None:
+        old = r.get("correctness")
+        return ("old gate vs original weights: " + _correctness(r)) if isinstance(old, dict) else "not checked"
+    val = c.get("value")
+    what = (f"{val:.3g} &le; {c.get('bound')}" if isinstance(val, int | float) and c["passed"]
+            else f"{val:.3g} &gt; {c.get('bound')}" if isinstance(val, int | float) else esc(c.get("metric")))
+    pos = c.get("positions") or []
+    title = esc(f"{c.get('metric')}; bound: {c.get('bound_reason')}")
+    cls = "pass" if c["passed"] else "fail"
+    verdict = "pass" if c["passed"] else "<b>FAIL</b>"
+    return (f'<span class="{cls}" title="{title}">{verdict}: {what}'
+            + (f", positions {esc(pos[0])}..{esc(pos[-1])}" if pos else "") + "</span>")
+
+
+def _quality(r: dict[str, Any]) -> str:
+    q = r.get("quality")
+    if not isinstance(q, dict) or q.get("agreement") is None:
+        return "not measured" + (f" ({esc(q.get('reason'))})" if isinstance(q, dict) and q.get("reason") else "")
+    ref = q.get("reference_perplexity")
+    return (f"agreement {q['agreement']:.3f}, ppl {q['perplexity']:.2f}"
+            + (f" (bf16 {ref:.2f})" if isinstance(ref, int | float) else "") + f" on {esc(q.get('model'))}")
+
+
 def _correctness(r: dict[str, Any]) -> str:
     c = r.get("correctness")
     if not isinstance(c, dict):
@@ -248,7 +274,7 @@ def cells_section(records: list[dict[str, Any]], show_run: bool = False) -> str:
     rows, classes = [], []
     for r in records:
         w, f = dig(r, "stats", "wall") or {}, r.get("floor") or {}
-        peak = r.get("peak_mem_bytes")
+        steady = r.get("steady_state_mem_bytes")
         rows.append([
             _label(r), esc(r.get("backend")), esc(r.get("weights")), esc(r.get("gpu") or r.get("device")),
             esc(r.get("ctx")), esc(r.get("status")),
@@ -256,20 +282,25 @@ def cells_section(records: list[dict[str, Any]], show_run: bool = False) -> str:
             _num(dig(r, "stats", "gpu", "p50")),
             _num(f.get("floor_ms")), _num(f.get("touched_floor_ms")),
             _pct(f.get("fraction")), _pct(f.get("touched_fraction")), _pct(dig(f, "calibrated", "fraction")),
-            _num(peak / 1e9 if peak else None, "{:.2f}"), _num(r.get("capture_s"), "{:.1f}"),
-            _correctness(r), esc(r.get("error") or ""),
+            _num(steady / 1e9 if steady else None, "{:.3f}"), _num(r.get("capture_s"), "{:.1f}"),
+            _kernel(r), _quality(r), esc(r.get("error") or ""),
         ])
         if show_run:
             rows[-1].insert(0, esc(r.get("run")))
-        classes.append("failed" if r.get("status") != "ok" else "")
+        from edgeprof.recommend import kernel_status
+
+        classes.append("failed" if r.get("status") != "ok" or kernel_status(r) is False else "")
     headers = ["model", "backend", "weights", "gpu", "ctx", "status", "p50 ms", "p90 ms", "p99 ms", "max ms",
                "GPU p50 ms", "floor ms (paper)", "floor ms (touched)", "fraction", "touched fraction",
-               "calibrated fraction", "peak mem GB", "capture s", "correctness", "error"]
+               "calibrated fraction", "steady mem GB", "capture s", "kernel correctness", "quality", "error"]
     table = _table(["run", *headers] if show_run else headers, rows, left=5 if show_run else 4,
                    row_classes=classes)
     return ('<h2>Decode cells</h2><p class="note">Wall ms per decode step (batch 1). floor = bytes one step must '
             "read / peak bandwidth: <i>paper</i> counts every weight (embedding table included) plus the KV cache; "
-            "<i>touched</i> counts one embedding row and the lm_head once. fraction = floor / p50 step.</p>" + table)
+            "<i>touched</i> counts one embedding row and the lm_head once. fraction = floor / p50 step. "
+            "<i>kernel correctness</i>: the backend against a reference on its own dequantized weights at "
+            "positions near ctx (hover for the bound's reason); <i>quality</i>: top-1 agreement with bf16 and "
+            "perplexity on the held-out text, on real weights. Failed rows are shaded.</p>" + table)
 
 
 def run_checks_section(runs: list[Run]) -> str:

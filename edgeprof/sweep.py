@@ -63,6 +63,7 @@ _TOP_KEYS = {
     "device": "cuda or cpu",
     "gpu": "GPU catalog key for the floor (default: detected)",
     "synthetic": "true to force synthetic weights, false to forbid them",
+    "quality_tokens": "tokens of the held-out text scored for quality per backend (integer >= 2; 0 skips quality)",
     "models": "list of model specs (preset names, local dirs, .gguf files, hub ids)",
     "backends": "list of backend names (see `edgeprof backends`)",
     "contexts": "list of context lengths in tokens",
@@ -106,6 +107,7 @@ class SweepConfig:
     synthetic: bool | None = None
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    quality_tokens: int | None = None
 
 
 class _Located:
@@ -274,7 +276,9 @@ def load_config(path: str | Path) -> SweepConfig:
                         cells.append(SweepCell(key, g_steps, g_warm))
     name = str(top["name"][1]) if "name" in top else path.stem
     desc = str(top["description"][1]) if "description" in top else ""
-    return SweepConfig(path, name, cells, device, gpu, synthetic, desc, _value(root))
+    qt = _int(loc, top["quality_tokens"][0], "quality_tokens", top["quality_tokens"][1], 0) \
+        if "quality_tokens" in top else None
+    return SweepConfig(path, name, cells, device, gpu, synthetic, desc, _value(root), qt)
 
 
 def grid_config(name: str, models: Iterable[str], backends: Iterable[str], contexts: Iterable[int],
@@ -351,6 +355,7 @@ class SweepOptions:
     progress: bool = True
     plots: bool = True
     budget_s: float | None = None  # cells that would start later than this after the sweep began are skipped
+    quality_tokens: int | None = None  # None: bench's default; 0: no quality measurement
 
 
 def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None) -> list[str]:
@@ -363,6 +368,10 @@ def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None
         argv += ["--gpu", opts.gpu]
     if opts.synthetic is not None:
         argv += ["--synthetic" if opts.synthetic else "--real"]
+    if opts.quality_tokens == 0:
+        argv += ["--no-quality"]
+    elif opts.quality_tokens:
+        argv += ["--quality-tokens", str(opts.quality_tokens)]
     argv += ["--json"]
     if out_file is not None:
         argv += ["--out", str(out_file)]
@@ -373,7 +382,8 @@ def run_in_process(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
     from edgeprof.bench import CellSpec, run_cell
 
     spec = CellSpec(model=cell.key.model, backend=cell.key.backend, ctx=cell.key.ctx, steps=cell.steps,
-                    warmup=cell.warmup, device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic)
+                    warmup=cell.warmup, device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic,
+                    quality=opts.quality_tokens != 0, quality_tokens=opts.quality_tokens or 512)
     command = "edgeprof " + " ".join(bench_argv(cell, opts))
     try:
         return run_cell(spec, command)
@@ -497,7 +507,9 @@ CSV_COLUMNS = [
     "model", "model_label", "synthetic", "backend", "weights", "ctx", "steps", "warmup", "device", "gpu",
     "gpu_name", "status", "error", "wall_p50_ms", "wall_p90_ms", "wall_p99_ms", "wall_max_ms", "wall_mean_ms",
     "gpu_p50_ms", "gpu_p99_ms", "floor_ms", "touched_floor_ms", "fraction", "touched_fraction",
-    "calibrated_fraction", "resident_weight_bytes", "peak_mem_bytes", "capture_s", "timestamp",
+    "calibrated_fraction", "resident_weight_bytes", "steady_state_mem_bytes", "load_peak_mem_bytes",
+    "peak_mem_bytes", "capture_s", "kernel_passed", "kernel_value", "kernel_bound", "quality_agreement",
+    "quality_perplexity", "quality_model", "timestamp",
 ]
 
 
@@ -505,7 +517,12 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a record: identity, latency percentiles, floors and fractions."""
     row = {k: record.get(k) for k in ("model", "model_label", "synthetic", "backend", "weights", "ctx", "steps",
                                        "warmup", "device", "gpu", "gpu_name", "status", "error",
-                                       "resident_weight_bytes", "peak_mem_bytes", "capture_s", "timestamp")}
+                                       "resident_weight_bytes", "steady_state_mem_bytes", "load_peak_mem_bytes",
+                                       "peak_mem_bytes", "capture_s", "timestamp")}
+    for k in ("passed", "value", "bound"):
+        row[f"kernel_{k}"] = dig(record, "kernel_correctness", k)
+    for k in ("agreement", "perplexity", "model"):
+        row[f"quality_{k}"] = dig(record, "quality", k)
     for stat in ("p50", "p90", "p99", "max", "mean"):
         row[f"wall_{stat}_ms"] = dig(record, "stats", "wall", stat)
     row["gpu_p50_ms"] = dig(record, "stats", "gpu", "p50")

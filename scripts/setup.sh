@@ -100,6 +100,18 @@ if ! command -v prometheus >/dev/null; then
   fi
 fi
 
+# 4b. Chromium (the HTML report's browser test drives it through playwright, from the dev extra).
+if ! command -v chromium >/dev/null; then
+  if is_root && command -v apt-get >/dev/null; then
+    say "installing chromium (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  else
+    say "WARNING: chromium is not installed and this is not root; run 'sudo apt-get install chromium'" \
+        "(tests/test_report_browser.py skips without it)"
+  fi
+fi
+
 # 5. Optional: the embedded default model, so the test suite need not download it.
 if [ "$TESTS" = 1 ]; then
   "$VENV/bin/edgeprof" fetch-default

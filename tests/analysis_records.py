@@ -25,7 +25,9 @@ def stats(samples: list[float]) -> dict[str, float]:
 def make_record(model: str = "qwen2.5-7b", backend: str = "hf-eager", weights: str = "bf16", ctx: int = 2048,
                 samples: list[float] | None = None, gpu: str = "h100-sxm", peak_mem_bytes: int | None = None,
                 resident_weight_bytes: int | None = None, status: str = "ok", error: str | None = None,
-                correctness: dict[str, Any] | None = None, synthetic: bool = True) -> dict[str, Any]:
+                correctness: dict[str, Any] | None = None, synthetic: bool = True,
+                **extra: Any) -> dict[str, Any]:
+    """`extra` sets further record fields (kernel_correctness, quality, steady_state_mem_bytes, ...)."""
     spec = gpu_spec(gpu)
     samples = samples if samples is not None else [10.0] * 30
     st = stats(samples) if status == "ok" else None
@@ -47,4 +49,6 @@ def make_record(model: str = "qwen2.5-7b", backend: str = "hf-eager", weights: s
         "host_cpu": {"model": "test cpu"}, "versions": {"python": "3", "torch": "x"},
         "command": f"edgeprof bench --model {model} --backend {backend} --ctx {ctx}",
         "timestamp": "2026-01-01T00:00:00+00:00", "status": status, "error": error,
+        "kernel_correctness": None, "quality": None, "steady_state_mem_bytes": None, "load_peak_mem_bytes": None,
+        **extra,
     }

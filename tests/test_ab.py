@@ -83,8 +83,9 @@ def test_cpu_smoke_fresh_sessions(run_edgeprof, tmp_path) -> None:
     sessions = r["sessions"]
     assert len({s["pid"] for s in sessions}) == 3  # each session its own process
     assert [s["order"][0] for s in sessions] == ["hf-eager", "hf-static", "hf-eager"]  # alternated
-    assert sessions[0]["control"]["correctness"]["passed"] and sessions[0]["treatment"]["correctness"]["passed"]
-    assert sessions[1]["control"]["correctness"] is None  # the gate runs in the first session only
+    assert sessions[0]["control"]["kernel_correctness"]["passed"]
+    assert sessions[0]["treatment"]["kernel_correctness"]["passed"]
+    assert sessions[1]["control"]["kernel_correctness"]["passed"] is None  # checked in the first session only
     for s in sessions:
         assert s["control"]["prefill_tokens"] == 63  # bench's protocol: fill to ctx-1
         assert len(s["control"]["wall_ms"]) == 6 and len(s["treatment"]["wall_ms"]) == 6

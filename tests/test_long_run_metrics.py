@@ -62,7 +62,7 @@ def _finish(proc: subprocess.Popen) -> tuple[str, str]:
 
 def test_bench_serves_metrics_while_it_runs() -> None:
     port = _free_port()
-    proc = _start("bench", "--model", "tiny-test", "--backend", "hf-static", "--ctx", "64", "--steps", "7",
+    proc = _start("bench", "--model", "tiny-test", "--backend", "hf-static", "--ctx", "64", "--no-quality", "--steps", "7",
                   "--warmup", "1", "--device", "cpu", "--metrics-port", str(port), "--metrics-linger-s", "30")
     try:
         text = _scrape_until(proc, port, "edgeprof_decode_step_seconds_count", 7)
@@ -81,7 +81,7 @@ def test_bench_serves_metrics_while_it_runs() -> None:
 
 def test_sweep_serves_one_series_per_label_set(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("name: metrics-tiny\nsteps: 5\nwarmup: 1\ndevice: cpu\nmodels: [tiny-test]\n"
+    cfg.write_text("name: metrics-tiny\nsteps: 5\nwarmup: 1\ndevice: cpu\nquality_tokens: 0\nmodels: [tiny-test]\n"
                    "backends: [hf-eager, hf-static]\ncontexts: [48, 64]\n")
     port = _free_port()
     proc = _start("sweep", str(cfg), "--out", str(tmp_path / "out"), "--no-plots", "--no-progress",

@@ -87,9 +87,21 @@ def test_csv_has_percentiles_and_floors() -> None:
 
 def _tmp_config(tmp_path: Path, backends: str, contexts: str) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(f"name: t\nsteps: 4\nwarmup: 1\ndevice: cpu\nmodels: [tiny-test]\nbackends: {backends}\n"
-                    f"contexts: {contexts}\n")
+    path.write_text(f"name: t\nsteps: 4\nwarmup: 1\ndevice: cpu\nquality_tokens: 0\nmodels: [tiny-test]\n"
+                    f"backends: {backends}\ncontexts: {contexts}\n")
     return path
+
+
+def test_quality_tokens_reach_the_cells(tmp_path: Path) -> None:
+    from edgeprof.sweep import bench_argv
+
+    cfg = load_config(_tmp_config(tmp_path, "[hf-static]", "[64]"))
+    assert cfg.quality_tokens == 0
+    cell = cfg.cells[0]
+    assert "--no-quality" in bench_argv(cell, SweepOptions(out=tmp_path, quality_tokens=0))
+    argv = bench_argv(cell, SweepOptions(out=tmp_path, quality_tokens=128))
+    assert argv[argv.index("--quality-tokens") + 1] == "128"
+    assert "--quality-tokens" not in bench_argv(cell, SweepOptions(out=tmp_path))
 
 
 @pytest.mark.slow
@@ -101,7 +113,7 @@ def test_sweep_in_process_resumes_and_records_failures(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cfg = load_config(_tmp_config(tmp_path, "[hf-eager, hf-graph]", "[64]"))
     logs: list[str] = []
-    summary = run_sweep(cfg, SweepOptions(out=out, device="cpu", progress=False), log=logs.append)
+    summary = run_sweep(cfg, SweepOptions(out=out, device="cpu", progress=False, quality_tokens=0), log=logs.append)
     assert summary["ran"] == 2 and summary["failed_now"] == 1
     recs = {r["backend"]: r for r in read_jsonl(out / "cells.jsonl")}
     assert recs["hf-eager"]["status"] == "ok" and recs["hf-eager"]["stats"]["wall"]["p99"] > 0
@@ -112,7 +124,7 @@ def test_sweep_in_process_resumes_and_records_failures(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
-    again = run_sweep(cfg, SweepOptions(out=out, device="cpu", progress=False), log=logs.append)
+    again = run_sweep(cfg, SweepOptions(out=out, device="cpu", progress=False, quality_tokens=0), log=logs.append)
     assert again["ran"] == 0 and again["skipped"] == 2  # ok and failed cells are both finished
 
 
@@ -142,7 +154,7 @@ def test_cli_bad_config_is_one_line(tmp_path: Path, run_edgeprof) -> None:
     proc = run_edgeprof("sweep", str(path), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("edgeprof sweep: error: bad.yaml:5: key 'backendz': unknown key; valid keys "
-                                   "here: backends, contexts, description, device, gpu, grids, models, name, "
+                                   "here: backends, contexts, description, device, gpu, grids, models, name, quality_tokens, "
                                    "steps, synthetic, warmup")
     assert not (tmp_path / "o").exists()
 

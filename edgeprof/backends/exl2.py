@@ -68,7 +68,8 @@ def import_exllamav2():
 def checkpoint_key(loaded, group: int) -> dict[str, object]:
     """What decides the checkpoint's contents: a cached one is reused only when it matches."""
     return {"label": loaded.label, "spec": str(loaded.spec), "synthetic": bool(loaded.synthetic),
-            "path": str(loaded.path) if loaded.path else None, "group": group, "format": "gptq-v1-rtn-sym"}
+            "path": str(loaded.path) if loaded.path else None, "group": group,
+            "format": "gptq-v1-layout-rtn4-sym-bf16scales"}
 
 
 def ensure_checkpoint(loaded, group: int = 128, out_dir: str | Path | None = None) -> Path:
@@ -139,7 +140,11 @@ class ExLlamaV2Decoder(Decoder):
 
     def __init__(self, loaded, device: str, max_ctx: int, group: int = 128,
                  checkpoint_dir: str | Path | None = None) -> None:
+        from edgeprof.quant.rtn import model_group
+
         super().__init__(max_ctx, device)
+        group = model_group(loaded.shape, group)  # the same rtn4 tensors as every other int4 runtime
+        self.group = group
         if not device.startswith("cuda"):
             raise BackendUnavailableError("exllamav2", "ExLlamaV2's kernels need a CUDA device")
         import torch
@@ -204,7 +209,7 @@ class ExLlamaV2Decoder(Decoder):
         self._logits = None
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo(self.backend_name, "gptq4-g128", self.device, self._resident, bool(self.loaded.synthetic),
+        return DecoderInfo(self.backend_name, f"rtn4-g{self.group}", self.device, self._resident, bool(self.loaded.synthetic),
                            0.0, dict(self.notes))
 
     def close(self) -> None:

@@ -68,28 +68,28 @@ BACKENDS: dict[str, BackendInfo] = {
         BackendInfo("hf-compile", "transformers, static cache, torch.compile mode=reduce-overhead", "bf16",
                     "edgeprof.backends.hf:make_compile", packages=("transformers",)),
         BackendInfo("bnb-nf4", "bitsandbytes NF4 (blocksize 64, double-quant), static cache + CUDA graph", "nf4",
-                    "edgeprof.backends.bnb:make_nf4", needs_gpu=True, packages=("transformers", "bitsandbytes"),
+                    "edgeprof.backends.bnb:make_nf4", packages=("transformers", "bitsandbytes"),  # CPU: bnb's CPU kernels
                     version_package="bitsandbytes", mutates_weights=True),
         BackendInfo("bnb-int8", "bitsandbytes LLM.int8, static cache", "int8",
-                    "edgeprof.backends.bnb:make_int8", needs_gpu=True, packages=("transformers", "bitsandbytes"),
+                    "edgeprof.backends.bnb:make_int8", packages=("transformers", "bitsandbytes"),
                     version_package="bitsandbytes", mutates_weights=True),
         # torchao's int4 weight-only tinygemm layout dispatches to aten._weight_int4pack_mm, which we call
         # directly (torchao's config API churns between releases), so torchao itself is not required.
-        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only g128 (aten._weight_int4pack_mm), static cache "
-                    "+ CUDA graph", "gptq4-g128", "edgeprof.backends.torchao_int4:make", needs_gpu=True,
+        BackendInfo("torchao-int4", "torch tinygemm int4 weight-only (aten._weight_int4pack_mm) on the rtn4 weights, "
+                    "static cache + CUDA graph", "rtn4-g128", "edgeprof.backends.torchao_int4:make",
                     packages=("transformers",), version_package="torch", mutates_weights=True,
                     options={"group": "quantisation group size (default 128)"}),
-        BackendInfo("exllamav2", "GPTQ 4-bit g128 checkpoint through ExLlamaV2DynamicGenerator, one iterate() per "
-                    "token, greedy (as ExLlamaV2's users run it)", "gptq4-g128",
+        BackendInfo("exllamav2", "the rtn4 weights as a GPTQ-layout checkpoint through ExLlamaV2DynamicGenerator, one "
+                    "iterate() per token, greedy (as ExLlamaV2's users run it)", "rtn4-g128",
                     "edgeprof.backends.exl2:make", needs_gpu=True, packages=("exllamav2",),
-                    version_package="exllamav2", mutates_weights=True,  # GPTQ updates the weights it quantises
-                    options={"group": "GPTQ group size (default 128)",
-                             "checkpoint_dir": "reuse this GPTQ checkpoint instead of quantising"}),
+                    version_package="exllamav2", mutates_weights=True,  # quantising replaces the weights in place
+                    options={"group": "group size (default 128)",
+                             "checkpoint_dir": "reuse this GPTQ-layout checkpoint instead of quantising"}),
         BackendInfo("exllamav2-forward", "the same checkpoint through a plain per-token model.forward (diagnostic: "
-                    "no generator)", "gptq4-g128", "edgeprof.backends.exl2:make_forward", needs_gpu=True,
+                    "no generator)", "rtn4-g128", "edgeprof.backends.exl2:make_forward", needs_gpu=True,
                     packages=("exllamav2",), version_package="exllamav2", mutates_weights=True,
-                    options={"group": "GPTQ group size (default 128)",
-                             "checkpoint_dir": "reuse this GPTQ checkpoint instead of quantising"}),
+                    options={"group": "group size (default 128)",
+                             "checkpoint_dir": "reuse this GPTQ-layout checkpoint instead of quantising"}),
         BackendInfo("awq", "AWQ int4", "awq4-g128", "edgeprof.backends.hf:make_eager",
                     unavailable_reason="AutoAWQ is archived with no wheels for current Python/torch, and no "
                     "maintained AWQ runtime installs here; GPTQ int4 (exllamav2, edgeprof-fast) covers 4-bit",
@@ -102,15 +102,15 @@ BACKENDS: dict[str, BackendInfo] = {
                     "wheel; or pip install 'edgeprof[llamacpp]')"),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",), options=_FAST_OPTIONS),
-        BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, GPTQ int4 g128 weights (tinygemm)",
-                    "gptq4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",),
+        BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, rtn4 int4 weights (tinygemm)",
+                    "rtn4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",),
                     options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
-        BackendInfo("edgeprof-fast-int4-cuda", "edgeprof's own decoder, GPTQ int4 g128 weights through edgeprof's "
+        BackendInfo("edgeprof-fast-int4-cuda", "edgeprof's own decoder, rtn4 int4 weights through edgeprof's "
                     "CUDA W4A16 GEMV (JIT-built; falls back to tinygemm without nvcc or an sm_80+ GPU)",
-                    "gptq4-g128", "edgeprof.fast.decoder:make_int4_cuda", packages=("torch",),
+                    "rtn4-g128", "edgeprof.fast.decoder:make_int4_cuda", packages=("torch",),
                     options={**_FAST_OPTIONS, "group": "int4 group size (32, 64 or 128)"}),
-        BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, GPTQ int4 g128 weights (gemlite's Triton "
-                    "GEMV)", "gptq4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
+        BackendInfo("edgeprof-fast-int4-gemlite", "edgeprof's own decoder, rtn4 int4 weights (gemlite's Triton "
+                    "GEMV)", "rtn4-g128", "edgeprof.fast.decoder:make_int4_gemlite", needs_gpu=True,
                     packages=("torch", "gemlite"), version_package="gemlite",
                     options={**_FAST_OPTIONS, "group": "int4 group size"}),
     ]

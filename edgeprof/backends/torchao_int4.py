@@ -6,9 +6,10 @@ int4 weight-only "tinygemm" layout dispatches to. We call the aten op directly r
 than through torchao's config classes, whose names and defaults change between torchao
 releases; the kernel, the packing and the arithmetic are the same.
 
-Quantisation is RTN symmetric (`edgeprof.quant.gptq.quantize_int`), so these weights are
-bit-for-bit the GPTQ checkpoint's: W_hat = (q - 8) * scale, i.e. tinygemm's
-`(q - 8) * scale + zero` with zero = 0. Embeddings, lm_head and norms stay bf16.
+Quantisation is the project's one int4 quantizer (`edgeprof.quant.rtn.quantize_rtn4`,
+round-to-nearest, label `rtn4-gN`, one group per model), so these weights are bit for bit
+the ExLlamaV2 checkpoint's and edgeprof-fast-int4's: W_hat = (q - z) * s, i.e. tinygemm's
+`(q - 8) * s + zero` with zero = (8 - z) * s. Embeddings, lm_head and norms stay bf16.
 The session then runs like hf-graph: static cache, one decode step in a CUDA graph.
 On the CPU the same module uses the `_for_cpu` variants of the ops (tests only).
 """
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 
 from edgeprof.backends.hf import HFDecoder, _check_device
-from edgeprof.quant.gptq import LINEAR_NAMES, quantize_int
+from edgeprof.quant.gptq import LINEAR_NAMES
+from edgeprof.quant.rtn import label, model_group, quantize_qzs
 
 
 def pick_group(in_features: int, group: int = 128) -> int:
@@ -47,15 +49,15 @@ class TinyGemmInt4Linear(nn.Module):
         self.group = pick_group(self.in_features, group)
         tiles = pick_inner_k_tiles(self.in_features)
         self.cuda_kernel = w.device.type == "cuda"
-        q, scales = quantize_int(w, self.group)  # q uint8 [out, in] 0..15, scales fp16 [G, out]
+        q, z, s = quantize_qzs(w, self.group)  # q int32 [out, in] 0..15, z int32 / s fp32 [out, G]
         if self.cuda_kernel:
             # two nibbles per byte, even input channel in the high nibble (torch >= 2.5 layout)
             q8 = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8).contiguous()  # [out, in/2]
             packed = torch.ops.aten._convert_weight_to_int4pack(q8, tiles)
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), tiles)
-        s = scales.to(torch.bfloat16)  # [G, out]
-        scales_and_zeros = torch.stack([s, torch.zeros_like(s)], dim=-1).contiguous()  # [G, out, 2]
+        zero = (8 - z.float()) * s  # tinygemm's float-domain zero; 0 for the symmetric rule
+        scales_and_zeros = torch.stack([s.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()  # [G, out, 2]
         self.register_buffer("weight_int4", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
@@ -93,10 +95,11 @@ def quantize_model_(model: nn.Module, group: int = 128) -> dict[str, int]:
 def make(loaded, device: str, max_ctx: int, group: int = 128, **options) -> HFDecoder:
     """Quantises `loaded.model` IN PLACE (load a fresh model for other backends)."""
     _check_device(loaded, device)
+    group = model_group(loaded.shape, group)  # the group every int4 runtime uses for this model
     used = quantize_model_(loaded.model, group)
     loaded.dtype = "int4-tinygemm"
     runner = "graph" if device.startswith("cuda") else "eager"
-    return HFDecoder(loaded, device, max_ctx, backend_name="torchao-int4", weights="gptq4-g128",
+    return HFDecoder(loaded, device, max_ctx, backend_name="torchao-int4", weights=label(group),
                      cache="static", runner=runner, graph_fallback=True,
-                     notes={"int4": f"tinygemm aten._weight_int4pack_mm, RTN symmetric, groups {used}"},
+                     notes={"int4": f"tinygemm aten._weight_int4pack_mm on edgeprof.quant.rtn weights, groups {used}"},
                      **options)

@@ -12,7 +12,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, metavar="DIR",
                    help="a sweep output directory (cells.jsonl) or a cells.jsonl / bench JSON file")
     p.add_argument("--slo-ms", type=float, required=True, metavar="X", help="per-token deadline in ms (vs p99)")
-    p.add_argument("--mem-gb", type=float, metavar="Y", help="memory budget in GB (1 GB = 1e9 B)")
+    p.add_argument("--mem-gb", type=float, metavar="Y",
+                   help="memory budget in GB (1 GB = 1e9 B), against the steady state while decoding")
+    p.add_argument("--min-agreement", type=float, metavar="F",
+                   help="quality floor: top-1 agreement with bf16 on real weights (0..1), e.g. 0.9")
     p.add_argument("--gpu", metavar="G",
                    help="target GPU (catalog key); if DIR has no cells on it, only floor bounds are shown")
     p.add_argument("--model", metavar="M", help="only cells of this model")
@@ -34,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
 
         profiles = load_explains(args.profiles)
     rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx,
-                    profiles, args.host_cpu)
+                    profiles, args.host_cpu, args.min_agreement)
     print(json.dumps(rec.to_dict(), indent=1) if args.json else format_recommendation(rec))
     return 0

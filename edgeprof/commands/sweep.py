@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     opts = SweepOptions(out=Path(args.out), device=args.device or cfg.device, gpu=args.gpu or cfg.gpu,
                         synthetic=cfg.synthetic, isolate=args.isolate or bool(args.cluster), cell_timeout_s=args.cell_timeout,
-                        retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots)
+                        retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots,
+                        quality_tokens=cfg.quality_tokens)
     import signal
 
     def _stop(signum, frame):  # SIGTERM (e.g. `timeout`): unwind so an isolated cell's process is killed

@@ -118,10 +118,10 @@ def make_bf16(loaded, device: str, max_ctx: int, **options) -> FastDecoder:
 
 
 def make_int4(loaded, device: str, max_ctx: int, group: int | None = None, **options) -> FastDecoder:
-    hidden = loaded.shape.hidden
-    # group 128 as in the GPTQ checkpoints ExLlamaV2 loads; a width not divisible by it
-    # (SmolLM2's 576) falls back to 64, which tinygemm also supports.
-    group = group or (128 if hidden % 128 == 0 and loaded.shape.intermediate % 128 == 0 else 64)
+    from edgeprof.quant.rtn import model_group
+
+    # one group per model for every int4 runtime: 128, or 64 where a width needs it (SmolLM2's 576)
+    group = group or model_group(loaded.shape)
     return FastDecoder(loaded, device, max_ctx, fmt="int4", group=group, **options)
 
 

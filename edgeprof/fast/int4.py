@@ -151,11 +151,9 @@ def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int):
 INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite, "cuda": to_cuda_w4}
 
 
-def quantize_rtn(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Round-to-nearest symmetric int4 of w [N, K]: q [N, K], z = 8 [N, K/g], s [N, K/g]."""
-    n, k = w.shape
-    wg = w.float().reshape(n, k // group, group)
-    s = (wg.abs().amax(dim=2) / 7.0).clamp(min=1e-8)  # [N, K/g]; symmetric range -7..7 (+8 unused)
-    q = torch.clamp(torch.round(wg / s[..., None]) + 8, 0, 15).to(torch.int32).reshape(n, k)
-    z = torch.full_like(s, 8, dtype=torch.int32)
-    return q, z, s
+def quantize_rtn(w: torch.Tensor, group: int, sym: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The project's one int4 quantizer (`edgeprof.quant.rtn.quantize_qzs`, label `rtn4-gN`):
+    w [N, K] -> q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g] (exact in bf16 and fp16)."""
+    from edgeprof.quant.rtn import quantize_qzs
+
+    return quantize_qzs(w, group, sym)

@@ -6,7 +6,7 @@ Per layer, bf16 (nn.Linear convention, [out, in]):
   wgu  [2*I, H]   gate rows first, then up rows: one GEMV instead of two
   wd   [H, I]
 Int4 replaces each weight matrix by an int4 layer (tinygemm, or gemlite where installed)
-built from GPTQ-format tensors, group `group` (symmetric RTN when quantizing a bf16 model here).
+built from `edgeprof.quant.rtn` tensors (round-to-nearest, `rtn4-gN`), group `group`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeprof.fast.int4 import INT4_KERNELS, Int4Linear, quantize_rtn
+from edgeprof.quant.rtn import label as rtn_label
 
 
 class DenseLinear:
@@ -69,7 +70,7 @@ class FastWeights:
     layers: list[LayerWeights]
     final_norm: torch.Tensor  # [H]
     lm_head: torch.Tensor  # [V, H]; the embedding itself when tied
-    fmt: str  # "bf16" | "gptq4-gN"
+    fmt: str  # "bf16" | "rtn4-gN"
     tied: bool
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -89,8 +90,8 @@ def _cat(*ts: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm") -> Int4Linear:
-    q, z, s = quantize_rtn(w, group)
-    return INT4_KERNELS[kernel](q, z, s.to(torch.bfloat16).float(), group)
+    q, z, s = quantize_rtn(w, group)  # s is exact in bf16 (edgeprof.quant.rtn)
+    return INT4_KERNELS[kernel](q, z, s, group)
 
 
 def _int4_biased(w: torch.Tensor, b: torch.Tensor | None, group: int, kernel: str):
@@ -141,7 +142,7 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
     if fmt != "bf16":
         extra.update(int4_kernels_used(layers))
     return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
-                       "bf16" if fmt == "bf16" else f"gptq4-g{group}", tied, extra)
+                       "bf16" if fmt == "bf16" else rtn_label(group), tied, extra)
 
 
 def dequantized_copy_(model, group: int = 128) -> None:
@@ -153,4 +154,4 @@ def dequantized_copy_(model, group: int = 128) -> None:
         for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
                     layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
             q, z, s = quantize_rtn(lin.weight.data, group)
-            lin.weight.data.copy_(dequantize(q, z, s.to(torch.bfloat16).float(), group).to(lin.weight.dtype))
+            lin.weight.data.copy_(dequantize(q, z, s, group).to(lin.weight.dtype))

@@ -1,11 +1,8 @@
-"""Round-to-nearest (RTN) symmetric int4 quantisation in the GPTQ v1 tensor layout.
+"""The GPTQ v1 tensor layout (storage only) and the checkpoint writer ExLlamaV2 reads.
 
-Per linear layer with weight W [out, in] and group size g (G = ceil(in/g) groups along
-the input dimension):
-
-    scale[G, out] = 2 * max|W[o, group]| / 15          (fp16, GPTQ's symmetric rule)
-    q[out, in]    = clamp(round(W / scale) + 8, 0, 15)   (zero point 8)
-    W_hat         = (q - 8) * scale                     (`dequantize_linear`, the exact inverse)
+The values come from the one int4 quantizer, `edgeprof.quant.rtn` (round-to-nearest,
+label `rtn4-gN`); this module only stores them the way GPTQ checkpoints do. Nothing here
+is GPTQ's calibrated algorithm. Per linear layer W [out, in], group g, G = in/g:
 
 Stored exactly as GPTQ checkpoints and ExLlamaV2 read them:
 
@@ -15,16 +12,13 @@ Stored exactly as GPTQ checkpoints and ExLlamaV2 read them:
     scales  fp16  [G, out]
     g_idx   int32 [in]          = i // g  (no act-order)
 
-No calibration: RTN on the loaded weights. That is enough for latency (the kernels do
-the same work whatever the values) and, on real weights, gives a usable 4-bit model
-whose agreement with bf16 the correctness gate measures.
+No calibration: RTN on the loaded weights, labelled `rtn4-gN` in every record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -89,38 +83,18 @@ def unpack_nibbles(p: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_int(w: torch.Tensor, group: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """RTN: w [out, in] -> (q uint8 [out, in] in 0..15, scales fp16 [G, out])."""
-    if w.dim() != 2:
-        raise ConfigError("quant", f"expected a 2-D weight [out, in], got shape {tuple(w.shape)}")
-    if group <= 0:
-        raise ConfigError("group", f"must be positive, got {group}")
-    out_f, in_f = w.shape
-    n_groups = math.ceil(in_f / group)
-    wf = w.float()
-    pad = n_groups * group - in_f  # a last partial group is allowed (g_idx says which group)
-    wp = torch.nn.functional.pad(wf, (0, pad)) if pad else wf
-    wg = wp.reshape(out_f, n_groups, group)  # [out, G, g]
-    amax = wg.abs().amax(dim=-1)  # [out, G]
-    scale = (2 * amax / 15).clamp(min=1e-8).to(torch.float16)  # stored precision decides q
-    scale = torch.where(amax > 0, scale, torch.ones_like(scale))
-    q = torch.clamp(torch.round(wg / scale.float().unsqueeze(-1)) + ZERO, 0, 15)
-    q = q.reshape(out_f, n_groups * group)[:, :in_f].to(torch.uint8)
-    return q, scale.t().contiguous()  # scales [G, out]
+    """RTN (`edgeprof.quant.rtn`, symmetric): w [out, in] -> (q uint8 [out, in] 0..15, scales fp16 [G, out])."""
+    from edgeprof.quant.rtn import quantize_qzs
+
+    q, _, s = quantize_qzs(w, group, sym=True)
+    return q.to(torch.uint8), s.t().to(torch.float16).contiguous()
 
 
-def quantize_linear(w: torch.Tensor, group: int = 128) -> GPTQTensors:
-    """Quantise one weight matrix [out, in] (any float dtype/device) into GPTQ tensors."""
-    out_f, in_f = w.shape
-    if in_f % PACK or out_f % PACK:
-        raise ConfigError("quant", f"GPTQ packing needs in and out divisible by {PACK}, got [{out_f}, {in_f}]")
-    q, scales = quantize_int(w, group)
-    n_groups = scales.shape[0]
-    # q.T [in, out] -> [in/8, 8, out] -> [in/8, out, 8]: pack the 8 consecutive input channels
-    qweight = pack_nibbles(q.t().reshape(in_f // PACK, PACK, out_f).permute(0, 2, 1)).squeeze(-1)
-    zeros = torch.full((n_groups, out_f), ZERO - 1, dtype=torch.int64, device=w.device)  # v1 stores zero-1
-    qzeros = pack_nibbles(zeros)
-    g_idx = (torch.arange(in_f, device=w.device) // group).to(torch.int32)
-    return GPTQTensors(qweight, qzeros, scales, g_idx, group)
+def quantize_linear(w: torch.Tensor, group: int = 128, sym: bool = True) -> GPTQTensors:
+    """Quantise one weight matrix [out, in] with `edgeprof.quant.rtn.quantize_rtn4`."""
+    from edgeprof.quant.rtn import quantize_rtn4
+
+    return quantize_rtn4(w, group, sym)
 
 
 def unpack_qweight(t: GPTQTensors) -> torch.Tensor:
@@ -160,7 +134,8 @@ def _config_json(model, group: int) -> dict[str, Any]:
     cfg["torch_dtype"] = "float16"
     cfg["quantization_config"] = {
         "quant_method": "gptq", "bits": BITS, "group_size": group, "sym": True, "desc_act": False,
-        "checkpoint_format": "gptq", "note": "edgeprof RTN (no calibration) from the loaded weights",
+        "checkpoint_format": "gptq",
+        "note": "edgeprof rtn4 (round-to-nearest, no calibration; edgeprof.quant.rtn) in GPTQ v1 layout",
     }
     return cfg
 

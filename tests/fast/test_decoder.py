@@ -68,7 +68,7 @@ def test_int4_agrees_with_dequantized_reference(smollm2):
     loaded, prompt = smollm2
     dec = registry.create("edgeprof-fast-int4", loaded, device="cpu", max_ctx=512)
     group = dec.weights.extra.get("group", 64)
-    assert dec.info().weights == f"gptq4-g{group}"
+    assert dec.info().weights == f"rtn4-g{group}"
     got, _ = fast_greedy(dec, prompt, 32)
     dequantized_copy_(loaded.model, group)  # the module fixture is not reused after this test
     # Teacher-force both on the fast tokens so one early near-tie cannot cascade.
