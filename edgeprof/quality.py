@@ -133,7 +133,7 @@ def measure(backend: str, model: str = QUALITY_MODEL, device: str = "cpu", n_tok
         "teacher_forced": True,
     }
     if use_cache and loaded_factory is None:
-        from edgeprof.bench import write_json_atomic
+        from edgeprof.records import write_json_atomic
 
         write_json_atomic(path, {"key": key, "quality": out})
     return {**out, "cached": False}

@@ -90,6 +90,8 @@ def memory_of(r: dict[str, Any]) -> tuple[int | None, str | None]:
 def kernel_status(r: dict[str, Any]) -> bool | None:
     """True/False from `kernel_correctness` (or an older record's `correctness`), None when not checked."""
     c = r.get("kernel_correctness")
+    if not isinstance(c, dict) and isinstance(r.get("gate"), dict):
+        c = r["gate"]  # a hand-written or external record's gate block: {passed: ...}
     if not isinstance(c, dict):
         c = r.get("correctness")  # records written before kernel_correctness existed
         if not isinstance(c, dict) or c.get("gated") is False:
@@ -102,10 +104,13 @@ def correctness_problem(r: dict[str, Any]) -> str | None:
     """A reason when the record's kernels failed correctness, else None."""
     if kernel_status(r) is not False:
         return None
-    c = r.get("kernel_correctness") or r.get("correctness") or {}
-    if "metric" in c:
-        return (f"fails kernel correctness: {c.get('metric')} = {c.get('value')} > bound {c.get('bound')} "
-                f"at positions {c.get('positions')}")
+    if isinstance(r.get("kernel_correctness") or r.get("gate"), dict):
+        c = r.get("kernel_correctness") or r["gate"]
+        if "metric" in c:
+            return (f"fails kernel correctness: {c.get('metric')} = {c.get('value')} > bound {c.get('bound')} "
+                    f"at positions {c.get('positions')}")
+        return f"fails kernel correctness ({c.get('reason') or 'no detail recorded'})"
+    c = r.get("correctness") or {}
     return f"failed the old correctness gate ({c.get('rule') or 'no rule recorded'})"
 
 

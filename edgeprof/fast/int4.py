@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgeprof.quant.rtn import dequantize_qzs as dequantize  # noqa: F401 - the int4 reference
+
 
 def unpack_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """-> q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g] (output-major, as torch weights)."""
@@ -31,11 +33,6 @@ def unpack_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tenso
     return q.to(torch.int32), z.to(torch.int32), scales.float().t().contiguous()
 
 
-def dequantize(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
-    """The exact int4 function as a float32 [N, K] matrix: the reference for int4 checks."""
-    z_full = z.repeat_interleave(group, dim=1).float()
-    s_full = s.repeat_interleave(group, dim=1)
-    return (q.float() - z_full) * s_full
 
 
 @dataclass

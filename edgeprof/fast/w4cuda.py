@@ -177,10 +177,10 @@ class W4CudaLinear:
 
     def _dense(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] through the dequantized bf16 weights (the same int4 function; prefill only)."""
-        from edgeprof.fast.int4 import dequantize
+        from edgeprof.quant.rtn import dequantize_qzs
 
         q, z, s = unpack_w4(self.p)
-        w = dequantize(q, z, s, self.p.group).to(x.dtype)  # [N, K]
+        w = dequantize_qzs(q, z, s, self.p.group).to(x.dtype)  # [N, K]
         y = x @ w.t()
         return y + self.bias if self.bias.numel() else y
 

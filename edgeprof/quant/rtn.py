@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from edgeprof.errors import ConfigError
-from edgeprof.quant.gptq import PACK, GPTQTensors, pack_nibbles, unpack_nibbles
+from edgeprof.quant.layout import PACK, GPTQTensors, pack_nibbles, unpack_nibbles
 
 FP16_MIN_NORMAL = 2.0**-14
 
@@ -103,11 +103,15 @@ def to_qzs(t: GPTQTensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.to(torch.int32), z.to(torch.int32), t.scales.float().t().contiguous()
 
 
+def dequantize_qzs(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
+    """Exact float32 W_hat [N, K] = (q - z) * s from per-row q [N, K], z [N, K/g], s [N, K/g]."""
+    return (q.float() - z.float().repeat_interleave(group, dim=1)) * s.float().repeat_interleave(group, dim=1)
+
+
 def dequantize(t: GPTQTensors) -> torch.Tensor:
     """Exact float32 W_hat [N, K] = (q - z) * s: the weights every int4 kernel must compute with."""
     q, z, s = to_qzs(t)
-    g = t.group
-    return (q.float() - z.float().repeat_interleave(g, dim=1)) * s.repeat_interleave(g, dim=1)
+    return dequantize_qzs(q, z, s, t.group)
 
 
 def concat_out(parts: list[GPTQTensors]) -> GPTQTensors:

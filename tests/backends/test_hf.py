@@ -60,9 +60,13 @@ def test_gpu_backends(name: str) -> None:
     from edgeprof import gate
     from edgeprof.sources import load_model
 
+    import torch
+
     ok, reason = registry.get(name).availability()
     if not ok:
         pytest.skip(f"{name}: {reason}")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU (the CPU paths are checked in tests/test_correctness.py)")
     loaded = load_model("tiny-test", "cuda")
     ref = gate.reference(loaded, "cuda", steps=8)
     dec = registry.create(name, loaded, "cuda", 128)
