@@ -48,7 +48,7 @@ def test_every_cpu_backend_passes_at_ctx(name: str) -> None:
     else:  # the reference first: quantising backends replace the loaded weights in place
         ref = _ref(loaded, registry.get(name).weights)
         dec = registry.create(name, loaded, "cpu", CTX + 16)
-    c = correctness.check(dec, ref, correctness.bound_for(weights))
+    c = correctness.check(dec, ref, correctness.bound_for(dec.info().weights))
     assert c["passed"], c
     assert c["value"] <= c["bound"] and c["bound_reason"]
     assert c["positions"] == [CTX - correctness.CHECK_STEPS, CTX - 1]  # the last positions before ctx

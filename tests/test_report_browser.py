@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from analysis_records import make_record
 
-from edgeprof.report import write_report
 from edgeprof.records import append_jsonl
+from edgeprof.report import write_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

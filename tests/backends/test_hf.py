@@ -57,10 +57,10 @@ def test_context_limit(tiny) -> None:
 @pytest.mark.parametrize("name", ["hf-graph", "bnb-nf4", "bnb-int8", "torchao-int4", "exllamav2", "exllamav2-forward"])
 def test_gpu_backends(name: str) -> None:
     """On a GPU: the backend over tiny-test passes the synthetic-logits gate against hf-eager."""
+    import torch
+
     from edgeprof import gate
     from edgeprof.sources import load_model
-
-    import torch
 
     ok, reason = registry.get(name).availability()
     if not ok:
