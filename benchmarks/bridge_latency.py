@@ -12,7 +12,7 @@ next_token service as the robot sees it (handler answers at once, so this is pur
 
 Targets (issue 4, loopback): p50 <= 1 ms, p99 <= 5 ms.
 
-    .venv/bin/python benchmarks/bridge_latency.py --n 2000 --out results/bridge_latency.json
+    .venv/bin/python benchmarks/bridge_latency.py --n 2000 --out results/cpu/<date>-bridge-latency/bridge_latency.json
 """
 
 from __future__ import annotations

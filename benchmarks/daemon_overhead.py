@@ -18,7 +18,7 @@ tokens for the same prompt: the overlap must not change what is generated.
 
     python benchmarks/daemon_overhead.py                       # tiny-test on the CPU
     python benchmarks/daemon_overhead.py --model qwen2.5-7b --device cuda --max-ctx 2048 \
-        --out results/h100/daemon_overhead_h100.json
+        --out results/h100/<date>-daemon-overhead/daemon_overhead_h100.json
 """
 
 from __future__ import annotations

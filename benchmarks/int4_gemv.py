@@ -6,7 +6,7 @@ Every kernel gets enough weight copies to exceed the L2 cache several times, cha
 CUDA graph (`edgeprof.timing.time_graph`), so each call streams its weights from HBM as in a
 decode step. Prints us per call and the bytes moved per second (weights + scales).
 
-    python benchmarks/int4_gemv.py --out results/h100/int4_gemv.json
+    python benchmarks/int4_gemv.py --out results/h100/<date>-int4-gemv/int4_gemv.json
 
 `--suite kernel` (issue 12) checks and times edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py):
 measures the device-to-device copy bandwidth in the same run, checks the kernel on every

@@ -6,8 +6,8 @@
 Rows (one per cell; every prediction is labelled PREDICTED):
 * H200 -> H100: the H200 profiles of results/h200/2026-11-28-predict-calibration (full
   explain records for edgeprof-fast(-int4), summary cells for the rest) against the H100
-  cells measured in results/h100 (profile_cells, fast_decode).
-* H100 -> H200: the H100 explain records of results/h100/explain (ctx 2048, per-class
+  cells measured in results/h100 (2026-11-22-profile-cells, 2026-11-22-fast-decode).
+* H100 -> H200: the H100 explain records of results/h100/2026-11-22-explain (ctx 2048, per-class
   groups) against the H200 cells measured in the same calibration run.
 * H100 -> L4: the paper's L4 cells (measured_by paper). The paper's host is faster than
   this project's VMs: its host-CPU factor is fitted on the paper's H100 cells (hf-eager
@@ -37,10 +37,10 @@ PAPER_H100_EAGER_FRACTION = 0.27  # paper floor 4.5817 ms (H100, ctx 2048) / ste
 
 def h100_measured() -> dict[tuple[str, int], tuple[float, str]]:
     out = {}
-    for rel in ("results/h100/profile_cells/cells.jsonl", "results/h100/fast_decode/cells.jsonl"):
+    for rel in ("results/h100/2026-11-22-profile-cells/cells.jsonl", "results/h100/2026-11-22-fast-decode/cells.jsonl"):
         for line in (REPO / rel).read_text().splitlines():
             r = json.loads(line)
-            # fast_decode records carry no gpu field: results/h100/PROVENANCE.md names the H100
+            # fast_decode records carry no gpu field: that run's PROVENANCE.md names the H100
             if r.get("status") == "ok" and r.get("gpu", "h100-sxm") == "h100-sxm":
                 out.setdefault((r["backend"], int(r["ctx"])), (r["stats"]["wall"]["p50"], rel))
     return out
@@ -84,7 +84,7 @@ def cross_card(p) -> list[dict]:
         m, src = meas.get(key, (None, ""))
         rows.append(row(predict(prof, h200, h100, p), m, "edgeprof", src + " (H100)", detail))
     h200_meas = {(c["backend"], int(c["ctx"])): c["step_ms"] for c in summary["cells"]}
-    for r in load_explains(REPO / "results/h100/explain"):
+    for r in load_explains(REPO / "results/h100/2026-11-22-explain"):
         key = (r["backend"], int(r["ctx"]))
         rows.append(row(predict(profile(r), h100, h200, p), h200_meas.get(key), "edgeprof",
                         str((H200_DIR / "summary.json").relative_to(REPO)) + " (H200)",
@@ -99,7 +99,7 @@ def paper_host_factor(p) -> float:
     from edgeprof.predict_data import card, load_explains, profile
 
     target = 4.5817 / PAPER_H100_EAGER_FRACTION
-    prof = profile(load_explains(REPO / "results/h100/explain/explain-hf-eager.json")[0])
+    prof = profile(load_explains(REPO / "results/h100/2026-11-22-explain/explain-hf-eager.json")[0])
     h100 = card("h100-sxm")
     lo, hi = 0.01, 2.0
     for _ in range(50):
@@ -114,7 +114,7 @@ def paper_rows(p) -> list[dict]:
 
     factor = paper_host_factor(p)
     h100, l4 = card("h100-sxm"), card("l4")
-    profs = {r["backend"]: profile(r) for r in load_explains(REPO / "results/h100/explain")}
+    profs = {r["backend"]: profile(r) for r in load_explains(REPO / "results/h100/2026-11-22-explain")}
     note = (f"host-CPU factor {factor:.3f}: fitted on the paper's H100 hf-eager cell (0.27 of floor), "
             "not on an L4 cell")
     rows = [row(predict(profs["hf-eager"], h100, l4, p, factor), PAPER_L4["hf-eager"], "paper",

@@ -4,7 +4,7 @@ Written because measurement showed the installable int4 kernels well below cuBLA
 Qwen2.5-7B shapes on the H100 (benchmarks/int4_gemv.py: tinygemm 1.06-1.84 TB/s, gemlite
 0.73-1.43, cuBLAS bf16 2.19-2.68), worst on the narrow qkv and o projections.
 
-Result on the H100 (results/h100/int4_kernels/): the whole-K kernel is slower than tinygemm at
+Result on the H100 (results/h100/2026-11-22-int4-gemv-triton/, 2026-11-22-int4-gemv-splitk/): the whole-K kernel is slower than tinygemm at
 every shape (best tile 8x512, 2 warps: 0.65-1.70 TB/s): a narrow layer has too few programs,
 each walking all of K, to keep enough bytes in flight. The split-K kernel (fp32 atomics into a
 zeroed output, `W4LinearSplitK`) fixes that and reaches tinygemm's level, not more (best tiles:

@@ -99,7 +99,7 @@ def _load_gemlite_tuning(gemlite) -> None:
     once: without it the first call of each shape autotunes for many seconds."""
     # Its split-K GEMV adds partial sums with atomics; on sm_90 those are bf16 by default, which
     # measured 0.03-0.08 relative error per GEMV and 0.30 logit error over 28 layers (H100,
-    # results/h100/int4_kernels). fp32 atomics, then one conversion, keep the int4 function exact.
+    # results/h100/2026-11-22-int4-kernels*). fp32 atomics, then one conversion, keep the int4 function exact.
     gemlite.set_native_atomic_bfp16(False)
     from pathlib import Path
 
