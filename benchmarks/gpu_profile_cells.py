@@ -100,13 +100,12 @@ def short(rec: dict) -> str:
     if rec["status"] != "ok":
         return f"{rec['backend']:<13} {rec['ctx']:>6}  {rec['status'].upper()}: {str(rec.get('error'))[:90]}"
     w, g, f = rec["stats"]["wall"], rec["stats"]["gpu"], rec["floor"]
-    c = rec.get("correctness") or {}
-    err = (c.get("logit_rel_error") or {}).get("mean")
-    gate_txt = "ref" if "agreement" not in c else f"{'ok' if c['passed'] else 'FLAG'} err={err:.3f}" if err is not None \
-        else f"{'ok' if c['passed'] else 'FLAG'} agr={c['agreement']:.2f}"
+    c = rec.get("kernel_correctness") or {}
+    gate_txt = (f"{'ok' if c.get('passed') else 'FAIL'} {c.get('value', float('nan')):.3f}<={c.get('bound')}"
+                if "value" in c else str(c.get("reason") or "not checked"))
     return (f"{rec['backend']:<13} {rec['ctx']:>6}  p50 {w['p50']:8.3f}  p99 {w['p99']:8.3f}  "
             f"gpu {g['p50'] if g else float('nan'):8.3f}  floor {f['floor_ms']:6.3f}  frac {f['fraction']:6.1%}  "
-            f"touched {f['touched_fraction']:6.1%}  cap {rec['capture_s'] or 0:5.1f}s  gate {gate_txt}")
+            f"touched {f['touched_fraction']:6.1%}  cap {rec['capture_s'] or 0:5.1f}s  kernel {gate_txt}")
 
 
 def smollm2_gates(out_dir: Path, backends: list[str], deadline: float) -> None:
@@ -218,7 +217,6 @@ def main() -> int:
 
     import torch
 
-    from edgeprof import gate
     from edgeprof.backends import registry
     from edgeprof.sweep import grid_config, run_sweep
 
@@ -236,9 +234,10 @@ def main() -> int:
         log(f"  {b}: {'available' if ok else 'UNAVAILABLE: ' + why}")
 
     models = Models(args.model, args.device)
-    base = models.get(fresh=True)
-    log("bf16 reference for the gate (hf-eager, teacher-forced logits) ...")
-    ref = gate.reference(base, args.device, gate.GATE_STEPS)
+    models.get(fresh=True)
+    # Kernel correctness (bench.run_cell) builds each cell's reference from the backend's own
+    # dequantized weights at that ctx, before any in-place quantisation: nothing shared here.
+    ref = None
     # Backend-major order: each backend's contexts run on one load of its weight format.
     config = grid_config("gpu_profile_cells", [args.model], backends, ctxs, args.steps, args.warmup,
                          device=args.device, synthetic=True, source="benchmarks/gpu_profile_cells.py")

@@ -52,5 +52,5 @@ def test_gpu_profile_cells_on_the_cpu_resumes(tmp_path):
     _run(*argv)
     recs = {r["backend"]: r for r in load_records(tmp_path)}
     assert {r["status"] for r in recs.values()} == {"ok"}
-    assert recs["hf-static"]["correctness"]["passed"] and recs["hf-static"]["cell_wall_s"] > 0
+    assert recs["hf-static"]["kernel_correctness"]["passed"] and recs["hf-static"]["cell_wall_s"] > 0
     assert recs["hf-eager"]["sweep"]["name"] == "gpu_profile_cells"

@@ -71,3 +71,29 @@ def test_run_local_starts_the_bridge_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_run_local_end_to_end_bridge_daemon_and_robot(tmp_path):
+    """The plain launcher as a user runs it: a real rosbridge, `edgeprof serve` and the sample rclpy
+    robot, from a params YAML; the robot's request ends with a done record and the launcher exits 0
+    after stopping the daemon and the bridge (in that order)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "rosbridge_websocket:\n  ros__parameters:\n    port: 0\n    address: 127.0.0.1\n"
+        "edgeprof:\n  ros__parameters:\n    model: tiny-test\n    backend: hf-eager\n    device: cpu\n"
+        f"    metrics_port: 0\n    runlog: {tmp_path / 'run.db'}\n")
+    proc = subprocess.run(
+        [sys.executable, str(LAUNCH / "run_local.py"), "--params", str(params), "--port", "0",
+         "--domain-id", str(DOMAIN + 1), "--robot", "hello robot", "--next-tokens", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "robot -> request: 'hello robot'" in out
+    assert re.search(r"done \((eos|length)\)", out), out[-3000:]
+    assert out.count("next_token round trip") == 2
+    assert out.index("stopping edgeprof serve") < out.index("stopping rosbridge")
+    from edgeprof.daemon.runlog import summarize
+
+    assert summarize(tmp_path / "run.db")["tokens"] > 0
