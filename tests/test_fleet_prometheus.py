@@ -126,7 +126,9 @@ class Daemon:
     def __init__(self, tmp: Path, robot: str, site: str, bridge_port: int) -> None:
         self.metrics_port = free_port()
         cfg = tmp / f"{robot}.yaml"
-        cfg.write_text(yaml.safe_dump({"warmup_steps": 1, "identity": {"robot": robot, "site": site}}))
+        # a generous connect timeout: two daemons, two bridges and four Prometheus start at once
+        cfg.write_text(yaml.safe_dump({"warmup_steps": 1, "identity": {"robot": robot, "site": site},
+                                       "bridge": {"connect_timeout_s": 30.0}}))
         self.log_path = tmp / f"{robot}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
