@@ -97,10 +97,13 @@ def bucket_width(x: float, bounds=STEP_BUCKETS) -> float:
     return hi - lo
 
 
-def assert_agrees(prom_q: float, own_q: float, what: str) -> None:
-    tol = max(bucket_width(own_q), bucket_width(prom_q))
-    assert abs(prom_q - own_q) <= tol + 1e-12, \
-        f"{what}: Prometheus {prom_q * 1e3:.3f} ms vs own {own_q * 1e3:.3f} ms, bucket resolution {tol * 1e3:.3f} ms"
+def assert_agrees(prom_q: float, own: float | list[float], what: str) -> None:
+    """Prometheus's quantile within one bucket of the run's own (a value, or [lower, q, upper] ranks)."""
+    lo, mid, hi = (own, own, own) if isinstance(own, float) else own
+    tol = max(bucket_width(lo), bucket_width(hi), bucket_width(prom_q))
+    assert lo - tol - 1e-12 <= prom_q <= hi + tol + 1e-12, \
+        (f"{what}: Prometheus {prom_q * 1e3:.3f} ms vs own {mid * 1e3:.3f} ms (ranks around it "
+         f"{lo * 1e3:.3f}-{hi * 1e3:.3f} ms), bucket resolution {tol * 1e3:.3f} ms")
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +158,10 @@ def test_latency_quantiles_agree_with_own_figures(feeder_run):
     prom, raw = feeder_run
     walls = np.asarray(raw["wall_s"])
     for q in (0.5, 0.9, 0.99):
-        own = float(np.percentile(walls, q * 100))
+        # A histogram quantile is exact only to one bucket and one rank: in a sparse tail (p99 of a few
+        # hundred steps) the sample one rank away can sit a bucket further, so the band spans q +- 1/n.
+        n = len(walls)
+        own = [float(np.percentile(walls, min(1.0, max(0.0, x)) * 100)) for x in (q - 1 / n, q, q + 1 / n)]
         total = prom.scalar(f"histogram_quantile({q}, sum by (le) (edgeprof_decode_step_seconds_bucket))")
         assert_agrees(total, own, f"p{round(q * 100)} (whole run)")
         panel = prom.scalar(dashboards.substitute(dashboards.step_q(q), "5m"))  # the dashboard's own expression
