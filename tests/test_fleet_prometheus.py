@@ -20,12 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
+from prom_helpers import Prom, wait_until
 
 from edgeprof import dashboards
 from edgeprof.paths import REPO_ROOT
@@ -38,60 +38,6 @@ pytestmark = [pytest.mark.slow,
 FLEET = REPO_ROOT / "dashboards" / "fleet"
 ROBOTS = {"robot-a": "lab-1", "robot-b": "lab-2"}  # robot -> site
 STARTUP_S = 240  # two model loads on a busy 2-core machine
-
-
-def wait_until(pred, timeout_s: float, what: str, every: float = 0.5):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-class Prom:
-    """A real Prometheus (server or agent) from a shipped config, on a free loopback port."""
-
-    def __init__(self, tmp: Path, name: str, config: dict, *flags: str, agent: bool = False) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.name = name
-        cfg = tmp / f"{name}.yml"
-        cfg.write_text(yaml.safe_dump(config))
-        store = "--storage.agent.path" if agent else "--storage.tsdb.path"
-        self.log_path = tmp / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"{store}={tmp / (name + '-data')}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}", *flags],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, 60, f"{name} /-/ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(self.url + "/-/ready", timeout=2).status == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict]:
-        return dashboards.prom_query(self.url, expr)
-
-    def by_robot(self, expr: str) -> dict[str, float]:
-        return {r["metric"].get("robot"): float(r["value"][1]) for r in self.query(expr)}
-
-    def api(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-            return json.load(resp)["data"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def shipped(name: str) -> dict:

@@ -13,80 +13,36 @@ from __future__ import annotations
 import bisect
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prom_helpers import Prom, wait_until
 
 from edgeprof import dashboards
 from edgeprof.metrics import STEP_BUCKETS
 from edgeprof.paths import REPO_ROOT
+from edgeprof.ros.rosbridge import free_port
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("prometheus") is None,
                                  reason="needs the Prometheus server: apt-get install -y prometheus")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_until(pred, timeout_s: float, what: str, every: float = 0.5):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-class Prometheus:
-    """The real server, own config and TSDB, on a free loopback port."""
+class Prometheus(Prom):
+    """The real server with the shipped rules, scraping one target every second."""
 
     def __init__(self, tmp: Path, target_port: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = tmp / "prometheus.yml"
         # the shipped rules: the dashboard's fleet row reads their recorded series
-        cfg.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                       f"rule_files: ['{dashboards.RULES_PATH}']\nscrape_configs:\n"
-                       f"  - job_name: edgeprof\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n")
-        self.log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, 60, "Prometheus /-/ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited: {Path(self.log.name).read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(self.url + "/-/ready", timeout=2).status == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict]:
-        return dashboards.prom_query(self.url, expr)
-
-    def scalar(self, expr: str) -> float | None:
-        r = self.query(expr)
-        return float(r[0]["value"][1]) if r else None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        super().__init__(tmp, "prometheus", {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(dashboards.RULES_PATH)],
+            "scrape_configs": [{"job_name": "edgeprof", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+        })
 
 
 def bucket_width(x: float, bounds=STEP_BUCKETS) -> float:
