@@ -356,17 +356,29 @@ def format_recommendation(rec: Recommendation) -> str:
             for i, v in enumerate(g["accepted"], 1):
                 mem = f"{v['mem_bytes'] / 1e9:.2f}" if v["mem_bytes"] else "?"
                 a, b = (v["p99_ms"], v["p50_ms"]) if g["measured"] else (v["projected_ms"], v["bound_ms"])
-                kern = {True: "ok", False: "FAIL", None: "-"}[v["kernel_ok"]]
-                agree = f"{v['agreement']:.3f}" if v["agreement"] is not None else "-"
-                ppl = f"{v['perplexity']:.2f}" if v["perplexity"] is not None else "-"
+                kern, agree, ppl = _check_cells(v)
                 lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{_ms(a):>9}{_ms(b):>9}{mem:>8}"
                              f"{kern:>8}{agree:>7}{ppl:>8}")
-                lines += [f"       note: {n}" for n in v["notes"]]
-        else:
-            lines.append("  no backend meets the constraints")
-        for v in g["rejected"]:
-            lines.append(f"  rejected {v['backend']}: {'; '.join(v['reasons'])}")
+                lines += _notes(v)
+        lines += _rejections(g)
     return "\n".join(lines)
+
+
+def _check_cells(v: dict[str, Any]) -> tuple[str, str, str]:
+    """The kernel-correctness, agreement and perplexity columns of one verdict."""
+    kern = {True: "ok", False: "FAIL", None: "-"}[v["kernel_ok"]]
+    agree = f"{v['agreement']:.3f}" if v["agreement"] is not None else "-"
+    ppl = f"{v['perplexity']:.2f}" if v["perplexity"] is not None else "-"
+    return kern, agree, ppl
+
+
+def _notes(v: dict[str, Any]) -> list[str]:
+    return [f"       note: {n}" for n in v["notes"]]
+
+
+def _rejections(g: dict[str, Any]) -> list[str]:
+    lines = [] if g["accepted"] else ["  no backend meets the constraints"]
+    return lines + [f"  rejected {v['backend']}: {'; '.join(v['reasons'])}" for v in g["rejected"]]
 
 
 def _format_predicted(g: dict[str, Any]) -> list[str]:
@@ -375,14 +387,9 @@ def _format_predicted(g: dict[str, Any]) -> list[str]:
         lines.append(f"  {'rank':<5}{'backend':<20}{'weights':<12}{'PREDICTED':>10}  band{'':<12}{'kernel':>8}{'agree':>7}")
         for i, v in enumerate(g["accepted"], 1):
             lo, hi = v["band_ms"]
-            kern = {True: "ok", False: "FAIL", None: "-"}[v["kernel_ok"]]
-            agree = f"{v['agreement']:.3f}" if v["agreement"] is not None else "-"
+            kern, agree, _ = _check_cells(v)
             band = f"[{_ms(lo)}, {_ms(hi)}]"
             lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{_ms(v['predicted_ms']):>10}  {band:<16}"
                          f"{kern:>8}{agree:>7}")
-            lines += [f"       note: {n}" for n in v["notes"]]
-    else:
-        lines.append("  no backend meets the constraints")
-    for v in g["rejected"]:
-        lines.append(f"  rejected {v['backend']}: {'; '.join(v['reasons'])}")
-    return lines
+            lines += _notes(v)
+    return lines + _rejections(g)
