@@ -113,6 +113,7 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--budget-s", type=float, default=330)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--no-calibration", action="store_true", help="explain profiles only (calibration done before)")
     args = ap.parse_args()
     t_start = time.monotonic()
     out = Path(args.out)
@@ -125,7 +126,7 @@ def main() -> int:
     det = hardware.detect()
     summary: dict = {"gpu": det.spec.key, "gpu_name": det.name, "driver": det.driver, "cells": [], "skipped": []}
     cuda = det.device == "cuda" and args.device != "cpu"
-    if cuda:
+    if cuda and not args.no_calibration:
         log(f"calibration sweep on {det.name}")
         summary["calibration"] = sweep(det.spec.bandwidth_gbs)
         (out / "calibration.json").write_text(json.dumps({**summary["calibration"], "gpu": det.spec.key,
