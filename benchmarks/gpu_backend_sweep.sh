@@ -3,8 +3,8 @@
 #   GPU 0: every backend at ctx 2048, then `explain` profiles of bnb-nf4 and exllamav2 (for `predict`)
 #   GPU 1: every backend at ctx 16384, then llama.cpp (CUDA build) at ctx 2048 and 16384
 # Each context's variants run serially on ONE card (compare within a context, not across GPUs). Each sweep
-# is pinned to its own CPU cores; the llama.cpp build runs niced on the remaining cores meanwhile (its
-# overlap is logged in timeline.txt). Everything lands in $STATE (survives on a warm machine: a second call
+# is pinned to its own 6 CPU cores; the llama.cpp build runs on the other 20 cores meanwhile (its overlap
+# is logged in timeline.txt). Everything lands in $STATE (survives on a warm machine: a second call
 # resumes the sweeps) and is packed into $OUT/gpu-backend-sweep.tgz.
 # Needs: .whl (bitsandbytes, torchao, exllamav2 + fastparquet, cramjam, websockets; offline-wheels.sh) and
 # .llamacpp-cuda (benchmarks/llamacpp_cuda_build.sh prepare) carried. DEADLINE_S bounds the whole call.
@@ -21,24 +21,26 @@ export PYTHONPATH="/tmp/site:$REPO" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 mark "start"
 rm -f "$STATE/.llama-build-ended"
 if [ ! -f "$STATE/.llama-built" ]; then
-  ( LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" MAX_JOBS=8 timeout "$(left)" nice -n 19 taskset -c 24-31 \
+  ( LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" MAX_JOBS=20 timeout "$(left)" taskset -c 12-31 \
       bash benchmarks/llamacpp_cuda_build.sh build > "$STATE/logs/llama-build.log" 2>&1 && touch "$STATE/.llama-built"
     mark "llama.cpp build finished rc=$?"; touch "$STATE/.llama-build-ended" ) &
 fi
-MAX_JOBS=24 python3 -c "import exllamav2, exllamav2.ext" > "$STATE/logs/exl2-jit.log" 2>&1; mark "exllamav2 JIT rc=$?"
-python3 -c "from edgeprof.fast import w4cuda; w4cuda.load_extension()" > "$STATE/logs/w4cuda-jit.log" 2>&1; mark "w4cuda JIT rc=$?"
+taskset -c 8-11 python3 -c "from edgeprof.fast import w4cuda; w4cuda.load_extension()" > "$STATE/logs/w4cuda-jit.log" 2>&1 &
+W4=$!
+MAX_JOBS=8 taskset -c 0-7 python3 -c "import exllamav2, exllamav2.ext" > "$STATE/logs/exl2-jit.log" 2>&1; mark "exllamav2 JIT rc=$?"
+wait $W4; mark "w4cuda JIT rc=$?"
 run_gpu() {  # gpu cores ctx then...
   local gpu=$1 cores=$2 ctx=$3; shift 3
   sed "s/^contexts: .*/contexts: [$ctx]/" configs/sweeps/qwen-backends.yaml > "$STATE/qwen-backends-$ctx.yaml"
   mark "gpu$gpu sweep ctx $ctx"
   CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=4 timeout "$(left)" taskset -c "$cores" python3 -m edgeprof.cli sweep \
-    "$STATE/qwen-backends-$ctx.yaml" --isolate --retry-failed --cell-timeout 300 --no-progress --no-plots \
+    "$STATE/qwen-backends-$ctx.yaml" --isolate --retry-failed --allow-mismatch --cell-timeout 300 --no-progress --no-plots \
     --out "$STATE/sweep-$ctx" > "$STATE/logs/sweep-$ctx.log" 2>&1
   mark "gpu$gpu sweep ctx $ctx rc=$?"
   "$@"
 }
 explain_nf4_exl2() {
-  CUDA_VISIBLE_DEVICES=0 timeout "$(left)" taskset -c 0-11 python3 benchmarks/predict_validate.py --no-calibration \
+  CUDA_VISIBLE_DEVICES=0 timeout "$(left)" taskset -c 0-5 python3 benchmarks/predict_validate.py --no-calibration \
     --backends bnb-nf4,exllamav2,bnb-int8 --ctx 2048,16384 --budget-s "$(( $(left) - 60 ))" --out "$STATE/explain" \
     > "$STATE/logs/explain.log" 2>&1; mark "explain rc=$?"
 }
@@ -46,13 +48,13 @@ llama_bench() {
   while [ ! -f "$STATE/.llama-built" ] && [ ! -f "$STATE/.llama-build-ended" ] && [ "$(left)" -gt 90 ]; do sleep 5; done
   [ -f "$STATE/.llama-built" ] || { mark "llama.cpp not built: no bench"; return; }
   CUDA_VISIBLE_DEVICES=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" LLAMACPP_STEPS=64 timeout "$(left)" \
-    taskset -c 12-23 bash benchmarks/llamacpp_cuda_build.sh bench > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench rc=$?"
+    taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench rc=$?"
 }
-run_gpu 0 0-11 2048 explain_nf4_exl2 &
-run_gpu 1 12-23 16384 llama_bench &
+run_gpu 0 0-5 2048 explain_nf4_exl2 &
+run_gpu 1 6-11 16384 llama_bench &
 wait
 mark "done"
 tar czf "$OUT/gpu-backend-sweep.tgz" -C "$STATE" --exclude=llamacpp/src --exclude=llamacpp/build --exclude='*.gguf' \
   --exclude=llamacpp/platlib --exclude=llamacpp/prefix . 2>/dev/null
 for c in 2048 16384; do echo "== ctx $c"; tail -25 "$STATE/logs/sweep-$c.log"; done
-tail -15 "$STATE/logs/explain.log" "$STATE/logs/llama-bench.log" "$STATE/timeline.txt"
+for f in explain.log llama-bench.log; do tail -n 15 "$STATE/logs/$f"; done; cat "$STATE/timeline.txt"

@@ -356,6 +356,7 @@ class SweepOptions:
     plots: bool = True
     budget_s: float | None = None  # cells that would start later than this after the sweep began are skipped
     quality_tokens: int | None = None  # None: bench's default; 0: no quality measurement
+    allow_mismatch: bool = False  # time cells that fail kernel correctness (marked passed=false)
 
 
 def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None) -> list[str]:
@@ -372,6 +373,8 @@ def bench_argv(cell: SweepCell, opts: SweepOptions, out_file: Path | None = None
         argv += ["--no-quality"]
     elif opts.quality_tokens:
         argv += ["--quality-tokens", str(opts.quality_tokens)]
+    if opts.allow_mismatch:
+        argv += ["--allow-mismatch"]
     argv += ["--json"]
     if out_file is not None:
         argv += ["--out", str(out_file)]
@@ -383,7 +386,8 @@ def run_in_process(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
 
     spec = CellSpec(model=cell.key.model, backend=cell.key.backend, ctx=cell.key.ctx, steps=cell.steps,
                     warmup=cell.warmup, device=opts.device, gpu=opts.gpu, synthetic=opts.synthetic,
-                    quality=opts.quality_tokens != 0, quality_tokens=opts.quality_tokens or 512)
+                    quality=opts.quality_tokens != 0, quality_tokens=opts.quality_tokens or 512,
+                    allow_mismatch=opts.allow_mismatch)
     command = "edgeprof " + " ".join(bench_argv(cell, opts))
     try:
         return run_cell(spec, command)

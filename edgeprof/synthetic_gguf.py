@@ -27,7 +27,7 @@ import numpy as np
 from edgeprof.errors import ModelLoadError
 from edgeprof.shapes import ModelShape
 
-STD = 0.02  # like edgeprof.sources.SYNTHETIC_STD
+STD = 0.02  # values only feed llama.cpp timing here (no correctness check reads this file)
 QTYPE = "Q4_0"
 TILE_ROWS = 8192  # rows of random values per tall matrix; the rest repeat them (see `write`)
 ARCHES = {"llama": "llama", "qwen2": "qwen2", "mistral": "llama"}  # llama.cpp reads Mistral as llama

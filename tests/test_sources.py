@@ -32,8 +32,11 @@ def test_synthetic_tiny_is_labelled_and_deterministic() -> None:
     assert a.model.dtype == torch.bfloat16 and a.model.config._attn_implementation == "sdpa"
     for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
         assert torch.equal(p, q), n
-    w = a.model.model.layers[0].self_attn.q_proj.weight.float()
-    assert 0.015 < float(w.std()) < 0.025  # N(0, 0.02)
+    layer = a.model.model.layers[0]
+    w = layer.self_attn.q_proj.weight.float()
+    assert abs(float(w.std()) - 64 ** -0.5) < 0.01  # N(0, 1/sqrt(fan_in)): hidden 64
+    o = layer.self_attn.o_proj.weight.float()  # residual writes: 1/sqrt(fan_in * 2L), L = 2
+    assert abs(float(o.std()) - (64 * 4) ** -0.5) < 0.01
     assert torch.all(a.model.model.norm.weight == 1)
     logits = a.model(torch.arange(8).view(1, 8)).logits.float()
     assert float(logits.std()) > 0.05  # not degenerate
@@ -61,3 +64,12 @@ def test_default_is_real_smollm2() -> None:
     assert 0 <= int(nxt) < loaded.shape.vocab
     # a local directory loads the same way, and its shape resolves without loading
     assert resolve_shape(str(loaded.path)).n_layers == 30
+
+
+def test_synthetic_std_scales_fan_in_and_residual_writes() -> None:
+    from edgeprof.sources import synthetic_std
+
+    assert synthetic_std("model.layers.3.mlp.up_proj.weight", 3584, 28) == 3584 ** -0.5
+    assert synthetic_std("model.layers.3.mlp.down_proj.weight", 18944, 28) == 18944 ** -0.5 / 56 ** 0.5
+    assert synthetic_std("model.layers.0.self_attn.o_proj.weight", 3584, 28) == 3584 ** -0.5 / 56 ** 0.5
+    assert synthetic_std("model.embed_tokens.weight", 3584, 28) == 1.0

@@ -209,7 +209,9 @@ class ExLlamaV2Decoder(Decoder):
         self._logits = None
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo(self.backend_name, f"rtn4-g{self.group}", self.device, self._resident, bool(self.loaded.synthetic),
+        from edgeprof.quant.rtn import label
+
+        return DecoderInfo(self.backend_name, label(self.group), self.device, self._resident, bool(self.loaded.synthetic),
                            0.0, dict(self.notes))
 
     def close(self) -> None:
@@ -275,8 +277,11 @@ class ExLlamaV2GenDecoder(Decoder):
         from exllamav2 import attn as exl2_attn
         from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2Sampler
 
+        from edgeprof.quant.rtn import model_group
+
         self.loaded = loaded
-        self.ckpt = ensure_checkpoint(loaded, group, checkpoint_dir)
+        self.group = model_group(loaded.shape, group)  # the same rtn4 tensors as every other int4 runtime
+        self.ckpt = ensure_checkpoint(loaded, self.group, checkpoint_dir)
         tokenizer_note = ensure_tokenizer_json(self.ckpt, loaded.shape.vocab)
         self.cache_len = -(-max_ctx // PAGE) * PAGE
         self.paged = bool(getattr(exl2_attn, "has_flash_attn_with_paged", False))
@@ -352,8 +357,12 @@ class ExLlamaV2GenDecoder(Decoder):
         entry is overwritten before the next iterate(). Timed steps never call this."""
         if self._job is None:
             raise MeasurementError("exllamav2: prefill before forcing an input")
+        import torch
+
         ids = self._job.sequences[0].sequence_ids
-        ids.tensor[0, ids.seq_len - 1] = int(token_id)  # SeqTensor [1, cap]; torch() views it
+        # the generator made this tensor under inference_mode: writing it outside that mode raises
+        with torch.inference_mode():
+            ids.tensor[0, ids.seq_len - 1] = int(token_id)  # SeqTensor [1, cap]; torch() views it
 
     def last_logits(self):
         if self._job is None:
@@ -367,7 +376,9 @@ class ExLlamaV2GenDecoder(Decoder):
         self.position = 0
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo("exllamav2", "gptq4-g128", self.device, self._resident, bool(self.loaded.synthetic),
+        from edgeprof.quant.rtn import label
+
+        return DecoderInfo("exllamav2", label(self.group), self.device, self._resident, bool(self.loaded.synthetic),
                            0.0, dict(self.notes))
 
     def close(self) -> None:

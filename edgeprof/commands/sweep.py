@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell-timeout", type=float, metavar="S",
                    help="with --isolate: kill a cell's process after S seconds and record it as failed")
     p.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="time a cell whose kernel fails correctness anyway; its record keeps passed=false and "
+                        "recommend never picks it (default: such a cell is recorded failed, untimed)")
     p.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SweepOptions(out=Path(args.out), device=args.device or cfg.device, gpu=args.gpu or cfg.gpu,
                         synthetic=cfg.synthetic, isolate=args.isolate or bool(args.cluster), cell_timeout_s=args.cell_timeout,
                         retry_failed=args.retry_failed, progress=not args.no_progress, plots=not args.no_plots,
-                        quality_tokens=cfg.quality_tokens)
+                        quality_tokens=cfg.quality_tokens, allow_mismatch=args.allow_mismatch)
     import signal
 
     def _stop(signum, frame):  # SIGTERM (e.g. `timeout`): unwind so an isolated cell's process is killed
