@@ -7,7 +7,8 @@
 # is logged in timeline.txt). Everything lands in $STATE (survives on a warm machine: a second call
 # resumes the sweeps) and is packed into $OUT/gpu-backend-sweep.tgz.
 # Needs: .whl (bitsandbytes, torchao, exllamav2 + fastparquet, cramjam, websockets; offline-wheels.sh) and
-# .llamacpp-cuda (benchmarks/llamacpp_cuda_build.sh prepare) carried. DEADLINE_S bounds the whole call.
+# .llamacpp-cuda (benchmarks/llamacpp_cuda_build.sh prepare) carried. DEADLINE_S bounds the whole call;
+# SWEEP_BACKENDS="a, b" runs only those backends of the config; SKIP_EXPLAIN=1 skips the explain profiles.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"; START=$(date +%s); DEADLINE_S="${DEADLINE_S:-540}"
@@ -32,6 +33,7 @@ wait $W4; mark "w4cuda JIT rc=$?"
 run_gpu() {  # gpu cores ctx then...
   local gpu=$1 cores=$2 ctx=$3; shift 3
   sed "s/^contexts: .*/contexts: [$ctx]/" configs/sweeps/qwen-backends.yaml > "$STATE/qwen-backends-$ctx.yaml"
+  [ -z "${SWEEP_BACKENDS:-}" ] || sed -i "s/^backends: .*/backends: [$SWEEP_BACKENDS]/" "$STATE/qwen-backends-$ctx.yaml"
   mark "gpu$gpu sweep ctx $ctx"
   CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=4 timeout "$(left)" taskset -c "$cores" python3 -m edgeprof.cli sweep \
     "$STATE/qwen-backends-$ctx.yaml" --isolate --retry-failed --allow-mismatch --cell-timeout 300 --no-progress --no-plots \
@@ -40,6 +42,7 @@ run_gpu() {  # gpu cores ctx then...
   "$@"
 }
 explain_nf4_exl2() {
+  [ -z "${SKIP_EXPLAIN:-}" ] || return 0
   CUDA_VISIBLE_DEVICES=0 timeout "$(left)" taskset -c 0-5 python3 benchmarks/predict_validate.py --no-calibration \
     --backends bnb-nf4,exllamav2,bnb-int8 --ctx 2048,16384 --budget-s "$(( $(left) - 60 ))" --out "$STATE/explain" \
     > "$STATE/logs/explain.log" 2>&1; mark "explain rc=$?"
@@ -47,8 +50,19 @@ explain_nf4_exl2() {
 llama_bench() {
   while [ ! -f "$STATE/.llama-built" ] && [ ! -f "$STATE/.llama-build-ended" ] && [ "$(left)" -gt 90 ]; do sleep 5; done
   [ -f "$STATE/.llama-built" ] || { mark "llama.cpp not built: no bench"; return; }
-  CUDA_VISIBLE_DEVICES=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" LLAMACPP_STEPS=64 timeout "$(left)" \
-    taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench rc=$?"
+  local lib="$STATE/llamacpp/src/llama_cpp_python-0.3.36"  # a crash at import or init shows up here first
+  CUDA_VISIBLE_DEVICES=1 PYTHONPATH="$lib:$PYTHONPATH" timeout 60 python3 -X faulthandler -c \
+    "import llama_cpp; print('import ok', flush=True); llama_cpp.llama_backend_init(); print('init ok')" \
+    > "$STATE/logs/llama-smoke.log" 2>&1; mark "llama smoke rc=$?"
+  CUDA_VISIBLE_DEVICES=1 PYTHONFAULTHANDLER=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" LLAMACPP_STEPS=64 timeout "$(left)" \
+    taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench > "$STATE/logs/llama-bench.log" 2>&1
+  local rc=$?; mark "llama bench rc=$rc"
+  if [ "$rc" -ne 0 ] && [ "$(left)" -gt 120 ]; then  # again without edgeprof's ctypes log callback
+    cp "$STATE/logs/llama-bench.log" "$STATE/logs/llama-bench-1.log"
+    CUDA_VISIBLE_DEVICES=1 PYTHONFAULTHANDLER=1 EDGEPROF_LLAMACPP_VERBOSE=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" \
+      LLAMACPP_STEPS=64 timeout "$(left)" taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench \
+      > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench (verbose log) rc=$?"
+  fi
 }
 run_gpu 0 0-5 2048 explain_nf4_exl2 &
 run_gpu 1 6-11 16384 llama_bench &
@@ -57,4 +71,4 @@ mark "done"
 tar czf "$OUT/gpu-backend-sweep.tgz" -C "$STATE" --exclude=llamacpp/src --exclude=llamacpp/build --exclude='*.gguf' \
   --exclude=llamacpp/platlib --exclude=llamacpp/prefix . 2>/dev/null
 for c in 2048 16384; do echo "== ctx $c"; tail -25 "$STATE/logs/sweep-$c.log"; done
-for f in explain.log llama-bench.log; do tail -n 15 "$STATE/logs/$f"; done; cat "$STATE/timeline.txt"
+for f in explain.log llama-smoke.log llama-bench.log; do tail -n 15 "$STATE/logs/$f"; done; cat "$STATE/timeline.txt"

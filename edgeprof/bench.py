@@ -335,6 +335,10 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
         else:
             rec["kernel_correctness"] = correctness.not_checked("skipped (--no-gate)")
         reference = None
+        if owned:  # a backend with its own copy of the weights: the HF source is a load transient
+            from edgeprof.backends.base import release_source
+
+            loaded = release_source(loaded, decoder)
         rec["load_peak_mem_bytes"] = _cuda_mem(device) if device.startswith("cuda") else _peak_rss()
         _time_decoder(decoder, loaded, spec, device, prefill_n, rec)
         rec["steady_state_mem_bytes"] = max(0, mem_in_use(device) - base_mem)  # the session is still live

@@ -19,7 +19,36 @@ from typing import Any
 from edgeprof.errors import ContextLengthError
 from edgeprof.timing import LaunchedStep, StepResult, StepTimes, launch_timed, time_launch, time_steps
 
-__all__ = ["Decoder", "DecoderInfo", "LaunchedStep", "StepResult"]
+__all__ = ["Decoder", "DecoderInfo", "LaunchedStep", "StepResult", "release_source"]
+
+
+def without_module(loaded: Any) -> Any:
+    """`loaded` (a sources.LoadedModel) minus its HF module: shape, tokenizer and provenance stay."""
+    import dataclasses
+
+    return dataclasses.replace(loaded, model=None) if getattr(loaded, "model", None) is not None else loaded
+
+
+def release_source(loaded: Any, decoder: Decoder) -> Any:
+    """After a backend that computes with its OWN copy of the weights is built (edgeprof-fast's
+    fused tensors, an ExLlamaV2 checkpoint, a GGUF), the HF model it was made from is a load
+    transient: return `loaded` without it and free the memory, so steady-state memory (and a daemon
+    on a 24 GB L4) does not carry a second, bf16 copy. Rebind the result: `loaded = release_source(...)`.
+    Backends that compute with the HF module itself (hf-*, bnb, torchao) keep it."""
+    if not getattr(decoder, "copies_weights", False):
+        return loaded
+    import gc
+
+    slim = without_module(loaded)
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    return slim
 
 
 @dataclass
@@ -39,6 +68,7 @@ class Decoder(ABC):
     """Batch-1 decode session. Subclasses implement the four abstract methods."""
 
     backend_name: str = "?"
+    copies_weights: bool = False  # True: computes with its own copy, not the loaded HF module (release_source)
 
     def __init__(self, max_ctx: int, device: str) -> None:
         self.max_ctx = max_ctx

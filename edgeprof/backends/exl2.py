@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeprof.backends.base import Decoder, DecoderInfo
+from edgeprof.backends.base import Decoder, DecoderInfo, without_module
 from edgeprof.errors import BackendUnavailableError, MeasurementError, ModelLoadError
 from edgeprof.paths import cache_dir
 from edgeprof.quant.gptq import write_checkpoint
@@ -137,6 +137,7 @@ def unload_all() -> None:
 
 class ExLlamaV2Decoder(Decoder):
     backend_name = "exllamav2-forward"
+    copies_weights = True  # its own GPTQ-layout checkpoint
 
     def __init__(self, loaded, device: str, max_ctx: int, group: int = 128,
                  checkpoint_dir: str | Path | None = None) -> None:
@@ -152,7 +153,7 @@ class ExLlamaV2Decoder(Decoder):
         _, build_s = import_exllamav2()
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
 
-        self.loaded = loaded
+        self.loaded = without_module(loaded)  # the checkpoint is written from `loaded` below; then not needed
         self.ckpt = ensure_checkpoint(loaded, group, checkpoint_dir)
         self.cache_len = -(-max_ctx // PAGE) * PAGE
         try:
@@ -266,6 +267,7 @@ class ExLlamaV2GenDecoder(Decoder):
     """
 
     backend_name = "exllamav2"
+    copies_weights = True  # its own GPTQ-layout checkpoint
 
     def __init__(self, loaded, device: str, max_ctx: int, group: int = 128,
                  checkpoint_dir: str | Path | None = None) -> None:
@@ -279,7 +281,7 @@ class ExLlamaV2GenDecoder(Decoder):
 
         from edgeprof.quant.rtn import model_group
 
-        self.loaded = loaded
+        self.loaded = without_module(loaded)  # the checkpoint is written from `loaded` below; then not needed
         self.group = model_group(loaded.shape, group)  # the same rtn4 tensors as every other int4 runtime
         self.ckpt = ensure_checkpoint(loaded, self.group, checkpoint_dir)
         tokenizer_note = ensure_tokenizer_json(self.ckpt, loaded.shape.vocab)

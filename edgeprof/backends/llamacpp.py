@@ -116,6 +116,7 @@ class LlamaCppDecoder(Decoder):
     """One batch-1 llama.cpp session over a GGUF file (see the module doc)."""
 
     backend_name = BACKEND
+    copies_weights = True  # reads the GGUF file, never the HF module
 
     def __init__(self, gguf: str | Path, device: str, max_ctx: int, *, synthetic: bool, label: str = "",
                  n_threads: int | None = None, flash_attn: bool | None = None) -> None:

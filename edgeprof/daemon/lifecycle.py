@@ -264,6 +264,7 @@ class Daemon:
         self._model_thread.call(self._load_here)
 
     def _load_here(self) -> None:
+        from edgeprof.backends.base import release_source
         from edgeprof.daemon.session import FloorModel
         from edgeprof.daemon.text import ByteCodec, TextCodec
         from edgeprof.floor import parse_format
@@ -283,6 +284,8 @@ class Daemon:
                 need = self._precheck_memory(self.loaded.shape, max_ctx)
             t0 = time.perf_counter()
             self.decoder = self._create_decoder(max_ctx)
+            # edgeprof-fast, ExLlamaV2 and llama.cpp compute with their own copy: free the HF source
+            self.loaded = release_source(self.loaded, self.decoder)
             info = self.decoder.info()
             self.capture_s = float(info.capture_s or 0.0)
             self._warmup()

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from edgeprof.backends.base import Decoder, DecoderInfo
+from edgeprof.backends.base import Decoder, DecoderInfo, without_module
 from edgeprof.fast.model import FastModel, rope_tables
 from edgeprof.fast.weights import from_hf
 
 
 class FastDecoder(Decoder):
     backend_name = "edgeprof-fast"
+    copies_weights = True
 
     def __init__(self, loaded, device: str, max_ctx: int, fmt: str = "bf16", group: int = 128,
                  use_graph: bool | None = None, ops: str | None = None, int4_kernel: str = "tinygemm",
@@ -36,6 +37,7 @@ class FastDecoder(Decoder):
             self.weights = from_hf(loaded.model, fmt, group, int4_kernel)
             cos, sin = rope_tables(loaded.model, max_ctx, device, self.weights.embed.dtype)
         self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device, ops)
+        self.loaded = without_module(loaded)  # the HF module is not needed any more (base.release_source)
         self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_s = 0.0
