@@ -6,6 +6,7 @@
 # is pinned to its own 6 CPU cores; the llama.cpp build runs on the other 20 cores meanwhile (its overlap
 # is logged in timeline.txt). Everything lands in $STATE (survives on a warm machine: a second call
 # resumes the sweeps) and is packed into $OUT/gpu-backend-sweep.tgz.
+# On a 1-GPU machine both contexts and llama.cpp run one after another on GPU 0.
 # Needs: .whl (bitsandbytes, torchao, exllamav2 + fastparquet, cramjam, websockets; offline-wheels.sh) and
 # .llamacpp-cuda (benchmarks/llamacpp_cuda_build.sh prepare) carried. DEADLINE_S bounds the whole call;
 # SWEEP_BACKENDS="a, b" runs only those backends of the config; SKIP_EXPLAIN=1 skips the explain profiles.
@@ -19,7 +20,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="/tmp/site:$REPO" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 { nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv; nproc; date -u;
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)"; } > "$STATE/env.txt" 2>&1
-mark "start"
+NGPU=$(nvidia-smi -L | wc -l); LGPU=$(( NGPU - 1 ))  # llama.cpp runs on the last GPU
+mark "start ($NGPU GPUs)"
 rm -f "$STATE/.llama-build-ended"
 if [ ! -f "$STATE/.llama-built" ]; then
   ( LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" MAX_JOBS=20 timeout "$(left)" taskset -c 12-31 \
@@ -51,21 +53,25 @@ llama_bench() {
   while [ ! -f "$STATE/.llama-built" ] && [ ! -f "$STATE/.llama-build-ended" ] && [ "$(left)" -gt 90 ]; do sleep 5; done
   [ -f "$STATE/.llama-built" ] || { mark "llama.cpp not built: no bench"; return; }
   local lib="$STATE/llamacpp/src/llama_cpp_python-0.3.36"  # a crash at import or init shows up here first
-  CUDA_VISIBLE_DEVICES=1 PYTHONPATH="$lib:$PYTHONPATH" timeout 60 python3 -X faulthandler -c \
+  CUDA_VISIBLE_DEVICES=$LGPU PYTHONPATH="$lib:$PYTHONPATH" timeout 60 python3 -X faulthandler -c \
     "import llama_cpp; print('import ok', flush=True); llama_cpp.llama_backend_init(); print('init ok')" \
     > "$STATE/logs/llama-smoke.log" 2>&1; mark "llama smoke rc=$?"
-  CUDA_VISIBLE_DEVICES=1 PYTHONFAULTHANDLER=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" LLAMACPP_STEPS=64 timeout "$(left)" \
+  CUDA_VISIBLE_DEVICES=$LGPU PYTHONFAULTHANDLER=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" LLAMACPP_STEPS=64 timeout "$(left)" \
     taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench > "$STATE/logs/llama-bench.log" 2>&1
   local rc=$?; mark "llama bench rc=$rc"
   if [ "$rc" -ne 0 ] && [ "$(left)" -gt 120 ]; then  # again without edgeprof's ctypes log callback
     cp "$STATE/logs/llama-bench.log" "$STATE/logs/llama-bench-1.log"
-    CUDA_VISIBLE_DEVICES=1 PYTHONFAULTHANDLER=1 EDGEPROF_LLAMACPP_VERBOSE=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" \
+    CUDA_VISIBLE_DEVICES=$LGPU PYTHONFAULTHANDLER=1 EDGEPROF_LLAMACPP_VERBOSE=1 LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" \
       LLAMACPP_STEPS=64 timeout "$(left)" taskset -c 6-11 bash benchmarks/llamacpp_cuda_build.sh bench \
       > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench (verbose log) rc=$?"
   fi
 }
-run_gpu 0 0-5 2048 explain_nf4_exl2 &
-run_gpu 1 6-11 16384 llama_bench &
+if [ "$NGPU" -ge 2 ]; then
+  run_gpu 0 0-5 2048 explain_nf4_exl2 &
+  run_gpu 1 6-11 16384 llama_bench &
+else  # one GPU: both contexts, then the rest, one after another on it
+  ( run_gpu 0 0-5 2048 true; run_gpu 0 0-5 16384 explain_nf4_exl2; llama_bench ) &
+fi
 wait
 mark "done"
 tar czf "$OUT/gpu-backend-sweep.tgz" -C "$STATE" --exclude=llamacpp/src --exclude=llamacpp/build --exclude='*.gguf' \
