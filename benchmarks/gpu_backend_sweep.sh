@@ -22,16 +22,6 @@ export PYTHONPATH="/tmp/site:$REPO" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)"; } > "$STATE/env.txt" 2>&1
 NGPU=$(nvidia-smi -L | wc -l); LGPU=$(( NGPU - 1 ))  # llama.cpp runs on the last GPU
 mark "start ($NGPU GPUs)"
-rm -f "$STATE/.llama-build-ended"
-if [ ! -f "$STATE/.llama-built" ]; then
-  ( LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" MAX_JOBS=20 timeout "$(left)" taskset -c 12-31 \
-      bash benchmarks/llamacpp_cuda_build.sh build > "$STATE/logs/llama-build.log" 2>&1 && touch "$STATE/.llama-built"
-    mark "llama.cpp build finished rc=$?"; touch "$STATE/.llama-build-ended" ) &
-fi
-taskset -c 8-11 python3 -c "from edgeprof.fast import w4cuda; w4cuda.load_extension()" > "$STATE/logs/w4cuda-jit.log" 2>&1 &
-W4=$!
-MAX_JOBS=8 taskset -c 0-7 python3 -c "import exllamav2, exllamav2.ext" > "$STATE/logs/exl2-jit.log" 2>&1; mark "exllamav2 JIT rc=$?"
-wait $W4; mark "w4cuda JIT rc=$?"
 run_gpu() {  # gpu cores ctx then...
   local gpu=$1 cores=$2 ctx=$3; shift 3
   sed "s/^contexts: .*/contexts: [$ctx]/" configs/sweeps/qwen-backends.yaml > "$STATE/qwen-backends-$ctx.yaml"
@@ -39,7 +29,7 @@ run_gpu() {  # gpu cores ctx then...
   mark "gpu$gpu sweep ctx $ctx"
   CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=4 timeout "$(left)" taskset -c "$cores" python3 -m edgeprof.cli sweep \
     "$STATE/qwen-backends-$ctx.yaml" --isolate --retry-failed --allow-mismatch --cell-timeout 300 --no-progress --no-plots \
-    --out "$STATE/sweep-$ctx" > "$STATE/logs/sweep-$ctx.log" 2>&1
+    --out "$STATE/sweep-$ctx" >> "$STATE/logs/sweep-$ctx.log" 2>&1
   mark "gpu$gpu sweep ctx $ctx rc=$?"
   "$@"
 }
@@ -66,11 +56,45 @@ llama_bench() {
       > "$STATE/logs/llama-bench.log" 2>&1; mark "llama bench (verbose log) rc=$?"
   fi
 }
-if [ "$NGPU" -ge 2 ]; then
+build_llama() {  # cores jobs
+  rm -f "$STATE/.llama-build-ended"
+  [ -f "$STATE/.llama-built" ] && return 0
+  ( LLAMACPP_STATE="$STATE/llamacpp" OUT="$STATE" MAX_JOBS=$2 timeout "$(left)" taskset -c "$1" \
+      bash benchmarks/llamacpp_cuda_build.sh build > "$STATE/logs/llama-build.log" 2>&1 && touch "$STATE/.llama-built"
+    mark "llama.cpp build finished rc=$?"; touch "$STATE/.llama-build-ended" ) &
+}
+jit_exl2() {  # cores jobs
+  MAX_JOBS=$2 taskset -c "$1" python3 -c "import exllamav2, exllamav2.ext" > "$STATE/logs/exl2-jit.log" 2>&1
+  mark "exllamav2 JIT rc=$?"
+}
+jit_w4() {
+  taskset -c "$1" python3 -c "from edgeprof.fast import w4cuda; w4cuda.load_extension()" > "$STATE/logs/w4cuda-jit.log" 2>&1
+  mark "w4cuda JIT rc=$?"
+}
+if [ "$NGPU" -ge 2 ]; then  # 32 cores: build on 12-31 while both JITs run, then one context per GPU
+  build_llama 12-31 20
+  jit_w4 8-11 &
+  W4=$!
+  jit_exl2 0-7 8
+  wait $W4
   run_gpu 0 0-5 2048 explain_nf4_exl2 &
   run_gpu 1 6-11 16384 llama_bench &
-else  # one GPU: both contexts, then the rest, one after another on it
-  ( run_gpu 0 0-5 2048 true; run_gpu 0 0-5 16384 explain_nf4_exl2; llama_bench ) &
+else  # 16 cores, one GPU: edgeprof's own backends first while ExLlamaV2 JIT-builds, then ExLlamaV2, then llama.cpp
+  build_llama 6-15 10
+  jit_exl2 2-5 4 &
+  EXL2_JIT=$!
+  jit_w4 0-1
+  ALL="${SWEEP_BACKENDS:-$(sed -n 's/^backends: \[\(.*\)\]/\1/p' configs/sweeps/qwen-backends.yaml)}"
+  FIRST=$(echo "$ALL" | tr ',' '\n' | sed 's/^ *//' | grep -v '^exllamav2$' | paste -sd, | sed 's/,/, /g')
+  SWEEP_BACKENDS="$FIRST" run_gpu 0 0-1 2048 true
+  SWEEP_BACKENDS="$FIRST" run_gpu 0 0-1 16384 true
+  wait $EXL2_JIT
+  if echo "$ALL" | grep -qw exllamav2; then
+    SWEEP_BACKENDS=exllamav2 run_gpu 0 0-3 2048 true
+    SWEEP_BACKENDS=exllamav2 run_gpu 0 0-3 16384 true
+  fi
+  explain_nf4_exl2
+  llama_bench
 fi
 wait
 mark "done"
