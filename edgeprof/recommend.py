@@ -114,6 +114,30 @@ def correctness_problem(r: dict[str, Any]) -> str | None:
     return f"failed the old correctness gate ({c.get('rule') or 'no rule recorded'})"
 
 
+def _family(weights: str | None) -> str:
+    """rtn4-g128 and rtn4-g64 are one quantizer (group sizes differ with the model's widths)."""
+    return (weights or "?").lower().split("-g")[0]
+
+
+def borrow_quality(records: list[dict[str, Any]], donors: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """Records without a measured quality get one from `donors` (a run on REAL weights): the same
+    backend's, else a backend with the same weight quantizer (`_family`), so synthetic-weight GPU cells
+    show quality beside latency. The copy names its donor (`borrowed_from`); measured quality is kept."""
+    measured = [d for d in donors if (d.get("quality") or {}).get("agreement") is not None]
+    by_backend = {d["backend"]: d for d in reversed(measured)}  # first record of a backend wins
+    by_family = {_family(d.get("weights")): d for d in reversed(measured)}
+    out = []
+    for r in records:
+        q = r.get("quality") or {}
+        donor = None if q.get("agreement") is not None else (
+            by_backend.get(r.get("backend")) or by_family.get(_family(r.get("weights"))))
+        if donor is not None:
+            r = {**r, "quality": {**donor["quality"], "borrowed_from": f"{donor['backend']} ({donor.get('weights')}) "
+                                  f"in {source}"}}
+        out.append(r)
+    return out
+
+
 def quality_of(r: dict[str, Any]) -> tuple[float | None, float | None]:
     q = r.get("quality") or {}
     return q.get("agreement"), q.get("perplexity")
@@ -145,8 +169,11 @@ def judge(r: dict[str, Any], slo_ms: float, mem_budget: int | None, min_agreemen
         v.notes.append(f"load peak {r['load_peak_mem_bytes'] / 1e9:.2f} GB (loading/quantizing, before decoding)")
     _judge_checks(v, r, min_agreement, failed_kernels)
     if r.get("synthetic"):
-        q = (r.get("quality") or {}).get("model")
-        v.notes.append("synthetic weights: timings only" + (f"; quality measured on {q} (real weights)" if q else ""))
+        q = r.get("quality") or {}
+        src = f"; quality measured on {q['model']} (real weights)" if q.get("model") else ""
+        if q.get("borrowed_from"):
+            src += f", from {q['borrowed_from']}"
+        v.notes.append("synthetic weights: timings only" + src)
     v.accepted = not v.reasons
     return v
 
@@ -345,11 +372,11 @@ def format_recommendation(rec: Recommendation) -> str:
             continue
         if g["measured"]:
             lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}")
-            head = (f"  {'rank':<5}{'backend':<20}{'weights':<12}{'p99 ms':>9}{'p50 ms':>9}{'mem GB':>8}"
+            head = (f"  {'rank':<5}{'backend':<24}{'weights':<12}{'p99 ms':>9}{'p50 ms':>9}{'mem GB':>8}"
                     f"{'kernel':>8}{'agree':>7}{'ppl':>8}")
         else:
             lines.append(f"{g['model']} on {g['gpu']}, ctx {g['ctx']}  [BOUND, NOT MEASURED: analytic floor only]")
-            head = (f"  {'rank':<5}{'backend':<20}{'weights':<12}{'proj ms':>9}{'bound ms':>9}{'mem GB':>8}"
+            head = (f"  {'rank':<5}{'backend':<24}{'weights':<12}{'proj ms':>9}{'bound ms':>9}{'mem GB':>8}"
                     f"{'kernel':>8}{'agree':>7}{'ppl':>8}")
         if g["accepted"]:
             lines.append(head)
@@ -357,7 +384,7 @@ def format_recommendation(rec: Recommendation) -> str:
                 mem = f"{v['mem_bytes'] / 1e9:.2f}" if v["mem_bytes"] else "?"
                 a, b = (v["p99_ms"], v["p50_ms"]) if g["measured"] else (v["projected_ms"], v["bound_ms"])
                 kern, agree, ppl = _check_cells(v)
-                lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{_ms(a):>9}{_ms(b):>9}{mem:>8}"
+                lines.append(f"  {i:<5}{v['backend']:<24}{str(v['weights']):<12}{_ms(a):>9}{_ms(b):>9}{mem:>8}"
                              f"{kern:>8}{agree:>7}{ppl:>8}")
                 lines += _notes(v)
         lines += _rejections(g)
@@ -384,12 +411,12 @@ def _rejections(g: dict[str, Any]) -> list[str]:
 def _format_predicted(g: dict[str, Any]) -> list[str]:
     lines = [f"{g['model']} on {g['gpu']}, ctx {g['ctx']}  [PREDICTED, NOT MEASURED]"]
     if g["accepted"]:
-        lines.append(f"  {'rank':<5}{'backend':<20}{'weights':<12}{'PREDICTED':>10}  band{'':<12}{'kernel':>8}{'agree':>7}")
+        lines.append(f"  {'rank':<5}{'backend':<24}{'weights':<12}{'PREDICTED':>10}  band{'':<12}{'kernel':>8}{'agree':>7}")
         for i, v in enumerate(g["accepted"], 1):
             lo, hi = v["band_ms"]
             kern, agree, _ = _check_cells(v)
             band = f"[{_ms(lo)}, {_ms(hi)}]"
-            lines.append(f"  {i:<5}{v['backend']:<20}{str(v['weights']):<12}{_ms(v['predicted_ms']):>10}  {band:<16}"
+            lines.append(f"  {i:<5}{v['backend']:<24}{str(v['weights']):<12}{_ms(v['predicted_ms']):>10}  {band:<16}"
                          f"{kern:>8}{agree:>7}")
             lines += _notes(v)
     return lines + _rejections(g)

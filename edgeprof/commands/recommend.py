@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="explain records (file or dir): on a GPU with no cells, rank by the PREDICTED step")
     p.add_argument("--host-cpu", type=float, default=1.0, metavar="FACTOR",
                    help="with --profiles: target host CPU time / profiled host CPU time (default 1)")
+    p.add_argument("--quality-from", metavar="DIR",
+                   help="a run on REAL weights (e.g. the SmolLM2 CPU sweep): cells without a measured quality take "
+                        "the same backend's (else the same quantizer's) from it, labelled with the donor")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -36,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
         from edgeprof.predict_data import load_explains
 
         profiles = load_explains(args.profiles)
-    rec = recommend(load_records(args.results), args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx,
+    records = load_records(args.results)
+    if args.quality_from:
+        from edgeprof.recommend import borrow_quality
+
+        records = borrow_quality(records, load_records(args.quality_from), args.quality_from)
+    rec = recommend(records, args.slo_ms, args.mem_gb, args.gpu, args.model, args.ctx,
                     profiles, args.host_cpu, args.min_agreement)
     print(json.dumps(rec.to_dict(), indent=1) if args.json else format_recommendation(rec))
     return 0
