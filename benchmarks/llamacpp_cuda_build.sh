@@ -14,7 +14,8 @@
 # vendored gguf-py for the GGUF writer and the carried diskcache wheel (llama_cpp imports it).
 # Environment: LLAMACPP_DIR (default .llamacpp-cuda at the repo root), OUT (default ./out),
 #              LLAMACPP_STATE (build tree + GGUF, default ~/.cache/edgeprof/llamacpp-cuda),
-#              LLAMACPP_CTX (default 2048,16384), LLAMACPP_STEPS (default 64), MAX_JOBS (default nproc).
+#              LLAMACPP_CTX (default 2048,16384), LLAMACPP_STEPS (default 64), MAX_JOBS (default nproc),
+#              LLAMACPP_CMAKE_EXTRA (more CMake flags, e.g. -DGGML_CUDA_FA=OFF: a much shorter build, no FlashAttention).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,15 +67,15 @@ build() {
   start=$(date +%s)
   # sm_90 only (H100/H200); every layer runs on the GPU, so the CPU part is built without -march=native.
   "$cm" -S "$SRC" -B "$STATE/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF ${LLAMACPP_CMAKE_EXTRA:-} \
     -DSKBUILD_PLATLIB_DIR="$STATE/platlib" -DCMAKE_INSTALL_PREFIX="$STATE/prefix" \
     > "$RES/cmake-configure.log" 2>&1 || { tail -30 "$RES/cmake-configure.log"; exit 1; }
   "$cm" --build "$STATE/build" -j "${MAX_JOBS:-$(nproc)}" > "$RES/cmake-build.log" 2>&1 \
     || { tail -40 "$RES/cmake-build.log"; exit 1; }
   "$cm" --install "$STATE/build" > "$RES/cmake-install.log" 2>&1 || { tail -20 "$RES/cmake-install.log"; exit 1; }
   local secs=$(( $(date +%s) - start ))
-  printf '{"build_s": %d, "jobs": %s, "nvcc": "%s", "cmake_flags": "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"}\n' \
-    "$secs" "${MAX_JOBS:-$(nproc)}" "$(nvcc --version | tail -1)" > "$RES/build.json"
+  printf '{"build_s": %d, "jobs": %s, "nvcc": "%s", "cmake_flags": "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF %s"}\n' \
+    "$secs" "${MAX_JOBS:-$(nproc)}" "$(nvcc --version | tail -1)" "${LLAMACPP_CMAKE_EXTRA:-}" > "$RES/build.json"
   say "CUDA build took $secs s; libraries in $SRC/llama_cpp/lib"
 }
 
