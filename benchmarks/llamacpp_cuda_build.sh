@@ -7,6 +7,7 @@
 #   bash benchmarks/llamacpp_cuda_build.sh build          # DEVICE: CUDA build (sm_90 only) under $LLAMACPP_STATE
 #   bash benchmarks/llamacpp_cuda_build.sh bench          # DEVICE: write the GGUF, time ctx 2048 and 16384
 #   bash benchmarks/llamacpp_cuda_build.sh all            # DEVICE: build (skipped when already built) + bench
+#   bash benchmarks/llamacpp_cuda_build.sh probe          # DEVICE: which GGUF loads crash (subprocesses, gdb bt)
 #
 # Results go to $OUT/llamacpp-cuda (cells.json, summary.json, build.json, logs); the table prints last.
 # No pip on the device: the library is built with CMake straight from the sdist and installed into the
@@ -94,10 +95,21 @@ bench() {
       ${key:+--gpu-key "$key"} --out "$RES" 2>&1 | tee "$RES/bench.log" | tail -20
 }
 
+probe() {  # each load in its own process: a segfault ends one case, the table shows which ones survive
+  mkdir -p "$RES"
+  [ -f "$SRC/llama_cpp/lib/libggml-cuda.so" ] || { say "not built yet: run 'build' first"; exit 1; }
+  local dc
+  dc="$(ls "$DIR"/diskcache-*.whl 2>/dev/null | head -1 || true)"
+  PYTHONPATH="$SRC:$SRC/vendor/llama.cpp/gguf-py:${dc}:$REPO${PYTHONPATH:+:$PYTHONPATH}" \
+    python3 benchmarks/llamacpp_load_probe.py --device cuda --gguf-dir "$STATE/gguf" --out "$RES" 2>&1 \
+    | tee "$RES/probe.log" | tail -60
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   build) build ;;
   bench) bench ;;
   all) build; bench ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  probe) probe ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -46,8 +46,10 @@ def _random(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return (rng.standard_normal((rows, cols), dtype=np.float32) * STD).astype(np.float32)  # [rows, cols]
 
 
-def write(shape: ModelShape, path: str | Path, seed: int = 1234, ctx: int | None = None) -> Path:
-    """Write a SYNTHETIC Q4_0 GGUF of `shape` to `path` (atomically); returns the path."""
+def write(shape: ModelShape, path: str | Path, seed: int = 1234, ctx: int | None = None,
+          tile_rows: int = TILE_ROWS) -> Path:
+    """Write a SYNTHETIC Q4_0 GGUF of `shape` to `path` (atomically); returns the path.
+    `tile_rows`: random rows per tall matrix (tests lower it to reach the repeat path on a tiny shape)."""
     gguf = _gguf()
     q4 = gguf.GGMLQuantizationType.Q4_0
     arch = ARCHES.get(shape.arch)
@@ -64,9 +66,9 @@ def write(shape: ModelShape, path: str | Path, seed: int = 1234, ctx: int | None
 
     def q(rows: int, cols: int) -> np.ndarray:
         """Quantized bytes of one random [rows, cols] matrix, shared by every tensor of that shape.
-        Tall ones (the vocab-sized embedding/head) repeat a block of TILE_ROWS random rows."""
+        Tall ones (the vocab-sized embedding/head) repeat a block of `tile_rows` random rows."""
         if (rows, cols) not in cache:
-            block = gguf.quants.quantize(_random(rng, min(rows, TILE_ROWS), cols), q4)  # [r, cols/32*18] uint8
+            block = gguf.quants.quantize(_random(rng, min(rows, tile_rows), cols), q4)  # [r, cols/32*18] uint8
             reps = -(-rows // block.shape[0])
             cache[(rows, cols)] = np.ascontiguousarray(np.tile(block, (reps, 1))[:rows])
         return cache[(rows, cols)]
@@ -76,7 +78,7 @@ def write(shape: ModelShape, path: str | Path, seed: int = 1234, ctx: int | None
     w.add_name(f"{shape.name} [SYNTHETIC]")
     w.add_description(f"SYNTHETIC random weights N(0, {STD}) with the shape of {shape.name}, written by edgeprof; "
                       "one random tensor per distinct shape, repeated in every layer (vocab-sized ones repeat "
-                      f"{TILE_ROWS} random rows); Q4_0 (RTN, gguf-py)")
+                      f"{tile_rows} random rows); Q4_0 (RTN, gguf-py)")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
     w.add_context_length(ctx or shape.max_ctx)
     w.add_embedding_length(h)
