@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validation table of `edgeprof predict` from committed profiles (offline, no GPU).
 
-    PYTHONPATH=. python3 benchmarks/predict_table.py --out results/h200/2026-11-28-predict-calibration/validation.jsonl
+    PYTHONPATH=. python3 benchmarks/predict_table.py --out results/h200/2026-11-28-qwen-backends/predict-validation.jsonl
+    (the first table, without the H200 -> L4 quantized rows: results/h200/2026-11-28-predict-calibration/validation.jsonl)
 
 Rows (one per cell; every prediction is labelled PREDICTED):
 * H200 -> H100: the H200 profiles of results/h200/2026-11-28-predict-calibration (full
