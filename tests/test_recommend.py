@@ -129,3 +129,25 @@ def test_cli_on_a_results_dir(run_edgeprof, tmp_path) -> None:
     assert "rejected hf-eager: p99 75.00 ms > SLO 10 ms" in proc.stdout
     proc = run_edgeprof("recommend", "--results", str(tmp_path / "nope"), "--slo-ms", "10")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_borrow_quality_same_backend_then_same_quantizer_and_names_the_donor() -> None:
+    from edgeprof.recommend import borrow_quality
+
+    donors = [
+        {"backend": "torchao-int4", "weights": "rtn4-g64", "quality": {"agreement": 0.43, "perplexity": 21.9}},
+        {"backend": "hf-eager", "weights": "bf16", "quality": {"agreement": 1.0, "perplexity": 9.7}},
+        {"backend": "bnb-nf4", "weights": "nf4", "quality": {"agreement": None}},  # not measured: never a donor
+    ]
+    cells = [
+        {"backend": "torchao-int4", "weights": "rtn4-g128"},  # same backend
+        {"backend": "exllamav2", "weights": "rtn4-g128"},  # same quantizer (rtn4, another group)
+        {"backend": "bnb-nf4", "weights": "nf4"},  # donor has none: stays unknown
+        {"backend": "hf-graph", "weights": "bf16", "quality": {"agreement": 0.99, "perplexity": 9.8}},  # kept
+    ]
+    out = borrow_quality(cells, donors, "cpu-run")
+    assert out[0]["quality"]["agreement"] == 0.43 and out[0]["quality"]["borrowed_from"] == "torchao-int4 (rtn4-g64) in cpu-run"
+    assert out[1]["quality"]["borrowed_from"].startswith("torchao-int4")
+    assert (out[2].get("quality") or {}).get("agreement") is None
+    assert out[3]["quality"] == {"agreement": 0.99, "perplexity": 9.8}
+    assert "quality" not in cells[0]  # inputs untouched
