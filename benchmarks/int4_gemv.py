@@ -16,6 +16,13 @@ and cuBLAS bf16 as GB/s and fraction of the copy bandwidth, then (with --step-ct
 decode step of edgeprof-fast / -int4 (tinygemm) / -int4-cuda and `edgeprof explain` of the new path:
 
     python benchmarks/int4_gemv.py --suite kernel --step-ctx 2048,16384 --out-dir $OUT
+
+`--suite tune` sweeps the CUDA kernel's launch shape per Qwen2.5-7B shape (qkv, o, gate_up, down):
+K splits {1,2,3,4,6,8} (group-aligned) x variant (base: the default kernel; w8: 8 warps per CTA;
+persist: fewer CTAs walking the row-block columns, x staged once, next row block prefetched),
+each checked before it is timed, and writes tune.json (table, best config per shape):
+
+    python benchmarks/int4_gemv.py --suite tune --repeats 30 --out-dir $OUT
 """
 
 from __future__ import annotations
@@ -128,16 +135,28 @@ def _quant(n: int, k: int, group: int, asym: bool, g: torch.Generator):
     return q, z, s.to(torch.bfloat16).float()
 
 
-def check_cuda_kernel(model: str, name: str, k: int, n: int, group: int, asym: bool, trials: int = 3) -> dict:
-    """Fresh random inputs per trial; output memory poisoned with NaN first; float64 reference on the
-    dequantized weights; split-K determinism (two calls bitwise equal); fused bias and SiLU*up."""
-    from edgeprof.fast.w4cuda import W4CudaLinear, pack_w4
+def check_inputs(n: int, k: int, group: int, asym: bool) -> dict:
+    """check_cuda_kernel's weights: packed int4, the float64 dequantized matrix, a bias, and the
+    generator that then draws the trial inputs (reused across launch configs by --suite tune)."""
+    from edgeprof.fast.w4cuda import pack_w4
 
     g = torch.Generator(device="cuda").manual_seed(n * 7 + k + group + asym)
     q, z, s = _quant(n, k, group, asym, g)
     w64 = dequantize(q, z, s, group).double()  # [N, K]
     bias = torch.randn(n, device="cuda", generator=g).to(torch.bfloat16)
-    lin = W4CudaLinear(pack_w4(q, z, s, group))
+    return {"packed": pack_w4(q, z, s, group), "w64": w64, "bias": bias, "g": g}
+
+
+def check_cuda_kernel(model: str, name: str, k: int, n: int, group: int, asym: bool, trials: int = 3,
+                      launch: dict | None = None, prep: dict | None = None) -> dict:
+    """Fresh random inputs per trial; output memory poisoned with NaN first; float64 reference on the
+    dequantized weights; split-K determinism (two calls bitwise equal); fused bias and SiLU*up.
+    `launch`: W4CudaLinear's launch keywords (splits, variant, grid_x); `prep`: check_inputs()."""
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    prep = prep or check_inputs(n, k, group, asym)
+    g, w64, bias = prep["g"], prep["w64"], prep["bias"]
+    lin = W4CudaLinear(prep["packed"], **(launch or {}))
     worst, deterministic, unwritten = 0.0, True, 0
     for trial in range(trials):
         x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16) * (1 + trial)
@@ -325,22 +344,233 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---------------------------------------------------------------- issue 12: launch-shape tuning
+TUNE_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584),
+               ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584)]
+TUNE_FIELDS = ("variant", "splits", "tiles_per_split", "grid_x", "ctas")
+CONTEXT_LOST = ("illegal memory access", "unspecified launch failure", "misaligned address", "illegal instruction")
+
+
+def parse_int_list(text: str, field: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); a clear error naming the option otherwise."""
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"{field}: {text!r} is not a comma-separated list of integers (e.g. 1,2,3,4,6,8)") from None
+    if not vals or min(vals) < 1:
+        raise SystemExit(f"{field}: {text!r} needs at least one integer >= 1")
+    return vals
+
+
+def tune_label(cfg: dict) -> str:
+    """'persist s4 g132': variant, splits and (persistent) CTAs per split of one launch config."""
+    return f"{cfg['variant']} s{cfg['splits']}" + (f" g{cfg['grid_x']}" if cfg.get("grid_x") else "")
+
+
+def best_per_shape(rows: list[dict]) -> dict[str, dict]:
+    """Per shape: the fastest config that passed its check and was timed, next to the default one."""
+    best: dict[str, dict] = {}
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        timed = [r for r in rows if r["shape"] == shape and r.get("status") == "ok"]
+        default = next((r for r in timed if r.get("default")), None)
+        if not timed:
+            best[shape] = {"best": None, "default": default}
+            continue
+        top = max(timed, key=lambda r: r["gb_per_s"])
+        entry = {"best": {f: top[f] for f in (*TUNE_FIELDS, "us_p50", "gb_per_s", "frac_copy_bw")},
+                 "default": {f: default[f] for f in (*TUNE_FIELDS, "us_p50", "gb_per_s", "frac_copy_bw")}
+                 if default else None}
+        if default:
+            entry["speedup_vs_default"] = default["us_p50"] / top["us_p50"]
+        best[shape] = entry
+    return best
+
+
+def format_tune_table(rows: list[dict], copy_bw: float, gpu: str) -> str:
+    """One line per (shape, launch config); FAILED / SKIPPED rows carry their reason instead of a time."""
+    lines = [f"W4A16 GEMV launch tuning ({gpu}; copy bw {copy_bw / 1e12:.3f} TB/s measured in this run; "
+             "* = default launch)",
+             f"{'shape':8s} {'variant':8s} {'splits':>6s} {'tps':>4s} {'grid_x':>6s} {'CTAs':>5s} {'us':>8s} "
+             f"{'GB/s':>7s} {'of copy':>7s} check"]
+    for r in rows:
+        head = (f"{r['shape']:8s} {r['variant']:8s} {r['splits']:6d} {r['tiles_per_split']:4d} "
+                f"{r['grid_x'] or '-':>6} {r['ctas']:5d}")
+        mark = "*" if r.get("default") else ""
+        if r.get("status") == "ok":
+            lines.append(f"{head} {r['us_p50']:8.2f} {r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f} PASS{mark}")
+        else:
+            lines.append(f"{head} {'-':>8s} {'-':>7s} {'-':>7s} {str(r.get('status'))[:70]}{mark}")
+    lines.append("best per shape (fastest config that passed; default = choose_splits, base variant):")
+    for shape, b in best_per_shape(rows).items():
+        if not b["best"]:
+            lines.append(f"  {shape:8s} no config passed and was timed")
+            continue
+        t, d = b["best"], b["default"]
+        dtxt = (f"; default {tune_label(d)} {d['us_p50']:.2f} us {d['frac_copy_bw']:.3f} -> x{b['speedup_vs_default']:.2f}"
+                if d else "; default not timed")
+        lines.append(f"  {shape:8s} {tune_label(t):22s} {t['us_p50']:8.2f} us {t['gb_per_s']:7.0f} GB/s "
+                     f"{t['frac_copy_bw']:.3f} of copy{dtxt}")
+    return "\n".join(lines)
+
+
+def tune_suite(args) -> int:
+    """Every launch config of every shape: checked against the dequantized reference (sym and
+    asym, group 128, fused bias and SiLU*up) before it is timed; a failing one is FAILED, not timed."""
+    from edgeprof.fast import w4cuda
+
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tune.json"
+    rec: dict = {"benchmark": "int4_gemv --suite tune", "gpu": torch.cuda.get_device_name(),
+                 "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "group": GROUP, "weights": "SYNTHETIC RTN int4"}
+    t0 = time.time()
+    ext = w4cuda.load_extension()
+    if ext is None:
+        print("edgeprof CUDA W4 kernel unavailable:", w4cuda.build_error())
+        rec["build_error"] = w4cuda.build_error()
+        path.write_text(json.dumps(rec, indent=1))
+        return 1
+    rec["build_s"] = time.time() - t0
+    rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rec["sms"] = sms
+    print(f"build {rec['build_s']:.1f} s; copy bandwidth {bw / 1e12:.3f} TB/s; {sms} SMs", flush=True)
+    shapes = [sh for sh in TUNE_SHAPES if sh[1] in args.tune_shapes]
+    deadline = t0 + args.time_budget
+    rows: list[dict] = []
+    lost = ""  # a launch that broke the CUDA context: nothing after it can be trusted
+    for variant in args.tune_variants:  # variant-major: a crashing variant cannot hide the others' data
+        for model, name, k, n in shapes:
+            cache = _tune_cache(name, k, n)
+            for cfg in w4cuda.tune_configs(n, k, GROUP, sms, args.tune_splits, (variant,)):
+                row = {"model": model, "shape": name, "k": k, "n": n, **cfg}
+                if lost or time.time() > deadline:
+                    row["status"] = f"SKIPPED ({lost or 'time budget --time-budget spent'})"
+                else:
+                    row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model))
+                    if any(m in str(row.get("status")) for m in CONTEXT_LOST):
+                        lost = f"CUDA context lost at {name} {tune_label(cfg)}"
+                rows.append(row)
+                print(f"{name:8s} {tune_label(cfg):24s} ctas {cfg['ctas']:5d} "
+                      + (f"{row['us_p50']:8.2f} us {row['frac_copy_bw']:.3f}" if row.get("status") == "ok"
+                         else str(row.get("status"))[:90]), flush=True)
+            rec["rows"] = rows
+            path.write_text(json.dumps(rec, indent=1, default=str))
+    rec["best"] = best_per_shape(rows)
+    rec["wall_s"] = time.time() - t0
+    path.write_text(json.dumps(rec, indent=1, default=str))
+    print(format_tune_table(rows, bw, rec["gpu"]), flush=True)
+    print(f"wrote {path} ({rec['wall_s']:.0f} s)")
+    return 0 if all(r.get("status") == "ok" or "SKIPPED" in str(r.get("status")) for r in rows) and not lost else 1
+
+
+_TUNE_CACHE: dict = {}
+
+
+def _tune_cache(name: str, k: int, n: int) -> dict:
+    """Per shape, built once: check inputs (sym, asym), the timing input and reference, and weight
+    copies (packed once, cloned) that together exceed L2 so every timed call streams from HBM."""
+    from edgeprof.fast.w4cuda import W4Packed
+
+    if name in _TUNE_CACHE:
+        return _TUNE_CACHE[name]
+    _TUNE_CACHE.clear()  # one shape's copies at a time (gate_up's float64 matrices are 1 GB each)
+    torch.cuda.empty_cache()
+    sym, asym = check_inputs(n, k, GROUP, False), check_inputs(n, k, GROUP, True)
+    p = sym["packed"]
+    copies = [p] + [W4Packed(p.qw.clone(), p.sz.clone(), p.n, p.k, p.group, p.asym)
+                    for _ in range(_copies(p.nbytes) - 1)]
+    x = torch.randn(1, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)).to(torch.bfloat16)
+    _TUNE_CACHE[name] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t()}
+    return _TUNE_CACHE[name]
+
+
+def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str) -> dict:
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
+    res: dict = {}
+    try:
+        for kind in ("sym", "asym"):
+            c = check_cuda_kernel(model, name, k, n, GROUP, kind == "asym", launch=launch, prep=cache[kind])
+            res[f"check_{kind}"] = {f: c[f] for f in ("rel_err", "rel_err_fused_bias_silu", "deterministic",
+                                                       "unwritten", "splits", "passed")}
+            if c["splits"] != cfg["splits"]:
+                res["status"] = f"FAILED (built {c['splits']} splits, config says {cfg['splits']})"
+                return res
+            if not c["passed"]:
+                res["status"] = (f"FAILED ({kind}: rel {c['rel_err']:.1e} fused {c['rel_err_fused_bias_silu']:.1e} "
+                                 f"det {c['deterministic']} unwritten {c['unwritten']})")
+                return res
+        x = cache["x"]
+        layers = [W4CudaLinear(p, **launch) for p in cache["copies"]]
+        row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
+                   layers[0](x), cache["ref"], repeats)
+        del layers
+    except Exception as exc:  # a launch error is a FAILED config, reported with its message
+        res["status"] = f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"
+        return res
+    res.update({f: row[f] for f in ("status", "rel_err", "bytes", "copies", "us_p50", "us_p90", "gb_per_s")
+                if f in row})
+    if row.get("status") == "ok":
+        res["frac_copy_bw"] = row["gb_per_s"] * 1e9 / copy_bw
+    return res
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--suite", choices=["all", "kernel"], default="all",
-                    help="all: every kernel incl. Triton tile sweeps; kernel: issue 12's CUDA kernel suite")
+    ap.add_argument("--suite", choices=["all", "kernel", "tune"], default="all",
+                    help="all: every kernel incl. Triton tile sweeps; kernel: issue 12's CUDA kernel suite; "
+                         "tune: launch-shape sweep of the CUDA kernel (splits x variant) per Qwen2.5-7B shape")
     ap.add_argument("--out-dir", type=Path, default=Path("int4_kernel_out"), help="--suite kernel: where JSON goes")
     ap.add_argument("--all-shapes", action="store_true", help="--suite kernel: time Llama/Mistral shapes too")
     ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
     ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
     ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
-    args = ap.parse_args(argv)
+    ap.add_argument("--tune-splits", type=lambda v: parse_int_list(v, "--tune-splits"), default=(1, 2, 3, 4, 6, 8),
+                    help="--suite tune: K splits to try (each made group-aligned; the default launch's is added)")
+    ap.add_argument("--tune-variants", type=_variant_list, default=("base", "w8", "persist"),
+                    help="--suite tune: kernel variants, comma-separated, from base,w8,persist")
+    ap.add_argument("--tune-shapes", type=_shape_list, default=tuple(sh[1] for sh in TUNE_SHAPES),
+                    help="--suite tune: shapes, comma-separated, from qkv,o,gate_up,down")
+    ap.add_argument("--time-budget", type=float, default=170.0,
+                    help="--suite tune: seconds (build included) after which remaining configs are SKIPPED")
+    return ap
+
+
+def _variant_list(text: str) -> tuple[str, ...]:
+    from edgeprof.fast.w4cuda import VARIANTS
+
+    vals = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in vals if v not in VARIANTS]
+    if bad or not vals:
+        raise argparse.ArgumentTypeError(f"--tune-variants: {bad or text!r} not in {','.join(VARIANTS)}")
+    return vals
+
+
+def _shape_list(text: str) -> tuple[str, ...]:
+    names = [sh[1] for sh in TUNE_SHAPES]
+    vals = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in vals if v not in names]
+    if bad or not vals:
+        raise argparse.ArgumentTypeError(f"--tune-shapes: {bad or text!r} not in {','.join(names)}")
+    return vals
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not torch.cuda.is_available():
         print("int4_gemv needs an NVIDIA GPU", file=sys.stderr)
         return 2
+    if args.suite == "tune":
+        import faulthandler
+
+        faulthandler.enable()
+        return tune_suite(args)
     if args.suite == "kernel":
         import faulthandler
 

@@ -26,6 +26,11 @@ import torch
 CSRC = Path(__file__).parent / "csrc"
 GROUPS = (32, 64, 128)
 TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of loads in flight
+MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays within 40 KB of shared memory
+# launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, warps per CTA, persistent);
+# "base" is the default path for every group size, the others are tuning variants for group 128 only
+VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True)}
+VARIANT_GROUPS = {"base": GROUPS, "w8": (128,), "persist": (128,)}
 
 
 @dataclass
@@ -142,20 +147,94 @@ def choose_splits(n: int, k: int, group: int, sms: int) -> tuple[int, int]:
     return -(-tiles // tps), tps
 
 
+def split_plan(k: int, group: int, splits: int) -> tuple[int, int]:
+    """(splits, tiles per split) for a requested number of K splits: slices start on group
+    boundaries and none is empty, so the result can have FEWER splits than asked (K = 3584 has
+    56 tiles: 8 splits of 7 tiles would cut a 2-tile group, so it becomes 7 splits of 8)."""
+    if splits < 1:
+        raise ValueError(f"splits: {splits} must be >= 1")
+    tiles, tpg = k // 64, max(1, group // 64)
+    tps = -(-tiles // splits)
+    tps = -(-tps // tpg) * tpg
+    if tps > MAX_SLICE_TILES:
+        raise ValueError(f"splits: {splits} leaves {tps} tiles per split for in={k}; the x slice must fit "
+                         f"{MAX_SLICE_TILES} tiles of shared memory, use more splits")
+    return -(-tiles // tps), tps
+
+
+def launch_ctas(n: int, splits: int, variant: str = "base", grid_x: int = 0) -> int:
+    """CTAs one call launches (grid.x * grid.y), as csrc/w4a16_gemv.cu computes its grid."""
+    _, warps, persist = VARIANTS[variant]
+    nbx = -(-(n // 16) // warps)
+    gx = min(grid_x, nbx) if persist and grid_x > 0 else nbx
+    return gx * splits
+
+
+def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] = (1, 2, 3, 4, 6, 8),
+                 variants: tuple[str, ...] = ("base", "w8", "persist"),
+                 ctas_per_sm: tuple[int, ...] = (1, 2, 3, 4)) -> list[dict]:
+    """Launch configurations to time for one shape: every requested split count (as split_plan
+    makes it, duplicates dropped, plus the default choose_splits one) for each variant; the
+    persistent variant at grids of `ctas_per_sm` CTAs per SM in all and at ceil(columns / m) CTAs
+    per split (m = 2, 3, 4: every CTA walks exactly m columns). Pure: no GPU needed."""
+    default = choose_splits(n, k, group, sms)
+    plans: list[tuple[int, int]] = []
+    for s in splits:
+        try:
+            plan = split_plan(k, group, s)
+        except ValueError:  # x slice too large for shared memory at this few splits: not a config
+            continue
+        if plan not in plans:
+            plans.append(plan)
+    if default not in plans:
+        plans.append(default)
+    plans.sort()
+    configs = []
+    for variant in variants:
+        if group not in VARIANT_GROUPS[variant]:
+            continue
+        _, warps, persist = VARIANTS[variant]
+        nbx = -(-(n // 16) // warps)
+        for sp, tps in plans:
+            grids = [0]
+            if persist:  # grid_x < nbx only: at nbx the persistent kernel is the one-CTA-per-column launch
+                cand = [max(1, sms * b // sp) for b in ctas_per_sm] + [-(-nbx // m) for m in (2, 3, 4)]
+                grids = sorted({g for g in cand if g < nbx})
+            for gx in grids:
+                configs.append({"variant": variant, "splits": sp, "tiles_per_split": tps, "grid_x": gx,
+                                "ctas": launch_ctas(n, sp, variant, gx),
+                                "default": variant == "base" and (sp, tps) == default})
+    return configs
+
+
 class W4CudaLinear:
-    """y [1, N] = x [1, K] @ W^T (+ bias); `fused_silu(gate_up [1, 2K])` applies silu(g) * u first."""
+    """y [1, N] = x [1, K] @ W^T (+ bias); `fused_silu(gate_up [1, 2K])` applies silu(g) * u first.
+
+    Launch shape (tuning; the defaults are the measured default path): `splits` overrides
+    choose_splits (through split_plan), `variant` picks a compiled variant of VARIANTS, `grid_x`
+    is the persistent variant's CTAs per split (0: one per 64-row column, as base)."""
 
     kernel_name = "edgeprof-w4a16-cuda"
 
-    def __init__(self, packed: W4Packed, bias: torch.Tensor | None = None, ext=None):
+    def __init__(self, packed: W4Packed, bias: torch.Tensor | None = None, ext=None, *, splits: int | None = None,
+                 variant: str = "base", grid_x: int = 0):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: {variant!r} is not one of {sorted(VARIANTS)}")
+        if packed.group not in VARIANT_GROUPS[variant]:
+            raise ValueError(f"variant: {variant!r} is compiled for group {VARIANT_GROUPS[variant]} only, "
+                             f"not {packed.group}; use variant='base'")
         self.p, self.ext = packed, ext or load_extension()
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
         dev = packed.qw.device
         self.bias = bias.to(torch.bfloat16).contiguous() if bias is not None else torch.empty(0, device=dev,
                                                                                                dtype=torch.bfloat16)
-        sms = torch.cuda.get_device_properties(dev).multi_processor_count
-        self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
+        self.variant, self.variant_id, self.grid_x = variant, VARIANTS[variant][0], max(0, int(grid_x))
+        if splits is None:
+            sms = torch.cuda.get_device_properties(dev).multi_processor_count
+            self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
+        else:
+            self.splits, self.tps = split_plan(packed.k, packed.group, splits)
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
@@ -164,8 +243,11 @@ class W4CudaLinear:
 
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
-        return self.ext.gemv(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k, p.group,
-                             p.asym, act, self.splits, self.tps)
+        if self.variant_id == 0 and self.grid_x == 0:  # the default path, as the decoder uses it
+            return self.ext.gemv(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+                                 p.group, p.asym, act, self.splits, self.tps)
+        return self.ext.gemv_variant(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+                                     p.group, p.asym, act, self.splits, self.tps, self.variant_id, self.grid_x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:  # prefill (M > 1): not a GEMV; dequantize this layer once per call

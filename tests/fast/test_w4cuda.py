@@ -69,3 +69,68 @@ def test_int4_cuda_backend_without_a_gpu_runs_tinygemm_and_records_it():
     assert dec.info().backend == "edgeprof-fast-int4-cuda"
     assert notes["int4_kernel"] == "tinygemm" and "CUDA" in notes["int4_fallback_reason"]
     assert dec.prefill([1, 2, 3]).token_id == ref.prefill([1, 2, 3]).token_id
+
+
+# ---------------------------------------------------------------- launch-shape tuning (pure logic)
+def test_split_plan_keeps_groups_whole_and_says_when_a_slice_is_too_big():
+    from edgeprof.fast.w4cuda import split_plan
+
+    assert split_plan(3584, 128, 8) == (7, 8)  # 56 tiles: 8 splits of 7 would cut a 2-tile group
+    assert split_plan(3584, 32, 8) == (8, 7)  # group 32: any tile boundary is a group boundary
+    assert split_plan(18944, 128, 1) == (1, 296)
+    assert split_plan(18944, 128, 3) == (3, 100)
+    with pytest.raises(ValueError, match="splits"):
+        split_plan(32768, 128, 1)  # 512 tiles of x do not fit shared memory
+    with pytest.raises(ValueError, match="splits"):
+        split_plan(3584, 128, 0)
+
+
+def test_launch_ctas_follows_the_kernel_grid():
+    from edgeprof.fast.w4cuda import launch_ctas
+
+    assert launch_ctas(37888, 1) == 592  # 2368 row blocks, 4 per CTA
+    assert launch_ctas(37888, 1, "w8") == 296
+    assert launch_ctas(37888, 2, "persist", 132) == 264
+    assert launch_ctas(37888, 1, "persist", 0) == 592  # grid_x 0: one CTA per column
+    assert launch_ctas(3584, 10, "persist", 999) == 560  # grid_x above the columns is clipped
+
+
+@pytest.mark.parametrize(("n", "k"), [(4608, 3584), (3584, 3584), (37888, 3584), (3584, 18944)])
+def test_tune_configs_are_valid_launches_with_one_default(n, k):
+    from edgeprof.fast.w4cuda import MAX_SLICE_TILES, launch_ctas, tune_configs
+
+    configs = tune_configs(n, k, 128, 132)
+    tiles = k // 64
+    assert sum(c["default"] for c in configs) == 1
+    default = next(c for c in configs if c["default"])
+    assert (default["splits"], default["tiles_per_split"]) == choose_splits(n, k, 128, 132)
+    keys = [(c["variant"], c["splits"], c["grid_x"]) for c in configs]
+    assert len(keys) == len(set(keys))
+    assert {c["variant"] for c in configs} == {"base", "w8", "persist"}
+    for c in configs:
+        s, tps = c["splits"], c["tiles_per_split"]
+        assert tps % 2 == 0 and tps <= MAX_SLICE_TILES and s * tps >= tiles and (s - 1) * tps < tiles
+        assert c["ctas"] == launch_ctas(n, s, c["variant"], c["grid_x"])
+        if c["variant"] == "persist":
+            assert 0 < c["grid_x"] < -(-(n // 16) // 4)  # fewer CTAs than row-block columns
+        else:
+            assert c["grid_x"] == 0
+
+
+def test_tune_configs_only_offer_variants_compiled_for_the_group():
+    from edgeprof.fast.w4cuda import tune_configs
+
+    configs = tune_configs(3584, 3584, 64, 132, splits=(1, 2))
+    assert {c["variant"] for c in configs} == {"base"}
+    assert [c["splits"] for c in configs] == sorted({1, 2, choose_splits(3584, 3584, 64, 132)[0]})
+
+
+def test_w4cuda_linear_rejects_a_variant_not_compiled_for_the_group():
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    q, z, s = quantize_rtn(torch.randn(32, 128), 64)
+    p = pack_w4(q, z, s, 64)
+    with pytest.raises(ValueError, match="variant.*group"):
+        W4CudaLinear(p, variant="persist")
+    with pytest.raises(ValueError, match="variant"):
+        W4CudaLinear(p, variant="w16")

@@ -6,13 +6,14 @@
 
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
-                          int tiles_per_split, cudaStream_t stream);
+                          int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
 
 // x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
 // bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
-torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
-                   torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, bool act, int64_t splits,
-                   int64_t tiles_per_split) {
+// variant 0: the default kernel; 1 "w8", 2 "persist" (group 128 only; grid_x: CTAs per split, 0 = all).
+torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
+                           torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
+                           bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
   TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(N % 16 == 0 && K % 64 == 0 && K % group == 0, "N % 16, K % 64 and K % group must be 0");
@@ -24,15 +25,30 @@ torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::T
   TORCH_CHECK(splits == 1 || (partial.numel() >= splits * N && partial.scalar_type() == torch::kFloat32 &&
                               counters.numel() >= (N / 16 + 3) / 4 && counters.scalar_type() == torch::kInt32),
               "split-K workspace too small");
+  TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
+                  splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
+              "splits x tiles_per_split must cover K / 64 tiles, start on group boundaries, leave no split empty");
+  TORCH_CHECK(variant == 0 || (group == 128 && (variant == 1 || variant == 2)),
+              "variant: 0 (any group), 1 or 2 (group 128 only)");
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_w4a16_launch((int)group, asym, act, qw.data_ptr(), sz.data_ptr(), x.data_ptr(), b, y.data_ptr(),
                                   splits > 1 ? partial.data_ptr<float>() : nullptr,
                                   splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
-                                  (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
+                                  (int)tiles_per_split, (int)variant, (int)grid_x,
+                                  c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "w4a16 GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
   return y;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV"); }
+torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
+                   torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, bool act, int64_t splits,
+                   int64_t tiles_per_split) {
+  return gemv_variant(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, 0, 0);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
+  m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
+}

@@ -217,17 +217,213 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
              : launch_t<G, false, false>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 
+// Tuning variants of the kernel above (same math, same layout), selected at run time by
+// edgeprof_w4a16_launch's `variant`; the default path above is left exactly as it was measured.
+// WARPS: warps per CTA (8: variant "w8", half the CTAs, each x stage shared by 8 row blocks).
+// PERSIST ("persist" variant): grid.x may be smaller than the number of row-block columns; each CTA
+// walks columns bx = blockIdx.x, + gridDim.x, ... with its split's x slice staged ONCE, and during
+// the last chunk of one row block a warp already loads the first chunk of its next one, so its
+// weight stream never drains between row blocks. Per-row arithmetic and the split order are the
+// same in every variant, so all variants give bitwise the same y for the same splits.
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST>
+__global__ void __launch_bounds__(WARPS * 32, PERSIST ? 4 : 2)
+w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
+                  const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
+                  int* __restrict__ counters, int N, int K, int tiles_per_split) {
+  constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
+  constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
+  using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
+  extern __shared__ uint4 smem_raw[];
+  uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw);  // x slice, permuted per 16 columns, bf16 pairs
+  __shared__ int last;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int T = K / 64, NG = K / G, NB = N / 16, NBX = (NB + WARPS - 1) / WARPS;
+  const int bx_step = PERSIST ? (int)gridDim.x : NBX;  // not persistent: one row-block column per CTA
+  const int t0 = blockIdx.y * tiles_per_split;
+  const int nt = min(T, t0 + tiles_per_split) - t0;
+  const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
+  float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const int gq = lane >> 2, c = lane & 3;
+  auto wptr = [&](int nb) { return qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane; };
+  auto sptr = [&](int nb) {
+    return reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+  };
+
+  // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
+  auto load_chunk = [&](const uint4* wp, const ST* sp, int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+  };
+  // The first chunk is in flight while the CTA stages x: the prologue costs no memory time.
+  int nb = blockIdx.x * WARPS + warp;
+  const uint4* wp = wptr(nb);
+  const ST* sp = sptr(nb);
+  uint4 wa[U];
+  ST sa[GPC];
+  if (nb < NB) load_chunk(wp, sp, 0, wa, sa);
+
+  // Stage x: pair i of 16-column block b holds columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9
+  // (i = 8b + 2c + 1), so lane c later reads its whole B fragment with one 64-bit load.
+  for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+    const int b = i >> 3, j = i & 7;
+    xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
+  }
+  __syncthreads();
+  for (int gi = warp; gi < ng; gi += WARPS) {
+    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) sxs[gi] = s;
+  }
+  __syncthreads();
+
+  // bx is CTA-uniform, so every __syncthreads below is reached by the whole CTA
+  for (int bx = blockIdx.x; bx < NBX; bx += bx_step) {
+    nb = bx * WARPS + warp;
+    const int nb_next = nb + bx_step * WARPS;  // this warp's next row block (PERSIST only)
+    const bool prefetch_next = PERSIST && bx + bx_step < NBX && nb_next < NB;  // warp-uniform
+    const uint4* wp_next = wptr(nb_next);
+    const ST* sp_next = sptr(nb_next);
+    float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
+    if (nb < NB) {
+      const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
+      for (int t = 0; t < nt; t += U) {
+        uint4 wb[U];
+        ST sb[GPC];
+        if (t + U < nt) {
+          load_chunk(wp, sp, t + U, wb, sb);  // next chunk in flight during this one's math
+        } else if (prefetch_next) {
+          load_chunk(wp_next, sp_next, 0, wb, sb);  // persistent: the next row block's first chunk
+        }
+        // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
+        float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (t + u >= nt) break;  // warp-uniform
+          const uint32_t words[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            uint32_t a[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) a[r] = ((words[j] >> (4 * r)) & 0x000f000fu) | 0x43004300u;
+            const uint2 xb = xq[((t + u) * 4 + j) * 4];
+            mma_bf16(acc[j & 1], a, xb.x, xb.y);
+            if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
+              const int gi = (u * 64 + j * 16) / G;
+              const float sx = sxs[(t * 64) / G + gi];
+              float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
+              if constexpr (ASYM) {
+                s0 = bf_lo(sa[gi].x); s1 = bf_hi(sa[gi].x); z0 = bf_lo(sa[gi].y); z1 = bf_hi(sa[gi].y);
+              } else {
+                s0 = bf_lo(sa[gi]); s1 = bf_hi(sa[gi]);
+              }
+              y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
+              y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
+#pragma unroll
+              for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
+            }
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) wa[u] = wb[u];
+#pragma unroll
+        for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+      }
+    }
+    if constexpr (PERSIST) {
+      // a warp whose row block was past N prefetched nothing: load its next first chunk now
+      if (!(nb < NB) && bx + bx_step < NBX && nb_next < NB) load_chunk(wp_next, sp_next, 0, wa, sa);
+      wp = wp_next;
+      sp = sp_next;
+    }
+
+    const int row = nb * 16 + gq;
+    if (gridDim.y == 1) {
+      if (nb < NB && c == 0) {
+        y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
+        y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
+      }
+      continue;
+    }
+    if (nb < NB && c == 0) {
+      partial[(size_t)blockIdx.y * N + row] = y0;
+      partial[(size_t)blockIdx.y * N + row + 8] = y1;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == (int)gridDim.y - 1;
+    __syncthreads();
+    if (!last) continue;  // every thread read `last` before any reaches the next ticket's barrier
+    __threadfence();
+    for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
+      const int r = bx * WARPS * 16 + i;
+      if (r >= N) break;
+      float s = 0.f;
+      for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+      y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
+    }
+    if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
+  }
+}
+
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST>
+cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
+                     int* counters, int N, int K, int splits, int tiles_per_split, int grid_x, cudaStream_t stream) {
+  const int nbx = (N / 16 + WARPS - 1) / WARPS;
+  // persistent: grid_x CTAs per split walk the nbx row-block columns; otherwise one CTA per column
+  const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
+  const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
+  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  kern<<<dim3(gx, splits), WARPS * 32, smem, stream>>>(
+      reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
+      reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
+      tiles_per_split);
+  return cudaGetLastError();
+}
+
+template <int G, int WARPS, bool PERSIST>
+cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                     float* partial, int* counters, int N, int K, int splits, int tps, int gx, cudaStream_t s) {
+  if (asym) {
+    return act ? tune_launch_t<G, true, true, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
+               : tune_launch_t<G, true, false, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
+  }
+  return act ? tune_launch_t<G, false, true, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
+             : tune_launch_t<G, false, false, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
+}
+
 }  // namespace edgeprof_w4
 
 // C entry point for the torch binding (w4a16_binding.cpp); returns a cudaError_t as int.
+// variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
+// variant 1 ("w8", 8 warps per CTA) and 2 ("persist", grid_x CTAs per split walk the columns) are
+// tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
-                          int tiles_per_split, cudaStream_t stream) {
+                          int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
+  const int tps = tiles_per_split;
+  if (variant == 1 && group == 128)
+    return tune_launch_g<128, 8, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 2 && group == 128)
+    return tune_launch_g<128, 4, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, grid_x, stream);
+  if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
-    case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
-    case 64: return launch_g<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
-    case 128: return launch_g<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream);
+    case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 64: return launch_g<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 128: return launch_g<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
     default: return (int)cudaErrorInvalidValue;
   }
 }

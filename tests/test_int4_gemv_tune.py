@@ -1,0 +1,64 @@
+"""benchmarks/int4_gemv.py --suite tune: its CPU-side parts (options, the table, the best config
+per shape). The sweep itself needs an sm_80+ GPU and nvcc; the integrator runs it on the H200."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+int4_gemv = pytest.importorskip("int4_gemv")
+
+
+def test_tune_options_parse_and_bad_ones_name_the_option(capsys):
+    args = int4_gemv.build_parser().parse_args(
+        ["--suite", "tune", "--tune-splits", "1,2,8", "--tune-variants", "base,persist", "--tune-shapes",
+         "gate_up,down", "--time-budget", "120", "--out-dir", "/tmp/x"])
+    assert args.suite == "tune" and args.tune_splits == (1, 2, 8)
+    assert args.tune_variants == ("base", "persist") and args.tune_shapes == ("gate_up", "down")
+    assert args.time_budget == 120.0
+    default = int4_gemv.build_parser().parse_args(["--suite", "tune"])
+    assert default.tune_splits == (1, 2, 3, 4, 6, 8) and default.tune_variants == ("base", "w8", "persist")
+    assert default.tune_shapes == ("qkv", "o", "gate_up", "down")
+    with pytest.raises(SystemExit):
+        int4_gemv.build_parser().parse_args(["--tune-variants", "base,w16"])
+    assert "--tune-variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--tune-splits"):
+        int4_gemv.build_parser().parse_args(["--tune-splits", "0,2"])
+    with pytest.raises(SystemExit, match="--tune-splits"):
+        int4_gemv.build_parser().parse_args(["--tune-splits", "two"])
+
+
+def _row(shape, variant, splits, us, status="ok", default=False, grid_x=0):
+    r = {"shape": shape, "variant": variant, "splits": splits, "tiles_per_split": 56 // splits, "grid_x": grid_x,
+         "ctas": 592 * splits, "default": default, "status": status}
+    if status == "ok":
+        r.update(us_p50=us, gb_per_s=68e3 / us, frac_copy_bw=68e3 / us / 4221)
+    return r
+
+
+def test_best_per_shape_is_the_fastest_passing_config_against_the_default():
+    rows = [_row("gate_up", "base", 1, 28.5, default=True), _row("gate_up", "base", 2, 24.0),
+            _row("gate_up", "persist", 1, 20.0, grid_x=264),
+            _row("gate_up", "w8", 1, 0, status="FAILED (sym: rel 3.0e-01 fused 3.0e-01 det True unwritten 0)"),
+            _row("down", "base", 4, 0, status="SKIPPED (time budget --time-budget spent)")]
+    best = int4_gemv.best_per_shape(rows)
+    assert best["gate_up"]["best"]["variant"] == "persist" and best["gate_up"]["best"]["grid_x"] == 264
+    assert best["gate_up"]["speedup_vs_default"] == pytest.approx(28.5 / 20.0)
+    assert best["down"]["best"] is None
+
+
+def test_tune_table_marks_default_failed_and_best():
+    rows = [_row("gate_up", "base", 1, 28.5, default=True), _row("gate_up", "persist", 1, 20.0, grid_x=264),
+            _row("gate_up", "w8", 2, 0, status="FAILED (RuntimeError: boom)")]
+    table = int4_gemv.format_tune_table(rows, 4.221e12, "NVIDIA H200")
+    lines = table.splitlines()
+    assert "NVIDIA H200" in lines[0] and "4.221 TB/s" in lines[0]
+    default_line = next(ln for ln in lines if ln.startswith("gate_up  base"))
+    assert default_line.endswith("PASS*") and "28.50" in default_line
+    failed = next(ln for ln in lines if ln.startswith("gate_up  w8"))
+    assert "FAILED (RuntimeError: boom)" in failed and "PASS" not in failed
+    best = lines[lines.index(next(ln for ln in lines if ln.startswith("best per shape"))) + 1]
+    assert "persist s1 g264" in best and "x1.43" in best
