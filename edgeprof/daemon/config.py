@@ -98,7 +98,7 @@ class RunLogConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     model: str = "smollm2-135m"  # preset name, local HF dir, .gguf file or hub id
-    backend: str = "auto"  # a registry name, or auto (lifecycle.AUTO_BACKENDS: edgeprof-fast on a GPU; on a CPU llamacpp first)
+    backend: str = "auto"  # a registry name, or auto (lifecycle.AUTO_BACKENDS: int4 edgeprof-fast where it pays on a GPU; llamacpp first on a CPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     gpu: str = "auto"  # catalog key used for the floor; auto = the detected device
     dtype: str = "bfloat16"

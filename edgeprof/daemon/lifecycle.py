@@ -56,11 +56,31 @@ UNLOAD_TIMEOUT_S = 30.0  # releasing the model waits at most this long for the m
 # Backends tried, in order, when config.backend is "auto": fastest first, as measured. On the CPU, llama.cpp
 # decodes the embedded SmolLM2 GGUF about 4x faster than edgeprof-fast's eager path
 # (results/cpu/2026-11-28-llamacpp-vs-edgeprof); it needs a GGUF behind the model and llama-cpp-python.
-AUTO_BACKENDS = {"cuda": ("edgeprof-fast", "hf-graph", "hf-static"),
+# On a GPU the int4 paths come first: in the H200 backend sweep (results/h200/2026-11-28-qwen-backends,
+# Qwen2.5-7B shape) edgeprof-fast-int4-cuda took 2.64 ms, edgeprof-fast-int4 3.10, bf16 edgeprof-fast 4.70,
+# all passing kernel correctness; they are taken only where int4 pays (quantize_pays) and after their
+# load-time kernel check (fast/weights.py `int4_load_check`).
+AUTO_BACKENDS = {"cuda": ("edgeprof-fast-int4-cuda", "edgeprof-fast-int4", "edgeprof-fast", "hf-graph", "hf-static"),
                  "cpu": ("llamacpp", "edgeprof-fast", "hf-eager", "hf-static")}
 # Auto candidates that run their own kernels on other weights than the bf16 reference's (edgeprof.gate):
 # they are used only after their kernel-correctness check passes at load; otherwise auto moves on.
 AUTO_CHECKED = frozenset({"llamacpp"})
+# Auto int4 candidates: used only if every int4 projection passed the load-time kernel check.
+AUTO_INT4 = frozenset({"edgeprof-fast-int4-cuda", "edgeprof-fast-int4"})
+# int4 cuts the bytes a step streams, nothing else. Where the bf16 weights stream in under ~1 ms at the
+# datasheet bandwidth, the step is dominated by what int4 cannot shrink (on the H100, attention, norms and
+# the host gap took 0.71 ms of edgeprof-fast-int4's step: results/h100 explain), so auto keeps bf16 there
+# and the model's weights are not re-quantized for nothing (rtn4 costs quality: SmolLM2 agreement 0.43).
+QUANTIZE_WHEN_WEIGHT_MS = 1.0
+
+
+def quantize_pays(shape: Any, bandwidth_gbs: float) -> tuple[bool, float]:
+    """(whether auto should try int4 first, ms to stream the bf16 weights once at `bandwidth_gbs`)."""
+    from edgeprof.floor import parse_format, step_traffic
+
+    weights = step_traffic(shape, parse_format("bf16"), 1).weight_bytes
+    ms = weights / (bandwidth_gbs * 1e9) * 1e3
+    return ms >= QUANTIZE_WHEN_WEIGHT_MS, ms
 
 
 def auto_candidates(device_kind: str, model: str | None = None) -> list[str]:
@@ -329,7 +349,8 @@ class Daemon:
         if self.config.backend != "auto":
             return registry.create(self.backend, self.loaded, self.device, max_ctx)
         candidates = auto_candidates(self.device.split(":")[0], self.config.model)
-        for name in candidates[candidates.index(self.backend):]:
+        candidates = self._int4_if_it_pays(candidates[candidates.index(self.backend):])
+        for name in candidates:
             try:
                 decoder = registry.create(name, self.loaded, self.device, max_ctx)
             except EdgeprofError as exc:
@@ -350,10 +371,32 @@ class Daemon:
                     decoder.close()
                     continue
                 self.kernel_correctness = check
+            if name in AUTO_INT4:
+                check = decoder.info().notes.get("int4_load_check") or {}
+                self.log(f"auto: {name} load-time kernel check {'passed' if check.get('passed') else 'FAILED'} "
+                         f"(worst {check.get('max_rel_err')} <= {check.get('bound')} over "
+                         f"{check.get('projections')} int4 projections)")
+                if not check.get("passed"):
+                    decoder.close()
+                    continue
+                self.kernel_correctness = check
             self.backend = name
             return decoder
         raise DaemonStateError(f"auto: none of {', '.join(candidates)} could serve {self.config.model}; "
                                "see the log above, or pick one with --backend")
+
+    def _int4_if_it_pays(self, candidates: list[str]) -> list[str]:
+        """Drop the auto int4 candidates where int4 would save little (quantize_pays), and say why."""
+        if not AUTO_INT4 & set(candidates):
+            return candidates
+        pays, ms = quantize_pays(self.loaded.shape, self.gpu_spec.bandwidth_gbs)
+        if pays:
+            self.log(f"auto: bf16 weights stream in {ms:.2f} ms at {self.gpu_spec.bandwidth_gbs:g} GB/s: trying int4 "
+                     "(rtn4) first; --backend edgeprof-fast keeps bf16 (int4 costs quality: see `edgeprof recommend`)")
+            return candidates
+        self.log(f"auto: bf16 weights stream in {ms:.2f} ms at {self.gpu_spec.bandwidth_gbs:g} GB/s "
+                 f"(< {QUANTIZE_WHEN_WEIGHT_MS:g} ms): int4 would save little here; keeping bf16")
+        return [c for c in candidates if c not in AUTO_INT4]
 
     def _warmup(self) -> None:
         """Backend warm-up (graph capture), then a few real steps so first-call costs are

@@ -89,14 +89,45 @@ def _cat(*ts: torch.Tensor | None) -> torch.Tensor | None:
     return None if ts[0] is None else torch.cat([t for t in ts if t is not None], dim=0)
 
 
-def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm") -> Int4Linear:
+# Load-time kernel check of every int4 projection: the kernel's GEMV on one random input against the same
+# dequantized weights in fp32. Sound kernels differ by bf16 output rounding and summation order only (the
+# CUDA kernel measured 1.6-1.7e-3 vs float64 on every Qwen2.5-7B shape, results/h200/2026-11-28-int4-tune);
+# a swapped nibble or a wrong scale changes the output by O(1). Bound 1e-2 sits between the two.
+LOAD_CHECK_BOUND = 1e-2
+
+
+@torch.no_grad()
+def gemv_error(lin, q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> float:
+    """||lin(x) - x W_deq^T|| / ||x W_deq^T|| for one fixed random x [1, K] (bf16, as decode feeds it)."""
+    from edgeprof.fast.int4 import dequantize
+
+    g = torch.Generator(device=q.device).manual_seed(0)
+    x = torch.randn(1, q.shape[1], generator=g, device=q.device).to(torch.bfloat16)  # [1, K]
+    ref = x.float() @ dequantize(q, z, s, group).float().t()  # [1, N]
+    got = lin(x).float()[..., : ref.shape[-1]]
+    return float((got - ref).norm() / ref.norm().clamp(min=1e-12))
+
+
+def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm", errors: list[float] | None = None) -> Int4Linear:
     q, z, s = quantize_rtn(w, group)  # s is exact in bf16 (edgeprof.quant.rtn)
-    return INT4_KERNELS[kernel](q, z, s, group)
+    lin = INT4_KERNELS[kernel](q, z, s, group)
+    if errors is not None:
+        errors.append(gemv_error(lin, q, z, s, group))
+    return lin
 
 
-def _int4_biased(w: torch.Tensor, b: torch.Tensor | None, group: int, kernel: str):
+def load_check(errors: list[float]) -> dict[str, object]:
+    """The record's `int4_load_check`: every int4 projection's kernel against its dequantized weights."""
+    worst = max(errors) if errors else None
+    return {"passed": worst is not None and worst <= LOAD_CHECK_BOUND, "max_rel_err": worst,
+            "bound": LOAD_CHECK_BOUND, "projections": len(errors),
+            "what": "each int4 GEMV on a random x vs x @ dequantized(W)^T in fp32, at load"}
+
+
+def _int4_biased(w: torch.Tensor, b: torch.Tensor | None, group: int, kernel: str,
+                 errors: list[float] | None = None):
     """q/k/v: the CUDA kernel adds the bias in its epilogue (no extra launch); others add it after."""
-    lin = _int4(w, group, kernel)
+    lin = _int4(w, group, kernel, errors)  # checked before a bias is attached
     if b is not None and hasattr(lin, "bias") and hasattr(lin, "fused_silu"):
         lin.bias = b.to(torch.bfloat16).contiguous()
         return lin
@@ -125,6 +156,7 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
     """Fuse the weights of an HF causal LM (already on its device, bf16)."""
     inner = model.model
     layers = []
+    errors: list[float] = []  # load-time kernel check of every int4 projection
     for layer in inner.layers:
         a, m = layer.self_attn, layer.mlp
         wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)
@@ -134,13 +166,15 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
             qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
             gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
         else:
-            qkv, o = _int4_biased(wqkv, bqkv, group, kernel), _int4(a.o_proj.weight, group, kernel)
-            gu, d = _int4(wgu, group, kernel), _int4(m.down_proj.weight, group, kernel)
+            qkv = _int4_biased(wqkv, bqkv, group, kernel, errors)
+            o = _int4(a.o_proj.weight, group, kernel, errors)
+            gu, d = _int4(wgu, group, kernel, errors), _int4(m.down_proj.weight, group, kernel, errors)
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
     extra: dict[str, object] = {"group": group}
     if fmt != "bf16":
         extra.update(int4_kernels_used(layers))
+        extra["int4_load_check"] = load_check(errors)
     return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
                        "bf16" if fmt == "bf16" else rtn_label(group), tied, extra)
 

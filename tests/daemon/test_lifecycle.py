@@ -119,3 +119,18 @@ def test_activation_with_an_injected_bridge_serves_a_request(tmp_path):
     finally:
         d.shutdown()
     assert not bridges[0].connected
+
+
+def test_auto_tries_int4_only_where_the_bf16_weights_take_long_to_stream() -> None:
+    from edgeprof.daemon.lifecycle import AUTO_BACKENDS, AUTO_INT4, QUANTIZE_WHEN_WEIGHT_MS, quantize_pays
+    from edgeprof.floor import parse_format, step_traffic
+    from edgeprof.shape_loader import load_presets
+
+    presets = load_presets()
+    qwen = presets["qwen2.5-7b"]
+    ms = step_traffic(qwen, parse_format("bf16"), 1).weight_bytes / 4800e9 * 1e3  # hand: bytes / (4.8 TB/s)
+    assert quantize_pays(qwen, 4800.0) == (True, ms) and 3.0 < ms < 3.3  # 15.2 GB at 4.8 TB/s
+    small, small_ms = quantize_pays(presets["smollm2-135m"], 4800.0)
+    assert not small and small_ms < QUANTIZE_WHEN_WEIGHT_MS  # 0.27 GB: bf16 stays
+    assert AUTO_BACKENDS["cuda"][:2] == ("edgeprof-fast-int4-cuda", "edgeprof-fast-int4")
+    assert set(AUTO_BACKENDS["cuda"][:2]) == AUTO_INT4 and "edgeprof-fast" in AUTO_BACKENDS["cuda"]

@@ -42,3 +42,19 @@ def test_every_int4_kernel_has_a_registered_backend():
     ok, why = registry.get("edgeprof-fast-int4-gemlite").availability()
     if not torch.cuda.is_available():
         assert not ok and ("gemlite" in why or "GPU" in why)
+
+
+def test_load_check_passes_sound_kernels_and_catches_broken_ones() -> None:
+    from edgeprof.fast.int4 import INT4_KERNELS, quantize_rtn
+    from edgeprof.fast.weights import LOAD_CHECK_BOUND, gemv_error, load_check
+
+    g = torch.Generator().manual_seed(3)
+    w = (torch.randn(256, 512, generator=g) * 0.05).to(torch.bfloat16)  # [N, K]
+    q, z, s = quantize_rtn(w, 64)
+    sound = gemv_error(INT4_KERNELS["tinygemm"](q, z, s, 64), q, z, s, 64)
+    swapped = q.view(q.shape[0], -1, 2).flip(-1).reshape(q.shape).contiguous()  # a packing bug
+    broken = gemv_error(INT4_KERNELS["tinygemm"](swapped, z, s, 64), q, z, s, 64)
+    scaled = gemv_error(INT4_KERNELS["tinygemm"](q, z, s * 1.1, 64), q, z, s, 64)  # a scale bug
+    assert sound < LOAD_CHECK_BOUND < scaled < broken
+    assert load_check([sound, sound])["passed"] and not load_check([sound, broken])["passed"]
+    assert not load_check([])["passed"]  # nothing checked is not a pass
