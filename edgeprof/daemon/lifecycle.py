@@ -106,7 +106,8 @@ def auto_candidates(device_kind: str, model: str | None = None) -> list[str]:
 
 
 def choose_backend(requested: str, device_kind: str, model: str | None = None) -> str:
-    """`auto` -> the first available of AUTO_BACKENDS[device] for `model`; a name -> checked against the registry."""
+    """`auto` -> the first available of AUTO_BACKENDS[device] for `model` that needs no loaded model to decide on
+    (the int4 candidates are decided at load: `Daemon._int4_if_it_pays`); a name -> checked against the registry."""
     from edgeprof.backends import registry
 
     if requested != "auto":
@@ -116,8 +117,9 @@ def choose_backend(requested: str, device_kind: str, model: str | None = None) -
                                    "pick a CPU backend (hf-static, hf-eager) or --device cuda")
         return requested
     found = auto_candidates(device_kind, model)
-    if found:
-        return found[0]
+    settled = [name for name in found if name not in AUTO_INT4]
+    if settled or found:
+        return (settled or found)[0]
     raise DaemonStateError(f"no backend of {', '.join(AUTO_BACKENDS[device_kind])} is available on {device_kind}; "
                            "see `edgeprof backends`")
 
@@ -348,8 +350,8 @@ class Daemon:
 
         if self.config.backend != "auto":
             return registry.create(self.backend, self.loaded, self.device, max_ctx)
-        candidates = auto_candidates(self.device.split(":")[0], self.config.model)
-        candidates = self._int4_if_it_pays(candidates[candidates.index(self.backend):])
+        # every candidate from the first: the int4 ones precede the pre-load choice (self.backend) on a GPU
+        candidates = self._int4_if_it_pays(auto_candidates(self.device.split(":")[0], self.config.model))
         for name in candidates:
             try:
                 decoder = registry.create(name, self.loaded, self.device, max_ctx)
