@@ -35,7 +35,7 @@ The mechanism (the seed paper's: a decode step is many small kernels plus host t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 LABEL = "PREDICTED"
@@ -176,9 +176,19 @@ def fit_host_per_kernel(kernels_ms: list[float], step_ms: float) -> float:
 # --------------------------------------------------------------------------------------
 # The prediction
 # --------------------------------------------------------------------------------------
+def host_per_kernel(prof: Profile) -> float:
+    """The host's launch + Python time per kernel of an eager profile (fitted to its measured step)."""
+    return fit_host_per_kernel(interleave(prof.groups, [g.device_ms for g in prof.groups]), prof.step_ms)
+
+
 def predict(prof: Profile, src: Card, tgt: Card, p: Params | None = None, host_cpu_factor: float = 1.0,
-            measured_gpus: tuple[str, ...] = ("h100-sxm", "h200")) -> Prediction:
+            measured_gpus: tuple[str, ...] = ("h100-sxm", "h200"), eager_host_per_kernel_ms: float | None = None
+            ) -> Prediction:
+    """`eager_host_per_kernel_ms` runs `prof`'s kernels EAGER with that host cost per launch (a runner swap:
+    e.g. a graph-replayed profile's kernels launched the way transformers' eager loop launches them)."""
     p = p or Params()
+    if eager_host_per_kernel_ms is not None:
+        prof = replace(prof, graph=False)
     if host_cpu_factor <= 0:
         raise ValueError(f"host_cpu_factor must be > 0, got {host_cpu_factor}")
     new_ms = [retime_group(g, src, tgt, p) for g in prof.groups]
@@ -194,7 +204,7 @@ def predict(prof: Profile, src: Card, tgt: Card, p: Params | None = None, host_c
         step = device + rest * min(1.0, src.sm_mhz / tgt.sm_mhz) * host_cpu_factor
         bound = "host" if host > device else "device"
     else:
-        h = fit_host_per_kernel(interleave(prof.groups, [g.device_ms for g in prof.groups]), prof.step_ms)
+        h = host_per_kernel(prof) if eager_host_per_kernel_ms is None else eager_host_per_kernel_ms
         tgt_seq = interleave(prof.groups, new_ms)
         step, host = simulate_eager(tgt_seq, h * host_cpu_factor)
         # Host-bound when removing device time would barely change the step (host finishes last).

@@ -139,3 +139,19 @@ def test_recommend_ranks_by_prediction_and_drops_failed_kernels(tmp_path, capsys
     cells[1]["gate"] = {"passed": False}
     g = recommend(cells, slo_ms=100, gpu="l4", profiles=[fast, int4]).to_dict()["groups"][0]
     assert [v["backend"] for v in g["accepted"]] == ["edgeprof-fast"]
+
+
+def test_runner_swap_launches_graph_kernels_eagerly_at_the_given_host_cost() -> None:
+    from edgeprof.predict import host_per_kernel
+
+    # a replayed graph: 100 kernels, 5 ms of device work, 5.5 ms step
+    g = KernelGroup("gemv", "gemv/gemm", 100, 5.0, 100 * 0.048e9)
+    graph = Profile("graph", 2048, "a", 5.5, 5.0, (g,), graph=True)
+    assert predict(graph, A, A, P).predicted_ms == pytest.approx(5.5, rel=0.01)
+    eager = _eager(20.0)
+    h = host_per_kernel(eager)
+    assert h == pytest.approx(0.2, rel=0.01)  # hand: 100 launches in a host-bound 20 ms step
+    swapped = predict(graph, A, A, P, eager_host_per_kernel_ms=h)
+    assert swapped.bound == "host" and swapped.predicted_ms == pytest.approx(20.0, rel=0.02)
+    assert predict(graph, A, A, P, host_cpu_factor=0.5, eager_host_per_kernel_ms=h).predicted_ms == pytest.approx(
+        10.0, rel=0.06)
