@@ -96,16 +96,24 @@ def cross_card(p) -> list[dict]:
 def paper_host_factor(p) -> float:
     """Host-CPU factor of the paper's machine: the one that makes our H100 hf-eager profile
     hit the paper's H100 eager step (fraction 0.27 of its 4.5817 ms floor)."""
+    from edgeprof.predict_data import load_explains, profile
+
+    return _fit_paper_host(p, profile(load_explains(REPO / "results/h100/2026-11-22-explain/explain-hf-eager.json")[0]),
+                           "h100-sxm")
+
+
+def _fit_paper_host(p, eager_profile, src_gpu: str) -> float:
+    """The host-CPU factor that makes `eager_profile` (hf-eager, ctx 2048, measured on `src_gpu`) predict the
+    paper's H100 eager step on the H100 (bisection; the prediction grows with the factor)."""
     from edgeprof.predict import predict
-    from edgeprof.predict_data import card, load_explains, profile
+    from edgeprof.predict_data import card
 
     target = 4.5817 / PAPER_H100_EAGER_FRACTION
-    prof = profile(load_explains(REPO / "results/h100/2026-11-22-explain/explain-hf-eager.json")[0])
-    h100 = card("h100-sxm")
+    src, h100 = card(src_gpu), card("h100-sxm")
     lo, hi = 0.01, 2.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if predict(prof, h100, h100, p, mid).predicted_ms < target else (lo, mid)
+        lo, hi = (mid, hi) if predict(eager_profile, src, h100, p, mid).predicted_ms < target else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -144,17 +152,7 @@ def h200_host_factor(p) -> float:
     """The paper host's CPU factor relative to the H200 machines' host: makes this project's H200
     hf-eager profile hit the paper's H100 eager step (0.27 of the floor) on the H100. Fitted on that
     paper H100 cell only, never on an L4 cell (same rule as paper_host_factor)."""
-    from edgeprof.predict import predict
-    from edgeprof.predict_data import card
-
-    target = 4.5817 / PAPER_H100_EAGER_FRACTION
-    prof = _h200_eager_profile()
-    h200, h100 = card("h200"), card("h100-sxm")
-    lo, hi = 0.01, 2.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if predict(prof, h200, h100, p, mid).predicted_ms < target else (lo, mid)
-    return (lo + hi) / 2
+    return _fit_paper_host(p, _h200_eager_profile(), "h200")
 
 
 def quantized_l4_rows(p) -> list[dict]:
