@@ -192,6 +192,11 @@ class BridgeClient:
         factory.on(self.names.request, self._on_request_msg)
         factory.on(self.names.next_token, self._on_service_call)
         factory.on(self.names.reset, self._on_service_call)
+        # roslibpy.Ros() starts connecting at once on the running reactor, so on a loaded machine the first
+        # "ready" can fire before the handler above exists (seen: a daemon waiting 30 s on an open websocket).
+        # Looked at in the reactor thread, where events are serialized: either ready is still to come (the
+        # handler gets it) or it has been and the factory holds the protocol.
+        self._reactor.callFromThread(self._ready_if_missed, factory)
         if not self._connected.wait(self.connect_timeout_s):
             self.close()
             raise BridgeTimeoutError(
@@ -291,6 +296,11 @@ class BridgeClient:
             {"op": "advertise_service", "service": n.next_token, "type": TRIGGER_TYPE},
             {"op": "advertise_service", "service": n.reset, "type": TRIGGER_TYPE},
         ]
+
+    def _ready_if_missed(self, factory) -> None:
+        proto = getattr(factory, "_proto", None)
+        if proto is not None and self._proto is None:
+            self._on_ready(proto)
 
     def _on_ready(self, proto) -> None:
         if self._closed:

@@ -297,3 +297,28 @@ def test_close_stops_reconnecting():
         assert not c.connected
         time.sleep(0.5)  # past the first reconnect delay, with rosbridge still there to reconnect to
         assert not c.connected and c.stats().connects == 1
+
+
+def test_connects_when_the_handshake_finishes_before_the_handlers_exist(rb, monkeypatch) -> None:
+    """roslibpy.Ros() starts connecting at once; on a loaded machine the first "ready" can come before
+    BridgeClient registers its handler. Force that order (a Ros that returns only once the websocket is
+    open) against the real rosbridge: the client must still come up, not wait out its timeout."""
+    import roslibpy
+
+    class OpenBeforeReturning(roslibpy.Ros):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            deadline = time.monotonic() + 10
+            while getattr(self.factory, "_proto", None) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self.factory._proto is not None, "rosbridge did not accept the websocket"
+
+    monkeypatch.setattr(roslibpy, "Ros", OpenBeforeReturning)
+    c = BridgeClient("127.0.0.1", rb.port, NAMES, connect_timeout_s=5, on_request=lambda raw: None,
+                     on_next_token=lambda: "{}", on_reset=lambda: "{}")
+    try:
+        t0 = time.monotonic()
+        c.start()
+        assert c.connected and time.monotonic() - t0 < 4
+    finally:
+        c.close()
