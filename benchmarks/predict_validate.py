@@ -163,16 +163,9 @@ def main() -> int:
 
 
 def _free() -> None:
-    import gc
+    from edgeprof.backends.base import free_memory
 
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    free_memory()
 
 
 def print_table(summary: dict) -> None:

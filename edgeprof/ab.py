@@ -150,14 +150,9 @@ def _median(xs: list[float]) -> float:
 
 
 def _free(device: str) -> None:
-    import gc
+    from edgeprof.backends.base import free_memory
 
-    gc.collect()
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+    free_memory(sync=device.startswith("cuda"))
 
 
 def run_session(spec: dict[str, Any]) -> dict[str, Any]:

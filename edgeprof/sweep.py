@@ -26,7 +26,6 @@ sweep goes on. After every cell `cells.csv` and the PNG plots are rewritten
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import subprocess
 import sys
@@ -397,10 +396,9 @@ def run_in_process(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:
 
 def _free_memory() -> None:
     """Drop the last cell's model before the next one loads (matters for 7B models)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    from edgeprof.backends.base import free_memory
+
+    free_memory()
 
 
 def run_isolated(cell: SweepCell, opts: SweepOptions) -> dict[str, Any]:

@@ -19,7 +19,21 @@ from typing import Any
 from edgeprof.errors import ContextLengthError
 from edgeprof.timing import LaunchedStep, StepResult, StepTimes, launch_timed, time_launch, time_steps
 
-__all__ = ["Decoder", "DecoderInfo", "LaunchedStep", "StepResult", "release_source"]
+__all__ = ["Decoder", "DecoderInfo", "LaunchedStep", "StepResult", "free_memory", "release_source"]
+
+
+def free_memory(sync: bool = False) -> None:
+    """Collect garbage and hand cached CUDA blocks back (after a model or decoder is dropped); `sync` waits
+    for queued GPU work first. A no-op for CUDA where torch was never imported."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        if sync:
+            torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 def without_module(loaded: Any) -> Any:
@@ -37,17 +51,8 @@ def release_source(loaded: Any, decoder: Decoder) -> Any:
     Backends that compute with the HF module itself (hf-*, bnb, torchao) keep it."""
     if not getattr(decoder, "copies_weights", False):
         return loaded
-    import gc
-
     slim = without_module(loaded)
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    free_memory()
     return slim
 
 
