@@ -38,21 +38,27 @@ def quality_cell(r: dict) -> str:
     return f"{q['agreement']:.3f} / {q['perplexity']:.2f}{via}"
 
 
+def row(r: dict) -> str:
+    """One record's line; a cell that failed before timing says why instead of showing numbers."""
+    key = f"| {r.get('model')} | {r.get('backend')} | {r.get('weights')} | {r.get('ctx')} | {r.get('gpu')} |"
+    w = (r.get("stats") or {}).get("wall") or {}
+    if not w:
+        return f"{key} FAILED: {str(r.get('error'))[:80]} |||||||||"
+    f = (r.get("floor") or {}).get("fraction")
+    return (f"{key} {w.get('p50', 0):.2f} | {w.get('p99', 0):.2f} | {f:.3f} | {kernel_cell(r)} | {quality_cell(r)} | "
+            f"{_gb(r.get('resident_weight_bytes'))} | {_gb(r.get('steady_state_mem_bytes'))} | "
+            f"{_gb(r.get('load_peak_mem_bytes'))} | {str(r.get('run', '-')).split(' ')[0]} |")
+
+
+def _p50(r: dict) -> float:
+    return ((r.get("stats") or {}).get("wall") or {}).get("p50") or 1e9
+
+
 def table(records: list[dict]) -> str:
     head = ("| model | backend | weights | ctx | card | p50 ms | p99 ms | fraction of floor | kernel correctness | "
             "quality: agreement / ppl | resident weights GB | steady mem GB | load peak GB | run |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in sorted(records, key=lambda r: (r.get("model", ""), int(r.get("ctx") or 0),
-                                           ((r.get("stats") or {}).get("wall") or {}).get("p50") or 1e9)):
-        w = (r.get("stats") or {}).get("wall") or {}
-        f = (r.get("floor") or {}).get("fraction")
-        lines.append(f"| {r.get('model')} | {r.get('backend')} | {r.get('weights')} | {r.get('ctx')} | {r.get('gpu')} | "
-                     f"{w.get('p50', 0):.2f} | {w.get('p99', 0):.2f} | {f:.3f} | {kernel_cell(r)} | {quality_cell(r)} | "
-                     f"{_gb(r.get('resident_weight_bytes'))} | {_gb(r.get('steady_state_mem_bytes'))} | "
-                     f"{_gb(r.get('load_peak_mem_bytes'))} | {str(r.get('run', '-')).split(' ')[0]} |"
-                     if w else f"| {r.get('model')} | {r.get('backend')} | {r.get('weights')} | {r.get('ctx')} | "
-                     f"{r.get('gpu')} | FAILED: {str(r.get('error'))[:80]} |||||||||")
-    return "\n".join(lines)
+    ordered = sorted(records, key=lambda r: (r.get("model", ""), int(r.get("ctx") or 0), _p50(r)))
+    return "\n".join([head, "|" + "---|" * (head.count("|") - 1), *map(row, ordered)])
 
 
 def main() -> int:
