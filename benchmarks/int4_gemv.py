@@ -533,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
     ap.add_argument("--tune-splits", type=lambda v: parse_int_list(v, "--tune-splits"), default=(1, 2, 3, 4, 6, 8),
                     help="--suite tune: K splits to try (each made group-aligned; the default launch's is added)")
-    ap.add_argument("--tune-variants", type=_variant_list, default=("base", "w8", "persist"),
-                    help="--suite tune: kernel variants, comma-separated, from base,w8,persist")
+    ap.add_argument("--tune-variants", type=_variant_list, default=("base", "w8", "persist", "tm", "tm8"),
+                    help="--suite tune: kernel variants, comma-separated, from base,w8,persist,tm,tm8")
     ap.add_argument("--tune-shapes", type=_shape_list, default=tuple(sh[1] for sh in TUNE_SHAPES),
                     help="--suite tune: shapes, comma-separated, from qkv,o,gate_up,down")
     ap.add_argument("--time-budget", type=float, default=170.0,

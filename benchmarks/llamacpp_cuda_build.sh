@@ -16,7 +16,8 @@
 # Environment: LLAMACPP_DIR (default .llamacpp-cuda at the repo root), OUT (default ./out),
 #              LLAMACPP_STATE (build tree + GGUF, default ~/.cache/edgeprof/llamacpp-cuda),
 #              LLAMACPP_CTX (default 2048,16384), LLAMACPP_STEPS (default 64), MAX_JOBS (default nproc),
-#              LLAMACPP_CMAKE_EXTRA (more CMake flags, e.g. -DGGML_CUDA_FA=OFF: a much shorter build, no FlashAttention).
+#              LLAMACPP_CMAKE_EXTRA (more CMake flags, e.g. -DGGML_CUDA_FA=OFF: a much shorter build, no FlashAttention),
+#              LLAMACPP_PRELOAD (bench: a library to LD_PRELOAD, e.g. the build compiler's libstdc++.so.6).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -89,20 +90,41 @@ bench() {
   case "$gpu" in *H200*) key=h200 ;; *H100*HBM3*) key=h100-sxm ;; *H100*) key=h100-pcie ;; *) key="" ;; esac
   say "GPU: $gpu"
   echo "$gpu" > "$RES/nvidia-smi.txt"
+  # LLAMACPP_PRELOAD: a library to preload (the probe's answer when plain loading crashes)
+  LD_PRELOAD="${LLAMACPP_PRELOAD:-${LD_PRELOAD:-}}" \
   PYTHONPATH="$SRC:$SRC/vendor/llama.cpp/gguf-py:${dc}:$REPO${PYTHONPATH:+:$PYTHONPATH}" \
     python3 benchmarks/llamacpp_decode.py --synthetic qwen2.5-7b --device cuda \
       --ctx "${LLAMACPP_CTX:-2048,16384}" --steps "${LLAMACPP_STEPS:-64}" --gguf-dir "$STATE/gguf" \
       ${key:+--gpu-key "$key"} --out "$RES" 2>&1 | tee "$RES/bench.log" | tail -20
 }
 
+toolchain() {  # which compilers built the library and which libstdc++ each side uses
+  local cxx
+  cxx="$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$STATE/build/CMakeCache.txt" 2>/dev/null | head -1)"
+  {
+    echo "CMAKE_CXX_COMPILER=$cxx"; "${cxx:-c++}" --version | head -1
+    sed -n 's/^CMAKE_CUDA_HOST_COMPILER:[A-Z]*=//p' "$STATE/build/CMakeCache.txt" 2>/dev/null | sed 's/^/CUDA host compiler=/'
+    echo "compiler libstdc++: $("${cxx:-c++}" -print-file-name=libstdc++.so.6)"
+    echo "python3: $(command -v python3)"; ldd "$(command -v python3)" | grep -E 'stdc|libc\.' || true
+    for l in "$SRC"/llama_cpp/lib/libllama.so "$SRC"/llama_cpp/lib/libggml-cuda.so; do
+      echo "ldd $l:"; ldd "$l" | grep -E 'stdc|gcc_s|ggml|cuda' || true
+    done
+    ldconfig -p | grep -E 'libstdc\+\+' || true
+  } > "$RES/toolchain.txt" 2>&1
+  cat "$RES/toolchain.txt" >&2
+  "${cxx:-c++}" -print-file-name=libstdc++.so.6
+}
+
 probe() {  # each load in its own process: a segfault ends one case, the table shows which ones survive
   mkdir -p "$RES"
   [ -f "$SRC/llama_cpp/lib/libggml-cuda.so" ] || { say "not built yet: run 'build' first"; exit 1; }
-  local dc
+  local dc pre
   dc="$(ls "$DIR"/diskcache-*.whl 2>/dev/null | head -1 || true)"
+  pre="$(toolchain | tail -1)"
+  [ -f "$pre" ] || pre=""
   PYTHONPATH="$SRC:$SRC/vendor/llama.cpp/gguf-py:${dc}:$REPO${PYTHONPATH:+:$PYTHONPATH}" \
-    python3 benchmarks/llamacpp_load_probe.py --device cuda --gguf-dir "$STATE/gguf" --out "$RES" 2>&1 \
-    | tee "$RES/probe.log" | tail -60
+    python3 benchmarks/llamacpp_load_probe.py --device cuda --gguf-dir "$STATE/gguf" --out "$RES" \
+      ${pre:+--preload "$pre"} 2>&1 | tee "$RES/probe.log" | tail -60
 }
 
 case "${1:-}" in

@@ -41,17 +41,23 @@ if m:
 """
 
 
-def _case(path: Path, ngl: int, timeout: int) -> dict:
+def _case(path: Path, ngl: int, timeout: int, preload: str = "") -> dict:
+    env = {**os.environ, **({"LD_PRELOAD": preload} if preload else {})}
     r = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ngl)], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     out = r.stdout + r.stderr
     libs = next((json.loads(x[5:]) for x in r.stdout.splitlines() if x.startswith("LIBS ")), None)
-    rec = {"gguf": path.name, "n_gpu_layers": ngl, "rc": r.returncode, "loaded": "LOADED True" in out,
+    rec = {"gguf": path.name, "n_gpu_layers": ngl, "preload": preload, "rc": r.returncode,
+           "loaded": "LOADED True" in out,
            "decode_rc": next((x.split()[1] for x in out.splitlines() if x.startswith("DECODE ")), None),
            "libs": libs, "tail": out[-3000:]}
-    if r.returncode < 0 and shutil.which("gdb"):  # killed by a signal: the native stack says where
-        g = subprocess.run(["gdb", "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, "-c", CHILD,
-                            str(path), str(ngl)], capture_output=True, text=True, timeout=timeout)
+    # killed by a signal: the native stack says where (the device image has cuda-gdb, not gdb; cuda-gdb
+    # also debugs host code)
+    dbg = shutil.which("gdb") or shutil.which("cuda-gdb")
+    if r.returncode < 0 and dbg:
+        g = subprocess.run([dbg, "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, "-c", CHILD,
+                            str(path), str(ngl)], capture_output=True, text=True, timeout=timeout, env=env)
+        rec["debugger"] = dbg
         rec["gdb_bt"] = "\n".join(x for x in g.stdout.splitlines() if x.startswith("#"))[-6000:]
     return rec
 
@@ -63,6 +69,8 @@ def main() -> None:
     ap.add_argument("--gguf-dir", default="/tmp/edgeprof-gguf")
     ap.add_argument("--big", default="qwen2.5-7b", help="preset of the big SYNTHETIC GGUF ('' to skip)")
     ap.add_argument("--timeout", type=int, default=240)
+    ap.add_argument("--preload", default="", help="a library (e.g. the build compiler's libstdc++.so.6) to "
+                    "LD_PRELOAD in a second pass over the cases when one crashes")
     args = ap.parse_args()
     from edgeprof import synthetic_gguf
     from edgeprof.shape_loader import load_presets
@@ -76,6 +84,10 @@ def main() -> None:
         files.append(big if big.is_file() else synthetic_gguf.write(presets[args.big], big))
     ngls = [0, -1] if args.device.startswith("cuda") else [0]
     recs = [_case(f, n, args.timeout) for f in files for n in ngls]
+    # a crash, then the same case with the build compiler's libstdc++ preloaded: libllama built by a
+    # newer g++ than the one that built the process's libstdc++ is a known way to crash in std::stringstream
+    if args.preload and any(r["rc"] < 0 for r in recs):
+        recs += [_case(f, n, args.timeout, args.preload) for f in files for n in ngls]
     env = {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_VISIBLE_DEVICES", "PYTHONPATH")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,10 +96,11 @@ def main() -> None:
     print("libs mapped:", *(recs[0]["libs"] or ["(none: import failed)"]), sep="\n  ")
     for r in recs:
         if r["rc"] != 0:
-            print(f"--- {r['gguf']} ngl={r['n_gpu_layers']} rc={r['rc']}\n{r['tail'][-1500:]}\n{r.get('gdb_bt', '')}")
-    print("| gguf | n_gpu_layers | rc | loaded | llama_decode rc |\n|---|---|---|---|---|")
+            print(f"--- {r['gguf']} ngl={r['n_gpu_layers']} preload={r['preload'] or '-'} rc={r['rc']}\n{r['tail'][-1500:]}\n{r.get('gdb_bt', '')}")
+    print("| gguf | n_gpu_layers | LD_PRELOAD | rc | loaded | llama_decode rc |\n|---|---|---|---|---|---|")
     for r in recs:
-        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['rc']} | {r['loaded']} | {r['decode_rc']} |")
+        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['preload'] or '-'} | {r['rc']} | {r['loaded']} | "
+              f"{r['decode_rc']} |")
 
 
 if __name__ == "__main__":

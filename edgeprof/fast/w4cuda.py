@@ -29,8 +29,11 @@ TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of
 MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays within 40 KB of shared memory
 # launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, warps per CTA, persistent);
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
-VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True)}
-VARIANT_GROUPS = {"base": GROUPS, "w8": (128,), "persist": (128,)}
+VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
+            "tm8": (4, 8, False)}
+VARIANT_GROUPS = {"base": GROUPS, "w8": (128,), "persist": (128,), "tm": (128,), "tm8": (128,)}
+# the weight layout each variant reads: "rowblock" (pack_w4) or "tile" (to_tile_major)
+VARIANT_LAYOUT = {"base": "rowblock", "w8": "rowblock", "persist": "rowblock", "tm": "tile", "tm8": "tile"}
 
 
 @dataclass
@@ -41,6 +44,7 @@ class W4Packed:
     k: int
     group: int
     asym: bool
+    layout: str = "rowblock"  # "tile": qw [K/64, N/16, 32, 4], sz [K/g, N/16, 8, 2 | 4] (to_tile_major)
 
     @property
     def nbytes(self) -> int:
@@ -81,8 +85,26 @@ def pack_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> W4
     return W4Packed(words.contiguous(), sz.contiguous(), n, k, group, asym)
 
 
+def to_tile_major(p: W4Packed) -> W4Packed:
+    """The same tiles in K-major order (the "tm" variants): qw [N/16, K/64, 32, 4] -> [K/64, N/16, 32, 4]
+    and sz [N/16, K/g, 8, c] -> [K/g, N/16, 8, c]. Why: in the row-block layout the warps of a launch
+    read N/16 streams that start K/2 * 16 bytes apart; tile-major puts what they read together side by side."""
+    if p.layout == "tile":
+        return p
+    return W4Packed(p.qw.transpose(0, 1).contiguous(), p.sz.transpose(0, 1).contiguous(), p.n, p.k, p.group, p.asym,
+                    "tile")
+
+
+def to_row_block(p: W4Packed) -> W4Packed:
+    """Inverse of to_tile_major (pack_w4's layout)."""
+    if p.layout == "rowblock":
+        return p
+    return W4Packed(p.qw.transpose(0, 1).contiguous(), p.sz.transpose(0, 1).contiguous(), p.n, p.k, p.group, p.asym)
+
+
 def unpack_w4(p: W4Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of pack_w4: (q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g]) (s as bf16 values)."""
+    p = to_row_block(p)
     nb, t, ng = p.n // 16, p.k // 64, p.k // p.group
     w = p.qw.to(torch.int64) & 0xFFFFFFFF
     shifts = torch.arange(0, 32, 4, device=w.device, dtype=torch.int64)
@@ -223,6 +245,8 @@ class W4CudaLinear:
         if packed.group not in VARIANT_GROUPS[variant]:
             raise ValueError(f"variant: {variant!r} is compiled for group {VARIANT_GROUPS[variant]} only, "
                              f"not {packed.group}; use variant='base'")
+        # the layout this variant reads (one copy: callers that time several variants pass the right one)
+        packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
         self.p, self.ext = packed, ext or load_extension()
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgeprof.fast.int4 import INT4_KERNELS, quantize_rtn
-from edgeprof.fast.w4cuda import choose_splits, pack_w4, supported, unpack_w4
+from edgeprof.fast.w4cuda import choose_splits, pack_w4, supported, to_row_block, to_tile_major, unpack_w4
 
 
 @pytest.mark.parametrize(("n", "k", "group", "asym"), [(32, 128, 32, True), (48, 256, 128, False),
@@ -19,6 +19,20 @@ def test_pack_unpack_roundtrip_is_exact(n, k, group, asym):
     assert p.sz.shape == (n // 16, k // group, 8, 4 if asym else 2)
     q2, z2, s2 = unpack_w4(p)
     assert torch.equal(q2, q) and torch.equal(z2, z) and torch.equal(s2, s.to(torch.bfloat16).float())
+
+
+def test_tile_major_layout_puts_tile_t_of_every_row_block_side_by_side():
+    """The "tm" variants' layout: qw [K/64, N/16, 32, 4], sz [K/g, N/16, 8, c]; same tiles, same function."""
+    g = torch.Generator().manual_seed(3)
+    q, _, s = quantize_rtn(torch.randn(48, 256, generator=g), 128)
+    z = torch.randint(0, 16, s.shape, generator=g, dtype=torch.int32)
+    p = pack_w4(q, z, s, 128)
+    tm = to_tile_major(p)
+    assert tm.layout == "tile" and tm.qw.shape == (4, 3, 32, 4) and tm.sz.shape == (2, 3, 8, 4)
+    assert torch.equal(tm.qw[2, 1], p.qw[1, 2]) and torch.equal(tm.sz[1, 2], p.sz[2, 1])
+    assert to_tile_major(tm) is tm and to_row_block(tm).layout == "rowblock"
+    for a, b in zip(unpack_w4(tm), unpack_w4(p)):
+        assert torch.equal(a, b)
 
 
 def test_nibble_p_of_lane_word_is_the_documented_weight():

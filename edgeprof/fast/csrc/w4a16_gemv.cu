@@ -225,7 +225,7 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // the last chunk of one row block a warp already loads the first chunk of its next one, so its
 // weight stream never drains between row blocks. Per-row arithmetic and the split order are the
 // same in every variant, so all variants give bitwise the same y for the same splits.
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM>
 __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 4 : 2)
 w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
@@ -245,19 +245,28 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
   float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
   const int gq = lane >> 2, c = lane & 3;
-  auto wptr = [&](int nb) { return qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane; };
+  // TM (tile-major layout, variants "tm"/"tm8"): qw [K/64, N/16, 32, 4] and sz [K/G, N/16, 8, 2|4], so the
+  // warps of one launch, which run roughly in step along K, read neighbouring 512-byte tiles instead
+  // of N/16 streams that each start K/2 * 16 bytes apart (the row-block layout).
+  const size_t wstride = TM ? (size_t)NB * 32 : 32;  // uint4 between consecutive K tiles of one row block
+  const size_t sstride = TM ? (size_t)NB * 8 : 8;    // ST between consecutive groups of one row block
+  auto wptr = [&](int nb) {
+    const size_t b = min(nb, NB - 1);
+    return qw + (TM ? (size_t)t0 * NB + b : b * T + t0) * 32 + lane;
+  };
   auto sptr = [&](int nb) {
-    return reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+    const size_t b = min(nb, NB - 1);
+    return reinterpret_cast<const ST*>(sz) + (TM ? (size_t)g0 * NB + b : b * NG + g0) * 8 + gq;
   };
 
   // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
   auto load_chunk = [&](const uint4* wp, const ST* sp, int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
+      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * wstride);
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi)
-      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * sstride);
   };
   // The first chunk is in flight while the CTA stages x: the prologue costs no memory time.
   int nb = blockIdx.x * WARPS + warp;
@@ -374,14 +383,14 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   }
 }
 
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM>
 cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, int grid_x, cudaStream_t stream) {
   const int nbx = (N / 16 + WARPS - 1) / WARPS;
   // persistent: grid_x CTAs per split walk the nbx row-block columns; otherwise one CTA per column
   const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST>;
+  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -393,32 +402,37 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
   return cudaGetLastError();
 }
 
-template <int G, int WARPS, bool PERSIST>
+template <int G, int WARPS, bool PERSIST, bool TM>
 cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, int gx, cudaStream_t s) {
   if (asym) {
-    return act ? tune_launch_t<G, true, true, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
-               : tune_launch_t<G, true, false, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
+    return act ? tune_launch_t<G, true, true, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
+               : tune_launch_t<G, true, false, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
   }
-  return act ? tune_launch_t<G, false, true, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
-             : tune_launch_t<G, false, false, WARPS, PERSIST>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
+  return act ? tune_launch_t<G, false, true, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
+             : tune_launch_t<G, false, false, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
 }
 
 }  // namespace edgeprof_w4
 
 // C entry point for the torch binding (w4a16_binding.cpp); returns a cudaError_t as int.
 // variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
-// variant 1 ("w8", 8 warps per CTA) and 2 ("persist", grid_x CTAs per split walk the columns) are
-// tuning variants instantiated for group 128 only (keeps the JIT build short).
+// variant 1 ("w8", 8 warps per CTA), 2 ("persist", grid_x CTAs per split walk the columns), 3 ("tm", the
+// tile-major layout) and 4 ("tm8", tile-major with 8 warps) are tuning variants instantiated for group
+// 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
   const int tps = tiles_per_split;
   if (variant == 1 && group == 128)
-    return tune_launch_g<128, 8, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+    return tune_launch_g<128, 8, false, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 2 && group == 128)
-    return tune_launch_g<128, 4, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, grid_x, stream);
+    return tune_launch_g<128, 4, true, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, grid_x, stream);
+  if (variant == 3 && group == 128)  // "tm": the tile-major layout
+    return tune_launch_g<128, 4, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 4 && group == 128)  // "tm8": tile-major, 8 warps per CTA
+    return tune_launch_g<128, 8, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
     case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
