@@ -19,7 +19,7 @@ order of decreasing Hessian diagonal, but each column keeps the group of its own
 stays i // g and every runtime reads it. The deprecated "group"/"dynamic" mode needs a permuted
 g_idx that tinygemm and the fused runtimes cannot read: it is refused (`ActOrderError`).
 
-Results are cached (`cache_dir()/gptq/`) in GPTQ v1 layout (`edgeprof.quant.layout`) by the model's
+Results are cached (`cache_dir()/gptq4/`) in GPTQ v1 layout (`edgeprof.quant.layout`) by the model's
 weights fingerprint and every setting, so the correctness reference, the decoder and the quality run
 read the same tensors; calibrating SmolLM2-135M takes about a minute on a 2-core CPU.
 """
@@ -164,7 +164,7 @@ def _cache_dir(key: dict[str, Any]) -> Path:
     from edgeprof.paths import cache_dir
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "gptq" / digest
+    return cache_dir() / "gptq4" / digest  # ("gptq/" holds exllamav2's checkpoints)
 
 
 def _save(path: Path, result: GPTQResult) -> None:

@@ -136,7 +136,7 @@ def test_results_are_cached_by_weights_and_settings(tiny, tmp_cache) -> None:
     assert "cached" not in first.meta and again.meta["cached"] is True
     for n, t in first.tensors.items():
         assert torch.equal(t.qweight, again.tensors[n].qweight) and torch.equal(t.scales, again.tensors[n].scales)
-    assert len(list((tmp_cache / "gptq").iterdir())) == 1
+    assert len(list((tmp_cache / "gptq4").iterdir())) == 1
 
 
 @needs_lib
@@ -153,3 +153,16 @@ def test_fast_int4_on_gptq_weights_passes_correctness_against_its_own_weights_on
     assert correctness.check(dec, own, bound)["passed"]
     rtn = correctness.reference(tiny, "rtn4-g128", "cpu", fill)  # other weights: the check must tell them apart
     assert correctness.check(dec, rtn, bound)["value"] > 3 * correctness.check(dec, own, bound)["value"]
+
+
+@needs_lib
+def test_the_gptq_checkpoint_writer_stores_the_gptq_tensors(tiny, gptq_tiny) -> None:
+    """The checkpoint ExLlamaV2 loads carries the calibrated tensors bit for bit, and says so."""
+    from edgeprof.quant.gptq import _config_json, checkpoint_tensors
+
+    out = checkpoint_tensors(tiny.model, 64, quantized=gptq_tiny)
+    for name, t in gptq_tiny.tensors.items():
+        for k in ("qweight", "qzeros", "scales", "g_idx"):
+            assert torch.equal(out[f"{name}.{k}"], getattr(t, k))
+    qc = _config_json(tiny.model, 64, quantized=gptq_tiny)["quantization_config"]
+    assert qc["desc_act"] is False and "llmcompressor" in qc["note"] and "GPTQ" in qc["note"]
