@@ -65,6 +65,23 @@ def _rtn4(loaded) -> Callable[[Any], Any]:
     return lambda w: dequantize(quantize_rtn4(w, group))
 
 
+@dataclass(frozen=True)
+class ByName:
+    """A round trip that depends on the layer, not only on its weight: calibrated GPTQ tensors."""
+
+    fn: Callable[[str, Any], Any]  # (module name, weight [N, K]) -> float32 [N, K]
+
+
+def _gptq4(loaded, weights: str) -> ByName:
+    """GPTQ's dequantized weights (`edgeprof.quant.gptq4`, the cached result the backend reads too)."""
+    from edgeprof.floor import parse_format
+    from edgeprof.quant import gptq4
+    from edgeprof.quant.rtn import dequantize
+
+    result = gptq4.gptq_for(loaded, parse_format(weights).group_size, actorder=gptq4.parse_label(weights))
+    return ByName(lambda name, w: dequantize(result.tensors[name]).to(w.device))
+
+
 def _nf4(_loaded) -> Callable[[Any], Any]:
     from bitsandbytes import functional as bnbf
 
@@ -114,7 +131,7 @@ def _gguf(kind: str, loaded) -> Callable[[Any], Any] | None:
     return rt
 
 
-def transform_for(weights: str, loaded) -> Callable[[Any], Any] | None:
+def transform_for(weights: str, loaded) -> Callable[[Any], Any] | ByName | None:
     """The round trip that turns the loaded weights into the backend's, or None when they are the same."""
     from edgeprof.floor import parse_format
 
@@ -129,6 +146,8 @@ def transform_for(weights: str, loaded) -> Callable[[Any], Any] | None:
         return _same(loaded)
     if weights.startswith("rtn4-"):
         return _rtn4(loaded)
+    if weights.startswith("gptq4"):
+        return _gptq4(loaded, weights)
     if weights == "nf4":
         return _nf4(loaded)
     if weights == "int8":
@@ -150,7 +169,8 @@ def reference_model(loaded, weights: str, device: str):
         with torch.no_grad():
             for name, mod in model.named_modules():
                 if ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES:
-                    mod.weight.data.copy_(rt(mod.weight.data).to(dtype))
+                    w = rt.fn(name, mod.weight.data) if isinstance(rt, ByName) else rt(mod.weight.data)
+                    mod.weight.data.copy_(w.to(dtype))
     return dataclasses.replace(loaded, model=model, dtype=str(dtype).removeprefix("torch."))
 
 
@@ -182,6 +202,11 @@ def reference(loaded, weights: str, device: str, fill: list[int], steps: int = C
         from edgeprof.quant.rtn import label, model_group
 
         weights = label(model_group(loaded.shape), sym=not weights.startswith("rtn4a"))
+    elif weights.startswith("gptq4"):  # the registry says g128; the backend uses the model's group (SmolLM2: 64)
+        from edgeprof.quant import gptq4
+        from edgeprof.quant.rtn import model_group
+
+        weights = gptq4.label(model_group(loaded.shape), gptq4.parse_label(weights))
     ref_loaded = reference_model(loaded, weights, device)
     dec = HFDecoder(ref_loaded, device, len(fill) + steps + 8, backend_name="reference", weights="bf16",
                     cache="dynamic", runner="eager")

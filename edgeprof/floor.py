@@ -105,6 +105,7 @@ GGUF_BITS = {"q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5, "q
              "q6_k": 6.5625, "f16": 16.0, "bf16": 16.0, "f32": 32.0}
 _PARAM_FORMATS = {
     "gptq4[-gN]": "GPTQ int4, group N (default 128), with g_idx",
+    "gptq4ao[-gN]": "GPTQ int4 with static act-order (edgeprof.quant.gptq4), group N; g_idx stays i // N",
     "rtn4[-gN]": "round-to-nearest int4 (edgeprof.quant.rtn, symmetric), group N, stored in GPTQ layout",
     "rtn4a[-gN]": "round-to-nearest int4, asymmetric, group N, stored in GPTQ layout",
     "awq4[-gN]": "AWQ int4, group N (default 128)",
@@ -127,13 +128,14 @@ def parse_format(spec: str) -> WeightFormat:
     key = spec.strip().lower()
     if key in _FIXED_FORMATS:
         return _FIXED_FORMATS[key]
-    m = re.fullmatch(r"(gptq4|awq4|int4|rtn4a?)(?:-g(\d+))?", key)
+    m = re.fullmatch(r"(gptq4(?:ao)?|awq4|int4|rtn4a?)(?:-g(\d+))?", key)
     if m:
         group = int(m.group(2) or 128)
         if group <= 0:
             raise ConfigError("weights", f"group size must be positive in {spec!r}")
         gptq = m.group(1) != "awq4"  # rtn4 is stored in GPTQ layout (g_idx included)
-        label = {"awq4": "AWQ", "rtn4": "round-to-nearest", "rtn4a": "round-to-nearest asymmetric"}.get(
+        label = {"awq4": "AWQ", "rtn4": "round-to-nearest", "rtn4a": "round-to-nearest asymmetric",
+                 "gptq4ao": "GPTQ act-order"}.get(
             m.group(1), "GPTQ")
         return WeightFormat(f"{m.group(1)}-g{group}", "group4", f"{label} int4, group {group}",
                             group_size=group, g_idx=gptq)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine setup for edgeprof. Idempotent: run it again and it only does what is missing.
 #
-#   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev,dashboards,cluster], Prometheus if root
+#   bash scripts/setup.sh            # .venv with torch + edgeprof[gpu,ros,dev,dashboards,cluster,gptq], Prometheus if root
 #   bash scripts/setup.sh --tests    # the same, then fetch the embedded default model for the test suite
 #   bash scripts/setup.sh --no-llamacpp   # skip llama-cpp-python (the llamacpp backend's tests then skip)
 #
@@ -67,8 +67,8 @@ fi
 STAMP="$VENV/.edgeprof-setup"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VPY" -c "import edgeprof" 2>/dev/null; then
-  say "installing edgeprof[gpu,ros,dev,dashboards,cluster] (editable)"
-  "${PIP[@]}" -e '.[gpu,ros,dev,dashboards,cluster]'
+  say "installing edgeprof[gpu,ros,dev,dashboards,cluster,gptq] (editable)"
+  "${PIP[@]}" -e '.[gpu,ros,dev,dashboards,cluster,gptq]'
   echo "$WANT" > "$STAMP"
 else
   say "edgeprof is already installed and pyproject.toml is unchanged"
@@ -84,6 +84,14 @@ if [ "$LLAMACPP" = 1 ] && ! "$VPY" -c "import llama_cpp" 2>/dev/null; then
     say "WARNING: building llama-cpp-python failed (see above; it needs a C++ compiler); the llamacpp" \
         "backend stays unavailable and its tests skip. Rerun this script once the compiler is there."
   fi
+fi
+
+# 3c. Real GPTQ (edgeprof.quant.gptq4): llmcompressor pins transformers<=5.17, so it and compressed-tensors go in
+#     without their pins (the gptq extra above holds what they import); ~2 s, ~1 MB. Verified with transformers 5.24.
+GPTQ_NODEPS=("llmcompressor==0.14.0.1" "compressed-tensors==0.19.0")
+if ! "$VPY" -c "import llmcompressor, compressed_tensors" 2>/dev/null; then
+  say "installing ${GPTQ_NODEPS[*]} (--no-deps)"
+  "${PIP[@]}" --no-deps "${GPTQ_NODEPS[@]}" || say "WARNING: llmcompressor did not install; the gptq4 backends skip"
 fi
 
 # 4. Prometheus (the metrics tests start a real one). Debian's package; not started as a service.

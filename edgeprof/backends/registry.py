@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from edgeprof.errors import BackendUnavailableError, ConfigError, UnknownChoiceError
 
+_GPTQ_HINT = "pip install 'edgeprof[gptq]' (llmcompressor; bash scripts/setup.sh installs it)"
 _FAST_OPTIONS = {"use_graph": "False to launch op by op instead of one CUDA graph",
                  "ops": "'triton' or 'torch' kernels (default: triton on CUDA)"}
 
@@ -104,6 +105,17 @@ BACKENDS: dict[str, BackendInfo] = {
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",), options=_FAST_OPTIONS),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, rtn4 int4 weights (tinygemm)",
                     "rtn4-g128", "edgeprof.fast.decoder:make_int4", packages=("torch",),
+                    options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
+        # Real GPTQ (calibrated) from llmcompressor, the same (q, z, s) tensors any int4 runtime packs from.
+        BackendInfo("edgeprof-fast-int4-gptq", "edgeprof's own decoder, GPTQ int4 weights (llmcompressor GPTQ "
+                    "calibrated on edgeprof/data/calibration.txt, no act-order; tinygemm)", "gptq4-g128",
+                    "edgeprof.fast.decoder:make_int4_gptq", packages=("torch", "llmcompressor"),
+                    version_package="llmcompressor", install_hint=_GPTQ_HINT,
+                    options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
+        BackendInfo("edgeprof-fast-int4-gptq-actorder", "edgeprof-fast-int4-gptq with llmcompressor's static "
+                    "act-order (columns quantized in Hessian order; groups stay contiguous, so no g_idx is needed)",
+                    "gptq4ao-g128", "edgeprof.fast.decoder:make_int4_gptq_actorder",
+                    packages=("torch", "llmcompressor"), version_package="llmcompressor", install_hint=_GPTQ_HINT,
                     options={**_FAST_OPTIONS, "group": "int4 group size (default 128, 64 where 128 does not divide)"}),
         BackendInfo("edgeprof-fast-int4-cuda", "edgeprof's own decoder, rtn4 int4 weights through edgeprof's "
                     "CUDA W4A16 GEMV (JIT-built; falls back to tinygemm without nvcc or an sm_80+ GPU)",

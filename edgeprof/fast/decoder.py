@@ -24,7 +24,7 @@ class FastDecoder(Decoder):
 
     def __init__(self, loaded, device: str, max_ctx: int, fmt: str = "bf16", group: int = 128,
                  use_graph: bool | None = None, ops: str | None = None, int4_kernel: str = "tinygemm",
-                 name: str | None = None):
+                 name: str | None = None, gptq=None):
         super().__init__(max_ctx, device)
         shape = loaded.shape
         if max_ctx > shape.max_ctx:
@@ -34,7 +34,9 @@ class FastDecoder(Decoder):
         self.loaded = loaded
         self.backend_name = name or ("edgeprof-fast" if fmt == "bf16" else "edgeprof-fast-int4")
         with torch.no_grad():
-            self.weights = from_hf(loaded.model, fmt, group, int4_kernel)
+            # gptq: an edgeprof.quant.gptq4.GPTQResult (calibrated tensors) in place of rtn4
+            self.weights = from_hf(loaded.model, fmt, group, int4_kernel, qzs_source=gptq,
+                                   int4_label=None if gptq is None else gptq.meta["label"])
             cos, sin = rope_tables(loaded.model, max_ctx, device, self.weights.embed.dtype)
         self.model = FastModel(shape, self.weights, cos, sin, max_ctx, device, ops)
         self.loaded = without_module(loaded)  # the HF module is not needed any more (base.release_source)
@@ -137,3 +139,21 @@ def make_int4_cuda(loaded, device: str, max_ctx: int, group: int | None = None, 
     """edgeprof-fast-int4 with edgeprof's own CUDA W4A16 GEMV (fused bias and SiLU*up); falls back
     to tinygemm per layer where it cannot build or run, and `info().notes["int4_kernel"]` says which ran."""
     return make_int4(loaded, device, max_ctx, group, int4_kernel="cuda", name="edgeprof-fast-int4-cuda", **options)
+
+
+def make_int4_gptq(loaded, device: str, max_ctx: int, group: int | None = None, actorder: bool = False,
+                   **options) -> FastDecoder:
+    """edgeprof-fast-int4 on real GPTQ weights (`edgeprof.quant.gptq4`, llmcompressor, calibrated on
+    edgeprof/data/calibration.txt); the record's weights read `gptq4-gN` (`gptq4ao-gN` with act-order)."""
+    from edgeprof.quant import gptq4
+    from edgeprof.quant.rtn import model_group
+
+    group = group or model_group(loaded.shape)
+    result = gptq4.gptq_for(loaded, group, actorder=actorder)
+    name = "edgeprof-fast-int4-gptq" + ("-actorder" if actorder else "")
+    return make_int4(loaded, device, max_ctx, group, name=name, gptq=result, **options)
+
+
+def make_int4_gptq_actorder(loaded, device: str, max_ctx: int, group: int | None = None, **options) -> FastDecoder:
+    """`make_int4_gptq` with llmcompressor's static act-order (columns in Hessian order, contiguous groups)."""
+    return make_int4_gptq(loaded, device, max_ctx, group, actorder=True, **options)

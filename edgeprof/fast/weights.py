@@ -6,7 +6,9 @@ Per layer, bf16 (nn.Linear convention, [out, in]):
   wgu  [2*I, H]   gate rows first, then up rows: one GEMV instead of two
   wd   [H, I]
 Int4 replaces each weight matrix by an int4 layer (tinygemm, or gemlite where installed)
-built from `edgeprof.quant.rtn` tensors (round-to-nearest, `rtn4-gN`), group `group`.
+built from (q, z, s) tensors, group `group`: `edgeprof.quant.rtn` (round-to-nearest, `rtn4-gN`)
+by default, or a GPTQ result (`edgeprof.quant.gptq4`, `gptq4-gN`) passed as `qzs_source`. A fused
+matrix takes each part's own tensors stacked along N (groups never cross rows).
 """
 
 from __future__ import annotations
@@ -108,8 +110,12 @@ def gemv_error(lin, q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: in
     return float((got - ref).norm() / ref.norm().clamp(min=1e-12))
 
 
-def _int4(w: torch.Tensor, group: int, kernel: str = "tinygemm", errors: list[float] | None = None) -> Int4Linear:
-    q, z, s = quantize_rtn(w, group)  # s is exact in bf16 (edgeprof.quant.rtn)
+QZS = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g]
+
+
+def _int4(w: torch.Tensor | QZS, group: int, kernel: str = "tinygemm", errors: list[float] | None = None) -> Int4Linear:
+    """An int4 layer from a weight [N, K] (quantized here with rtn4) or a ready (q, z, s) triple."""
+    q, z, s = w if isinstance(w, tuple) else quantize_rtn(w, group)  # s is exact in bf16 and fp16
     lin = INT4_KERNELS[kernel](q, z, s, group)
     if errors is not None:
         errors.append(gemv_error(lin, q, z, s, group))
@@ -124,7 +130,7 @@ def load_check(errors: list[float]) -> dict[str, object]:
             "what": "each int4 GEMV on a random x vs x @ dequantized(W)^T in fp32, at load"}
 
 
-def _int4_biased(w: torch.Tensor, b: torch.Tensor | None, group: int, kernel: str,
+def _int4_biased(w: torch.Tensor | QZS, b: torch.Tensor | None, group: int, kernel: str,
                  errors: list[float] | None = None):
     """q/k/v: the CUDA kernel adds the bias in its epilogue (no extra launch); others add it after."""
     lin = _int4(w, group, kernel, errors)  # checked before a bias is attached
@@ -152,12 +158,21 @@ def int4_kernels_used(layers: list[LayerWeights]) -> dict[str, object]:
     return out
 
 
-def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm") -> FastWeights:
-    """Fuse the weights of an HF causal LM (already on its device, bf16)."""
+def _stacked_qzs(source, prefix: str, parts: tuple[str, ...], device) -> QZS:
+    """(q, z, s) of several projections from `source` (a GPTQResult), stacked along N, on `device`."""
+    trip = [source.qzs(f"{prefix}.{p}") for p in parts]
+    return tuple(torch.cat([t[i] for t in trip], dim=0).to(device) for i in range(3))  # type: ignore[return-value]
+
+
+def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm", qzs_source=None,
+            int4_label: str | None = None) -> FastWeights:
+    """Fuse the weights of an HF causal LM (already on its device, bf16). For int4, `qzs_source`
+    (an `edgeprof.quant.gptq4.GPTQResult`) supplies calibrated tensors instead of rtn4, and
+    `int4_label` names them (`gptq4-g64`)."""
     inner = model.model
     layers = []
     errors: list[float] = []  # load-time kernel check of every int4 projection
-    for layer in inner.layers:
+    for i, layer in enumerate(inner.layers):
         a, m = layer.self_attn, layer.mlp
         wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)
         bqkv = _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)
@@ -165,6 +180,13 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
         if fmt == "bf16":
             qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
             gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
+        elif qzs_source is not None:
+            dev, pa, pm = wqkv.device, f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"
+            qkv = _int4_biased(_stacked_qzs(qzs_source, pa, ("q_proj", "k_proj", "v_proj"), dev), bqkv, group,
+                               kernel, errors)
+            o = _int4(_stacked_qzs(qzs_source, pa, ("o_proj",), dev), group, kernel, errors)
+            gu = _int4(_stacked_qzs(qzs_source, pm, ("gate_proj", "up_proj"), dev), group, kernel, errors)
+            d = _int4(_stacked_qzs(qzs_source, pm, ("down_proj",), dev), group, kernel, errors)
         else:
             qkv = _int4_biased(wqkv, bqkv, group, kernel, errors)
             o = _int4(a.o_proj.weight, group, kernel, errors)
@@ -175,8 +197,11 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
     if fmt != "bf16":
         extra.update(int4_kernels_used(layers))
         extra["int4_load_check"] = load_check(errors)
-    return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight,
-                       "bf16" if fmt == "bf16" else rtn_label(group), tied, extra)
+        if qzs_source is not None:
+            extra["int4_quantizer"] = {k: v for k, v in qzs_source.meta.items() if k != "key"}
+    fmt_label = "bf16" if fmt == "bf16" else (int4_label or rtn_label(group))
+    return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight, fmt_label, tied,
+                       extra)
 
 
 def dequantized_copy_(model, group: int = 128) -> None:

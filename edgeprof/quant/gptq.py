@@ -12,7 +12,9 @@ Stored exactly as GPTQ checkpoints and ExLlamaV2 read them:
     scales  fp16  [G, out]
     g_idx   int32 [in]          = i // g  (no act-order)
 
-No calibration: RTN on the loaded weights, labelled `rtn4-gN` in every record.
+No calibration: RTN on the loaded weights, labelled `rtn4-gN` in every record, unless a calibrated
+`edgeprof.quant.gptq4.GPTQResult` is passed as `quantized`: then its tensors are stored unchanged (static
+act-order keeps g_idx = i // g, so desc_act stays false and every GPTQ reader takes them).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _is_quantized_linear(name: str) -> bool:
     return ".layers." in name and name.rsplit(".", 1)[-1] in LINEAR_NAMES
 
 
-def _config_json(model, group: int) -> dict[str, Any]:
+def _config_json(model, group: int, quantized=None) -> dict[str, Any]:
     cfg = model.config.to_dict()
     rope = cfg.get("rope_parameters") or {}
     # ExLlamaV2 reads the pre-v5 keys: rope_theta at top level, llama3 scaling under rope_scaling.
@@ -89,12 +91,19 @@ def _config_json(model, group: int) -> dict[str, Any]:
         "checkpoint_format": "gptq",
         "note": "edgeprof rtn4 (round-to-nearest, no calibration; edgeprof.quant.rtn) in GPTQ v1 layout",
     }
+    if quantized is not None:
+        m = quantized.meta
+        cfg["quantization_config"]["note"] = (
+            f"GPTQ ({m.get('library')} {m.get('library_version')}, {m.get('label')}, act-order "
+            f"{m.get('actorder') or 'off'}, damp {m.get('dampening_frac')}, {m.get('calibration_tokens')} calibration "
+            "tokens of edgeprof/data/calibration.txt; edgeprof.quant.gptq4) in GPTQ v1 layout")
     return cfg
 
 
-def checkpoint_tensors(model, group: int = 128,
-                       progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
-    """All tensors of a GPTQ checkpoint of `model` (CPU, contiguous), by safetensors key."""
+def checkpoint_tensors(model, group: int = 128, progress: Callable[[str], None] | None = None,
+                       quantized=None) -> dict[str, torch.Tensor]:
+    """All tensors of a GPTQ checkpoint of `model` (CPU, contiguous), by safetensors key; the block
+    linears from `quantized` (a gptq4.GPTQResult) when given, else rtn4 of the loaded weights."""
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state = model.state_dict()
     out: dict[str, torch.Tensor] = {}
@@ -104,7 +113,7 @@ def checkpoint_tensors(model, group: int = 128,
             continue  # ExLlamaV2 maps lm_head to model.embed_tokens when tied
         module, leaf = key.rsplit(".", 1)
         if _is_quantized_linear(module) and leaf == "weight":
-            t = quantize_linear(value.detach(), group)
+            t = quantized.tensors[module] if quantized is not None else quantize_linear(value.detach(), group)
             for name in ("qweight", "qzeros", "scales", "g_idx"):
                 out[f"{module}.{name}"] = getattr(t, name).cpu().contiguous()
             n_done += 1
@@ -123,7 +132,7 @@ def checkpoint_tensors(model, group: int = 128,
 
 
 def write_checkpoint(loaded, out_dir: str | Path, group: int = 128,
-                     progress: Callable[[str], None] | None = None) -> Path:
+                     progress: Callable[[str], None] | None = None, quantized=None) -> Path:
     """Write `loaded.model` as a GPTQ 4-bit checkpoint (config.json with quantization_config,
     model.safetensors, tokenizer files when present) into `out_dir`, atomically."""
     from safetensors.torch import save_file
@@ -133,9 +142,9 @@ def write_checkpoint(loaded, out_dir: str | Path, group: int = 128,
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         with torch.no_grad():
-            tensors = checkpoint_tensors(loaded.model, group, progress)
+            tensors = checkpoint_tensors(loaded.model, group, progress, quantized)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(_config_json(loaded.model, group), indent=2, default=str))
+        (tmp / "config.json").write_text(json.dumps(_config_json(loaded.model, group, quantized), indent=2, default=str))
         src = getattr(loaded, "path", None)
         if loaded.tokenizer is not None:
             with contextlib.suppress(Exception):  # tokenizer files are optional for a latency checkpoint
