@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from w4gemv import W4Linear, W4LinearSplitK  # beside this script: measured, used by no backend
 
 from edgeprof.fast.int4 import INT4_KERNELS, dequantize, quantize_rtn
+from edgeprof.fast.w4cuda import VARIANTS
 from edgeprof.timing import time_graph
 
 # (name, in K, out N) of one Qwen2.5-7B layer with edgeprof-fast's fusions
@@ -377,7 +378,7 @@ def best_per_shape(rows: list[dict]) -> dict[str, dict]:
             best[shape] = {"best": None, "default": default}
             continue
         top = max(timed, key=lambda r: r["gb_per_s"])
-        entry = {"best": {f: top[f] for f in (*TUNE_FIELDS, "us_p50", "gb_per_s", "frac_copy_bw")},
+        entry = {"best": {f: top[f] for f in ("k", "n", *TUNE_FIELDS, "us_p50", "gb_per_s", "frac_copy_bw")},
                  "default": {f: default[f] for f in (*TUNE_FIELDS, "us_p50", "gb_per_s", "frac_copy_bw")}
                  if default else None}
         if default:
@@ -533,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
     ap.add_argument("--tune-splits", type=lambda v: parse_int_list(v, "--tune-splits"), default=(1, 2, 3, 4, 6, 8),
                     help="--suite tune: K splits to try (each made group-aligned; the default launch's is added)")
-    ap.add_argument("--tune-variants", type=_variant_list, default=("base", "w8", "persist", "tm", "tm8"),
-                    help="--suite tune: kernel variants, comma-separated, from base,w8,persist,tm,tm8")
+    ap.add_argument("--tune-variants", type=_variant_list, default=tuple(VARIANTS),
+                    help=f"--suite tune: kernel variants, comma-separated, from {','.join(VARIANTS)}")
     ap.add_argument("--tune-shapes", type=_shape_list, default=tuple(sh[1] for sh in TUNE_SHAPES),
                     help="--suite tune: shapes, comma-separated, from qkv,o,gate_up,down")
     ap.add_argument("--time-budget", type=float, default=170.0,

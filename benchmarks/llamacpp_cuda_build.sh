@@ -118,13 +118,15 @@ toolchain() {  # which compilers built the library and which libstdc++ each side
 probe() {  # each load in its own process: a segfault ends one case, the table shows which ones survive
   mkdir -p "$RES"
   [ -f "$SRC/llama_cpp/lib/libggml-cuda.so" ] || { say "not built yet: run 'build' first"; exit 1; }
-  local dc pre
+  local dc pre tk
   dc="$(ls "$DIR"/diskcache-*.whl 2>/dev/null | head -1 || true)"
   pre="$(toolchain | tail -1)"
   [ -f "$pre" ] || pre=""
+  # the toolkit libraries libggml-cuda links (for the torch-first pass with them preloaded)
+  tk="$(ldd "$SRC/llama_cpp/lib/libggml-cuda.so" | awk '/libcudart|libcublas/ {print $3}' | paste -sd: -)"
   PYTHONPATH="$SRC:$SRC/vendor/llama.cpp/gguf-py:${dc}:$REPO${PYTHONPATH:+:$PYTHONPATH}" \
     python3 benchmarks/llamacpp_load_probe.py --device cuda --gguf-dir "$STATE/gguf" --out "$RES" \
-      ${pre:+--preload "$pre"} 2>&1 | tee "$RES/probe.log" | tail -60
+      ${pre:+--preload "$pre"} --torch-first ${tk:+--toolkit-libs "$tk"} 2>&1 | tee "$RES/probe.log" | tail -60
 }
 
 case "${1:-}" in

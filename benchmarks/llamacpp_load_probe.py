@@ -22,8 +22,11 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import ctypes, json, sys, faulthandler
+import ctypes, json, os, sys, faulthandler
 faulthandler.enable()
+if os.environ.get("PROBE_TORCH_FIRST") == "1":  # as edgeprof's backend runs: torch (and its CUDA libs) loaded first
+    import torch
+    torch.zeros(1, device="cuda")
 import llama_cpp
 path, ngl = sys.argv[1], int(sys.argv[2])
 llama_cpp.llama_backend_init()
@@ -41,13 +44,13 @@ if m:
 """
 
 
-def _case(path: Path, ngl: int, timeout: int, preload: str = "") -> dict:
-    env = {**os.environ, **({"LD_PRELOAD": preload} if preload else {})}
+def _case(path: Path, ngl: int, timeout: int, preload: str = "", torch_first: bool = False) -> dict:
+    env = {**os.environ, **({"LD_PRELOAD": preload} if preload else {}), "PROBE_TORCH_FIRST": str(int(torch_first))}
     r = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ngl)], capture_output=True, text=True,
                        timeout=timeout, env=env)
     out = r.stdout + r.stderr
     libs = next((json.loads(x[5:]) for x in r.stdout.splitlines() if x.startswith("LIBS ")), None)
-    rec = {"gguf": path.name, "n_gpu_layers": ngl, "preload": preload, "rc": r.returncode,
+    rec = {"gguf": path.name, "n_gpu_layers": ngl, "preload": preload, "torch_first": torch_first, "rc": r.returncode,
            "loaded": "LOADED True" in out,
            "decode_rc": next((x.split()[1] for x in out.splitlines() if x.startswith("DECODE ")), None),
            "libs": libs, "tail": out[-3000:]}
@@ -69,6 +72,9 @@ def main() -> None:
     ap.add_argument("--gguf-dir", default="/tmp/edgeprof-gguf")
     ap.add_argument("--big", default="qwen2.5-7b", help="preset of the big SYNTHETIC GGUF ('' to skip)")
     ap.add_argument("--timeout", type=int, default=240)
+    ap.add_argument("--torch-first", action="store_true", help="also load on the GPU with torch imported first")
+    ap.add_argument("--toolkit-libs", default="", help="':'-separated CUDA toolkit libraries to LD_PRELOAD in a "
+                    "torch-first pass (libcudart, libcublas, libcublasLt the build linked)")
     ap.add_argument("--preload", default="", help="a library (e.g. the build compiler's libstdc++.so.6) to "
                     "LD_PRELOAD in a second pass over the cases when one crashes")
     args = ap.parse_args()
@@ -88,6 +94,12 @@ def main() -> None:
     # newer g++ than the one that built the process's libstdc++ is a known way to crash in std::stringstream
     if args.preload and any(r["rc"] < 0 for r in recs):
         recs += [_case(f, n, args.timeout, args.preload) for f in files for n in ngls]
+    # edgeprof's backend imports torch before llama_cpp: torch's CUDA libraries (same sonames) are then the
+    # ones libggml-cuda binds to. The GPU loads again that way, and with the toolkit's libraries preloaded.
+    if args.torch_first and ngls[-1] == -1:
+        recs += [_case(f, -1, args.timeout, torch_first=True) for f in files]
+        if args.toolkit_libs:
+            recs += [_case(f, -1, args.timeout, args.toolkit_libs, torch_first=True) for f in files]
     env = {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_VISIBLE_DEVICES", "PYTHONPATH")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,10 +109,14 @@ def main() -> None:
     for r in recs:
         if r["rc"] != 0:
             print(f"--- {r['gguf']} ngl={r['n_gpu_layers']} preload={r['preload'] or '-'} rc={r['rc']}\n{r['tail'][-1500:]}\n{r.get('gdb_bt', '')}")
-    print("| gguf | n_gpu_layers | LD_PRELOAD | rc | loaded | llama_decode rc |\n|---|---|---|---|---|---|")
+    print("| gguf | n_gpu_layers | torch first | LD_PRELOAD | rc | loaded | llama_decode rc |\n"
+          "|---|---|---|---|---|---|---|")
     for r in recs:
-        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['preload'] or '-'} | {r['rc']} | {r['loaded']} | "
-              f"{r['decode_rc']} |")
+        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['torch_first']} | {r['preload'] or '-'} | {r['rc']} | "
+              f"{r['loaded']} | {r['decode_rc']} |")
+    for r in recs:
+        if r["torch_first"]:
+            print(f"libs mapped (torch first, preload {r['preload'] or '-'}):", *(r["libs"] or ["?"]), sep="\n  ")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,9 @@ def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int):
         lin = to_tinygemm(q, z, s, group)
         lin.fallback_reason = why  # type: ignore[attr-defined]
         return lin
-    return w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext)
+    n, k = q.shape
+    launch = w4cuda.launch_plan().get((k, n), {}) if group == 128 else {}
+    return w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext, **launch)
 
 
 INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite, "cuda": to_cuda_w4}

@@ -29,11 +29,12 @@ TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of
 MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays within 40 KB of shared memory
 # launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, warps per CTA, persistent);
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
+# (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
-            "tm8": (4, 8, False)}
-VARIANT_GROUPS = {"base": GROUPS, "w8": (128,), "persist": (128,), "tm": (128,), "tm8": (128,)}
-# the weight layout each variant reads: "rowblock" (pack_w4) or "tile" (to_tile_major)
-VARIANT_LAYOUT = {"base": "rowblock", "w8": "rowblock", "persist": "rowblock", "tm": "tile", "tm8": "tile"}
+            "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False)}
+VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
+# the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
+VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
 
 
 @dataclass
@@ -227,6 +228,27 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
                                 "ctas": launch_ctas(n, sp, variant, gx),
                                 "default": variant == "base" and (sp, tps) == default})
     return configs
+
+
+PLAN_ENV = "EDGEPROF_W4_PLAN"
+
+
+def launch_plan(path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict]:
+    """Per-shape launch {(K, N): {"variant", "splits"}} from a `int4_gemv.py --suite tune` JSON (its
+    `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; {} when
+    neither is given (every shape then takes the default launch). Group 128 only, as the variants."""
+    import json
+
+    path = path or os.environ.get(PLAN_ENV)
+    if not path:
+        return {}
+    try:
+        rec = json.loads(Path(path).read_text())
+        best = [b["best"] for b in rec["best"].values() if b.get("best")]
+        return {(int(b["k"]), int(b["n"])): {"variant": b["variant"], "splits": int(b["splits"])} for b in best}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{PLAN_ENV}: {path} is not a readable `int4_gemv.py --suite tune` tune.json with k and n "
+                         f"in its best configs ({type(exc).__name__}: {exc}); unset it for the default launch") from exc
 
 
 class W4CudaLinear:

@@ -153,8 +153,22 @@ def int4_kernels_used(layers: list[LayerWeights]) -> dict[str, object]:
                 reasons.add(inner.fallback_reason)
     kinds = set(used.values())
     out: dict[str, object] = {"int4_kernel": kinds.pop() if len(kinds) == 1 else used}
+    launches = _cuda_launches(layers[0]) if layers else {}
+    if launches:  # edgeprof's CUDA kernel: which launch (variant, K splits) each projection got
+        out["int4_launch"] = launches
     if reasons:
         out["int4_fallback_reason"] = "; ".join(sorted(reasons))
+    return out
+
+
+def _cuda_launches(layer: LayerWeights) -> dict[str, str]:
+    """{projection: "variant sN"} for the projections of `layer` that run edgeprof's CUDA W4 kernel."""
+    out = {}
+    for name in ("qkv", "o", "gate_up", "down"):
+        lin = getattr(layer, name)
+        inner = getattr(lin, "lin", lin)
+        if hasattr(inner, "variant") and hasattr(inner, "splits"):
+            out[name] = f"{inner.variant} s{inner.splits}"
     return out
 
 

@@ -31,7 +31,7 @@ def test_tile_major_layout_puts_tile_t_of_every_row_block_side_by_side():
     assert tm.layout == "tile" and tm.qw.shape == (4, 3, 32, 4) and tm.sz.shape == (2, 3, 8, 4)
     assert torch.equal(tm.qw[2, 1], p.qw[1, 2]) and torch.equal(tm.sz[1, 2], p.sz[2, 1])
     assert to_tile_major(tm) is tm and to_row_block(tm).layout == "rowblock"
-    for a, b in zip(unpack_w4(tm), unpack_w4(p)):
+    for a, b in zip(unpack_w4(tm), unpack_w4(p), strict=True):
         assert torch.equal(a, b)
 
 
@@ -148,3 +148,18 @@ def test_w4cuda_linear_rejects_a_variant_not_compiled_for_the_group():
         W4CudaLinear(p, variant="persist")
     with pytest.raises(ValueError, match="variant"):
         W4CudaLinear(p, variant="w16")
+
+
+def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp_path, monkeypatch):
+    from edgeprof.fast.w4cuda import PLAN_ENV, launch_plan
+
+    monkeypatch.delenv(PLAN_ENV, raising=False)
+    assert launch_plan() == {}
+    tune = tmp_path / "tune.json"
+    tune.write_text('{"best": {"down": {"best": {"k": 18944, "n": 3584, "variant": "o8", "splits": 8}}, '
+                    '"qkv": {"best": null}}}')
+    monkeypatch.setenv(PLAN_ENV, str(tune))
+    assert launch_plan() == {(18944, 3584): {"variant": "o8", "splits": 8}}
+    tune.write_text("{}")
+    with pytest.raises(ValueError, match=PLAN_ENV):
+        launch_plan()

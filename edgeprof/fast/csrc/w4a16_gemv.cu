@@ -225,13 +225,16 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // the last chunk of one row block a warp already loads the first chunk of its next one, so its
 // weight stream never drains between row blocks. Per-row arithmetic and the split order are the
 // same in every variant, so all variants give bitwise the same y for the same splits.
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM>
-__global__ void __launch_bounds__(WARPS * 32, PERSIST ? 4 : 2)
+// UL: 16-byte loads per chunk (0: the base kernel's choice); MINB: CTAs per SM the register budget must
+// allow (__launch_bounds__), i.e. more resident warps to hide the dequant + mma latency with.
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0>
+__global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : (PERSIST ? 4 : 2))
 w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
                   int* __restrict__ counters, int N, int K, int tiles_per_split) {
-  constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
+  constexpr int U = UL ? UL : (G == 32 ? 4 : 6);  // 16-byte loads per chunk; two chunks in flight per thread
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
+  static_assert(GPC >= 1 && (U * 64) % G == 0, "a chunk holds whole groups");
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
   extern __shared__ uint4 smem_raw[];
   uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw);  // x slice, permuted per 16 columns, bf16 pairs
@@ -383,14 +386,14 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   }
 }
 
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL, int MINB>
 cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, int grid_x, cudaStream_t stream) {
   const int nbx = (N / 16 + WARPS - 1) / WARPS;
   // persistent: grid_x CTAs per split walk the nbx row-block columns; otherwise one CTA per column
   const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM>;
+  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -402,15 +405,14 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
   return cudaGetLastError();
 }
 
-template <int G, int WARPS, bool PERSIST, bool TM>
+template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0>
 cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, int gx, cudaStream_t s) {
-  if (asym) {
-    return act ? tune_launch_t<G, true, true, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
-               : tune_launch_t<G, true, false, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
-  }
-  return act ? tune_launch_t<G, false, true, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s)
-             : tune_launch_t<G, false, false, WARPS, PERSIST, TM>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, gx, s);
+#define EDGEPROF_TL(A, C) tune_launch_t<G, A, C, WARPS, PERSIST, TM, UL, MINB>(qw, sz, x, bias, y, partial, counters, \
+                                                                          N, K, splits, tps, gx, s)
+  if (asym) return act ? EDGEPROF_TL(true, true) : EDGEPROF_TL(true, false);
+  return act ? EDGEPROF_TL(false, true) : EDGEPROF_TL(false, false);
+#undef EDGEPROF_TL
 }
 
 }  // namespace edgeprof_w4
@@ -418,8 +420,8 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 // C entry point for the torch binding (w4a16_binding.cpp); returns a cudaError_t as int.
 // variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
 // variant 1 ("w8", 8 warps per CTA), 2 ("persist", grid_x CTAs per split walk the columns), 3 ("tm", the
-// tile-major layout) and 4 ("tm8", tile-major with 8 warps) are tuning variants instantiated for group
-// 128 only (keeps the JIT build short).
+// tile-major layout), 4 ("tm8", tile-major with 8 warps), 5-7 ("o8", "o6", "u8": loads per chunk and
+// CTAs per SM) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -433,6 +435,13 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return tune_launch_g<128, 4, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 4 && group == 128)  // "tm8": tile-major, 8 warps per CTA
     return tune_launch_g<128, 8, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  // occupancy variants: "o8" 4 loads per chunk, 8 CTAs (32 warps) per SM; "o6" 4 loads, 6 CTAs; "u8" 8 loads, 4 CTAs
+  if (variant == 5 && group == 128)
+    return tune_launch_g<128, 4, false, false, 4, 8>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 6 && group == 128)
+    return tune_launch_g<128, 4, false, false, 4, 6>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 7 && group == 128)
+    return tune_launch_g<128, 4, false, false, 8, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
     case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
