@@ -27,6 +27,9 @@ faulthandler.enable()
 if os.environ.get("PROBE_TORCH_FIRST") == "1":  # as edgeprof's backend runs: torch (and its CUDA libs) loaded first
     import torch
     torch.zeros(1, device="cuda")
+if os.environ.get("PROBE_PROMOTE") == "1":  # edgeprof's fix (backends/llamacpp.py), before llama_cpp loads
+    from edgeprof.backends.llamacpp import promote_cxx_runtime
+    print("PROMOTED", promote_cxx_runtime(), flush=True)
 import llama_cpp
 path, ngl = sys.argv[1], int(sys.argv[2])
 llama_cpp.llama_backend_init()
@@ -44,13 +47,16 @@ if m:
 """
 
 
-def _case(path: Path, ngl: int, timeout: int, preload: str = "", torch_first: bool = False) -> dict:
-    env = {**os.environ, **({"LD_PRELOAD": preload} if preload else {}), "PROBE_TORCH_FIRST": str(int(torch_first))}
+def _case(path: Path, ngl: int, timeout: int, preload: str = "", torch_first: bool = False,
+          promote: bool = False) -> dict:
+    env = {**os.environ, **({"LD_PRELOAD": preload} if preload else {}), "PROBE_TORCH_FIRST": str(int(torch_first)),
+           "PROBE_PROMOTE": str(int(promote))}
     r = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ngl)], capture_output=True, text=True,
                        timeout=timeout, env=env)
     out = r.stdout + r.stderr
     libs = next((json.loads(x[5:]) for x in r.stdout.splitlines() if x.startswith("LIBS ")), None)
-    rec = {"gguf": path.name, "n_gpu_layers": ngl, "preload": preload, "torch_first": torch_first, "rc": r.returncode,
+    rec = {"gguf": path.name, "n_gpu_layers": ngl, "preload": preload, "torch_first": torch_first,
+           "promote": promote, "rc": r.returncode,
            "loaded": "LOADED True" in out,
            "decode_rc": next((x.split()[1] for x in out.splitlines() if x.startswith("DECODE ")), None),
            "libs": libs, "tail": out[-3000:]}
@@ -98,6 +104,9 @@ def main() -> None:
     # ones libggml-cuda binds to. The GPU loads again that way, and with the toolkit's libraries preloaded.
     if args.torch_first and ngls[-1] == -1:
         recs += [_case(f, -1, args.timeout, torch_first=True) for f in files]
+        recs += [_case(f, -1, args.timeout, torch_first=True, promote=True) for f in files]  # the backend's fix
+        if args.preload:  # the same fix from outside: the runtime first in the global scope
+            recs += [_case(f, -1, args.timeout, args.preload, torch_first=True) for f in files]
         if args.toolkit_libs:
             recs += [_case(f, -1, args.timeout, args.toolkit_libs, torch_first=True) for f in files]
     env = {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_VISIBLE_DEVICES", "PYTHONPATH")}
@@ -109,11 +118,11 @@ def main() -> None:
     for r in recs:
         if r["rc"] != 0:
             print(f"--- {r['gguf']} ngl={r['n_gpu_layers']} preload={r['preload'] or '-'} rc={r['rc']}\n{r['tail'][-1500:]}\n{r.get('gdb_bt', '')}")
-    print("| gguf | n_gpu_layers | torch first | LD_PRELOAD | rc | loaded | llama_decode rc |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| gguf | n_gpu_layers | torch first | libstdc++ promoted | LD_PRELOAD | rc | loaded | llama_decode rc |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in recs:
-        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['torch_first']} | {r['preload'] or '-'} | {r['rc']} | "
-              f"{r['loaded']} | {r['decode_rc']} |")
+        print(f"| {r['gguf']} | {r['n_gpu_layers']} | {r['torch_first']} | {r['promote']} | {r['preload'] or '-'} | "
+              f"{r['rc']} | {r['loaded']} | {r['decode_rc']} |")
     for r in recs:
         if r["torch_first"]:
             print(f"libs mapped (torch first, preload {r['preload'] or '-'}):", *(r["libs"] or ["?"]), sep="\n  ")

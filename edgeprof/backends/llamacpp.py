@@ -47,9 +47,32 @@ _LOG_CALLBACK: Any = None  # kept alive: llama.cpp calls it for every log line
 _BACKEND_READY = False
 
 
+def promote_cxx_runtime() -> str | None:
+    """Put the C++ runtime (libstdc++) into the process's global symbol scope before llama.cpp loads.
+
+    Why: a CUDA build's libggml-cuda exports its own instantiations of libstdc++ templates (e.g.
+    std::ostream::_M_insert<long>). With torch imported first (as edgeprof always does), llama.cpp's
+    libllama bound those names to libggml-cuda's copies and crashed inside llama_model_load's
+    print_info (H200, llama-cpp-python 0.3.36 built with CUDA 13.0: backtrace in
+    results/h200/2026-11-28-llamacpp-cuda). Loading libstdc++ RTLD_GLOBAL first makes every later lookup
+    find the real one. Returns the library's name, or None where there is none to promote (not glibc)."""
+    import ctypes.util
+
+    name = ctypes.util.find_library("stdc++") or "libstdc++.so.6"
+    try:
+        ctypes.CDLL(name, mode=getattr(os, "RTLD_GLOBAL", 0) | getattr(os, "RTLD_NOLOAD", 0))
+    except OSError:  # not loaded yet (no torch): nothing can shadow it; or not a glibc system
+        try:
+            ctypes.CDLL(name, mode=getattr(os, "RTLD_GLOBAL", 0))
+        except OSError:
+            return None
+    return name
+
+
 def _lib():
     """Import llama_cpp (the ctypes bindings) or say how to get it."""
     try:
+        promote_cxx_runtime()
         import llama_cpp
     except ImportError as exc:
         raise BackendUnavailableError(

@@ -29,9 +29,11 @@ TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of
 MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays within 40 KB of shared memory
 # launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, warps per CTA, persistent);
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
-# (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4)
+# (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4;
+# xscalar: base with its first x staging, one 32-bit load and L2 round trip per pair per loop iteration)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
-            "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False)}
+            "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
+            "xscalar": (8, 4, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -289,10 +291,13 @@ class W4CudaLinear:
 
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
+        x = x.contiguous()
+        if x.data_ptr() % 16:  # the kernel stages x with 16-byte loads
+            x = x.clone()
         if self.variant_id == 0 and self.grid_x == 0:  # the default path, as the decoder uses it
-            return self.ext.gemv(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+            return self.ext.gemv(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                  p.group, p.asym, act, self.splits, self.tps)
-        return self.ext.gemv_variant(x.contiguous(), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+        return self.ext.gemv_variant(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                      p.group, p.asym, act, self.splits, self.tps, self.variant_id, self.grid_x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,66 @@ __device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, i
   }
 }
 
-template <int G, bool ASYM, bool ACT>
+__device__ __forceinline__ uint4 ld_x16(const __nv_bfloat16* p) {  // 8 bf16 of x (L2-resident)
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// silu(g) * u for a bf16 pair of each, rounded as the unfused silu_mul kernel does
+__device__ __forceinline__ uint32_t act_pair(uint32_t g2, uint32_t u2) {
+  float g[2] = {bf_lo(g2), bf_hi(g2)}, u[2] = {bf_lo(u2), bf_hi(u2)};
+  __nv_bfloat16 o[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) o[i] = __float2bfloat16(round_bf16(g[i] / (1.0f + __expf(-g[i]))) * u[i]);
+  return *reinterpret_cast<uint32_t*>(o);
+}
+
+// Stage the x slice [k0, k0 + klen) in shared memory, permuted: pair i of 16-column block b holds
+// columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9 (i = 8b + 2c + 1), so lane c later reads its whole
+// B fragment with one 64-bit load. XVEC: 16-byte loads, XV of them in flight per thread before any is
+// used (one L2 round trip for the whole slice); else one 32-bit load per pair, a round trip per
+// loop iteration (the kernel as first measured, kept as variant "xscalar").
+template <bool ACT, bool XVEC>
+__device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
+                                        uint32_t* __restrict__ xs) {
+  if constexpr (!XVEC) {
+    for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+      const int b = i >> 3, j = i & 7;
+      xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
+    }
+  } else {
+    constexpr int XV = 4;
+    const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
+    for (int v0 = threadIdx.x; v0 < nvec; v0 += blockDim.x * XV) {
+      uint4 g[XV], u[XV];
+#pragma unroll
+      for (int e = 0; e < XV; ++e) {
+        const int v = v0 + e * blockDim.x;
+        if (v < nvec) {
+          g[e] = ld_x16(x + k0 + 8 * v);
+          if constexpr (ACT) u[e] = ld_x16(x + K + k0 + 8 * v);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < XV; ++e) {
+        const int v = v0 + e * blockDim.x;
+        if (v >= nvec) break;
+        const uint32_t gw[4] = {g[e].x, g[e].y, g[e].z, g[e].w};
+        uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          if constexpr (ACT) {
+            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w};
+            dst[2 * q] = act_pair(gw[q], uw[q]);
+          } else {
+            dst[2 * q] = gw[q];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <int G, bool ASYM, bool ACT, bool XVEC = true>
 __global__ void __launch_bounds__(kWarps * 32, 5)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
@@ -99,12 +158,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   ST sa[GPC];
   if (nb < NB) load_chunk(0, wa, sa);
 
-  // Stage x: pair i of 16-column block b holds columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9
-  // (i = 8b + 2c + 1), so lane c later reads its whole B fragment with one 64-bit load.
-  for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
-    const int b = i >> 3, j = i & 7;
-    xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
-  }
+  stage_x<ACT, XVEC>(x, K, k0, klen, xs);
   __syncthreads();
   for (int gi = warp; gi < ng; gi += kWarps) {
     const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
@@ -189,12 +243,12 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next call (graph replays)
 }
 
-template <int G, bool ASYM, bool ACT>
+template <int G, bool ASYM, bool ACT, bool XVEC = true>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -206,15 +260,15 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
   return cudaGetLastError();
 }
 
-template <int G>
+template <int G, bool XVEC = true>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
   if (asym) {
-    return act ? launch_t<G, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
-               : launch_t<G, true, false>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+    return act ? launch_t<G, true, true, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
+               : launch_t<G, true, false, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
   }
-  return act ? launch_t<G, false, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
-             : launch_t<G, false, false>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+  return act ? launch_t<G, false, true, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
+             : launch_t<G, false, false, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 
 // Tuning variants of the kernel above (same math, same layout), selected at run time by
@@ -279,12 +333,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   ST sa[GPC];
   if (nb < NB) load_chunk(wp, sp, 0, wa, sa);
 
-  // Stage x: pair i of 16-column block b holds columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9
-  // (i = 8b + 2c + 1), so lane c later reads its whole B fragment with one 64-bit load.
-  for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
-    const int b = i >> 3, j = i & 7;
-    xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
-  }
+  stage_x<ACT, true>(x, K, k0, klen, xs);
   __syncthreads();
   for (int gi = warp; gi < ng; gi += WARPS) {
     const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
@@ -421,7 +470,8 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 // variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
 // variant 1 ("w8", 8 warps per CTA), 2 ("persist", grid_x CTAs per split walk the columns), 3 ("tm", the
 // tile-major layout), 4 ("tm8", tile-major with 8 warps), 5-7 ("o8", "o6", "u8": loads per chunk and
-// CTAs per SM) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging) are tuning variants
+// instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -436,6 +486,8 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
   if (variant == 4 && group == 128)  // "tm8": tile-major, 8 warps per CTA
     return tune_launch_g<128, 8, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   // occupancy variants: "o8" 4 loads per chunk, 8 CTAs (32 warps) per SM; "o6" 4 loads, 6 CTAs; "u8" 8 loads, 4 CTAs
+  if (variant == 8 && group == 128)  // "xscalar": the default kernel with its first x staging (32-bit loads)
+    return launch_g<128, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 5 && group == 128)
     return tune_launch_g<128, 4, false, false, 4, 8>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 6 && group == 128)
