@@ -219,6 +219,16 @@ def load_model(spec: str, device: str, dtype: str = "bfloat16", synthetic: bool 
     return loaded
 
 
+def gguf_is_synthetic(path: Path) -> bool:
+    """A GGUF that edgeprof's synthetic writer made (general.name ends in "[SYNTHETIC]")."""
+    from edgeprof.gguf_header import read_gguf_metadata
+
+    try:
+        return str(read_gguf_metadata(path).get("general.name", "")).endswith("[SYNTHETIC]")
+    except (OSError, ValueError):  # an unreadable header: the loader above has already read it
+        return False
+
+
 def _load_path_or_hub(spec: str, device: str, dtype: str) -> LoadedModel:
     p = Path(spec).expanduser()
     if p.is_dir():
@@ -232,7 +242,9 @@ def _load_path_or_hub(spec: str, device: str, dtype: str) -> LoadedModel:
             raise ModelLoadError(f"GGUF file {p} does not exist")
         model, tok = load_pretrained(str(p.parent), device, dtype, gguf_file=p.name)
         shape = shape_from_hf_config(model.config.to_dict(), p.stem)
-        return LoadedModel(shape, model, tok, False, f"{p.name} (GGUF, real weights)", p, spec, device, dtype)
+        synthetic = gguf_is_synthetic(p)
+        label = f"{p.name} (GGUF, {'SYNTHETIC random weights' if synthetic else 'real weights'})"
+        return LoadedModel(shape, model, tok, synthetic, label, p, spec, device, dtype)
     if is_hub_id(spec):
         model, tok = load_pretrained(spec, device, dtype)
         shape = shape_from_hf_config(model.config.to_dict(), spec.split("/")[-1].lower())

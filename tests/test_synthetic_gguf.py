@@ -111,3 +111,12 @@ def test_llama_cpp_loads_it_and_decodes_deterministically(written) -> None:
         assert dec.info().weights == "gguf-q4_0"
     finally:
         dec.close()
+
+
+def test_a_synthetic_gguf_is_labelled_synthetic_and_the_embedded_one_real(written) -> None:
+    from edgeprof.embedded import ensure_default_gguf
+    from edgeprof.sources import gguf_is_synthetic
+
+    _, path = written
+    assert gguf_is_synthetic(path)
+    assert not gguf_is_synthetic(ensure_default_gguf())

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# llama.cpp's GPU sweep cells (configs/sweeps/qwen-llamacpp-gpu.yaml) in one device call (1 GPU, 16 cores):
+# CUDA build of llama-cpp-python (FlashAttention and NCCL off: a ~4 min build) while the SYNTHETIC Q4_0 GGUF
+# of the Qwen2.5-7B shape is written, then `edgeprof sweep` (one process: the GGUF is dequantized into the
+# transformers reference once for both contexts). Needs .llamacpp-cuda and .whl (the gguf wheel) carried.
+# Results in $OUT/llcells/, packed into $OUT/llcells.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"; START=$(date +%s); DEADLINE_S="${DEADLINE_S:-530}"
+R="$OUT/llcells"; mkdir -p "$R"
+left() { echo $(( START + DEADLINE_S - $(date +%s) )); }
+mark() { echo "$(date -u +%H:%M:%S) +$(( $(date +%s) - START ))s $*" | tee -a "$R/timeline.txt"; }
+trap 'tar czf "$OUT/llcells.tgz" -C "$OUT" llcells' EXIT
+export LLAMACPP_STATE=/root/llamacpp-state PYTHONUNBUFFERED=1
+SRC="$LLAMACPP_STATE/src/llama_cpp_python-0.3.36"; GGUF="$LLAMACPP_STATE/gguf/qwen2.5-7b-synthetic-q4_0.gguf"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/gguf-*.whl || exit 1
+mark start
+( OUT="$R" MAX_JOBS=13 LLAMACPP_CMAKE_EXTRA="-DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF" taskset -c 3-15 \
+    bash benchmarks/llamacpp_cuda_build.sh build > "$R/llama-build.log" 2>&1; echo "build rc=$?" >> "$R/llama-build.log" ) &
+BUILD=$!
+mkdir -p "$(dirname "$GGUF")"
+PYTHONPATH="/tmp/site:$REPO" taskset -c 0-2 python3 -c "
+from edgeprof import synthetic_gguf
+from edgeprof.shape_loader import load_presets
+synthetic_gguf.write(load_presets()['qwen2.5-7b'], '$GGUF')" > "$R/gguf-write.log" 2>&1
+mark "gguf written rc=$? ($(du -h "$GGUF" | cut -f1))"
+wait $BUILD; mark "llama.cpp $(tail -1 "$R/llama-build.log")"
+sed "s#GGUF_PATH#$GGUF#" configs/sweeps/qwen-llamacpp-gpu.yaml > "$R/qwen-llamacpp-gpu.yaml"
+DC="$(ls .llamacpp-cuda/diskcache-*.whl | head -1)"
+PYTHONPATH="$SRC:$DC:/tmp/site:$REPO" timeout "$(( $(left) - 5 ))" python3 -m edgeprof.cli sweep "$R/qwen-llamacpp-gpu.yaml" \
+  --allow-mismatch --no-progress --no-plots --out "$R/sweep" > "$R/sweep.log" 2>&1
+mark "sweep rc=$?"; tail -25 "$R/sweep.log"
+mark end
