@@ -20,7 +20,9 @@ def test_tune_options_parse_and_bad_ones_name_the_option(capsys):
     assert args.tune_variants == ("base", "persist") and args.tune_shapes == ("gate_up", "down")
     assert args.time_budget == 120.0
     default = int4_gemv.build_parser().parse_args(["--suite", "tune"])
-    assert default.tune_splits == (1, 2, 3, 4, 6, 8) and default.tune_variants == ("base", "w8", "persist")
+    from edgeprof.fast.w4cuda import VARIANTS
+
+    assert default.tune_splits == (1, 2, 3, 4, 6, 8) and default.tune_variants == tuple(VARIANTS)
     assert default.tune_shapes == ("qkv", "o", "gate_up", "down")
     with pytest.raises(SystemExit):
         int4_gemv.build_parser().parse_args(["--tune-variants", "base,w16"])
@@ -32,7 +34,7 @@ def test_tune_options_parse_and_bad_ones_name_the_option(capsys):
 
 
 def _row(shape, variant, splits, us, status="ok", default=False, grid_x=0):
-    r = {"shape": shape, "variant": variant, "splits": splits, "tiles_per_split": 56 // splits, "grid_x": grid_x,
+    r = {"shape": shape, "k": 3584, "n": 37888, "variant": variant, "splits": splits, "tiles_per_split": 56 // splits, "grid_x": grid_x,
          "ctas": 592 * splits, "default": default, "status": status}
     if status == "ok":
         r.update(us_p50=us, gb_per_s=68e3 / us, frac_copy_bw=68e3 / us / 4221)
@@ -46,6 +48,7 @@ def test_best_per_shape_is_the_fastest_passing_config_against_the_default():
             _row("down", "base", 4, 0, status="SKIPPED (time budget --time-budget spent)")]
     best = int4_gemv.best_per_shape(rows)
     assert best["gate_up"]["best"]["variant"] == "persist" and best["gate_up"]["best"]["grid_x"] == 264
+    assert (best["gate_up"]["best"]["k"], best["gate_up"]["best"]["n"]) == (3584, 37888)  # what launch_plan keys on
     assert best["gate_up"]["speedup_vs_default"] == pytest.approx(28.5 / 20.0)
     assert best["down"]["best"] is None
 
