@@ -6,20 +6,15 @@
 # Results in $OUT/llcells/, packed into $OUT/llcells.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPO="$PWD"; START=$(date +%s); DEADLINE_S="${DEADLINE_S:-530}"
-R="$OUT/llcells"; mkdir -p "$R"
-left() { echo $(( START + DEADLINE_S - $(date +%s) )); }
-mark() { echo "$(date -u +%H:%M:%S) +$(( $(date +%s) - START ))s $*" | tee -a "$R/timeline.txt"; }
-trap 'tar czf "$OUT/llcells.tgz" -C "$OUT" llcells' EXIT
-export LLAMACPP_STATE=/root/llamacpp-state PYTHONUNBUFFERED=1
+REPO="$PWD"
+source benchmarks/gpu_call.sh
+gpu_call_init llcells 530
 SRC="$LLAMACPP_STATE/src/llama_cpp_python-0.3.36"; GGUF="$LLAMACPP_STATE/gguf/qwen2.5-7b-synthetic-q4_0.gguf"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/gguf-*.whl || exit 1
 mark start
-( OUT="$R" MAX_JOBS=13 LLAMACPP_CMAKE_EXTRA="-DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF" taskset -c 3-15 \
-    bash benchmarks/llamacpp_cuda_build.sh build > "$R/llama-build.log" 2>&1; echo "build rc=$?" >> "$R/llama-build.log" ) &
-BUILD=$!
+llamacpp_build_bg "-DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF"
 mkdir -p "$(dirname "$GGUF")"
-PYTHONPATH="/tmp/site:$REPO" taskset -c 0-2 python3 -c "
+PYTHONPATH="/tmp/site:$REPO" taskset -c 0-3 python3 -c "
 from edgeprof import synthetic_gguf
 from edgeprof.shape_loader import load_presets
 synthetic_gguf.write(load_presets()['qwen2.5-7b'], '$GGUF')" > "$R/gguf-write.log" 2>&1

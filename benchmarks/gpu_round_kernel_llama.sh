@@ -10,22 +10,11 @@
 # Needs .llamacpp-cuda carried (benchmarks/llamacpp_cuda_build.sh prepare). DEADLINE_S bounds the call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-START=$(date +%s); DEADLINE_S="${DEADLINE_S:-560}"
-R="$OUT/round"; mkdir -p "$R"
-left() { echo $(( START + DEADLINE_S - $(date +%s) )); }
-mark() { echo "$(date -u +%H:%M:%S) +$(( $(date +%s) - START ))s $*" | tee -a "$R/timeline.txt"; }
-pack() { tar czf "$OUT/round.tgz" -C "$OUT" round; }
-trap pack EXIT
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
-export LLAMACPP_STATE=/root/llamacpp-state
-{ nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm --format=csv; nproc; date -u;
-  python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'triton', triton.__version__)";
-  nvcc --version | tail -1; command -v g++ c++ cc; g++ --version | head -1; ls -d /opt/gcc* 2>/dev/null; } > "$R/env.txt" 2>&1
+source benchmarks/gpu_call.sh
+gpu_call_init round 560
 cat "$R/env.txt"
 mark start
-( OUT="$R" MAX_JOBS=12 LLAMACPP_CMAKE_EXTRA="-DGGML_CUDA_FA=OFF" taskset -c 4-15 \
-    bash benchmarks/llamacpp_cuda_build.sh build > "$R/llama-build.log" 2>&1; echo "build rc=$?" >> "$R/llama-build.log" ) &
-BUILD=$!
+llamacpp_build_bg "-DGGML_CUDA_FA=OFF"
 mark "llama.cpp build started (12 jobs on cores 4-15)"
 timeout "$(left)" taskset -c 0-3 python3 benchmarks/stream_pattern.py --out "$R/stream_pattern.json" > "$R/stream_pattern.log" 2>&1
 mark "stream_pattern rc=$?"; tail -30 "$R/stream_pattern.log"

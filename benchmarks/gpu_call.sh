@@ -1,0 +1,21 @@
+# Sourced by the one-call device scripts (benchmarks/gpu_*.sh): `gpu_call_init NAME DEADLINE_S` makes
+# $R = $OUT/NAME, packs it into $OUT/NAME.tgz on exit (the device returns at most 8 files), writes the
+# machine's card, driver, versions and commit to $R/env.txt; `left` is the seconds left of the call's
+# deadline, `mark MSG` a timestamped line in $R/timeline.txt.
+gpu_call_init() {
+  START=$(date +%s); DEADLINE_S="${DEADLINE_S:-$2}"; R="$OUT/$1"; mkdir -p "$R"
+  # shellcheck disable=SC2064  # expand now: the trap must pack this call's folder
+  trap "tar czf '$OUT/$1.tgz' -C '$OUT' '$1'" EXIT
+  export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 LLAMACPP_STATE=/root/llamacpp-state
+  { nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm --format=csv; nproc; date -u
+    python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'triton', triton.__version__)"
+    nvcc --version | tail -1; git log --oneline -1 2>/dev/null; } > "$R/env.txt" 2>&1
+}
+left() { echo $(( START + DEADLINE_S - $(date +%s) )); }
+mark() { echo "$(date -u +%H:%M:%S) +$(( $(date +%s) - START ))s $*" | tee -a "$R/timeline.txt"; }
+# llama.cpp's CUDA build in the background on cores 4-15 (`wait $BUILD`); $1: extra CMake flags
+llamacpp_build_bg() {
+  ( OUT="$R" MAX_JOBS=12 LLAMACPP_CMAKE_EXTRA="$1" taskset -c 4-15 \
+      bash benchmarks/llamacpp_cuda_build.sh build > "$R/llama-build.log" 2>&1; echo "build rc=$?" >> "$R/llama-build.log" ) &
+  BUILD=$!
+}
