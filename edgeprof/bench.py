@@ -295,6 +295,22 @@ def _memory_baseline(info, device: str) -> int:
     return base
 
 
+def model_for(info, spec: CellSpec) -> str:
+    """What the cell loads. A backend that reads GGUF only (llama.cpp) on a synthetic preset runs that
+    preset's SYNTHETIC Q4_0 GGUF (written once into the cache); the model is then loaded from that file,
+    so the kernel-correctness reference runs the GGUF's own dequantized weights. Else `spec.model`."""
+    from edgeprof.shape_loader import load_presets
+    from edgeprof.sources import is_default
+
+    preset = load_presets().get(spec.model.lower())
+    real = spec.synthetic is False or (is_default(spec.model) and spec.synthetic is not True)
+    if not getattr(info, "reads_gguf", False) or preset is None or real:
+        return spec.model
+    from edgeprof import synthetic_gguf
+
+    return str(synthetic_gguf.cached(preset))
+
+
 def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, reference, decoder=None) -> None:
     from edgeprof import correctness
     from edgeprof.backends import registry
@@ -308,7 +324,7 @@ def _measure(spec: CellSpec, device: str, info, rec: dict[str, Any], loaded, ref
     rec["host_cpu"] = _telemetry("host")
     base_mem = _memory_baseline(info, device)
     if loaded is None:
-        loaded = load_model(spec.model, device, synthetic=spec.synthetic)
+        loaded = load_model(model_for(info, spec), device, synthetic=spec.synthetic)
     check_ctx(loaded.shape, spec.ctx)
     rec.update(model_label=loaded.label, synthetic=bool(loaded.synthetic))
     prefill_n, max_ctx = plan(spec.ctx, spec.steps, spec.warmup, loaded.shape.max_ctx)

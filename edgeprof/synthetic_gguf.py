@@ -121,3 +121,12 @@ def write(shape: ModelShape, path: str | Path, seed: int = 1234, ctx: int | None
         w.close()
     os.replace(tmp, path)
     return path
+
+
+def cached(shape: ModelShape) -> Path:
+    """The SYNTHETIC Q4_0 GGUF of `shape` in edgeprof's cache (written on first use, then reused): what
+    a GGUF-only backend (llama.cpp) runs when a cell names a synthetic preset."""
+    from edgeprof.paths import cache_dir
+
+    path = cache_dir() / "gguf" / f"{shape.name}-synthetic-q4_0.gguf"
+    return path if path.is_file() else write(shape, path)

@@ -276,7 +276,8 @@ def make(loaded, device: str, max_ctx: int, gguf: str | Path | None = None, **op
     if path is None:
         raise BackendUnavailableError(
             BACKEND, f"{getattr(loaded, 'label', 'this model')} has no GGUF file; llama.cpp reads GGUF only: pass "
-            "--model default (the embedded SmolLM2 GGUF) or --model path/to/model.gguf")
+            "--model default (the embedded SmolLM2 GGUF) or --model path/to/model.gguf (`edgeprof bench` and `sweep` "
+            "run a synthetic preset's SYNTHETIC GGUF themselves)")
     synthetic = bool(getattr(loaded, "synthetic", False))
     return LlamaCppDecoder(path, device, max_ctx, synthetic=synthetic, label=getattr(loaded, "label", ""),
                            **options)

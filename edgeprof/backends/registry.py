@@ -36,6 +36,9 @@ class BackendInfo:
     mutates_weights: bool = False
     options: dict[str, str] = field(default_factory=dict)  # factory keyword options: name -> what it does
     install_hint: str = "pip install 'edgeprof[quant]'"  # what to run when `packages` are missing
+    # True when it reads GGUF files only (llama.cpp): on a synthetic preset a cell then runs that preset's
+    # SYNTHETIC Q4_0 GGUF (edgeprof.synthetic_gguf.cached) and the reference runs its dequantized weights
+    reads_gguf: bool = False
 
     def availability(self) -> tuple[bool, str]:
         """(available, reason). Cheap: looks for packages and a GPU, imports nothing heavy."""
@@ -100,7 +103,7 @@ BACKENDS: dict[str, BackendInfo] = {
                     "gguf", "edgeprof.backends.llamacpp:make", packages=("llama_cpp",),
                     version_package="llama_cpp_python",
                     install_hint="bash scripts/setup.sh (builds llama-cpp-python from source once and caches the "
-                    "wheel; or pip install 'edgeprof[llamacpp]')"),
+                    "wheel; or pip install 'edgeprof[llamacpp]')", reads_gguf=True),
         BackendInfo("edgeprof-fast", "edgeprof's own decoder: the whole step in one CUDA graph, bf16", "bf16",
                     "edgeprof.fast.decoder:make_bf16", packages=("torch",), options=_FAST_OPTIONS),
         BackendInfo("edgeprof-fast-int4", "edgeprof's own decoder, rtn4 int4 weights (tinygemm)",

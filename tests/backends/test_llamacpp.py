@@ -85,6 +85,21 @@ def test_a_model_without_gguf_is_refused_with_the_reason() -> None:
         registry.create("llamacpp", load_model("tiny-test", "cpu"), "cpu", 64)
 
 
+def test_a_bench_cell_on_a_synthetic_preset_runs_its_synthetic_gguf(tmp_path, monkeypatch) -> None:
+    """`edgeprof bench --model tiny-test --backend llamacpp`: the preset's SYNTHETIC Q4_0 GGUF (cached),
+    loaded as the model too, so kernel correctness compares against that file's dequantized weights."""
+    pytest.importorskip("gguf", reason="writing a GGUF needs the gguf package")
+    from edgeprof.bench import CellSpec, run_cell
+
+    monkeypatch.setenv("EDGEPROF_CACHE", str(tmp_path))
+    rec = run_cell(CellSpec(model="tiny-test", backend="llamacpp", ctx=48, steps=3, warmup=1, device="cpu",
+                            quality=False))
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["model"] == "tiny-test" and rec["synthetic"] and "SYNTHETIC" in rec["model_label"]
+    assert rec["kernel_correctness"]["passed"] and rec["weights"] == "gguf-q4_0"
+    assert (tmp_path / "gguf" / "tiny-test-synthetic-q4_0.gguf").is_file()
+
+
 # --- the embedded SmolLM2 GGUF, read directly ------------------------------------------------------
 @pytest.fixture(scope="module")
 def smollm2():
