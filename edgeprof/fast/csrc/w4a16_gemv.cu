@@ -44,6 +44,22 @@ __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
+// A register r of one mma from a packed word: {128 + q, 128 + q'} as bf16x2 = ((w >> 4r) & 0x000f000f) | 0x43004300.
+// FUSED: one 3-input LOP3 ((a & b) | c, LUT 0xEA) with the magic in a register; written as C, the compiler
+// emits two (an AND and an OR: a LOP3 takes one 32-bit immediate), 16 extra instructions per 64-column tile
+// of the 76 it issues (SASS of the base kernel, sm_90, nvcc 13.0).
+template <bool FUSED>
+__device__ __forceinline__ uint32_t dq_reg(uint32_t w, int r, uint32_t magic) {
+  const uint32_t sh = w >> (4 * r);
+  if constexpr (FUSED) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(sh), "n"(0x000f000f), "r"(magic));
+    return d;
+  } else {
+    return (sh & 0x000f000fu) | magic;
+  }
+}
+
 // Input value k of the GEMV; ACT: silu(gate[k]) * up[k] rounded as the unfused silu_mul kernel does
 template <bool ACT>
 __device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, int k) {
@@ -281,7 +297,7 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // same in every variant, so all variants give bitwise the same y for the same splits.
 // UL: 16-byte loads per chunk (0: the base kernel's choice); MINB: CTAs per SM the register budget must
 // allow (__launch_bounds__), i.e. more resident warps to hide the dequant + mma latency with.
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : (PERSIST ? 4 : 2))
 w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
@@ -301,6 +317,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   const int nt = min(T, t0 + tiles_per_split) - t0;
   const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
   float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const uint32_t magic = 0x43004300u;  // bf16 128.0 in both halves (dq_reg)
   const int gq = lane >> 2, c = lane & 3;
   // TM (tile-major layout, variants "tm"/"tm8"): qw [K/64, N/16, 32, 4] and sz [K/G, N/16, 8, 2|4], so the
   // warps of one launch, which run roughly in step along K, read neighbouring 512-byte tiles instead
@@ -374,7 +391,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
           for (int j = 0; j < 4; ++j) {
             uint32_t a[4];
 #pragma unroll
-            for (int r = 0; r < 4; ++r) a[r] = ((words[j] >> (4 * r)) & 0x000f000fu) | 0x43004300u;
+            for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
             const uint2 xb = xq[((t + u) * 4 + j) * 4];
             mma_bf16(acc[j & 1], a, xb.x, xb.y);
             if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
@@ -435,14 +452,14 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   }
 }
 
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL, int MINB>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL, int MINB, bool FUSED>
 cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, int grid_x, cudaStream_t stream) {
   const int nbx = (N / 16 + WARPS - 1) / WARPS;
   // persistent: grid_x CTAs per split walk the nbx row-block columns; otherwise one CTA per column
   const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB>;
+  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB, FUSED>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -454,10 +471,10 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
   return cudaGetLastError();
 }
 
-template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0>
+template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false>
 cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, int gx, cudaStream_t s) {
-#define EDGEPROF_TL(A, C) tune_launch_t<G, A, C, WARPS, PERSIST, TM, UL, MINB>(qw, sz, x, bias, y, partial, counters, \
+#define EDGEPROF_TL(A, C) tune_launch_t<G, A, C, WARPS, PERSIST, TM, UL, MINB, FUSED>(qw, sz, x, bias, y, partial, counters, \
                                                                           N, K, splits, tps, gx, s)
   if (asym) return act ? EDGEPROF_TL(true, true) : EDGEPROF_TL(true, false);
   return act ? EDGEPROF_TL(false, true) : EDGEPROF_TL(false, false);
@@ -470,8 +487,8 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 // variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
 // variant 1 ("w8", 8 warps per CTA), 2 ("persist", grid_x CTAs per split walk the columns), 3 ("tm", the
 // tile-major layout), 4 ("tm8", tile-major with 8 warps), 5-7 ("o8", "o6", "u8": loads per chunk and
-// CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging) are tuning variants
-// instantiated for group 128 only (keeps the JIT build short).
+// CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging), 9 ("l3": one LOP3 per
+// dequantized register) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -486,6 +503,8 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
   if (variant == 4 && group == 128)  // "tm8": tile-major, 8 warps per CTA
     return tune_launch_g<128, 8, false, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   // occupancy variants: "o8" 4 loads per chunk, 8 CTAs (32 warps) per SM; "o6" 4 loads, 6 CTAs; "u8" 8 loads, 4 CTAs
+  if (variant == 9 && group == 128)  // "l3": base's launch (4 warps, 6 loads, 5 CTAs/SM) with the one-LOP3 dequant
+    return tune_launch_g<128, 4, false, false, 6, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 8 && group == 128)  // "xscalar": the default kernel with its first x staging (32-bit loads)
     return launch_g<128, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 5 && group == 128)
