@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import re
 import sys
+from pathlib import Path
 
 INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+((?:@!?U?P[0-9T] )?[A-Z][A-Z0-9_.]*)")
 BRANCH = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[0-9T] )?BRA (0x[0-9a-f]+)")
@@ -47,9 +48,10 @@ def weight_loop(lines: list[str]) -> tuple[int, int, collections.Counter] | None
 
 
 def main(argv: list[str]) -> int:
-    text = open(argv[0]).read()
+    text = Path(argv[0]).read_text()
     wanted = argv[1:]
-    print("| kernel | loop instructions | HMMA | per 64-column tile | LOP3 | SHF | IMAD | LDS |\n|---|---|---|---|---|---|---|---|")
+    print("| kernel | loop instructions | HMMA | per 64-column tile | LOP3 | SHF | IMAD | LDS |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, lines in functions(text).items():
         if wanted and not any(w in name for w in wanted):
             continue
