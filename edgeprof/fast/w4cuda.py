@@ -31,10 +31,14 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
 # (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4;
 # xscalar: base with its first x staging, one 32-bit load and L2 round trip per pair per loop iteration;
-# l3: base's launch with one 3-input LOP3 per dequantized register instead of an AND and an OR)
+# l3: base's launch with one 3-input LOP3 per dequantized register instead of an AND and an OR; lean: l3 with
+# two chunks per loop iteration, no register copies between chunks, no bound checks on full chunks, 5 CTAs/SM;
+# lean4: lean at 4 CTAs/SM, 128 registers. l3 / lean / lean4 have not yet run on a GPU: the tune suite checks
+# each against float64 before timing it)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
-            "xscalar": (8, 4, False), "l3": (9, 4, False)}
+            "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
+            "lean4": (11, 4, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

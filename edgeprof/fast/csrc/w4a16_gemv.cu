@@ -297,7 +297,8 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // same in every variant, so all variants give bitwise the same y for the same splits.
 // UL: 16-byte loads per chunk (0: the base kernel's choice); MINB: CTAs per SM the register budget must
 // allow (__launch_bounds__), i.e. more resident warps to hide the dequant + mma latency with.
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false,
+          bool LEAN = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : (PERSIST ? 4 : 2))
 w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
@@ -373,20 +374,16 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
     float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
     if (nb < NB) {
       const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
-      for (int t = 0; t < nt; t += U) {
-        uint4 wb[U];
-        ST sb[GPC];
-        if (t + U < nt) {
-          load_chunk(wp, sp, t + U, wb, sb);  // next chunk in flight during this one's math
-        } else if (prefetch_next) {
-          load_chunk(wp_next, sp_next, 0, wb, sb);  // persistent: the next row block's first chunk
-        }
+      // the math of one chunk (U tiles from tile t, in registers w / sv) into y0, y1; CHECKED: the chunk
+      // may run past the slice (the per-tile bound checks a full chunk does not need)
+      // (checked is a constant at every call: the inlined copies keep or drop the checks)
+      auto chunk_math = [&](const uint4 (&w)[U], const ST (&sv)[GPC], int t, bool checked) {
         // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
         float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          if (t + u >= nt) break;  // warp-uniform
-          const uint32_t words[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+          if (checked && t + u >= nt) break;  // warp-uniform
+          const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             uint32_t a[4];
@@ -399,9 +396,9 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
               const float sx = sxs[(t * 64) / G + gi];
               float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
               if constexpr (ASYM) {
-                s0 = bf_lo(sa[gi].x); s1 = bf_hi(sa[gi].x); z0 = bf_lo(sa[gi].y); z1 = bf_hi(sa[gi].y);
+                s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
               } else {
-                s0 = bf_lo(sa[gi]); s1 = bf_hi(sa[gi]);
+                s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
               }
               y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
               y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
@@ -410,10 +407,40 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
             }
           }
         }
+      };
+      constexpr bool Checked = true, Full = false;
+      if constexpr (LEAN && !PERSIST) {
+        // Two chunks per iteration, buffers wa / wb in turn (no register copies), no bound checks while
+        // two full chunks remain; then at most two checked chunks. wa holds the chunk at t on entry.
+        uint4 wb[U];
+        ST sb[GPC];
+        int t = 0;
+        for (; t + 2 * U <= nt; t += 2 * U) {
+          load_chunk(wp, sp, t + U, wb, sb);  // full: t + 2U <= nt
+          chunk_math(wa, sa, t, Full);
+          if (t + 2 * U < nt) load_chunk(wp, sp, t + 2 * U, wa, sa);  // the next iteration's (or the tail's) first
+          chunk_math(wb, sb, t + U, Full);
+        }
+        if (t < nt) {
+          if (t + U < nt) load_chunk(wp, sp, t + U, wb, sb);
+          chunk_math(wa, sa, t, Checked);
+          if (t + U < nt) chunk_math(wb, sb, t + U, Checked);
+        }
+      } else {
+        for (int t = 0; t < nt; t += U) {
+          uint4 wb[U];
+          ST sb[GPC];
+          if (t + U < nt) {
+            load_chunk(wp, sp, t + U, wb, sb);  // next chunk in flight during this one's math
+          } else if (prefetch_next) {
+            load_chunk(wp_next, sp_next, 0, wb, sb);  // persistent: the next row block's first chunk
+          }
+          chunk_math(wa, sa, t, Checked);
 #pragma unroll
-        for (int u = 0; u < U; ++u) wa[u] = wb[u];
+          for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
-        for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+          for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+        }
       }
     }
     if constexpr (PERSIST) {
@@ -452,14 +479,14 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   }
 }
 
-template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL, int MINB, bool FUSED>
+template <int G, bool ASYM, bool ACT, int WARPS, bool PERSIST, bool TM, int UL, int MINB, bool FUSED, bool LEAN>
 cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, int grid_x, cudaStream_t stream) {
   const int nbx = (N / 16 + WARPS - 1) / WARPS;
   // persistent: grid_x CTAs per split walk the nbx row-block columns; otherwise one CTA per column
   const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB, FUSED>;
+  auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB, FUSED, LEAN>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -471,10 +498,10 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
   return cudaGetLastError();
 }
 
-template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false>
+template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false, bool LEAN = false>
 cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, int gx, cudaStream_t s) {
-#define EDGEPROF_TL(A, C) tune_launch_t<G, A, C, WARPS, PERSIST, TM, UL, MINB, FUSED>(qw, sz, x, bias, y, partial, counters, \
+#define EDGEPROF_TL(A, C) tune_launch_t<G, A, C, WARPS, PERSIST, TM, UL, MINB, FUSED, LEAN>(qw, sz, x, bias, y, partial, counters, \
                                                                           N, K, splits, tps, gx, s)
   if (asym) return act ? EDGEPROF_TL(true, true) : EDGEPROF_TL(true, false);
   return act ? EDGEPROF_TL(false, true) : EDGEPROF_TL(false, false);
@@ -488,7 +515,8 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 // variant 1 ("w8", 8 warps per CTA), 2 ("persist", grid_x CTAs per split walk the columns), 3 ("tm", the
 // tile-major layout), 4 ("tm8", tile-major with 8 warps), 5-7 ("o8", "o6", "u8": loads per chunk and
 // CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging), 9 ("l3": one LOP3 per
-// dequantized register) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// dequantized register), 10 ("lean": l3 with two chunks per loop iteration, no register copies, no bound
+// checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -505,6 +533,10 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
   // occupancy variants: "o8" 4 loads per chunk, 8 CTAs (32 warps) per SM; "o6" 4 loads, 6 CTAs; "u8" 8 loads, 4 CTAs
   if (variant == 9 && group == 128)  // "l3": base's launch (4 warps, 6 loads, 5 CTAs/SM) with the one-LOP3 dequant
     return tune_launch_g<128, 4, false, false, 6, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 10 && group == 128)  // "lean": l3 + two chunks per iteration without copies or bound checks
+    return tune_launch_g<128, 4, false, false, 6, 5, true, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 11 && group == 128)  // "lean4": lean with 4 CTAs per SM (128 registers: fewer spills)
+    return tune_launch_g<128, 4, false, false, 6, 4, true, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 8 && group == 128)  // "xscalar": the default kernel with its first x staging (32-bit loads)
     return launch_g<128, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 5 && group == 128)
