@@ -18,6 +18,6 @@ export PATH="$N/bin:$PATH"
 T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
 nvcc -O3 -std=c++17 -arch=sm_90 -I"$N/include" -cubin -Xptxas -v -o "$T/w4.cubin" edgeprof/fast/csrc/w4a16_gemv.cu \
   2> "$T/ptxas.txt"
-grep -E "Used [0-9]+ registers|spill" "$T/ptxas.txt" | paste - - | sed -E 's/ +/ /g' | sort | uniq -c | head -20
+grep -E "Used [0-9]+ registers|spill" "$T/ptxas.txt" | paste - - | sed -E 's/ +/ /g' | sort | uniq -c | head -20 || true  # head may close the pipe early (SIGPIPE under pipefail)
 cuobjdump -sass "$T/w4.cubin" > "$T/w4.sass"
 python3 benchmarks/sass_loop_stats.py "$T/w4.sass" "${@:-ILi128ELb0ELb0E}"

@@ -138,6 +138,44 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
   }
 }
 
+// The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
+// chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
+// from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
+// CHECKED: the chunk may run past the slice's nt tiles (a full chunk needs no per-tile check).
+template <int G, bool ASYM, bool FUSED, int U, typename ST>
+__device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U * 64 / G], int t, int nt, bool checked,
+                                           const uint2* xq, const float* sxs, uint32_t magic, float& y0, float& y1) {
+  // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
+  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if (checked && t + u >= nt) break;  // warp-uniform
+    const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t a[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
+      const uint2 xb = xq[((t + u) * 4 + j) * 4];
+      mma_bf16(acc[j & 1], a, xb.x, xb.y);
+      if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
+        const int gi = (u * 64 + j * 16) / G;
+        const float sx = sxs[(t * 64) / G + gi];
+        float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
+        if constexpr (ASYM) {
+          s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
+        } else {
+          s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
+        }
+        y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
+        y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
+      }
+    }
+  }
+}
+
 template <int G, bool ASYM, bool ACT, bool XVEC = true>
 __global__ void __launch_bounds__(kWarps * 32, 5)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
@@ -194,35 +232,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
       uint4 wb[U];
       ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
-      // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
-      float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (t + u >= nt) break;  // warp-uniform
-        const uint32_t words[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          uint32_t a[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) a[r] = ((words[j] >> (4 * r)) & 0x000f000fu) | 0x43004300u;
-          const uint2 xb = xq[((t + u) * 4 + j) * 4];
-          mma_bf16(acc[j & 1], a, xb.x, xb.y);
-          if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
-            const int gi = (u * 64 + j * 16) / G;
-            const float sx = sxs[(t * 64) / G + gi];
-            float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
-            if constexpr (ASYM) {
-              s0 = bf_lo(sa[gi].x); s1 = bf_hi(sa[gi].x); z0 = bf_lo(sa[gi].y); z1 = bf_hi(sa[gi].y);
-            } else {
-              s0 = bf_lo(sa[gi]); s1 = bf_hi(sa[gi]);
-            }
-            y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
-            y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
-          }
-        }
-      }
+      chunk_math<G, ASYM, false>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
 #pragma unroll
       for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
@@ -374,39 +384,8 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
     float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
     if (nb < NB) {
       const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
-      // the math of one chunk (U tiles from tile t, in registers w / sv) into y0, y1; CHECKED: the chunk
-      // may run past the slice (the per-tile bound checks a full chunk does not need)
-      // (checked is a constant at every call: the inlined copies keep or drop the checks)
-      auto chunk_math = [&](const uint4 (&w)[U], const ST (&sv)[GPC], int t, bool checked) {
-        // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
-        float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (checked && t + u >= nt) break;  // warp-uniform
-          const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            uint32_t a[4];
-#pragma unroll
-            for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
-            const uint2 xb = xq[((t + u) * 4 + j) * 4];
-            mma_bf16(acc[j & 1], a, xb.x, xb.y);
-            if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
-              const int gi = (u * 64 + j * 16) / G;
-              const float sx = sxs[(t * 64) / G + gi];
-              float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
-              if constexpr (ASYM) {
-                s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
-              } else {
-                s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
-              }
-              y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
-              y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
-#pragma unroll
-              for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
-            }
-          }
-        }
+      auto math = [&](const uint4 (&w)[U], const ST (&sv)[GPC], int t, bool checked) {
+        chunk_math<G, ASYM, FUSED>(w, sv, t, nt, checked, xq, sxs, magic, y0, y1);
       };
       constexpr bool Checked = true, Full = false;
       if constexpr (LEAN && !PERSIST) {
@@ -417,14 +396,14 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
         int t = 0;
         for (; t + 2 * U <= nt; t += 2 * U) {
           load_chunk(wp, sp, t + U, wb, sb);  // full: t + 2U <= nt
-          chunk_math(wa, sa, t, Full);
+          math(wa, sa, t, Full);
           if (t + 2 * U < nt) load_chunk(wp, sp, t + 2 * U, wa, sa);  // the next iteration's (or the tail's) first
-          chunk_math(wb, sb, t + U, Full);
+          math(wb, sb, t + U, Full);
         }
         if (t < nt) {
           if (t + U < nt) load_chunk(wp, sp, t + U, wb, sb);
-          chunk_math(wa, sa, t, Checked);
-          if (t + U < nt) chunk_math(wb, sb, t + U, Checked);
+          math(wa, sa, t, Checked);
+          if (t + U < nt) math(wb, sb, t + U, Checked);
         }
       } else {
         for (int t = 0; t < nt; t += U) {
@@ -435,7 +414,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
           } else if (prefetch_next) {
             load_chunk(wp_next, sp_next, 0, wb, sb);  // persistent: the next row block's first chunk
           }
-          chunk_math(wa, sa, t, Checked);
+          math(wa, sa, t, Checked);
 #pragma unroll
           for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
