@@ -138,6 +138,43 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
   }
 }
 
+// The outputs of one CTA column bx (WARPS row blocks of 16 rows; this lane holds rows 16nb + gq and
+// +8 in y0, y1 when c == 0). Without split-K they are written directly; else each split writes its
+// partial sums and the last split of the column to arrive (atomic ticket in counters[bx]) adds them in
+// split order (deterministic) and resets the ticket for the next call (graph replays). Every thread of
+// the CTA calls it (it has barriers); `last` is a __shared__ int of the caller.
+template <int WARPS>
+__device__ __forceinline__ void finish_rows(int bx, int nb, int NB, int N, int gq, int c, float y0, float y1,
+                                            const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
+                                            float* __restrict__ partial, int* __restrict__ counters, int& last) {
+  const int row = nb * 16 + gq;
+  if (gridDim.y == 1) {
+    if (nb < NB && c == 0) {
+      y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
+      y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
+    }
+    return;
+  }
+  if (nb < NB && c == 0) {
+    partial[(size_t)blockIdx.y * N + row] = y0;
+    partial[(size_t)blockIdx.y * N + row + 8] = y1;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == (int)gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
+    const int r = bx * WARPS * 16 + i;
+    if (r >= N) break;
+    float s = 0.f;
+    for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
+  }
+  if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
+}
+
 // The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
 // chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
 // from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
@@ -240,33 +277,8 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
     }
   }
 
-  const int row = nb * 16 + gq;
-  if (gridDim.y == 1) {
-    if (nb < NB && c == 0) {
-      y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
-      y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
-    }
-    return;
-  }
-  if (nb < NB && c == 0) {
-    partial[(size_t)blockIdx.y * N + row] = y0;
-    partial[(size_t)blockIdx.y * N + row + 8] = y1;
-  }
-  __threadfence();
-  __syncthreads();
   __shared__ int last;
-  if (threadIdx.x == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < kWarps * 16; i += blockDim.x) {
-    const int r = blockIdx.x * kWarps * 16 + i;
-    if (r >= N) break;
-    float s = 0.f;
-    for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
-    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
-  }
-  if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next call (graph replays)
+  finish_rows<kWarps>(blockIdx.x, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true>
@@ -429,32 +441,9 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
       sp = sp_next;
     }
 
-    const int row = nb * 16 + gq;
-    if (gridDim.y == 1) {
-      if (nb < NB && c == 0) {
-        y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
-        y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
-      }
-      continue;
-    }
-    if (nb < NB && c == 0) {
-      partial[(size_t)blockIdx.y * N + row] = y0;
-      partial[(size_t)blockIdx.y * N + row + 8] = y1;
-    }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == (int)gridDim.y - 1;
-    __syncthreads();
-    if (!last) continue;  // every thread read `last` before any reaches the next ticket's barrier
-    __threadfence();
-    for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
-      const int r = bx * WARPS * 16 + i;
-      if (r >= N) break;
-      float s = 0.f;
-      for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
-      y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
-    }
-    if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
+    // bx is CTA-uniform: the whole CTA reaches finish_rows' barriers; every thread has read `last`
+    // before any reaches the next column's ticket barrier
+    finish_rows<WARPS>(bx, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
   }
 }
 
