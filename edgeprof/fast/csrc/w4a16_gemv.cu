@@ -138,6 +138,27 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
   }
 }
 
+// The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
+// for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
+// Every thread of the CTA calls it (it has barriers).
+template <int G, int WARPS, bool ACT, bool XVEC>
+__device__ __forceinline__ void stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
+                                             uint32_t* __restrict__ xs, float* __restrict__ sxs) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  stage_x<ACT, XVEC>(x, K, k0, klen, xs);
+  __syncthreads();
+  for (int gi = warp; gi < ng; gi += WARPS) {
+    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) sxs[gi] = s;
+  }
+  __syncthreads();
+}
+
 // The outputs of one CTA column bx (WARPS row blocks of 16 rows; this lane holds rows 16nb + gq and
 // +8 in y0, y1 when c == 0). Without split-K they are written directly; else each split writes its
 // partial sums and the last split of the column to arrive (atomic ticket in counters[bx]) adds them in
@@ -249,18 +270,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   ST sa[GPC];
   if (nb < NB) load_chunk(0, wa, sa);
 
-  stage_x<ACT, XVEC>(x, K, k0, klen, xs);
-  __syncthreads();
-  for (int gi = warp; gi < ng; gi += kWarps) {
-    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
-    float s = 0.f;
-#pragma unroll
-    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) sxs[gi] = s;
-  }
-  __syncthreads();
+  stage_x_sums<G, kWarps, ACT, XVEC>(x, K, k0, klen, ng, xs, sxs);
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   if (nb < NB) {
@@ -373,18 +383,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   ST sa[GPC];
   if (nb < NB) load_chunk(wp, sp, 0, wa, sa);
 
-  stage_x<ACT, true>(x, K, k0, klen, xs);
-  __syncthreads();
-  for (int gi = warp; gi < ng; gi += WARPS) {
-    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
-    float s = 0.f;
-#pragma unroll
-    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) sxs[gi] = s;
-  }
-  __syncthreads();
+  stage_x_sums<G, WARPS, ACT, true>(x, K, k0, klen, ng, xs, sxs);
 
   // bx is CTA-uniform, so every __syncthreads below is reached by the whole CTA
   for (int bx = blockIdx.x; bx < NBX; bx += bx_step) {
