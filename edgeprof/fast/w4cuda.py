@@ -243,19 +243,26 @@ PLAN_ENV = "EDGEPROF_W4_PLAN"
 def launch_plan(path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict]:
     """Per-shape launch {(K, N): {"variant", "splits"}} from a `int4_gemv.py --suite tune` JSON (its
     `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; {} when
-    neither is given (every shape then takes the default launch). Group 128 only, as the variants."""
-    import json
-
+    neither is given (every shape then takes the default launch). Group 128 only, as the variants.
+    Read once per file version (the decoder asks for every projection it builds)."""
     path = path or os.environ.get(PLAN_ENV)
     if not path:
         return {}
     try:
-        rec = json.loads(Path(path).read_text())
-        best = [b["best"] for b in rec["best"].values() if b.get("best")]
-        return {(int(b["k"]), int(b["n"])): {"variant": b["variant"], "splits": int(b["splits"])} for b in best}
+        st = os.stat(path)
+        return _read_plan(str(path), st.st_mtime_ns, st.st_size)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{PLAN_ENV}: {path} is not a readable `int4_gemv.py --suite tune` tune.json with k and n "
                          f"in its best configs ({type(exc).__name__}: {exc}); unset it for the default launch") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _read_plan(path: str, _mtime_ns: int, _size: int) -> dict[tuple[int, int], dict]:
+    import json
+
+    rec = json.loads(Path(path).read_text())
+    best = [b["best"] for b in rec["best"].values() if b.get("best")]
+    return {(int(b["k"]), int(b["n"])): {"variant": b["variant"], "splits": int(b["splits"])} for b in best}
 
 
 class W4CudaLinear:
