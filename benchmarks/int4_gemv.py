@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -291,24 +292,48 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     loaded = load_model("qwen2.5-7b", "cuda", max_ctx=max(ctxs) + fd.PAD)
     shape = loaded.shape
     res: dict = {"datasheet_bw": bw, "cells": []}
-    backends = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
-    for name in backends if not args.steps_only else backends[-1:]:
-        print(f"  building {name}", flush=True)
-        dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
+    default = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
+    variants = parse_step_backends(args.step_backends) if args.step_backends else \
+        [(b, {}) for b in (default if not args.steps_only else default[-1:])]
+    for name, env in variants:
+        label = name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())
+        print(f"  building {label}", flush=True)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # read when the decoder is built (attention plan, bf16 GEMV choice)
+        try:
+            dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         for ctx in ctxs:
             cell = fd.measure(dec, loaded, name, ctx, args.steps, 5, model="qwen2.5-7b", device="cuda")
             cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
+            cell["label"], cell["env"] = label, env
             res["cells"].append(cell)
             st = (cell.get("stats") or {}).get("wall") or {}
-            print(f"  {name:24s} ctx {ctx:6d} {st.get('p50', float('nan')):.3f} ms "
+            print(f"  {label:40s} ctx {ctx:6d} {st.get('p50', float('nan')):.3f} ms "
                   f"frac {(cell.get('floor') or {}).get('fraction', float('nan')):.3f} "
-                  f"{(cell.get('notes') or {}).get('int4_kernel', '')}", flush=True)
+                  f"{_kernel_note(cell)}", flush=True)
         del dec
         torch.cuda.empty_cache()
     # correctness of the whole int4-cuda decoder: teacher-forced logits vs HF on the dequantized weights
     prompt = torch.randint(0, shape.vocab, (64,), generator=torch.Generator().manual_seed(1)).tolist()
     forced = torch.randint(0, shape.vocab, (16,), generator=torch.Generator().manual_seed(2)).tolist()
     got = {}
+    bf16_env = next((env for name, env in variants if name == "edgeprof-fast" and env.get("EDGEPROF_BF16_GEMV")
+                     not in (None, "cublas")), None)
+    if bf16_env is not None:  # edgeprof's bf16 GEMV in the whole decoder vs HF on the same bf16 weights
+        saved = os.environ.get("EDGEPROF_BF16_GEMV")
+        os.environ["EDGEPROF_BF16_GEMV"] = bf16_env["EDGEPROF_BF16_GEMV"]
+        dec = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256)
+        os.environ.pop("EDGEPROF_BF16_GEMV") if saved is None else os.environ.__setitem__("EDGEPROF_BF16_GEMV", saved)
+        mine = fd.teacher_forced_logits(dec, prompt, forced)
+        del dec
+        hf = registry.create("hf-eager", loaded, device="cuda", max_ctx=256)
+        res["check_vs_hf[edgeprof-fast bf16 gemv]"] = fd.compare(mine, fd.teacher_forced_logits(hf, prompt, forced))
+        print("  edgeprof-fast (edgeprof bf16 GEMV) vs HF bf16:", json.dumps(res["check_vs_hf[edgeprof-fast bf16 gemv]"]),
+              flush=True)
+        del hf
     for name in ("edgeprof-fast-int4", "edgeprof-fast-int4-cuda"):
         dec = registry.create(name, loaded, device="cuda", max_ctx=256)
         got[name] = fd.teacher_forced_logits(dec, prompt, forced)
@@ -325,24 +350,54 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     torch.cuda.empty_cache()
     lines = [f"full step, Qwen2.5-7B synthetic, {det.nvml_name}; fraction = floor / p50 at datasheet "
              f"{bw / 1e12:.2f} TB/s (and at the measured copy bw {copy_bw / 1e12:.2f} TB/s)",
-             f"{'backend':26s} {'ctx':>6s} {'p50 ms':>8s} {'floor':>7s} {'frac':>6s} {'frac@copy':>9s} kernel"]
+             f"{'backend':40s} {'ctx':>6s} {'p50 ms':>8s} {'floor':>7s} {'frac':>6s} {'frac@copy':>9s} kernel"]
     for c in res["cells"]:
+        label = c.get("label", c["backend"])
         if c.get("status") != "ok":
-            lines.append(f"{c['backend']:26s} {c['ctx']:6d} {c['status']}: {str(c.get('error'))[:60]}")
+            lines.append(f"{label:40s} {c['ctx']:6d} {c['status']}: {str(c.get('error'))[:60]}")
             continue
         p50, f = c["stats"]["wall"]["p50"], c["floor"]
-        lines.append(f"{c['backend']:26s} {c['ctx']:6d} {p50:8.3f} {f['floor_ms']:7.3f} {f['fraction']:6.3f} "
-                     f"{f['fraction'] * bw / copy_bw:9.3f} {c.get('notes', {}).get('int4_kernel', 'bf16')}")
+        lines.append(f"{label:40s} {c['ctx']:6d} {p50:8.3f} {f['floor_ms']:7.3f} {f['fraction']:6.3f} "
+                     f"{f['fraction'] * bw / copy_bw:9.3f} {_kernel_note(c)}")
     res["table"] = "\n".join(lines)
     print(res["table"], flush=True)
-    if args.explain:
+    for backend in args.explain_backends.split(",") if args.explain else ():
+        tag = backend.removeprefix("edgeprof-fast").lstrip("-") or "bf16"
         cmd = [sys.executable, "-m", "edgeprof.cli", "explain", "--model", "qwen2.5-7b", "--backend",
-               "edgeprof-fast-int4-cuda", "--ctx", str(ctxs[0]), "--out", str(out / "explain-int4-cuda.json")]
+               backend, "--ctx", str(ctxs[0]), "--out", str(out / f"explain-{tag}.json")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-        res["explain"] = proc.stdout[-4000:] + proc.stderr[-1000:]
-        (out / "explain-int4-cuda.txt").write_text(res["explain"])
-        print(res["explain"], flush=True)
+        res[f"explain[{backend}]"] = proc.stdout[-4000:] + proc.stderr[-1000:]
+        (out / f"explain-{tag}.txt").write_text(res[f"explain[{backend}]"])
+        print(res[f"explain[{backend}]"], flush=True)
     return res
+
+
+def parse_step_backends(text: str) -> list[tuple[str, dict[str, str]]]:
+    """'edgeprof-fast@EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda' -> [(backend, {env}), ...]:
+    the same backend can be timed under several settings read at build time."""
+    from edgeprof.backends import registry
+
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(";"))):
+        name, _, envs = item.partition("@")
+        if name not in registry.names():
+            raise SystemExit(f"--step-backends: {name!r} is not a backend ({', '.join(registry.names())})")
+        env = {}
+        for kv in filter(None, envs.split("+")):
+            k, eq, v = kv.partition("=")
+            if not eq or not k.startswith("EDGEPROF_"):
+                raise SystemExit(f"--step-backends: {kv!r} is not EDGEPROF_NAME=value")
+            env[k] = v
+        out.append((name, env))
+    return out
+
+
+def _kernel_note(cell: dict) -> str:
+    notes = cell.get("notes") or {}
+    if "int4_kernel" in notes:
+        return str(notes["int4_kernel"])
+    gemv = notes.get("bf16_gemv")
+    return "bf16 " + (" ".join(sorted(set(gemv.values()))) if isinstance(gemv, dict) else "cublas")
 
 
 # ---------------------------------------------------------------- issue 12: launch-shape tuning
@@ -531,7 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
     ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
+    ap.add_argument("--step-backends", default="",
+                    help="--suite kernel: ';'-separated backend[@EDGEPROF_X=v[+EDGEPROF_Y=w]] to time in the step "
+                         "table (default: edgeprof-fast, -int4, -int4-cuda; --steps-only: -int4-cuda)")
     ap.add_argument("--explain", action="store_true", help="--suite kernel: run `edgeprof explain` on the new path")
+    ap.add_argument("--explain-backends", default="edgeprof-fast-int4-cuda",
+                    help="--explain: comma-separated backends to explain (with this process's EDGEPROF_* settings)")
     ap.add_argument("--tune-splits", type=lambda v: parse_int_list(v, "--tune-splits"), default=(1, 2, 3, 4, 6, 8),
                     help="--suite tune: K splits to try (each made group-aligned; the default launch's is added)")
     ap.add_argument("--tune-variants", type=_variant_list, default=tuple(VARIANTS),

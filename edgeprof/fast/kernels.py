@@ -12,6 +12,7 @@ k_cache/v_cache per layer [nkv, max_ctx, hd]; q [nh, hd]; attention out [1, Q].
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -119,17 +120,28 @@ if HAVE_TRITON:
             tl.store(v_cache_ptr + (head - NH - NKV) * max_ctx * HD + pos * HD + full, v)
 
     @triton.jit
+    def _attn_chunk(n_live, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
+        # cache tokens per split: CHUNK if fixed (> 0), else the live length spread over all S_MAX splits
+        # in whole BLOCK_N blocks, so every position keeps the whole grid busy (read on the device: graph-safe)
+        if CHUNK > 0:  # noqa: SIM108 (a compile-time branch inside a Triton function)
+            chunk = n_live * 0 + CHUNK
+        else:
+            chunk = tl.cdiv(tl.cdiv(n_live, S_MAX), BLOCK_N) * BLOCK_N
+        return chunk
+
+    @triton.jit
     def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale,
                            G: tl.constexpr, G_PAD: tl.constexpr, HD: tl.constexpr,
                            CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
-        # Flash-decoding: program (kv head, split) attends its G query heads over one CHUNK
+        # Flash-decoding: program (kv head, split) attends its G query heads over one chunk
         # of the live cache. Splits past the live length exit at once.
         kvh = tl.program_id(0)
         split = tl.program_id(1)
         n_live = tl.load(pos_ptr) + 1
-        start = split * CHUNK
+        chunk = _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX)
+        start = split * chunk
         if start < n_live:
-            end = tl.minimum(start + CHUNK, n_live)
+            end = tl.minimum(start + chunk, n_live)
             g = tl.arange(0, G_PAD)
             d = tl.arange(0, HD)
             q = tl.load(q_ptr + (kvh * G + g)[:, None] * HD + d[None, :], mask=(g < G)[:, None], other=0.0)
@@ -137,7 +149,7 @@ if HAVE_TRITON:
             l_sum = tl.zeros([G_PAD], tl.float32)
             acc = tl.zeros([G_PAD, HD], tl.float32)
             kv_base = kvh * max_ctx * HD
-            for i in range(0, CHUNK // BLOCK_N):  # fixed trip count; the tail is masked
+            for i in range(0, tl.cdiv(end - start, BLOCK_N)):  # the last block is masked
                 n = start + i * BLOCK_N + tl.arange(0, BLOCK_N)
                 live = n < end
                 k = tl.load(k_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
@@ -156,10 +168,11 @@ if HAVE_TRITON:
 
     @triton.jit
     def _attn_reduce_kernel(part_ptr, lse_ptr, pos_ptr, out_ptr, G: tl.constexpr, G_PAD: tl.constexpr,
-                            HD: tl.constexpr, CHUNK: tl.constexpr, S_MAX: tl.constexpr):
+                            HD: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
         kvh = tl.program_id(0)
         gi = tl.program_id(1)
-        n_split = tl.cdiv(tl.load(pos_ptr) + 1, CHUNK)
+        n_live = tl.load(pos_ptr) + 1
+        n_split = tl.cdiv(n_live, _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX))
         s = tl.arange(0, S_MAX)
         live = s < n_split
         row = (kvh * S_MAX + s) * G_PAD + gi
@@ -183,11 +196,39 @@ if HAVE_TRITON:
         tl.store(out_ptr + offs, (act.to(tl.float32) * u.to(tl.float32)).to(g.dtype), mask=mask)
 
 
+ATTN_ENV = "EDGEPROF_ATTN"
+
+
+def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> tuple[int, int, int]:
+    """(fixed chunk or 0 = adaptive, BLOCK_N, splits per kv head) of the decode attention.
+
+    Adaptive (the default): n_kv * splits >= 2 CTAs per SM, each split taking an equal share of the LIVE
+    cache (whole BLOCK_N blocks), so a step at ctx 2048 in a cache sized for 16k still fills the GPU. The
+    first version used a fixed 256-token chunk: at ctx 2048 that is 8 splits x 4 kv heads = 32 CTAs on
+    132 SMs, each walking 4 blocks in turn (H200: 10 us per layer, 0.28 ms per step; explain, r3).
+    `spec` ($EDGEPROF_ATTN) overrides: "chunk:256" (fixed, the first version), "splits:64", "block:32",
+    or both joined by a comma."""
+    pow2 = triton.next_power_of_2 if HAVE_TRITON else (lambda v: 1 << max(0, (int(v) - 1).bit_length()))
+    chunk, block, splits = 0, 64, 0
+    spec = os.environ.get(ATTN_ENV, "") if spec is None else spec
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, val = part.partition(":")
+        if key not in ("chunk", "splits", "block") or not val.isdigit() or int(val) < 1:
+            raise ValueError(f"{ATTN_ENV}: {part!r} is not chunk:N, splits:N or block:N (N >= 1); "
+                             f"unset it for the adaptive default")
+        chunk, block, splits = (int(val), block, splits) if key == "chunk" else \
+            (chunk, int(val), splits) if key == "block" else (chunk, block, int(val))
+    if block not in (16, 32, 64, 128):
+        raise ValueError(f"{ATTN_ENV}: block:{block} must be 16, 32, 64 or 128")
+    most = pow2(-(-max_ctx // block))  # more splits than BLOCK_N blocks would leave some empty at max_ctx
+    if chunk:
+        return -(-chunk // block) * block, block, pow2(-(-max_ctx // chunk))
+    splits = splits or -(-2 * sms // n_kv)
+    return 0, block, min(most, pow2(splits))
+
+
 class TritonOps:
     """CUDA ops; every position is read from a device tensor (graph-safe, no host sync)."""
-
-    CHUNK = 256  # cache tokens per attention split: enough splits to fill the GPU at long ctx
-    BLOCK_N = 64
 
     def __init__(self, n_heads: int, n_kv: int, head_dim: int, eps: float, cos: torch.Tensor, sin: torch.Tensor,
                  max_ctx: int, hidden: int, intermediate: int):
@@ -197,7 +238,9 @@ class TritonOps:
         self.cos, self.sin, self.max_ctx = cos.contiguous(), sin.contiguous(), max_ctx
         self.g = n_heads // n_kv
         self.g_pad = max(16, triton.next_power_of_2(self.g))  # tl.dot needs M >= 16
-        self.s_max = triton.next_power_of_2(triton.cdiv(max_ctx, self.CHUNK))
+        # (the Triton interpreter runs these kernels on the CPU in tests: 8 "SMs" there)
+        sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
+        self.chunk, self.block_n, self.s_max = attn_plan(max_ctx, n_kv, sms)
         dev, dt = cos.device, cos.dtype
         # Static scratch so the captured graph always sees the same addresses.
         self.q = torch.empty(n_heads * head_dim, device=dev, dtype=dt)
@@ -225,10 +268,11 @@ class TritonOps:
         scale = 1.0 / math.sqrt(self.hd)
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale,
-            G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.CHUNK, BLOCK_N=self.BLOCK_N, S_MAX=self.s_max,
+            G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n, S_MAX=self.s_max,
             num_warps=4)
         _attn_reduce_kernel[(self.nkv, self.g)](self.part, self.lse, pos, self.attn_out, G=self.g,
-                                               G_PAD=self.g_pad, HD=self.hd, CHUNK=self.CHUNK, S_MAX=self.s_max)
+                                               G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n,
+                                               S_MAX=self.s_max)
         return self.attn_out
 
     def silu_mul(self, gate_up):

@@ -141,11 +141,24 @@ def load_extension():
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        return load(name="edgeprof_w4a16", sources=[str(CSRC / "w4a16_binding.cpp"), str(CSRC / "w4a16_gemv.cu")],
-                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], verbose=False)
+        sources = [CSRC / "w4a16_binding.cpp", CSRC / "w4a16_gemv.cu", CSRC / "bf16_gemv.cu"]
+        return load(name=f"edgeprof_gemv_{_csrc_digest()}", sources=[str(p) for p in sources],
+                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
+                    verbose=False)
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
         return None
+
+
+def _csrc_digest() -> str:
+    """8 hex digits over every file in csrc/: torch keys its build cache on the listed sources only, so
+    an edited header (gemv_common.cuh) would otherwise reuse a stale build."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(CSRC.iterdir()):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def build_error() -> str | None:

@@ -110,6 +110,44 @@ def gemv_error(lin, q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: in
     return float((got - ref).norm() / ref.norm().clamp(min=1e-12))
 
 
+def _dense(w: torch.Tensor, b: torch.Tensor | None, errors: list[float]):
+    """A bf16 projection: edgeprof's CUDA GEMV where `bf16cuda.choose` picks it for this shape (checked
+    here against fp32 on one random input), else cuBLAS (DenseLinear)."""
+    from edgeprof.fast import bf16cuda
+
+    if w.device.type != "cuda":
+        return DenseLinear(w, b)
+    variant = bf16cuda.choose(w.shape[0], w.shape[1], bf16cuda.plan_for_device(w.device))
+    if variant == "cublas":
+        return DenseLinear(w, b)
+    try:
+        lin = bf16cuda.Bf16CudaLinear(w, b, variant)
+    except RuntimeError as exc:  # no compiler / no extension: cuBLAS, and the record says why
+        dense = DenseLinear(w, b)
+        dense.fallback_reason = str(exc)  # type: ignore[attr-defined]
+        return dense
+    g = torch.Generator(device=w.device).manual_seed(0)
+    x = torch.randn(1, w.shape[1], generator=g, device=w.device).to(torch.bfloat16)  # [1, K]
+    ref = x.float() @ w.float().t() + (0 if b is None else b.float())  # [1, N]
+    errors.append(float((lin(x).float() - ref).norm() / ref.norm().clamp(min=1e-12)))
+    return lin
+
+
+def bf16_kernels_used(layers: list[LayerWeights], errors: list[float]) -> dict[str, object]:
+    """The record's `bf16_gemv`: which GEMV each projection ran (and the load check of edgeprof's)."""
+    used = {name: (f"{lin.kernel_name} {lin.variant}" if hasattr(lin, "variant") else "cublas")
+            for name in ("qkv", "o", "gate_up", "down") for lin in [getattr(layers[0], name)]} if layers else {}
+    out: dict[str, object] = {"bf16_gemv": used}
+    reasons = {getattr(getattr(lw, n), "fallback_reason", None) for lw in layers for n in ("qkv", "o", "gate_up", "down")}
+    reasons.discard(None)
+    if reasons:
+        out["bf16_gemv_fallback_reason"] = "; ".join(sorted(reasons))  # type: ignore[arg-type]
+    if errors:
+        out["bf16_load_check"] = {**load_check(errors), "what": "each edgeprof bf16 GEMV on a random x vs x @ W^T "
+                                  "in fp32, at load"}
+    return out
+
+
 QZS = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g]
 
 
@@ -192,8 +230,8 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
         bqkv = _cat(a.q_proj.bias, a.k_proj.bias, a.v_proj.bias)
         wgu = torch.cat([m.gate_proj.weight, m.up_proj.weight], dim=0)
         if fmt == "bf16":
-            qkv, o = DenseLinear(wqkv, bqkv), DenseLinear(a.o_proj.weight)
-            gu, d = DenseLinear(wgu), DenseLinear(m.down_proj.weight)
+            qkv, o = _dense(wqkv, bqkv, errors), _dense(a.o_proj.weight, None, errors)
+            gu, d = _dense(wgu, None, errors), _dense(m.down_proj.weight, None, errors)
         elif qzs_source is not None:
             dev, pa, pm = wqkv.device, f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"
             qkv = _int4_biased(_stacked_qzs(qzs_source, pa, ("q_proj", "k_proj", "v_proj"), dev), bqkv, group,
@@ -208,7 +246,9 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
     extra: dict[str, object] = {"group": group}
-    if fmt != "bf16":
+    if fmt == "bf16":
+        extra.update(bf16_kernels_used(layers, errors))
+    else:
         extra.update(int4_kernels_used(layers))
         extra["int4_load_check"] = load_check(errors)
         if qzs_source is not None:

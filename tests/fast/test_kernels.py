@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install 'edgeprof[dev]' brings it)")
 
 SCRIPT = textwrap.dedent("""
-    import json, torch
+    import json, os, torch
     from edgeprof.fast.kernels import TorchOps, TritonOps
     torch.manual_seed(0)
     nh, nkv, hd, hidden, inter, max_ctx = 6, 2, 32, 96, 160, 600   # GQA group 3, 3 attention splits
@@ -33,13 +33,18 @@ SCRIPT = textwrap.dedent("""
     kc2, vc2 = kc.clone(), vc.clone()
     qkv = torch.randn(1, (nh + 2 * nkv) * hd).to(dt)
     out["rope"], out["attention"] = 0.0, 0.0
-    for p in (0, 255, 256, 599):
+    # attention plans: adaptive (default; 8 "SMs" on the CPU -> 8 splits), the first fixed-chunk version, 32-token blocks
+    plans = {spec: TritonOps(nh, nkv, hd, 1e-6, cos, sin, max_ctx, hidden, inter)
+             for spec in ("", "chunk:256", "block:32") if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
+    out["plans"] = {spec or "adaptive": [t.chunk, t.block_n, t.s_max] for spec, t in plans.items()}
+    for p in (0, 63, 255, 256, 599):
         pos = torch.tensor([p])
         qa = ref.rope_write_kv(qkv, pos, kc, vc).clone()
         qb = tri.rope_write_kv(qkv, pos, kc2, vc2).clone()
         out["rope"] = max(out["rope"], rel(qb.view(nh, hd), qa), rel(kc2, kc), rel(vc2, vc))
-        got = tri.attention(qa.reshape(-1).contiguous(), pos, kc, vc)
-        out["attention"] = max(out["attention"], rel(got, ref.attention(qa, pos, kc, vc)))
+        for t in plans.values():
+            got = t.attention(qa.reshape(-1).contiguous(), pos, kc, vc)
+            out["attention"] = max(out["attention"], rel(got, ref.attention(qa, pos, kc, vc)))
     gu = torch.randn(1, 2 * inter).to(dt)
     out["silu_mul"] = rel(tri.silu_mul(gu), ref.silu_mul(gu))
     print(json.dumps(out))
@@ -50,5 +55,32 @@ SCRIPT = textwrap.dedent("""
 def test_triton_kernels_match_torch_reference_in_the_interpreter():
     errs = run_interpreted(SCRIPT, 600)
     # The interpreter emulates bf16 stores by truncation, so allow a little over one bf16 ulp.
+    plans = errs.pop("plans")
+    # max_ctx 600, 2 kv heads: adaptive = 8 splits (2 heads x 8 >= 2 x 8 "SMs"), 64-token blocks; chunk:256 = 3 splits
+    assert plans == {"adaptive": [0, 64, 8], "chunk:256": [256, 64, 4], "block:32": [0, 32, 8]}, plans
     for name, err in errs.items():
         assert err < 1.5e-2, (name, err)
+
+
+# ------------------------------------------------------------------ attention split plan (pure)
+def test_attn_plan_fills_the_gpu_at_any_live_length():
+    from edgeprof.fast.kernels import attn_plan
+
+    # H200-like: 132 SMs, Qwen2.5-7B's 4 kv heads -> >= 264 CTAs: 66 splits -> 128, capped at max_ctx / 64 blocks
+    assert attn_plan(2048 + 64, 4, 132, "") == (0, 64, 64)
+    assert attn_plan(16384 + 64, 4, 132, "") == (0, 64, 128)
+    assert attn_plan(512, 4, 132, "") == (0, 64, 8)  # 8 blocks of 64: more splits would stay empty
+    assert attn_plan(16448, 8, 58, "") == (0, 64, 16)  # L40S-like: 58 SMs, 8 kv heads -> 15 -> 16
+
+
+def test_attn_plan_overrides_and_errors():
+    import pytest as _pytest
+
+    from edgeprof.fast.kernels import attn_plan
+
+    assert attn_plan(2112, 4, 132, "chunk:256") == (256, 64, 16)  # the first version: 256-token chunks
+    assert attn_plan(2112, 4, 132, "chunk:100") == (128, 64, 32)  # whole blocks
+    assert attn_plan(2112, 4, 132, "splits:16,block:32") == (0, 32, 16)
+    for bad in ("chunk", "rows:4", "splits:0", "block:48", "chunk:x"):
+        with _pytest.raises(ValueError, match="EDGEPROF_ATTN"):
+            attn_plan(2112, 4, 132, bad)

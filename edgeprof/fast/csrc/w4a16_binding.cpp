@@ -1,4 +1,4 @@
-// torch binding of edgeprof's W4A16 GEMV (w4a16_gemv.cu). Checks every argument, launches on the
+// torch binding of edgeprof's GEMVs (w4a16_gemv.cu, bf16_gemv.cu). Checks every argument, launches on the
 // current stream (so it is captured by CUDA graphs) and raises on any launch error.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAStream.h>
@@ -7,6 +7,8 @@
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
+int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
+                              int K, cudaStream_t stream);
 
 // x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
 // bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
@@ -50,7 +52,30 @@ torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::T
   return gemv_variant(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, 0, 0);
 }
 
+// x [1, K] bf16, w [N, K] bf16 row-major (K % 8 == 0, 16-byte aligned), bias [N] bf16 or empty -> y [1, N]
+torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll) {
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
+  TORCH_CHECK(w.is_cuda() && w.scalar_type() == torch::kBFloat16 && w.is_contiguous() && w.dim() == 2,
+              "w: contiguous bf16 CUDA [N, K]");
+  const int64_t N = w.size(0), K = w.size(1);
+  TORCH_CHECK(x.numel() == K, "x: expected ", K, " values, got ", x.numel());
+  TORCH_CHECK(K % 8 == 0, "w: K = ", K, " must be a multiple of 8 (16-byte rows)");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0,
+              "x and w must be 16-byte aligned (clone them)");
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
+              "bias: bf16 [N] or empty");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = torch::empty({1, N}, x.options());
+  const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
+  int err = edgeprof_bf16_gemv_launch((int)rows, (int)unroll, w.data_ptr(), x.data_ptr(), b, y.data_ptr(), (int)N,
+                                      (int)K, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "bf16 GEMV launch failed (rows ", rows, ", unroll ", unroll, "): ",
+              cudaGetErrorString((cudaError_t)err));
+  return y;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
+  m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)");
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

@@ -20,16 +20,15 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "gemv_common.cuh"
+
 namespace edgeprof_w4 {
 
 constexpr int kWarps = 4;  // warps per CTA; each owns one 16-row block, all share one K slice
 
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 r;  // weights are read once per step: keep them out of L1
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
+using edgeprof_gemv::bf_hi;
+using edgeprof_gemv::bf_lo;
+using edgeprof_gemv::ld_stream;
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -39,8 +38,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
-__device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
