@@ -5,7 +5,8 @@ another (n_layers distinct KV caches, together larger than L2) in one CUDA graph
     python benchmarks/attn_decode.py --model qwen2.5-7b --ctx 2048,16384 --out $OUT/attn.json
 
 Plans are $EDGEPROF_ATTN specs (`kernels.attn_plan`): "chunk:256" is the first version (fixed
-256-token chunks), "" the adaptive default. Cache size = the largest ctx + 64, as the step benchmark
+256-token chunks), "" the adaptive default (>= 128 tokens per split, about one CTA per SM); r4 measured an
+earlier adaptive rule (64-token minimum, two CTAs per SM), which "min:64,splits:128" reproduces. Cache size = the largest ctx + 64, as the step benchmark
 sizes it, so the small ctx runs in a cache sized for the large one.
 """
 
@@ -24,7 +25,7 @@ from edgeprof.fast.kernels import TritonOps, attn_plan
 from edgeprof.shape_loader import require_shape
 from edgeprof.timing import time_graph
 
-PLANS = ("chunk:256", "", "block:32", "splits:32", "splits:128", "splits:256")
+PLANS = ("chunk:256", "", "min:64", "min:256", "min:64,splits:128", "splits:32", "block:32")
 REL_BOUND = 2e-2  # max-abs / max: bf16 output (~4e-3) plus tf32 q.k products (Triton's fp32 dot)
 
 
@@ -58,7 +59,8 @@ def run(model: str, ctxs: list[int], plans: tuple[str, ...], repeats: int) -> di
                 row.update(us_per_layer_p50=st.p50 * 1e3, ms_per_step=st.p50 * L,
                            gb_per_s=kv_bytes / (st.p50 * 1e-3) / 1e9)
             rows.append(row)
-            print(f"{model} ctx {ctx:6d} {row['plan']:11s} chunk {chunk:4d} block {block:3d} splits {splits:4d} "
+            ctext = str(chunk) if chunk > 0 else f">={-chunk}"  # <= 0: adaptive with that minimum
+            print(f"{model} ctx {ctx:6d} {row['plan']:18s} chunk {ctext:>6s} block {block:3d} splits {splits:4d} "
                   f"err {err:.1e} {'PASS' if row['passed'] else 'FAIL'} "
                   + (f"{row['us_per_layer_p50']:7.2f} us/layer {row['ms_per_step']:.3f} ms/step "
                      f"{row['gb_per_s']:6.0f} GB/s" if row["passed"] else ""), flush=True)

@@ -2,8 +2,13 @@
 # config checked first; TUNE_VARIANTS=none skips it), edgeprof's bf16 GEMV against cuBLAS per shape
 # (benchmarks/bf16_gemv.py), the decode-attention split plans (benchmarks/attn_decode.py), then full
 # steps at ctx 2048 and 16384 with each change on and off in the same run ($STEP_BACKENDS), the whole-decoder
-# checks, and `edgeprof explain` of edgeprof-fast and edgeprof-fast-int4-cuda. Results in $OUT/$ROUND/.
-#   ROUND=round4 bash benchmarks/gpu_decode_round.sh
+# checks, `edgeprof explain` of edgeprof-fast and edgeprof-fast-int4-cuda, then (DAEMON=1) what `serve --backend
+# auto` picks and serves and (SWEEP=1) the sweep of configs/sweeps/qwen-fast-gpu.yaml (kernel-correctness gate at
+# each cell's context). USE_TUNE=1 runs the steps with this run's tune.json as $EDGEPROF_W4_PLAN; otherwise
+# they take the card's shipped plan (edgeprof/data/gemv_plans.yaml). Results in $OUT/$ROUND/.
+#   r4: ROUND=round4 USE_TUNE=1 bash benchmarks/gpu_decode_round.sh   (before the defaults changed; its
+#       step list was the STEP_BACKENDS default below with EDGEPROF_BF16_GEMV=$R/bf16.json in the third entry)
+#   r5: ROUND=round5 TUNE_VARIANTS=base,l3 DAEMON=1 SWEEP=1 bash benchmarks/gpu_decode_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -14,16 +19,25 @@ if [ "${TUNE_VARIANTS:-base,l3,lean,lean4}" != none ]; then
   timeout "$(left)" python3 benchmarks/int4_gemv.py --suite tune --tune-variants "${TUNE_VARIANTS:-base,l3,lean,lean4}" \
     --tune-splits 1,2,4,8 --repeats 30 --time-budget 150 --out-dir "$R/tune" > "$R/tune.log" 2>&1
   mark "tune rc=$?"; sed -n '/^best per shape/,$p' "$R/tune.log"
-  [ -f "$R/tune/tune.json" ] && PLAN="$R/tune/tune.json"
+  [ -f "$R/tune/tune.json" ] && [ "${USE_TUNE:-0}" = 1 ] && PLAN="$R/tune/tune.json"
 fi
 timeout "$(( $(left) - 360 ))" python3 benchmarks/bf16_gemv.py --out "$R/bf16.json" > "$R/bf16.log" 2>&1
 mark "bf16 GEMV rc=$?"; grep -E "^(bf16|model|qwen)|^  -" "$R/bf16.log"
 timeout "$(( $(left) - 300 ))" python3 benchmarks/attn_decode.py --out "$R/attn.json" > "$R/attn.log" 2>&1
 mark "attention rc=$?"; cat "$R/attn.log" | grep -v Warning
-BF="$R/bf16.json"; [ -f "$BF" ] || BF=cublas
-SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast@EDGEPROF_BF16_GEMV=cublas;edgeprof-fast@EDGEPROF_BF16_GEMV=$BF;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256;edgeprof-fast-int4-cuda}"
-EDGEPROF_W4_PLAN="$PLAN" EDGEPROF_BF16_GEMV="$BF" timeout "$(( $(left) - 10 ))" python3 benchmarks/int4_gemv.py \
+SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda}"
+EDGEPROF_W4_PLAN="$PLAN" timeout "$(( $(left) - ${RESERVE:-200} ))" python3 benchmarks/int4_gemv.py \
   --suite kernel --steps-only --step-ctx 2048,16384 --steps 30 --step-backends "$SB" --explain \
   --explain-backends edgeprof-fast-int4-cuda,edgeprof-fast --out-dir "$R/steps" > "$R/steps.log" 2>&1
 mark "steps + checks + explain rc=$?"; grep -E "^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
+if [ "${DAEMON:-0}" = 1 ]; then
+  timeout "$(( $(left) - 170 ))" python3 benchmarks/daemon_auto.py --model qwen2.5-7b --device cuda --tokens 64 \
+    --out "$R/daemon_auto.json" > "$R/daemon_auto.log" 2>&1
+  mark "daemon auto rc=$?"; grep -E "auto|chose|p50" "$R/daemon_auto.log" | tail -8
+fi
+if [ "${SWEEP:-0}" = 1 ]; then
+  timeout "$(( $(left) - 8 ))" python3 -m edgeprof.cli sweep configs/sweeps/qwen-fast-gpu.yaml --no-plots --no-progress \
+    --out "$R/sweep" > "$R/sweep.log" 2>&1
+  mark "sweep rc=$?"; tail -12 "$R/sweep.log"
+fi
 mark end

@@ -382,6 +382,12 @@ class Daemon:
                     decoder.close()
                     continue
                 self.kernel_correctness = check
+            bf16 = decoder.info().notes.get("bf16_load_check")  # edgeprof's bf16 GEMV, where the card plan uses it
+            if bf16 and not bf16.get("passed"):
+                self.log(f"auto: {name} bf16 GEMV load-time check FAILED (worst {bf16.get('max_rel_err')} > "
+                         f"{bf16.get('bound')}); trying the next backend")
+                decoder.close()
+                continue
             self.backend = name
             return decoder
         raise DaemonStateError(f"auto: none of {', '.join(candidates)} could serve {self.config.model}; "

@@ -4,7 +4,7 @@ The kernel is built into the same extension as the W4A16 GEMV (`w4cuda.load_exte
 keeps the plain nn.Linear weight [N, K]; prefill (M > 1) goes to cuBLAS, which is a GEMM there.
 
 Which kernel a decoder uses per projection: edgeprof's only for shapes where a measurement on that
-card showed it faster than cuBLAS (edgeprof/data/bf16_gemv.yaml, written from `benchmarks/bf16_gemv.py`),
+card showed it faster than cuBLAS (edgeprof/data/gemv_plans.yaml, from `benchmarks/bf16_gemv.py`),
 cuBLAS everywhere else. $EDGEPROF_BF16_GEMV overrides it for A/B runs: "cublas", a variant name (every
 shape), or a bf16_gemv.py JSON (its `faster` shapes).
 """
@@ -51,6 +51,11 @@ class Bf16CudaLinear:
             x = x.clone()
         return self.ext.gemv_bf16(x, self.w, self.bias, self.rows, self.unroll)
 
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """x [1, K] -> out [1, N] in place (a static buffer a CUDA graph replays into)."""
+        x = x.contiguous() if x.data_ptr() % 16 == 0 else x.clone()
+        self.ext.gemv_bf16(x, self.w, self.bias, self.rows, self.unroll, out)
+
     @property
     def nbytes(self) -> int:
         return self.w.numel() * 2 + self.bias.numel() * 2
@@ -82,23 +87,9 @@ def _json_plan(path: str) -> dict[tuple[int, int], str]:
 
 
 def plan_for_device(device) -> dict[tuple[int, int], str]:
-    """{(N, K): variant} measured faster than cuBLAS on this card (data/bf16_gemv.yaml, keyed by the
-    CUDA device name); {} for a card without measurements (cuBLAS everywhere)."""
-    name = torch.cuda.get_device_name(device)
-    return _plans().get(name, {})
+    """{(N, K): variant} measured faster than cuBLAS on this card (data/gemv_plans.yaml, `bf16`); {} for a
+    card without measurements (cuBLAS everywhere)."""
+    from edgeprof.fast.plans import card_entries
 
-
-_PLANS: dict[str, dict[tuple[int, int], str]] | None = None
-
-
-def _plans() -> dict[str, dict[tuple[int, int], str]]:
-    global _PLANS
-    if _PLANS is None:
-        from importlib import resources
-
-        import yaml
-
-        doc = yaml.safe_load((resources.files("edgeprof") / "data" / "bf16_gemv.yaml").read_text()) or {}
-        _PLANS = {card: {(int(e["n"]), int(e["k"])): str(e["variant"]) for e in (entry.get("faster") or [])}
-                  for card, entry in (doc.get("cards") or {}).items()}
-    return _PLANS
+    return {(int(e["n"]), int(e["k"])): str(e["variant"])
+            for e in card_entries(torch.cuda.get_device_name(device), "bf16")}

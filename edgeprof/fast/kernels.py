@@ -121,12 +121,12 @@ if HAVE_TRITON:
 
     @triton.jit
     def _attn_chunk(n_live, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
-        # cache tokens per split: CHUNK if fixed (> 0), else the live length spread over all S_MAX splits
-        # in whole BLOCK_N blocks, so every position keeps the whole grid busy (read on the device: graph-safe)
+        # cache tokens per split: CHUNK if > 0 (fixed), else -CHUNK is the minimum and the live length is
+        # spread over all S_MAX splits in whole BLOCK_N blocks (read on the device: graph-safe)
         if CHUNK > 0:  # noqa: SIM108 (a compile-time branch inside a Triton function)
             chunk = n_live * 0 + CHUNK
         else:
-            chunk = tl.cdiv(tl.cdiv(n_live, S_MAX), BLOCK_N) * BLOCK_N
+            chunk = tl.maximum(tl.cdiv(tl.cdiv(n_live, S_MAX), BLOCK_N) * BLOCK_N, -CHUNK)
         return chunk
 
     @triton.jit
@@ -200,31 +200,34 @@ ATTN_ENV = "EDGEPROF_ATTN"
 
 
 def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> tuple[int, int, int]:
-    """(fixed chunk or 0 = adaptive, BLOCK_N, splits per kv head) of the decode attention.
+    """(chunk, BLOCK_N, splits per kv head) of the decode attention; chunk > 0: every split takes that many
+    cache tokens (fixed), chunk <= 0: -chunk is the minimum and the LIVE length is spread over the splits.
 
-    Adaptive (the default): n_kv * splits >= 2 CTAs per SM, each split taking an equal share of the LIVE
-    cache (whole BLOCK_N blocks), so a step at ctx 2048 in a cache sized for 16k still fills the GPU. The
-    first version used a fixed 256-token chunk: at ctx 2048 that is 8 splits x 4 kv heads = 32 CTAs on
-    132 SMs, each walking 4 blocks in turn (H200: 10 us per layer, 0.28 ms per step; explain, r3).
-    `spec` ($EDGEPROF_ATTN) overrides: "chunk:256" (fixed, the first version), "splits:64", "block:32",
-    or both joined by a comma."""
+    Default (adaptive): about one CTA per SM (n_kv * splits >= SMs), at least 128 tokens per split. Measured
+    on the H200 at Qwen2.5-7B's shape (results/h200/2026-11-28-decode-step, r4: benchmarks/attn_decode.py),
+    us per layer at ctx 2048 / 16384: fixed 256-token chunks (the first version) 10.8 / 15.9; 64-token
+    chunks over 128 splits 8.5 / 19.6 (at long context each split writes a padded [16, 128] fp32 partial
+    the reduce reads back); 128-token chunks 8.2 at ctx 2048.
+    `spec` ($EDGEPROF_ATTN) overrides: "chunk:256" (fixed), "min:64" (the adaptive minimum), "splits:64",
+    "block:32", several joined by commas."""
     pow2 = triton.next_power_of_2 if HAVE_TRITON else (lambda v: 1 << max(0, (int(v) - 1).bit_length()))
-    chunk, block, splits = 0, 64, 0
+    opts = {"chunk": 0, "min": 128, "splits": 0, "block": 64}
     spec = os.environ.get(ATTN_ENV, "") if spec is None else spec
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, _, val = part.partition(":")
-        if key not in ("chunk", "splits", "block") or not val.isdigit() or int(val) < 1:
-            raise ValueError(f"{ATTN_ENV}: {part!r} is not chunk:N, splits:N or block:N (N >= 1); "
+        if key not in opts or not val.isdigit() or int(val) < 1:
+            raise ValueError(f"{ATTN_ENV}: {part!r} is not chunk:N, min:N, splits:N or block:N (N >= 1); "
                              f"unset it for the adaptive default")
-        chunk, block, splits = (int(val), block, splits) if key == "chunk" else \
-            (chunk, int(val), splits) if key == "block" else (chunk, block, int(val))
+        opts[key] = int(val)
+    block = opts["block"]
     if block not in (16, 32, 64, 128):
         raise ValueError(f"{ATTN_ENV}: block:{block} must be 16, 32, 64 or 128")
-    most = pow2(-(-max_ctx // block))  # more splits than BLOCK_N blocks would leave some empty at max_ctx
-    if chunk:
-        return -(-chunk // block) * block, block, pow2(-(-max_ctx // chunk))
-    splits = splits or -(-2 * sms // n_kv)
-    return 0, block, min(most, pow2(splits))
+    if opts["chunk"]:
+        chunk = -(-opts["chunk"] // block) * block
+        return chunk, block, pow2(-(-max_ctx // chunk))
+    least = -(-opts["min"] // block) * block
+    splits = pow2(opts["splits"] or -(-sms // n_kv))
+    return -least, block, min(splits, pow2(-(-max_ctx // least)))  # more splits than min-size chunks stay empty
 
 
 class TritonOps:

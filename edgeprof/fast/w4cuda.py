@@ -31,10 +31,11 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
 # (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4;
 # xscalar: base with its first x staging, one 32-bit load and L2 round trip per pair per loop iteration;
-# l3: base's launch with one 3-input LOP3 per dequantized register instead of an AND and an OR; lean: l3 with
-# two chunks per loop iteration, no register copies between chunks, no bound checks on full chunks, 5 CTAs/SM;
-# lean4: lean at 4 CTAs/SM, 128 registers. l3 / lean / lean4 have not yet run on a GPU: the tune suite checks
-# each against float64 before timing it)
+# l3: base's launch with one 3-input LOP3 per dequantized register instead of an AND and an OR -- measured
+# 1.08-1.19x faster than base on the H200, so base has used the same dequant since (l3 and base are now the
+# same kernel); lean: l3 with two chunks per loop iteration, no register copies between chunks, no bound checks
+# on full chunks, 5 CTAs/SM; lean4: lean at 4 CTAs/SM. lean / lean4 measured slower than l3 (0.61 / 0.57 of copy
+# on gate_up against 0.70): their loops are shorter in SASS but they spill or run fewer warps)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
@@ -255,18 +256,26 @@ PLAN_ENV = "EDGEPROF_W4_PLAN"
 
 def launch_plan(path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict]:
     """Per-shape launch {(K, N): {"variant", "splits"}} from a `int4_gemv.py --suite tune` JSON (its
-    `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; {} when
-    neither is given (every shape then takes the default launch). Group 128 only, as the variants.
+    `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; without
+    either, the card's measured plan shipped in data/gemv_plans.yaml (`w4a16`), or {} (every shape then
+    takes the default launch). Group 128 only, as the variants.
     Read once per file version (the decoder asks for every projection it builds)."""
     path = path or os.environ.get(PLAN_ENV)
     if not path:
-        return {}
+        return shipped_plan(torch.cuda.get_device_name()) if torch.cuda.is_available() else {}
     try:
         st = os.stat(path)
         return _read_plan(str(path), st.st_mtime_ns, st.st_size)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{PLAN_ENV}: {path} is not a readable `int4_gemv.py --suite tune` tune.json with k and n "
                          f"in its best configs ({type(exc).__name__}: {exc}); unset it for the default launch") from exc
+
+
+def shipped_plan(card: str) -> dict[tuple[int, int], dict]:
+    from edgeprof.fast.plans import card_entries
+
+    return {(int(e["k"]), int(e["n"])): {"variant": str(e["variant"]), "splits": int(e["splits"])}
+            for e in card_entries(card, "w4a16")}
 
 
 @functools.lru_cache(maxsize=8)

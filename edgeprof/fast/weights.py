@@ -75,6 +75,7 @@ class FastWeights:
     fmt: str  # "bf16" | "rtn4-gN"
     tied: bool
     extra: dict[str, object] = field(default_factory=dict)
+    head: Linear | None = None  # the GEMV over lm_head (edgeprof's bf16 kernel where measured faster); None: torch.mm
 
     def nbytes(self) -> int:
         """Resident weight bytes (a tied table counted once)."""
@@ -133,12 +134,16 @@ def _dense(w: torch.Tensor, b: torch.Tensor | None, errors: list[float]):
     return lin
 
 
-def bf16_kernels_used(layers: list[LayerWeights], errors: list[float]) -> dict[str, object]:
-    """The record's `bf16_gemv`: which GEMV each projection ran (and the load check of edgeprof's)."""
+def bf16_kernels_used(layers: list[LayerWeights], errors: list[float], head=None) -> dict[str, object]:
+    """The record's `bf16_gemv`: which GEMV each bf16 projection ran (and the load check of edgeprof's)."""
+    lins = {name: getattr(layers[0], name) for name in ("qkv", "o", "gate_up", "down")} if layers else {}
+    if head is not None:
+        lins["lm_head"] = head
     used = {name: (f"{lin.kernel_name} {lin.variant}" if hasattr(lin, "variant") else "cublas")
-            for name in ("qkv", "o", "gate_up", "down") for lin in [getattr(layers[0], name)]} if layers else {}
+            for name, lin in lins.items()}
     out: dict[str, object] = {"bf16_gemv": used}
     reasons = {getattr(getattr(lw, n), "fallback_reason", None) for lw in layers for n in ("qkv", "o", "gate_up", "down")}
+    reasons.add(getattr(head, "fallback_reason", None))
     reasons.discard(None)
     if reasons:
         out["bf16_gemv_fallback_reason"] = "; ".join(sorted(reasons))  # type: ignore[arg-type]
@@ -246,16 +251,19 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
     extra: dict[str, object] = {"group": group}
+    head_errors: list[float] = []  # the head stays bf16 in every format
+    head = _dense(model.lm_head.weight, None, head_errors)
     if fmt == "bf16":
-        extra.update(bf16_kernels_used(layers, errors))
+        extra.update(bf16_kernels_used(layers, errors + head_errors, head))
     else:
+        extra.update(bf16_kernels_used([], head_errors, head))
         extra.update(int4_kernels_used(layers))
         extra["int4_load_check"] = load_check(errors)
         if qzs_source is not None:
             extra["int4_quantizer"] = {k: v for k, v in qzs_source.meta.items() if k != "key"}
     fmt_label = "bf16" if fmt == "bf16" else (int4_label or rtn_label(group))
     return FastWeights(inner.embed_tokens.weight, layers, inner.norm.weight, model.lm_head.weight, fmt_label, tied,
-                       extra)
+                       extra, head)
 
 
 def dequantized_copy_(model, group: int = 128) -> None:

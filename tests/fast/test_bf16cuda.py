@@ -37,7 +37,12 @@ def test_bad_env_names_the_variable(monkeypatch, value):
 
 
 def test_shipped_plans_name_compiled_variants():
-    for card, plan in bf16cuda._plans().items():
-        for (n, k), variant in plan.items():
-            assert variant in bf16cuda.VARIANTS, (card, n, k, variant)
-            assert k % 8 == 0
+    from edgeprof.fast import w4cuda
+    from edgeprof.fast.plans import card_entries, cards
+
+    for card in cards():
+        for e in card_entries(card, "bf16"):
+            assert e["variant"] in bf16cuda.VARIANTS and e["k"] % 8 == 0, (card, e)
+        for e in card_entries(card, "w4a16"):
+            assert e["variant"] in w4cuda.VARIANTS, (card, e)
+            assert w4cuda.split_plan(e["k"], 128, e["splits"])[0] == e["splits"], (card, e)  # a launchable split

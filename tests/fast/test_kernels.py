@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent("""
     out["rope"], out["attention"] = 0.0, 0.0
     # attention plans: adaptive (default; 8 "SMs" on the CPU -> 8 splits), the first fixed-chunk version, 32-token blocks
     plans = {spec: TritonOps(nh, nkv, hd, 1e-6, cos, sin, max_ctx, hidden, inter)
-             for spec in ("", "chunk:256", "block:32") if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
+             for spec in ("", "chunk:256", "min:32,block:32") if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
     out["plans"] = {spec or "adaptive": [t.chunk, t.block_n, t.s_max] for spec, t in plans.items()}
     for p in (0, 63, 255, 256, 599):
         pos = torch.tensor([p])
@@ -56,21 +56,21 @@ def test_triton_kernels_match_torch_reference_in_the_interpreter():
     errs = run_interpreted(SCRIPT, 600)
     # The interpreter emulates bf16 stores by truncation, so allow a little over one bf16 ulp.
     plans = errs.pop("plans")
-    # max_ctx 600, 2 kv heads: adaptive = 8 splits (2 heads x 8 >= 2 x 8 "SMs"), 64-token blocks; chunk:256 = 3 splits
-    assert plans == {"adaptive": [0, 64, 8], "chunk:256": [256, 64, 4], "block:32": [0, 32, 8]}, plans
+    # max_ctx 600, 2 kv heads, 8 "SMs": adaptive = 4 splits of >= 128 tokens; chunk:256 = 3 live of 4
+    assert plans == {"adaptive": [-128, 64, 4], "chunk:256": [256, 64, 4], "min:32,block:32": [-32, 32, 4]}, plans
     for name, err in errs.items():
         assert err < 1.5e-2, (name, err)
 
 
 # ------------------------------------------------------------------ attention split plan (pure)
-def test_attn_plan_fills_the_gpu_at_any_live_length():
+def test_attn_plan_spreads_the_live_cache_over_about_one_cta_per_sm():
     from edgeprof.fast.kernels import attn_plan
 
-    # H200-like: 132 SMs, Qwen2.5-7B's 4 kv heads -> >= 264 CTAs: 66 splits -> 128, capped at max_ctx / 64 blocks
-    assert attn_plan(2048 + 64, 4, 132, "") == (0, 64, 64)
-    assert attn_plan(16384 + 64, 4, 132, "") == (0, 64, 128)
-    assert attn_plan(512, 4, 132, "") == (0, 64, 8)  # 8 blocks of 64: more splits would stay empty
-    assert attn_plan(16448, 8, 58, "") == (0, 64, 16)  # L40S-like: 58 SMs, 8 kv heads -> 15 -> 16
+    # H200-like: 132 SMs, Qwen2.5-7B's 4 kv heads -> 33 splits -> 64, >= 128 tokens each (chunk < 0: minimum)
+    assert attn_plan(2048 + 64, 4, 132, "") == (-128, 64, 32)  # 2112 / 128 -> 17 chunks of 128 -> 32
+    assert attn_plan(16384 + 64, 4, 132, "") == (-128, 64, 64)
+    assert attn_plan(512, 4, 132, "") == (-128, 64, 4)  # 4 chunks of 128: more splits would stay empty
+    assert attn_plan(16448, 8, 58, "") == (-128, 64, 8)  # L40S-like: 58 SMs, 8 kv heads -> 8
 
 
 def test_attn_plan_overrides_and_errors():
@@ -80,7 +80,8 @@ def test_attn_plan_overrides_and_errors():
 
     assert attn_plan(2112, 4, 132, "chunk:256") == (256, 64, 16)  # the first version: 256-token chunks
     assert attn_plan(2112, 4, 132, "chunk:100") == (128, 64, 32)  # whole blocks
-    assert attn_plan(2112, 4, 132, "splits:16,block:32") == (0, 32, 16)
+    assert attn_plan(2112, 4, 132, "splits:16,block:32,min:32") == (-32, 32, 16)
+    assert attn_plan(16448, 4, 132, "min:64,splits:128") == (-64, 64, 128)
     for bad in ("chunk", "rows:4", "splits:0", "block:48", "chunk:x"):
         with _pytest.raises(ValueError, match="EDGEPROF_ATTN"):
             attn_plan(2112, 4, 132, bad)

@@ -53,7 +53,9 @@ torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::T
 }
 
 // x [1, K] bf16, w [N, K] bf16 row-major (K % 8 == 0, 16-byte aligned), bias [N] bf16 or empty -> y [1, N]
-torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll) {
+// out: an optional preallocated [1, N] bf16 (the decoder's static logits buffer, so a graph replays into it)
+torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
+                        std::optional<torch::Tensor> out) {
   TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
   TORCH_CHECK(w.is_cuda() && w.scalar_type() == torch::kBFloat16 && w.is_contiguous() && w.dim() == 2,
               "w: contiguous bf16 CUDA [N, K]");
@@ -65,7 +67,10 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
   TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
               "bias: bf16 [N] or empty");
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({1, N}, x.options());
+  if (out.has_value())
+    TORCH_CHECK(out->is_cuda() && out->scalar_type() == torch::kBFloat16 && out->is_contiguous() && out->numel() == N,
+                "out: contiguous bf16 CUDA with N = ", N, " values");
+  auto y = out.has_value() ? *out : torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_bf16_gemv_launch((int)rows, (int)unroll, w.data_ptr(), x.data_ptr(), b, y.data_ptr(), (int)N,
                                       (int)K, c10::cuda::getCurrentCUDAStream().stream());
@@ -76,6 +81,7 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
-  m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)");
+  m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
+        py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

@@ -44,7 +44,9 @@ __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(_
 // A register r of one mma from a packed word: {128 + q, 128 + q'} as bf16x2 = ((w >> 4r) & 0x000f000f) | 0x43004300.
 // FUSED: one 3-input LOP3 ((a & b) | c, LUT 0xEA) with the magic in a register; written as C, the compiler
 // emits two (an AND and an OR: a LOP3 takes one 32-bit immediate), 16 extra instructions per 64-column tile
-// of the 76 it issues (SASS of the base kernel, sm_90, nvcc 13.0).
+// (76 instead of 63 per tile; SASS, sm_90, nvcc 13.0). The default kernel uses FUSED since it measured
+// 1.12-1.19x faster as the tune variant "l3" (H200, results/h200/2026-11-28-decode-step: gate_up 0.606 ->
+// 0.702 of copy bandwidth, down 0.480 -> 0.571); the unfused form is kept for the tune variants that measured it.
 template <bool FUSED>
 __device__ __forceinline__ uint32_t dq_reg(uint32_t w, int r, uint32_t magic) {
   const uint32_t sh = w >> (4 * r);
@@ -276,7 +278,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
       uint4 wb[U];
       ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
-      chunk_math<G, ASYM, false>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
+      chunk_math<G, ASYM, true>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
 #pragma unroll
       for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
