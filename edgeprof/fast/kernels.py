@@ -163,8 +163,9 @@ if HAVE_TRITON:
                 acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
                 m = m_new
             row = (kvh * S_MAX + split) * G_PAD + g
-            tl.store(part_ptr + row[:, None] * HD + d[None, :], acc / l_sum[:, None])
-            tl.store(lse_ptr + row, m + tl.log(l_sum))
+            # only the G real query rows: the padding rows (tl.dot needs 16) would double the partials' traffic
+            tl.store(part_ptr + row[:, None] * HD + d[None, :], acc / l_sum[:, None], mask=(g < G)[:, None])
+            tl.store(lse_ptr + row, m + tl.log(l_sum), mask=g < G)
 
     @triton.jit
     def _attn_reduce_kernel(part_ptr, lse_ptr, pos_ptr, out_ptr, G: tl.constexpr, G_PAD: tl.constexpr,

@@ -35,11 +35,13 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # 1.08-1.19x faster than base on the H200, so base has used the same dequant since (l3 and base are now the
 # same kernel); lean: l3 with two chunks per loop iteration, no register copies between chunks, no bound checks
 # on full chunks, 5 CTAs/SM; lean4: lean at 4 CTAs/SM. lean / lean4 measured slower than l3 (0.61 / 0.57 of copy
-# on gate_up against 0.70): their loops are shorter in SASS but they spill or run fewer warps)
+# on gate_up against 0.70): their loops are shorter in SASS but they spill or run fewer warps;
+# u14 / u10: the default dequant with 14 / 10 loads per chunk at 3 / 4 CTAs/SM -- at 4 splits of K = 3584 a thread
+# issues all 14 of its weight loads before staging x: the small q/k/v and o GEMVs are latency chains)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
-            "lean4": (11, 4, False)}
+            "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

@@ -12,7 +12,7 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
 
 // x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
 // bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
-// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4" (group 128 only; grid_x: persist's CTAs
+// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10" (group 128 only; grid_x: persist's CTAs
 // per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
@@ -32,8 +32,8 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
                   splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
               "splits x tiles_per_split must cover K / 64 tiles, start on group boundaries, leave no split empty");
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 11),
-              "variant: 0 (any group), 1-11 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 13),
+              "variant: 0 (any group), 1-13 (group 128 only)");
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;

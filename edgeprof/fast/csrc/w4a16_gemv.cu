@@ -482,7 +482,8 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 // tile-major layout), 4 ("tm8", tile-major with 8 warps), 5-7 ("o8", "o6", "u8": loads per chunk and
 // CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging), 9 ("l3": one LOP3 per
 // dequantized register), 10 ("lean": l3 with two chunks per loop iteration, no register copies, no bound
-// checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM), 12 / 13 ("u14" / "u10": 14 / 10 loads per
+// chunk) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -503,6 +504,13 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return tune_launch_g<128, 4, false, false, 6, 5, true, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 11 && group == 128)  // "lean4": lean with 4 CTAs per SM (128 registers: fewer spills)
     return tune_launch_g<128, 4, false, false, 6, 4, true, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  // "u14" / "u10": the default dequant with 14 / 10 loads per chunk (3 / 4 CTAs/SM: u14's two 14-load buffers
+  // spill at 4): at 4 splits a K = 3584 slice is 14 tiles, so "u14" has all of a thread's weight loads in flight
+  // before it stages x (one DRAM round trip)
+  if (variant == 12 && group == 128)
+    return tune_launch_g<128, 4, false, false, 14, 3, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 13 && group == 128)
+    return tune_launch_g<128, 4, false, false, 10, 4, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 8 && group == 128)  // "xscalar": the default kernel with its first x staging (32-bit loads)
     return launch_g<128, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 5 && group == 128)
