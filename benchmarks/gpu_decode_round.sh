@@ -9,6 +9,7 @@
 #   r4: ROUND=round4 USE_TUNE=1 bash benchmarks/gpu_decode_round.sh   (before the defaults changed; its
 #       step list was the STEP_BACKENDS default below with EDGEPROF_BF16_GEMV=$R/bf16.json in the third entry)
 #   r5: ROUND=round5 TUNE_VARIANTS=base,l3 DAEMON=1 SWEEP=1 bash benchmarks/gpu_decode_round.sh
+#   r6: ROUND=round6 TUNE_VARIANTS=base,u14,u10 FULL_SUITE=1 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -21,15 +22,18 @@ if [ "${TUNE_VARIANTS:-base,l3,lean,lean4}" != none ]; then
   mark "tune rc=$?"; sed -n '/^best per shape/,$p' "$R/tune.log"
   [ -f "$R/tune/tune.json" ] && [ "${USE_TUNE:-0}" = 1 ] && PLAN="$R/tune/tune.json"
 fi
-timeout "$(( $(left) - 360 ))" python3 benchmarks/bf16_gemv.py --out "$R/bf16.json" > "$R/bf16.log" 2>&1
-mark "bf16 GEMV rc=$?"; grep -E "^(bf16|model|qwen)|^  -" "$R/bf16.log"
-timeout "$(( $(left) - 300 ))" python3 benchmarks/attn_decode.py --out "$R/attn.json" > "$R/attn.log" 2>&1
-mark "attention rc=$?"; cat "$R/attn.log" | grep -v Warning
+if [ "${MICRO:-1}" = 1 ]; then  # MICRO=0 skips the bf16 GEMV and attention micro-benchmarks
+  timeout "$(( $(left) - 360 ))" python3 benchmarks/bf16_gemv.py --out "$R/bf16.json" > "$R/bf16.log" 2>&1
+  mark "bf16 GEMV rc=$?"; grep -E "^(bf16|model|qwen)|^  -" "$R/bf16.log"
+  timeout "$(( $(left) - 300 ))" python3 benchmarks/attn_decode.py --out "$R/attn.json" > "$R/attn.log" 2>&1
+  mark "attention rc=$?"; grep -v Warning "$R/attn.log"
+fi
 SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda}"
+# FULL_SUITE=1: the kernel suite's every-shape checks (incl. the fused norm) and per-shape table before the steps
 EDGEPROF_W4_PLAN="$PLAN" timeout "$(( $(left) - ${RESERVE:-200} ))" python3 benchmarks/int4_gemv.py \
-  --suite kernel --steps-only --step-ctx 2048,16384 --steps 30 --step-backends "$SB" --explain \
+  --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx 2048,16384 --steps 30 --step-backends "$SB" --explain \
   --explain-backends edgeprof-fast-int4-cuda,edgeprof-fast --out-dir "$R/steps" > "$R/steps.log" 2>&1
-mark "steps + checks + explain rc=$?"; grep -E "^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
+mark "steps + checks + explain rc=$?"; grep -E "FAIL|DIFFERS|^qwen2.5-7b|^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
 if [ "${DAEMON:-0}" = 1 ]; then
   timeout "$(( $(left) - 170 ))" python3 benchmarks/daemon_auto.py --model qwen2.5-7b --device cuda --tokens 64 \
     --out "$R/daemon_auto.json" > "$R/daemon_auto.log" 2>&1

@@ -6,12 +6,14 @@ State lives in static device buffers so one CUDA graph can replay every step:
   k, v   bf16  [L, nkv, max_ctx, hd]
   history int64 [max_ctx]  produced tokens by position, read back without a sync per step
 A step (per layer: norm, qkv GEMV, rope+KV write, attention split+reduce, o GEMV,
-add+norm, gate_up GEMV, silu*mul, down GEMV) ends with the head GEMV, argmax on the
-device, and in-place updates of token/pos/history. Nothing is read back to the host.
+add+norm, gate_up GEMV, silu*mul, down GEMV; the CUDA int4 GEMV fuses both norms and the
+silu*mul into its input staging) ends with the head GEMV, argmax on the device, and in-place
+updates of token/pos/history. Nothing is read back to the host.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -50,6 +52,7 @@ class FastModel:
         # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
         ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
         self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if ops == "triton" else TorchOps(*args)
+        self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"  # A/B of the fused norm (benchmarks)
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:
@@ -58,11 +61,10 @@ class FastModel:
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):
-            h, res = ops.add_rmsnorm(x, res, lw.attn_norm)
-            q = ops.rope_write_kv(lw.qkv(h), self.pos, self.k[i], self.v[i])  # qkv [1, Q+2KV]
+            qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
+            q = ops.rope_write_kv(qkv, self.pos, self.k[i], self.v[i])
             x = lw.o(ops.attention(q, self.pos, self.k[i], self.v[i]))  # [1, H]
-            h, res = ops.add_rmsnorm(x, res, lw.mlp_norm)
-            gu = lw.gate_up(h)  # [1, 2I]
+            gu, res = self._norm_gemv(lw.gate_up, x, res, lw.mlp_norm)  # [1, 2I]
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
             fused = getattr(lw.down, "fuses_silu", False)
             x = lw.down.fused_silu(gu) if fused else lw.down(ops.silu_mul(gu))  # [1, H]
@@ -76,6 +78,14 @@ class FastModel:
         self.token.copy_(nxt)
         self.pos.add_(1)
         return self.token
+
+    def _norm_gemv(self, lin, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor):
+        """(lin(rmsnorm(x + res) * norm_w), x + res): one launch where the CUDA int4 GEMV fuses the residual
+        add and the norm into staging its input ($EDGEPROF_FUSE_NORM=0 keeps them apart), else two."""
+        if getattr(lin, "fuses_norm", False) and self.fuse_norm:
+            return lin.fused_norm(x, res, norm_w, self.shape.norm_eps)
+        h, res = self.ops.add_rmsnorm(x, res, norm_w)
+        return lin(h), res
 
     # ------------------------------------------------------------------ prompt
     @torch.no_grad()

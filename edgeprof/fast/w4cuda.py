@@ -341,6 +341,24 @@ class W4CudaLinear:
             return self._dense(x)
         return self._run(x, False)
 
+    @property
+    def fuses_norm(self) -> bool:
+        """The default launch also computes its input as rmsnorm(x + res) * w (one launch fewer)."""
+        return self.variant_id == 0 and self.grid_x == 0 and self.p.k % 8 == 0
+
+    def fused_norm(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
+                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W rmsnorm(x + res) * norm_w (+ bias), x + res) for x, res [1, K] (res None: the first layer);
+        the same rounding as kernels.add_rmsnorm followed by this GEMV."""
+        p = self.p
+        x = x if x.data_ptr() % 16 == 0 and x.is_contiguous() else x.contiguous().clone()
+        norm_w = norm_w if norm_w.data_ptr() % 16 == 0 and norm_w.is_contiguous() else norm_w.contiguous().clone()
+        empty = torch.empty(0, device=x.device, dtype=torch.bfloat16)
+        res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
+        y = self.ext.gemv_norm(x, empty if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
+                               self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps)
+        return y, res_out
+
     def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self._run(gate_up, True)
 

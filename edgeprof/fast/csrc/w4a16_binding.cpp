@@ -7,6 +7,9 @@
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
+int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
+                               const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
+                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 
@@ -52,6 +55,49 @@ torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::T
   return gemv_variant(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, 0, 0);
 }
 
+static void check_vec16(const torch::Tensor& t, int64_t K, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.scalar_type() == torch::kBFloat16 && t.is_contiguous() && t.numel() == K, name,
+              ": contiguous bf16 CUDA with K = ", K, " values");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, ": must be 16-byte aligned (clone it)");
+}
+
+// The fused-norm GEMV (default launch): y = W (rmsnorm(x + res) * nw) (+ bias); res_out <- x + res (bf16). res may
+// be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
+torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
+                        torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
+                        torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
+                        int64_t tiles_per_split) {
+  check_vec16(x, K, "x");
+  check_vec16(nw, K, "nw");
+  check_vec16(res_out, K, "res_out");
+  const bool has_res = res.defined() && res.numel() > 0;
+  if (has_res) check_vec16(res, K, "res");
+  TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
+              "res_out: must not alias x or res");
+  TORCH_CHECK(N % 16 == 0 && K % 64 == 0 && K % group == 0, "N % 16, K % 64 and K % group must be 0");
+  TORCH_CHECK(qw.scalar_type() == torch::kInt32 && qw.numel() == N * K / 8 && qw.is_contiguous(), "qw: int32 N*K/8");
+  TORCH_CHECK(sz.scalar_type() == torch::kBFloat16 && sz.is_contiguous() &&
+                  sz.numel() == (N / 16) * (K / group) * 8 * (asym ? 4 : 2), "sz: contiguous bf16 of the right size");
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
+              "bias: bf16 [N] or empty");
+  TORCH_CHECK(splits == 1 || (partial.numel() >= splits * N && partial.scalar_type() == torch::kFloat32 &&
+                              counters.numel() >= (N / 16 + 3) / 4 && counters.scalar_type() == torch::kInt32),
+              "split-K workspace too small");
+  TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
+                  splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
+              "splits x tiles_per_split must cover K / 64 tiles, start on group boundaries, leave no split empty");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = torch::empty({1, N}, x.options());
+  const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
+  int err = edgeprof_w4a16_norm_launch((int)group, asym, qw.data_ptr(), sz.data_ptr(), x.data_ptr(),
+                                       has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps,
+                                       b, y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                       splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
+                                       (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
+  return y;
+}
+
 // x [1, K] bf16, w [N, K] bf16 row-major (K % 8 == 0, 16-byte aligned), bias [N] bf16 or empty -> y [1, N]
 // out: an optional preallocated [1, N] bf16 (the decoder's static logits buffer, so a graph replays into it)
 torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
@@ -83,5 +129,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
+  m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

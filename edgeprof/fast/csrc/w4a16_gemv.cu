@@ -91,30 +91,91 @@ __device__ __forceinline__ uint32_t act_pair(uint32_t g2, uint32_t u2) {
   return *reinterpret_cast<uint32_t*>(o);
 }
 
+// The fused RMSNorm input (NORM kernels): the GEMV's input is rmsnorm(x + res) * w, computed while x is
+// staged, so the separate add_rmsnorm launch goes away. Rounding as edgeprof-fast's Triton add_rmsnorm
+// (and HF): h = bf16(x + res); out = bf16(bf16(h * rstd) * w), rstd = 1 / sqrt(mean(h^2) + eps) in fp32.
+// res may be null (the first layer: h = x). CTA (0, 0) also writes h to res_out, the next residual.
+struct NormArgs {
+  const __nv_bfloat16* res;  // [K] or nullptr
+  const __nv_bfloat16* w;    // [K] the norm weight
+  __nv_bfloat16* res_out;    // [K] h, written by CTA (0, 0)
+  float eps;
+};
+
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+  __nv_bfloat16 o[2] = {__float2bfloat16(lo), __float2bfloat16(hi)};
+  return *reinterpret_cast<uint32_t*>(o);
+}
+
+// h = bf16(x + r) for a bf16 pair of each
+__device__ __forceinline__ uint32_t add_pair(uint32_t x2, uint32_t r2) {
+  return bf16x2(bf_lo(x2) + bf_lo(r2), bf_hi(x2) + bf_hi(r2));
+}
+
+// bf16(bf16(h * rstd) * w) for a bf16 pair of each
+__device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rstd) {
+  return bf16x2(round_bf16(bf_lo(h2) * rstd) * bf_lo(w2), round_bf16(bf_hi(h2) * rstd) * bf_hi(w2));
+}
+
+// rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); CTA (0, 0) writes h.
+// Every thread of the CTA calls it (it has barriers).
+template <int WARPS>
+__device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, const NormArgs& na, int K) {
+  __shared__ float red[WARPS];
+  const bool writer = blockIdx.x == 0 && blockIdx.y == 0;
+  float ss = 0.f;
+  for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
+    const uint4 a = ld_x16(x + 8 * v);
+    const uint4 r = na.res ? ld_x16(na.res + 8 * v) : make_uint4(0, 0, 0, 0);
+    const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, rw[4] = {r.x, r.y, r.z, r.w};
+    uint32_t hw[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      hw[q] = add_pair(aw[q], rw[q]);
+      ss = fmaf(bf_lo(hw[q]), bf_lo(hw[q]), ss);
+      ss = fmaf(bf_hi(hw[q]), bf_hi(hw[q]), ss);
+    }
+    if (writer) *reinterpret_cast<uint4*>(na.res_out + 8 * v) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) total += red[w];
+  return 1.0f / sqrtf(total / (float)K + na.eps);
+}
+
 // Stage the x slice [k0, k0 + klen) in shared memory, permuted: pair i of 16-column block b holds
 // columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9 (i = 8b + 2c + 1), so lane c later reads its whole
 // B fragment with one 64-bit load. XVEC: 16-byte loads, XV of them in flight per thread before any is
 // used (one L2 round trip for the whole slice); else one 32-bit load per pair, a round trip per
 // loop iteration (the kernel as first measured, kept as variant "xscalar").
-template <bool ACT, bool XVEC>
+template <bool ACT, bool XVEC, bool NORM = false>
 __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
-                                        uint32_t* __restrict__ xs) {
+                                        uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f) {
+  static_assert(!(NORM && (ACT || !XVEC)), "the fused norm stages with 16-byte loads, without SiLU*up");
   if constexpr (!XVEC) {
     for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
       const int b = i >> 3, j = i & 7;
       xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
     }
   } else {
-    constexpr int XV = 4;
+    constexpr int XV = NORM ? 2 : 4;  // NORM loads three vectors per step (x, res, weight): fewer in flight
     const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
     for (int v0 = threadIdx.x; v0 < nvec; v0 += blockDim.x * XV) {
-      uint4 g[XV], u[XV];
+      uint4 g[XV], u[XV], nw[XV];
 #pragma unroll
       for (int e = 0; e < XV; ++e) {
         const int v = v0 + e * blockDim.x;
         if (v < nvec) {
           g[e] = ld_x16(x + k0 + 8 * v);
           if constexpr (ACT) u[e] = ld_x16(x + K + k0 + 8 * v);
+          if constexpr (NORM) {
+            u[e] = na->res ? ld_x16(na->res + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+            nw[e] = ld_x16(na->w + k0 + 8 * v);
+          }
         }
       }
 #pragma unroll
@@ -128,6 +189,9 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
           if constexpr (ACT) {
             const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w};
             dst[2 * q] = act_pair(gw[q], uw[q]);
+          } else if constexpr (NORM) {
+            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w}, ww[4] = {nw[e].x, nw[e].y, nw[e].z, nw[e].w};
+            dst[2 * q] = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
           } else {
             dst[2 * q] = gw[q];
           }
@@ -140,11 +204,14 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 // The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
 // for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
 // Every thread of the CTA calls it (it has barriers).
-template <int G, int WARPS, bool ACT, bool XVEC>
+template <int G, int WARPS, bool ACT, bool XVEC, bool NORM = false>
 __device__ __forceinline__ void stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
-                                             uint32_t* __restrict__ xs, float* __restrict__ sxs) {
+                                             uint32_t* __restrict__ xs, float* __restrict__ sxs,
+                                             const NormArgs* na = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  stage_x<ACT, XVEC>(x, K, k0, klen, xs);
+  float rstd = 0.f;
+  if constexpr (NORM) rstd = norm_rstd<WARPS>(x, *na, K);
+  stage_x<ACT, XVEC, NORM>(x, K, k0, klen, xs, na, rstd);
   __syncthreads();
   for (int gi = warp; gi < ng; gi += WARPS) {
     const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
@@ -233,11 +300,11 @@ __device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U
   }
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true>
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false>
 __global__ void __launch_bounds__(kWarps * 32, 5)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
-                  int* __restrict__ counters, int N, int K, int tiles_per_split) {
+                  int* __restrict__ counters, int N, int K, int tiles_per_split, NormArgs na) {
   constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
@@ -269,7 +336,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   ST sa[GPC];
   if (nb < NB) load_chunk(0, wa, sa);
 
-  stage_x_sums<G, kWarps, ACT, XVEC>(x, K, k0, klen, ng, xs, sxs);
+  stage_x_sums<G, kWarps, ACT, XVEC, NORM>(x, K, k0, klen, ng, xs, sxs, &na);
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   if (nb < NB) {
@@ -290,12 +357,13 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   finish_rows<kWarps>(blockIdx.x, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true>
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
-                     int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+                     int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
+                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -303,8 +371,17 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
   kern<<<dim3(nbx, splits), kWarps * 32, smem, stream>>>(
       reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
       reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
-      tiles_per_split);
+      tiles_per_split, na);
   return cudaGetLastError();
+}
+
+// the fused-norm kernel for one group size (the default launch only)
+template <int G>
+cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                          float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                          NormArgs na) {
+  return asym ? launch_t<G, true, false, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
+              : launch_t<G, false, false, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
 }
 
 template <int G, bool XVEC = true>
@@ -475,6 +552,22 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 }
 
 }  // namespace edgeprof_w4
+
+// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
+int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
+                               const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
+                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+  using namespace edgeprof_w4;
+  const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
+                    reinterpret_cast<__nv_bfloat16*>(res_out), eps};
+  const int tps = tiles_per_split;
+  switch (group) {
+    case 32: return launch_norm_g<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 64: return launch_norm_g<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 128: return launch_norm_g<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    default: return (int)cudaErrorInvalidValue;
+  }
+}
 
 // C entry point for the torch binding (w4a16_binding.cpp); returns a cudaError_t as int.
 // variant 0: the default kernel (4 warps, one CTA per row-block column) for every group size;
