@@ -9,7 +9,8 @@
 #   r4: ROUND=round4 USE_TUNE=1 bash benchmarks/gpu_decode_round.sh   (before the defaults changed; its
 #       step list was the STEP_BACKENDS default below with EDGEPROF_BF16_GEMV=$R/bf16.json in the third entry)
 #   r5: ROUND=round5 TUNE_VARIANTS=base,l3 DAEMON=1 SWEEP=1 bash benchmarks/gpu_decode_round.sh
-#   r6: ROUND=round6 TUNE_VARIANTS=base,u14,u10 FULL_SUITE=1 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
+#   r6: ROUND=round6 TUNE_VARIANTS=base,u14,u10 MICRO=0 FULL_SUITE=1 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
+#   r7: ROUND=round7 TUNE_VARIANTS=none MICRO=0 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh

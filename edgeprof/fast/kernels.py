@@ -56,6 +56,10 @@ class TorchOps:
         )  # [1, nh, 1, hd]
         return out.reshape(1, self.nh * self.hd)
 
+    def rope_attention(self, qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
+                       v_cache: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.rope_write_kv(qkv, pos, k_cache, v_cache), pos, k_cache, v_cache)
+
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         g, u = gate_up.chunk(2, dim=-1)
         return F.silu(g) * u
@@ -130,35 +134,63 @@ if HAVE_TRITON:
         return chunk
 
     @triton.jit
-    def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale,
+    def _rope_rows(ptr, rows, d, pos, cos_ptr, sin_ptr, HD: tl.constexpr, mask):
+        # HF's rotate-half RoPE of rows [R] x HD at `pos`, in fp32, rounded to bf16 as _rope_kv_kernel rounds:
+        # y[d] = x[d] cos[d] + sign(d) x[(d + HD/2) % HD] sin[d], sign = -1 in the first half
+        x = tl.load(ptr + rows[:, None] * HD + d[None, :], mask=mask, other=0.0).to(tl.float32)
+        xr = tl.load(ptr + rows[:, None] * HD + ((d + HD // 2) % HD)[None, :], mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(cos_ptr + pos * HD + d).to(tl.float32)
+        s = tl.load(sin_ptr + pos * HD + d).to(tl.float32)
+        sign = tl.where(d < HD // 2, -1.0, 1.0)
+        return (x * c[None, :] + (sign[None, :] * xr) * s[None, :]).to(tl.bfloat16)
+
+    @triton.jit
+    def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale, cos_ptr, sin_ptr,
                            G: tl.constexpr, G_PAD: tl.constexpr, HD: tl.constexpr,
-                           CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
+                           CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr,
+                           ROPE: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr):
         # Flash-decoding: program (kv head, split) attends its G query heads over one chunk
         # of the live cache. Splits past the live length exit at once.
+        # ROPE: q_ptr is the q/k/v GEMV output [NH + 2 NKV, HD]; q and the new k are rotated here, and the
+        # split holding position pos writes the new k and v into the cache and uses them for that row
+        # directly (no other program reads row pos in this step), so the separate rope launch goes away.
         kvh = tl.program_id(0)
         split = tl.program_id(1)
-        n_live = tl.load(pos_ptr) + 1
+        pos = tl.load(pos_ptr)
+        n_live = pos + 1
         chunk = _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX)
         start = split * chunk
         if start < n_live:
             end = tl.minimum(start + chunk, n_live)
             g = tl.arange(0, G_PAD)
             d = tl.arange(0, HD)
-            q = tl.load(q_ptr + (kvh * G + g)[:, None] * HD + d[None, :], mask=(g < G)[:, None], other=0.0)
+            kv_base = kvh * max_ctx * HD
+            if ROPE:
+                q = _rope_rows(q_ptr, kvh * G + g, d, pos, cos_ptr, sin_ptr, HD, (g < G)[:, None])
+                one = tl.arange(0, 1)
+                k_new = _rope_rows(q_ptr, NH + kvh + one, d, pos, cos_ptr, sin_ptr, HD, (one >= 0)[:, None])  # [1, HD]
+                v_new = tl.load(q_ptr + (NH + NKV + kvh + one)[:, None] * HD + d[None, :])  # [1, HD]
+                owner = (d[None, :] * 0 + end) == n_live  # [1, HD]: this split holds position pos
+                tl.store(k_ptr + kv_base + pos * HD + d[None, :], k_new, mask=owner)
+                tl.store(v_ptr + kv_base + pos * HD + d[None, :], v_new, mask=owner)
+            else:
+                q = tl.load(q_ptr + (kvh * G + g)[:, None] * HD + d[None, :], mask=(g < G)[:, None], other=0.0)
             m = tl.full([G_PAD], float("-inf"), tl.float32)
             l_sum = tl.zeros([G_PAD], tl.float32)
             acc = tl.zeros([G_PAD, HD], tl.float32)
-            kv_base = kvh * max_ctx * HD
             for i in range(0, tl.cdiv(end - start, BLOCK_N)):  # the last block is masked
                 n = start + i * BLOCK_N + tl.arange(0, BLOCK_N)
                 live = n < end
                 k = tl.load(k_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
+                v = tl.load(v_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
+                if ROPE:  # row pos: this step's k and v (the cache row may not be written yet)
+                    k = tl.where((n == pos)[:, None], k_new, k)
+                    v = tl.where((n == pos)[:, None], v_new, v)
                 s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale  # [G_PAD, BLOCK_N]
                 s = tl.where(live[None, :], s, float("-inf"))
                 m_new = tl.maximum(m, tl.max(s, axis=1))
                 p = tl.exp(s - m_new[:, None])
                 alpha = tl.exp(m - m_new)
-                v = tl.load(v_ptr + kv_base + n[:, None] * HD + d[None, :], mask=live[:, None], other=0.0)
                 l_sum = l_sum * alpha + tl.sum(p, axis=1)
                 acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
                 m = m_new
@@ -268,16 +300,22 @@ class TritonOps:
                                                    self.max_ctx, NH=self.nh, NKV=self.nkv, HD=self.hd)
         return self.q
 
-    def attention(self, q, pos, k_cache, v_cache):
+    def attention(self, q, pos, k_cache, v_cache, rope: bool = False):
+        """Attention of q [nh * hd] over the live cache; rope=True: q is the q/k/v GEMV output [1, Q + 2KV]
+        and the kernel also rotates q and k and writes this step's k and v (rope_attention)."""
         scale = 1.0 / math.sqrt(self.hd)
         _attn_split_kernel[(self.nkv, self.s_max)](
-            q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale,
+            q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
             G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n, S_MAX=self.s_max,
-            num_warps=4)
+            ROPE=rope, NH=self.nh, NKV=self.nkv, num_warps=4)
         _attn_reduce_kernel[(self.nkv, self.g)](self.part, self.lse, pos, self.attn_out, G=self.g,
                                                G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n,
                                                S_MAX=self.s_max)
         return self.attn_out
+
+    def rope_attention(self, qkv, pos, k_cache, v_cache):
+        """rope_write_kv + attention in two launches instead of three (the split kernel does the rope)."""
+        return self.attention(qkv, pos, k_cache, v_cache, rope=True)
 
     def silu_mul(self, gate_up):
         n = gate_up.shape[-1] // 2

@@ -37,14 +37,23 @@ SCRIPT = textwrap.dedent("""
     plans = {spec: TritonOps(nh, nkv, hd, 1e-6, cos, sin, max_ctx, hidden, inter)
              for spec in ("", "chunk:256", "min:32,block:32") if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
     out["plans"] = {spec or "adaptive": [t.chunk, t.block_n, t.s_max] for spec, t in plans.items()}
+    fused = {spec: (kc.clone(), vc.clone()) for spec in plans}  # caches the fused rope+attention writes
+    out["rope_attention"], out["fused_cache_rows"] = 0.0, 0.0
     for p in (0, 63, 255, 256, 599):
         pos = torch.tensor([p])
         qa = ref.rope_write_kv(qkv, pos, kc, vc).clone()
         qb = tri.rope_write_kv(qkv, pos, kc2, vc2).clone()
         out["rope"] = max(out["rope"], rel(qb.view(nh, hd), qa), rel(kc2, kc), rel(vc2, vc))
-        for t in plans.values():
+        want = ref.attention(qa, pos, kc, vc)
+        for spec, t in plans.items():
             got = t.attention(qa.reshape(-1).contiguous(), pos, kc, vc)
-            out["attention"] = max(out["attention"], rel(got, ref.attention(qa, pos, kc, vc)))
+            out["attention"] = max(out["attention"], rel(got, want))
+            kf, vf = fused[spec]
+            got = t.rope_attention(qkv, pos, kf, vf)  # rotates q/k and writes row p itself
+            out["rope_attention"] = max(out["rope_attention"], rel(got, want))
+            # the row it wrote, against the separate rope kernel's (same fp32 math, same bf16 rounding)
+            out["fused_cache_rows"] = max(out["fused_cache_rows"], float((kf[:, p] - kc2[:, p]).abs().max()),
+                                          float((vf[:, p] - vc2[:, p]).abs().max()))
     gu = torch.randn(1, 2 * inter).to(dt)
     out["silu_mul"] = rel(tri.silu_mul(gu), ref.silu_mul(gu))
     print(json.dumps(out))
@@ -58,6 +67,7 @@ def test_triton_kernels_match_torch_reference_in_the_interpreter():
     plans = errs.pop("plans")
     # max_ctx 600, 2 kv heads, 8 "SMs": adaptive = 4 splits of >= 128 tokens; chunk:256 = 3 live of 4
     assert plans == {"adaptive": [-128, 64, 4], "chunk:256": [256, 64, 4], "min:32,block:32": [-32, 32, 4]}, plans
+    assert errs.pop("fused_cache_rows") == 0.0  # bit-identical k/v rows from the fused and the separate rope
     for name, err in errs.items():
         assert err < 1.5e-2, (name, err)
 
