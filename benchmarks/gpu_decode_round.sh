@@ -11,6 +11,7 @@
 #   r5: ROUND=round5 TUNE_VARIANTS=base,l3 DAEMON=1 SWEEP=1 bash benchmarks/gpu_decode_round.sh
 #   r6: ROUND=round6 TUNE_VARIANTS=base,u14,u10 MICRO=0 FULL_SUITE=1 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
 #   r7: ROUND=round7 TUNE_VARIANTS=none MICRO=0 DAEMON=1 SWEEP=1 STEP_BACKENDS=... (PROVENANCE.md)
+#   r8: ROUND=round8 TUNE_VARIANTS=none MICRO=0 DAEMON=1 SWEEP=1 STEPS=60 EXPLAIN_BACKENDS=edgeprof-fast-int4-cuda STEP_BACKENDS=...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -32,8 +33,8 @@ fi
 SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda}"
 # FULL_SUITE=1: the kernel suite's every-shape checks (incl. the fused norm) and per-shape table before the steps
 EDGEPROF_W4_PLAN="$PLAN" timeout "$(( $(left) - ${RESERVE:-200} ))" python3 benchmarks/int4_gemv.py \
-  --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx 2048,16384 --steps 30 --step-backends "$SB" --explain \
-  --explain-backends edgeprof-fast-int4-cuda,edgeprof-fast --out-dir "$R/steps" > "$R/steps.log" 2>&1
+  --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx 2048,16384 --steps "${STEPS:-30}" --step-backends "$SB" --explain \
+  --explain-backends "${EXPLAIN_BACKENDS:-edgeprof-fast-int4-cuda,edgeprof-fast}" --out-dir "$R/steps" > "$R/steps.log" 2>&1
 mark "steps + checks + explain rc=$?"; grep -E "FAIL|DIFFERS|^qwen2.5-7b|^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
 if [ "${DAEMON:-0}" = 1 ]; then
   timeout "$(( $(left) - 170 ))" python3 benchmarks/daemon_auto.py --model qwen2.5-7b --device cuda --tokens 64 \

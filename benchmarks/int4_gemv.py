@@ -362,9 +362,19 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         print("  edgeprof-fast (edgeprof bf16 GEMV) vs HF bf16:", json.dumps(res["check_vs_hf[edgeprof-fast bf16 gemv]"]),
               flush=True)
         del hf
-    for name in ("edgeprof-fast-int4", "edgeprof-fast-int4-cuda"):
-        dec = registry.create(name, loaded, device="cuda", max_ctx=256)
-        got[name] = fd.teacher_forced_logits(dec, prompt, forced)
+    # the int4 decoders, and each int4-cuda setting timed above (e.g. EDGEPROF_FUSE_ROPE=1), on the same inputs
+    checked = [("edgeprof-fast-int4", {}), ("edgeprof-fast-int4-cuda", {})]
+    checked += [(n, e) for n, e in variants if n == "edgeprof-fast-int4-cuda" and e and (n, e) not in checked]
+    for name, env in checked:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            dec = registry.create(name, loaded, device="cuda", max_ctx=256)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        got[name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())] = \
+            fd.teacher_forced_logits(dec, prompt, forced)
         del dec
     from edgeprof.fast.weights import dequantized_copy_
 
