@@ -52,10 +52,11 @@ class FastModel:
         # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
         ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
         self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if ops == "triton" else TorchOps(*args)
-        # A/B of the fusions (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps the norm a separate launch
+        # A/B of the fusions (benchmarks): $EDGEPROF_FUSE_NORM=0 / $EDGEPROF_FUSE_ROPE=0 keep separate launches.
+        # H200, same machine (results/h200/2026-11-28-decode-step r9): the fused rope equal at ctx 2048 and
+        # 1-3.5% faster at 16384; the norm fused into the int4 GEMV 2% faster (r6)
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
-        # fused rope + attention: opt-in ($EDGEPROF_FUSE_ROPE=1) until it measures faster (r7, H200: 1.5-2x slower)
-        self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "0") == "1"
+        self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:
