@@ -33,6 +33,10 @@ class DenseLinear:
         return F.linear(x, self.w, self.b)
 
     @property
+    def kernel_name(self) -> str:
+        return "cublas" if self.w.is_cuda else "torch-cpu"
+
+    @property
     def nbytes(self) -> int:
         return self.w.numel() * self.w.element_size() + (0 if self.b is None else self.b.numel() * self.b.element_size())
 
@@ -139,7 +143,7 @@ def bf16_kernels_used(layers: list[LayerWeights], errors: list[float], head=None
     lins = {name: getattr(layers[0], name) for name in ("qkv", "o", "gate_up", "down")} if layers else {}
     if head is not None:
         lins["lm_head"] = head
-    used = {name: (f"{lin.kernel_name} {lin.variant}" if hasattr(lin, "variant") else "cublas")
+    used = {name: (f"{lin.kernel_name} {lin.variant}" if hasattr(lin, "variant") else lin.kernel_name)
             for name, lin in lins.items()}
     out: dict[str, object] = {"bf16_gemv": used}
     reasons = {getattr(getattr(lw, n), "fallback_reason", None) for lw in layers for n in ("qkv", "o", "gate_up", "down")}

@@ -61,6 +61,11 @@ def test_bf16_greedy_identical_to_hf_over_64_steps(smollm2):
     assert dec.position == len(prompt) + 63
     reply = loaded.tokenizer.decode(got)
     assert colour_words(reply), reply  # the real model answers the real question (its words may change)
+    # on the CPU every projection and the head run torch's GEMM; the record says so (the CUDA bf16 GEMV is
+    # chosen per card and shape from data/gemv_plans.yaml, and checked at load where it is used)
+    notes = dec.info().notes
+    assert notes["bf16_gemv"] == dict.fromkeys(("qkv", "o", "gate_up", "down", "lm_head"), "torch-cpu")
+    assert "bf16_load_check" not in notes
 
 
 @pytest.mark.slow
