@@ -6,7 +6,8 @@ another (n_layers distinct KV caches, together larger than L2) in one CUDA graph
 
 Plans are $EDGEPROF_ATTN specs (`kernels.attn_plan`): "chunk:256" is the first version (fixed
 256-token chunks), "" the adaptive default (>= 128 tokens per split, about one CTA per SM); r4 measured an
-earlier adaptive rule (64-token minimum, two CTAs per SM), which "min:64,splits:128" reproduces. Cache size = the largest ctx + 64, as the step benchmark
+earlier adaptive rule (64-token minimum, two CTAs per SM), which "min:64,splits:128" reproduces. (r5 ran
+with a default --plans that split that spec at its comma: it measured "min:64" twice and "splits:128".) Cache size = the largest ctx + 64, as the step benchmark
 sizes it, so the small ctx runs in a cache sized for the large one.
 """
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-7b")
     ap.add_argument("--ctx", default="2048,16384")
-    ap.add_argument("--plans", default=",".join(p or "adaptive" for p in PLANS).replace(",", ";"),
+    ap.add_argument("--plans", default=";".join(p or "adaptive" for p in PLANS),
                     help="';'-separated $EDGEPROF_ATTN specs ('adaptive' = the default)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--out")

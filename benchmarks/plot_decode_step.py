@@ -1,0 +1,107 @@
+"""Summary table and plot of a `benchmarks/gpu_decode_round.sh` run folder (rounds r*/ with steps/steps.json
+and sweep/cells.jsonl): every full-step cell with its round, card, settings and status, as fraction of the
+floor at the datasheet bandwidth. Cells that failed are listed as FAILED and left out of the plot.
+
+    python benchmarks/plot_decode_step.py results/h200/2026-11-28-decode-step
+
+Writes DIR/steps-summary.md and DIR/fraction_of_floor.png. Runs on the CPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cells(run: Path) -> list[dict]:
+    """One row per step cell: steps/steps.json (labelled A/B settings) and sweep*/cells.jsonl (gated)."""
+    rows = []
+    for rnd in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("r")):
+        steps = rnd / "steps" / "steps.json"
+        if steps.exists():
+            for c in json.loads(steps.read_text())["cells"]:
+                rows.append(_row(rnd.name, "steps", c.get("label", c["backend"]), c))
+        for jl in sorted(rnd.glob("sweep*/cells.jsonl")):
+            for line in jl.read_text().splitlines():
+                c = json.loads(line)
+                tag = jl.parent.name.removeprefix("sweep").lstrip("-")
+                rows.append(_row(rnd.name, "sweep", c["backend"] + (f" [{tag}]" if tag else ""), c))
+    return rows
+
+
+def _row(rnd: str, source: str, label: str, c: dict) -> dict:
+    ok = c.get("status") == "ok"
+    kc = c.get("kernel_correctness") or {}
+    return {"round": rnd, "source": source, "label": label, "backend": c["backend"], "ctx": c["ctx"],
+            "card": c.get("gpu_name") or c.get("gpu") or "?", "ok": ok,
+            # steps cells skip the gate (the step table checks the decoders on its own inputs): "not gated"
+            "check": {True: "passed", False: "FAILED"}.get(kc.get("passed"), "not gated"),
+            "p50_ms": c["stats"]["wall"]["p50"] if ok else None,
+            "fraction": c["floor"]["fraction"] if ok else None,
+            "error": None if ok else str(c.get("error"))[:80]}
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| round | source | cell (settings) | ctx | card | p50 ms | fraction of floor | kernel check |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["ok"]:
+            out.append(f"| {r['round']} | {r['source']} | {r['label']} | {r['ctx']} | {r['card']} | "
+                       f"{r['p50_ms']:.3f} | {r['fraction']:.3f} | {r['check']} |")
+        else:
+            out.append(f"| {r['round']} | {r['source']} | {r['label']} | {r['ctx']} | {r['card']} | FAILED | - | "
+                       f"{r['error']} |")
+    return "\n".join(out)
+
+
+def _short(label: str) -> str:
+    return (label.replace("edgeprof-fast-int4-cuda", "int4-cuda").replace("edgeprof-fast", "bf16")
+            .replace("/root/out/round4/bf16.json", "r4 bf16.json"))
+
+
+def plot(rows: list[dict], path: Path, targets: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(16, 8))
+    for ax, ctx in zip(axes, (2048, 16384), strict=True):
+        mine = [r for r in rows if r["ok"] and r["ctx"] == ctx]
+        labels = [f"{r['round']} {r['source']}: {_short(r['label'])}"
+                  for r in mine]
+        colors = ["tab:orange" if "int4" in r["backend"] else "tab:blue" for r in mine]
+        ax.barh(range(len(mine)), [r["fraction"] for r in mine], color=colors)
+        ax.set_yticks(range(len(mine)), labels, fontsize=6)
+        for name, t in targets.items():
+            ax.axvline(t, ls="--", lw=1, color="tab:orange" if "int4" in name else "tab:blue", label=f"target {name}")
+        ax.set_title(f"ctx {ctx}")
+        ax.set_xlabel("fraction of the analytic floor (datasheet bandwidth)")
+        ax.invert_yaxis()
+    cards = sorted({r["card"] for r in rows})
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Qwen2.5-7B (SYNTHETIC weights), batch-1 decode step, {', '.join(cards)}: "
+                 "blue bf16 edgeprof-fast, orange int4 edgeprof-fast-int4-cuda (failed cells not shown)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--target", action="append", default=["bf16=0.75", "int4=0.55"],
+                    help="NAME=FRACTION lines drawn on the plot (issue 12's H200 targets by default)")
+    a = ap.parse_args(argv)
+    rows = cells(a.run)
+    if not rows:
+        raise SystemExit(f"{a.run}: no r*/steps/steps.json or r*/sweep*/cells.jsonl found")
+    (a.run / "steps-summary.md").write_text(table(rows) + "\n")
+    plot(rows, a.run / "fraction_of_floor.png", {k: float(v) for k, v in (t.split("=", 1) for t in a.target)})
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
