@@ -28,6 +28,7 @@ each checked before it is timed, and writes tune.json (table, best config per sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -326,13 +327,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     for name, env in variants:
         label = name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())
         print(f"  building {label}", flush=True)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # read when the decoder is built (attention plan, bf16 GEMV choice)
-        try:
+        with env_set(env):  # read when the decoder is built (attention plan, bf16 GEMV choice, fusions)
             dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         for ctx in ctxs:
             cell = fd.measure(dec, loaded, name, ctx, args.steps, 5, model="qwen2.5-7b", device="cuda")
             cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
@@ -351,10 +347,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     bf16_env = next((env for name, env in variants if name == "edgeprof-fast" and env.get("EDGEPROF_BF16_GEMV")
                      not in (None, "cublas")), None)
     if bf16_env is not None:  # edgeprof's bf16 GEMV in the whole decoder vs HF on the same bf16 weights
-        saved = os.environ.get("EDGEPROF_BF16_GEMV")
-        os.environ["EDGEPROF_BF16_GEMV"] = bf16_env["EDGEPROF_BF16_GEMV"]
-        dec = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256)
-        os.environ.pop("EDGEPROF_BF16_GEMV") if saved is None else os.environ.__setitem__("EDGEPROF_BF16_GEMV", saved)
+        with env_set(bf16_env):
+            dec = registry.create("edgeprof-fast", loaded, device="cuda", max_ctx=256)
         mine = fd.teacher_forced_logits(dec, prompt, forced)
         del dec
         hf = registry.create("hf-eager", loaded, device="cuda", max_ctx=256)
@@ -366,13 +360,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     checked = [("edgeprof-fast-int4", {}), ("edgeprof-fast-int4-cuda", {})]
     checked += [(n, e) for n, e in variants if n == "edgeprof-fast-int4-cuda" and e and (n, e) not in checked]
     for name, env in checked:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with env_set(env):
             dec = registry.create(name, loaded, device="cuda", max_ctx=256)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         got[name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())] = \
             fd.teacher_forced_logits(dec, prompt, forced)
         del dec
@@ -408,6 +397,21 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         (out / f"explain-{tag}.txt").write_text(res[f"explain[{backend}]"])
         print(res[f"explain[{backend}]"], flush=True)
     return res
+
+
+@contextlib.contextmanager
+def env_set(env: dict[str, str]):
+    """Set `env` for the block (a decoder reads its EDGEPROF_* settings when it is built), then restore."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def parse_step_backends(text: str) -> list[tuple[str, dict[str, str]]]:

@@ -13,16 +13,10 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 
-// x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
-// bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
-// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10" (group 128 only; grid_x: persist's CTAs
-// per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
-torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
-                           torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
-                           bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
-  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
-  TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
+// The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
+static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
+                              const torch::Tensor& partial, const torch::Tensor& counters, int64_t N, int64_t K,
+                              int64_t group, bool asym, int64_t splits, int64_t tiles_per_split) {
   TORCH_CHECK(N % 16 == 0 && K % 64 == 0 && K % group == 0, "N % 16, K % 64 and K % group must be 0");
   TORCH_CHECK(qw.scalar_type() == torch::kInt32 && qw.numel() == N * K / 8 && qw.is_contiguous(), "qw: int32 N*K/8");
   TORCH_CHECK(sz.scalar_type() == torch::kBFloat16 && sz.is_contiguous(), "sz: contiguous bf16");
@@ -35,6 +29,19 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
                   splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
               "splits x tiles_per_split must cover K / 64 tiles, start on group boundaries, leave no split empty");
+}
+
+// x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
+// bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
+// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10" (group 128 only; grid_x: persist's CTAs
+// per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
+torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
+                           torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
+                           bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
+  TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
+  check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
   TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 13),
               "variant: 0 (any group), 1-13 (group 128 only)");
   const c10::cuda::CUDAGuard guard(x.device());
@@ -74,18 +81,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
   if (has_res) check_vec16(res, K, "res");
   TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
               "res_out: must not alias x or res");
-  TORCH_CHECK(N % 16 == 0 && K % 64 == 0 && K % group == 0, "N % 16, K % 64 and K % group must be 0");
-  TORCH_CHECK(qw.scalar_type() == torch::kInt32 && qw.numel() == N * K / 8 && qw.is_contiguous(), "qw: int32 N*K/8");
-  TORCH_CHECK(sz.scalar_type() == torch::kBFloat16 && sz.is_contiguous() &&
-                  sz.numel() == (N / 16) * (K / group) * 8 * (asym ? 4 : 2), "sz: contiguous bf16 of the right size");
-  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
-              "bias: bf16 [N] or empty");
-  TORCH_CHECK(splits == 1 || (partial.numel() >= splits * N && partial.scalar_type() == torch::kFloat32 &&
-                              counters.numel() >= (N / 16 + 3) / 4 && counters.scalar_type() == torch::kInt32),
-              "split-K workspace too small");
-  TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
-                  splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
-              "splits x tiles_per_split must cover K / 64 tiles, start on group boundaries, leave no split empty");
+  check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
