@@ -5,8 +5,9 @@ A request arrives as the `data` of a std_msgs/String on /edgeprof/request:
     {"id": "r1", "prompt": "..." | "messages": [{"role", "content"}, ...],
      "max_new_tokens": 32, "reset": false?, "deadline_ms": 50?}
     {"cancel": "r1", "id": "c1"?}
+    {"ping": "p1"}                      (answered by {"pong": "p1"} on the tokens topic)
 
-`parse_request` returns a `GenerateRequest` or a `CancelRequest`, or raises a
+`parse_request` returns a `GenerateRequest`, `CancelRequest` or `PingRequest`, or raises a
 `RequestError` whose `code` is stable (robots may switch on it) and whose message
 says what to fix. It never raises anything else, whatever the input (fuzzed with
 hypothesis in tests/daemon/test_requests.py). Checks that need the session (a
@@ -27,7 +28,7 @@ MAX_ID_CHARS = 128
 MAX_DEADLINE_MS = 600_000.0  # ten minutes per token is certainly a mistake
 MAX_MESSAGES = 256
 ROLES = ("system", "user", "assistant", "tool")
-FIELDS = ("id", "prompt", "messages", "max_new_tokens", "reset", "deadline_ms", "cancel")
+FIELDS = ("id", "prompt", "messages", "max_new_tokens", "reset", "deadline_ms", "cancel", "ping")
 
 # Every error code the daemon sends, and what it means. Stable: robots switch on these.
 ERROR_CODES: dict[str, str] = {
@@ -229,6 +230,27 @@ def _deadline(obj: dict[str, Any]) -> float | None:
     return float(v)
 
 
+@dataclass(frozen=True)
+class PingRequest:
+    """A robot's readiness probe. Seeing the daemon in the ROS graph is not enough: a message published
+    before the bridge's subscriber has matched the robot's publisher is dropped (volatile QoS), so a robot
+    pings until the pong comes back before its first real request (ros/robot.py wait_ready)."""
+
+    token: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"ping": self.token}
+
+
+def _ping(obj: dict[str, Any]) -> PingRequest:
+    extra = set(obj) - {"ping"}
+    if extra:
+        raise RequestError("conflicting_fields", f'a ping message takes only "ping"; drop {", ".join(sorted(extra))}')
+    token = _id(obj, "ping")
+    assert token is not None
+    return PingRequest(token=token)
+
+
 def _cancel(obj: dict[str, Any]) -> CancelRequest:
     extra = set(obj) - {"cancel", "id"}
     if extra:
@@ -240,7 +262,7 @@ def _cancel(obj: dict[str, Any]) -> CancelRequest:
 
 
 def parse_request(raw: str | bytes, max_new_tokens_limit: int = 1024,
-                  max_bytes: int = 65536) -> GenerateRequest | CancelRequest:
+                  max_bytes: int = 65536) -> GenerateRequest | CancelRequest | PingRequest:
     """Validate one request message; raise RequestError(code, message) on any defect."""
     try:
         obj = _decode(raw, max_bytes)
@@ -251,7 +273,7 @@ def parse_request(raw: str | bytes, max_new_tokens_limit: int = 1024,
         raise RequestError("internal", f"request could not be validated ({type(exc).__name__})") from exc
 
 
-def _parse_object(obj: Any, limit: int) -> GenerateRequest | CancelRequest:
+def _parse_object(obj: Any, limit: int) -> GenerateRequest | CancelRequest | PingRequest:
     if not isinstance(obj, dict):
         raise RequestError("not_object", f"request must be a JSON object, got {_json_type(obj)}")
     unknown = sorted(k for k in obj if k not in FIELDS)
@@ -260,6 +282,8 @@ def _parse_object(obj: Any, limit: int) -> GenerateRequest | CancelRequest:
                            f"valid fields: {', '.join(FIELDS)}")
     if "cancel" in obj:
         return _cancel(obj)
+    if "ping" in obj:
+        return _ping(obj)
     req_id = _id(obj)
     assert req_id is not None
     has_p, has_m = "prompt" in obj, "messages" in obj

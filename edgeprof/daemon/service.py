@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from edgeprof.daemon.config import SessionConfig
 from edgeprof.daemon.faults import device_fault_code
 from edgeprof.daemon.modelthread import ModelThread
-from edgeprof.daemon.requests import CancelRequest, GenerateRequest, error_record, parse_request
+from edgeprof.daemon.requests import CancelRequest, GenerateRequest, PingRequest, error_record, parse_request
 from edgeprof.daemon.session import RequestStats, Session, TokenEvent
 from edgeprof.errors import BridgeError, ContextLengthError, RequestError
 
@@ -130,6 +130,9 @@ class DecodeService:
         now = self.clock()
         try:
             req = parse_request(raw, self.cfg.max_new_tokens_limit, self.cfg.max_request_bytes)
+            if isinstance(req, PingRequest):  # readiness probe: answered at once, not a request
+                self._publish(json.dumps({"pong": req.token}))
+                return
             if isinstance(req, CancelRequest):
                 self._cancel(req)
             else:

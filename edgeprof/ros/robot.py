@@ -223,9 +223,10 @@ class RobotClient:
     # ------------------------------------------------------------------ sending
 
     @exposed(_by_timeout)
-    def wait_ready(self, timeout_s: float = 10.0, services: bool = True) -> None:
+    def wait_ready(self, timeout_s: float = 10.0, services: bool = True, ping: bool = True) -> None:
         """Wait until the daemon side is visible in the ROS graph (request subscriber, tokens
-        publisher, and with `services` both Trigger services)."""
+        publisher, and with `services` both Trigger services), then (with `ping`) until it answers
+        a ping on the request topic."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             # Matched endpoints, not just graph entries: a message published before the DDS
@@ -234,12 +235,31 @@ class RobotClient:
             if ok and services:
                 ok = self._next_client.service_is_ready() and self._reset_client.service_is_ready()
             if ok:
+                if ping:
+                    self._ping_until_answered(deadline)
                 return
             time.sleep(0.02)
         raise BridgeTimeoutError(
             f"the edgeprof daemon is not visible on {self.names.request} / {self.names.tokens} within {timeout_s:g} s; "
             "is rosbridge running with the same ROS_DOMAIN_ID, and the daemon connected to it?"
         )
+
+    def _ping_until_answered(self, deadline: float) -> None:
+        """Our publisher seeing the bridge's subscriber does not mean the subscriber has matched our
+        publisher yet: a request published in between is dropped, and a robot's first request was lost
+        that way (the demo test's intermittent). So ping, every 0.25 s, until the pong comes back."""
+        token, since = f"ping-{uuid.uuid4().hex[:12]}", self.count()
+        while True:
+            self.send({"ping": token})
+            try:
+                self.wait_record({"pong": token}, min(0.25, max(0.01, deadline - time.monotonic())), since)
+                return
+            except BridgeTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise BridgeTimeoutError(
+                        f"the edgeprof daemon is visible on {self.names.request} but did not answer a ping before "
+                        "the wait ran out; is it an edgeprof daemon, and is it still loading its model?"
+                    ) from None
 
     @exposed()
     def send_raw(self, text: str) -> int:

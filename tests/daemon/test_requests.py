@@ -14,6 +14,7 @@ from edgeprof.daemon.requests import (
     MAX_ID_CHARS,
     CancelRequest,
     GenerateRequest,
+    PingRequest,
     parse_request,
 )
 from edgeprof.errors import RequestError
@@ -114,6 +115,16 @@ def test_valid_forms():
     c = parse_request('{"cancel": "a", "id": "c1"}')
     assert c == CancelRequest(target="a", id="c1")
     assert parse_request(b'{"id":"b","prompt":"x","max_new_tokens":1}').prompt == "x"
+    assert parse_request('{"ping": "p1"}') == PingRequest(token="p1")
+
+
+def test_ping_takes_only_its_token():
+    with pytest.raises(RequestError, match="ping") as e:
+        parse_request('{"ping": "p1", "id": "x"}')
+    assert e.value.code == "conflicting_fields"
+    with pytest.raises(RequestError, match='"ping"') as e:
+        parse_request('{"ping": 3}')
+    assert e.value.code == "invalid_id"
 
 
 # --- fuzzing -------------------------------------------------------------------------------

@@ -295,3 +295,17 @@ def test_run_on_worker_runs_on_the_decode_thread_between_jobs_and_resets_the_ses
     assert seen[0] == "edgeprof-decode" and seen[1] > 0 and seen[2]  # the conversation was there
     assert svc.session.position == 0 and svc.session.pending is None  # and is gone after
     assert json.loads(svc.next_token())["error"]["code"] == "no_session"
+
+
+def test_ping_is_answered_at_once_and_is_not_a_request(svc):
+    """A robot's readiness probe (ros/robot.py wait_ready): pong with the same token, even while a request
+    is being decoded, and nothing in the run log or the request metrics."""
+    svc.gate.clear()  # the decode thread is busy with "a"
+    svc.submit(_req("a", 3))
+    svc.submit(json.dumps({"ping": "p7"}))
+    svc.sink.wait(lambda r: {"pong": "p7"} in r, timeout=2.0)
+    svc.gate.set()
+    svc.sink.wait(lambda r: len(svc.sink.terminal("a")) == 1)
+    assert svc.log.flush()
+    s = summarize(svc.log.path)
+    assert s["requests"] == 1 and s["errors"] == 0, s
