@@ -11,6 +11,7 @@ shape), or a bf16_gemv.py JSON (its `faster` shapes).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -75,6 +76,7 @@ def choose(n: int, k: int, plan: dict[tuple[int, int], str] | None = None) -> st
     return (plan or {}).get((n, k), "cublas")
 
 
+@functools.lru_cache(maxsize=4)
 def _json_plan(path: str) -> dict[tuple[int, int], str]:
     import json
 

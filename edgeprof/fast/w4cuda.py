@@ -324,6 +324,7 @@ class W4CudaLinear:
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
         self.counters = torch.zeros(-(-(packed.n // 16) // 4), device=dev, dtype=torch.int32)
         self.n_out = packed.n
+        self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
 
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
@@ -353,9 +354,8 @@ class W4CudaLinear:
         p = self.p
         x = x if x.data_ptr() % 16 == 0 and x.is_contiguous() else x.contiguous().clone()
         norm_w = norm_w if norm_w.data_ptr() % 16 == 0 and norm_w.is_contiguous() else norm_w.contiguous().clone()
-        empty = torch.empty(0, device=x.device, dtype=torch.bfloat16)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
-        y = self.ext.gemv_norm(x, empty if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
+        y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
                                self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps)
         return y, res_out
 
