@@ -318,7 +318,9 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     ctxs = [int(c) for c in args.step_ctx.split(",")]
     det = hardware.detect()
     bw = det.spec.bandwidth_bytes_per_s
-    loaded = load_model("qwen2.5-7b", "cuda", max_ctx=max(ctxs) + fd.PAD)
+    # the cache holds ctx + warm-up + timed steps (r8 of 2026-11-28-decode-step ran 60 steps past a 64-token pad)
+    cache = max(ctxs) + max(fd.PAD, args.steps + 5 + 8)
+    loaded = load_model("qwen2.5-7b", "cuda", max_ctx=cache)
     shape = loaded.shape
     res: dict = {"datasheet_bw": bw, "cells": []}
     default = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
@@ -328,7 +330,7 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         label = name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())
         print(f"  building {label}", flush=True)
         with env_set(env):  # read when the decoder is built (attention plan, bf16 GEMV choice, fusions)
-            dec = registry.create(name, loaded, device="cuda", max_ctx=max(ctxs) + fd.PAD)
+            dec = registry.create(name, loaded, device="cuda", max_ctx=cache)
         for ctx in ctxs:
             cell = fd.measure(dec, loaded, name, ctx, args.steps, 5, model="qwen2.5-7b", device="cuda")
             cell.pop("wall_ms", None), cell.pop("gpu_ms", None)
