@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
                               on_reset=lambda: '{"reset":true}').start()
         try:
             with RobotProcess(domain, names, node_name="edgeprof_bench_robot") as robot:
-                robot.wait_ready(30)
+                robot.wait_ready(30, ping=False)  # the client here is a bare BridgeClient, not a daemon: no pong
                 # Warm-up: DDS matching, first-message allocations, JIT-free but cache-cold paths.
                 since = robot.count()
                 _stream(client, args.warmup, args.interval_ms / 1e3)

@@ -125,6 +125,9 @@ class ScriptedDaemon:
         except ValueError:
             self.client.publish_token(json.dumps({"id": None, "error": {"code": "bad_json", "message": "not JSON"}}))
             return
+        if "ping" in req:  # the robot's readiness probe, as the daemon answers it
+            self.client.publish_token(json.dumps({"pong": req["ping"]}))
+            return
         n = req.get("max_new_tokens", 1)
         for i in range(n):
             self.client.publish_token(json.dumps(self.record(req["id"], i)))
