@@ -17,6 +17,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from edgeprof.fast.w4cuda import aligned16
+
 # variant -> (rows per warp, 16-byte loads in flight per row); the pairs compiled in bf16_gemv.cu
 VARIANTS = {"r1u8": (1, 8), "r2u4": (2, 4), "r2u8": (2, 8), "r4u2": (4, 2), "r4u4": (4, 4)}
 DEFAULT_VARIANT = "r2u8"
@@ -47,15 +49,11 @@ class Bf16CudaLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:  # prefill: a GEMM, cuBLAS's job
             return F.linear(x, self.w, self.b)
-        x = x.contiguous()
-        if x.data_ptr() % 16:  # the kernel reads x with 16-byte loads
-            x = x.clone()
-        return self.ext.gemv_bf16(x, self.w, self.bias, self.rows, self.unroll)
+        return self.ext.gemv_bf16(aligned16(x), self.w, self.bias, self.rows, self.unroll)
 
     def into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """x [1, K] -> out [1, N] in place (a static buffer a CUDA graph replays into)."""
-        x = x.contiguous() if x.data_ptr() % 16 == 0 else x.clone()
-        self.ext.gemv_bf16(x, self.w, self.bias, self.rows, self.unroll, out)
+        self.ext.gemv_bf16(aligned16(x), self.w, self.bias, self.rows, self.unroll, out)
 
     @property
     def nbytes(self) -> int:
@@ -91,7 +89,11 @@ def _json_plan(path: str) -> dict[tuple[int, int], str]:
 def plan_for_device(device) -> dict[tuple[int, int], str]:
     """{(N, K): variant} measured faster than cuBLAS on this card (data/gemv_plans.yaml, `bf16`); {} for a
     card without measurements (cuBLAS everywhere)."""
+    return _card_plan(torch.cuda.get_device_name(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _card_plan(card: str) -> dict[tuple[int, int], str]:  # built once per card, asked once per projection
     from edgeprof.fast.plans import card_entries
 
-    return {(int(e["n"]), int(e["k"])): str(e["variant"])
-            for e in card_entries(torch.cuda.get_device_name(device), "bf16")}
+    return {(int(e["n"]), int(e["k"])): str(e["variant"]) for e in card_entries(card, "bf16")}

@@ -278,6 +278,7 @@ class TritonOps:
         # (the Triton interpreter runs these kernels on the CPU in tests: 8 "SMs" there)
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
         self.chunk, self.block_n, self.s_max = attn_plan(max_ctx, n_kv, sms)
+        self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
         dev, dt = cos.device, cos.dtype
         # Static scratch so the captured graph always sees the same addresses.
         self.q = torch.empty(n_heads * head_dim, device=dev, dtype=dt)
@@ -315,8 +316,12 @@ class TritonOps:
         return self.attn_out
 
     def rope_attention(self, qkv, pos, k_cache, v_cache):
-        """rope_write_kv + attention in two launches instead of three (the split kernel does the rope)."""
-        return self.attention(qkv, pos, k_cache, v_cache, rope=True)
+        """rope_write_kv + attention: two launches (the split kernel does the rope), or three with
+        $EDGEPROF_FUSE_ROPE=0 (A/B). H200, same machine (results/h200/2026-11-28-decode-step r9): fused
+        equal at ctx 2048, 1-3.5% faster at 16384."""
+        if self.fuse_rope:
+            return self.attention(qkv, pos, k_cache, v_cache, rope=True)
+        return self.attention(self.rope_write_kv(qkv, pos, k_cache, v_cache), pos, k_cache, v_cache)
 
     def silu_mul(self, gate_up):
         n = gate_up.shape[-1] // 2

@@ -52,11 +52,9 @@ class FastModel:
         # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
         ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
         self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if ops == "triton" else TorchOps(*args)
-        # A/B of the fusions (benchmarks): $EDGEPROF_FUSE_NORM=0 / $EDGEPROF_FUSE_ROPE=0 keep separate launches.
-        # H200, same machine (results/h200/2026-11-28-decode-step r9): the fused rope equal at ctx 2048 and
-        # 1-3.5% faster at 16384; the norm fused into the int4 GEMV 2% faster (r6)
+        # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
+        # launch. H200 (results/h200/2026-11-28-decode-step r6): fused 2% faster. ($EDGEPROF_FUSE_ROPE: TritonOps)
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
-        self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:
@@ -66,11 +64,7 @@ class FastModel:
         res = None
         for i, lw in enumerate(w.layers):
             qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
-            if self.fuse_rope:  # one launch fewer: the attention kernel rotates q/k and writes this step's k/v
-                x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i]))  # [1, H]
-            else:
-                q = ops.rope_write_kv(qkv, self.pos, self.k[i], self.v[i])
-                x = lw.o(ops.attention(q, self.pos, self.k[i], self.v[i]))
+            x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i]))  # [1, H]
             gu, res = self._norm_gemv(lw.gate_up, x, res, lw.mlp_norm)  # [1, 2I]
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
             fused = getattr(lw.down, "fuses_silu", False)

@@ -181,6 +181,13 @@ def _unavailable_reason() -> str | None:
 
 
 # ---------------------------------------------------------------- the layer
+def aligned16(t: torch.Tensor) -> torch.Tensor:
+    """`t` contiguous and 16-byte aligned (the GEMV kernels read their vectors with 16-byte loads); a copy
+    only when it is not already."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 def choose_splits(n: int, k: int, group: int, sms: int) -> tuple[int, int]:
     """(splits, tiles per split) so that about TARGET_CTAS_PER_SM CTAs per SM stream weights.
     Splits start on group boundaries; a slice keeps >= 4 tiles (256 inputs) and its x slice
@@ -328,9 +335,7 @@ class W4CudaLinear:
 
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
-        x = x.contiguous()
-        if x.data_ptr() % 16:  # the kernel stages x with 16-byte loads
-            x = x.clone()
+        x = aligned16(x)
         if self.variant_id == 0 and self.grid_x == 0:  # the default path, as the decoder uses it
             return self.ext.gemv(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                  p.group, p.asym, act, self.splits, self.tps)
@@ -352,8 +357,7 @@ class W4CudaLinear:
         """(W rmsnorm(x + res) * norm_w (+ bias), x + res) for x, res [1, K] (res None: the first layer);
         the same rounding as kernels.add_rmsnorm followed by this GEMV."""
         p = self.p
-        x = x if x.data_ptr() % 16 == 0 and x.is_contiguous() else x.contiguous().clone()
-        norm_w = norm_w if norm_w.data_ptr() % 16 == 0 and norm_w.is_contiguous() else norm_w.contiguous().clone()
+        x, norm_w = aligned16(x), aligned16(norm_w)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
         y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
                                self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps)
