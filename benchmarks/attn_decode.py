@@ -26,7 +26,7 @@ from edgeprof.fast.kernels import TritonOps, attn_plan
 from edgeprof.shape_loader import require_shape
 from edgeprof.timing import time_graph
 
-PLANS = ("chunk:256", "", "min:64", "min:256", "min:64,splits:128", "splits:32", "block:32")
+PLANS = ("chunk:256", "", "min:64", "min:256", "min:64,splits:128", "splits:32", "block:32", "live:64", "live:32")
 REL_BOUND = 2e-2  # max-abs / max: bf16 output (~4e-3) plus tf32 q.k products (Triton's fp32 dot)
 
 
@@ -48,19 +48,20 @@ def run(model: str, ctxs: list[int], plans: tuple[str, ...], repeats: int) -> di
         ref = F.scaled_dot_product_attention(q.view(1, nh, 1, hd).double(), kc[0][None, :, :ctx].double(),
                                              vc[0][None, :, :ctx].double(), enable_gqa=True).reshape(1, -1)
         for spec in plans:
-            chunk, block, splits = attn_plan(max_ctx, nkv, sms, spec)
+            chunk, block, splits, live = attn_plan(max_ctx, nkv, sms, spec)
             os.environ["EDGEPROF_ATTN"] = spec
             ops = TritonOps(nh, nkv, hd, s.norm_eps, cos, sin, max_ctx, s.hidden, s.intermediate)
             err = float((ops.attention(q, pos, kc[0], vc[0]).double() - ref).abs().max() / ref.abs().max())
             row = {"model": model, "ctx": ctx, "max_ctx": max_ctx, "plan": spec or "adaptive", "chunk": chunk,
-                   "block_n": block, "splits": splits, "rel_err": err, "passed": err < REL_BOUND}
+                   "block_n": block, "splits": splits, "live": live, "rel_err": err, "passed": err < REL_BOUND}
             if row["passed"]:
                 st = time_graph([lambda i=i, o=ops, p=pos: o.attention(q, p, kc[i], vc[i]) for i in range(L)], repeats)
                 kv_bytes = 2 * nkv * ctx * hd * 2
                 row.update(us_per_layer_p50=st.p50 * 1e3, ms_per_step=st.p50 * L,
                            gb_per_s=kv_bytes / (st.p50 * 1e-3) / 1e9)
             rows.append(row)
-            ctext = str(chunk) if chunk > 0 else f">={-chunk}"  # <= 0: adaptive with that minimum
+            # > 0 fixed; live: a power of two of blocks for live..2*live splits; else adaptive with that minimum
+            ctext = str(chunk) if chunk > 0 else (f"~{live}sp" if live else f">={-chunk}")
             print(f"{model} ctx {ctx:6d} {row['plan']:18s} chunk {ctext:>6s} block {block:3d} splits {splits:4d} "
                   f"err {err:.1e} {'PASS' if row['passed'] else 'FAIL'} "
                   + (f"{row['us_per_layer_p50']:7.2f} us/layer {row['ms_per_step']:.3f} ms/step "

@@ -237,6 +237,8 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
         layers = [first] + [build() for _ in range(_copies(first.nbytes) - 1)]
         rows.append(_row(name, k, n, kernel, [lambda li=li: li(x) for li in layers], first.nbytes, first(x), ref,
                          repeats))
+        if kernel == "edgeprof-cuda" and torch.cuda.get_device_capability() >= (9, 0):
+            rows.append(_pdl_row(name, k, n, layers, x, ref, repeats))
         del layers
     for r in rows:
         r["model"] = model
@@ -246,6 +248,21 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
             r["frac_copy_bw"] = r["gb_per_s"] * 1e9 / copy_bw
     torch.cuda.empty_cache()
     return rows
+
+
+def _pdl_row(name, k, n, layers, x, ref, repeats) -> dict:
+    """The same chain of GEMVs captured with programmatic dependent launch (sm_90+): each call's weight
+    loads start while the previous call drains, as they do inside a decode step with PDL on. Its own row,
+    labelled: every other row is a chain of plain launches."""
+    from edgeprof.fast.kernels import pdl_prefetch_tiles
+    from edgeprof.fast.w4cuda import use_pdl
+
+    use_pdl(True, pdl_prefetch_tiles())
+    try:
+        return _row(name, k, n, "edgeprof-cuda+pdl", [lambda li=li: li(x) for li in layers], layers[0].nbytes,
+                    layers[0](x), ref, repeats)
+    finally:
+        use_pdl(False)
 
 
 def kernel_suite(args) -> int:
@@ -288,12 +305,12 @@ def kernel_suite(args) -> int:
     rec["rows"] = rows
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
     lines = [f"GEMV per shape ({rec['gpu']}; copy bw {bw / 1e12:.3f} TB/s measured in this run)",
-             f"{'model':12s} {'shape':8s} {'kernel':14s} {'rel err':>8s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
+             f"{'model':12s} {'shape':8s} {'kernel':17s} {'rel err':>8s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:14s} {r['status'][:60]}")
+            lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:17s} {r['status'][:60]}")
             continue
-        lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:14s} {r['rel_err']:8.1e} {r['us_p50']:8.1f} "
+        lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:17s} {r['rel_err']:8.1e} {r['us_p50']:8.1f} "
                      f"{r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f}")
     table = "\n".join(lines)
     print(table, flush=True)

@@ -48,6 +48,8 @@ class FastDecoder(Decoder):
         return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
                            {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__,
+                            "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
+                                    "prefetch_tiles": self.model.pdl_prefetch},
                             **{k: v for k, v in self.weights.extra.items() if k.startswith(("int4", "bf16"))}})
 
     # -------------------------------------------------------------- Decoder hooks

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,51 @@ try:  # Triton is only needed on CUDA; the CPU path never touches it.
     HAVE_TRITON = True
 except ImportError:  # pragma: no cover - depends on the install
     HAVE_TRITON = False
+
+
+def _triton_has_pdl() -> bool:
+    """Triton can launch with programmatic dependent launch (`launch_pdl`, `gdc_wait`; Triton >= 3.4)."""
+    if not HAVE_TRITON:
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+        from triton.language.extra import cuda as tl_cuda
+    except ImportError:  # pragma: no cover - depends on the install
+        return False
+    return "launch_pdl" in CUDAOptions.__dataclass_fields__ and hasattr(tl_cuda, "gdc_wait")
+
+
+TRITON_PDL = _triton_has_pdl()
+PDL_ENV = "EDGEPROF_PDL"
+
+
+def pdl_wanted(device) -> bool:
+    """Programmatic dependent launch (PDL) for a decode step's kernels on `device`: each kernel of the chain
+    starts while the one before it drains and waits on the device for its inputs (csrc/gemv_common.cuh).
+    On for CUDA sm_90+ (griddepcontrol is Hopper's); $EDGEPROF_PDL=0 turns it off (A/B runs)."""
+    val = os.environ.get(PDL_ENV, "").strip()
+    if val not in ("", "0", "1"):
+        raise ValueError(f"{PDL_ENV}: {val!r} is not 0 or 1; unset it for the default (on for sm_90+)")
+    dev = torch.device(device)
+    if val == "0" or dev.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(dev) >= (9, 0)
+
+
+PREFETCH_ENV = "EDGEPROF_PDL_PREFETCH"
+PDL_PREFETCH_TILES = 16  # 8 KB per warp: a small GEMV's (q/k/v, o at 4 splits) whole weight slice
+
+
+def pdl_prefetch_tiles() -> int:
+    """512-byte weight tiles per warp a GEMV launched with PDL prefetches into L2 before it waits for the
+    previous kernel ($EDGEPROF_PDL_PREFETCH, 0 = none)."""
+    val = os.environ.get(PREFETCH_ENV, "").strip()
+    if not val:
+        return PDL_PREFETCH_TILES
+    if not val.isdigit():
+        raise ValueError(f"{PREFETCH_ENV}: {val!r} is not a tile count (0 = no prefetch); unset it for "
+                         f"{PDL_PREFETCH_TILES}")
+    return int(val)
 
 
 # --------------------------------------------------------------------------- torch (CPU)
@@ -83,8 +129,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 if HAVE_TRITON:
 
     @triton.jit
+    def _pdl_wait(PDL: tl.constexpr):
+        # launched with PDL: wait for the previous kernel's outputs, then let the next kernel launch
+        # (the same protocol as csrc/gemv_common.cuh; nothing is read or written before the wait)
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
     def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, N, eps,
-                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        _pdl_wait(PDL)
         offs = tl.arange(0, BLOCK)
         mask = offs < N
         h = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -99,8 +154,9 @@ if HAVE_TRITON:
 
     @triton.jit
     def _rope_kv_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
-                        max_ctx, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr):
+                        max_ctx, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr, PDL: tl.constexpr):
         # one program per head: [0, NH) q heads, [NH, NH+NKV) k heads, then v heads
+        _pdl_wait(PDL)
         head = tl.program_id(0)
         pos = tl.load(pos_ptr)
         half = tl.arange(0, HD // 2)
@@ -124,11 +180,22 @@ if HAVE_TRITON:
             tl.store(v_cache_ptr + (head - NH - NKV) * max_ctx * HD + pos * HD + full, v)
 
     @triton.jit
-    def _attn_chunk(n_live, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
-        # cache tokens per split: CHUNK if > 0 (fixed), else -CHUNK is the minimum and the live length is
-        # spread over all S_MAX splits in whole BLOCK_N blocks (read on the device: graph-safe)
-        if CHUNK > 0:  # noqa: SIM108 (a compile-time branch inside a Triton function)
+    def _pow2_floor(v, BITS: tl.constexpr):
+        # the largest power of two <= v (v >= 1), for v < 2**BITS
+        p = v * 0 + 1
+        for _ in tl.static_range(BITS):
+            p = tl.where(p * 2 <= v, p * 2, p)
+        return p
+
+    @triton.jit
+    def _attn_chunk(n_live, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr, LIVE: tl.constexpr):
+        # cache tokens per split (read on the device: graph-safe): CHUNK if > 0 (fixed); else with LIVE > 0,
+        # BLOCK_N times the largest power of two <= cdiv(n_live, LIVE * BLOCK_N), which keeps about LIVE / 2 to
+        # 2 * LIVE splits live; else -CHUNK is the minimum and the live length is spread over all S_MAX splits
+        if CHUNK > 0:
             chunk = n_live * 0 + CHUNK
+        elif LIVE > 0:
+            chunk = BLOCK_N * _pow2_floor(tl.cdiv(n_live, LIVE * BLOCK_N), 24)
         else:
             chunk = tl.maximum(tl.cdiv(tl.cdiv(n_live, S_MAX), BLOCK_N) * BLOCK_N, -CHUNK)
         return chunk
@@ -147,18 +214,19 @@ if HAVE_TRITON:
     @triton.jit
     def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale, cos_ptr, sin_ptr,
                            G: tl.constexpr, G_PAD: tl.constexpr, HD: tl.constexpr,
-                           CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr,
-                           ROPE: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr):
+                           CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr, LIVE: tl.constexpr,
+                           ROPE: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, PDL: tl.constexpr):
         # Flash-decoding: program (kv head, split) attends its G query heads over one chunk
         # of the live cache. Splits past the live length exit at once.
         # ROPE: q_ptr is the q/k/v GEMV output [NH + 2 NKV, HD]; q and the new k are rotated here, and the
         # split holding position pos writes the new k and v into the cache before its loop reads them (no
         # other program reads row pos in this step), so the separate rope launch goes away.
+        _pdl_wait(PDL)
         kvh = tl.program_id(0)
         split = tl.program_id(1)
         pos = tl.load(pos_ptr)
         n_live = pos + 1
-        chunk = _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX)
+        chunk = _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX, LIVE)
         start = split * chunk
         if start < n_live:
             end = tl.minimum(start + chunk, n_live)
@@ -202,11 +270,13 @@ if HAVE_TRITON:
 
     @triton.jit
     def _attn_reduce_kernel(part_ptr, lse_ptr, pos_ptr, out_ptr, G: tl.constexpr, G_PAD: tl.constexpr,
-                            HD: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr):
+                            HD: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr,
+                            LIVE: tl.constexpr, PDL: tl.constexpr):
+        _pdl_wait(PDL)
         kvh = tl.program_id(0)
         gi = tl.program_id(1)
         n_live = tl.load(pos_ptr) + 1
-        n_split = tl.cdiv(n_live, _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX))
+        n_split = tl.cdiv(n_live, _attn_chunk(n_live, CHUNK, BLOCK_N, S_MAX, LIVE))
         s = tl.arange(0, S_MAX)
         live = s < n_split
         row = (kvh * S_MAX + s) * G_PAD + gi
@@ -220,7 +290,8 @@ if HAVE_TRITON:
         tl.store(out_ptr + (kvh * G + gi) * HD + d, out.to(out_ptr.dtype.element_ty))
 
     @triton.jit
-    def _silu_mul_kernel(gu_ptr, out_ptr, N, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(gu_ptr, out_ptr, N, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        _pdl_wait(PDL)
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         g = tl.load(gu_ptr + offs, mask=mask, other=0.0)
@@ -233,9 +304,17 @@ if HAVE_TRITON:
 ATTN_ENV = "EDGEPROF_ATTN"
 
 
-def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> tuple[int, int, int]:
-    """(chunk, BLOCK_N, splits per kv head) of the decode attention; chunk > 0: every split takes that many
-    cache tokens (fixed), chunk <= 0: -chunk is the minimum and the LIVE length is spread over the splits.
+class AttnPlan(NamedTuple):
+    """How the decode attention splits the live cache (attn_plan)."""
+
+    chunk: int  # > 0: every split takes that many cache tokens; <= 0: -chunk is the adaptive minimum
+    block: int  # BLOCK_N, cache rows per loop iteration
+    splits: int  # S_MAX, the splits per kv head the launch (and the partials' scratch) is sized for
+    live: int = 0  # > 0: chunk = BLOCK_N * pow2_floor(cdiv(n_live, live * BLOCK_N)): about live/2..2*live splits
+
+
+def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> AttnPlan:
+    """The decode attention's split plan (AttnPlan).
 
     Default (adaptive): about one CTA per SM (n_kv * splits >= SMs), at least 128 tokens per split. Measured
     on the H200 at Qwen2.5-7B's shape (results/h200/2026-11-28-decode-step, r4: benchmarks/attn_decode.py),
@@ -243,14 +322,15 @@ def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> tup
     chunks over 128 splits 8.5 / 19.6 (at long context each split writes a padded [16, 128] fp32 partial
     the reduce reads back); 128-token chunks 8.2 at ctx 2048.
     `spec` ($EDGEPROF_ATTN) overrides: "chunk:256" (fixed), "min:64" (the adaptive minimum), "splits:64",
-    "block:32", several joined by commas."""
+    "block:32", "live:64" (about 64 live splits per kv head, the chunk a power of two times the block: r5's
+    best chunk at both ctx 2048 and 16384), several joined by commas."""
     pow2 = triton.next_power_of_2 if HAVE_TRITON else (lambda v: 1 << max(0, (int(v) - 1).bit_length()))
-    opts = {"chunk": 0, "min": 128, "splits": 0, "block": 64}
+    opts = {"chunk": 0, "min": 128, "splits": 0, "block": 64, "live": 0}
     spec = os.environ.get(ATTN_ENV, "") if spec is None else spec
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, _, val = part.partition(":")
         if key not in opts or not val.isdigit() or int(val) < 1:
-            raise ValueError(f"{ATTN_ENV}: {part!r} is not chunk:N, min:N, splits:N or block:N (N >= 1); "
+            raise ValueError(f"{ATTN_ENV}: {part!r} is not chunk:N, min:N, splits:N, block:N or live:N (N >= 1); "
                              f"unset it for the adaptive default")
         opts[key] = int(val)
     block = opts["block"]
@@ -258,17 +338,19 @@ def attn_plan(max_ctx: int, n_kv: int, sms: int, spec: str | None = None) -> tup
         raise ValueError(f"{ATTN_ENV}: block:{block} must be 16, 32, 64 or 128")
     if opts["chunk"]:
         chunk = -(-opts["chunk"] // block) * block
-        return chunk, block, pow2(-(-max_ctx // chunk))
+        return AttnPlan(chunk, block, pow2(-(-max_ctx // chunk)))
+    if opts["live"]:  # chunk > n_live / (2 live): at most 2 * live - 1 splits, and at most one per block
+        return AttnPlan(0, block, min(pow2(2 * opts["live"]), pow2(-(-max_ctx // block))), opts["live"])
     least = -(-opts["min"] // block) * block
     splits = pow2(opts["splits"] or -(-sms // n_kv))
-    return -least, block, min(splits, pow2(-(-max_ctx // least)))  # more splits than min-size chunks stay empty
+    return AttnPlan(-least, block, min(splits, pow2(-(-max_ctx // least))))  # more splits than min-size chunks stay empty
 
 
 class TritonOps:
     """CUDA ops; every position is read from a device tensor (graph-safe, no host sync)."""
 
     def __init__(self, n_heads: int, n_kv: int, head_dim: int, eps: float, cos: torch.Tensor, sin: torch.Tensor,
-                 max_ctx: int, hidden: int, intermediate: int):
+                 max_ctx: int, hidden: int, intermediate: int, pdl: bool = False):
         if not HAVE_TRITON:
             raise RuntimeError("Triton is not installed; it ships with torch on Linux CUDA builds")
         self.nh, self.nkv, self.hd, self.eps = n_heads, n_kv, head_dim, eps
@@ -277,8 +359,10 @@ class TritonOps:
         self.g_pad = max(16, triton.next_power_of_2(self.g))  # tl.dot needs M >= 16
         # (the Triton interpreter runs these kernels on the CPU in tests: 8 "SMs" there)
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
-        self.chunk, self.block_n, self.s_max = attn_plan(max_ctx, n_kv, sms)
+        self.chunk, self.block_n, self.s_max, self.live = attn_plan(max_ctx, n_kv, sms)
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
+        # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
+        self.pdl = pdl and TRITON_PDL
         dev, dt = cos.device, cos.dtype
         # Static scratch so the captured graph always sees the same addresses.
         self.q = torch.empty(n_heads * head_dim, device=dev, dtype=dt)
@@ -290,16 +374,22 @@ class TritonOps:
         self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
         self.h_block = triton.next_power_of_2(hidden)
 
+    @property
+    def _launch(self) -> dict:
+        return {"launch_pdl": True} if self.pdl else {}
+
     def add_rmsnorm(self, x, res, w):
         out = torch.empty_like(self.norm_out)
         res_out = torch.empty_like(self.res)
         _add_rmsnorm_kernel[(1,)](x, res if res is not None else x, w, out, res_out, x.shape[-1], self.eps,
-                                  HAS_RES=res is not None, BLOCK=self.h_block, num_warps=8)
+                                  HAS_RES=res is not None, BLOCK=self.h_block, PDL=self.pdl, num_warps=8,
+                                  **self._launch)
         return out, res_out
 
     def rope_write_kv(self, qkv, pos, k_cache, v_cache):
         _rope_kv_kernel[(self.nh + 2 * self.nkv,)](qkv, self.cos, self.sin, pos, self.q, k_cache, v_cache,
-                                                   self.max_ctx, NH=self.nh, NKV=self.nkv, HD=self.hd)
+                                                   self.max_ctx, NH=self.nh, NKV=self.nkv, HD=self.hd, PDL=self.pdl,
+                                                   **self._launch)
         return self.q
 
     def attention(self, q, pos, k_cache, v_cache, rope: bool = False):
@@ -309,10 +399,10 @@ class TritonOps:
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
             G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n, S_MAX=self.s_max,
-            ROPE=rope, NH=self.nh, NKV=self.nkv, num_warps=4)
+            LIVE=self.live, ROPE=rope, NH=self.nh, NKV=self.nkv, PDL=self.pdl, num_warps=4, **self._launch)
         _attn_reduce_kernel[(self.nkv, self.g)](self.part, self.lse, pos, self.attn_out, G=self.g,
                                                G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n,
-                                               S_MAX=self.s_max)
+                                               S_MAX=self.s_max, LIVE=self.live, PDL=self.pdl, **self._launch)
         return self.attn_out
 
     def rope_attention(self, qkv, pos, k_cache, v_cache):
@@ -327,5 +417,5 @@ class TritonOps:
         n = gate_up.shape[-1] // 2
         out = torch.empty(1, n, device=gate_up.device, dtype=gate_up.dtype)
         block = 1024
-        _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block)
+        _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block, PDL=self.pdl, **self._launch)
         return out

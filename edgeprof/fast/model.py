@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from edgeprof.fast.kernels import TorchOps, TritonOps, add_rmsnorm, apply_rope
+from edgeprof.fast import w4cuda
+from edgeprof.fast.kernels import TorchOps, TritonOps, add_rmsnorm, apply_rope, pdl_prefetch_tiles, pdl_wanted
 from edgeprof.fast.weights import FastWeights
 from edgeprof.shapes import ModelShape
 
@@ -51,7 +52,11 @@ class FastModel:
         args = (shape.n_heads, nkv, hd, shape.norm_eps, cos, sin)
         # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
         ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
-        self.ops = TritonOps(*args, max_ctx, shape.hidden, shape.intermediate) if ops == "triton" else TorchOps(*args)
+        # programmatic dependent launch between the step's kernels (sm_90+; $EDGEPROF_PDL=0 turns it off)
+        self.pdl = pdl_wanted(device)
+        self.pdl_prefetch = pdl_prefetch_tiles() if self.pdl else 0
+        self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=self.pdl) if ops == "triton"
+                    else TorchOps(*args))
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
         # launch. H200 (results/h200/2026-11-28-decode-step r6): fused 2% faster. ($EDGEPROF_FUSE_ROPE: TritonOps)
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
@@ -60,6 +65,7 @@ class FastModel:
     def step(self) -> torch.Tensor:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
+        w4cuda.use_pdl(self.pdl, self.pdl_prefetch)  # the GEMV extension's launch flags are global: this decoder's
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):

@@ -145,9 +145,11 @@ def load_extension():
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
         sources = [CSRC / "w4a16_binding.cpp", CSRC / "w4a16_gemv.cu", CSRC / "bf16_gemv.cu"]
-        return load(name=f"edgeprof_gemv_{_csrc_digest()}", sources=[str(p) for p in sources],
-                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
-                    verbose=False)
+        ext = load(name=f"edgeprof_gemv_{_csrc_digest()}", sources=[str(p) for p in sources],
+                   extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
+                   verbose=False)
+        ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
+        return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
         return None
@@ -162,6 +164,17 @@ def _csrc_digest() -> str:
     for p in sorted(CSRC.iterdir()):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:8]
+
+
+def use_pdl(on: bool, prefetch_tiles: int = 0) -> None:
+    """Programmatic dependent launch on or off for the GEMVs launched (or graph-captured) from now on, and the
+    512-byte weight tiles per warp each prefetches into L2 before its wait: the decoder sets its own choice
+    (kernels.pdl_wanted, pdl_prefetch_tiles) before every step. A no-op where the extension was never
+    loaded: nothing of it runs then."""
+    if load_extension.cache_info().currsize:
+        ext = load_extension()
+        if ext is not None:
+            ext.set_pdl(bool(on), int(prefetch_tiles))
 
 
 def build_error() -> str | None:

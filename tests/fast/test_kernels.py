@@ -35,8 +35,9 @@ SCRIPT = textwrap.dedent("""
     out["rope"], out["attention"] = 0.0, 0.0
     # attention plans: adaptive (default; 8 "SMs" on the CPU -> 8 splits), the first fixed-chunk version, 32-token blocks
     plans = {spec: TritonOps(nh, nkv, hd, 1e-6, cos, sin, max_ctx, hidden, inter)
-             for spec in ("", "chunk:256", "min:32,block:32") if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
-    out["plans"] = {spec or "adaptive": [t.chunk, t.block_n, t.s_max] for spec, t in plans.items()}
+             for spec in ("", "chunk:256", "min:32,block:32", "live:4", "live:2,block:32")
+             if not os.environ.__setitem__("EDGEPROF_ATTN", spec)}
+    out["plans"] = {spec or "adaptive": [t.chunk, t.block_n, t.s_max, t.live] for spec, t in plans.items()}
     fused = {spec: (kc.clone(), vc.clone()) for spec in plans}  # caches the fused rope+attention writes
     out["rope_attention"], out["fused_cache_rows"] = 0.0, 0.0
     for p in (0, 63, 255, 256, 599):
@@ -65,8 +66,10 @@ def test_triton_kernels_match_torch_reference_in_the_interpreter():
     errs = run_interpreted(SCRIPT, 600)
     # The interpreter emulates bf16 stores by truncation, so allow a little over one bf16 ulp.
     plans = errs.pop("plans")
-    # max_ctx 600, 2 kv heads, 8 "SMs": adaptive = 4 splits of >= 128 tokens; chunk:256 = 3 live of 4
-    assert plans == {"adaptive": [-128, 64, 4], "chunk:256": [256, 64, 4], "min:32,block:32": [-32, 32, 4]}, plans
+    # max_ctx 600, 2 kv heads, 8 "SMs": adaptive = 4 splits of >= 128 tokens; chunk:256 = 3 live of 4;
+    # live:4 = 2..7 live splits (scratch for 8); live:2 with 32-row blocks = 1..3 (scratch for 4)
+    assert plans == {"adaptive": [-128, 64, 4, 0], "chunk:256": [256, 64, 4, 0], "min:32,block:32": [-32, 32, 4, 0],
+                     "live:4": [0, 64, 8, 4], "live:2,block:32": [0, 32, 4, 2]}, plans
     assert errs.pop("fused_cache_rows") == 0.0  # bit-identical k/v rows from the fused and the separate rope
     for name, err in errs.items():
         assert err < 1.5e-2, (name, err)
@@ -77,10 +80,29 @@ def test_attn_plan_spreads_the_live_cache_over_about_one_cta_per_sm():
     from edgeprof.fast.kernels import attn_plan
 
     # H200-like: 132 SMs, Qwen2.5-7B's 4 kv heads -> 33 splits -> 64, >= 128 tokens each (chunk < 0: minimum)
-    assert attn_plan(2048 + 64, 4, 132, "") == (-128, 64, 32)  # 2112 / 128 -> 17 chunks of 128 -> 32
-    assert attn_plan(16384 + 64, 4, 132, "") == (-128, 64, 64)
-    assert attn_plan(512, 4, 132, "") == (-128, 64, 4)  # 4 chunks of 128: more splits would stay empty
-    assert attn_plan(16448, 8, 58, "") == (-128, 64, 8)  # L40S-like: 58 SMs, 8 kv heads -> 8
+    assert attn_plan(2048 + 64, 4, 132, "") == (-128, 64, 32, 0)  # 2112 / 128 -> 17 chunks of 128 -> 32
+    assert attn_plan(16384 + 64, 4, 132, "") == (-128, 64, 64, 0)
+    assert attn_plan(512, 4, 132, "") == (-128, 64, 4, 0)  # 4 chunks of 128: more splits would stay empty
+    assert attn_plan(16448, 8, 58, "") == (-128, 64, 8, 0)  # L40S-like: 58 SMs, 8 kv heads -> 8
+
+
+def _live_chunk(n_live: int, live: int, block: int) -> int:
+    """What _attn_chunk computes on the device for a live:N plan (hand-written here)."""
+    m = -(-n_live // (live * block))
+    return block * (1 << (m.bit_length() - 1))
+
+
+def test_attn_plan_live_keeps_half_to_twice_live_splits_within_its_scratch():
+    from edgeprof.fast.kernels import attn_plan
+
+    plan = attn_plan(16448, 4, 132, "live:64")
+    assert plan == (0, 64, 128, 64)  # at most 2 * 64 - 1 live splits
+    assert attn_plan(2112, 4, 132, "live:64") == (0, 64, 64, 64)  # 2112 / 64 = 33 blocks -> 64 is enough
+    # r5's best chunks: 64 tokens at ctx 2048 (32 splits), 256 at 16384 (64 splits)
+    assert _live_chunk(2048, 64, 64) == 64 and _live_chunk(16384, 64, 64) == 256
+    for n in (1, 63, 64, 4096, 4097, 8191, 8192, 16448):
+        splits = -(-n // _live_chunk(n, 64, 64))
+        assert splits <= plan.splits and (n <= 64 * 64 or splits >= 32), (n, splits)
 
 
 def test_attn_plan_overrides_and_errors():
@@ -88,10 +110,24 @@ def test_attn_plan_overrides_and_errors():
 
     from edgeprof.fast.kernels import attn_plan
 
-    assert attn_plan(2112, 4, 132, "chunk:256") == (256, 64, 16)  # the first version: 256-token chunks
-    assert attn_plan(2112, 4, 132, "chunk:100") == (128, 64, 32)  # whole blocks
-    assert attn_plan(2112, 4, 132, "splits:16,block:32,min:32") == (-32, 32, 16)
-    assert attn_plan(16448, 4, 132, "min:64,splits:128") == (-64, 64, 128)
-    for bad in ("chunk", "rows:4", "splits:0", "block:48", "chunk:x"):
+    assert attn_plan(2112, 4, 132, "chunk:256") == (256, 64, 16, 0)  # the first version: 256-token chunks
+    assert attn_plan(2112, 4, 132, "chunk:100") == (128, 64, 32, 0)  # whole blocks
+    assert attn_plan(2112, 4, 132, "splits:16,block:32,min:32") == (-32, 32, 16, 0)
+    assert attn_plan(16448, 4, 132, "min:64,splits:128") == (-64, 64, 128, 0)
+    for bad in ("chunk", "rows:4", "splits:0", "block:48", "chunk:x", "live:0"):
         with _pytest.raises(ValueError, match="EDGEPROF_ATTN"):
             attn_plan(2112, 4, 132, bad)
+
+
+def test_pdl_is_off_on_the_cpu_and_a_bad_value_names_the_variable(monkeypatch):
+    import pytest as _pytest
+
+    from edgeprof.fast.kernels import pdl_wanted
+
+    monkeypatch.delenv("EDGEPROF_PDL", raising=False)
+    assert pdl_wanted("cpu") is False
+    monkeypatch.setenv("EDGEPROF_PDL", "1")
+    assert pdl_wanted("cpu") is False  # griddepcontrol needs an sm_90+ GPU
+    monkeypatch.setenv("EDGEPROF_PDL", "yes")
+    with _pytest.raises(ValueError, match="EDGEPROF_PDL"):
+        pdl_wanted("cpu")

@@ -20,6 +20,8 @@ namespace edgeprof_bf16 {
 using edgeprof_gemv::bf_hi;
 using edgeprof_gemv::bf_lo;
 using edgeprof_gemv::ld_stream;
+using edgeprof_gemv::pdl_launch_dependents;
+using edgeprof_gemv::pdl_wait;
 
 constexpr int kWarps = 4;  // warps per CTA
 
@@ -37,28 +39,42 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
 template <int ROWS, int U>
 __global__ void __launch_bounds__(kWarps * 32)
 bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const __nv_bfloat16* __restrict__ bias,
-                 __nv_bfloat16* __restrict__ y, int N, int K) {
+                 __nv_bfloat16* __restrict__ y, int N, int K, int pf_bytes) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
-  if (row0 >= N) return;  // warp-uniform; no barriers below
   const int nv = K / 8;  // 16-byte vectors per row
   const uint4* wr[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) wr[r] = w + (size_t)min(row0 + r, N - 1) * nv;  // rows past N: re-read the last
+  // One step: U vectors per row from v0 on; all of its weight loads are issued before the first is used.
+  uint4 wv[U][ROWS];
+  auto load_w = [&](int v0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (v0 + 32 * u < nv) {
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) wv[u][r] = ld_stream(wr[r] + v0 + 32 * u);
+      }
+  };
+  // the first step's weights depend on no earlier kernel: in flight before the PDL wait (gemv_common.cuh)
+  if (row0 < N) load_w(lane);
+  if (row0 < N && pf_bytes > 0) {  // PDL: the next part of each row into L2 while the previous kernel drains
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+      edgeprof_gemv::prefetch_l2(wr[r] + 32 * U, min((long)pf_bytes, 16L * (nv - 32 * U)), lane);
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+  if (row0 >= N) return;  // warp-uniform; no barriers below
   float acc[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
   for (int v0 = lane; v0 < nv; v0 += 32 * U) {
-    uint4 wv[U][ROWS], xv[U];  // all of this step's loads are issued before the first is used
+    if (v0 != lane) load_w(v0);
+    uint4 xv[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int v = v0 + 32 * u;
-      if (v < nv) {
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) wv[u][r] = ld_stream(wr[r] + v);
-        xv[u] = __ldg(x + v);
-      }
-    }
+    for (int u = 0; u < U; ++u)
+      if (v0 + 32 * u < nv) xv[u] = __ldg(x + v0 + 32 * u);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (v0 + 32 * u >= nv) break;
@@ -82,10 +98,10 @@ bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const
 template <int ROWS, int U>
 cudaError_t launch(const void* w, const void* x, const void* bias, void* y, int N, int K, cudaStream_t stream) {
   const int warps = (N + ROWS - 1) / ROWS;
-  bf16_gemv_kernel<ROWS, U><<<(warps + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(
-      reinterpret_cast<const uint4*>(w), reinterpret_cast<const uint4*>(x),
-      reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), N, K);
-  return cudaGetLastError();
+  return edgeprof_gemv::launch(bf16_gemv_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps), dim3(kWarps * 32), 0,
+                               stream, reinterpret_cast<const uint4*>(w), reinterpret_cast<const uint4*>(x),
+                               reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), N, K,
+                               512 * edgeprof_gemv::prefetch_tiles_now());
 }
 
 }  // namespace edgeprof_bf16

@@ -1,6 +1,7 @@
 // Helpers shared by edgeprof's batch-1 GEMV kernels (w4a16_gemv.cu, bf16_gemv.cu).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 #include <cstdint>
 
 namespace edgeprof_gemv {
@@ -14,5 +15,67 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
 
 __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+
+// Programmatic dependent launch (PDL, sm_90+). A decode step is a chain of ~180 short kernels; with PDL
+// the next kernel's CTAs start while this one drains, issue their weight loads (which depend on nothing
+// earlier in the chain), and only then wait for the previous kernel's outputs. Every kernel launched with
+// the PDL attribute calls pdl_wait() before it reads or writes anything an earlier kernel touches, so the
+// wait is transitive along the chain. Both are no-ops when the kernel was launched without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel launch once every CTA of this one has called it (or exited): called right after
+// pdl_wait, so at most two kernels of the chain hold SM slots at a time.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// L2 prefetch of [p, p + bytes) by the 32 lanes of a warp, one 128-byte line per lane and instruction. With PDL
+// a kernel's CTAs start while the previous kernel drains: prefetching the first part of their weight slice
+// before pdl_wait moves that part of the stream into the previous kernel's tail (a small GEMV's whole slice).
+__device__ __forceinline__ void prefetch_l2(const void* p, long bytes, int lane) {
+  const char* c = static_cast<const char*>(p);
+  for (long off = 128L * lane; off < bytes; off += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+// Host switches (edgeprof_gemv_set_pdl, from the binding), one for every GEMV of the extension: PDL on or off,
+// and how many 512-byte weight tiles per warp a PDL launch prefetches into L2 before it waits.
+inline bool& pdl_enabled() {
+  static bool on = false;
+  return on;
+}
+inline int& pdl_prefetch_tiles() {
+  static int tiles = 0;
+  return tiles;
+}
+// the prefetch a launch passes to its kernel: only with PDL (without it the loads follow at once)
+inline int prefetch_tiles_now() { return pdl_enabled() ? pdl_prefetch_tiles() : 0; }
+
+// Launch `kern` on `stream`, with the PDL attribute when it is switched on AND the kernel's binary was built
+// for sm_90+ (only then does it contain the griddepcontrol.wait that makes the early start safe).
+template <typename... KArgs, typename... Args>
+cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (pdl_enabled()) {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, kern) == cudaSuccess && fa.binaryVersion >= 90) {
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+    }
+  }
+  return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+}
 
 }  // namespace edgeprof_gemv

@@ -12,6 +12,7 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
                                int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
+void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
@@ -126,5 +127,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
   m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
+  m.def("set_pdl", &edgeprof_gemv_set_pdl,
+        "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "
+        "and the 512-byte weight tiles per warp each prefetches into L2 before its wait",
+        py::arg("on"), py::arg("prefetch_tiles") = 0);
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

@@ -29,6 +29,8 @@ constexpr int kWarps = 4;  // warps per CTA; each owns one 16-row block, all sha
 using edgeprof_gemv::bf_hi;
 using edgeprof_gemv::bf_lo;
 using edgeprof_gemv::ld_stream;
+using edgeprof_gemv::pdl_launch_dependents;
+using edgeprof_gemv::pdl_wait;
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -304,7 +306,7 @@ template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false>
 __global__ void __launch_bounds__(kWarps * 32, 5)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
-                  int* __restrict__ counters, int N, int K, int tiles_per_split, NormArgs na) {
+                  int* __restrict__ counters, int N, int K, int tiles_per_split, NormArgs na, int pf_tiles) {
   constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
@@ -335,6 +337,13 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   uint4 wa[U];
   ST sa[GPC];
   if (nb < NB) load_chunk(0, wa, sa);
+  if (nb < NB && pf_tiles > 0) {  // PDL: more of this warp's slice into L2 while the previous kernel drains
+    const int pt = min(nt, pf_tiles);
+    edgeprof_gemv::prefetch_l2(wp - lane, 512L * pt, lane);  // a row block's tiles are contiguous, 512 B each
+    edgeprof_gemv::prefetch_l2(sp - gq, (long)sizeof(ST) * 8 * ((pt * 64 + G - 1) / G), lane);
+  }
+  pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
+  pdl_launch_dependents();
 
   stage_x_sums<G, kWarps, ACT, XVEC, NORM>(x, K, k0, klen, ng, xs, sxs, &na);
 
@@ -368,11 +377,10 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  kern<<<dim3(nbx, splits), kWarps * 32, smem, stream>>>(
+  return edgeprof_gemv::launch(kern, dim3(nbx, splits), dim3(kWarps * 32), smem, stream,
       reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
       reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
-      tiles_per_split, na);
-  return cudaGetLastError();
+      tiles_per_split, na, edgeprof_gemv::prefetch_tiles_now());
 }
 
 // the fused-norm kernel for one group size (the default launch only)
@@ -458,6 +466,8 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
   uint4 wa[U];
   ST sa[GPC];
   if (nb < NB) load_chunk(wp, sp, 0, wa, sa);
+  pdl_wait();
+  pdl_launch_dependents();
 
   stage_x_sums<G, WARPS, ACT, true>(x, K, k0, klen, ng, xs, sxs);
 
@@ -534,11 +544,10 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  kern<<<dim3(gx, splits), WARPS * 32, smem, stream>>>(
+  return edgeprof_gemv::launch(kern, dim3(gx, splits), dim3(WARPS * 32), smem, stream,
       reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
       reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
       tiles_per_split);
-  return cudaGetLastError();
 }
 
 template <int G, int WARPS, bool PERSIST, bool TM, int UL = 0, int MINB = 0, bool FUSED = false, bool LEAN = false>
@@ -552,6 +561,13 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 }
 
 }  // namespace edgeprof_w4
+
+// PDL on or off, and the L2 prefetch before its wait (512-byte tiles per warp), for every GEMV this extension
+// launches from now on (the binding's set_pdl)
+void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles) {
+  edgeprof_gemv::pdl_enabled() = on;
+  edgeprof_gemv::pdl_prefetch_tiles() = prefetch_tiles < 0 ? 0 : prefetch_tiles;
+}
 
 // C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
