@@ -373,6 +373,11 @@ def run_explain(opts: ExplainOptions) -> dict[str, Any]:
     if not cuda:
         notes.append("CPU run: 'kernels' are the top-level ATen operators and busy is the time inside them; "
                      "the idle gap is Python and framework time between operators")
+    pdl = (dinfo.notes or {}).get("pdl") or {}
+    if pdl.get("gemv") or pdl.get("triton"):
+        notes.append("programmatic dependent launch is on: a kernel starts before the one before it ends and waits "
+                     "on the device for its inputs, so its interval includes that wait and the class times lean "
+                     "toward the waiting kernels; EDGEPROF_PDL=0 gives the attribution without overlap")
     unprof_med = statistics.median(unprofiled)
     exact = exact_attribution(per_step, unprof_med, statistics.median(s["wall_ms"] for s in steps))
     kernels = kernel_records(steps, per_step["class_bytes"])

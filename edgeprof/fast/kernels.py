@@ -41,28 +41,35 @@ def _triton_has_pdl() -> bool:
 
 TRITON_PDL = _triton_has_pdl()
 PDL_ENV = "EDGEPROF_PDL"
+PDL_PARTS = ("gemv", "triton")
 
 
-def pdl_wanted(device) -> bool:
-    """Programmatic dependent launch (PDL) for a decode step's kernels on `device`: each kernel of the chain
-    starts while the one before it drains and waits on the device for its inputs (csrc/gemv_common.cuh).
-    On for CUDA sm_90+ (griddepcontrol is Hopper's); $EDGEPROF_PDL=0 turns it off (A/B runs)."""
+def pdl_wanted(device, part: str = "gemv") -> bool:
+    """Programmatic dependent launch (PDL) for one part of a decode step's kernels on `device` ("gemv": the CUDA
+    GEMVs of csrc/, "triton": the Triton norms and attention): each kernel of the chain starts while the one
+    before it drains and waits on the device for its inputs (csrc/gemv_common.cuh). On for CUDA sm_90+
+    (griddepcontrol is Hopper's); $EDGEPROF_PDL=0 turns it off, =gemv keeps it for the GEMVs only (A/B runs)."""
+    if part not in PDL_PARTS:
+        raise ValueError(f"part: {part!r} is not one of {PDL_PARTS}")
     val = os.environ.get(PDL_ENV, "").strip()
-    if val not in ("", "0", "1"):
-        raise ValueError(f"{PDL_ENV}: {val!r} is not 0 or 1; unset it for the default (on for sm_90+)")
+    if val not in ("", "0", "1", "gemv"):
+        raise ValueError(f"{PDL_ENV}: {val!r} is not 0, 1 or gemv; unset it for the default (on for sm_90+)")
     dev = torch.device(device)
-    if val == "0" or dev.type != "cuda" or not torch.cuda.is_available():
+    if val == "0" or (val == "gemv" and part != "gemv") or dev.type != "cuda" or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability(dev) >= (9, 0)
 
 
 PREFETCH_ENV = "EDGEPROF_PDL_PREFETCH"
-PDL_PREFETCH_TILES = 16  # 8 KB per warp: a small GEMV's (q/k/v, o at 4 splits) whole weight slice
+# None by default: every CTA prefetches, also the many that start after the previous kernel has ended, and on
+# the H200 that cost more than the overlap gained (r10, one machine: int4 step 2.107 ms without, 2.199 with 16
+# tiles, 2.507 with 64; bf16 4.27 ms with 16 against 4.05 without PDL)
+PDL_PREFETCH_TILES = 0
 
 
 def pdl_prefetch_tiles() -> int:
     """512-byte weight tiles per warp a GEMV launched with PDL prefetches into L2 before it waits for the
-    previous kernel ($EDGEPROF_PDL_PREFETCH, 0 = none)."""
+    previous kernel ($EDGEPROF_PDL_PREFETCH; default PDL_PREFETCH_TILES = none)."""
     val = os.environ.get(PREFETCH_ENV, "").strip()
     if not val:
         return PDL_PREFETCH_TILES

@@ -53,10 +53,10 @@ class FastModel:
         # ops: "triton" on CUDA by default, "torch" on the CPU (or to cross-check on a GPU)
         ops = ops or ("triton" if torch.device(device).type == "cuda" else "torch")
         # programmatic dependent launch between the step's kernels (sm_90+; $EDGEPROF_PDL=0 turns it off)
-        self.pdl = pdl_wanted(device)
+        self.pdl = pdl_wanted(device, "gemv")
         self.pdl_prefetch = pdl_prefetch_tiles() if self.pdl else 0
-        self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=self.pdl) if ops == "triton"
-                    else TorchOps(*args))
+        self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=pdl_wanted(device, "triton"))
+                    if ops == "triton" else TorchOps(*args))
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
         # launch. H200 (results/h200/2026-11-28-decode-step r6): fused 2% faster. ($EDGEPROF_FUSE_ROPE: TritonOps)
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"

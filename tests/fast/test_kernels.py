@@ -126,8 +126,11 @@ def test_pdl_is_off_on_the_cpu_and_a_bad_value_names_the_variable(monkeypatch):
 
     monkeypatch.delenv("EDGEPROF_PDL", raising=False)
     assert pdl_wanted("cpu") is False
-    monkeypatch.setenv("EDGEPROF_PDL", "1")
-    assert pdl_wanted("cpu") is False  # griddepcontrol needs an sm_90+ GPU
+    for val in ("1", "gemv"):
+        monkeypatch.setenv("EDGEPROF_PDL", val)
+        assert pdl_wanted("cpu") is False and pdl_wanted("cpu", "triton") is False  # griddepcontrol: sm_90+ GPUs
     monkeypatch.setenv("EDGEPROF_PDL", "yes")
     with _pytest.raises(ValueError, match="EDGEPROF_PDL"):
         pdl_wanted("cpu")
+    with _pytest.raises(ValueError, match="part"):
+        pdl_wanted("cpu", "attention")
