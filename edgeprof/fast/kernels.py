@@ -220,11 +220,9 @@ if HAVE_TRITON:
 
     @triton.jit
     def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, part_ptr, lse_ptr, max_ctx, scale, cos_ptr, sin_ptr,
-                           ticket_ptr, out_ptr,
                            G: tl.constexpr, G_PAD: tl.constexpr, HD: tl.constexpr,
                            CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, S_MAX: tl.constexpr, LIVE: tl.constexpr,
-                           ROPE: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, PDL: tl.constexpr,
-                           REDUCE: tl.constexpr, MERGE_BLOCK: tl.constexpr):
+                           ROPE: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, PDL: tl.constexpr):
         # Flash-decoding: program (kv head, split) attends its G query heads over one chunk
         # of the live cache. Splits past the live length exit at once.
         # ROPE: q_ptr is the q/k/v GEMV output [NH + 2 NKV, HD]; q and the new k are rotated here, and the
@@ -276,45 +274,6 @@ if HAVE_TRITON:
             # only the G real query rows: the padding rows (tl.dot needs 16) would double the partials' traffic
             tl.store(part_ptr + row[:, None] * HD + d[None, :], acc / l_sum[:, None], mask=(g < G)[:, None])
             tl.store(lse_ptr + row, m + tl.log(l_sum), mask=g < G)
-            if REDUCE:
-                # the last split of this kv head to finish merges all splits (_attn_merge): one launch fewer
-                # per layer. The CTA barrier orders every thread's partial stores before the ticket, whose
-                # acq_rel atomic (one per CTA) releases them GPU-wide and, for the last split, acquires the others'.
-                n_split = tl.cdiv(n_live, chunk)
-                tl.debug_barrier()
-                ticket = tl.atomic_add(ticket_ptr + kvh, 1, sem="acq_rel", scope="gpu")
-                if ticket == n_split - 1:
-                    _attn_merge(part_ptr, lse_ptr, out_ptr, kvh, n_split, G, G_PAD, HD, S_MAX, MERGE_BLOCK)
-                    tl.store(ticket_ptr + kvh, 0)  # ready for the next layer and the next graph replay
-
-    @triton.jit
-    def _attn_merge(part_ptr, lse_ptr, out_ptr, kvh, n_split, G: tl.constexpr, G_PAD: tl.constexpr,
-                    HD: tl.constexpr, S_MAX: tl.constexpr, SB: tl.constexpr):
-        # out[kvh * G + gi] = sum_s w_s part[s, gi], w = softmax over the splits' log-sum-exps, in blocks of SB
-        # splits (few registers: this runs inside the split kernel); .cg loads: other CTAs wrote them
-        d = tl.arange(0, HD)
-        sb = tl.arange(0, SB)
-        for gi in tl.static_range(G):
-            m = tl.full([SB], float("-inf"), tl.float32)
-            for s0 in tl.static_range(0, S_MAX, SB):
-                live = s0 + sb < n_split
-                lse = tl.load(lse_ptr + (kvh * S_MAX + s0 + sb) * G_PAD + gi, mask=live, other=float("-inf"),
-                              cache_modifier=".cg")
-                m = tl.maximum(m, lse)
-            m_all = tl.max(m, axis=0)
-            wsum = tl.zeros([SB], tl.float32)
-            acc = tl.zeros([HD], tl.float32)
-            for s0 in tl.static_range(0, S_MAX, SB):
-                live = s0 + sb < n_split
-                row = (kvh * S_MAX + s0 + sb) * G_PAD + gi
-                lse = tl.load(lse_ptr + row, mask=live, other=float("-inf"), cache_modifier=".cg")
-                w = tl.where(live, tl.exp(lse - m_all), 0.0)
-                part = tl.load(part_ptr + row[:, None] * HD + d[None, :], mask=live[:, None], other=0.0,
-                               cache_modifier=".cg")
-                wsum += w
-                acc += tl.sum(part * w[:, None], axis=0)
-            out = acc / tl.sum(wsum, axis=0)
-            tl.store(out_ptr + (kvh * G + gi) * HD + d, out.to(out_ptr.dtype.element_ty))
 
     @triton.jit
     def _attn_reduce_kernel(part_ptr, lse_ptr, pos_ptr, out_ptr, G: tl.constexpr, G_PAD: tl.constexpr,
@@ -409,8 +368,6 @@ class TritonOps:
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
         self.chunk, self.block_n, self.s_max, self.live = attn_plan(max_ctx, n_kv, sms)
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
-        # the split kernel's last CTA per kv head merges the splits ($EDGEPROF_FUSE_REDUCE=0: a separate launch)
-        self.fuse_reduce = os.environ.get("EDGEPROF_FUSE_REDUCE", "1") != "0"
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
         dev, dt = cos.device, cos.dtype
@@ -419,7 +376,6 @@ class TritonOps:
         self.part = torch.empty(n_kv * self.s_max * self.g_pad * head_dim, device=dev, dtype=torch.float32)
         self.lse = torch.empty(n_kv * self.s_max * self.g_pad, device=dev, dtype=torch.float32)
         self.attn_out = torch.empty(1, n_heads * head_dim, device=dev, dtype=dt)
-        self.tickets = torch.zeros(n_kv, device=dev, dtype=torch.int32)  # splits done per kv head (fused merge)
         self.norm_out = torch.empty(1, hidden, device=dev, dtype=dt)
         self.res = torch.empty(1, hidden, device=dev, dtype=dt)
         self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
@@ -449,13 +405,8 @@ class TritonOps:
         scale = 1.0 / math.sqrt(self.hd)
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
-            self.tickets, self.attn_out,
             G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n, S_MAX=self.s_max,
-            LIVE=self.live, ROPE=rope, NH=self.nh, NKV=self.nkv, PDL=self.pdl, REDUCE=self.fuse_reduce,
-            MERGE_BLOCK=min(16, self.s_max), num_warps=4,
-            **self._launch)
-        if self.fuse_reduce:
-            return self.attn_out
+            LIVE=self.live, ROPE=rope, NH=self.nh, NKV=self.nkv, PDL=self.pdl, num_warps=4, **self._launch)
         _attn_reduce_kernel[(self.nkv, self.g)](self.part, self.lse, pos, self.attn_out, G=self.g,
                                                G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n,
                                                S_MAX=self.s_max, LIVE=self.live, PDL=self.pdl, **self._launch)
