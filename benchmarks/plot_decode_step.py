@@ -19,16 +19,23 @@ def cells(run: Path) -> list[dict]:
     """One row per step cell: steps/steps.json (labelled A/B settings) and sweep*/cells.jsonl (gated)."""
     rows = []
     for rnd in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("r")):
-        steps = rnd / "steps" / "steps.json"
-        if steps.exists():
-            for c in json.loads(steps.read_text())["cells"]:
-                rows.append(_row(rnd.name, "steps", c.get("label", c["backend"]), c))
+        for c in _step_cells(rnd / "steps"):
+            rows.append(_row(rnd.name, "steps", c.get("label", c["backend"]), c))
         for jl in sorted(rnd.glob("sweep*/cells.jsonl")):
             for line in jl.read_text().splitlines():
                 c = json.loads(line)
                 tag = jl.parent.name.removeprefix("sweep").lstrip("-")
                 rows.append(_row(rnd.name, "sweep", c["backend"] + (f" [{tag}]" if tag else ""), c))
     return rows
+
+
+def _step_cells(d: Path) -> list[dict]:
+    """The step table's cells: steps.json (--steps-only), or the `steps` of kernel.json (the full kernel suite)."""
+    if (d / "steps.json").exists():
+        return json.loads((d / "steps.json").read_text())["cells"]
+    if (d / "kernel.json").exists():
+        return (json.loads((d / "kernel.json").read_text()).get("steps") or {}).get("cells", [])
+    return []
 
 
 def _row(rnd: str, source: str, label: str, c: dict) -> dict:
