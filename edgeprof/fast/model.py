@@ -65,7 +65,7 @@ class FastModel:
     def step(self) -> torch.Tensor:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
-        w4cuda.use_pdl(self.pdl, self.pdl_prefetch)  # the GEMV extension's launch flags are global: this decoder's
+        w4cuda.use_pdl(self.pdl, self.pdl_prefetch)  # the GEMV extension's launch flags are global: set ours
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):
