@@ -47,17 +47,20 @@ PDL_PARTS = ("gemv", "triton")
 def pdl_wanted(device, part: str = "gemv") -> bool:
     """Programmatic dependent launch (PDL) for one part of a decode step's kernels on `device` ("gemv": the CUDA
     GEMVs of csrc/, "triton": the Triton norms and attention): each kernel of the chain starts while the one
-    before it drains and waits on the device for its inputs (csrc/gemv_common.cuh). On for CUDA sm_90+
-    (griddepcontrol is Hopper's); $EDGEPROF_PDL=0 turns it off, =gemv keeps it for the GEMVs only (A/B runs)."""
+    before it drains and waits on the device for its inputs (csrc/gemv_common.cuh). On for both parts on CUDA
+    sm_90+ (griddepcontrol is Hopper's) where this Triton can launch with PDL; $EDGEPROF_PDL=0 turns it off,
+    =gemv keeps it for the GEMVs only. Not for the GEMVs alone by default: on the H200 that bought nothing
+    (results/h200/2026-11-28-pdl r11: the gain needs the Triton kernels in the chain too)."""
     if part not in PDL_PARTS:
         raise ValueError(f"part: {part!r} is not one of {PDL_PARTS}")
     val = os.environ.get(PDL_ENV, "").strip()
     if val not in ("", "0", "1", "gemv"):
         raise ValueError(f"{PDL_ENV}: {val!r} is not 0, 1 or gemv; unset it for the default (on for sm_90+)")
     dev = torch.device(device)
-    if val == "0" or (val == "gemv" and part != "gemv") or dev.type != "cuda" or not torch.cuda.is_available():
+    if val == "0" or dev.type != "cuda" or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_capability(dev) >= (9, 0)
+    wanted = part == "gemv" if val == "gemv" else TRITON_PDL  # default and "1": both parts or neither
+    return wanted and torch.cuda.get_device_capability(dev) >= (9, 0)
 
 
 PREFETCH_ENV = "EDGEPROF_PDL_PREFETCH"
