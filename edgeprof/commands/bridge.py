@@ -24,8 +24,11 @@ def run(args: argparse.Namespace) -> int:
 
     port = DEFAULT_PORT if args.port is None else args.port
     rb = start_rosbridge(port=port, host=args.host, domain_id=args.domain_id, log_path=args.log)
-    # SIGTERM (systemd, launch files) ends the loop like Ctrl-C does.
+    # SIGTERM (systemd, launch files) ends the loop like Ctrl-C does. SIGINT too, also where the shell started
+    # us as a background job (`cmd &` in a script): such a process inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler, so Ctrl-C / kill -INT would do nothing.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     domain = "from environment" if args.domain_id is None else args.domain_id
     print(f"rosbridge listening on {rb.url} (ROS_DOMAIN_ID {domain}, pid {rb.pid}); log: {rb.log_path}", flush=True)
     print("Ctrl-C to stop.", flush=True)
