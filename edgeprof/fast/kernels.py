@@ -373,6 +373,7 @@ class TritonOps:
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
+        self._launch = {"launch_pdl": True} if self.pdl else {}  # extra launch options of every kernel here
         dev, dt = cos.device, cos.dtype
         # Static scratch so the captured graph always sees the same addresses.
         self.q = torch.empty(n_heads * head_dim, device=dev, dtype=dt)
@@ -383,10 +384,6 @@ class TritonOps:
         self.res = torch.empty(1, hidden, device=dev, dtype=dt)
         self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
         self.h_block = triton.next_power_of_2(hidden)
-
-    @property
-    def _launch(self) -> dict:
-        return {"launch_pdl": True} if self.pdl else {}
 
     def add_rmsnorm(self, x, res, w):
         out = torch.empty_like(self.norm_out)
