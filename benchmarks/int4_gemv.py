@@ -237,8 +237,10 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
         layers = [first] + [build() for _ in range(_copies(first.nbytes) - 1)]
         rows.append(_row(name, k, n, kernel, [lambda li=li: li(x) for li in layers], first.nbytes, first(x), ref,
                          repeats))
-        if kernel == "edgeprof-cuda" and torch.cuda.get_device_capability() >= (9, 0):
-            rows.append(_pdl_row(name, k, n, layers, x, ref, repeats))
+        if kernel == "edgeprof-cuda":  # the same launches with the cp.async ring, and with PDL (sm_90+)
+            pdl_ok = torch.cuda.get_device_capability() >= (9, 0)
+            for ring, pdl in [(True, False)] + ([(False, True), (True, True)] if pdl_ok else []):
+                rows.append(_switched_row(name, k, n, layers, x, ref, repeats, ring=ring, pdl=pdl))
         del layers
     for r in rows:
         r["model"] = model
@@ -250,19 +252,23 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
     return rows
 
 
-def _pdl_row(name, k, n, layers, x, ref, repeats) -> dict:
-    """The same chain of GEMVs captured with programmatic dependent launch (sm_90+): each call's weight
-    loads start while the previous call drains, as they do inside a decode step with PDL on. Its own row,
-    labelled: every other row is a chain of plain launches."""
+def _switched_row(name, k, n, layers, x, ref, repeats, *, ring: bool, pdl: bool) -> dict:
+    """The edgeprof-cuda chain with its weights streamed through the cp.async ring ("+ring") and/or captured
+    with programmatic dependent launch ("+pdl", sm_90+: each call's weight loads start while the previous
+    call drains, as inside a decode step with PDL on). Its own row, labelled; the plain "edgeprof-cuda" row
+    is the register double buffer without PDL."""
     from edgeprof.fast.kernels import pdl_prefetch_tiles
-    from edgeprof.fast.w4cuda import use_pdl
+    from edgeprof.fast.w4cuda import use_pdl, use_pipeline
 
-    use_pdl(True, pdl_prefetch_tiles())
+    use_pdl(pdl, pdl_prefetch_tiles() if pdl else 0)
+    use_pipeline(ring)
+    label = "edgeprof-cuda" + ("+ring" if ring else "") + ("+pdl" if pdl else "")
     try:
-        return _row(name, k, n, "edgeprof-cuda+pdl", [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                    layers[0](x), ref, repeats)
+        return _row(name, k, n, label, [lambda li=li: li(x) for li in layers], layers[0].nbytes, layers[0](x), ref,
+                    repeats)
     finally:
         use_pdl(False)
+        use_pipeline(False)
 
 
 def kernel_suite(args) -> int:
@@ -287,13 +293,17 @@ def kernel_suite(args) -> int:
     checks = []
     for model, name, k, n in KERNEL_SHAPES:
         for group, asym in [(128, False), (128, True)] + ([(64, False), (32, True)] if model != "mistral-7b" else []):
-            checks.append(check_cuda_kernel(model, name, k, n, group, asym))
-            c = checks[-1]
-            print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} rel {c['rel_err']:.2e} "
-                  f"fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
-                  f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
-                  f"splits {c['splits']} "
-                  f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+            for ring in (False, True):  # both weight streams of the default launch (w4cuda.PIPE_ENV)
+                w4cuda.use_pipeline(ring)
+                checks.append({**check_cuda_kernel(model, name, k, n, group, asym), "stream": w4cuda.pipe_label(ring)})
+                c = checks[-1]
+                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} {'ring' if ring else 'regs'} "
+                      f"rel {c['rel_err']:.2e} "
+                      f"fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
+                      f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
+                      f"splits {c['splits']} "
+                      f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    w4cuda.use_pipeline(False)  # the timed rows say which stream they ran (_switched_row)
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
@@ -305,12 +315,12 @@ def kernel_suite(args) -> int:
     rec["rows"] = rows
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
     lines = [f"GEMV per shape ({rec['gpu']}; copy bw {bw / 1e12:.3f} TB/s measured in this run)",
-             f"{'model':12s} {'shape':8s} {'kernel':17s} {'rel err':>8s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
+             f"{'model':12s} {'shape':8s} {'kernel':22s} {'rel err':>8s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:17s} {r['status'][:60]}")
+            lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:22s} {r['status'][:60]}")
             continue
-        lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:17s} {r['rel_err']:8.1e} {r['us_p50']:8.1f} "
+        lines.append(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:22s} {r['rel_err']:8.1e} {r['us_p50']:8.1f} "
                      f"{r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f}")
     table = "\n".join(lines)
     print(table, flush=True)
@@ -549,6 +559,7 @@ def tune_suite(args) -> int:
         path.write_text(json.dumps(rec, indent=1))
         return 1
     rec["build_s"] = time.time() - t0
+    ext.set_pipeline(False)  # "base" is the register double buffer here; the cp<U>s<S> variants are the rings
     rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rec["sms"] = sms

@@ -37,11 +37,15 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # on full chunks, 5 CTAs/SM; lean4: lean at 4 CTAs/SM. lean / lean4 measured slower than l3 (0.61 / 0.57 of copy
 # on gate_up against 0.70): their loops are shorter in SASS but they spill or run fewer warps;
 # u14 / u10: the default dequant with 14 / 10 loads per chunk at 3 / 4 CTAs/SM -- at 4 splits of K = 3584 a thread
-# issues all 14 of its weight loads before staging x: the small q/k/v and o GEMVs are latency chains)
+# issues all 14 of its weight loads before staging x: the small q/k/v and o GEMVs are latency chains;
+# cp<U>s<S>: the default kernel with its weights and scales streamed through a cp.async shared-memory ring of S
+# chunks of U tiles per warp, S - 1 chunks in flight without holding registers; cp4s4 is PIPE's ring)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
-            "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False)}
+            "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
+            "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
+            "cp2s8": (18, 4, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -149,6 +153,7 @@ def load_extension():
                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
                    verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
+        ext.set_pipeline(pipe_wanted())  # the load checks run the ring a decoder will use (FastModel sets its own)
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -175,6 +180,35 @@ def use_pdl(on: bool, prefetch_tiles: int = 0) -> None:
         ext = load_extension()
         if ext is not None:
             ext.set_pdl(bool(on), int(prefetch_tiles))
+
+
+PIPE_ENV = "EDGEPROF_W4_PIPE"
+# The default launch's weight stream: the cp.async ring ("cp4s4": 4 chunks of 4 tiles per warp, 3 in flight)
+# or the register double buffer measured through issue 12's fourth pass.
+PIPE_DEFAULT = False
+
+
+def pipe_wanted() -> bool:
+    """Whether the default W4 launch streams its weights through the cp.async ring ($EDGEPROF_W4_PIPE=1) or a
+    register double buffer (=0); unset: PIPE_DEFAULT."""
+    val = os.environ.get(PIPE_ENV, "").strip()
+    if val not in ("", "0", "1"):
+        raise ValueError(f"{PIPE_ENV}: {val!r} is not 0 or 1; unset it for the default ({int(PIPE_DEFAULT)})")
+    return PIPE_DEFAULT if not val else val == "1"
+
+
+def pipe_label(on: bool) -> str:
+    """The record's name for the default launch's weight stream."""
+    return "cp.async ring cp4s4" if on else "register double buffer"
+
+
+def use_pipeline(on: bool) -> None:
+    """The cp.async ring on or off for the default W4 launches (and graph captures) from now on; a decoder sets
+    its own choice before every step, as use_pdl. A no-op where the extension was never loaded."""
+    if load_extension.cache_info().currsize:
+        ext = load_extension()
+        if ext is not None:
+            ext.set_pipeline(bool(on))
 
 
 def build_error() -> str | None:

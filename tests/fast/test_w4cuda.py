@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from edgeprof.fast import w4cuda
 from edgeprof.fast.int4 import INT4_KERNELS, quantize_rtn
 from edgeprof.fast.w4cuda import choose_splits, pack_w4, supported, to_row_block, to_tile_major, unpack_w4
 
@@ -163,3 +164,26 @@ def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp
     tune.write_text("{}")
     with pytest.raises(ValueError, match=PLAN_ENV):
         launch_plan()
+
+
+def test_pipe_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
+    monkeypatch.delenv(w4cuda.PIPE_ENV, raising=False)
+    assert w4cuda.pipe_wanted() is w4cuda.PIPE_DEFAULT
+    monkeypatch.setenv(w4cuda.PIPE_ENV, "1")
+    assert w4cuda.pipe_wanted() is True
+    monkeypatch.setenv(w4cuda.PIPE_ENV, "0")
+    assert w4cuda.pipe_wanted() is False
+    monkeypatch.setenv(w4cuda.PIPE_ENV, "yes")
+    with pytest.raises(ValueError, match="EDGEPROF_W4_PIPE"):
+        w4cuda.pipe_wanted()
+
+
+def test_every_variant_id_is_one_the_kernel_dispatches():
+    # the .cu's entry point and the binding's range check must know every id VARIANTS hands out
+    src = (w4cuda.CSRC / "w4a16_gemv.cu").read_text()
+    binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
+    ids = sorted(v[0] for v in w4cuda.VARIANTS.values())
+    assert ids == list(range(len(ids)))
+    for vid in ids[1:]:
+        assert f"variant == {vid} && group == 128" in src, vid
+    assert f"variant <= {ids[-1]})" in binding

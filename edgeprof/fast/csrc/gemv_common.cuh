@@ -13,6 +13,23 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   return r;
 }
 
+// cp.async (sm_80+): a copy from global to shared memory that holds no register while in flight. The
+// pipelined W4 kernels keep several chunks of weights in flight per thread this way (a register double
+// buffer holds two and costs 24 registers each). Each lane later reads only what it copied itself, so a
+// lane's own wait_group is all the synchronisation it needs.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {  // 16 bytes, L2 only (streamed)
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+template <int BYTES>  // 4 or 8 bytes (the group scales)
+__device__ __forceinline__ void cp_async_small(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(s), "l"(gmem), "n"(BYTES) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int PENDING>  // wait until at most PENDING of this thread's committed groups are still in flight
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory"); }
+
 __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 

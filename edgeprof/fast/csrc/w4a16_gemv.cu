@@ -302,16 +302,29 @@ __device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U
   }
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false>
-__global__ void __launch_bounds__(kWarps * 32, 5)
+// The cp.async pipeline of the W4 kernel (PS > 0): PS chunks of PU tiles per warp in a shared-memory ring,
+// PS - 1 of them in flight while the warp computes one. PS = 0: the register double buffer.
+template <int G, int PU>
+__host__ __device__ constexpr int chunk_tiles() { return PU ? PU : (G == 32 ? 4 : 6); }
+template <int G, bool ASYM, int PS, int PU>
+__host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint4 of weights, then [kWarps][PS][GPC][32] scales
+  return (size_t)kWarps * PS * 32 * (chunk_tiles<G, PU>() * 16 + (chunk_tiles<G, PU>() * 64 / G) * (ASYM ? 8 : 4));
+}
+
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5>
+__global__ void __launch_bounds__(kWarps * 32, MINB)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
                   int* __restrict__ counters, int N, int K, int tiles_per_split, NormArgs na, int pf_tiles) {
-  constexpr int U = G == 32 ? 4 : 6;  // 16-byte loads per chunk; two chunks in flight per thread
+  constexpr int U = chunk_tiles<G, PU>();  // 16-byte loads per chunk
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
+  static_assert(GPC >= 1 && (U * 64) % G == 0, "a chunk holds whole groups");
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
   extern __shared__ uint4 smem_raw[];
-  uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw);  // x slice, permuted per 16 columns, bf16 pairs
+  uint4* ring_w = smem_raw;  // PS > 0 only: the weight ring, then the scale ring
+  ST* ring_s = reinterpret_cast<ST*>(smem_raw + kWarps * PS * U * 32);
+  // x slice, permuted per 16 columns, bf16 pairs (after the rings)
+  uint32_t* xs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>());
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = K / 64, NG = K / G, NB = N / 16;
@@ -333,10 +346,29 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
     for (int gi = 0; gi < GPC; ++gi)
       if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
   };
-  // The first chunk is in flight while the CTA stages x: the prologue costs no memory time.
+  // PS > 0: chunk t / U goes through ring slot `slot` with cp.async (one commit group per chunk, also when empty)
+  uint4* my_w = ring_w + warp * PS * U * 32 + lane;  // slot s, tile u: my_w[(s * U + u) * 32]
+  ST* my_s = ring_s + warp * PS * GPC * 32 + lane;   // slot s, group gi: my_s[(s * GPC + gi) * 32]
+  auto issue_chunk = [&](int t, int slot) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) edgeprof_gemv::cp_async16(my_w + (slot * U + u) * 32, wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng)
+        edgeprof_gemv::cp_async_small<sizeof(ST)>(my_s + (slot * GPC + gi) * 32, sp + (size_t)((t * 64) / G + gi) * 8);
+    edgeprof_gemv::cp_async_commit();
+  };
+  // The first chunk(s) are in flight while the CTA stages x: the prologue costs no memory time.
   uint4 wa[U];
   ST sa[GPC];
-  if (nb < NB) load_chunk(0, wa, sa);
+  if constexpr (PS == 0) {
+    if (nb < NB) load_chunk(0, wa, sa);
+  } else {
+    if (nb < NB)
+#pragma unroll
+      for (int s = 0; s < PS - 1; ++s) issue_chunk(s * U, s);
+  }
   if (nb < NB && pf_tiles > 0) {  // PDL: more of this warp's slice into L2 while the previous kernel drains
     const int pt = min(nt, pf_tiles);
     edgeprof_gemv::prefetch_l2(wp - lane, 512L * pt, lane);  // a row block's tiles are contiguous, 512 B each
@@ -348,8 +380,8 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   stage_x_sums<G, kWarps, ACT, XVEC, NORM>(x, K, k0, klen, ng, xs, sxs, &na);
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
-  if (nb < NB) {
-    const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
+  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
+  if (nb < NB && PS == 0) {
     for (int t = 0; t < nt; t += U) {
       uint4 wb[U];
       ST sb[GPC];
@@ -361,20 +393,38 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
       for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
     }
   }
+  if (nb < NB && PS > 0) {
+    // the chunk PS - 1 ahead goes into the slot read last iteration (its values are in registers by now)
+    for (int t = 0, slot = 0; t < nt; t += U, slot = slot + 1 == PS ? 0 : slot + 1) {
+      issue_chunk(t + (PS - 1) * U, slot == 0 ? PS - 1 : slot - 1);
+      edgeprof_gemv::cp_async_wait<PS - 1>();  // this thread's copies of chunk t have landed
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = my_w[(slot * U + u) * 32];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = my_s[(slot * GPC + gi) * 32];
+      chunk_math<G, ASYM, true>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
+    }
+  }
 
   __shared__ int last;
   finish_rows<kWarps>(blockIdx.x, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false>
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
-  const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM>;
+  const size_t smem = ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 +
+                      (size_t)(tiles_per_split * 64 / G) * 4;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  if (PS > 0) {  // the ring lives in shared memory: ask for the largest carveout, so 5 CTAs of ~41 KB fit per SM
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
   }
   return edgeprof_gemv::launch(kern, dim3(nbx, splits), dim3(kWarps * 32), smem, stream,
@@ -383,24 +433,53 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
       tiles_per_split, na, edgeprof_gemv::prefetch_tiles_now());
 }
 
+// The default launch's weight stream: the register double buffer (PS = 0, as measured through the fourth pass)
+// or the cp.async ring (kPipe*), switched per extension by edgeprof_w4a16_set_pipeline (the binding's
+// set_pipeline); the tune variants "cp<U>s<S>" time other rings.
+constexpr int kPipeStages = 4, kPipeTiles = 4, kPipeMinBlocks = 5;
+inline bool& pipe_enabled() {
+  static bool on = false;
+  return on;
+}
+
 // the fused-norm kernel for one group size (the default launch only)
-template <int G>
+template <int G, int PS = 0, int PU = 0, int MINB = 5>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-  return asym ? launch_t<G, true, false, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
-              : launch_t<G, false, false, true, true>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, true, PS, PU, MINB>(qw, sz, x, bias, y, partial, counters, N, K, \
+                                                                      splits, tps, s, na)
+  return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
+#undef EDGEPROF_LN
 }
 
-template <int G, bool XVEC = true>
+template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-  if (asym) {
-    return act ? launch_t<G, true, true, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
-               : launch_t<G, true, false, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
-  }
-  return act ? launch_t<G, false, true, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
-             : launch_t<G, false, false, XVEC>(qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, false, PS, PU, MINB>(qw, sz, x, bias, y, partial, counters, N, K, \
+                                                                      splits, tps, s)
+  if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
+  return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
+#undef EDGEPROF_LG
+}
+
+// the default launch of one group size: the switched-on pipeline or the register double buffer
+template <int G>
+cudaError_t launch_default(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias,
+                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
+  if (pipe_enabled())
+    return launch_g<G, true, kPipeStages, kPipeTiles, kPipeMinBlocks>(asym, act, qw, sz, x, bias, y, partial, counters,
+                                                                      N, K, splits, tps, s);
+  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+}
+template <int G>
+cudaError_t launch_norm_default(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                                float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                                NormArgs na) {
+  if (pipe_enabled())
+    return launch_norm_g<G, kPipeStages, kPipeTiles, kPipeMinBlocks>(asym, qw, sz, x, bias, y, partial, counters, N, K,
+                                                                     splits, tps, s, na);
+  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
 }
 
 // Tuning variants of the kernel above (same math, same layout), selected at run time by
@@ -569,6 +648,9 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles) {
   edgeprof_gemv::pdl_prefetch_tiles() = prefetch_tiles < 0 ? 0 : prefetch_tiles;
 }
 
+// the cp.async pipeline (kPipe*) on or off for every default W4 launch from now on (the binding's set_pipeline)
+void edgeprof_w4a16_set_pipeline(bool on) { edgeprof_w4::pipe_enabled() = on; }
+
 // C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
@@ -578,9 +660,9 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
                     reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   const int tps = tiles_per_split;
   switch (group) {
-    case 32: return launch_norm_g<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
-    case 64: return launch_norm_g<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
-    case 128: return launch_norm_g<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
@@ -592,7 +674,8 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
 // CTAs per SM), 8 ("xscalar": the default kernel with its first, scalar x staging), 9 ("l3": one LOP3 per
 // dequantized register), 10 ("lean": l3 with two chunks per loop iteration, no register copies, no bound
 // checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM), 12 / 13 ("u14" / "u10": 14 / 10 loads per
-// chunk) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// chunk), 14-18 ("cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8": the default kernel streaming through a cp.async
+// ring of S chunks of U tiles) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -628,11 +711,23 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return tune_launch_g<128, 4, false, false, 4, 6>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 7 && group == 128)
     return tune_launch_g<128, 4, false, false, 8, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  // "cp<U>s<S>": the default kernel (x staging, dequant and math as base) with its weights and scales streamed
+  // through a cp.async ring of S chunks of U tiles per warp (S - 1 in flight), the CTAs per SM its registers allow
+  if (variant == 14 && group == 128)  // "cp4s4": the pipeline the default launch uses when switched on
+    return launch_g<128, true, 4, 4, 5>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  if (variant == 15 && group == 128)  // "cp6s3"
+    return launch_g<128, true, 3, 6, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  if (variant == 16 && group == 128)  // "cp4s6"
+    return launch_g<128, true, 6, 4, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  if (variant == 17 && group == 128)  // "cp8s3"
+    return launch_g<128, true, 3, 8, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  if (variant == 18 && group == 128)  // "cp2s8": one group per chunk, 7 in flight
+    return launch_g<128, true, 8, 2, 5>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
-    case 32: return launch_g<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
-    case 64: return launch_g<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
-    case 128: return launch_g<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 64: return launch_default<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 128: return launch_default<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
     default: return (int)cudaErrorInvalidValue;
   }
 }
