@@ -1,4 +1,4 @@
-"""Launches for Nsight Compute: edgeprof's W4A16 GEMV on the two large Qwen2.5-7B shapes, per variant,
+"""Launches for Nsight Compute: edgeprof's W4A16 GEMV on Qwen2.5-7B shapes, per variant,
 checked first (float64 on the dequantized weights), then run a few times so `ncu` can profile them:
 
     ncu --kernel-name regex:w4a16 --section SpeedOfLight --section MemoryWorkloadAnalysis \
@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from int4_gemv import check_inputs  # noqa: E402
 
-SHAPES = {"gate_up": (3584, 37888), "down": (18944, 3584)}
+SHAPES = {"qkv": (3584, 4608), "o": (3584, 3584), "gate_up": (3584, 37888), "down": (18944, 3584),
+          "lm_head": (3584, 152064)}  # Qwen2.5-7B (K, N); lm_head is bf16 in the decoder: here a large-N reference
 
 
 def main() -> int:
