@@ -237,10 +237,10 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
         layers = [first] + [build() for _ in range(_copies(first.nbytes) - 1)]
         rows.append(_row(name, k, n, kernel, [lambda li=li: li(x) for li in layers], first.nbytes, first(x), ref,
                          repeats))
-        if kernel == "edgeprof-cuda":  # the same launches with the cp.async ring, and with PDL (sm_90+)
+        if kernel == "edgeprof-cuda":  # the same launches with the fp16 mma, and with PDL (sm_90+)
             pdl_ok = torch.cuda.get_device_capability() >= (9, 0)
-            for ring, pdl in [(True, False)] + ([(False, True), (True, True)] if pdl_ok else []):
-                rows.append(_switched_row(name, k, n, layers, x, ref, repeats, ring=ring, pdl=pdl))
+            for mma, pdl in [("fp16", False)] + ([("bf16", True), ("fp16", True)] if pdl_ok else []):
+                rows.append(_switched_row(name, k, n, layers, x, ref, repeats, mma=mma, pdl=pdl))
         del layers
     for r in rows:
         r["model"] = model
@@ -252,23 +252,22 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
     return rows
 
 
-def _switched_row(name, k, n, layers, x, ref, repeats, *, ring: bool, pdl: bool) -> dict:
-    """The edgeprof-cuda chain with its weights streamed through the cp.async ring ("+ring") and/or captured
-    with programmatic dependent launch ("+pdl", sm_90+: each call's weight loads start while the previous
-    call drains, as inside a decode step with PDL on). Its own row, labelled; the plain "edgeprof-cuda" row
-    is the register double buffer without PDL."""
+def _switched_row(name, k, n, layers, x, ref, repeats, *, mma: str, pdl: bool) -> dict:
+    """The edgeprof-cuda chain with its mma on fp16 ("+f16") and/or captured with programmatic dependent launch
+    ("+pdl", sm_90+: each call's weight loads start while the previous call drains, as inside a decode step
+    with PDL on). Its own row, labelled; the plain "edgeprof-cuda" row is the bf16 mma without PDL."""
     from edgeprof.fast.kernels import pdl_prefetch_tiles
-    from edgeprof.fast.w4cuda import use_pdl, use_pipeline
+    from edgeprof.fast.w4cuda import use_mma, use_pdl
 
     use_pdl(pdl, pdl_prefetch_tiles() if pdl else 0)
-    use_pipeline(ring)
-    label = "edgeprof-cuda" + ("+ring" if ring else "") + ("+pdl" if pdl else "")
+    use_mma(mma)
+    label = "edgeprof-cuda" + ("+f16" if mma == "fp16" else "") + ("+pdl" if pdl else "")
     try:
         return _row(name, k, n, label, [lambda li=li: li(x) for li in layers], layers[0].nbytes, layers[0](x), ref,
                     repeats)
     finally:
         use_pdl(False)
-        use_pipeline(False)
+        use_mma("bf16")
 
 
 def kernel_suite(args) -> int:
@@ -293,17 +292,17 @@ def kernel_suite(args) -> int:
     checks = []
     for model, name, k, n in KERNEL_SHAPES:
         for group, asym in [(128, False), (128, True)] + ([(64, False), (32, True)] if model != "mistral-7b" else []):
-            for ring in (False, True):  # both weight streams of the default launch (w4cuda.PIPE_ENV)
-                w4cuda.use_pipeline(ring)
-                checks.append({**check_cuda_kernel(model, name, k, n, group, asym), "stream": w4cuda.pipe_label(ring)})
+            for mma in w4cuda.MMAS:  # both mma types of the default launch (w4cuda.MMA_ENV)
+                w4cuda.use_mma(mma)
+                checks.append({**check_cuda_kernel(model, name, k, n, group, asym), "mma": mma})
                 c = checks[-1]
-                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} {'ring' if ring else 'regs'} "
+                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} {mma} "
                       f"rel {c['rel_err']:.2e} "
                       f"fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
                       f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
                       f"splits {c['splits']} "
                       f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
-    w4cuda.use_pipeline(False)  # the timed rows say which stream they ran (_switched_row)
+    w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
@@ -559,7 +558,7 @@ def tune_suite(args) -> int:
         path.write_text(json.dumps(rec, indent=1))
         return 1
     rec["build_s"] = time.time() - t0
-    ext.set_pipeline(False)  # "base" is the register double buffer here; the cp<U>s<S> variants are the rings
+    ext.set_f16(False)  # "base" is the bf16 mma here; "f16" is the fp16 one
     rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rec["sms"] = sms

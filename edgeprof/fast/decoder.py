@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import torch
 
 from edgeprof.backends.base import Decoder, DecoderInfo, without_module
-from edgeprof.fast import w4cuda
 from edgeprof.fast.model import FastModel, rope_tables
 from edgeprof.fast.weights import from_hf
 
@@ -51,7 +50,7 @@ class FastDecoder(Decoder):
                            {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__,
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch},
-                            **({"int4_stream": w4cuda.pipe_label(self.model.w4_pipe)}
+                            **({"int4_mma": self.model.w4_mma}
                                if "int4_launch" in self.weights.extra else {}),
                             **{k: v for k, v in self.weights.extra.items() if k.startswith(("int4", "bf16"))}})
 

@@ -55,7 +55,7 @@ class FastModel:
         # programmatic dependent launch between the step's kernels (sm_90+; $EDGEPROF_PDL=0 turns it off)
         self.pdl = pdl_wanted(device, "gemv")
         self.pdl_prefetch = pdl_prefetch_tiles() if self.pdl else 0
-        self.w4_pipe = w4cuda.pipe_wanted()  # the int4 GEMVs' weight stream ($EDGEPROF_W4_PIPE)
+        self.w4_mma = w4cuda.mma_wanted()  # the int4 GEMVs' mma type ($EDGEPROF_W4_MMA)
         self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=pdl_wanted(device, "triton"))
                     if ops == "triton" else TorchOps(*args))
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
@@ -67,7 +67,7 @@ class FastModel:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
         w4cuda.use_pdl(self.pdl, self.pdl_prefetch)  # the GEMV extension's launch flags are global: set ours
-        w4cuda.use_pipeline(self.w4_pipe)
+        w4cuda.use_mma(self.w4_mma)
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):

@@ -39,13 +39,14 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # u14 / u10: the default dequant with 14 / 10 loads per chunk at 3 / 4 CTAs/SM -- at 4 splits of K = 3584 a thread
 # issues all 14 of its weight loads before staging x: the small q/k/v and o GEMVs are latency chains;
 # cp<U>s<S>: the default kernel with its weights and scales streamed through a cp.async shared-memory ring of S
-# chunks of U tiles per warp, S - 1 chunks in flight without holding registers; cp4s4 is PIPE's ring)
+# chunks of U tiles per warp, S - 1 chunks in flight without holding registers (measured slower on every shape);
+# f16: the default kernel with its mma on fp16, what $EDGEPROF_W4_MMA=fp16 switches the default launch to)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
             "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
-            "cp2s8": (18, 4, False)}
+            "cp2s8": (18, 4, False), "f16": (19, 4, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -153,7 +154,7 @@ def load_extension():
                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
                    verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
-        ext.set_pipeline(pipe_wanted())  # the load checks run the ring a decoder will use (FastModel sets its own)
+        ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -182,33 +183,30 @@ def use_pdl(on: bool, prefetch_tiles: int = 0) -> None:
             ext.set_pdl(bool(on), int(prefetch_tiles))
 
 
-PIPE_ENV = "EDGEPROF_W4_PIPE"
-# The default launch's weight stream: the cp.async ring ("cp4s4": 4 chunks of 4 tiles per warp, 3 in flight)
-# or the register double buffer measured through issue 12's fourth pass.
-PIPE_DEFAULT = False
+MMA_ENV = "EDGEPROF_W4_MMA"
+MMAS = ("bf16", "fp16")
+# The default launch's mma type. fp16 dequantizes with fewer instructions (csrc: dq_word_f16) and stages x as fp16
+# with a power-of-two scale per CTA; bf16 is the kernel measured through issue 12's fourth pass.
+MMA_DEFAULT = "bf16"
 
 
-def pipe_wanted() -> bool:
-    """Whether the default W4 launch streams its weights through the cp.async ring ($EDGEPROF_W4_PIPE=1) or a
-    register double buffer (=0); unset: PIPE_DEFAULT."""
-    val = os.environ.get(PIPE_ENV, "").strip()
-    if val not in ("", "0", "1"):
-        raise ValueError(f"{PIPE_ENV}: {val!r} is not 0 or 1; unset it for the default ({int(PIPE_DEFAULT)})")
-    return PIPE_DEFAULT if not val else val == "1"
+def mma_wanted() -> str:
+    """The default W4 launch's mma type: $EDGEPROF_W4_MMA (bf16 or fp16); unset: MMA_DEFAULT."""
+    val = os.environ.get(MMA_ENV, "").strip()
+    if val and val not in MMAS:
+        raise ValueError(f"{MMA_ENV}: {val!r} is not one of {', '.join(MMAS)}; unset it for the default ({MMA_DEFAULT})")
+    return val or MMA_DEFAULT
 
 
-def pipe_label(on: bool) -> str:
-    """The record's name for the default launch's weight stream."""
-    return "cp.async ring cp4s4" if on else "register double buffer"
-
-
-def use_pipeline(on: bool) -> None:
-    """The cp.async ring on or off for the default W4 launches (and graph captures) from now on; a decoder sets
-    its own choice before every step, as use_pdl. A no-op where the extension was never loaded."""
+def use_mma(mma: str) -> None:
+    """The default W4 launches (and graph captures) from now on run their mma on `mma` (MMAS); a decoder sets its
+    own choice before every step, as use_pdl. A no-op where the extension was never loaded."""
+    if mma not in MMAS:
+        raise ValueError(f"mma: {mma!r} is not one of {', '.join(MMAS)}")
     if load_extension.cache_info().currsize:
         ext = load_extension()
         if ext is not None:
-            ext.set_pipeline(bool(on))
+            ext.set_f16(mma == "fp16")
 
 
 def build_error() -> str | None:

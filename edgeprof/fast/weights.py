@@ -235,10 +235,10 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
     inner = model.model
     layers = []
     errors: list[float] = []  # load-time kernel check of every int4 projection
-    if fmt != "bf16" and kernel == "cuda":  # check the weight stream the decoder will run ($EDGEPROF_W4_PIPE)
+    if fmt != "bf16" and kernel == "cuda":  # check the mma the decoder will run ($EDGEPROF_W4_MMA)
         from edgeprof.fast import w4cuda
 
-        w4cuda.use_pipeline(w4cuda.pipe_wanted())
+        w4cuda.use_mma(w4cuda.mma_wanted())
     for i, layer in enumerate(inner.layers):
         a, m = layer.self_attn, layer.mlp
         wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)

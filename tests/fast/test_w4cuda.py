@@ -166,16 +166,17 @@ def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp
         launch_plan()
 
 
-def test_pipe_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
-    monkeypatch.delenv(w4cuda.PIPE_ENV, raising=False)
-    assert w4cuda.pipe_wanted() is w4cuda.PIPE_DEFAULT
-    monkeypatch.setenv(w4cuda.PIPE_ENV, "1")
-    assert w4cuda.pipe_wanted() is True
-    monkeypatch.setenv(w4cuda.PIPE_ENV, "0")
-    assert w4cuda.pipe_wanted() is False
-    monkeypatch.setenv(w4cuda.PIPE_ENV, "yes")
-    with pytest.raises(ValueError, match="EDGEPROF_W4_PIPE"):
-        w4cuda.pipe_wanted()
+def test_mma_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
+    monkeypatch.delenv(w4cuda.MMA_ENV, raising=False)
+    assert w4cuda.mma_wanted() == w4cuda.MMA_DEFAULT
+    for mma in w4cuda.MMAS:
+        monkeypatch.setenv(w4cuda.MMA_ENV, mma)
+        assert w4cuda.mma_wanted() == mma
+    monkeypatch.setenv(w4cuda.MMA_ENV, "int8")
+    with pytest.raises(ValueError, match="EDGEPROF_W4_MMA"):
+        w4cuda.mma_wanted()
+    with pytest.raises(ValueError, match="mma"):
+        w4cuda.use_mma("int8")
 
 
 def test_every_variant_id_is_one_the_kernel_dispatches():

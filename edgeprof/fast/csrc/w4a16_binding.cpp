@@ -13,7 +13,7 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles);
-void edgeprof_w4a16_set_pipeline(bool on);
+void edgeprof_w4a16_set_f16(bool on);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
@@ -35,7 +35,7 @@ static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, 
 
 // x [1, K] bf16 (act: [1, 2K] gate|up); qw int32 [N/16 * K/64 * 128]; sz bf16 [N/16 * K/g * 8 * (2|4)];
 // bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
-// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10", 14-18 "cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8" (group 128 only; grid_x: persist's CTAs
+// variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10", 14-18 "cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8", 19 "f16" (group 128 only; grid_x: persist's CTAs
 // per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
@@ -44,8 +44,8 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 18),
-              "variant: 0 (any group), 1-18 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 19),
+              "variant: 0 (any group), 1-19 (group 128 only)");
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
@@ -132,8 +132,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "
         "and the 512-byte weight tiles per warp each prefetches into L2 before its wait",
         py::arg("on"), py::arg("prefetch_tiles") = 0);
-  m.def("set_pipeline", &edgeprof_w4a16_set_pipeline,
-        "the default W4 GEMV streams its weights through a cp.async shared-memory ring (on) or a register double "
-        "buffer (off), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
+  m.def("set_f16", &edgeprof_w4a16_set_f16,
+        "the default W4 GEMV runs its mma on fp16 (x staged as fp16 with a power-of-two scale) instead of bf16, for "
+        "every launch from now on (captured graphs keep theirs)", py::arg("on"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

@@ -16,6 +16,7 @@
 // Split-K: blockIdx.y takes a slice of K tiles; partials go to an fp32 workspace and the last CTA
 // of a row-block column (atomic ticket) adds them in split order: deterministic.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
 #include <type_traits>
@@ -40,6 +41,27 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The same mma on fp16 operands (F16 kernels: x staged as fp16 with a power-of-two scale, weights 1024 + q)
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// F16 dequantization of one packed word into the 4 A registers of its mma, Marlin's fp16 trick: fp16 has 10
+// mantissa bits, so a nibble at bits 0-3 OR at bits 4-7 of a half ORed into 1024.0 (0x6400) is exact. Registers
+// 0 and 2 (row g of the fragment) get {1024 + q, 1024 + q'}; registers 1 and 3 (row g + 8) are masked in place
+// without a shift and get {1024 + 16 q, 1024 + 16 q'}: the epilogue divides that row's sum by 16. 4 LOP3 + 1 SHF
+// per word, where bf16 (7 mantissa bits: a nibble at bits 4-7 would reach the exponent) needs 4 LOP3 + 3 SHF.
+__device__ __forceinline__ void dq_word_f16(uint32_t w, uint32_t (&a)[4], uint32_t magic) {
+  const uint32_t w8 = w >> 8;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[0]) : "r"(w), "n"(0x000f000f), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[1]) : "r"(w), "n"(0x00f000f0), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[2]) : "r"(w8), "n"(0x000f000f), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[3]) : "r"(w8), "n"(0x00f000f0), "r"(magic));
+}
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
 
@@ -205,26 +227,55 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 
 // The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
 // for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
-// Every thread of the CTA calls it (it has barriers).
-template <int G, int WARPS, bool ACT, bool XVEC, bool NORM = false>
-__device__ __forceinline__ void stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
-                                             uint32_t* __restrict__ xs, float* __restrict__ sxs,
-                                             const NormArgs* na = nullptr) {
+// F16: the slice is then rewritten as fp16 times 2^-e, e chosen from the slice's largest |x| so that every value
+// fits fp16 (|x| 2^-e < 2^15) with bf16's 8 significant bits intact (exact unless it falls below fp16's normal
+// range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
+// at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
+template <int G, int WARPS, bool ACT, bool XVEC, bool NORM = false, bool F16 = false>
+__device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
+                                              uint32_t* __restrict__ xs, float* __restrict__ sxs,
+                                              const NormArgs* na = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float rstd = 0.f;
   if constexpr (NORM) rstd = norm_rstd<WARPS>(x, *na, K);
   stage_x<ACT, XVEC, NORM>(x, K, k0, klen, xs, na, rstd);
   __syncthreads();
+  float m = 0.f;  // F16: this lane's largest |x|
   for (int gi = warp; gi < ng; gi += WARPS) {
     const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
     float s = 0.f;
 #pragma unroll
-    for (int e = 0; e < G / 32; ++e) s += __bfloat162float(xg[lane * (G / 32) + e]);
+    for (int e = 0; e < G / 32; ++e) {
+      const float v = __bfloat162float(xg[lane * (G / 32) + e]);
+      s += v;
+      if constexpr (F16) m = fmaxf(m, fabsf(v));
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     if (lane == 0) sxs[gi] = s;
   }
-  __syncthreads();
+  if constexpr (!F16) {
+    __syncthreads();
+    return 1.f;
+  } else {
+    __shared__ float wmax[WARPS];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) wmax[warp] = m;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) m = fmaxf(m, wmax[w]);
+    const int ex = m > 0.f ? (int)((__float_as_uint(m) >> 23) & 0xff) - 127 : 0;  // m in [2^ex, 2^(ex+1))
+    const int e = max(ex - 14, -100);  // m 2^-e < 2^15 <= 65504; both 2^e and 2^-e stay normal fp32
+    const float down = __uint_as_float((uint32_t)(127 - e) << 23);
+    for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+      const __half2 h = __floats2half2_rn(bf_lo(xs[i]) * down, bf_hi(xs[i]) * down);
+      xs[i] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    for (int i = threadIdx.x; i < ng; i += blockDim.x) sxs[i] *= down;
+    __syncthreads();
+    return __uint_as_float((uint32_t)(127 + e) << 23);
+  }
 }
 
 // The outputs of one CTA column bx (WARPS row blocks of 16 rows; this lane holds rows 16nb + gq and
@@ -268,7 +319,7 @@ __device__ __forceinline__ void finish_rows(int bx, int nb, int NB, int N, int g
 // chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
 // from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
 // CHECKED: the chunk may run past the slice's nt tiles (a full chunk needs no per-tile check).
-template <int G, bool ASYM, bool FUSED, int U, typename ST>
+template <int G, bool ASYM, bool FUSED, bool F16 = false, int U, typename ST>
 __device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U * 64 / G], int t, int nt, bool checked,
                                            const uint2* xq, const float* sxs, uint32_t magic, float& y0, float& y1) {
   // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
@@ -280,10 +331,15 @@ __device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       uint32_t a[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
       const uint2 xb = xq[((t + u) * 4 + j) * 4];
-      mma_bf16(acc[j & 1], a, xb.x, xb.y);
+      if constexpr (F16) {
+        dq_word_f16(words[j], a, magic);
+        mma_f16(acc[j & 1], a, xb.x, xb.y);
+      } else {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
+        mma_bf16(acc[j & 1], a, xb.x, xb.y);
+      }
       if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
         const int gi = (u * 64 + j * 16) / G;
         const float sx = sxs[(t * 64) / G + gi];
@@ -292,6 +348,11 @@ __device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U
           s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
         } else {
           s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
+        }
+        if constexpr (F16) {  // row g summed x (1024 + q), row g + 8 summed x (1024 + 16 q): z0, z1 held 128 + z
+          z0 += 896.f;
+          z1 = 16.f * z1 - 1024.f;
+          s1 *= 0.0625f;
         }
         y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
         y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
@@ -311,7 +372,9 @@ __host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint
   return (size_t)kWarps * PS * 32 * (chunk_tiles<G, PU>() * 16 + (chunk_tiles<G, PU>() * 64 / G) * (ASYM ? 8 : 4));
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5>
+// F16: the mma runs on fp16 (x staged as fp16 with a power-of-two scale, dq_word_f16), else on bf16.
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
+          bool F16 = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB)
 w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
                   const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
@@ -377,7 +440,8 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
   pdl_launch_dependents();
 
-  stage_x_sums<G, kWarps, ACT, XVEC, NORM>(x, K, k0, klen, ng, xs, sxs, &na);
+  const float yscale = stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16>(x, K, k0, klen, ng, xs, sxs, &na);
+  constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
@@ -386,7 +450,7 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
       uint4 wb[U];
       ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
-      chunk_math<G, ASYM, true>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
+      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
 #pragma unroll
       for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
@@ -402,22 +466,25 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
       for (int u = 0; u < U; ++u) wa[u] = my_w[(slot * U + u) * 32];
 #pragma unroll
       for (int gi = 0; gi < GPC; ++gi) sa[gi] = my_s[(slot * GPC + gi) * 32];
-      chunk_math<G, ASYM, true>(wa, sa, t, nt, true, xq, sxs, 0x43004300u, y0, y1);
+      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
     }
   }
+  y0 *= yscale;  // F16: back from the staged slice's 2^-e
+  y1 *= yscale;
 
   __shared__ int last;
   finish_rows<kWarps>(blockIdx.x, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
 }
 
-template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5>
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
+          bool F16 = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
   const size_t smem = ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 +
                       (size_t)(tiles_per_split * 64 / G) * 4;
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -433,52 +500,48 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
       tiles_per_split, na, edgeprof_gemv::prefetch_tiles_now());
 }
 
-// The default launch's weight stream: the register double buffer (PS = 0, as measured through the fourth pass)
-// or the cp.async ring (kPipe*), switched per extension by edgeprof_w4a16_set_pipeline (the binding's
-// set_pipeline); the tune variants "cp<U>s<S>" time other rings.
-constexpr int kPipeStages = 4, kPipeTiles = 4, kPipeMinBlocks = 5;
-inline bool& pipe_enabled() {
+// The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
+// extension by edgeprof_w4a16_set_f16 (the binding's set_f16). The tune variant "f16" times it per shape.
+inline bool& f16_enabled() {
   static bool on = false;
   return on;
 }
 
 // the fused-norm kernel for one group size (the default launch only)
-template <int G, int PS = 0, int PU = 0, int MINB = 5>
+template <int G, bool F16 = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, true, PS, PU, MINB>(qw, sz, x, bias, y, partial, counters, N, K, \
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, true, 0, 0, 5, F16>(qw, sz, x, bias, y, partial, counters, N, K, \
                                                                       splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
-template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5>
+template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, false, PS, PU, MINB>(qw, sz, x, bias, y, partial, counters, N, K, \
-                                                                      splits, tps, s)
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, false, PS, PU, MINB, F16>(qw, sz, x, bias, y, partial, counters, N, \
+                                                                           K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG
 }
 
-// the default launch of one group size: the switched-on pipeline or the register double buffer
+// the default launch of one group size, with the switched mma type
 template <int G>
 cudaError_t launch_default(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias,
                            void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-  if (pipe_enabled())
-    return launch_g<G, true, kPipeStages, kPipeTiles, kPipeMinBlocks>(asym, act, qw, sz, x, bias, y, partial, counters,
-                                                                      N, K, splits, tps, s);
+  if (f16_enabled())
+    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
   return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 template <int G>
 cudaError_t launch_norm_default(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                                 float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                                 NormArgs na) {
-  if (pipe_enabled())
-    return launch_norm_g<G, kPipeStages, kPipeTiles, kPipeMinBlocks>(asym, qw, sz, x, bias, y, partial, counters, N, K,
-                                                                     splits, tps, s, na);
+  if (f16_enabled())
+    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
   return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
 }
 
@@ -648,8 +711,8 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles) {
   edgeprof_gemv::pdl_prefetch_tiles() = prefetch_tiles < 0 ? 0 : prefetch_tiles;
 }
 
-// the cp.async pipeline (kPipe*) on or off for every default W4 launch from now on (the binding's set_pipeline)
-void edgeprof_w4a16_set_pipeline(bool on) { edgeprof_w4::pipe_enabled() = on; }
+// the fp16 mma (F16) on or off for every default W4 launch from now on (the binding's set_f16)
+void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 
 // C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
@@ -675,7 +738,8 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
 // dequantized register), 10 ("lean": l3 with two chunks per loop iteration, no register copies, no bound
 // checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM), 12 / 13 ("u14" / "u10": 14 / 10 loads per
 // chunk), 14-18 ("cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8": the default kernel streaming through a cp.async
-// ring of S chunks of U tiles) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
+// 19 ("f16": the fp16 mma) are tuning variants instantiated for group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -713,7 +777,7 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return tune_launch_g<128, 4, false, false, 8, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   // "cp<U>s<S>": the default kernel (x staging, dequant and math as base) with its weights and scales streamed
   // through a cp.async ring of S chunks of U tiles per warp (S - 1 in flight), the CTAs per SM its registers allow
-  if (variant == 14 && group == 128)  // "cp4s4": the pipeline the default launch uses when switched on
+  if (variant == 14 && group == 128)  // "cp4s4"
     return launch_g<128, true, 4, 4, 5>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 15 && group == 128)  // "cp6s3"
     return launch_g<128, true, 3, 6, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
@@ -723,6 +787,8 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return launch_g<128, true, 3, 8, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 18 && group == 128)  // "cp2s8": one group per chunk, 7 in flight
     return launch_g<128, true, 8, 2, 5>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
+    return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
     case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
