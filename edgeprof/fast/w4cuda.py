@@ -40,13 +40,14 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # issues all 14 of its weight loads before staging x: the small q/k/v and o GEMVs are latency chains;
 # cp<U>s<S>: the default kernel with its weights and scales streamed through a cp.async shared-memory ring of S
 # chunks of U tiles per warp, S - 1 chunks in flight without holding registers (measured slower on every shape);
-# f16: the default kernel with its mma on fp16, what $EDGEPROF_W4_MMA=fp16 switches the default launch to)
+# f16: the default kernel with its mma on fp16, what $EDGEPROF_W4_MMA=fp16 switches the default launch to;
+# w2 / w1: l3's math in CTAs of 2 / 1 warps, so a one-wave grid spreads evenly over the SMs)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
             "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
-            "cp2s8": (18, 4, False), "f16": (19, 4, False)}
+            "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False)}
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -374,7 +375,8 @@ class W4CudaLinear:
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
-        self.counters = torch.zeros(-(-(packed.n // 16) // 4), device=dev, dtype=torch.int32)
+        # one ticket per CTA column of VARIANTS[variant]'s warps per CTA
+        self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n
         self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
 

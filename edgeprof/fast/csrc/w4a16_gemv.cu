@@ -739,7 +739,8 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
 // checks on full chunks; 5 CTAs/SM), 11 ("lean4": the same at 4 CTAs/SM), 12 / 13 ("u14" / "u10": 14 / 10 loads per
 // chunk), 14-18 ("cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8": the default kernel streaming through a cp.async
 // ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
-// 19 ("f16": the fp16 mma) are tuning variants instantiated for group 128 only (keeps the JIT build short).
+// 19 ("f16": the fp16 mma), 20 / 21 ("w2" / "w1": CTAs of 2 / 1 warps) are tuning variants instantiated for
+// group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -787,6 +788,12 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return launch_g<128, true, 3, 8, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant == 18 && group == 128)  // "cp2s8": one group per chunk, 7 in flight
     return launch_g<128, true, 8, 2, 5>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+  // "w2" / "w1": base's math (one-LOP3 dequant) in CTAs of 2 / 1 warps, 10 / 20 CTAs per SM: a one-wave grid of
+  // 4-warp CTAs puts 5 CTAs on some SMs and 4 on others (gate_up: 592 CTAs on 132 SMs); smaller CTAs even that out
+  if (variant == 20 && group == 128)
+    return tune_launch_g<128, 2, false, false, 6, 10, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  if (variant == 21 && group == 128)
+    return tune_launch_g<128, 1, false, false, 6, 20, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
