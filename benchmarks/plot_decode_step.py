@@ -19,8 +19,10 @@ def cells(run: Path) -> list[dict]:
     """One row per step cell: steps/steps.json (labelled A/B settings) and sweep*/cells.jsonl (gated)."""
     rows = []
     for rnd in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("r")):
-        for c in _step_cells(rnd / "steps"):
-            rows.append(_row(rnd.name, "steps", c.get("label", c["backend"]), c))
+        steps = _step_record(rnd / "steps")
+        for c in steps.get("cells", []):
+            label = c.get("label", c["backend"])
+            rows.append(_row(rnd.name, "steps", label, c, _decoder_check(steps, label)))
         for jl in sorted(rnd.glob("sweep*/cells.jsonl")):
             for line in jl.read_text().splitlines():
                 c = json.loads(line)
@@ -29,29 +31,38 @@ def cells(run: Path) -> list[dict]:
     return rows
 
 
-def _step_cells(d: Path) -> list[dict]:
-    """The step table's cells: steps.json (--steps-only), or the `steps` of kernel.json (the full kernel suite)."""
+def _step_record(d: Path) -> dict:
+    """The step table: steps.json (--steps-only), or the `steps` of kernel.json (the full kernel suite)."""
     if (d / "steps.json").exists():
-        return json.loads((d / "steps.json").read_text())["cells"]
+        return json.loads((d / "steps.json").read_text())
     if (d / "kernel.json").exists():
-        return (json.loads((d / "kernel.json").read_text()).get("steps") or {}).get("cells", [])
-    return []
+        return json.loads((d / "kernel.json").read_text()).get("steps") or {}
+    return {}
 
 
-def _row(rnd: str, source: str, label: str, c: dict) -> dict:
+def _decoder_check(steps: dict, label: str) -> str | None:
+    """The step table's whole-decoder check of a cell's setting (teacher-forced logits against HF on the
+    dequantized weights for int4, HF bf16 for bf16), as 'top1 1.00, logit err 0.0119'; None where not run."""
+    chk = steps.get(f"check_vs_dequantized_hf[{label}]") or steps.get(f"check_vs_hf[{label}]")
+    if not chk:
+        return None
+    return f"vs HF: top1 {chk['top1_agreement']:.2f}, logit err {chk['logit_rel_error_max']:.4f}"
+
+
+def _row(rnd: str, source: str, label: str, c: dict, decoder_check: str | None = None) -> dict:
     ok = c.get("status") == "ok"
     kc = c.get("kernel_correctness") or {}
     return {"round": rnd, "source": source, "label": label, "backend": c["backend"], "ctx": c["ctx"],
             "card": c.get("gpu_name") or c.get("gpu") or "?", "ok": ok,
-            # steps cells skip the gate (the step table checks the decoders on its own inputs): "not gated"
-            "check": {True: "passed", False: "FAILED"}.get(kc.get("passed"), "not gated"),
+            # steps cells skip the gate; the step table checks each setting's decoder on its own inputs
+            "check": {True: "passed", False: "FAILED"}.get(kc.get("passed"), decoder_check or "not gated"),
             "p50_ms": c["stats"]["wall"]["p50"] if ok else None,
             "fraction": c["floor"]["fraction"] if ok else None,
             "error": None if ok else str(c.get("error"))[:80]}
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| round | source | cell (settings) | ctx | card | p50 ms | fraction of floor | kernel check |",
+    out = ["| round | source | cell (settings) | ctx | card | p50 ms | fraction of floor | check (gate, or the step table's decoder check) |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["ok"]:

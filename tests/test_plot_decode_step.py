@@ -34,3 +34,16 @@ def test_summary_marks_failed_and_ungated_cells(tmp_path):
     assert "| r1 | steps | edgeprof-fast | 16384 | NVIDIA H200 | FAILED | - | ctx: cache too small |" in table
     assert "| r1 | sweep | edgeprof-fast | 2048 | NVIDIA H200 | 2.000 | 0.550 | passed |" in table
     assert (tmp_path / "fraction_of_floor.png").stat().st_size > 10_000
+
+
+def test_a_step_cell_shows_its_settings_decoder_check(tmp_path):
+    rnd = tmp_path / "r2"
+    (rnd / "steps").mkdir(parents=True)
+    label = "edgeprof-fast-int4-cuda W4_MMA=fp16"
+    rec = {"cells": [dict(_cell("edgeprof-fast-int4-cuda", 2048, True, None), label=label)],
+           f"check_vs_dequantized_hf[{label}]": {"top1_agreement": 0.9375, "logit_rel_error_max": 0.01177}}
+    (rnd / "steps" / "kernel.json").write_text(json.dumps({"steps": rec}))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"| r2 | steps | {label} | 2048 | NVIDIA H200 | 2.000 | 0.550 | vs HF: top1 0.94, logit err 0.0118 |" in \
+        (tmp_path / "steps-summary.md").read_text()
