@@ -49,6 +49,48 @@ def test_nibble_p_of_lane_word_is_the_documented_weight():
             assert (word >> (4 * pos)) & 0xF == int(q[row, col])
 
 
+def _f16_regs(word: int) -> list[tuple[float, float]]:
+    """csrc dq_word_f16 in Python: the 4 A registers of a packed word as fp16 pairs (low half, high half)."""
+    import struct
+
+    def lop3(a: int, mask: int) -> int:  # (a & mask) | 0x64006400
+        return (a & mask) | 0x64006400
+
+    w8 = word >> 8
+    regs = [lop3(word, 0x000F000F), lop3(word, 0x00F000F0), lop3(w8, 0x000F000F), lop3(w8, 0x00F000F0)]
+    return [struct.unpack("<2e", struct.pack("<I", r)) for r in regs]
+
+
+def test_f16_dequant_and_epilogue_give_the_weights_times_x():
+    """The fp16 mma path's algebra (w4a16_gemv.cu: dq_word_f16 and chunk_math's F16 epilogue) on the packed
+    layout: even registers (row g) carry 1024 + q, odd ones (row g + 8) 1024 + 16 q, and with the epilogue's
+    (1024 + z) and (1024 + 16 z, s / 16) both rows give s * sum(x * (q - z)) exactly."""
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randint(0, 16, (16, 64), generator=gen, dtype=torch.int32)
+    z = torch.randint(0, 16, (16, 1), generator=gen, dtype=torch.int32)
+    s = torch.rand(16, 1, generator=gen) + 0.5
+    x = torch.randint(-8, 8, (64,), generator=gen).double()  # small integers: every sum below is exact
+    p = pack_w4(q, z, s, 64)
+    acc = torch.zeros(16, dtype=torch.float64)  # per row: the mma's sum over the tile
+    for lane in range(32):
+        for j in range(4):
+            for r, pair in enumerate(_f16_regs(int(p.qw[0, 0, lane, j]) & 0xFFFFFFFF)):
+                rh, kh = r & 1, r >> 1
+                row = lane // 4 + 8 * rh
+                for e, val in enumerate(pair):
+                    col = 16 * j + 2 * (lane % 4) + 8 * kh + e
+                    assert val == 1024 + (16 if rh else 1) * int(q[row, col])
+                    acc[row] += val * x[col]
+    sx = float(x.sum())
+    for row in range(16):
+        zk, ss = 128 + int(z[row, 0]), float(s.to(torch.bfloat16).float()[row, 0])  # the sz entries: 128 + z, s
+        # the kernel's F16 epilogue: row g z0 += 896; row g + 8 z1 = 16 z1 - 1024, s1 *= 1/16
+        zf, sf = (zk + 896, ss) if row < 8 else (16 * zk - 1024, ss * 0.0625)
+        y = sf * (acc[row] - zf * sx)
+        want = ss * float(((q[row].double() - (zk - 128)) * x).sum())
+        assert y == pytest.approx(want, rel=1e-12, abs=1e-9)
+
+
 def test_unsupported_shapes_are_named():
     assert supported(3584, 18944, 128) is None
     assert "group" in supported(64, 128, 16)

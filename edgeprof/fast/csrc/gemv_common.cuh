@@ -3,6 +3,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace edgeprof_gemv {
 
@@ -73,8 +76,26 @@ inline int& pdl_prefetch_tiles() {
 // the prefetch a launch passes to its kernel: only with PDL (without it the loads follow at once)
 inline int prefetch_tiles_now() { return pdl_enabled() ? pdl_prefetch_tiles() : 0; }
 
+// Whether `kern`'s binary for the current device was built for sm_90+ (only then does it contain the
+// griddepcontrol.wait that makes an early start safe). Asked once per kernel and device: cudaFuncGetAttributes
+// costs host time, and eager launches (prefill, warm-up) would pay it on every call.
+inline bool binary_has_pdl(const void* kern) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> known;
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(kern, dev);
+  const auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  cudaFuncAttributes fa;
+  const bool ok = cudaFuncGetAttributes(&fa, kern) == cudaSuccess && fa.binaryVersion >= 90;
+  known.emplace(key, ok);
+  return ok;
+}
+
 // Launch `kern` on `stream`, with the PDL attribute when it is switched on AND the kernel's binary was built
-// for sm_90+ (only then does it contain the griddepcontrol.wait that makes the early start safe).
+// for sm_90+ (binary_has_pdl).
 template <typename... KArgs, typename... Args>
 cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
@@ -83,14 +104,11 @@ cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, c
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (pdl_enabled()) {
-    cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, kern) == cudaSuccess && fa.binaryVersion >= 90) {
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-    }
+  if (pdl_enabled() && binary_has_pdl(reinterpret_cast<const void*>(kern))) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
   }
   return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
 }
