@@ -33,22 +33,20 @@ using edgeprof_gemv::ld_stream;
 using edgeprof_gemv::pdl_launch_dependents;
 using edgeprof_gemv::pdl_wait;
 
+// c += A B on the tensor core, m16n8k16, fp32 accumulators; the operands are bf16 (the default kernels) or fp16
+// (F16 kernels: x staged as fp16 with a power-of-two scale, weights 1024 + q). One asm text for both.
+#define EDGEPROF_MMA_M16N8K16(T)                                                                          \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, " \
+               "{%0,%1,%2,%3};"                                                                            \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                            \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  EDGEPROF_MMA_M16N8K16("bf16");
 }
-
-// The same mma on fp16 operands (F16 kernels: x staged as fp16 with a power-of-two scale, weights 1024 + q)
 __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  EDGEPROF_MMA_M16N8K16("f16");
 }
+#undef EDGEPROF_MMA_M16N8K16
 
 // F16 dequantization of one packed word into the 4 A registers of its mma, Marlin's fp16 trick: fp16 has 10
 // mantissa bits, so a nibble at bits 0-3 OR at bits 4-7 of a half ORed into 1024.0 (0x6400) is exact. Registers
