@@ -49,18 +49,33 @@ def pdl_wanted(device, part: str = "gemv") -> bool:
     GEMVs of csrc/, "triton": the Triton norms and attention): each kernel of the chain starts while the one
     before it drains and waits on the device for its inputs (csrc/gemv_common.cuh). On for both parts on CUDA
     sm_90+ (griddepcontrol is Hopper's) where this Triton can launch with PDL; $EDGEPROF_PDL=0 turns it off,
-    =gemv keeps it for the GEMVs only. Not for the GEMVs alone by default: on the H200 that bought nothing
-    (results/h200/2026-11-28-pdl r11: the gain needs the Triton kernels in the chain too)."""
+    =gemv keeps it for the GEMVs only, =nodown for all but the down projection (pdl_down_wanted). Not for the
+    GEMVs alone by default: on the H200 that bought nothing (results/h200/2026-11-28-pdl r11: the gain needs the
+    Triton kernels in the chain too)."""
     if part not in PDL_PARTS:
         raise ValueError(f"part: {part!r} is not one of {PDL_PARTS}")
-    val = os.environ.get(PDL_ENV, "").strip()
-    if val not in ("", "0", "1", "gemv"):
-        raise ValueError(f"{PDL_ENV}: {val!r} is not 0, 1 or gemv; unset it for the default (on for sm_90+)")
+    val = _pdl_env()
     dev = torch.device(device)
     if val == "0" or dev.type != "cuda" or not torch.cuda.is_available():
         return False
     wanted = part == "gemv" if val == "gemv" else TRITON_PDL  # default and "1": both parts or neither
     return wanted and torch.cuda.get_device_capability(dev) >= (9, 0)
+
+
+PDL_VALUES = ("", "0", "1", "gemv", "nodown")
+
+
+def _pdl_env() -> str:
+    val = os.environ.get(PDL_ENV, "").strip()
+    if val not in PDL_VALUES:
+        raise ValueError(f"{PDL_ENV}: {val!r} is not 0, 1, gemv or nodown; unset it for the default (on for sm_90+)")
+    return val
+
+
+def pdl_down_wanted() -> bool:
+    """Whether the down projection's GEMV (the W4 launch with SiLU*up fused) takes part in PDL when the GEMVs do:
+    $EDGEPROF_PDL=nodown leaves it out (a chain of down GEMVs ran slower with PDL, pdl r11)."""
+    return _pdl_env() != "nodown"
 
 
 PREFETCH_ENV = "EDGEPROF_PDL_PREFETCH"

@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from edgeprof.fast import w4cuda
-from edgeprof.fast.kernels import TorchOps, TritonOps, add_rmsnorm, apply_rope, pdl_prefetch_tiles, pdl_wanted
+from edgeprof.fast.kernels import (
+    TorchOps,
+    TritonOps,
+    add_rmsnorm,
+    apply_rope,
+    pdl_down_wanted,
+    pdl_prefetch_tiles,
+    pdl_wanted,
+)
 from edgeprof.fast.weights import FastWeights
 from edgeprof.shapes import ModelShape
 
@@ -55,6 +63,7 @@ class FastModel:
         # programmatic dependent launch between the step's kernels (sm_90+; $EDGEPROF_PDL=0 turns it off)
         self.pdl = pdl_wanted(device, "gemv")
         self.pdl_prefetch = pdl_prefetch_tiles() if self.pdl else 0
+        self.pdl_down = self.pdl and pdl_down_wanted()  # the down projection's GEMV in the PDL chain too
         self.w4_mma = w4cuda.mma_wanted()  # the int4 GEMVs' mma type ($EDGEPROF_W4_MMA)
         self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=pdl_wanted(device, "triton"))
                     if ops == "triton" else TorchOps(*args))
@@ -66,7 +75,7 @@ class FastModel:
     def step(self) -> torch.Tensor:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
-        w4cuda.use_pdl(self.pdl, self.pdl_prefetch)  # the GEMV extension's launch flags are global: set ours
+        w4cuda.use_pdl(self.pdl, self.pdl_prefetch, self.pdl_down)  # the extension's flags are global: set ours
         w4cuda.use_mma(self.w4_mma)
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None

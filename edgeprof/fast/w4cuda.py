@@ -173,15 +173,16 @@ def _csrc_digest() -> str:
     return h.hexdigest()[:8]
 
 
-def use_pdl(on: bool, prefetch_tiles: int = 0) -> None:
-    """Programmatic dependent launch on or off for the GEMVs launched (or graph-captured) from now on, and the
-    512-byte weight tiles per warp each prefetches into L2 before its wait: the decoder sets its own choice
-    (kernels.pdl_wanted, pdl_prefetch_tiles) before every step. A no-op where the extension was never
-    loaded: nothing of it runs then."""
+def use_pdl(on: bool, prefetch_tiles: int = 0, down: bool = True) -> None:
+    """Programmatic dependent launch on or off for the GEMVs launched (or graph-captured) from now on, the
+    512-byte weight tiles per warp each prefetches into L2 before its wait, and whether the down projection (the
+    W4 launch with SiLU*up fused) takes part: the decoder sets its own choice (kernels.pdl_wanted,
+    pdl_prefetch_tiles, pdl_down_wanted) before every step. A no-op where the extension was never loaded:
+    nothing of it runs then."""
     if load_extension.cache_info().currsize:
         ext = load_extension()
         if ext is not None:
-            ext.set_pdl(bool(on), int(prefetch_tiles))
+            ext.set_pdl(bool(on), int(prefetch_tiles), bool(down))
 
 
 MMA_ENV = "EDGEPROF_W4_MMA"

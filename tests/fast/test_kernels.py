@@ -134,3 +134,12 @@ def test_pdl_is_off_on_the_cpu_and_a_bad_value_names_the_variable(monkeypatch):
         pdl_wanted("cpu")
     with _pytest.raises(ValueError, match="part"):
         pdl_wanted("cpu", "attention")
+
+
+def test_nodown_keeps_pdl_but_leaves_out_the_down_projection(monkeypatch):
+    from edgeprof.fast.kernels import pdl_down_wanted, pdl_wanted
+
+    monkeypatch.delenv("EDGEPROF_PDL", raising=False)
+    assert pdl_down_wanted() is True
+    monkeypatch.setenv("EDGEPROF_PDL", "nodown")
+    assert pdl_down_wanted() is False and pdl_wanted("cpu") is False  # a valid value; still off on the CPU

@@ -69,6 +69,12 @@ inline bool& pdl_enabled() {
   static bool on = false;
   return on;
 }
+// PDL for the down projection's GEMV (the W4 launches with SiLU*up fused), separately: a chain of down GEMVs ran
+// slower with PDL than without (H200, results/h200/2026-11-28-pdl r11), the one large shape that did
+inline bool& pdl_act_enabled() {
+  static bool on = true;
+  return on;
+}
 inline int& pdl_prefetch_tiles() {
   static int tiles = 0;
   return tiles;
@@ -94,23 +100,28 @@ inline bool binary_has_pdl(const void* kern) {
   return ok;
 }
 
-// Launch `kern` on `stream`, with the PDL attribute when it is switched on AND the kernel's binary was built
-// for sm_90+ (binary_has_pdl).
+// Launch `kern` on `stream`, with the PDL attribute when it is switched on, `pdl_ok` (the caller's own switch) AND
+// the kernel's binary was built for sm_90+ (binary_has_pdl).
 template <typename... KArgs, typename... Args>
-cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+cudaError_t launch_opt(bool pdl_ok, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (pdl_enabled() && binary_has_pdl(reinterpret_cast<const void*>(kern))) {
+  if (pdl_ok && pdl_enabled() && binary_has_pdl(reinterpret_cast<const void*>(kern))) {
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
   return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+}
+template <typename... KArgs, typename... Args>
+cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+  return launch_opt(true, kern, grid, block, smem, stream, args...);
 }
 
 }  // namespace edgeprof_gemv

@@ -12,7 +12,7 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
                                int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
-void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles);
+void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 void edgeprof_w4a16_set_f16(bool on);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
@@ -134,8 +134,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
   m.def("set_pdl", &edgeprof_gemv_set_pdl,
         "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "
-        "and the 512-byte weight tiles per warp each prefetches into L2 before its wait",
-        py::arg("on"), py::arg("prefetch_tiles") = 0);
+        "the 512-byte weight tiles per warp each prefetches into L2 before its wait, and whether the down "
+        "projection (the W4 launches with SiLU*up fused) takes part",
+        py::arg("on"), py::arg("prefetch_tiles") = 0, py::arg("down") = true);
   m.def("set_f16", &edgeprof_w4a16_set_f16,
         "the default W4 GEMV runs its mma on fp16 (x staged as fp16 with a power-of-two scale) instead of bf16, for "
         "every launch from now on (captured graphs keep theirs)", py::arg("on"));

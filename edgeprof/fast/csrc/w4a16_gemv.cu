@@ -492,7 +492,8 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
                                          (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
   }
-  return edgeprof_gemv::launch(kern, dim3(nbx, splits), dim3(kWarps * 32), smem, stream,
+  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits),
+                                   dim3(kWarps * 32), smem, stream,
       reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
       reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
       tiles_per_split, na, edgeprof_gemv::prefetch_tiles_now());
@@ -702,10 +703,11 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 
 }  // namespace edgeprof_w4
 
-// PDL on or off, and the L2 prefetch before its wait (512-byte tiles per warp), for every GEMV this extension
-// launches from now on (the binding's set_pdl)
-void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles) {
+// PDL on or off, the L2 prefetch before its wait (512-byte tiles per warp), and PDL for the down projection (the
+// W4 launches with SiLU*up fused), for every GEMV this extension launches from now on (the binding's set_pdl)
+void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down) {
   edgeprof_gemv::pdl_enabled() = on;
+  edgeprof_gemv::pdl_act_enabled() = down;
   edgeprof_gemv::pdl_prefetch_tiles() = prefetch_tiles < 0 ? 0 : prefetch_tiles;
 }
 
