@@ -136,10 +136,12 @@ def test_pdl_is_off_on_the_cpu_and_a_bad_value_names_the_variable(monkeypatch):
         pdl_wanted("cpu", "attention")
 
 
-def test_nodown_keeps_pdl_but_leaves_out_the_down_projection(monkeypatch):
+def test_the_down_projection_joins_pdl_only_when_asked(monkeypatch):
     from edgeprof.fast.kernels import pdl_down_wanted, pdl_wanted
 
     monkeypatch.delenv("EDGEPROF_PDL", raising=False)
-    assert pdl_down_wanted() is True
-    monkeypatch.setenv("EDGEPROF_PDL", "nodown")
-    assert pdl_down_wanted() is False and pdl_wanted("cpu") is False  # a valid value; still off on the CPU
+    assert pdl_down_wanted() is False  # the default leaves the int4 down GEMV out (r21)
+    for val, down in (("nodown", False), ("1", True), ("gemv", True), ("0", False)):
+        monkeypatch.setenv("EDGEPROF_PDL", val)
+        assert pdl_down_wanted() is down, val
+        assert pdl_wanted("cpu") is False  # a valid value; still off on the CPU
