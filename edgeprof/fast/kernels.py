@@ -48,10 +48,10 @@ def pdl_wanted(device, part: str = "gemv") -> bool:
     """Programmatic dependent launch (PDL) for one part of a decode step's kernels on `device` ("gemv": the CUDA
     GEMVs of csrc/, "triton": the Triton norms and attention): each kernel of the chain starts while the one
     before it drains and waits on the device for its inputs (csrc/gemv_common.cuh). On for both parts on CUDA
-    sm_90+ (griddepcontrol is Hopper's) where this Triton can launch with PDL, except the int4 down projection's
-    GEMV (pdl_down_wanted); $EDGEPROF_PDL=0 turns it off, =1 puts the down GEMV in too, =gemv keeps it for the
-    GEMVs only (down included), =nodown is the default. Not for the GEMVs alone by default: on the H200 that
-    bought nothing (results/h200/2026-11-28-pdl r11: the gain needs the Triton kernels in the chain too)."""
+    sm_90+ (griddepcontrol is Hopper's) where this Triton can launch with PDL; $EDGEPROF_PDL=0 turns it off,
+    =gemv keeps it for the GEMVs only, =nodown for all but the int4 down projection's GEMV (pdl_down_wanted). Not
+    for the GEMVs alone by default: on the H200 that bought nothing (results/h200/2026-11-28-pdl r11: the gain
+    needs the Triton kernels in the chain too)."""
     if part not in PDL_PARTS:
         raise ValueError(f"part: {part!r} is not one of {PDL_PARTS}")
     val = _pdl_env()
@@ -74,10 +74,13 @@ def _pdl_env() -> str:
 
 def pdl_down_wanted() -> bool:
     """Whether the int4 down projection's GEMV (the W4 launch with SiLU*up fused) takes part in PDL when the other
-    GEMVs do. Not by default (and with $EDGEPROF_PDL=nodown); =1 and =gemv put it in. A chain of down GEMVs ran
-    slower with PDL (results/h200/2026-11-28-pdl r11), and leaving it out made the int4 step 3.3% faster at ctx
-    2048 and 1.4% at 16384 on the H200 (results/h200/2026-11-28-dequant r21)."""
-    return _pdl_env() in ("1", "gemv")
+    GEMVs do: yes, unless $EDGEPROF_PDL=nodown. A chain of down GEMVs ran slower with PDL (results/h200/
+    2026-11-28-pdl r11), but leaving it out of the step did not give a consistent gain. On one H200, two A/Bs
+    of the int4 step with the down GEMV left out gave these changes (results/h200/2026-11-28-dequant r21, r22):
+    - r21: -3.3% at ctx 2048 and -1.4% at 16384;
+    - r22: +1.9% and -0.5%.
+    Both are within the machine's run-to-run spread, so the option is not the default."""
+    return _pdl_env() != "nodown"
 
 
 PREFETCH_ENV = "EDGEPROF_PDL_PREFETCH"
