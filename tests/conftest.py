@@ -43,3 +43,17 @@ def run_edgeprof() -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+@pytest.fixture
+def run_benchmark() -> Callable[..., str]:
+    """Run `benchmarks/<name>` on its arguments in a subprocess; fails the test on a non-zero exit, else returns
+    its stdout: `run_benchmark("plot_gemv_shapes.py", str(run_dir))`."""
+
+    def run(name: str, *args: str, timeout: float = 120) -> str:
+        out = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True,
+                             text=True, cwd=REPO, timeout=timeout)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    return run

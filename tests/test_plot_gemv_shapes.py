@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_gemv_shapes.py"
 
 
 def _row(shape: str, kernel: str, frac: float | None) -> dict:
@@ -19,7 +14,7 @@ def _row(shape: str, kernel: str, frac: float | None) -> dict:
             "frac_copy_bw": frac}
 
 
-def test_summary_and_plots(tmp_path):
+def test_summary_and_plots(tmp_path, run_benchmark):
     steps = tmp_path / "r1" / "steps"
     steps.mkdir(parents=True)
     rec = {"gpu": "NVIDIA H200", "copy_bw_bytes_per_s": 4.2e12, "checks_passed": True, "checks": [{}] * 3,
@@ -41,8 +36,7 @@ def test_summary_and_plots(tmp_path):
         for launch in ("0", "1"):  # the check launch, then the timed one
             for k, v in metrics.items():
                 w.writerow([launch, "1", "python3", "h", "w4a16", "1", "7", "128", "592", "0", "9.0", "", k, "", v])
-    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    run_benchmark("plot_gemv_shapes.py", str(tmp_path))
     text = (tmp_path / "gemv-summary.md").read_text()
     assert "| gate_up | edgeprof-cuda | ok | 2.0e-03 | 20.0 | 3000 | 0.740 |" in text
     assert "| gate_up | edgeprof-cuda+f16 | FAILED: check failed: rel err 0.3 |" in text
