@@ -111,6 +111,8 @@ KERNEL_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 35
                  ("llama-3.1-8b", "qkv", 4096, 6144), ("llama-3.1-8b", "o", 4096, 4096),
                  ("llama-3.1-8b", "gate_up", 4096, 28672), ("llama-3.1-8b", "down", 14336, 4096),
                  ("mistral-7b", "lm_head", 4096, 32768)]
+# (model, hidden H, intermediate I): the MLPs whose gate_up [2I, H] and down [H, I] are in KERNEL_SHAPES
+MLP_SHAPES = [("qwen2.5-7b", 3584, 18944), ("llama-3.1-8b", 4096, 14336)]
 REL_BOUND = 2e-3  # fp32 accumulation of exact products; the bf16 output rounding alone is ~2e-3 max-rel
 
 
@@ -204,6 +206,87 @@ def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Genera
         worst = max(worst, float((y.double() - ref).norm() / ref.norm()))
         exact &= bool(torch.equal(res_out, res_ref))
     return worst, exact
+
+
+def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
+    """gate_up [2I, H] and down [H, I] as the decoder launches them on this card (launch_plan, else choose_splits)."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, launch_plan, pack_w4
+
+    plan = launch_plan()
+    gu = W4CudaLinear(pack_w4(*_quant(2 * i, h, group, asym, g), group), **plan.get((h, 2 * i), {}))
+    dn = W4CudaLinear(pack_w4(*_quant(h, i, group, asym, g), group), **plan.get((i, h), {}))
+    return gu, dn
+
+
+def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: int = 2) -> dict:
+    """The fused MLP (one launch, w4cuda.W4CudaMLP) against the decoder's two launches (gate_up with the norm, then
+    down with SiLU*up) on the same weights and inputs: y, the gate_up output and the residual must be BITWISE equal
+    (the same math in the same split order). Each input runs twice, and afterwards the launch's ticket and slice
+    counters must all be back at 0 (they reset themselves, so graph replays start clean). Trial 0 has no residual
+    (the first layer)."""
+    from edgeprof.fast.w4cuda import W4CudaMLP, mlp_unfusable
+
+    g = torch.Generator(device="cuda").manual_seed(h + i + group + asym)
+    gu, dn = _mlp_pair(h, i, group, asym, g)
+    rec = {"model": model, "shape": "gate_up+down", "k": h, "n": i, "group": group, "asym": asym,
+           "splits": [gu.splits, dn.splits]}
+    why = mlp_unfusable(gu, dn)
+    if why:
+        return {**rec, "passed": False, "status": f"not fusable: {why}"}
+    mlp = W4CudaMLP(gu, dn)
+    equal, counters_reset = True, True
+    for trial in range(trials):
+        x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) * (1 + trial)
+        res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) if trial else None
+        nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
+        ref_gu, ref_res = gu.fused_norm(x, res, nw, 1e-6)
+        ref = dn.fused_silu(ref_gu)
+        for _ in range(2):
+            mlp.gu.fill_(float("nan"))
+            y, r = mlp(x, res, nw, 1e-6)
+            equal &= bool(torch.equal(y, ref) and torch.equal(r, ref_res) and torch.equal(mlp.gu, ref_gu))
+            counters_reset &= int(mlp.ws.abs().sum()) == 0
+    return {**rec, "bitwise_equal": equal, "counters_reset": counters_reset, "passed": equal and counters_reset}
+
+
+def time_mlp(model: str, h: int, i: int, copy_bw: float, repeats: int) -> list[dict]:
+    """One layer's int4 MLP as the decoder runs it: two launches (gate_up with the norm, down with SiLU*up) against
+    the fused one-launch MLP, each without and with PDL, as a chain over enough layers to stream from HBM.
+    Bytes: both weight matrices with their scales. The error is against the two launches (bitwise: 0)."""
+    from edgeprof.fast.kernels import pdl_prefetch_tiles
+    from edgeprof.fast.w4cuda import W4CudaMLP, mlp_unfusable, use_pdl
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    first = _mlp_pair(h, i, GROUP, False, g)
+    nbytes = first[0].nbytes + first[1].nbytes
+    base = {"model": model, "shape": "gate_up+down", "k": h, "n": i}
+    why = mlp_unfusable(*first)
+    if why:
+        return [{**base, "kernel": "edgeprof-cuda-mlp", "status": f"not fusable: {why}"}]
+    pairs = [first] + [_mlp_pair(h, i, GROUP, False, g) for _ in range(_copies(nbytes) - 1)]
+    mlps = [W4CudaMLP(gu, dn) for gu, dn in pairs]
+    x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
+    res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
+    nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
+    two = [lambda gu=gu, dn=dn: dn.fused_silu(gu.fused_norm(x, res, nw, 1e-6)[0]) for gu, dn in pairs]
+    one = [lambda m=m: m(x, res, nw, 1e-6)[0] for m in mlps]
+    ref = two[0]().double()
+    rows = []
+    for label, calls in (("edgeprof-cuda-2launch", two), ("edgeprof-cuda-mlp", one)):
+        for pdl in (False, True) if torch.cuda.get_device_capability() >= (9, 0) else (False,):
+            use_pdl(pdl, pdl_prefetch_tiles() if pdl else 0)
+            try:
+                row = _row("gate_up+down", h, i, label + ("+pdl" if pdl else ""), calls, nbytes, calls[0](), ref,
+                           repeats)
+            finally:
+                use_pdl(False)
+            row.update(base)
+            if row.get("status") == "ok":
+                row["frac_copy_bw"] = row["gb_per_s"] * 1e9 / copy_bw
+            rows.append(row)
+    del pairs, mlps
+    torch.cuda.empty_cache()
+    return rows
 
 
 def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, repeats: int, gemlite: bool) -> list[dict]:
@@ -302,6 +385,15 @@ def kernel_suite(args) -> int:
                       f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
                       f"splits {c['splits']} "
                       f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, h, i in MLP_SHAPES:  # the fused MLP: bitwise the two launches, for both mma types
+        for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
+            for mma in w4cuda.MMAS:
+                w4cuda.use_mma(mma)
+                checks.append({**check_fused_mlp(model, h, i, group, asym), "mma": mma})
+                c = checks[-1]
+                print(f"check {model:13s} mlp      g{group:<3d} {'asym' if asym else 'sym '} {mma} "
+                      f"bitwise {c.get('bitwise_equal')} counters reset {c.get('counters_reset')} "
+                      f"splits {c['splits']} {c.get('status', '')} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
@@ -311,6 +403,9 @@ def kernel_suite(args) -> int:
     for model, name, k, n in KERNEL_SHAPES:
         if model == "qwen2.5-7b" or args.all_shapes:
             rows += time_kernel_shape(model, name, k, n, bw, args.repeats, gem)
+    for model, h, i in MLP_SHAPES:
+        if model == "qwen2.5-7b" or args.all_shapes:
+            rows += time_mlp(model, h, i, bw, args.repeats)
     rec["rows"] = rows
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
     lines = [f"GEMV per shape ({rec['gpu']}; copy bw {bw / 1e12:.3f} TB/s measured in this run)",

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-SHAPES = ("qkv", "o", "gate_up", "down", "lm_head")
+SHAPES = ("qkv", "o", "gate_up", "down", "lm_head", "gate_up+down")
 
 
 def shape_rows(run: Path) -> dict[str, dict]:

@@ -70,6 +70,25 @@ class FastModel:
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
         # launch. H200 (results/h200/2026-11-28-decode-step r6): fused 2% faster. ($EDGEPROF_FUSE_ROPE: TritonOps)
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
+        # the int4 MLP as one launch per layer ($EDGEPROF_W4_MLP=fused), where edgeprof's CUDA kernel runs both GEMVs
+        self.mlp_note, self.mlps = self._fused_mlps()
+
+    def _fused_mlps(self) -> tuple[str, list]:
+        """(what the MLPs run as, for the decoder's record; one W4CudaMLP or None per layer). Fused where
+        $EDGEPROF_W4_MLP asks for it and w4cuda.mlp_unfusable finds nothing against it; the note says why not."""
+        layers = self.w.layers
+        if w4cuda.mlp_wanted() != "fused":
+            return "split", [None] * len(layers)
+        whys = [("the norm is not fused ($EDGEPROF_FUSE_NORM=0)" if not self.fuse_norm else
+                 w4cuda.mlp_unfusable(lw.gate_up, lw.down))
+                if isinstance(lw.gate_up, w4cuda.W4CudaLinear) and isinstance(lw.down, w4cuda.W4CudaLinear)
+                else "not edgeprof's CUDA int4 kernel" for lw in layers]
+        mlps = [None if why else w4cuda.W4CudaMLP(lw.gate_up, lw.down) for lw, why in zip(layers, whys, strict=True)]
+        fused = sum(m is not None for m in mlps)
+        if fused == len(layers):
+            return "fused", mlps
+        why = next(w for w in whys if w)
+        return (f"fused in {fused} of {len(layers)} layers" if fused else "split") + f" ({why})", mlps
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:
@@ -82,6 +101,9 @@ class FastModel:
         for i, lw in enumerate(w.layers):
             qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
             x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i]))  # [1, H]
+            if self.mlps[i] is not None:  # norm, gate_up, SiLU*up and down in one launch
+                x, res = self.mlps[i](x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, H]
+                continue
             gu, res = self._norm_gemv(lw.gate_up, x, res, lw.mlp_norm)  # [1, 2I]
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
             fused = getattr(lw.down, "fuses_silu", False)

@@ -428,3 +428,65 @@ class W4CudaLinear:
     @property
     def nbytes(self) -> int:
         return self.p.nbytes + self.bias.numel() * 2
+
+
+# ---------------------------------------------------------------- the fused MLP
+MLP_ENV = "EDGEPROF_W4_MLP"
+MLP_MODES = ("fused", "split")
+# "fused": the int4 MLP (norm, gate_up, SiLU*up, down) is one launch (csrc: w4a16_mlp_kernel), so the down GEMV's
+# launch, ramp and drain overlap gate_up's tail; "split": two launches (gate_up with the norm, down with SiLU*up).
+MLP_DEFAULT = "split"
+
+
+def mlp_wanted() -> str:
+    """$EDGEPROF_W4_MLP (fused or split); unset: MLP_DEFAULT."""
+    val = os.environ.get(MLP_ENV, "").strip()
+    if val and val not in MLP_MODES:
+        raise ValueError(f"{MLP_ENV}: {val!r} is not one of {', '.join(MLP_MODES)}; unset it for the default "
+                         f"({MLP_DEFAULT})")
+    return val or MLP_DEFAULT
+
+
+def mlp_unfusable(gate_up: W4CudaLinear, down: W4CudaLinear) -> str | None:
+    """Why these two layers cannot run as one fused-MLP launch, or None when they can: both the default launch,
+    gate_up [2I, H] unsplit with its norm fused, down [H, I], the same group and zero-point kind, I % 64 == 0."""
+    g, d = gate_up.p, down.p
+    if not (gate_up.fuses_norm and down.variant_id == 0 and down.grid_x == 0):
+        return "a tuning variant (the fused MLP runs the default launch only)"
+    if g.n != 2 * d.k or d.n != g.k:
+        return f"shapes: gate_up [{g.n}, {g.k}] and down [{d.n}, {d.k}] are not [2I, H] and [H, I]"
+    if (g.group, g.asym) != (d.group, d.asym):
+        return "gate_up and down differ in group size or zero points"
+    if d.k % 64:
+        return f"intermediate size {d.k} is not a multiple of 64"
+    if gate_up.splits != 1:
+        return f"gate_up runs {gate_up.splits} K splits (the fused MLP needs one)"
+    if gate_up.bias.numel() or down.bias.numel():
+        return "a bias on gate_up or down"
+    return None
+
+
+class W4CudaMLP:
+    """One layer's int4 MLP in one launch: (down(silu(g) * u), x + res) with [g | u] = gate_up(rmsnorm(x + res) * w).
+    Bitwise the result of gate_up.fused_norm followed by down.fused_silu (same math, same split order)."""
+
+    def __init__(self, gate_up: W4CudaLinear, down: W4CudaLinear):
+        why = mlp_unfusable(gate_up, down)
+        if why:
+            raise ValueError(f"fused MLP: {why}; use the two launches ({MLP_ENV}=split)")
+        self.gate_up, self.down, self.ext = gate_up, down, gate_up.ext
+        dev = gate_up.p.qw.device
+        # gate_up's output, read by the down items of the same launch (a static buffer: graph replays reuse it)
+        self.gu = torch.empty(1, gate_up.p.n, device=dev, dtype=torch.bfloat16)  # [1, 2I]
+        # the ticket, ready[splits], consumed[splits]: this layer's own, each resets itself
+        self.ws = torch.zeros(1 + 2 * down.splits, device=dev, dtype=torch.int32)
+
+    def __call__(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        g, d = self.gate_up, self.down
+        x, norm_w = aligned16(x), aligned16(norm_w)
+        res_out = torch.empty(1, g.p.k, device=x.device, dtype=torch.bfloat16)  # the next residual
+        y = self.ext.mlp(x, g._no_res if res is None else res, norm_w, float(eps), res_out, self.gu, g.p.qw, g.p.sz,
+                         g.bias, d.p.qw, d.p.sz, d.bias, d.partial, d.counters, self.ws, d.p.k, g.p.k, g.p.group,
+                         g.p.asym, d.splits, d.tps)
+        return y, res_out

@@ -230,3 +230,46 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for vid in ids[1:]:
         assert f"variant == {vid} && group == 128" in src, vid
     assert f"variant <= {ids[-1]})" in binding
+
+
+def test_mlp_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
+    monkeypatch.delenv(w4cuda.MLP_ENV, raising=False)
+    assert w4cuda.mlp_wanted() == w4cuda.MLP_DEFAULT
+    for mode in w4cuda.MLP_MODES:
+        monkeypatch.setenv(w4cuda.MLP_ENV, mode)
+        assert w4cuda.mlp_wanted() == mode
+    monkeypatch.setenv(w4cuda.MLP_ENV, "1")
+    with pytest.raises(ValueError, match="EDGEPROF_W4_MLP"):
+        w4cuda.mlp_wanted()
+
+
+def _layer(n: int, k: int, group: int = 128, asym: bool = False, splits: int = 1, variant_id: int = 0,
+           bias: int = 0):
+    """The launch facts of a W4CudaLinear that mlp_unfusable reads (the layer itself needs a GPU to build)."""
+    from types import SimpleNamespace
+
+    p = SimpleNamespace(n=n, k=k, group=group, asym=asym)
+    return SimpleNamespace(p=p, fuses_norm=variant_id == 0, variant_id=variant_id, grid_x=0, splits=splits,
+                           bias=torch.empty(bias))
+
+
+def test_mlp_unfusable_accepts_a_decoder_mlp_and_names_each_obstacle():
+    h, i = 3584, 18944
+    assert w4cuda.mlp_unfusable(_layer(2 * i, h), _layer(h, i, splits=8)) is None
+    cases = {"tuning variant": (_layer(2 * i, h, variant_id=2), _layer(h, i)),
+             "shapes": (_layer(2 * i, h), _layer(h, i + 64)),
+             "group size": (_layer(2 * i, h, group=64), _layer(h, i)),
+             "multiple of 64": (_layer(2 * 18976, h), _layer(h, 18976)),
+             "K splits": (_layer(2 * i, h, splits=2), _layer(h, i)),
+             "bias": (_layer(2 * i, h, bias=2 * i), _layer(h, i))}
+    for words, (gu, dn) in cases.items():
+        assert words in w4cuda.mlp_unfusable(gu, dn), words
+
+
+def test_the_fused_mlp_entry_point_is_bound_and_checked():
+    # the .cu's launcher, the binding's declaration and its Python name must agree (no GPU needed to read them)
+    src = (w4cuda.CSRC / "w4a16_gemv.cu").read_text()
+    binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
+    assert "int edgeprof_w4a16_mlp_launch(" in src and "int edgeprof_w4a16_mlp_launch(" in binding
+    assert 'm.def("mlp", &mlp' in binding
+    assert "I % 64 == 0" in binding

@@ -10,6 +10,11 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
+int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const void* gu_sz, const void* gu_bias,
+                              const void* x, const void* res, const void* nw, void* res_out, float eps, void* gu,
+                              const void* d_qw, const void* d_sz, const void* d_bias, void* y, float* partial,
+                              int* counters, int* ws, int I, int H, int splits, int tiles_per_split,
+                              cudaStream_t stream);
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
@@ -100,6 +105,41 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
   return y;
 }
 
+// The fused MLP (one launch): y [1, H] = down(silu(g) * u) with [g | u] = gate_up(rmsnorm(x + res) * nw) written to
+// gu [1, 2I] (a workspace the down items read), res_out <- x + res. gate_up runs unsplit, down with its split plan
+// (partial / counters as for gemv). ws: int32 [1 + 2 * splits] zeros, this MLP's own (its counters reset themselves).
+torch::Tensor mlp(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
+                  torch::Tensor gu, torch::Tensor gu_qw, torch::Tensor gu_sz, torch::Tensor gu_bias, torch::Tensor d_qw,
+                  torch::Tensor d_sz, torch::Tensor d_bias, torch::Tensor partial, torch::Tensor counters,
+                  torch::Tensor ws, int64_t I, int64_t H, int64_t group, bool asym, int64_t splits,
+                  int64_t tiles_per_split) {
+  check_vec16(x, H, "x");
+  check_vec16(nw, H, "nw");
+  check_vec16(res_out, H, "res_out");
+  check_vec16(gu, 2 * I, "gu");
+  const bool has_res = res.defined() && res.numel() > 0;
+  if (has_res) check_vec16(res, H, "res");
+  TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
+              "res_out: must not alias x or res");
+  TORCH_CHECK(I % 64 == 0, "I = ", I, ": the fused MLP needs the intermediate size to be a multiple of 64");
+  const torch::Tensor none;
+  check_w4_operands(gu_qw, gu_sz, gu_bias, none, none, 2 * I, H, group, asym, 1, H / 64);
+  check_w4_operands(d_qw, d_sz, d_bias, partial, counters, H, I, group, asym, splits, tiles_per_split);
+  TORCH_CHECK(ws.is_cuda() && ws.scalar_type() == torch::kInt32 && ws.numel() >= 1 + 2 * splits,
+              "ws: int32 [1 + 2 * splits] zeros");
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = torch::empty({1, H}, x.options());
+  auto ptr = [](const torch::Tensor& t, int64_t n) { return (t.defined() && t.numel() == n) ? t.data_ptr() : nullptr; };
+  int err = edgeprof_w4a16_mlp_launch(
+      (int)group, asym, gu_qw.data_ptr(), gu_sz.data_ptr(), ptr(gu_bias, 2 * I), x.data_ptr(),
+      has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps, gu.data_ptr(), d_qw.data_ptr(),
+      d_sz.data_ptr(), ptr(d_bias, H), y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
+      splits > 1 ? counters.data_ptr<int>() : nullptr, ws.data_ptr<int>(), (int)I, (int)H, (int)splits,
+      (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "w4a16 fused MLP launch failed: ", cudaGetErrorString((cudaError_t)err));
+  return y;
+}
+
 // x [1, K] bf16, w [N, K] bf16 row-major (K % 8 == 0, 16-byte aligned), bias [N] bf16 or empty -> y [1, N]
 // out: an optional preallocated [1, N] bf16 (the decoder's static logits buffer, so a graph replays into it)
 torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
@@ -132,6 +172,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
   m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
+  m.def("mlp", &mlp, "edgeprof W4A16 fused MLP: norm, gate_up, SiLU*up and down in one launch");
   m.def("set_pdl", &edgeprof_gemv_set_pdl,
         "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "
         "the 512-byte weight tiles per warp each prefetches into L2 before its wait, and whether the down "

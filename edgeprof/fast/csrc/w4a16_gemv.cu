@@ -18,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -100,7 +101,12 @@ __device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, i
   }
 }
 
-__device__ __forceinline__ uint4 ld_x16(const __nv_bfloat16* p) {  // 8 bf16 of x (L2-resident)
+// 8 bf16 of x (L2-resident). CG: through L2 only, for an input written by other CTAs of the same launch (the
+// fused MLP's down items read the gate_up output): the non-coherent path may only read what is constant for the
+// whole launch.
+template <bool CG = false>
+__device__ __forceinline__ uint4 ld_x16(const __nv_bfloat16* p) {
+  if constexpr (CG) return __ldcg(reinterpret_cast<const uint4*>(p));
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
@@ -139,12 +145,12 @@ __device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rs
   return bf16x2(round_bf16(bf_lo(h2) * rstd) * bf_lo(w2), round_bf16(bf_hi(h2) * rstd) * bf_hi(w2));
 }
 
-// rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); CTA (0, 0) writes h.
-// Every thread of the CTA calls it (it has barriers).
+// rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); the writer CTA (the one of
+// row-block column 0, split 0) writes h. Every thread of the CTA calls it (it has barriers).
 template <int WARPS>
-__device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, const NormArgs& na, int K) {
+__device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, const NormArgs& na, int K,
+                                           bool writer) {
   __shared__ float red[WARPS];
-  const bool writer = blockIdx.x == 0 && blockIdx.y == 0;
   float ss = 0.f;
   for (int v = threadIdx.x; v < K / 8; v += blockDim.x) {
     const uint4 a = ld_x16(x + 8 * v);
@@ -174,7 +180,7 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
 // B fragment with one 64-bit load. XVEC: 16-byte loads, XV of them in flight per thread before any is
 // used (one L2 round trip for the whole slice); else one 32-bit load per pair, a round trip per
 // loop iteration (the kernel as first measured, kept as variant "xscalar").
-template <bool ACT, bool XVEC, bool NORM = false>
+template <bool ACT, bool XVEC, bool NORM = false, bool CG = false>
 __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
                                         uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f) {
   static_assert(!(NORM && (ACT || !XVEC)), "the fused norm stages with 16-byte loads, without SiLU*up");
@@ -192,8 +198,8 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
       for (int e = 0; e < XV; ++e) {
         const int v = v0 + e * blockDim.x;
         if (v < nvec) {
-          g[e] = ld_x16(x + k0 + 8 * v);
-          if constexpr (ACT) u[e] = ld_x16(x + K + k0 + 8 * v);
+          g[e] = ld_x16<CG>(x + k0 + 8 * v);
+          if constexpr (ACT) u[e] = ld_x16<CG>(x + K + k0 + 8 * v);
           if constexpr (NORM) {
             u[e] = na->res ? ld_x16(na->res + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
             nw[e] = ld_x16(na->w + k0 + 8 * v);
@@ -229,14 +235,14 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 // fits fp16 (|x| 2^-e < 2^15) with bf16's 8 significant bits intact (exact unless it falls below fp16's normal
 // range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
 // at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
-template <int G, int WARPS, bool ACT, bool XVEC, bool NORM = false, bool F16 = false>
+template <int G, int WARPS, bool ACT, bool XVEC, bool NORM = false, bool F16 = false, bool CG = false>
 __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
                                               uint32_t* __restrict__ xs, float* __restrict__ sxs,
-                                              const NormArgs* na = nullptr) {
+                                              const NormArgs* na = nullptr, bool norm_writer = false) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float rstd = 0.f;
-  if constexpr (NORM) rstd = norm_rstd<WARPS>(x, *na, K);
-  stage_x<ACT, XVEC, NORM>(x, K, k0, klen, xs, na, rstd);
+  if constexpr (NORM) rstd = norm_rstd<WARPS>(x, *na, K, norm_writer);
+  stage_x<ACT, XVEC, NORM, CG>(x, K, k0, klen, xs, na, rstd);
   __syncthreads();
   float m = 0.f;  // F16: this lane's largest |x|
   for (int gi = warp; gi < ng; gi += WARPS) {
@@ -277,16 +283,17 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
 }
 
 // The outputs of one CTA column bx (WARPS row blocks of 16 rows; this lane holds rows 16nb + gq and
-// +8 in y0, y1 when c == 0). Without split-K they are written directly; else each split writes its
+// +8 in y0, y1 when c == 0), split `by` of `nsplit`. Without split-K they are written directly; else each split writes its
 // partial sums and the last split of the column to arrive (atomic ticket in counters[bx]) adds them in
 // split order (deterministic) and resets the ticket for the next call (graph replays). Every thread of
 // the CTA calls it (it has barriers); `last` is a __shared__ int of the caller.
 template <int WARPS>
-__device__ __forceinline__ void finish_rows(int bx, int nb, int NB, int N, int gq, int c, float y0, float y1,
+__device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c, float y0,
+                                            float y1,
                                             const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
                                             float* __restrict__ partial, int* __restrict__ counters, int& last) {
   const int row = nb * 16 + gq;
-  if (gridDim.y == 1) {
+  if (nsplit == 1) {
     if (nb < NB && c == 0) {
       y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
       y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
@@ -294,12 +301,12 @@ __device__ __forceinline__ void finish_rows(int bx, int nb, int NB, int N, int g
     return;
   }
   if (nb < NB && c == 0) {
-    partial[(size_t)blockIdx.y * N + row] = y0;
-    partial[(size_t)blockIdx.y * N + row + 8] = y1;
+    partial[(size_t)by * N + row] = y0;
+    partial[(size_t)by * N + row + 8] = y1;
   }
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == (int)gridDim.y - 1;
+  if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == nsplit - 1;
   __syncthreads();
   if (!last) return;
   __threadfence();
@@ -307,7 +314,7 @@ __device__ __forceinline__ void finish_rows(int bx, int nb, int NB, int N, int g
     const int r = bx * WARPS * 16 + i;
     if (r >= N) break;
     float s = 0.f;
-    for (int k = 0; k < (int)gridDim.y; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+    for (int k = 0; k < nsplit; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
     y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
   }
   if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
@@ -370,13 +377,34 @@ __host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint
   return (size_t)kWarps * PS * 32 * (chunk_tiles<G, PU>() * 16 + (chunk_tiles<G, PU>() * 64 / G) * (ASYM ? 8 : 4));
 }
 
+// The operands of one W4 GEMV launch (the kernel's arguments; the fused MLP kernel takes two).
+struct W4Args {
+  const uint4* __restrict__ qw;
+  const void* __restrict__ sz;
+  const __nv_bfloat16* __restrict__ x;
+  const __nv_bfloat16* __restrict__ bias;
+  __nv_bfloat16* __restrict__ y;
+  float* __restrict__ partial;
+  int* __restrict__ counters;
+  int N, K, tiles_per_split;
+};
+
+struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are ready once pdl_wait returns
+  __device__ __forceinline__ void operator()() const {}
+};
+
+// One CTA's work: row-block column bx (kWarps row blocks of 16 rows) over K slice `by` of `nsplit`. `ready` runs
+// after pdl_wait, before the CTA reads x: the fused MLP's down items wait there for the gate_up rows they read.
 // F16: the mma runs on fp16 (x staged as fp16 with a power-of-two scale, dq_word_f16), else on bf16.
-template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false>
-__global__ void __launch_bounds__(kWarps * 32, MINB)
-w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, const __nv_bfloat16* __restrict__ x,
-                  const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, float* __restrict__ partial,
-                  int* __restrict__ counters, int N, int K, int tiles_per_split, NormArgs na, int pf_tiles) {
+// CG: x is read through L2 only (it was written during this launch).
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, bool F16 = false,
+          bool CG = false, typename Ready = NoWait>
+__device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
+                                         Ready ready = {}) {
+  const uint4* __restrict__ qw = a.qw;
+  const void* __restrict__ sz = a.sz;
+  const __nv_bfloat16* __restrict__ x = a.x;
+  const int N = a.N, K = a.K, tiles_per_split = a.tiles_per_split;
   constexpr int U = chunk_tiles<G, PU>();  // 16-byte loads per chunk
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
   static_assert(GPC >= 1 && (U * 64) % G == 0, "a chunk holds whole groups");
@@ -389,8 +417,8 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = K / 64, NG = K / G, NB = N / 16;
-  const int nb = blockIdx.x * kWarps + warp;
-  const int t0 = blockIdx.y * tiles_per_split;
+  const int nb = bx * kWarps + warp;
+  const int t0 = by * tiles_per_split;
   const int nt = min(T, t0 + tiles_per_split) - t0;
   const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
   float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
@@ -437,8 +465,10 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   }
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
   pdl_launch_dependents();
+  ready();
 
-  const float yscale = stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16>(x, K, k0, klen, ng, xs, sxs, &na);
+  const float yscale =
+      stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, ng, xs, sxs, &na, bx == 0 && by == 0);
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
@@ -471,7 +501,26 @@ w4a16_gemv_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz, con
   y1 *= yscale;
 
   __shared__ int last;
-  finish_rows<kWarps>(blockIdx.x, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
+  finish_rows<kWarps>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters, last);
+}
+
+template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
+          bool F16 = false>
+__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
+}
+
+inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
+                      int* counters, int N, int K, int tiles_per_split) {
+  return W4Args{reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
+                reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters,
+                N, K, tiles_per_split};
+}
+
+// Dynamic shared memory of one CTA: the cp.async ring (PS > 0), the x slice (bf16) and its group sums (fp32)
+template <int G, bool ASYM, int PS = 0, int PU = 0>
+size_t cta_smem(int tiles_per_split) {
+  return ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
@@ -480,8 +529,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
-  const size_t smem = ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 +
-                      (size_t)(tiles_per_split * 64 / G) * 4;
+  const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -492,11 +540,9 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
                                          (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
   }
+  const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
   return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits),
-                                   dim3(kWarps * 32), smem, stream,
-      reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
-      reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,
-      tiles_per_split, na, edgeprof_gemv::prefetch_tiles_now());
+                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now());
 }
 
 // The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
@@ -504,6 +550,94 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
 inline bool& f16_enabled() {
   static bool on = false;
   return on;
+}
+
+// The fused MLP (issue 12, sixth pass): down(silu(gate) * up) of gate_up(rmsnorm(x + res) * w) in ONE launch, so the
+// down GEMV's launch, ramp and drain overlap gate_up's tail instead of following it (the per-launch fixed cost,
+// about 4 us on an H200, is what keeps the large W4 GEMVs under copy bandwidth: results/h200/2026-11-28-dequant).
+// The grid has one CTA per work item: gate_up's row-block columns (split 1), then down's (column, split) items.
+// A CTA takes its item from a ticket (atomicInc), so an item is only handed out once every item before it is
+// held by a running CTA; down items wait only on gate_up items, which wait on nothing: no deadlock, whatever
+// order the hardware starts CTAs in. Down's split s reads inputs [64 tps s, 64 tps (s + 1)) of silu(gate) * up,
+// i.e. gate_up's columns tps s.. (gate rows) and T + tps s.. (up rows), T = I / 64: gate_up items run slice by
+// slice, each adds 1 to ready[s] once its rows are written, and a down item of split s waits (after its first
+// weight loads, like a PDL wait) until ready[s] counts all of them. The math of every item is gemv_cta's, the
+// split order the same: y is bitwise the two-launch result.
+struct MlpArgs {
+  W4Args gu;     // gate_up: N = 2I (gate rows, then up rows), K = H, one split; y = the gate_up workspace
+  W4Args down;   // down: N = H, K = I, its split plan; x = gu.y
+  NormArgs na;   // the MLP norm fused into gate_up's input
+  int* ws;       // int32 [1 + 2S] zeros: the ticket, ready[S], consumed[S] (each resets itself: graph replays)
+  int gu_items;  // gate_up CTAs: 2I / 64
+  int down_items;
+};
+
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ uint64_t globaltimer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+template <int G, bool ASYM, bool F16>
+__global__ void __launch_bounds__(kWarps * 32, 5) w4a16_mlp_kernel(MlpArgs m, int pf_tiles) {
+  __shared__ int item;
+  if (threadIdx.x == 0)  // wraps to 0 after the last item: the next call starts from 0 without a reset
+    item = (int)atomicInc(reinterpret_cast<unsigned*>(m.ws), (unsigned)(m.gu_items + m.down_items - 1));
+  __syncthreads();
+  const int it = item;
+  const int tps = m.down.tiles_per_split, T = m.down.K / 64, S = (T + tps - 1) / tps;
+  int* ready = m.ws + 1;
+  if (it < m.gu_items) {
+    const int s = it / (2 * tps), r = it - s * 2 * tps, cols = min(tps, T - s * tps);  // slice s: 2 cols items
+    const int bx = s * tps + (r < cols ? r : T + r - cols);
+    gemv_cta<G, ASYM, false, true, true, 0, 0, F16>(m.gu, m.na, pf_tiles, bx, 0, 1);
+    __threadfence();  // this CTA's rows (written by its c == 0 lanes) before the count that publishes them
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(ready + s, 1);
+    return;
+  }
+  const int d = it - m.gu_items, nbx = (m.down.N / 16 + kWarps - 1) / kWarps;
+  const int by = d / nbx, bx = d - by * nbx, need = 2 * min(tps, T - by * tps);
+  auto wait_slice = [&]() {
+    if (threadIdx.x == 0) {
+      // bounded: a miscounted slice would otherwise hang the GPU; 2 s is ~10^5 times the wait of a healthy launch
+      const uint64_t t_end = globaltimer_ns() + 2000000000ull;
+      while (ld_acquire_gpu(ready + by) < need) {
+        __nanosleep(32);
+        if (globaltimer_ns() > t_end) __trap();  // the launch fails with an error instead
+      }
+      // the slice's last reader resets its count: every reader has passed the wait, and the next call's
+      // gate_up items count only after their pdl_wait, i.e. after this launch has ended
+      if (atomicInc(reinterpret_cast<unsigned*>(m.ws + 1 + S + by), (unsigned)(nbx - 1)) == (unsigned)(nbx - 1))
+        atomicExch(ready + by, 0);
+    }
+    __syncthreads();
+  };
+  gemv_cta<G, ASYM, true, true, false, 0, 0, F16, true>(m.down, NormArgs{nullptr, nullptr, nullptr, 0.f}, pf_tiles,
+                                                       bx, by, S, wait_slice);
+}
+
+template <int G, bool F16>
+cudaError_t launch_mlp_g(bool asym, const MlpArgs& m, cudaStream_t stream) {
+  const size_t smem = std::max(cta_smem<G, false>(m.gu.tiles_per_split), cta_smem<G, false>(m.down.tiles_per_split));
+  auto kern = asym ? w4a16_mlp_kernel<G, true, F16> : w4a16_mlp_kernel<G, false, F16>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  return edgeprof_gemv::launch(kern, dim3(m.gu_items + m.down_items), dim3(kWarps * 32), smem, stream, m,
+                               edgeprof_gemv::prefetch_tiles_now());
+}
+
+template <int G>
+cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
+  return f16_enabled() ? launch_mlp_g<G, true>(asym, m, s) : launch_mlp_g<G, false>(asym, m, s);
 }
 
 // the fused-norm kernel for one group size (the default launch only)
@@ -669,7 +803,7 @@ w4a16_gemv_tune_kernel(const uint4* __restrict__ qw, const void* __restrict__ sz
 
     // bx is CTA-uniform: the whole CTA reaches finish_rows' barriers; every thread has read `last`
     // before any reaches the next column's ticket barrier
-    finish_rows<WARPS>(bx, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
+    finish_rows<WARPS>(bx, blockIdx.y, gridDim.y, nb, NB, N, gq, c, y0, y1, bias, y, partial, counters, last);
   }
 }
 
@@ -726,6 +860,30 @@ int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void*
     case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
     case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
     case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    default: return (int)cudaErrorInvalidValue;
+  }
+}
+
+// C entry point of the fused MLP (one launch): y = down(silu(g) * u), [g | u] = gate_up(rmsnorm(x + res) * nw) written
+// to gu (the workspace down's items read); res_out = x + res. gate_up runs unsplit; down with splits x tps.
+int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const void* gu_sz, const void* gu_bias,
+                              const void* x, const void* res, const void* nw, void* res_out, float eps, void* gu,
+                              const void* d_qw, const void* d_sz, const void* d_bias, void* y, float* partial,
+                              int* counters, int* ws, int I, int H, int splits, int tiles_per_split,
+                              cudaStream_t stream) {
+  using namespace edgeprof_w4;
+  MlpArgs m;
+  m.gu = w4_args(gu_qw, gu_sz, x, gu_bias, gu, nullptr, nullptr, 2 * I, H, H / 64);
+  m.down = w4_args(d_qw, d_sz, gu, d_bias, y, partial, counters, H, I, tiles_per_split);
+  m.na = NormArgs{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
+                  reinterpret_cast<__nv_bfloat16*>(res_out), eps};
+  m.ws = ws;
+  m.gu_items = 2 * I / 64;
+  m.down_items = ((H / 16 + kWarps - 1) / kWarps) * splits;
+  switch (group) {
+    case 32: return launch_mlp_default<32>(asym, m, stream);
+    case 64: return launch_mlp_default<64>(asym, m, stream);
+    case 128: return launch_mlp_default<128>(asym, m, stream);
     default: return (int)cudaErrorInvalidValue;
   }
 }
