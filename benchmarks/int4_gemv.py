@@ -221,10 +221,10 @@ def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
 def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: int = 2) -> dict:
     """The fused MLP (one launch, w4cuda.W4CudaMLP) against the decoder's two launches (gate_up with the norm, then
     down with SiLU*up) on the same weights and inputs: y, the gate_up output and the residual must be BITWISE equal
-    (the same math in the same split order). Each input runs twice, and afterwards the launch's ticket and slice
+    (the same math in the same split order; gate_up unsplit, as the fused launch runs it). Each input runs twice, and afterwards the launch's ticket and slice
     counters must all be back at 0 (they reset themselves, so graph replays start clean). Trial 0 has no residual
     (the first layer)."""
-    from edgeprof.fast.w4cuda import W4CudaMLP, mlp_unfusable
+    from edgeprof.fast.w4cuda import W4CudaLinear, W4CudaMLP, mlp_unfusable
 
     g = torch.Generator(device="cuda").manual_seed(h + i + group + asym)
     gu, dn = _mlp_pair(h, i, group, asym, g)
@@ -234,12 +234,13 @@ def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: 
     if why:
         return {**rec, "passed": False, "status": f"not fusable: {why}"}
     mlp = W4CudaMLP(gu, dn)
+    ref_gu_lin = gu if gu.splits == 1 else W4CudaLinear(gu.p, splits=1)  # the fused launch runs gate_up unsplit
     equal, counters_reset = True, True
     for trial in range(trials):
         x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) * (1 + trial)
         res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) if trial else None
         nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
-        ref_gu, ref_res = gu.fused_norm(x, res, nw, 1e-6)
+        ref_gu, ref_res = ref_gu_lin.fused_norm(x, res, nw, 1e-6)
         ref = dn.fused_silu(ref_gu)
         for _ in range(2):
             mlp.gu.fill_(float("nan"))
