@@ -504,10 +504,45 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   finish_rows<kWarps>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters, last);
 }
 
+// Weights of LATER kernels to pull into L2 while this one runs (the decoder's $EDGEPROF_W4_L2NEXT): up to 4 regions,
+// each `rows` rows of `row_bytes` bytes, `stride` bytes apart (a whole tensor: one row). A decode step alternates
+// GEMVs that keep HBM busy with phases that leave it mostly idle (attention, the small q/k/v and o GEMVs at a
+// quarter of copy bandwidth, every GEMV's ramp and tail); a prefetch issued there costs no streaming time later.
+struct L2Next {
+  const char* p[4];
+  long row_bytes[4], stride[4];
+  int rows[4];
+  int n;  // regions in use; 0: no prefetch row in the grid
+};
+
+// CTA i of n prefetches its share of the regions' 128-byte lines into L2 (prefetch.global.L2: no data comes back
+// to the SM, so the CTA exits as soon as it has issued them).
+__device__ __forceinline__ void l2_prefetch_share(const L2Next& nx, int i, int n) {
+  long total = 0;
+  for (int r = 0; r < nx.n; ++r) total += (long)nx.rows[r] * ((nx.row_bytes[r] + 127) / 128);
+  const long lo = total * i / n, hi = total * (i + 1) / n;
+  long base = 0;
+  for (int r = 0; r < nx.n; ++r) {
+    const long lpr = (nx.row_bytes[r] + 127) / 128, lines = (long)nx.rows[r] * lpr;
+    for (long l = max(lo, base) + threadIdx.x; l < min(hi, base + lines); l += blockDim.x) {
+      const long j = l - base, row = j / lpr;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(nx.p[r] + row * nx.stride[r] + (j - row * lpr) * 128));
+    }
+    base += lines;
+  }
+}
+
+// grid (row-block columns, splits + (nx.n > 0)): the last grid row, dispatched after every GEMV CTA, prefetches
 template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false>
-__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
+__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles,
+                                                                       L2Next nx) {
+  const int splits = (int)gridDim.y - (nx.n > 0);
+  if ((int)blockIdx.y == splits) {
+    l2_prefetch_share(nx, blockIdx.x, gridDim.x);
+    return;
+  }
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, splits);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -527,7 +562,8 @@ template <int G, bool ASYM, bool ACT, bool XVEC = true, bool NORM = false, int P
           bool F16 = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
-                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
+                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}, const L2Next* nx = nullptr) {
+  const L2Next none{{nullptr, nullptr, nullptr, nullptr}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
   const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
@@ -541,8 +577,9 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     if (e != cudaSuccess) return e;
   }
   const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
-  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits),
-                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now());
+  const L2Next& next = nx ? *nx : none;
+  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits + (next.n > 0)),
+                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now(), next);
 }
 
 // The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
@@ -644,18 +681,19 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 template <int G, bool F16 = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                          NormArgs na) {
+                          NormArgs na, const L2Next* nx) {
 #define EDGEPROF_LN(A) launch_t<G, A, false, true, true, 0, 0, 5, F16>(qw, sz, x, bias, y, partial, counters, N, K, \
-                                                                      splits, tps, s, na)
+                                                                      splits, tps, s, na, nx)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
-                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
+                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                     const L2Next* nx = nullptr) {
 #define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, false, PS, PU, MINB, F16>(qw, sz, x, bias, y, partial, counters, N, \
-                                                                           K, splits, tps, s)
+                                                                           K, splits, tps, s, {nullptr, nullptr, nullptr, 0.f}, nx)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG
@@ -664,18 +702,19 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // the default launch of one group size, with the switched mma type
 template <int G>
 cudaError_t launch_default(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias,
-                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
+                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                           const L2Next* nx) {
   if (f16_enabled())
-    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
-  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
+  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
 }
 template <int G>
 cudaError_t launch_norm_default(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                                 float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                                NormArgs na) {
+                                NormArgs na, const L2Next* nx) {
   if (f16_enabled())
-    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
-  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
 }
 
 // Tuning variants of the kernel above (same math, same layout), selected at run time by
@@ -848,18 +887,33 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down) {
 // the fp16 mma (F16) on or off for every default W4 launch from now on (the binding's set_f16)
 void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 
-// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
+// L2Next from the binding's flat list: (address, row bytes, stride, rows) per region, at most 4 regions
+static edgeprof_w4::L2Next l2next_of(const int64_t* spec, int n_regions) {
+  edgeprof_w4::L2Next nx{{nullptr, nullptr, nullptr, nullptr}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
+  for (int r = 0; r < n_regions && r < 4; ++r, ++nx.n) {
+    nx.p[r] = reinterpret_cast<const char*>(spec[4 * r]);
+    nx.row_bytes[r] = (long)spec[4 * r + 1];
+    nx.stride[r] = (long)spec[4 * r + 2];
+    nx.rows[r] = (int)spec[4 * r + 3];
+  }
+  return nx;
+}
+
+// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res;
+// l2next: n_next regions of later kernels' weights to prefetch into L2 (l2next_of)
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
-                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+                               int* counters, int N, int K, int splits, int tiles_per_split, const int64_t* l2next,
+                               int n_next, cudaStream_t stream) {
   using namespace edgeprof_w4;
+  const L2Next nx = l2next_of(l2next, n_next);
   const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
                     reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   const int tps = tiles_per_split;
   switch (group) {
-    case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
-    case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
-    case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
+    case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
+    case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
     default: return (int)cudaErrorInvalidValue;
   }
 }
@@ -901,8 +955,10 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
-                          int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
+                          int tiles_per_split, int variant, int grid_x, const int64_t* l2next, int n_next,
+                          cudaStream_t stream) {
   using namespace edgeprof_w4;
+  const L2Next nx = l2next_of(l2next, variant == 0 ? n_next : 0);  // the default launch only
   const int tps = tiles_per_split;
   if (variant == 1 && group == 128)
     return tune_launch_g<128, 8, false, false>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
@@ -956,9 +1012,9 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   if (variant != 0) return (int)cudaErrorInvalidValue;
   switch (group) {
-    case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
-    case 64: return launch_default<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
-    case 128: return launch_default<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
+    case 64: return launch_default<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
+    case 128: return launch_default<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
     default: return (int)cudaErrorInvalidValue;
   }
 }
