@@ -504,7 +504,7 @@ class W4CudaMLP:
 
 # ---------------------------------------------------------------- L2 prefetch of the next GEMV's weights
 L2NEXT_ENV = "EDGEPROF_W4_L2NEXT"
-# "off", or links joined by "+": "qkv" (each layer's down GEMV prefetches the next layer's q/k/v weights), "o" (the
+# "off", or links joined by ",": "qkv" (each layer's down GEMV prefetches the next layer's q/k/v weights), "o" (the
 # q/k/v GEMV prefetches the same layer's o weights, which then arrive while attention runs), "gu:N" (the q/k/v GEMV
 # also prefetches the first N 64-column tiles of every gate_up row block, where gate_up's warps all start)
 L2NEXT_DEFAULT = "off"
@@ -516,14 +516,14 @@ def l2next_wanted() -> dict:
     links = {"qkv": False, "o": False, "gu_tiles": 0}
     if val == "off":
         return links
-    for part in val.split("+"):
+    for part in val.split(","):
         name, _, n = part.partition(":")
         if name in ("qkv", "o") and not n:
             links[name] = True
         elif name == "gu" and n.isdigit() and int(n) > 0:
             links["gu_tiles"] = int(n)
         else:
-            raise ValueError(f"{L2NEXT_ENV}: {part!r} in {val!r} is not qkv, o or gu:<tiles>; e.g. qkv+o+gu:8, or off")
+            raise ValueError(f"{L2NEXT_ENV}: {part!r} in {val!r} is not qkv, o or gu:<tiles>; e.g. qkv,o,gu:8, or off")
     return links
 
 

@@ -278,11 +278,11 @@ def test_the_fused_mlp_entry_point_is_bound_and_checked():
 def test_l2next_wanted_parses_links_and_names_the_variable_when_wrong(monkeypatch):
     monkeypatch.delenv(w4cuda.L2NEXT_ENV, raising=False)
     assert w4cuda.l2next_wanted() == {"qkv": False, "o": False, "gu_tiles": 0}  # the default: off
-    monkeypatch.setenv(w4cuda.L2NEXT_ENV, "qkv+o+gu:8")
+    monkeypatch.setenv(w4cuda.L2NEXT_ENV, "qkv,o,gu:8")
     assert w4cuda.l2next_wanted() == {"qkv": True, "o": True, "gu_tiles": 8}
     monkeypatch.setenv(w4cuda.L2NEXT_ENV, "o")
     assert w4cuda.l2next_wanted() == {"qkv": False, "o": True, "gu_tiles": 0}
-    for bad in ("gu", "gu:0", "qkv+down", "on"):
+    for bad in ("gu", "gu:0", "qkv,down", "qkv+o", "on"):
         monkeypatch.setenv(w4cuda.L2NEXT_ENV, bad)
         with pytest.raises(ValueError, match="EDGEPROF_W4_L2NEXT"):
             w4cuda.l2next_wanted()
