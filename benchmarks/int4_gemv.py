@@ -409,6 +409,29 @@ def check_l2next(model: str, name: str, k: int, n: int) -> dict:
             "bitwise_equal": equal, "passed": equal}
 
 
+def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bool) -> dict:
+    """The fused-norm launch with its loads batched ($EDGEPROF_W4_NORM=batched) gives bitwise the output and the
+    residual of the loop it replaces (the sums run in the same order), with and without a residual."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_norm
+
+    prep = check_inputs(n, k, group, asym)
+    lin, g = W4CudaLinear(prep["packed"]), prep["g"]
+    equal = True
+    for with_res in (True, False):
+        x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
+        res = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16) if with_res else None
+        nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=g)).to(torch.bfloat16)
+        got = {}
+        for norm in ("loop", "batched"):
+            use_norm(norm)
+            torch.full((1, n), float("nan"), device="cuda", dtype=torch.bfloat16)  # freed block: poison for y
+            got[norm] = lin.fused_norm(x, res, nw, 1e-6)
+        use_norm("loop")
+        equal &= all(torch.equal(a, b) for a, b in zip(got["loop"], got["batched"], strict=True))
+    return {"model": model, "shape": name, "k": k, "n": n, "group": group, "asym": asym, "check": "norm_batch",
+            "splits": lin.splits, "bitwise_equal": equal, "passed": equal}
+
+
 def kernel_suite(args) -> int:
     import importlib.util
 
@@ -450,6 +473,13 @@ def kernel_suite(args) -> int:
                 print(f"check {model:13s} mlp      g{group:<3d} {'asym' if asym else 'sym '} {mma} "
                       f"bitwise {c.get('bitwise_equal')} counters reset {c.get('counters_reset')} "
                       f"splits {c['splits']} {c.get('status', '')} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, name, k, n in KERNEL_SHAPES:  # the batched norm loads change no output
+        if model != "mistral-7b" and name != "lm_head":
+            for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
+                checks.append(check_norm_batch(model, name, k, n, group, asym))
+                c = checks[-1]
+                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} norm batched bitwise "
+                      f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the L2-prefetch grid row changes no output
         if model == "qwen2.5-7b":
             checks.append(check_l2next(model, name, k, n))

@@ -16,8 +16,10 @@ N="$(echo "$V"/lib/python3*/site-packages/nvidia/cu13)"
 chmod +x "$N"/bin/* 2>/dev/null || true
 export PATH="$N/bin:$PATH"
 T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
-nvcc -O3 -std=c++17 -arch=sm_90 -I"$N/include" -cubin -Xptxas -v -o "$T/w4.cubin" edgeprof/fast/csrc/w4a16_gemv.cu \
-  2> "$T/ptxas.txt"
+for f in w4a16_gemv w4a16_tune; do  # the default kernels and the tuning variants (two translation units)
+  nvcc -O3 -std=c++17 -arch=sm_90 -I"$N/include" -Iedgeprof/fast/csrc -cubin -Xptxas -v -o "$T/$f.cubin" \
+    "edgeprof/fast/csrc/$f.cu" 2>> "$T/ptxas.txt"
+done
 grep -E "Used [0-9]+ registers|spill" "$T/ptxas.txt" | paste - - | sed -E 's/ +/ /g' | sort | uniq -c | head -20 || true  # head may close the pipe early (SIGPIPE under pipefail)
-cuobjdump -sass "$T/w4.cubin" > "$T/w4.sass"
+{ cuobjdump -sass "$T/w4a16_gemv.cubin"; cuobjdump -sass "$T/w4a16_tune.cubin"; } > "$T/w4.sass"
 python3 benchmarks/sass_loop_stats.py "$T/w4.sass" "${@:-ILi128ELb0ELb0E}"

@@ -50,7 +50,8 @@ class FastDecoder(Decoder):
                            {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__,
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
-                            **({"int4_mma": self.model.w4_mma, "int4_mlp": self.model.mlp_note,
+                            **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
+                                "int4_mlp": self.model.mlp_note,
                                 "int4_l2next": self.model.l2next_note}
                                if "int4_launch" in self.weights.extra else {}),
                             **{k: v for k, v in self.weights.extra.items() if k.startswith(("int4", "bf16"))}})

@@ -65,6 +65,7 @@ class FastModel:
         self.pdl_prefetch = pdl_prefetch_tiles() if self.pdl else 0
         self.pdl_down = self.pdl and pdl_down_wanted()  # the down projection's GEMV in the PDL chain too
         self.w4_mma = w4cuda.mma_wanted()  # the int4 GEMVs' mma type ($EDGEPROF_W4_MMA)
+        self.w4_norm = w4cuda.norm_wanted()  # how the fused norm loads its inputs ($EDGEPROF_W4_NORM)
         self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=pdl_wanted(device, "triton"))
                     if ops == "triton" else TorchOps(*args))
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
@@ -117,6 +118,7 @@ class FastModel:
         ops, w = self.ops, self.w
         w4cuda.use_pdl(self.pdl, self.pdl_prefetch, self.pdl_down)  # the extension's flags are global: set ours
         w4cuda.use_mma(self.w4_mma)
+        w4cuda.use_norm(self.w4_norm)
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):

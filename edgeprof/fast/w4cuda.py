@@ -150,12 +150,14 @@ def load_extension():
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        sources = [CSRC / "w4a16_binding.cpp", CSRC / "w4a16_gemv.cu", CSRC / "bf16_gemv.cu"]
+        # the tuning variants are a translation unit of their own: ninja compiles the .cu files in parallel
+        sources = [CSRC / "w4a16_binding.cpp", CSRC / "w4a16_gemv.cu", CSRC / "w4a16_tune.cu", CSRC / "bf16_gemv.cu"]
         ext = load(name=f"edgeprof_gemv_{_csrc_digest()}", sources=[str(p) for p in sources],
                    extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
                    verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
         ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)
+        ext.set_norm_batch(norm_wanted() == "batched")
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -209,6 +211,33 @@ def use_mma(mma: str) -> None:
         ext = load_extension()
         if ext is not None:
             ext.set_f16(mma == "fp16")
+
+
+NORM_ENV = "EDGEPROF_W4_NORM"
+NORMS = ("loop", "batched")
+# The fused norm's loads in the int4 GEMVs that stage rmsnorm(x + res) * w: "loop" one 16-byte vector of x and res
+# per L2 round trip (as measured through issue 12's sixth pass), "batched" four in flight per thread. Same values.
+NORM_DEFAULT = "loop"
+
+
+def norm_wanted() -> str:
+    """$EDGEPROF_W4_NORM (loop or batched); unset: NORM_DEFAULT."""
+    val = os.environ.get(NORM_ENV, "").strip()
+    if val and val not in NORMS:
+        raise ValueError(f"{NORM_ENV}: {val!r} is not one of {', '.join(NORMS)}; unset it for the default "
+                         f"({NORM_DEFAULT})")
+    return val or NORM_DEFAULT
+
+
+def use_norm(norm: str) -> None:
+    """The fused-norm W4 launches (and graph captures) from now on load as `norm` (NORMS); a decoder sets its own
+    choice before every step, as use_mma. A no-op where the extension was never loaded."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
+    if load_extension.cache_info().currsize:
+        ext = load_extension()
+        if ext is not None:
+            ext.set_norm_batch(norm == "batched")
 
 
 def build_error() -> str | None:

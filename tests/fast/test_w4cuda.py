@@ -223,7 +223,7 @@ def test_mma_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
 
 def test_every_variant_id_is_one_the_kernel_dispatches():
     # the .cu's entry point and the binding's range check must know every id VARIANTS hands out
-    src = (w4cuda.CSRC / "w4a16_gemv.cu").read_text()
+    src = (w4cuda.CSRC / "w4a16_tune.cu").read_text()  # the tuning variants' translation unit
     binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
     ids = sorted(v[0] for v in w4cuda.VARIANTS.values())
     assert ids == list(range(len(ids)))
@@ -318,3 +318,16 @@ def test_l2_head_names_the_first_tiles_of_every_row_block_and_their_scales(n, k,
     assert torch.equal(_covered(p.sz, regions), want_sz.flatten())
     whole = w4cuda.l2_whole(p)
     assert bool(_covered(p.qw, whole).all()) and bool(_covered(p.sz, whole).all())
+
+
+def test_norm_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
+    monkeypatch.delenv(w4cuda.NORM_ENV, raising=False)
+    assert w4cuda.norm_wanted() == w4cuda.NORM_DEFAULT
+    for norm in w4cuda.NORMS:
+        monkeypatch.setenv(w4cuda.NORM_ENV, norm)
+        assert w4cuda.norm_wanted() == norm
+    monkeypatch.setenv(w4cuda.NORM_ENV, "fast")
+    with pytest.raises(ValueError, match="EDGEPROF_W4_NORM"):
+        w4cuda.norm_wanted()
+    with pytest.raises(ValueError, match="norm"):
+        w4cuda.use_norm("fast")

@@ -22,6 +22,7 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
                               int K, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 void edgeprof_w4a16_set_f16(bool on);
+void edgeprof_w4a16_set_norm_batch(bool on);
 
 // l2next: (address, row bytes, stride, rows) per region of later kernels' weights the launch prefetches into L2
 // (w4cuda.W4CudaLinear.prefetch_next), at most 4 regions; empty: none
@@ -212,5 +213,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_f16", &edgeprof_w4a16_set_f16,
         "the default W4 GEMV runs its mma on fp16 (x staged as fp16 with a power-of-two scale) instead of bf16, for "
         "every launch from now on (captured graphs keep theirs)", py::arg("on"));
+  m.def("set_norm_batch", &edgeprof_w4a16_set_norm_batch,
+        "the fused-norm W4 launches (bf16 mma) issue the norm's loads in batches (fewer L2 round trips, the same "
+        "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }

@@ -1,0 +1,733 @@
+// The W4A16 GEMV's device code and launch templates (see w4a16_gemv.cu's header for the layout and math),
+// shared by the default launches (w4a16_gemv.cu) and the tuning variants (w4a16_tune.cu): two translation
+// units, so the JIT build compiles them in parallel.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "gemv_common.cuh"
+
+namespace edgeprof_w4 {
+
+constexpr int kWarps = 4;  // warps per CTA; each owns one 16-row block, all share one K slice
+
+using edgeprof_gemv::bf_hi;
+using edgeprof_gemv::bf_lo;
+using edgeprof_gemv::ld_stream;
+using edgeprof_gemv::pdl_launch_dependents;
+using edgeprof_gemv::pdl_wait;
+
+// c += A B on the tensor core, m16n8k16, fp32 accumulators; the operands are bf16 (the default kernels) or fp16
+// (F16 kernels: x staged as fp16 with a power-of-two scale, weights 1024 + q). One asm text for both.
+#define EDGEPROF_MMA_M16N8K16(T)                                                                          \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, " \
+               "{%0,%1,%2,%3};"                                                                            \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                            \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  EDGEPROF_MMA_M16N8K16("bf16");
+}
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  EDGEPROF_MMA_M16N8K16("f16");
+}
+#undef EDGEPROF_MMA_M16N8K16
+
+// F16 dequantization of one packed word into the 4 A registers of its mma, Marlin's fp16 trick: fp16 has 10
+// mantissa bits, so a nibble at bits 0-3 OR at bits 4-7 of a half ORed into 1024.0 (0x6400) is exact. Registers
+// 0 and 2 (row g of the fragment) get {1024 + q, 1024 + q'}; registers 1 and 3 (row g + 8) are masked in place
+// without a shift and get {1024 + 16 q, 1024 + 16 q'}: the epilogue divides that row's sum by 16. 4 LOP3 + 1 SHF
+// per word, where bf16 (7 mantissa bits: a nibble at bits 4-7 would reach the exponent) needs 4 LOP3 + 3 SHF.
+__device__ __forceinline__ void dq_word_f16(uint32_t w, uint32_t (&a)[4], uint32_t magic) {
+  const uint32_t w8 = w >> 8;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[0]) : "r"(w), "n"(0x000f000f), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[1]) : "r"(w), "n"(0x00f000f0), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[2]) : "r"(w8), "n"(0x000f000f), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(a[3]) : "r"(w8), "n"(0x00f000f0), "r"(magic));
+}
+
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
+// A register r of one mma from a packed word: {128 + q, 128 + q'} as bf16x2 = ((w >> 4r) & 0x000f000f) | 0x43004300.
+// FUSED: one 3-input LOP3 ((a & b) | c, LUT 0xEA) with the magic in a register; written as C, the compiler
+// emits two (an AND and an OR: a LOP3 takes one 32-bit immediate), 16 extra instructions per 64-column tile
+// (76 instead of 63 per tile; SASS, sm_90, nvcc 13.0). The default kernel uses FUSED since it measured
+// 1.12-1.19x faster as the tune variant "l3" (H200, results/h200/2026-11-28-decode-step: gate_up 0.606 ->
+// 0.702 of copy bandwidth, down 0.480 -> 0.571); the unfused form is kept for the tune variants that measured it.
+template <bool FUSED>
+__device__ __forceinline__ uint32_t dq_reg(uint32_t w, int r, uint32_t magic) {
+  const uint32_t sh = w >> (4 * r);
+  if constexpr (FUSED) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(sh), "n"(0x000f000f), "r"(magic));
+    return d;
+  } else {
+    return (sh & 0x000f000fu) | magic;
+  }
+}
+
+// Input value k of the GEMV; ACT: silu(gate[k]) * up[k] rounded as the unfused silu_mul kernel does
+template <bool ACT>
+__device__ __forceinline__ uint32_t load_x_pair(const __nv_bfloat16* x, int K, int k) {
+  if constexpr (!ACT) {
+    return *reinterpret_cast<const uint32_t*>(x + k);
+  } else {
+    uint32_t g2 = *reinterpret_cast<const uint32_t*>(x + k);
+    uint32_t u2 = *reinterpret_cast<const uint32_t*>(x + K + k);
+    float g[2] = {bf_lo(g2), bf_hi(g2)}, u[2] = {bf_lo(u2), bf_hi(u2)};
+    __nv_bfloat16 o[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float act = round_bf16(g[i] / (1.0f + __expf(-g[i])));
+      o[i] = __float2bfloat16(act * u[i]);
+    }
+    return *reinterpret_cast<uint32_t*>(o);
+  }
+}
+
+// 8 bf16 of x (L2-resident). CG: through L2 only, for an input written by other CTAs of the same launch (the
+// fused MLP's down items read the gate_up output): the non-coherent path may only read what is constant for the
+// whole launch.
+template <bool CG = false>
+__device__ __forceinline__ uint4 ld_x16(const __nv_bfloat16* p) {
+  if constexpr (CG) return __ldcg(reinterpret_cast<const uint4*>(p));
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// silu(g) * u for a bf16 pair of each, rounded as the unfused silu_mul kernel does
+__device__ __forceinline__ uint32_t act_pair(uint32_t g2, uint32_t u2) {
+  float g[2] = {bf_lo(g2), bf_hi(g2)}, u[2] = {bf_lo(u2), bf_hi(u2)};
+  __nv_bfloat16 o[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) o[i] = __float2bfloat16(round_bf16(g[i] / (1.0f + __expf(-g[i]))) * u[i]);
+  return *reinterpret_cast<uint32_t*>(o);
+}
+
+// The fused RMSNorm input (NORM kernels): the GEMV's input is rmsnorm(x + res) * w, computed while x is
+// staged, so the separate add_rmsnorm launch goes away. Rounding as edgeprof-fast's Triton add_rmsnorm
+// (and HF): h = bf16(x + res); out = bf16(bf16(h * rstd) * w), rstd = 1 / sqrt(mean(h^2) + eps) in fp32.
+// res may be null (the first layer: h = x). CTA (0, 0) also writes h to res_out, the next residual.
+struct NormArgs {
+  const __nv_bfloat16* res;  // [K] or nullptr
+  const __nv_bfloat16* w;    // [K] the norm weight
+  __nv_bfloat16* res_out;    // [K] h, written by CTA (0, 0)
+  float eps;
+};
+
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+  __nv_bfloat16 o[2] = {__float2bfloat16(lo), __float2bfloat16(hi)};
+  return *reinterpret_cast<uint32_t*>(o);
+}
+
+// h = bf16(x + r) for a bf16 pair of each
+__device__ __forceinline__ uint32_t add_pair(uint32_t x2, uint32_t r2) {
+  return bf16x2(bf_lo(x2) + bf_lo(r2), bf_hi(x2) + bf_hi(r2));
+}
+
+// bf16(bf16(h * rstd) * w) for a bf16 pair of each
+__device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rstd) {
+  return bf16x2(round_bf16(bf_lo(h2) * rstd) * bf_lo(w2), round_bf16(bf_hi(h2) * rstd) * bf_hi(w2));
+}
+
+// rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); the writer CTA (the one of
+// row-block column 0, split 0) writes h. Every thread of the CTA calls it (it has barriers).
+// RV: 16-byte vectors of x (and of res) each thread has in flight before it uses any. RV = 1 is the loop as first
+// measured: one L2 round trip per vector, ~3.5 in a row at K = 3584 while only the first weight chunk streams. The
+// sums run in the same order for every RV, so rstd is bitwise the same.
+template <int WARPS, int RV = 1>
+__device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, const NormArgs& na, int K,
+                                           bool writer) {
+  __shared__ float red[WARPS];
+  float ss = 0.f;
+  for (int v0 = threadIdx.x; v0 < K / 8; v0 += blockDim.x * RV) {
+    uint4 a[RV], r[RV];
+#pragma unroll
+    for (int e = 0; e < RV; ++e) {
+      const int v = v0 + e * blockDim.x;
+      if (v < K / 8) {
+        a[e] = ld_x16(x + 8 * v);
+        r[e] = na.res ? ld_x16(na.res + 8 * v) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < RV; ++e) {
+      const int v = v0 + e * blockDim.x;
+      if (v >= K / 8) break;
+      const uint32_t aw[4] = {a[e].x, a[e].y, a[e].z, a[e].w}, rw[4] = {r[e].x, r[e].y, r[e].z, r[e].w};
+      uint32_t hw[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        hw[q] = add_pair(aw[q], rw[q]);
+        ss = fmaf(bf_lo(hw[q]), bf_lo(hw[q]), ss);
+        ss = fmaf(bf_hi(hw[q]), bf_hi(hw[q]), ss);
+      }
+      if (writer) *reinterpret_cast<uint4*>(na.res_out + 8 * v) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) total += red[w];
+  return 1.0f / sqrtf(total / (float)K + na.eps);
+}
+
+// Stage the x slice [k0, k0 + klen) in shared memory, permuted: pair i of 16-column block b holds
+// columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9 (i = 8b + 2c + 1), so lane c later reads its whole
+// B fragment with one 64-bit load. XVEC: 16-byte loads, XV of them in flight per thread before any is
+// used (one L2 round trip for the whole slice); else one 32-bit load per pair, a round trip per
+// loop iteration (the kernel as first measured, kept as variant "xscalar").
+// NORM: 0 no norm; 1 the fused norm as first measured; 2 the same with its loads batched (norm_rstd's RV = 4,
+// 4 vectors of x, res and weight in flight here): the same values, fewer L2 round trips before the weight loop.
+template <bool ACT, bool XVEC, int NORM = 0, bool CG = false>
+__device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
+                                        uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f) {
+  static_assert(!(NORM && (ACT || !XVEC)), "the fused norm stages with 16-byte loads, without SiLU*up");
+  if constexpr (!XVEC) {
+    for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+      const int b = i >> 3, j = i & 7;
+      xs[i] = load_x_pair<ACT>(x, K, k0 + b * 16 + ((j >> 1) << 1) + ((j & 1) << 3));
+    }
+  } else {
+    constexpr int XV = NORM == 1 ? 2 : 4;  // NORM 1 loads three vectors per step (x, res, weight): fewer in flight
+    const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
+    for (int v0 = threadIdx.x; v0 < nvec; v0 += blockDim.x * XV) {
+      uint4 g[XV], u[XV], nw[XV];
+#pragma unroll
+      for (int e = 0; e < XV; ++e) {
+        const int v = v0 + e * blockDim.x;
+        if (v < nvec) {
+          g[e] = ld_x16<CG>(x + k0 + 8 * v);
+          if constexpr (ACT) u[e] = ld_x16<CG>(x + K + k0 + 8 * v);
+          if constexpr (NORM != 0) {
+            u[e] = na->res ? ld_x16(na->res + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
+            nw[e] = ld_x16(na->w + k0 + 8 * v);
+          }
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < XV; ++e) {
+        const int v = v0 + e * blockDim.x;
+        if (v >= nvec) break;
+        const uint32_t gw[4] = {g[e].x, g[e].y, g[e].z, g[e].w};
+        uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          if constexpr (ACT) {
+            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w};
+            dst[2 * q] = act_pair(gw[q], uw[q]);
+          } else if constexpr (NORM != 0) {
+            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w}, ww[4] = {nw[e].x, nw[e].y, nw[e].z, nw[e].w};
+            dst[2 * q] = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
+          } else {
+            dst[2 * q] = gw[q];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
+// for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
+// F16: the slice is then rewritten as fp16 times 2^-e, e chosen from the slice's largest |x| so that every value
+// fits fp16 (|x| 2^-e < 2^15) with bf16's 8 significant bits intact (exact unless it falls below fp16's normal
+// range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
+// at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
+template <int G, int WARPS, bool ACT, bool XVEC, int NORM = 0, bool F16 = false, bool CG = false>
+__device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
+                                              uint32_t* __restrict__ xs, float* __restrict__ sxs,
+                                              const NormArgs* na = nullptr, bool norm_writer = false) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float rstd = 0.f;
+  if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
+  stage_x<ACT, XVEC, NORM, CG>(x, K, k0, klen, xs, na, rstd);
+  __syncthreads();
+  float m = 0.f;  // F16: this lane's largest |x|
+  for (int gi = warp; gi < ng; gi += WARPS) {
+    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < G / 32; ++e) {
+      const float v = __bfloat162float(xg[lane * (G / 32) + e]);
+      s += v;
+      if constexpr (F16) m = fmaxf(m, fabsf(v));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) sxs[gi] = s;
+  }
+  if constexpr (!F16) {
+    __syncthreads();
+    return 1.f;
+  } else {
+    __shared__ float wmax[WARPS];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) wmax[warp] = m;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) m = fmaxf(m, wmax[w]);
+    const int ex = m > 0.f ? (int)((__float_as_uint(m) >> 23) & 0xff) - 127 : 0;  // m in [2^ex, 2^(ex+1))
+    const int e = max(ex - 14, -100);  // m 2^-e < 2^15 <= 65504; both 2^e and 2^-e stay normal fp32
+    const float down = __uint_as_float((uint32_t)(127 - e) << 23);
+    for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+      const __half2 h = __floats2half2_rn(bf_lo(xs[i]) * down, bf_hi(xs[i]) * down);
+      xs[i] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    for (int i = threadIdx.x; i < ng; i += blockDim.x) sxs[i] *= down;
+    __syncthreads();
+    return __uint_as_float((uint32_t)(127 + e) << 23);
+  }
+}
+
+// The outputs of one CTA column bx (WARPS row blocks of 16 rows; this lane holds rows 16nb + gq and
+// +8 in y0, y1 when c == 0), split `by` of `nsplit`. Without split-K they are written directly; else each split writes its
+// partial sums and the last split of the column to arrive (atomic ticket in counters[bx]) adds them in
+// split order (deterministic) and resets the ticket for the next call (graph replays). Every thread of
+// the CTA calls it (it has barriers); `last` is a __shared__ int of the caller.
+template <int WARPS>
+__device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c, float y0,
+                                            float y1,
+                                            const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y,
+                                            float* __restrict__ partial, int* __restrict__ counters, int& last) {
+  const int row = nb * 16 + gq;
+  if (nsplit == 1) {
+    if (nb < NB && c == 0) {
+      y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
+      y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
+    }
+    return;
+  }
+  if (nb < NB && c == 0) {
+    partial[(size_t)by * N + row] = y0;
+    partial[(size_t)by * N + row + 8] = y1;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == nsplit - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
+    const int r = bx * WARPS * 16 + i;
+    if (r >= N) break;
+    float s = 0.f;
+    for (int k = 0; k < nsplit; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
+  }
+  if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
+}
+
+// The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
+// chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
+// from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
+// CHECKED: the chunk may run past the slice's nt tiles (a full chunk needs no per-tile check).
+template <int G, bool ASYM, bool FUSED, bool F16 = false, int U, typename ST>
+__device__ __forceinline__ void chunk_math(const uint4 (&w)[U], const ST (&sv)[U * 64 / G], int t, int nt, bool checked,
+                                           const uint2* xq, const float* sxs, uint32_t magic, float& y0, float& y1) {
+  // two accumulator chains (even / odd 16-column step) halve the dependent mma latency
+  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if (checked && t + u >= nt) break;  // warp-uniform
+    const uint32_t words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t a[4];
+      const uint2 xb = xq[((t + u) * 4 + j) * 4];
+      if constexpr (F16) {
+        dq_word_f16(words[j], a, magic);
+        mma_f16(acc[j & 1], a, xb.x, xb.y);
+      } else {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[r] = dq_reg<FUSED>(words[j], r, magic);
+        mma_bf16(acc[j & 1], a, xb.x, xb.y);
+      }
+      if (((u * 64 + j * 16 + 16) % G) == 0) {  // a group ends here (compile-time)
+        const int gi = (u * 64 + j * 16) / G;
+        const float sx = sxs[(t * 64) / G + gi];
+        float s0, s1, z0 = 136.f, z1 = 136.f;  // symmetric: z = 8
+        if constexpr (ASYM) {
+          s0 = bf_lo(sv[gi].x); s1 = bf_hi(sv[gi].x); z0 = bf_lo(sv[gi].y); z1 = bf_hi(sv[gi].y);
+        } else {
+          s0 = bf_lo(sv[gi]); s1 = bf_hi(sv[gi]);
+        }
+        if constexpr (F16) {  // row g summed x (1024 + q), row g + 8 summed x (1024 + 16 q): z0, z1 held 128 + z
+          z0 += 896.f;
+          z1 = 16.f * z1 - 1024.f;
+          s1 *= 0.0625f;
+        }
+        y0 = fmaf(s0, fmaf(-z0, sx, acc[0][0] + acc[1][0]), y0);
+        y1 = fmaf(s1, fmaf(-z1, sx, acc[0][2] + acc[1][2]), y1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = 0.f;
+      }
+    }
+  }
+}
+
+// The cp.async pipeline of the W4 kernel (PS > 0): PS chunks of PU tiles per warp in a shared-memory ring,
+// PS - 1 of them in flight while the warp computes one. PS = 0: the register double buffer.
+template <int G, int PU>
+__host__ __device__ constexpr int chunk_tiles() { return PU ? PU : (G == 32 ? 4 : 6); }
+template <int G, bool ASYM, int PS, int PU>
+__host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint4 of weights, then [kWarps][PS][GPC][32] scales
+  return (size_t)kWarps * PS * 32 * (chunk_tiles<G, PU>() * 16 + (chunk_tiles<G, PU>() * 64 / G) * (ASYM ? 8 : 4));
+}
+
+// The operands of one W4 GEMV launch (the kernel's arguments; the fused MLP kernel takes two).
+struct W4Args {
+  const uint4* __restrict__ qw;
+  const void* __restrict__ sz;
+  const __nv_bfloat16* __restrict__ x;
+  const __nv_bfloat16* __restrict__ bias;
+  __nv_bfloat16* __restrict__ y;
+  float* __restrict__ partial;
+  int* __restrict__ counters;
+  int N, K, tiles_per_split;
+};
+
+struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are ready once pdl_wait returns
+  __device__ __forceinline__ void operator()() const {}
+};
+
+// One CTA's work: row-block column bx (kWarps row blocks of 16 rows) over K slice `by` of `nsplit`. `ready` runs
+// after pdl_wait, before the CTA reads x: the fused MLP's down items wait there for the gate_up rows they read.
+// F16: the mma runs on fp16 (x staged as fp16 with a power-of-two scale, dq_word_f16), else on bf16.
+// CG: x is read through L2 only (it was written during this launch).
+template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
+          bool CG = false, typename Ready = NoWait>
+__device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
+                                         Ready ready = {}) {
+  const uint4* __restrict__ qw = a.qw;
+  const void* __restrict__ sz = a.sz;
+  const __nv_bfloat16* __restrict__ x = a.x;
+  const int N = a.N, K = a.K, tiles_per_split = a.tiles_per_split;
+  constexpr int U = chunk_tiles<G, PU>();  // 16-byte loads per chunk
+  constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
+  static_assert(GPC >= 1 && (U * 64) % G == 0, "a chunk holds whole groups");
+  using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
+  extern __shared__ uint4 smem_raw[];
+  uint4* ring_w = smem_raw;  // PS > 0 only: the weight ring, then the scale ring
+  ST* ring_s = reinterpret_cast<ST*>(smem_raw + kWarps * PS * U * 32);
+  // x slice, permuted per 16 columns, bf16 pairs (after the rings)
+  uint32_t* xs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>());
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int T = K / 64, NG = K / G, NB = N / 16;
+  const int nb = bx * kWarps + warp;
+  const int t0 = by * tiles_per_split;
+  const int nt = min(T, t0 + tiles_per_split) - t0;
+  const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
+  float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const int gq = lane >> 2, c = lane & 3;
+  const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane;
+  const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+
+  // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
+  auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+  };
+  // PS > 0: chunk t / U goes through ring slot `slot` with cp.async (one commit group per chunk, also when empty)
+  uint4* my_w = ring_w + warp * PS * U * 32 + lane;  // slot s, tile u: my_w[(s * U + u) * 32]
+  ST* my_s = ring_s + warp * PS * GPC * 32 + lane;   // slot s, group gi: my_s[(s * GPC + gi) * 32]
+  auto issue_chunk = [&](int t, int slot) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t + u < nt) edgeprof_gemv::cp_async16(my_w + (slot * U + u) * 32, wp + (size_t)(t + u) * 32);
+#pragma unroll
+    for (int gi = 0; gi < GPC; ++gi)
+      if ((t * 64) / G + gi < ng)
+        edgeprof_gemv::cp_async_small<sizeof(ST)>(my_s + (slot * GPC + gi) * 32, sp + (size_t)((t * 64) / G + gi) * 8);
+    edgeprof_gemv::cp_async_commit();
+  };
+  // The first chunk(s) are in flight while the CTA stages x: the prologue costs no memory time.
+  uint4 wa[U];
+  ST sa[GPC];
+  if constexpr (PS == 0) {
+    if (nb < NB) load_chunk(0, wa, sa);
+  } else {
+    if (nb < NB)
+#pragma unroll
+      for (int s = 0; s < PS - 1; ++s) issue_chunk(s * U, s);
+  }
+  if (nb < NB && pf_tiles > 0) {  // PDL: more of this warp's slice into L2 while the previous kernel drains
+    const int pt = min(nt, pf_tiles);
+    edgeprof_gemv::prefetch_l2(wp - lane, 512L * pt, lane);  // a row block's tiles are contiguous, 512 B each
+    edgeprof_gemv::prefetch_l2(sp - gq, (long)sizeof(ST) * 8 * ((pt * 64 + G - 1) / G), lane);
+  }
+  pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
+  pdl_launch_dependents();
+  ready();
+
+  const float yscale =
+      stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, ng, xs, sxs, &na, bx == 0 && by == 0);
+  constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
+
+  float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
+  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
+  if (nb < NB && PS == 0) {
+    for (int t = 0; t < nt; t += U) {
+      uint4 wb[U];
+      ST sb[GPC];
+      if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
+      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = wb[u];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+    }
+  }
+  if (nb < NB && PS > 0) {
+    // the chunk PS - 1 ahead goes into the slot read last iteration (its values are in registers by now)
+    for (int t = 0, slot = 0; t < nt; t += U, slot = slot + 1 == PS ? 0 : slot + 1) {
+      issue_chunk(t + (PS - 1) * U, slot == 0 ? PS - 1 : slot - 1);
+      edgeprof_gemv::cp_async_wait<PS - 1>();  // this thread's copies of chunk t have landed
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = my_w[(slot * U + u) * 32];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = my_s[(slot * GPC + gi) * 32];
+      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
+    }
+  }
+  y0 *= yscale;  // F16: back from the staged slice's 2^-e
+  y1 *= yscale;
+
+  __shared__ int last;
+  finish_rows<kWarps>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters, last);
+}
+
+// Weights of LATER kernels to pull into L2 while this one runs (the decoder's $EDGEPROF_W4_L2NEXT): up to 4 regions,
+// each `rows` rows of `row_bytes` bytes, `stride` bytes apart (a whole tensor: one row). A decode step alternates
+// GEMVs that keep HBM busy with phases that leave it mostly idle (attention, the small q/k/v and o GEMVs at a
+// quarter of copy bandwidth, every GEMV's ramp and tail); a prefetch issued there costs no streaming time later.
+struct L2Next {
+  const char* p[4];
+  long row_bytes[4], stride[4];
+  int rows[4];
+  int n;  // regions in use; 0: no prefetch row in the grid
+};
+
+// CTA i of n prefetches its share of the regions' 128-byte lines into L2 (prefetch.global.L2: no data comes back
+// to the SM, so the CTA exits as soon as it has issued them).
+__device__ __forceinline__ void l2_prefetch_share(const L2Next& nx, int i, int n) {
+  long total = 0;
+  for (int r = 0; r < nx.n; ++r) total += (long)nx.rows[r] * ((nx.row_bytes[r] + 127) / 128);
+  const long lo = total * i / n, hi = total * (i + 1) / n;
+  long base = 0;
+  for (int r = 0; r < nx.n; ++r) {
+    const long lpr = (nx.row_bytes[r] + 127) / 128, lines = (long)nx.rows[r] * lpr;
+    for (long l = max(lo, base) + threadIdx.x; l < min(hi, base + lines); l += blockDim.x) {
+      const long j = l - base, row = j / lpr;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(nx.p[r] + row * nx.stride[r] + (j - row * lpr) * 128));
+    }
+    base += lines;
+  }
+}
+
+// grid (row-block columns, splits + (nx.n > 0)): the last grid row, dispatched after every GEMV CTA, prefetches
+template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
+          bool F16 = false>
+__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles,
+                                                                       L2Next nx) {
+  const int splits = (int)gridDim.y - (nx.n > 0);
+  if ((int)blockIdx.y == splits) {
+    l2_prefetch_share(nx, blockIdx.x, gridDim.x);
+    return;
+  }
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, splits);
+}
+
+inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
+                      int* counters, int N, int K, int tiles_per_split) {
+  return W4Args{reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
+                reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters,
+                N, K, tiles_per_split};
+}
+
+// Dynamic shared memory of one CTA: the cp.async ring (PS > 0), the x slice (bf16) and its group sums (fp32)
+template <int G, bool ASYM, int PS = 0, int PU = 0>
+size_t cta_smem(int tiles_per_split) {
+  return ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
+}
+
+template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
+          bool F16 = false>
+cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
+                     int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
+                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}, const L2Next* nx = nullptr) {
+  const L2Next none{{nullptr, nullptr, nullptr, nullptr}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
+  const int nbx = (N / 16 + kWarps - 1) / kWarps;
+  const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  if (PS > 0) {  // the ring lives in shared memory: ask for the largest carveout, so 5 CTAs of ~41 KB fit per SM
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         (int)cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return e;
+  }
+  const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
+  const L2Next& next = nx ? *nx : none;
+  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits + (next.n > 0)),
+                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now(), next);
+}
+
+// The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
+// extension by edgeprof_w4a16_set_f16 (the binding's set_f16). The tune variant "f16" times it per shape.
+inline bool& f16_enabled() {
+  static bool on = false;
+  return on;
+}
+
+// The fused-norm launches (bf16 mma) with the norm's loads batched (NORM = 2), switched per extension by
+// edgeprof_w4a16_set_norm_batch (the binding's set_norm_batch); off: NORM = 1, the kernel as measured through r25.
+inline bool& norm_batch_enabled() {
+  static bool on = false;
+  return on;
+}
+
+// The fused MLP (issue 12, sixth pass): down(silu(gate) * up) of gate_up(rmsnorm(x + res) * w) in ONE launch, so the
+// down GEMV's launch, ramp and drain overlap gate_up's tail instead of following it (the per-launch fixed cost,
+// about 4 us on an H200, is what keeps the large W4 GEMVs under copy bandwidth: results/h200/2026-11-28-dequant).
+// The grid has one CTA per work item: gate_up's row-block columns (split 1), then down's (column, split) items.
+// A CTA takes its item from a ticket (atomicInc), so an item is only handed out once every item before it is
+// held by a running CTA; down items wait only on gate_up items, which wait on nothing: no deadlock, whatever
+// order the hardware starts CTAs in. Down's split s reads inputs [64 tps s, 64 tps (s + 1)) of silu(gate) * up,
+// i.e. gate_up's columns tps s.. (gate rows) and T + tps s.. (up rows), T = I / 64: gate_up items run slice by
+// slice, each adds 1 to ready[s] once its rows are written, and a down item of split s waits (after its first
+// weight loads, like a PDL wait) until ready[s] counts all of them. The math of every item is gemv_cta's, the
+// split order the same: y is bitwise the two-launch result.
+struct MlpArgs {
+  W4Args gu;     // gate_up: N = 2I (gate rows, then up rows), K = H, one split; y = the gate_up workspace
+  W4Args down;   // down: N = H, K = I, its split plan; x = gu.y
+  NormArgs na;   // the MLP norm fused into gate_up's input
+  int* ws;       // int32 [1 + 2S] zeros: the ticket, ready[S], consumed[S] (each resets itself: graph replays)
+  int gu_items;  // gate_up CTAs: 2I / 64
+  int down_items;
+};
+
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ uint64_t globaltimer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+template <int G, bool ASYM, bool F16>
+__global__ void __launch_bounds__(kWarps * 32, 5) w4a16_mlp_kernel(MlpArgs m, int pf_tiles) {
+  __shared__ int item;
+  if (threadIdx.x == 0)  // wraps to 0 after the last item: the next call starts from 0 without a reset
+    item = (int)atomicInc(reinterpret_cast<unsigned*>(m.ws), (unsigned)(m.gu_items + m.down_items - 1));
+  __syncthreads();
+  const int it = item;
+  const int tps = m.down.tiles_per_split, T = m.down.K / 64, S = (T + tps - 1) / tps;
+  int* ready = m.ws + 1;
+  if (it < m.gu_items) {
+    const int s = it / (2 * tps), r = it - s * 2 * tps, cols = min(tps, T - s * tps);  // slice s: 2 cols items
+    const int bx = s * tps + (r < cols ? r : T + r - cols);
+    gemv_cta<G, ASYM, false, true, 1, 0, 0, F16>(m.gu, m.na, pf_tiles, bx, 0, 1);
+    __threadfence();  // this CTA's rows (written by its c == 0 lanes) before the count that publishes them
+    __syncthreads();
+    if (threadIdx.x == 0) atomicAdd(ready + s, 1);
+    return;
+  }
+  const int d = it - m.gu_items, nbx = (m.down.N / 16 + kWarps - 1) / kWarps;
+  const int by = d / nbx, bx = d - by * nbx, need = 2 * min(tps, T - by * tps);
+  auto wait_slice = [&]() {
+    if (threadIdx.x == 0) {
+      // bounded: a miscounted slice would otherwise hang the GPU; 2 s is ~10^5 times the wait of a healthy launch
+      const uint64_t t_end = globaltimer_ns() + 2000000000ull;
+      while (ld_acquire_gpu(ready + by) < need) {
+        __nanosleep(32);
+        if (globaltimer_ns() > t_end) __trap();  // the launch fails with an error instead
+      }
+      // the slice's last reader resets its count: every reader has passed the wait, and the next call's
+      // gate_up items count only after their pdl_wait, i.e. after this launch has ended
+      if (atomicInc(reinterpret_cast<unsigned*>(m.ws + 1 + S + by), (unsigned)(nbx - 1)) == (unsigned)(nbx - 1))
+        atomicExch(ready + by, 0);
+    }
+    __syncthreads();
+  };
+  gemv_cta<G, ASYM, true, true, 0, 0, 0, F16, true>(m.down, NormArgs{nullptr, nullptr, nullptr, 0.f}, pf_tiles,
+                                                       bx, by, S, wait_slice);
+}
+
+template <int G, bool F16>
+cudaError_t launch_mlp_g(bool asym, const MlpArgs& m, cudaStream_t stream) {
+  const size_t smem = std::max(cta_smem<G, false>(m.gu.tiles_per_split), cta_smem<G, false>(m.down.tiles_per_split));
+  auto kern = asym ? w4a16_mlp_kernel<G, true, F16> : w4a16_mlp_kernel<G, false, F16>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  return edgeprof_gemv::launch(kern, dim3(m.gu_items + m.down_items), dim3(kWarps * 32), smem, stream, m,
+                               edgeprof_gemv::prefetch_tiles_now());
+}
+
+template <int G>
+cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
+  return f16_enabled() ? launch_mlp_g<G, true>(asym, m, s) : launch_mlp_g<G, false>(asym, m, s);
+}
+
+// the fused-norm kernel for one group size (the default launch only)
+template <int G, bool F16 = false, int NORM = 1>
+cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                          float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                          NormArgs na, const L2Next* nx) {
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16>(qw, sz, x, bias, y, partial, counters, N, K, \
+                                                                      splits, tps, s, na, nx)
+  return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
+#undef EDGEPROF_LN
+}
+
+template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false>
+cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                     const L2Next* nx = nullptr) {
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16>(qw, sz, x, bias, y, partial, counters, N, \
+                                                                           K, splits, tps, s, {nullptr, nullptr, nullptr, 0.f}, nx)
+  if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
+  return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
+#undef EDGEPROF_LG
+}
+
+// the default launch of one group size, with the switched mma type
+template <int G>
+cudaError_t launch_default(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias,
+                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                           const L2Next* nx) {
+  if (f16_enabled())
+    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
+  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
+}
+template <int G>
+cudaError_t launch_norm_default(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                                float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
+                                NormArgs na, const L2Next* nx) {
+  if (f16_enabled())
+    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+  if (norm_batch_enabled())
+    return launch_norm_g<G, false, 2>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+}
+
+}  // namespace edgeprof_w4
