@@ -137,10 +137,22 @@ def unpack_w4(p: W4Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 _BUILD_ERROR: list[str] = []
 
 
-@functools.cache
-def load_extension():
+_LOADED: dict[bool, object] = {}  # load_extension's modules by `tune` (None where the build failed)
+
+
+def load_extension(tune: bool = False):
     """The compiled module, or None (reason in `build_error()`). Built once per process; torch
-    caches the build under ~/.cache/torch_extensions, keyed by the sources."""
+    caches the build under ~/.cache/torch_extensions, keyed by the sources.
+
+    tune=False (what decoders use): the default launches, the fused norm and MLP, the bf16 GEMV. The ~80 tuning
+    variants (w4a16_tune.cu) are left out: a decoder never launches them, and they were half of the first-use build.
+    tune=True: a second module with everything (W4CudaLinear takes it for variant != "base"; --suite tune)."""
+    if tune not in _LOADED:
+        _LOADED[tune] = _build(tune)
+    return _LOADED[tune]
+
+
+def _build(tune: bool):
     reason = _unavailable_reason()
     if reason:
         _BUILD_ERROR.append(reason)
@@ -150,11 +162,11 @@ def load_extension():
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        # the tuning variants are a translation unit of their own: ninja compiles the .cu files in parallel
-        sources = [CSRC / "w4a16_binding.cpp", CSRC / "w4a16_gemv.cu", CSRC / "w4a16_tune.cu", CSRC / "bf16_gemv.cu"]
-        ext = load(name=f"edgeprof_gemv_{_csrc_digest()}", sources=[str(p) for p in sources],
-                   extra_cuda_cflags=["-O3", "-std=c++17"], extra_cflags=["-O3"], extra_include_paths=[str(CSRC)],
-                   verbose=False)
+        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "bf16_gemv.cu"] + (["w4a16_tune.cu"] if tune else [])
+        ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
+                   sources=[str(CSRC / n) for n in names],
+                   extra_cuda_cflags=["-O3", "-std=c++17"] + ([] if tune else ["-DEDGEPROF_W4_NO_TUNE"]),
+                   extra_cflags=["-O3"], extra_include_paths=[str(CSRC)], verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
         ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)
         ext.set_norm_batch(norm_wanted() == "batched")
@@ -162,6 +174,11 @@ def load_extension():
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
         return None
+
+
+def _loaded() -> list:
+    """The modules built so far in this process (the switches below are per module: set them on each)."""
+    return [ext for ext in _LOADED.values() if ext is not None]
 
 
 def _csrc_digest() -> str:
@@ -181,10 +198,8 @@ def use_pdl(on: bool, prefetch_tiles: int = 0, down: bool = True) -> None:
     W4 launch with SiLU*up fused) takes part: the decoder sets its own choice (kernels.pdl_wanted,
     pdl_prefetch_tiles, pdl_down_wanted) before every step. A no-op where the extension was never loaded:
     nothing of it runs then."""
-    if load_extension.cache_info().currsize:
-        ext = load_extension()
-        if ext is not None:
-            ext.set_pdl(bool(on), int(prefetch_tiles), bool(down))
+    for ext in _loaded():
+        ext.set_pdl(bool(on), int(prefetch_tiles), bool(down))
 
 
 MMA_ENV = "EDGEPROF_W4_MMA"
@@ -207,10 +222,8 @@ def use_mma(mma: str) -> None:
     own choice before every step, as use_pdl. A no-op where the extension was never loaded."""
     if mma not in MMAS:
         raise ValueError(f"mma: {mma!r} is not one of {', '.join(MMAS)}")
-    if load_extension.cache_info().currsize:
-        ext = load_extension()
-        if ext is not None:
-            ext.set_f16(mma == "fp16")
+    for ext in _loaded():
+        ext.set_f16(mma == "fp16")
 
 
 NORM_ENV = "EDGEPROF_W4_NORM"
@@ -234,10 +247,8 @@ def use_norm(norm: str) -> None:
     choice before every step, as use_mma. A no-op where the extension was never loaded."""
     if norm not in NORMS:
         raise ValueError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
-    if load_extension.cache_info().currsize:
-        ext = load_extension()
-        if ext is not None:
-            ext.set_norm_batch(norm == "batched")
+    for ext in _loaded():
+        ext.set_norm_batch(norm == "batched")
 
 
 def build_error() -> str | None:
@@ -390,7 +401,7 @@ class W4CudaLinear:
                              f"not {packed.group}; use variant='base'")
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
-        self.p, self.ext = packed, ext or load_extension()
+        self.p, self.ext = packed, ext or load_extension(tune=variant != "base")  # tuning variants: their module
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
         dev = packed.qw.device

@@ -17,10 +17,18 @@
 // of a row-block column (atomic ticket) adds them in split order: deterministic.
 #include "w4a16_kernels.cuh"
 
-// the tuning variants' entry point (w4a16_tune.cu)
+// the tuning variants' entry point (w4a16_tune.cu). The decoders' module is built without them
+// (EDGEPROF_W4_NO_TUNE, w4cuda.load_extension): there a variant launch fails with "operation not supported".
+#ifdef EDGEPROF_W4_NO_TUNE
+static int edgeprof_w4a16_tune_launch(int, bool, bool, const void*, const void*, const void*, const void*, void*,
+                                      float*, int*, int, int, int, int, int, int, cudaStream_t) {
+  return (int)cudaErrorNotSupported;
+}
+#else
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
+#endif
 
 // PDL on or off, the L2 prefetch before its wait (512-byte tiles per warp), and PDL for the down projection (the
 // W4 launches with SiLU*up fused), for every GEMV this extension launches from now on (the binding's set_pdl)
