@@ -325,8 +325,6 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
             pdl_ok = torch.cuda.get_device_capability() >= (9, 0)
             for mma, pdl in [("fp16", False)] + ([("bf16", True), ("fp16", True)] if pdl_ok else []):
                 rows.append(_switched_row(name, k, n, layers, x, ref, repeats, mma=mma, pdl=pdl))
-            if pdl_ok:
-                rows.append(_l2next_row(name, k, n, layers, x, ref, repeats))
         del layers
     for r in rows:
         r["model"] = model
@@ -354,59 +352,6 @@ def _switched_row(name, k, n, layers, x, ref, repeats, *, mma: str, pdl: bool) -
     finally:
         use_pdl(False)
         use_mma("bf16")
-
-
-L2NEXT_HEAD_TILES = 8  # gate_up / down: the first tiles of every row block (the whole matrix does not fit L2)
-
-
-def _l2next_regions(lin, name: str) -> list:
-    from edgeprof.fast.w4cuda import l2_head, l2_whole
-
-    return l2_whole(lin.p) if name in ("qkv", "o") else l2_head(lin.p, L2NEXT_HEAD_TILES)
-
-
-def _l2next_row(name, k, n, layers, x, ref, repeats) -> dict:
-    """The PDL chain where each call also prefetches the NEXT call's weights into L2 (w4cuda.prefetch_next; whole for
-    q/k/v and o, the first L2NEXT_HEAD_TILES tiles of every row block for the large shapes): as $EDGEPROF_W4_L2NEXT
-    links the GEMVs of a decode step, minus the other kernels between them."""
-    from edgeprof.fast.kernels import pdl_prefetch_tiles
-    from edgeprof.fast.w4cuda import use_pdl
-
-    for i, lin in enumerate(layers):
-        lin.prefetch_next(_l2next_regions(layers[(i + 1) % len(layers)], name))
-    use_pdl(True, pdl_prefetch_tiles())
-    try:
-        return _row(name, k, n, "edgeprof-cuda+pdl+l2next", [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                    layers[0](x), ref, repeats)
-    finally:
-        use_pdl(False)
-        for lin in layers:
-            lin.prefetch_next([])
-
-
-def check_l2next(model: str, name: str, k: int, n: int) -> dict:
-    """A launch with an L2-prefetch row (w4cuda.prefetch_next) gives bitwise the output of the same launch without:
-    the extra CTAs only prefetch. Plain, fused-SiLU and fused-norm launches, output poisoned with NaN first."""
-    from edgeprof.fast.w4cuda import W4CudaLinear
-
-    prep = check_inputs(n, k, GROUP, False)
-    lin, other = W4CudaLinear(prep["packed"]), W4CudaLinear(check_inputs(n, k, GROUP, True)["packed"])
-    g = prep["g"]
-    x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
-    gu = torch.randn(1, 2 * k, device="cuda", generator=g).to(torch.bfloat16)
-    res = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
-    nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=g)).to(torch.bfloat16)
-
-    def outputs():
-        torch.full((1, n), float("nan"), device="cuda", dtype=torch.bfloat16)  # freed block: poison for y
-        return [lin(x), lin.fused_silu(gu), *lin.fused_norm(x, res, nw, 1e-6)]
-
-    plain = outputs()
-    lin.prefetch_next(_l2next_regions(other, name) + _l2next_regions(other, "o")[:1])
-    with_pf = outputs()
-    equal = all(torch.equal(a, b) for a, b in zip(plain, with_pf, strict=True))
-    return {"model": model, "shape": name, "k": k, "n": n, "check": "l2next", "splits": lin.splits,
-            "bitwise_equal": equal, "passed": equal}
 
 
 def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bool) -> dict:
@@ -480,11 +425,6 @@ def kernel_suite(args) -> int:
                 c = checks[-1]
                 print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} norm batched bitwise "
                       f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
-    for model, name, k, n in KERNEL_SHAPES:  # the L2-prefetch grid row changes no output
-        if model == "qwen2.5-7b":
-            checks.append(check_l2next(model, name, k, n))
-            print(f"check {model:13s} {name:8s} l2next bitwise {checks[-1]['bitwise_equal']} "
-                  f"{'PASS' if checks[-1]['passed'] else 'FAIL'}", flush=True)
     w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)

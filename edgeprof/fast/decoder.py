@@ -51,8 +51,7 @@ class FastDecoder(Decoder):
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
-                                "int4_mlp": self.model.mlp_note,
-                                "int4_l2next": self.model.l2next_note}
+                                "int4_mlp": self.model.mlp_note}
                                if "int4_launch" in self.weights.extra else {}),
                             **{k: v for k, v in self.weights.extra.items() if k.startswith(("int4", "bf16"))}})
 

@@ -73,27 +73,6 @@ class FastModel:
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
         # the int4 MLP as one launch per layer ($EDGEPROF_W4_MLP=fused), where edgeprof's CUDA kernel runs both GEMVs
         self.mlp_note, self.mlps = self._fused_mlps()
-        self.l2next_note = self._link_l2_prefetch()  # $EDGEPROF_W4_L2NEXT
-
-    def _link_l2_prefetch(self) -> str:
-        """Point each CUDA int4 GEMV at the later weights it prefetches into L2 ($EDGEPROF_W4_L2NEXT; w4cuda), and
-        say what was linked. Only between layers whose GEMVs are all edgeprof's CUDA kernel."""
-        want = w4cuda.l2next_wanted()
-        layers = self.w.layers
-        cuda = [all(isinstance(getattr(lw, n), w4cuda.W4CudaLinear) for n in ("qkv", "o", "gate_up", "down"))
-                for lw in layers]
-        links = 0
-        for i, lw in enumerate(layers):
-            if not cuda[i]:
-                continue
-            after_qkv = (w4cuda.l2_whole(lw.o.p) if want["o"] else []) + (
-                w4cuda.l2_head(lw.gate_up.p, want["gu_tiles"]) if want["gu_tiles"] else [])
-            lw.qkv.prefetch_next(after_qkv)
-            nxt = i + 1 < len(layers) and cuda[i + 1] and want["qkv"]
-            lw.down.prefetch_next(w4cuda.l2_whole(layers[i + 1].qkv.p) if nxt else [])
-            links += bool(after_qkv) + nxt
-        mode = os.environ.get(w4cuda.L2NEXT_ENV, "").strip() or w4cuda.L2NEXT_DEFAULT
-        return f"{mode} ({links} links)" if links else "off"
 
     def _fused_mlps(self) -> tuple[str, list]:
         """(what the MLPs run as, for the decoder's record; one W4CudaMLP or None per layer). Fused where

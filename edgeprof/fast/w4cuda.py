@@ -420,22 +420,13 @@ class W4CudaLinear:
         self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n
         self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
-        self.l2next: list[int] = []  # later weights each launch prefetches into L2 (prefetch_next)
-
-    def prefetch_next(self, regions: list[tuple[int, int, int, int]]) -> None:
-        """Each launch of this layer from now on also prefetches `regions` into L2: (address, row bytes, stride,
-        rows) each, at most 4 (l2_whole, l2_head). An extra grid row of CTAs, dispatched after the GEMV's own,
-        issues them and exits; [] turns it off. The default launch only (the tuning variants ignore it)."""
-        if len(regions) > 4:
-            raise ValueError(f"prefetch_next: {len(regions)} regions, at most 4")
-        self.l2next = [int(v) for reg in regions for v in reg]
 
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
         x = aligned16(x)
         if self.variant_id == 0 and self.grid_x == 0:  # the default path, as the decoder uses it
             return self.ext.gemv(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
-                                 p.group, p.asym, act, self.splits, self.tps, self.l2next)
+                                 p.group, p.asym, act, self.splits, self.tps)
         return self.ext.gemv_variant(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                      p.group, p.asym, act, self.splits, self.tps, self.variant_id, self.grid_x)
 
@@ -457,8 +448,7 @@ class W4CudaLinear:
         x, norm_w = aligned16(x), aligned16(norm_w)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
         y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
-                               self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps,
-                               self.l2next)
+                               self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps)
         return y, res_out
 
     def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -541,42 +531,3 @@ class W4CudaMLP:
                          g.p.asym, d.splits, d.tps)
         return y, res_out
 
-
-# ---------------------------------------------------------------- L2 prefetch of the next GEMV's weights
-L2NEXT_ENV = "EDGEPROF_W4_L2NEXT"
-# "off", or links joined by ",": "qkv" (each layer's down GEMV prefetches the next layer's q/k/v weights), "o" (the
-# q/k/v GEMV prefetches the same layer's o weights, which then arrive while attention runs), "gu:N" (the q/k/v GEMV
-# also prefetches the first N 64-column tiles of every gate_up row block, where gate_up's warps all start)
-L2NEXT_DEFAULT = "off"
-
-
-def l2next_wanted() -> dict:
-    """$EDGEPROF_W4_L2NEXT as {"qkv": bool, "o": bool, "gu_tiles": int} (unset: L2NEXT_DEFAULT)."""
-    val = os.environ.get(L2NEXT_ENV, "").strip() or L2NEXT_DEFAULT
-    links = {"qkv": False, "o": False, "gu_tiles": 0}
-    if val == "off":
-        return links
-    for part in val.split(","):
-        name, _, n = part.partition(":")
-        if name in ("qkv", "o") and not n:
-            links[name] = True
-        elif name == "gu" and n.isdigit() and int(n) > 0:
-            links["gu_tiles"] = int(n)
-        else:
-            raise ValueError(f"{L2NEXT_ENV}: {part!r} in {val!r} is not qkv, o or gu:<tiles>; e.g. qkv,o,gu:8, or off")
-    return links
-
-
-def l2_whole(p: W4Packed) -> list[tuple[int, int, int, int]]:
-    """A packed layer's weights and scales, whole, as prefetch_next regions."""
-    return [(p.qw.data_ptr(), p.qw.numel() * 4, 0, 1), (p.sz.data_ptr(), p.sz.numel() * 2, 0, 1)]
-
-
-def l2_head(p: W4Packed, tiles: int) -> list[tuple[int, int, int, int]]:
-    """The first `tiles` 64-column tiles of every 16-row block (512 B each, contiguous per row block) and their
-    groups' scales: what a one-split GEMV's warps read first."""
-    t_all, t = p.k // 64, min(tiles, p.k // 64)
-    per_group = 8 * (4 if p.asym else 2) * 2  # bytes of one group's scales (and zeros) per row block
-    groups = -(-t * 64 // p.group)
-    return [(p.qw.data_ptr(), t * 512, t_all * 512, p.n // 16),
-            (p.sz.data_ptr(), groups * per_group, (p.k // p.group) * per_group, p.n // 16)]

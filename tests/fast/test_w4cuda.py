@@ -275,51 +275,6 @@ def test_the_fused_mlp_entry_point_is_bound_and_checked():
     assert "I % 64 == 0" in binding
 
 
-def test_l2next_wanted_parses_links_and_names_the_variable_when_wrong(monkeypatch):
-    monkeypatch.delenv(w4cuda.L2NEXT_ENV, raising=False)
-    assert w4cuda.l2next_wanted() == {"qkv": False, "o": False, "gu_tiles": 0}  # the default: off
-    monkeypatch.setenv(w4cuda.L2NEXT_ENV, "qkv,o,gu:8")
-    assert w4cuda.l2next_wanted() == {"qkv": True, "o": True, "gu_tiles": 8}
-    monkeypatch.setenv(w4cuda.L2NEXT_ENV, "o")
-    assert w4cuda.l2next_wanted() == {"qkv": False, "o": True, "gu_tiles": 0}
-    for bad in ("gu", "gu:0", "qkv,down", "qkv+o", "on"):
-        monkeypatch.setenv(w4cuda.L2NEXT_ENV, bad)
-        with pytest.raises(ValueError, match="EDGEPROF_W4_L2NEXT"):
-            w4cuda.l2next_wanted()
-
-
-def _covered(t: torch.Tensor, regions) -> torch.Tensor:
-    """Which bytes of t's storage the (address, row bytes, stride, rows) regions name, as a bool per byte."""
-    mask = torch.zeros(t.numel() * t.element_size(), dtype=torch.bool)
-    for addr, row_bytes, stride, rows in regions:
-        off = addr - t.data_ptr()
-        if 0 <= off < mask.numel():
-            for r in range(rows):
-                mask[off + r * stride: off + r * stride + row_bytes] = True
-    return mask
-
-
-@pytest.mark.parametrize(("n", "k", "group", "asym", "tiles"), [(48, 512, 128, False, 3), (32, 256, 64, True, 2),
-                                                                 (16, 192, 32, True, 5)])
-def test_l2_head_names_the_first_tiles_of_every_row_block_and_their_scales(n, k, group, asym, tiles):
-    q, z, s = quantize_rtn(torch.randn(n, k), group)
-    if asym:  # zeros other than 8: the packed scales carry them (4 values per lane row instead of 2)
-        z = torch.randint(0, 16, z.shape)
-    p = pack_w4(q, z, s, group)
-    assert p.asym == asym
-    t = min(tiles, k // 64)
-    want_qw = torch.zeros(n // 16, k // 64, 128 * 4, dtype=torch.bool)  # bytes of qw [N/16, K/64, 32 lanes, 16 B]
-    want_qw[:, :t] = True
-    groups = -(-t * 64 // group)
-    want_sz = torch.zeros(n // 16, k // group, 8 * (4 if asym else 2) * 2, dtype=torch.bool)
-    want_sz[:, :groups] = True
-    regions = w4cuda.l2_head(p, tiles)
-    assert torch.equal(_covered(p.qw, regions), want_qw.flatten())
-    assert torch.equal(_covered(p.sz, regions), want_sz.flatten())
-    whole = w4cuda.l2_whole(p)
-    assert bool(_covered(p.qw, whole).all()) and bool(_covered(p.sz, whole).all())
-
-
 def test_norm_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
     monkeypatch.delenv(w4cuda.NORM_ENV, raising=False)
     assert w4cuda.norm_wanted() == w4cuda.NORM_DEFAULT

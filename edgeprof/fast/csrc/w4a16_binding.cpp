@@ -1,18 +1,15 @@
 // torch binding of edgeprof's GEMVs (w4a16_gemv.cu, bf16_gemv.cu). Checks every argument, launches on the
 // current stream (so it is captured by CUDA graphs) and raises on any launch error.
 #include <torch/extension.h>
-#include <vector>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
-                          int tiles_per_split, int variant, int grid_x, const int64_t* l2next, int n_next,
-                          cudaStream_t stream);
+                          int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
-                               int* counters, int N, int K, int splits, int tiles_per_split, const int64_t* l2next,
-                               int n_next, cudaStream_t stream);
+                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream);
 int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const void* gu_sz, const void* gu_bias,
                               const void* x, const void* res, const void* nw, void* res_out, float eps, void* gu,
                               const void* d_qw, const void* d_sz, const void* d_bias, void* y, float* partial,
@@ -24,16 +21,6 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 void edgeprof_w4a16_set_f16(bool on);
 void edgeprof_w4a16_set_norm_batch(bool on);
 
-// l2next: (address, row bytes, stride, rows) per region of later kernels' weights the launch prefetches into L2
-// (w4cuda.W4CudaLinear.prefetch_next), at most 4 regions; empty: none
-static int check_l2next(const std::vector<int64_t>& l2next) {
-  TORCH_CHECK(l2next.size() % 4 == 0 && l2next.size() <= 16, "l2next: (address, row bytes, stride, rows) x <= 4");
-  for (size_t r = 0; r < l2next.size(); r += 4)
-    TORCH_CHECK(l2next[r] != 0 && l2next[r + 1] > 0 && l2next[r + 2] >= 0 && l2next[r + 3] >= 1,
-                "l2next: region ", r / 4, " needs an address, row bytes > 0, stride >= 0 and rows >= 1");
-  return (int)(l2next.size() / 4);
-}
-
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
                               const torch::Tensor& partial, const torch::Tensor& counters, int64_t N, int64_t K,
@@ -44,8 +31,9 @@ static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, 
   TORCH_CHECK(sz.numel() == (N / 16) * (K / group) * 8 * (asym ? 4 : 2), "sz: wrong size");
   TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
               "bias: bf16 [N] or empty");
+  // the tickets (counters) are one per CTA column: the caller checks their number for its CTA's warps
   TORCH_CHECK(splits == 1 || (partial.numel() >= splits * N && partial.scalar_type() == torch::kFloat32 &&
-                              counters.numel() >= (N / 16 + 3) / 4 && counters.scalar_type() == torch::kInt32),
+                              counters.scalar_type() == torch::kInt32),
               "split-K workspace too small");
   TORCH_CHECK(splits >= 1 && tiles_per_split >= 1 && (splits - 1) * tiles_per_split < K / 64 &&
                   splits * tiles_per_split >= K / 64 && (tiles_per_split * 64) % group == 0,
@@ -56,18 +44,15 @@ static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, 
 // bias [N] bf16 or empty; partial fp32 [splits * N] and counters int32 [ceil(N/64)] (zeros) when splits > 1.
 // variant 0: the default kernel; 1 "w8", 2 "persist", 3 "tm", 4 "tm8", 5 "o8", 6 "o6", 7 "u8", 8 "xscalar", 9 "l3", 10 "lean", 11 "lean4", 12 "u14", 13 "u10", 14-18 "cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8", 19 "f16", 20 "w2", 21 "w1" (group 128 only; grid_x: persist's CTAs
 // per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
-static torch::Tensor gemv_impl(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
-                               torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group,
-                               bool asym, bool act, int64_t splits, int64_t tiles_per_split, int64_t variant,
-                               int64_t grid_x, const std::vector<int64_t>& l2next) {
+torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
+                           torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
+                           bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
   TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
   TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 21),
               "variant: 0 (any group), 1-21 (group 128 only)");
-  const int n_next = check_l2next(l2next);
-  TORCH_CHECK(n_next == 0 || variant == 0, "l2next: the default launch (variant 0) only");
   // one split-K ticket per CTA column: w8 / tm8 have 8 warps per CTA, w2 2, w1 1, the others 4
   const int64_t warps = (variant == 1 || variant == 4) ? 8 : variant == 20 ? 2 : variant == 21 ? 1 : 4;
   TORCH_CHECK(splits == 1 || counters.numel() >= (N / 16 + warps - 1) / warps,
@@ -78,23 +63,16 @@ static torch::Tensor gemv_impl(torch::Tensor x, torch::Tensor qw, torch::Tensor 
   int err = edgeprof_w4a16_launch((int)group, asym, act, qw.data_ptr(), sz.data_ptr(), x.data_ptr(), b, y.data_ptr(),
                                   splits > 1 ? partial.data_ptr<float>() : nullptr,
                                   splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
-                                  (int)tiles_per_split, (int)variant, (int)grid_x, l2next.data(), n_next,
+                                  (int)tiles_per_split, (int)variant, (int)grid_x,
                                   c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "w4a16 GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
   return y;
 }
 
-torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
-                           torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
-                           bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
-  return gemv_impl(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, variant,
-                   grid_x, {});
-}
-
 torch::Tensor gemv(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
                    torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, bool act, int64_t splits,
-                   int64_t tiles_per_split, std::vector<int64_t> l2next) {
-  return gemv_impl(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, 0, 0, l2next);
+                   int64_t tiles_per_split) {
+  return gemv_variant(x, qw, sz, bias, partial, counters, N, K, group, asym, act, splits, tiles_per_split, 0, 0);
 }
 
 static void check_vec16(const torch::Tensor& t, int64_t K, const char* name) {
@@ -108,8 +86,7 @@ static void check_vec16(const torch::Tensor& t, int64_t K, const char* name) {
 torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
                         torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
                         torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
-                        int64_t tiles_per_split, std::vector<int64_t> l2next) {
-  const int n_next = check_l2next(l2next);
+                        int64_t tiles_per_split) {
   check_vec16(x, K, "x");
   check_vec16(nw, K, "nw");
   check_vec16(res_out, K, "res_out");
@@ -118,6 +95,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
   TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
               "res_out: must not alias x or res");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
+  TORCH_CHECK(splits == 1 || counters.numel() >= (N / 16 + 3) / 4, "counters: one ticket per 4-warp CTA column");
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
@@ -125,8 +103,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
                                        has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps,
                                        b, y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
                                        splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
-                                       (int)tiles_per_split, l2next.data(), n_next,
-                                       c10::cuda::getCurrentCUDAStream().stream());
+                                       (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
   return y;
 }
@@ -151,6 +128,7 @@ torch::Tensor mlp(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double e
   const torch::Tensor none;
   check_w4_operands(gu_qw, gu_sz, gu_bias, none, none, 2 * I, H, group, asym, 1, H / 64);
   check_w4_operands(d_qw, d_sz, d_bias, partial, counters, H, I, group, asym, splits, tiles_per_split);
+  TORCH_CHECK(splits == 1 || counters.numel() >= (H / 16 + 3) / 4, "counters: one ticket per 4-warp CTA column");
   TORCH_CHECK(ws.is_cuda() && ws.scalar_type() == torch::kInt32 && ws.numel() >= 1 + 2 * splits,
               "ws: int32 [1 + 2 * splits] zeros");
   const c10::cuda::CUDAGuard guard(x.device());
@@ -194,16 +172,10 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV (l2next: later weights to prefetch into L2)", py::arg("x"),
-        py::arg("qw"), py::arg("sz"), py::arg("bias"), py::arg("partial"), py::arg("counters"), py::arg("N"),
-        py::arg("K"), py::arg("group"), py::arg("asym"), py::arg("act"), py::arg("splits"),
-        py::arg("tiles_per_split"), py::arg("l2next") = std::vector<int64_t>{});
+  m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
-  m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in", py::arg("x"),
-        py::arg("res"), py::arg("nw"), py::arg("eps"), py::arg("res_out"), py::arg("qw"), py::arg("sz"),
-        py::arg("bias"), py::arg("partial"), py::arg("counters"), py::arg("N"), py::arg("K"), py::arg("group"),
-        py::arg("asym"), py::arg("splits"), py::arg("tiles_per_split"), py::arg("l2next") = std::vector<int64_t>{});
+  m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
   m.def("mlp", &mlp, "edgeprof W4A16 fused MLP: norm, gate_up, SiLU*up and down in one launch");
   m.def("set_pdl", &edgeprof_gemv_set_pdl,
         "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "

@@ -44,33 +44,18 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 // the fused norm's batched loads on or off for every bf16-mma fused-norm launch from now on (set_norm_batch)
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
-// L2Next from the binding's flat list: (address, row bytes, stride, rows) per region, at most 4 regions
-static edgeprof_w4::L2Next l2next_of(const int64_t* spec, int n_regions) {
-  edgeprof_w4::L2Next nx{{nullptr, nullptr, nullptr, nullptr}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
-  for (int r = 0; r < n_regions && r < 4; ++r, ++nx.n) {
-    nx.p[r] = reinterpret_cast<const char*>(spec[4 * r]);
-    nx.row_bytes[r] = (long)spec[4 * r + 1];
-    nx.stride[r] = (long)spec[4 * r + 2];
-    nx.rows[r] = (int)spec[4 * r + 3];
-  }
-  return nx;
-}
-
-// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res;
-// l2next: n_next regions of later kernels' weights to prefetch into L2 (l2next_of)
+// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
-                               int* counters, int N, int K, int splits, int tiles_per_split, const int64_t* l2next,
-                               int n_next, cudaStream_t stream) {
+                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  const L2Next nx = l2next_of(l2next, n_next);
   const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
                     reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   const int tps = tiles_per_split;
   switch (group) {
-    case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
-    case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
-    case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na, &nx);
+    case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 64: return launch_norm_default<64>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
+    case 128: return launch_norm_default<128>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
@@ -112,18 +97,16 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // group 128 only (keeps the JIT build short).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
-                          int tiles_per_split, int variant, int grid_x, const int64_t* l2next, int n_next,
-                          cudaStream_t stream) {
+                          int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  const L2Next nx = l2next_of(l2next, variant == 0 ? n_next : 0);  // the default launch only
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)
     return edgeprof_w4a16_tune_launch(group, asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                       tiles_per_split, variant, grid_x, stream);
   const int tps = tiles_per_split;
   switch (group) {
-    case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
-    case 64: return launch_default<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
-    case 128: return launch_default<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, &nx);
+    case 32: return launch_default<32>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 64: return launch_default<64>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
+    case 128: return launch_default<128>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
     default: return (int)cudaErrorInvalidValue;
   }
 }

@@ -508,45 +508,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   finish_rows<kWarps>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters, last);
 }
 
-// Weights of LATER kernels to pull into L2 while this one runs (the decoder's $EDGEPROF_W4_L2NEXT): up to 4 regions,
-// each `rows` rows of `row_bytes` bytes, `stride` bytes apart (a whole tensor: one row). A decode step alternates
-// GEMVs that keep HBM busy with phases that leave it mostly idle (attention, the small q/k/v and o GEMVs at a
-// quarter of copy bandwidth, every GEMV's ramp and tail); a prefetch issued there costs no streaming time later.
-struct L2Next {
-  const char* p[4];
-  long row_bytes[4], stride[4];
-  int rows[4];
-  int n;  // regions in use; 0: no prefetch row in the grid
-};
-
-// CTA i of n prefetches its share of the regions' 128-byte lines into L2 (prefetch.global.L2: no data comes back
-// to the SM, so the CTA exits as soon as it has issued them).
-__device__ __forceinline__ void l2_prefetch_share(const L2Next& nx, int i, int n) {
-  long total = 0;
-  for (int r = 0; r < nx.n; ++r) total += (long)nx.rows[r] * ((nx.row_bytes[r] + 127) / 128);
-  const long lo = total * i / n, hi = total * (i + 1) / n;
-  long base = 0;
-  for (int r = 0; r < nx.n; ++r) {
-    const long lpr = (nx.row_bytes[r] + 127) / 128, lines = (long)nx.rows[r] * lpr;
-    for (long l = max(lo, base) + threadIdx.x; l < min(hi, base + lines); l += blockDim.x) {
-      const long j = l - base, row = j / lpr;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(nx.p[r] + row * nx.stride[r] + (j - row * lpr) * 128));
-    }
-    base += lines;
-  }
-}
-
-// grid (row-block columns, splits + (nx.n > 0)): the last grid row, dispatched after every GEMV CTA, prefetches
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false>
-__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles,
-                                                                       L2Next nx) {
-  const int splits = (int)gridDim.y - (nx.n > 0);
-  if ((int)blockIdx.y == splits) {
-    l2_prefetch_share(nx, blockIdx.x, gridDim.x);
-    return;
-  }
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, splits);
+__global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -566,8 +531,7 @@ template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0
           bool F16 = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
-                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}, const L2Next* nx = nullptr) {
-  const L2Next none{{nullptr, nullptr, nullptr, nullptr}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
+                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   const int nbx = (N / 16 + kWarps - 1) / kWarps;
   const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
@@ -581,9 +545,8 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     if (e != cudaSuccess) return e;
   }
   const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
-  const L2Next& next = nx ? *nx : none;
-  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits + (next.n > 0)),
-                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now(), next);
+  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits),
+                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now());
 }
 
 // The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
@@ -692,19 +655,18 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 template <int G, bool F16 = false, int NORM = 1>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                          NormArgs na, const L2Next* nx) {
+                          NormArgs na) {
 #define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16>(qw, sz, x, bias, y, partial, counters, N, K, \
-                                                                      splits, tps, s, na, nx)
+                                                                      splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
-                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                     const L2Next* nx = nullptr) {
+                     float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
 #define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16>(qw, sz, x, bias, y, partial, counters, N, \
-                                                                           K, splits, tps, s, {nullptr, nullptr, nullptr, 0.f}, nx)
+                                                                           K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG
@@ -713,21 +675,20 @@ cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const 
 // the default launch of one group size, with the switched mma type
 template <int G>
 cudaError_t launch_default(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias,
-                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                           const L2Next* nx) {
+                           void* y, float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
   if (f16_enabled())
-    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
-  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, nx);
+    return launch_g<G, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+  return launch_g<G>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 template <int G>
 cudaError_t launch_norm_default(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                                 float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
-                                NormArgs na, const L2Next* nx) {
+                                NormArgs na) {
   if (f16_enabled())
-    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+    return launch_norm_g<G, true>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
   if (norm_batch_enabled())
-    return launch_norm_g<G, false, 2>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
-  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na, nx);
+    return launch_norm_g<G, false, 2>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+  return launch_norm_g<G>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
 }
 
 }  // namespace edgeprof_w4
