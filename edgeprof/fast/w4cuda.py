@@ -209,12 +209,17 @@ MMAS = ("bf16", "fp16")
 MMA_DEFAULT = "bf16"
 
 
+def env_choice(env: str, choices: tuple[str, ...], default: str) -> str:
+    """$env if it is one of `choices`, `default` where it is unset; a ValueError naming the variable otherwise."""
+    val = os.environ.get(env, "").strip()
+    if val and val not in choices:
+        raise ValueError(f"{env}: {val!r} is not one of {', '.join(choices)}; unset it for the default ({default})")
+    return val or default
+
+
 def mma_wanted() -> str:
     """The default W4 launch's mma type: $EDGEPROF_W4_MMA (bf16 or fp16); unset: MMA_DEFAULT."""
-    val = os.environ.get(MMA_ENV, "").strip()
-    if val and val not in MMAS:
-        raise ValueError(f"{MMA_ENV}: {val!r} is not one of {', '.join(MMAS)}; unset it for the default ({MMA_DEFAULT})")
-    return val or MMA_DEFAULT
+    return env_choice(MMA_ENV, MMAS, MMA_DEFAULT)
 
 
 def use_mma(mma: str) -> None:
@@ -235,11 +240,7 @@ NORM_DEFAULT = "loop"
 
 def norm_wanted() -> str:
     """$EDGEPROF_W4_NORM (loop or batched); unset: NORM_DEFAULT."""
-    val = os.environ.get(NORM_ENV, "").strip()
-    if val and val not in NORMS:
-        raise ValueError(f"{NORM_ENV}: {val!r} is not one of {', '.join(NORMS)}; unset it for the default "
-                         f"({NORM_DEFAULT})")
-    return val or NORM_DEFAULT
+    return env_choice(NORM_ENV, NORMS, NORM_DEFAULT)
 
 
 def use_norm(norm: str) -> None:
@@ -480,11 +481,7 @@ MLP_DEFAULT = "split"
 
 def mlp_wanted() -> str:
     """$EDGEPROF_W4_MLP (fused or split); unset: MLP_DEFAULT."""
-    val = os.environ.get(MLP_ENV, "").strip()
-    if val and val not in MLP_MODES:
-        raise ValueError(f"{MLP_ENV}: {val!r} is not one of {', '.join(MLP_MODES)}; unset it for the default "
-                         f"({MLP_DEFAULT})")
-    return val or MLP_DEFAULT
+    return env_choice(MLP_ENV, MLP_MODES, MLP_DEFAULT)
 
 
 def mlp_unfusable(gate_up: W4CudaLinear, down: W4CudaLinear) -> str | None:

@@ -208,17 +208,24 @@ def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp
         launch_plan()
 
 
-def test_mma_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
-    monkeypatch.delenv(w4cuda.MMA_ENV, raising=False)
-    assert w4cuda.mma_wanted() == w4cuda.MMA_DEFAULT
-    for mma in w4cuda.MMAS:
-        monkeypatch.setenv(w4cuda.MMA_ENV, mma)
-        assert w4cuda.mma_wanted() == mma
-    monkeypatch.setenv(w4cuda.MMA_ENV, "int8")
-    with pytest.raises(ValueError, match="EDGEPROF_W4_MMA"):
-        w4cuda.mma_wanted()
-    with pytest.raises(ValueError, match="mma"):
-        w4cuda.use_mma("int8")
+@pytest.mark.parametrize(("env", "choices", "default", "wanted", "use", "bad"), [
+    ("MMA_ENV", "MMAS", "MMA_DEFAULT", "mma_wanted", "use_mma", "int8"),
+    ("NORM_ENV", "NORMS", "NORM_DEFAULT", "norm_wanted", "use_norm", "fast"),
+    ("MLP_ENV", "MLP_MODES", "MLP_DEFAULT", "mlp_wanted", None, "1")])
+def test_each_kernel_switch_reads_its_variable_and_names_it_when_wrong(monkeypatch, env, choices, default, wanted,
+                                                                      use, bad):
+    env, choices, default = getattr(w4cuda, env), getattr(w4cuda, choices), getattr(w4cuda, default)
+    monkeypatch.delenv(env, raising=False)
+    assert getattr(w4cuda, wanted)() == default
+    for choice in choices:
+        monkeypatch.setenv(env, choice)
+        assert getattr(w4cuda, wanted)() == choice
+    monkeypatch.setenv(env, bad)
+    with pytest.raises(ValueError, match=env):
+        getattr(w4cuda, wanted)()
+    if use:  # the per-step setter refuses the same value, naming what it is
+        with pytest.raises(ValueError, match=use.removeprefix("use_")):
+            getattr(w4cuda, use)(bad)
 
 
 def test_every_variant_id_is_one_the_kernel_dispatches():
@@ -230,17 +237,6 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for vid in ids[1:]:
         assert f"variant == {vid} && group == 128" in src, vid
     assert f"variant <= {ids[-1]})" in binding
-
-
-def test_mlp_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
-    monkeypatch.delenv(w4cuda.MLP_ENV, raising=False)
-    assert w4cuda.mlp_wanted() == w4cuda.MLP_DEFAULT
-    for mode in w4cuda.MLP_MODES:
-        monkeypatch.setenv(w4cuda.MLP_ENV, mode)
-        assert w4cuda.mlp_wanted() == mode
-    monkeypatch.setenv(w4cuda.MLP_ENV, "1")
-    with pytest.raises(ValueError, match="EDGEPROF_W4_MLP"):
-        w4cuda.mlp_wanted()
 
 
 def _layer(n: int, k: int, group: int = 128, asym: bool = False, splits: int = 1, variant_id: int = 0,
@@ -273,16 +269,3 @@ def test_the_fused_mlp_entry_point_is_bound_and_checked():
     assert "int edgeprof_w4a16_mlp_launch(" in src and "int edgeprof_w4a16_mlp_launch(" in binding
     assert 'm.def("mlp", &mlp' in binding
     assert "I % 64 == 0" in binding
-
-
-def test_norm_wanted_reads_its_variable_and_names_it_when_wrong(monkeypatch):
-    monkeypatch.delenv(w4cuda.NORM_ENV, raising=False)
-    assert w4cuda.norm_wanted() == w4cuda.NORM_DEFAULT
-    for norm in w4cuda.NORMS:
-        monkeypatch.setenv(w4cuda.NORM_ENV, norm)
-        assert w4cuda.norm_wanted() == norm
-    monkeypatch.setenv(w4cuda.NORM_ENV, "fast")
-    with pytest.raises(ValueError, match="EDGEPROF_W4_NORM"):
-        w4cuda.norm_wanted()
-    with pytest.raises(ValueError, match="norm"):
-        w4cuda.use_norm("fast")

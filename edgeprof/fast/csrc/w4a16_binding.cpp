@@ -81,12 +81,10 @@ static void check_vec16(const torch::Tensor& t, int64_t K, const char* name) {
   TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, ": must be 16-byte aligned (clone it)");
 }
 
-// The fused-norm GEMV (default launch): y = W (rmsnorm(x + res) * nw) (+ bias); res_out <- x + res (bf16). res may
-// be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
-torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
-                        torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
-                        torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
-                        int64_t tiles_per_split) {
+// The fused norm's inputs (gemv_norm, mlp): x, res (may be empty: h = x), the norm weight and res_out, K values each;
+// res_out must not alias x or res (other CTAs still read them). Returns whether there is a residual.
+static bool check_norm_inputs(const torch::Tensor& x, const torch::Tensor& res, const torch::Tensor& nw,
+                              const torch::Tensor& res_out, int64_t K) {
   check_vec16(x, K, "x");
   check_vec16(nw, K, "nw");
   check_vec16(res_out, K, "res_out");
@@ -94,6 +92,16 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
   if (has_res) check_vec16(res, K, "res");
   TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
               "res_out: must not alias x or res");
+  return has_res;
+}
+
+// The fused-norm GEMV (default launch): y = W (rmsnorm(x + res) * nw) (+ bias); res_out <- x + res (bf16). res may
+// be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
+torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
+                        torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
+                        torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
+                        int64_t tiles_per_split) {
+  const bool has_res = check_norm_inputs(x, res, nw, res_out, K);
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
   TORCH_CHECK(splits == 1 || counters.numel() >= (N / 16 + 3) / 4, "counters: one ticket per 4-warp CTA column");
   const c10::cuda::CUDAGuard guard(x.device());
@@ -116,14 +124,8 @@ torch::Tensor mlp(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double e
                   torch::Tensor d_sz, torch::Tensor d_bias, torch::Tensor partial, torch::Tensor counters,
                   torch::Tensor ws, int64_t I, int64_t H, int64_t group, bool asym, int64_t splits,
                   int64_t tiles_per_split) {
-  check_vec16(x, H, "x");
-  check_vec16(nw, H, "nw");
-  check_vec16(res_out, H, "res_out");
+  const bool has_res = check_norm_inputs(x, res, nw, res_out, H);
   check_vec16(gu, 2 * I, "gu");
-  const bool has_res = res.defined() && res.numel() > 0;
-  if (has_res) check_vec16(res, H, "res");
-  TORCH_CHECK(res_out.data_ptr() != x.data_ptr() && (!has_res || res_out.data_ptr() != res.data_ptr()),
-              "res_out: must not alias x or res");
   TORCH_CHECK(I % 64 == 0, "I = ", I, ": the fused MLP needs the intermediate size to be a multiple of 64");
   const torch::Tensor none;
   check_w4_operands(gu_qw, gu_sz, gu_bias, none, none, 2 * I, H, group, asym, 1, H / 64);
