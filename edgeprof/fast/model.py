@@ -80,16 +80,21 @@ class FastModel:
         layers = self.w.layers
         if w4cuda.mlp_wanted() != "fused":
             return "split", [None] * len(layers)
-        whys = [("the norm is not fused ($EDGEPROF_FUSE_NORM=0)" if not self.fuse_norm else
-                 w4cuda.mlp_unfusable(lw.gate_up, lw.down))
-                if isinstance(lw.gate_up, w4cuda.W4CudaLinear) and isinstance(lw.down, w4cuda.W4CudaLinear)
-                else "not edgeprof's CUDA int4 kernel" for lw in layers]
+        whys = [self._why_not_fused(lw) for lw in layers]
         mlps = [None if why else w4cuda.W4CudaMLP(lw.gate_up, lw.down) for lw, why in zip(layers, whys, strict=True)]
         fused = sum(m is not None for m in mlps)
         if fused == len(layers):
             return "fused", mlps
         why = next(w for w in whys if w)
         return (f"fused in {fused} of {len(layers)} layers" if fused else "split") + f" ({why})", mlps
+
+    def _why_not_fused(self, lw) -> str | None:
+        """Why one layer's MLP cannot run as one launch, or None when it can."""
+        if not (isinstance(lw.gate_up, w4cuda.W4CudaLinear) and isinstance(lw.down, w4cuda.W4CudaLinear)):
+            return "not edgeprof's CUDA int4 kernel"
+        if not self.fuse_norm:
+            return "the norm is not fused ($EDGEPROF_FUSE_NORM=0)"
+        return w4cuda.mlp_unfusable(lw.gate_up, lw.down)
 
     # ------------------------------------------------------------------ one token
     def step(self) -> torch.Tensor:
