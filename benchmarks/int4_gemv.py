@@ -675,7 +675,8 @@ def tune_suite(args) -> int:
     path = out / "tune.json"
     rec: dict = {"benchmark": "int4_gemv --suite tune", "gpu": torch.cuda.get_device_name(),
                  "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
-                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "group": GROUP, "weights": "SYNTHETIC RTN int4"}
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "group": GROUP, "weights": "SYNTHETIC RTN int4",
+                 "pdl": args.tune_pdl}
     t0 = time.time()
     ext = w4cuda.load_extension()
     if ext is None:
@@ -701,7 +702,7 @@ def tune_suite(args) -> int:
                 if lost or time.time() > deadline:
                     row["status"] = f"SKIPPED ({lost or 'time budget --time-budget spent'})"
                 else:
-                    row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model))
+                    row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model, args.tune_pdl))
                     if any(m in str(row.get("status")) for m in CONTEXT_LOST):
                         lost = f"CUDA context lost at {name} {tune_label(cfg)}"
                 rows.append(row)
@@ -713,7 +714,7 @@ def tune_suite(args) -> int:
     rec["best"] = best_per_shape(rows)
     rec["wall_s"] = time.time() - t0
     path.write_text(json.dumps(rec, indent=1, default=str))
-    print(format_tune_table(rows, bw, rec["gpu"]), flush=True)
+    print(format_tune_table(rows, bw, rec["gpu"] + (", timed with PDL" if args.tune_pdl else "")), flush=True)
     print(f"wrote {path} ({rec['wall_s']:.0f} s)")
     return 0 if all(r.get("status") == "ok" or "SKIPPED" in str(r.get("status")) for r in rows) and not lost else 1
 
@@ -739,8 +740,11 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     return _TUNE_CACHE[name]
 
 
-def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str) -> dict:
-    from edgeprof.fast.w4cuda import W4CudaLinear
+def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str,
+              pdl: bool = False) -> dict:
+    """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
+    programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
     res: dict = {}
@@ -758,8 +762,12 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
                 return res
         x = cache["x"]
         layers = [W4CudaLinear(p, **launch) for p in cache["copies"]]
-        row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                   layers[0](x), cache["ref"], repeats)
+        use_pdl(pdl)  # set on every module loaded by now (a tuning variant's module is built off)
+        try:
+            row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
+                       layers[0](x), cache["ref"], repeats)
+        finally:
+            use_pdl(False)
         del layers
     except Exception as exc:  # a launch error is a FAILED config, reported with its message
         res["status"] = f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"
@@ -795,6 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"--suite tune: kernel variants, comma-separated, from {','.join(VARIANTS)}")
     ap.add_argument("--tune-shapes", type=_shape_list, default=tuple(sh[1] for sh in TUNE_SHAPES),
                     help="--suite tune: shapes, comma-separated, from qkv,o,gate_up,down")
+    ap.add_argument("--tune-pdl", action="store_true",
+                    help="--suite tune: time every config with programmatic dependent launch (sm_90+), as the decode "
+                         "step runs it; the checks run plain either way")
     ap.add_argument("--time-budget", type=float, default=170.0,
                     help="--suite tune: seconds (build included) after which remaining configs are SKIPPED")
     return ap

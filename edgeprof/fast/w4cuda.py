@@ -27,7 +27,8 @@ CSRC = Path(__file__).parent / "csrc"
 GROUPS = (32, 64, 128)
 TARGET_CTAS_PER_SM = 4  # 4 warps each: 16 streaming warps per SM keep ~32 KB of loads in flight
 MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays within 40 KB of shared memory
-# launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, warps per CTA, persistent);
+# launch variants of the kernel (csrc/w4a16_gemv.cu), name -> (id, row blocks per CTA, persistent) (a row block is
+# 16 output rows; one warp streams each, except in the k variants);
 # "base" is the default path for every group size, the others are tuning variants for group 128 only
 # (o8 / o6 / u8: 16-byte loads per chunk and CTAs per SM the registers must allow: 4 and 8, 4 and 6, 8 and 4;
 # xscalar: base with its first x staging, one 32-bit load and L2 round trip per pair per loop iteration;
@@ -41,13 +42,22 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # cp<U>s<S>: the default kernel with its weights and scales streamed through a cp.async shared-memory ring of S
 # chunks of U tiles per warp, S - 1 chunks in flight without holding registers (measured slower on every shape);
 # f16: the default kernel with its mma on fp16, what $EDGEPROF_W4_MMA=fp16 switches the default launch to;
-# w2 / w1: l3's math in CTAs of 2 / 1 warps, so a one-wave grid spreads evenly over the SMs)
+# w2 / w1: l3's math in CTAs of 2 / 1 warps, so a one-wave grid spreads evenly over the SMs;
+# the latency variants (csrc/w4a16_lat.cu; in the decoders' module too, with the fused norm): k2 / k4: 2 / 4 warps
+# share one row block, each on a part of the CTA's K slice, their sums added in shared memory (a K split without
+# split-K's global partials, ticket and second pass); e2: two chunks per warp in flight before the PDL wait
+# instead of one; k2e2 / k4e2: both)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
             "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
-            "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False)}
+            "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
+            "e2": (22, 4, False), "k2": (23, 2, False), "k2e2": (24, 2, False), "k4": (25, 1, False),
+            "k4e2": (26, 1, False)}
+# the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
+# them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
+DECODER_VARIANTS = ("base", "e2", "k2", "k2e2", "k4", "k4e2")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -144,9 +154,10 @@ def load_extension(tune: bool = False):
     """The compiled module, or None (reason in `build_error()`). Built once per process; torch
     caches the build under ~/.cache/torch_extensions, keyed by the sources.
 
-    tune=False (what decoders use): the default launches, the fused norm and MLP, the bf16 GEMV. The ~80 tuning
-    variants (w4a16_tune.cu) are left out: a decoder never launches them, and they were half of the first-use build.
-    tune=True: a second module with everything (W4CudaLinear takes it for variant != "base"; --suite tune)."""
+    tune=False (what decoders use): the default launches and the latency variants (DECODER_VARIANTS), the fused norm
+    and MLP, the bf16 GEMV. The ~80 tuning variants (w4a16_tune.cu) are left out: a decoder never launches them, and
+    they were half of the first-use build. tune=True: a second module with everything (W4CudaLinear takes it for a
+    variant not in DECODER_VARIANTS; --suite tune)."""
     if tune not in _LOADED:
         _LOADED[tune] = _build(tune)
     return _LOADED[tune]
@@ -162,7 +173,8 @@ def _build(tune: bool):
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "bf16_gemv.cu"] + (["w4a16_tune.cu"] if tune else [])
+        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "bf16_gemv.cu"] + (["w4a16_tune.cu"] if tune
+                                                                                         else [])
         ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
                    sources=[str(CSRC / n) for n in names],
                    extra_cuda_cflags=["-O3", "-std=c++17"] + ([] if tune else ["-DEDGEPROF_W4_NO_TUNE"]),
@@ -402,7 +414,7 @@ class W4CudaLinear:
                              f"not {packed.group}; use variant='base'")
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
-        self.p, self.ext = packed, ext or load_extension(tune=variant != "base")  # tuning variants: their module
+        self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
         dev = packed.qw.device
@@ -417,7 +429,7 @@ class W4CudaLinear:
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
-        # one ticket per CTA column of VARIANTS[variant]'s warps per CTA
+        # one ticket per CTA column of VARIANTS[variant]'s row blocks per CTA
         self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n
         self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
@@ -438,8 +450,9 @@ class W4CudaLinear:
 
     @property
     def fuses_norm(self) -> bool:
-        """The default launch also computes its input as rmsnorm(x + res) * w (one launch fewer)."""
-        return self.variant_id == 0 and self.grid_x == 0 and self.p.k % 8 == 0
+        """The launch also computes its input as rmsnorm(x + res) * w (one launch fewer): the default launch and the
+        latency variants."""
+        return self.variant in DECODER_VARIANTS and self.grid_x == 0 and self.p.k % 8 == 0
 
     def fused_norm(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,7 +462,8 @@ class W4CudaLinear:
         x, norm_w = aligned16(x), aligned16(norm_w)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
         y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
-                               self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps)
+                               self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps,
+                               self.variant_id)
         return y, res_out
 
     def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -489,8 +503,8 @@ def mlp_unfusable(gate_up: W4CudaLinear, down: W4CudaLinear) -> str | None:
     gate_up [2I, H] with its norm fused, down [H, I], the same group and zero-point kind, I % 64 == 0, no bias.
     (The fused launch runs gate_up unsplit whatever its own plan: down's items fill the GPU beside it.)"""
     g, d = gate_up.p, down.p
-    if not (gate_up.fuses_norm and down.variant_id == 0 and down.grid_x == 0):
-        return "a tuning variant (the fused MLP runs the default launch only)"
+    if not (gate_up.fuses_norm and gate_up.variant_id == 0 and down.variant_id == 0 and down.grid_x == 0):
+        return "a tuning or latency variant (the fused MLP runs the default launch only)"
     if g.n != 2 * d.k or d.n != g.k:
         return f"shapes: gate_up [{g.n}, {g.k}] and down [{d.n}, {d.k}] are not [2I, H] and [H, I]"
     if (g.group, g.asym) != (d.group, d.asym):

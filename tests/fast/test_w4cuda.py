@@ -150,6 +150,8 @@ def test_launch_ctas_follows_the_kernel_grid():
     assert launch_ctas(37888, 2, "persist", 132) == 264
     assert launch_ctas(37888, 1, "persist", 0) == 592  # grid_x 0: one CTA per column
     assert launch_ctas(3584, 10, "persist", 999) == 560  # grid_x above the columns is clipped
+    assert launch_ctas(4608, 1, "k4") == 288  # one row block per CTA: 4 warps on it, each a quarter of K
+    assert launch_ctas(3584, 2, "k2e2") == 224  # 2 row blocks per CTA, 2 K splits
 
 
 @pytest.mark.parametrize(("n", "k"), [(4608, 3584), (3584, 3584), (37888, 3584), (3584, 18944)])
@@ -229,14 +231,36 @@ def test_each_kernel_switch_reads_its_variable_and_names_it_when_wrong(monkeypat
 
 
 def test_every_variant_id_is_one_the_kernel_dispatches():
-    # the .cu's entry point and the binding's range check must know every id VARIANTS hands out
-    src = (w4cuda.CSRC / "w4a16_tune.cu").read_text()  # the tuning variants' translation unit
+    # the .cu's entry points and the binding's range check must know every id VARIANTS hands out: the tuning
+    # variants in w4a16_tune.cu, the latency variants (the decoders' module has them) in w4a16_lat.cu
+    tune = (w4cuda.CSRC / "w4a16_tune.cu").read_text()
+    lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
     binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
     ids = sorted(v[0] for v in w4cuda.VARIANTS.values())
     assert ids == list(range(len(ids)))
-    for vid in ids[1:]:
-        assert f"variant == {vid} && group == 128" in src, vid
+    for name, (vid, _, _) in w4cuda.VARIANTS.items():
+        if name in w4cuda.DECODER_VARIANTS:
+            assert vid == 0 or f"case {vid}: return lat_launch_t" in lat, name
+        else:
+            assert f"variant == {vid} && group == 128" in tune, name
     assert f"variant <= {ids[-1]})" in binding
+    assert w4cuda.DECODER_VARIANTS[0] == "base" and set(w4cuda.DECODER_VARIANTS) <= set(w4cuda.VARIANTS)
+
+
+def test_binding_counts_tickets_per_row_blocks_per_cta_as_variants_says():
+    # counters hold one split-K ticket per CTA column; the binding's check and W4CudaLinear's allocation must
+    # agree on the row blocks per CTA of every variant (VARIANTS[name][1])
+    import re
+
+    binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
+    body = binding[binding.index("static int64_t row_blocks_per_cta"):binding.index("static void check_tickets")]
+    rb_of = {}
+    for cond, rb in re.findall(r"if \(([^)]*)\) return (\d+);", body):
+        for vid in re.findall(r"variant == (\d+)", cond):
+            rb_of[int(vid)] = int(rb)
+    default = int(re.search(r"return (\d+);\s*}\s*$", body).group(1))
+    for name, (vid, rb, _) in w4cuda.VARIANTS.items():
+        assert rb_of.get(vid, default) == rb, name
 
 
 def _layer(n: int, k: int, group: int = 128, asym: bool = False, splits: int = 1, variant_id: int = 0,
@@ -245,7 +269,8 @@ def _layer(n: int, k: int, group: int = 128, asym: bool = False, splits: int = 1
     from types import SimpleNamespace
 
     p = SimpleNamespace(n=n, k=k, group=group, asym=asym)
-    return SimpleNamespace(p=p, fuses_norm=variant_id == 0, variant_id=variant_id, grid_x=0, splits=splits,
+    decoder_ids = {w4cuda.VARIANTS[v][0] for v in w4cuda.DECODER_VARIANTS}
+    return SimpleNamespace(p=p, fuses_norm=variant_id in decoder_ids, variant_id=variant_id, grid_x=0, splits=splits,
                            bias=torch.empty(bias))
 
 
@@ -253,8 +278,12 @@ def test_mlp_unfusable_accepts_a_decoder_mlp_and_names_each_obstacle():
     h, i = 3584, 18944
     assert w4cuda.mlp_unfusable(_layer(2 * i, h), _layer(h, i, splits=8)) is None
     assert w4cuda.mlp_unfusable(_layer(2 * i, h, splits=2), _layer(h, i)) is None  # the launch runs gate_up unsplit
-    cases = {"tuning variant": (_layer(2 * i, h, variant_id=2), _layer(h, i)),
-             "shapes": (_layer(2 * i, h), _layer(h, i + 64)),
+    k4 = w4cuda.VARIANTS["k4"][0]
+    for gu, dn in [(_layer(2 * i, h, variant_id=2), _layer(h, i)),  # persist: no fused norm
+                   (_layer(2 * i, h, variant_id=k4), _layer(h, i)),  # fuses the norm, but not the default launch
+                   (_layer(2 * i, h), _layer(h, i, variant_id=k4))]:
+        assert "tuning or latency variant" in w4cuda.mlp_unfusable(gu, dn)
+    cases = {"shapes": (_layer(2 * i, h), _layer(h, i + 64)),
              "group size": (_layer(2 * i, h, group=64), _layer(h, i)),
              "multiple of 64": (_layer(2 * 18976, h), _layer(h, 18976)),
              "bias": (_layer(2 * i, h, bias=2 * i), _layer(h, i))}

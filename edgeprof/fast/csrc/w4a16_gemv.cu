@@ -30,6 +30,12 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
 #endif
 
+// the latency variants' entry point (w4a16_lat.cu; in both modules)
+int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
+                              const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
+                              int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
+                              float eps);
+
 // PDL on or off, the L2 prefetch before its wait (512-byte tiles per warp), and PDL for the down projection (the
 // W4 launches with SiLU*up fused), for every GEMV this extension launches from now on (the binding's set_pdl)
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down) {
@@ -44,11 +50,16 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 // the fused norm's batched loads on or off for every bf16-mma fused-norm launch from now on (set_norm_batch)
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
-// C entry point of the fused-norm GEMV (default launch): y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res.
+// C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
+// default launch; 22-26: a latency variant (w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
-                               int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream) {
+                               int* counters, int N, int K, int splits, int tiles_per_split, int variant,
+                               cudaStream_t stream) {
   using namespace edgeprof_w4;
+  if (variant != 0)
+    return edgeprof_w4a16_lat_launch(variant, group, asym, false, true, qw, sz, x, bias, y, partial, counters, N, K,
+                                     splits, tiles_per_split, stream, res, nw, res_out, eps);
   const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
                     reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   const int tps = tiles_per_split;
@@ -94,11 +105,15 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // chunk), 14-18 ("cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8": the default kernel streaming through a cp.async
 // ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
 // 19 ("f16": the fp16 mma), 20 / 21 ("w2" / "w1": CTAs of 2 / 1 warps) are tuning variants instantiated for
-// group 128 only (keeps the JIT build short).
+// group 128 only (keeps the JIT build short); 22-26 ("e2", "k2", "k2e2", "k4", "k4e2") are the latency variants
+// (w4a16_lat.cu, group 128), which the decoders' module has too.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
+  if (variant >= 22)  // the latency variants (w4a16_lat.cu)
+    return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
+                                     splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)
     return edgeprof_w4a16_tune_launch(group, asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                       tiles_per_split, variant, grid_x, stream);

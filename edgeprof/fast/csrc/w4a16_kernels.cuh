@@ -397,14 +397,19 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
   __device__ __forceinline__ void operator()() const {}
 };
 
-// One CTA's work: row-block column bx (kWarps row blocks of 16 rows) over K slice `by` of `nsplit`. `ready` runs
-// after pdl_wait, before the CTA reads x: the fused MLP's down items wait there for the gate_up rows they read.
+// One CTA's work: row-block column bx (kWarps / KW row blocks of 16 rows) over K slice `by` of `nsplit`. `ready`
+// runs after pdl_wait, before the CTA reads x: the fused MLP's down items wait there for the gate_up rows they read.
 // F16: the mma runs on fp16 (x staged as fp16 with a power-of-two scale, dq_word_f16), else on bf16.
 // CG: x is read through L2 only (it was written during this launch).
+// KW (the latency variants k2 / k4, w4a16_lat.cu): KW warps share one row block, each on a whole-group part of the
+// CTA's K slice, and add their sums in shared memory in warp order: a K split without split-K's global partials,
+// ticket and second pass. E2: a warp's first TWO chunks are in flight before pdl_wait (else one).
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool E2 = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
+  static_assert(kWarps % KW == 0 && (!E2 || PS == 0), "KW divides the CTA's warps; E2 is the register path's");
+  constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
   const __nv_bfloat16* __restrict__ x = a.x;
@@ -421,14 +426,20 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = K / 64, NG = K / G, NB = N / 16;
-  const int nb = bx * kWarps + warp;
+  const int nb = bx * RB + warp / KW;
   const int t0 = by * tiles_per_split;
-  const int nt = min(T, t0 + tiles_per_split) - t0;
-  const int klen = nt * 64, k0 = t0 * 64, g0 = k0 / G, ng = klen / G;
-  float* sxs = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  const int cnt = min(T, t0 + tiles_per_split) - t0;  // the CTA's slice: cnt tiles (x staging)
+  const int klen = cnt * 64, k0 = t0 * 64, g0 = k0 / G, cng = klen / G;
+  float* sxs_cta = reinterpret_cast<float*>(xs + klen / 2);  // sum of x over each group of the slice
+  // this warp's part of the slice: tiles [tw, tw + nt) (KW = 1: all of it), whole groups
+  constexpr int TPG = G > 64 ? G / 64 : 1;
+  const int part = KW == 1 ? cnt : ((cnt + KW - 1) / KW + TPG - 1) / TPG * TPG;
+  const int tw = KW == 1 ? 0 : min(cnt, (warp % KW) * part);
+  const int nt = KW == 1 ? cnt : min(cnt, tw + part) - tw, ng = nt * 64 / G;
+  float* sxs = sxs_cta + tw * 64 / G;
   const int gq = lane >> 2, c = lane & 3;
-  const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0) * 32 + lane;
-  const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0) * 8 + gq;
+  const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0 + tw) * 32 + lane;
+  const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0 + tw * 64 / G) * 8 + gq;
 
   // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
   auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
@@ -453,10 +464,12 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     edgeprof_gemv::cp_async_commit();
   };
   // The first chunk(s) are in flight while the CTA stages x: the prologue costs no memory time.
-  uint4 wa[U];
-  ST sa[GPC];
+  uint4 wa[U], wb[U];
+  ST sa[GPC], sb[GPC];
   if constexpr (PS == 0) {
     if (nb < NB) load_chunk(0, wa, sa);
+    if constexpr (E2)
+      if (nb < NB && U < nt) load_chunk(U, wb, sb);
   } else {
     if (nb < NB)
 #pragma unroll
@@ -472,15 +485,23 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   ready();
 
   const float yscale =
-      stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, ng, xs, sxs, &na, bx == 0 && by == 0);
+      stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && by == 0);
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
-  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
-  if (nb < NB && PS == 0) {
+  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
+  if (nb < NB && PS == 0 && E2) {
+    for (int t = 0; t < nt; t += U) {  // chunk t + U is already in flight (wb)
+      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) wa[u] = wb[u];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
+      if (t + 2 * U < nt) load_chunk(t + 2 * U, wb, sb);
+    }
+  }
+  if (nb < NB && PS == 0 && !E2) {
     for (int t = 0; t < nt; t += U) {
-      uint4 wb[U];
-      ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
       chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
 #pragma unroll
@@ -503,15 +524,29 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   }
   y0 *= yscale;  // F16: back from the staged slice's 2^-e
   y1 *= yscale;
+  if constexpr (KW > 1) {  // the row block's KW parts, added in warp order (deterministic)
+    __shared__ float2 red[kWarps][32];
+    red[warp][lane] = make_float2(y0, y1);
+    __syncthreads();
+    if (warp % KW == 0)
+#pragma unroll
+      for (int j = 1; j < KW; ++j) {
+        y0 += red[warp + j][lane].x;
+        y1 += red[warp + j][lane].y;
+      }
+  }
 
   __shared__ int last;
-  finish_rows<kWarps>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters, last);
+  // KW > 1: the first warp of each row block writes it (the others pass NB: no rows)
+  finish_rows<RB>(bx, by, nsplit, warp % KW == 0 ? nb : NB, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters,
+                  last);
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false>
+          bool F16 = false, int KW = 1, bool E2 = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, E2>(a, na, pf_tiles, blockIdx.x, blockIdx.y,
+                                                                          gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -528,13 +563,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false>
+          bool F16 = false, int KW = 1, bool E2 = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
-  const int nbx = (N / 16 + kWarps - 1) / kWarps;
+  constexpr int RB = kWarps / KW;  // row blocks per CTA
+  const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, E2>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
