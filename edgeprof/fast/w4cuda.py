@@ -45,19 +45,18 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # w2 / w1: l3's math in CTAs of 2 / 1 warps, so a one-wave grid spreads evenly over the SMs;
 # the latency variants (csrc/w4a16_lat.cu; in the decoders' module too, with the fused norm): k2 / k4: 2 / 4 warps
 # share one row block, each on a part of the CTA's K slice, their sums added in shared memory (a K split without
-# split-K's global partials, ticket and second pass); e2: two chunks per warp in flight before the PDL wait
-# instead of one; k2e2 / k4e2: both)
+# split-K's global partials, ticket and second pass). A variant "e2" (two chunks per warp in flight before the
+# PDL wait) measured slower per shape and in the step and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
             "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
             "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
-            "e2": (22, 4, False), "k2": (23, 2, False), "k2e2": (24, 2, False), "k4": (25, 1, False),
-            "k4e2": (26, 1, False)}
+            "k2": (22, 2, False), "k4": (23, 1, False)}
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "e2", "k2", "k2e2", "k4", "k4e2")
+DECODER_VARIANTS = ("base", "k2", "k4")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

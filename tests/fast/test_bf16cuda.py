@@ -44,5 +44,6 @@ def test_shipped_plans_name_compiled_variants():
         for e in card_entries(card, "bf16"):
             assert e["variant"] in bf16cuda.VARIANTS and e["k"] % 8 == 0, (card, e)
         for e in card_entries(card, "w4a16"):
-            assert e["variant"] in w4cuda.VARIANTS, (card, e)
+            # a decoder variant: a tuning one would build the tuning module and lose the fused norm
+            assert e["variant"] in w4cuda.DECODER_VARIANTS, (card, e)
             assert w4cuda.split_plan(e["k"], 128, e["splits"])[0] == e["splits"], (card, e)  # a launchable split

@@ -151,7 +151,7 @@ def test_launch_ctas_follows_the_kernel_grid():
     assert launch_ctas(37888, 1, "persist", 0) == 592  # grid_x 0: one CTA per column
     assert launch_ctas(3584, 10, "persist", 999) == 560  # grid_x above the columns is clipped
     assert launch_ctas(4608, 1, "k4") == 288  # one row block per CTA: 4 warps on it, each a quarter of K
-    assert launch_ctas(3584, 2, "k2e2") == 224  # 2 row blocks per CTA, 2 K splits
+    assert launch_ctas(3584, 2, "k2") == 224  # 2 row blocks per CTA, 2 K splits
 
 
 @pytest.mark.parametrize(("n", "k"), [(4608, 3584), (3584, 3584), (37888, 3584), (3584, 18944)])

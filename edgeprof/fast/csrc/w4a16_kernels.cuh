@@ -403,12 +403,12 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // CG: x is read through L2 only (it was written during this launch).
 // KW (the latency variants k2 / k4, w4a16_lat.cu): KW warps share one row block, each on a whole-group part of the
 // CTA's K slice, and add their sums in shared memory in warp order: a K split without split-K's global partials,
-// ticket and second pass. E2: a warp's first TWO chunks are in flight before pdl_wait (else one).
+// ticket and second pass.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1, bool E2 = false>
+          bool CG = false, typename Ready = NoWait, int KW = 1>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
-  static_assert(kWarps % KW == 0 && (!E2 || PS == 0), "KW divides the CTA's warps; E2 is the register path's");
+  static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -464,12 +464,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     edgeprof_gemv::cp_async_commit();
   };
   // The first chunk(s) are in flight while the CTA stages x: the prologue costs no memory time.
-  uint4 wa[U], wb[U];
-  ST sa[GPC], sb[GPC];
+  uint4 wa[U];
+  ST sa[GPC];
   if constexpr (PS == 0) {
     if (nb < NB) load_chunk(0, wa, sa);
-    if constexpr (E2)
-      if (nb < NB && U < nt) load_chunk(U, wb, sb);
   } else {
     if (nb < NB)
 #pragma unroll
@@ -490,18 +488,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   const uint2* xq = reinterpret_cast<const uint2*>(xs) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
-  if (nb < NB && PS == 0 && E2) {
-    for (int t = 0; t < nt; t += U) {  // chunk t + U is already in flight (wb)
-      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
-#pragma unroll
-      for (int u = 0; u < U; ++u) wa[u] = wb[u];
-#pragma unroll
-      for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
-      if (t + 2 * U < nt) load_chunk(t + 2 * U, wb, sb);
-    }
-  }
-  if (nb < NB && PS == 0 && !E2) {
+  if (nb < NB && PS == 0) {
     for (int t = 0; t < nt; t += U) {
+      uint4 wb[U];
+      ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
       chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
 #pragma unroll
@@ -543,10 +533,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool E2 = false>
+          bool F16 = false, int KW = 1>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, E2>(a, na, pf_tiles, blockIdx.x, blockIdx.y,
-                                                                          gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -563,14 +552,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool E2 = false>
+          bool F16 = false, int KW = 1>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, E2>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
