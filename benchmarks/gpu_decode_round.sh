@@ -2,7 +2,7 @@
 # config checked first; TUNE_VARIANTS=none skips it), edgeprof's bf16 GEMV against cuBLAS per shape
 # (benchmarks/bf16_gemv.py), the decode-attention split plans (benchmarks/attn_decode.py), then full
 # steps at ctx 2048 and 16384 with each change on and off in the same run ($STEP_BACKENDS), the whole-decoder
-# checks, `edgeprof explain` of edgeprof-fast and edgeprof-fast-int4-cuda, then (DAEMON=1) what `serve --backend
+# checks ($STEP_CTX: the contexts, default 2048,16384), `edgeprof explain` of edgeprof-fast and edgeprof-fast-int4-cuda, then (DAEMON=1) what `serve --backend
 # auto` picks and serves and (SWEEP=1) the sweep of configs/sweeps/qwen-fast-gpu.yaml (kernel-correctness gate at
 # each cell's context). USE_TUNE=1 runs the steps with this run's tune.json as $EDGEPROF_W4_PLAN; otherwise
 # they take the card's shipped plan (edgeprof/data/gemv_plans.yaml). Results in $OUT/$ROUND/.
@@ -33,7 +33,7 @@ fi
 SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda}"
 # FULL_SUITE=1: the kernel suite's every-shape checks (incl. the fused norm) and per-shape table before the steps
 EDGEPROF_W4_PLAN="$PLAN" timeout "$(( $(left) - ${RESERVE:-200} ))" python3 benchmarks/int4_gemv.py \
-  --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx 2048,16384 --steps "${STEPS:-30}" --step-backends "$SB" --explain \
+  --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx "${STEP_CTX:-2048,16384}" --steps "${STEPS:-30}" --step-backends "$SB" --explain \
   --explain-backends "${EXPLAIN_BACKENDS:-edgeprof-fast-int4-cuda,edgeprof-fast}" --out-dir "$R/steps" > "$R/steps.log" 2>&1
 mark "steps + checks + explain rc=$?"; grep -E "FAIL|DIFFERS|^qwen2.5-7b|^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
 if [ "${DAEMON:-0}" = 1 ]; then
