@@ -10,7 +10,8 @@ decode step. Prints us per call and the bytes moved per second (weights + scales
 
 `--suite kernel` (issue 12) checks and times edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py):
 measures the device-to-device copy bandwidth in the same run, checks the kernel on every
-Qwen2.5-7B / Llama-3.1-8B / Mistral-7B layer shape (sym/asym, g32/64/128, fused bias and SiLU*up)
+Qwen2.5-7B / Llama-3.1-8B / Mistral-7B layer shape (sym/asym, g32/64/128, fused bias and SiLU*up; the
+latency variants k2 / k4 at one and two K splits)
 against float64 on the dequantized weights, times it next to tinygemm, gemlite (if installed)
 and cuBLAS bf16 as GB/s and fraction of the copy bandwidth, then (with --step-ctx) the full
 decode step of edgeprof-fast / -int4 (tinygemm) / -int4-cuda and `edgeprof explain` of the new path:
@@ -425,6 +426,17 @@ def kernel_suite(args) -> int:
                 c = checks[-1]
                 print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} norm batched bitwise "
                       f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, name, k, n in KERNEL_SHAPES:  # the latency variants (group 128, bf16 mma), whole K and 2 splits
+        for variant in (v for v in w4cuda.DECODER_VARIANTS if v != "base"):
+            for splits, asym in [(1, False), (2, True)]:
+                checks.append({**check_cuda_kernel(model, name, k, n, GROUP, asym,
+                                                   launch={"variant": variant, "splits": splits}),
+                               "variant": variant, "mma": "bf16"})
+                c = checks[-1]
+                print(f"check {model:13s} {name:8s} g{GROUP:<3d} {'asym' if asym else 'sym '} {variant} "
+                      f"rel {c['rel_err']:.2e} fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
+                      f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
+                      f"splits {c['splits']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
