@@ -378,6 +378,14 @@ def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bo
             "splits": lin.splits, "bitwise_equal": equal, "passed": equal}
 
 
+def _check_line(c: dict, what: str) -> str:
+    """One line of the kernel suite's log for a check_cuda_kernel result; `what`: the mma type or the variant."""
+    return (f"check {c['model']:13s} {c['shape']:8s} g{c['group']:<3d} {'asym' if c['asym'] else 'sym '} {what} "
+            f"rel {c['rel_err']:.2e} fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
+            f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
+            f"splits {c['splits']} {'PASS' if c['passed'] else 'FAIL'}")
+
+
 def kernel_suite(args) -> int:
     import importlib.util
 
@@ -403,13 +411,7 @@ def kernel_suite(args) -> int:
             for mma in w4cuda.MMAS:  # both mma types of the default launch (w4cuda.MMA_ENV)
                 w4cuda.use_mma(mma)
                 checks.append({**check_cuda_kernel(model, name, k, n, group, asym), "mma": mma})
-                c = checks[-1]
-                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} {mma} "
-                      f"rel {c['rel_err']:.2e} "
-                      f"fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
-                      f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
-                      f"splits {c['splits']} "
-                      f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+                print(_check_line(checks[-1], mma), flush=True)
     for model, h, i in MLP_SHAPES:  # the fused MLP: bitwise the two launches, for both mma types
         for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
             for mma in w4cuda.MMAS:
@@ -432,11 +434,7 @@ def kernel_suite(args) -> int:
                 checks.append({**check_cuda_kernel(model, name, k, n, GROUP, asym,
                                                    launch={"variant": variant, "splits": splits}),
                                "variant": variant, "mma": "bf16"})
-                c = checks[-1]
-                print(f"check {model:13s} {name:8s} g{GROUP:<3d} {'asym' if asym else 'sym '} {variant} "
-                      f"rel {c['rel_err']:.2e} fused {c['rel_err_fused_bias_silu']:.2e} norm {c['rel_err_fused_norm']:.2e} "
-                      f"res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} det {c['deterministic']} "
-                      f"splits {c['splits']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
+                print(_check_line(checks[-1], variant), flush=True)
     w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
