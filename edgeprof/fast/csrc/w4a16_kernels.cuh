@@ -676,22 +676,22 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
   return f16_enabled() ? launch_mlp_g<G, true>(asym, m, s) : launch_mlp_g<G, false>(asym, m, s);
 }
 
-// the fused-norm kernel for one group size (the default launch only)
-template <int G, bool F16 = false, int NORM = 1>
+// the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
+template <int G, bool F16 = false, int NORM = 1, int KW = 1>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16>(qw, sz, x, bias, y, partial, counters, N, K, \
-                                                                      splits, tps, s, na)
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW>(qw, sz, x, bias, y, partial, counters, N, \
+                                                                          K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
-template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false>
+template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16>(qw, sz, x, bias, y, partial, counters, N, \
-                                                                           K, splits, tps, s)
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW>(qw, sz, x, bias, y, partial, counters, \
+                                                                               N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG

@@ -10,16 +10,13 @@
 
 namespace edgeprof_w4 {
 
+// the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block
 template <int KW>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
-#define EDGEPROF_LL(A, C, NORM) launch_t<128, A, C, true, NORM, 0, 0, 5, false, KW>(qw, sz, x, bias, y, partial, \
-                                                                                   counters, N, K, splits, tps, s, na)
-  if (norm) return asym ? EDGEPROF_LL(true, false, 1) : EDGEPROF_LL(false, false, 1);
-  if (asym) return act ? EDGEPROF_LL(true, true, 0) : EDGEPROF_LL(true, false, 0);
-  return act ? EDGEPROF_LL(false, true, 0) : EDGEPROF_LL(false, false, 0);
-#undef EDGEPROF_LL
+  if (norm) return launch_norm_g<128, false, 1, KW>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 
 }  // namespace edgeprof_w4
