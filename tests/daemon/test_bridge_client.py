@@ -101,10 +101,28 @@ def client(rb, harness):
 
 
 @pytest.fixture(scope="module")
-def robot(client):
+def robot(client, harness):
     with RobotProcess(DOMAIN, NAMES, node_name=f"edgeprof_test_robot_{os.getpid()}") as r:
         r.wait_ready(20, ping=False)  # the harness is not a DecodeService: it answers no ping
+        _until_a_request_arrives(r, harness, time.monotonic() + 20)
         yield r
+
+
+def _until_a_request_arrives(robot: RobotProcess, harness: Harness, deadline: float) -> None:
+    """wait_ready's ping, by hand: the robot's publisher seeing the bridge's subscriber does not mean that
+    subscriber has matched the publisher yet, and a request sent in between is lost (a fresh-clone CI run lost
+    the first test's request that way). Probe every 0.25 s until one reaches the harness."""
+    tries = 0
+    while True:
+        tries += 1
+        tag = f"match-probe-{tries}"
+        robot.send({"id": tag})
+        try:
+            harness.wait_request(lambda raw, tag=tag: f'"{tag}"' in raw, 0.25)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _roundtrip_token(client: BridgeClient, robot: RobotProcess, tag: str, timeout_s: float = 3.0) -> dict:
