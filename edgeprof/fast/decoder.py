@@ -47,7 +47,7 @@ class FastDecoder(Decoder):
     def info(self) -> DecoderInfo:
         return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
-                           {"cuda_graph": self.graph is not None, "attention": type(self.model.ops).__name__,
+                           {"cuda_graph": self.graph is not None, "attention": _attention_note(self.model.ops),
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
@@ -120,6 +120,12 @@ class FastDecoder(Decoder):
 
     def close(self) -> None:
         self.graph = None
+
+
+def _attention_note(ops) -> str:
+    """What the decode attention runs as: TorchOps on the CPU, else TritonOps and its attention kernel."""
+    kernel = getattr(ops, "attn_kernel", None)
+    return type(ops).__name__ + (f": {kernel.label()}" if kernel is not None else "")
 
 
 def make_bf16(loaded, device: str, max_ctx: int, **options) -> FastDecoder:

@@ -102,6 +102,67 @@ def pdl_prefetch_tiles() -> int:
     return int(val)
 
 
+ATTN_KERNEL_ENV = "EDGEPROF_ATTN_KERNEL"
+ATTN_CUDA_DEFAULT = (16, 8)  # CTAs per kv head (one cluster), warps per CTA
+
+
+class AttnKernel(NamedTuple):
+    """Which decode attention a TritonOps runs (attn_kernel): edgeprof's one-launch CUDA kernel (csrc/attn_decode.cu,
+    `cluster` CTAs of `warps` warps per kv head) or the Triton split + reduce pair, and why."""
+
+    kind: str  # "cuda" or "triton"
+    cluster: int = 0
+    warps: int = 0
+    why: str = ""  # for "triton": why not the CUDA kernel
+
+    def label(self) -> str:
+        if self.kind == "cuda":
+            return f"cuda (one launch, cluster of {self.cluster} CTAs x {self.warps} warps per kv head)"
+        return "triton (split + reduce)" + (f": {self.why}" if self.why else "")
+
+
+def parse_attn_kernel(spec: str) -> tuple[str, int, int]:
+    """$EDGEPROF_ATTN_KERNEL: "cuda" (the default, ATTN_CUDA_DEFAULT), "cuda:CLxW" (cluster size 1-16, warps 4 or
+    8) or "triton". Returns (kind, cluster, warps)."""
+    spec = spec.strip() or "cuda"
+    kind, _, shape = spec.partition(":")
+    if kind == "triton" and not shape:
+        return "triton", 0, 0
+    if kind == "cuda":
+        if not shape:
+            return ("cuda", *ATTN_CUDA_DEFAULT)
+        cl, _, w = shape.partition("x")
+        if cl.isdigit() and w.isdigit() and 1 <= int(cl) <= 16 and int(w) in (4, 8):
+            return "cuda", int(cl), int(w)
+    raise ValueError(f"{ATTN_KERNEL_ENV}: {spec!r} is not cuda, cuda:CLxW (CL 1-16 CTAs per kv head, W 4 or 8 "
+                     f"warps) or triton; unset it for cuda:{ATTN_CUDA_DEFAULT[0]}x{ATTN_CUDA_DEFAULT[1]}")
+
+
+def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, spec: str | None = None) -> AttnKernel:
+    """The decode attention for this model on `device`: the CUDA kernel where it was asked for ($EDGEPROF_ATTN_KERNEL,
+    default "cuda") and can run (sm_90+ for clusters, head_dim 64 or 128, at most 8 query heads per kv head, the
+    extension built, the rope fused), else Triton with the reason."""
+    kind, cluster, warps = parse_attn_kernel(os.environ.get(ATTN_KERNEL_ENV, "") if spec is None else spec)
+    if kind == "triton":
+        return AttnKernel("triton", why=f"${ATTN_KERNEL_ENV}=triton")
+    dev = torch.device(device)
+    why = None
+    if dev.type != "cuda":
+        why = "not a CUDA device"
+    elif torch.cuda.get_device_capability(dev) < (9, 0):
+        why = "thread-block clusters need sm_90+"
+    elif head_dim not in (64, 128) or n_heads % n_kv or n_heads // n_kv > 8:
+        why = f"head_dim {head_dim} and {n_heads // n_kv} query heads per kv head (the kernel: 64/128 and <= 8)"
+    elif os.environ.get("EDGEPROF_FUSE_ROPE", "1") == "0":
+        why = "$EDGEPROF_FUSE_ROPE=0 (the CUDA kernel always rotates q and k itself)"
+    else:
+        from edgeprof.fast import w4cuda
+
+        if w4cuda.load_extension() is None:
+            why = f"the CUDA extension did not build: {w4cuda.build_error()}"
+    return AttnKernel("triton", why=why) if why else AttnKernel("cuda", cluster, warps)
+
+
 # --------------------------------------------------------------------------- torch (CPU)
 class TorchOps:
     """Reference ops; follow HF's bf16 rounding points so greedy tokens match."""
@@ -391,6 +452,8 @@ class TritonOps:
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
         self.chunk, self.block_n, self.s_max, self.live = attn_plan(max_ctx, n_kv, sms)
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
+        self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device)  # CUDA one-launch or Triton split+reduce
+        self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
         self._launch = {"launch_pdl": True} if self.pdl else {}  # extra launch options of every kernel here
@@ -423,6 +486,13 @@ class TritonOps:
         """Attention of q [nh * hd] over the live cache; rope=True: q is the q/k/v GEMV output [1, Q + 2KV]
         and the kernel also rotates q and k and writes this step's k and v (rope_attention)."""
         scale = 1.0 / math.sqrt(self.hd)
+        if self.attn_kernel.kind == "cuda":
+            from edgeprof.fast import w4cuda
+
+            w4cuda.load_extension().attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh,
+                                                scale, rope, self.attn_kernel.cluster, self.attn_kernel.warps,
+                                                self.attn_pdl)
+            return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
             G=self.g, G_PAD=self.g_pad, HD=self.hd, CHUNK=self.chunk, BLOCK_N=self.block_n, S_MAX=self.s_max,

@@ -172,8 +172,8 @@ def _build(tune: bool):
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "bf16_gemv.cu"] + (["w4a16_tune.cu"] if tune
-                                                                                         else [])
+        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "bf16_gemv.cu", "attn_decode.cu"] + (
+            ["w4a16_tune.cu"] if tune else [])
         ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
                    sources=[str(CSRC / n) for n in names],
                    extra_cuda_cflags=["-O3", "-std=c++17"] + ([] if tune else ["-DEDGEPROF_W4_NO_TUNE"]),

@@ -19,6 +19,9 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
+int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
+                                const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
+                                int NKV, int cluster, int warps, bool pdl, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
 void edgeprof_w4a16_set_norm_batch(bool on);
 
@@ -189,6 +192,41 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
   return y;
 }
 
+static void check_bf16(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.scalar_type() == torch::kBFloat16 && t.is_contiguous(), name, ": contiguous bf16 CUDA");
+}
+
+// Decode attention of one layer in one launch (attn_decode.cu; sm_90+: thread-block clusters).
+// k_cache, v_cache [NKV, max_ctx, HD] bf16 (HD 64 or 128); pos int64 [1] (the live length is pos + 1);
+// rope: qkv is the q/k/v GEMV output [1, (NH + 2 NKV) HD]: q and k are rotated with cos/sin [>= max_ctx, HD] at pos,
+// and this step's k and v are written into the caches at pos; else qkv is q [NH HD], rotated, and the caches already
+// hold row pos. out [1, NH HD] bf16. cluster: CTAs per kv head (1..16) of `warps` warps (4 or 8).
+void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor pos,
+                 torch::Tensor cos, torch::Tensor sin, torch::Tensor out, int64_t n_heads, double scale, bool rope,
+                 int64_t cluster, int64_t warps, bool pdl) {
+  for (const auto* t : {&qkv, &k_cache, &v_cache, &cos, &sin, &out}) check_bf16(*t, "attention operands");
+  TORCH_CHECK(k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(), "k_cache, v_cache: [NKV, max_ctx, HD]");
+  const int64_t NKV = k_cache.size(0), max_ctx = k_cache.size(1), HD = k_cache.size(2), NH = n_heads;
+  TORCH_CHECK(HD == 64 || HD == 128, "head_dim ", HD, ": the CUDA decode attention takes 64 or 128");
+  TORCH_CHECK(NH % NKV == 0 && NH / NKV <= 8, "n_heads / n_kv_heads = ", NH, " / ", NKV,
+              ": the CUDA decode attention takes up to 8 query heads per kv head");
+  TORCH_CHECK(qkv.numel() == (rope ? NH + 2 * NKV : NH) * HD, "qkv: expected ", (rope ? NH + 2 * NKV : NH) * HD,
+              " values, got ", qkv.numel());
+  TORCH_CHECK(out.numel() == NH * HD, "out: expected ", NH * HD, " values");
+  TORCH_CHECK(cos.dim() == 2 && cos.size(1) == HD && cos.size(0) >= max_ctx && sin.sizes() == cos.sizes(),
+              "cos, sin: [>= max_ctx, HD]");
+  TORCH_CHECK(pos.is_cuda() && pos.scalar_type() == torch::kInt64 && pos.numel() == 1, "pos: int64 CUDA [1]");
+  TORCH_CHECK(cluster >= 1 && cluster <= 16, "cluster: 1..16 CTAs per kv head");
+  TORCH_CHECK(warps == 4 || warps == 8, "warps: 4 or 8 per CTA");
+  const c10::cuda::CUDAGuard guard(qkv.device());
+  int err = edgeprof_attn_decode_launch((int)HD, rope, qkv.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
+                                        pos.data_ptr<int64_t>(), cos.data_ptr(), sin.data_ptr(), out.data_ptr(),
+                                        (int)max_ctx, (float)scale, (int)(NH / NKV), (int)NH, (int)NKV, (int)cluster,
+                                        (int)warps, pdl, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "decode attention launch failed (cluster ", cluster, "): ",
+              cudaGetErrorString((cudaError_t)err));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
@@ -206,5 +244,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_norm_batch", &edgeprof_w4a16_set_norm_batch,
         "the fused-norm W4 launches (bf16 mma) issue the norm's loads in batches (fewer L2 round trips, the same "
         "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
+  m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
+        py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
+        py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("pdl"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
 }
