@@ -122,8 +122,8 @@ class AttnKernel(NamedTuple):
 
 
 def parse_attn_kernel(spec: str) -> tuple[str, int, int]:
-    """$EDGEPROF_ATTN_KERNEL: "cuda" (the default, ATTN_CUDA_DEFAULT), "cuda:CLxW" (cluster size 1-16, warps 4 or
-    8) or "triton". Returns (kind, cluster, warps)."""
+    """$EDGEPROF_ATTN_KERNEL: "cuda" (the default, ATTN_CUDA_DEFAULT), "cuda:CLxW" (cluster size 8 or 16, warps 4
+    or 8) or "triton". Returns (kind, cluster, warps)."""
     spec = spec.strip() or "cuda"
     kind, _, shape = spec.partition(":")
     if kind == "triton" and not shape:
@@ -132,9 +132,9 @@ def parse_attn_kernel(spec: str) -> tuple[str, int, int]:
         if not shape:
             return ("cuda", *ATTN_CUDA_DEFAULT)
         cl, _, w = shape.partition("x")
-        if cl.isdigit() and w.isdigit() and 1 <= int(cl) <= 16 and int(w) in (4, 8):
+        if cl.isdigit() and w.isdigit() and int(cl) in (8, 16) and int(w) in (4, 8):
             return "cuda", int(cl), int(w)
-    raise ValueError(f"{ATTN_KERNEL_ENV}: {spec!r} is not cuda, cuda:CLxW (CL 1-16 CTAs per kv head, W 4 or 8 "
+    raise ValueError(f"{ATTN_KERNEL_ENV}: {spec!r} is not cuda, cuda:CLxW (CL 8 or 16 CTAs per kv head, W 4 or 8 "
                      f"warps) or triton; unset it for cuda:{ATTN_CUDA_DEFAULT[0]}x{ATTN_CUDA_DEFAULT[1]}")
 
 

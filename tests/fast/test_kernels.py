@@ -127,7 +127,7 @@ def test_attn_kernel_spec_parses_the_cuda_shape_and_names_the_variable_on_bad_in
     assert parse_attn_kernel("cuda") == ("cuda", *ATTN_CUDA_DEFAULT)
     assert parse_attn_kernel("cuda:8x4") == ("cuda", 8, 4)
     assert parse_attn_kernel(" triton ") == ("triton", 0, 0)
-    for bad in ("cuda:17x8", "cuda:0x8", "cuda:16x6", "cuda:16", "triton:16x8", "flash", "cuda:axb"):
+    for bad in ("cuda:17x8", "cuda:4x8", "cuda:0x8", "cuda:16x6", "cuda:16", "triton:16x8", "flash", "cuda:axb"):
         with pytest.raises(ValueError, match="EDGEPROF_ATTN_KERNEL"):
             parse_attn_kernel(bad)
 

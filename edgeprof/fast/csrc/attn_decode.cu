@@ -82,12 +82,18 @@ struct Block {  // one warp's registers for a 16-token block
 
   __device__ __forceinline__ void load(const __nv_bfloat16* kh, const __nv_bfloat16* vh, int base, int n_live, int r,
                                        int c) {
+    load_k(kh, base, n_live, r, c);
+    load_v(vh, base, n_live, r, c);
+  }
+  __device__ __forceinline__ void load_k(const __nv_bfloat16* kh, int base, int n_live, int r, int c) {
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
       const int tok = base + 8 * t + r;
 #pragma unroll
       for (int j = 0; j < HD / 32; ++j) k[t][j] = ld_kv(kh + (size_t)tok * HD + 32 * j + 8 * c, tok < n_live);
     }
+  }
+  __device__ __forceinline__ void load_v(const __nv_bfloat16* vh, int base, int n_live, int r, int c) {
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       const int tok = base + 8 * (s >> 1) + 2 * c + (s & 1);
@@ -117,9 +123,8 @@ struct WarpState {  // online softmax of one warp: head r of lane (r, c), log2 u
   float m = -INFINITY, l = 0.f;
   float acc[HD / 8][4] = {};
 
-  __device__ __forceinline__ void block(const Block<HD>& b, const uint32_t (&qa)[HD / 16][2], int base, int n_live,
-                                        float scale_log2, int c) {
-    float s[2][4] = {};
+  // scores of the block's 16 tokens (q.K^T): tokens base + 8 t + 2 c + i are s[t][i], i < 2 (s[t][2..3]: padding)
+  __device__ __forceinline__ void scores(float (&s)[2][4], const Block<HD>& b, const uint32_t (&qa)[HD / 16][2]) {
 #pragma unroll
     for (int t = 0; t < 2; ++t)
 #pragma unroll
@@ -127,7 +132,12 @@ struct WarpState {  // online softmax of one warp: head r of lane (r, c), log2 u
         mma_q(s[t], qa[2 * j][0], qa[2 * j][1], b.k[t][j].x, b.k[t][j].y);
         mma_q(s[t], qa[2 * j + 1][0], qa[2 * j + 1][1], b.k[t][j].z, b.k[t][j].w);
       }
-    float mx = m;  // scores of tokens base + 8 t + 2 c + i are s[t][i], i < 2 (s[t][2..3]: padding rows)
+  }
+
+  // the online softmax update with the block's scores, then P.V
+  __device__ __forceinline__ void update(float (&s)[2][4], const Block<HD>& b, int base, int n_live, float scale_log2,
+                                         int c) {
+    float mx = m;
 #pragma unroll
     for (int t = 0; t < 2; ++t)
 #pragma unroll
@@ -212,7 +222,7 @@ __device__ __forceinline__ void merge_warps(AttnSmem<HD, W>& sm, int G) {
   }
 }
 
-template <int HD, bool ROPE, int W>
+template <int HD, bool ROPE, int W, int CL>  // CL: CTAs per cluster (the launch's cluster dimension)
 __global__ void __launch_bounds__(W * 32, 1)
     attn_decode_kernel(const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* kc, __nv_bfloat16* vc,
                        const int64_t* __restrict__ pos_p, const __nv_bfloat16* __restrict__ cos,
@@ -221,7 +231,7 @@ __global__ void __launch_bounds__(W * 32, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) AttnSmem<HD, W> sm;
   cg::cluster_group cluster = cg::this_cluster();
-  const int CL = (int)cluster.num_blocks(), rank = (int)cluster.block_rank();
+  const int rank = (int)cluster.block_rank();
   const int kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
   __nv_bfloat16* kh = kc + (size_t)kvh * max_ctx * HD;  // this layer's cache of kv head kvh [max_ctx, HD]
   __nv_bfloat16* vh = vc + (size_t)kvh * max_ctx * HD;
@@ -248,9 +258,13 @@ __global__ void __launch_bounds__(W * 32, 1)
   WarpState<HD> st;
   while (b < n_blocks) {
     if (ROPE) blk.substitute(sm, 16 * b, pos, r, c);
-    st.block(blk, qa, 16 * b, n_live, scale_log2, c);
-    b += CL * W;
-    if (b < n_blocks) blk.load(kh, vh, 16 * b, n_live, r, c);
+    float s[2][4] = {};
+    st.scores(s, blk, qa);
+    const int next = b + CL * W;  // the next block's K streams in during this one's softmax and P.V, its V after
+    if (next < n_blocks) blk.load_k(kh, 16 * next, n_live, r, c);
+    st.update(s, blk, 16 * b, n_live, scale_log2, c);
+    if (next < n_blocks) blk.load_v(vh, 16 * next, n_live, r, c);
+    b = next;
   }
   st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
   st.l += __shfl_xor_sync(0xffffffffu, st.l, 2);
@@ -272,34 +286,44 @@ __global__ void __launch_bounds__(W * 32, 1)
   cluster.sync();  // every CTA's (m, l, acc) is ready to be read through DSMEM
   for (int e = rank + CL * (int)threadIdx.x; e < G * HD; e += CL * (int)blockDim.x) {
     const int h = e / HD, d = e % HD;
-    float M = -INFINITY;
-    for (int q = 0; q < CL; ++q) M = fmaxf(M, cluster.map_shared_rank(&sm, q)->m[h]);
-    float a = 0.f, L = 0.f;
-    for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
+    // all CL remote loads of each kind issued together (unrolled): a DSMEM read costs about an L2 round trip
+    float m[CL], a[CL], l[CL];
+#pragma unroll
+    for (int q = 0; q < CL; ++q) {
       const AttnSmem<HD, W>* o = cluster.map_shared_rank(&sm, q);
-      const float f = part_weight(o->m[h], M);
-      a += f * o->acc[h][d];
-      L += f * o->l[h];
+      m[q] = o->m[h];
+      a[q] = o->acc[h][d];
+      l[q] = o->l[h];
     }
-    out[(size_t)(kvh * G + h) * HD + d] = __float2bfloat16(a / L);
+    float M = -INFINITY;
+#pragma unroll
+    for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
+    float A = 0.f, L = 0.f;
+#pragma unroll
+    for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
+      const float f = part_weight(m[q], M);
+      A += f * a[q];
+      L += f * l[q];
+    }
+    out[(size_t)(kvh * G + h) * HD + d] = __float2bfloat16(A / L);
   }
   cluster.sync();  // no CTA leaves while another still reads its shared memory
 #endif
 }
 
-template <int HD, bool ROPE, int W>
+template <int HD, bool ROPE, int W, int CL>
 int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const void* cos, const void* sin, void* out,
-                int max_ctx, float scale_log2, int G, int NH, int NKV, int cluster, bool pdl, cudaStream_t stream) {
-  auto kern = attn_decode_kernel<HD, ROPE, W>;
+                int max_ctx, float scale_log2, int G, int NH, int NKV, bool pdl, cudaStream_t stream) {
+  auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
   static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (attr != cudaSuccess) return (int)attr;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(cluster, NKV);
+  cfg.gridDim = dim3(CL, NKV);
   cfg.blockDim = dim3(W * 32);
   cfg.stream = stream;
   cudaLaunchAttribute at[2];
   at[0].id = cudaLaunchAttributeClusterDimension;
-  at[0].val.clusterDim.x = cluster;
+  at[0].val.clusterDim.x = CL;
   at[0].val.clusterDim.y = 1;
   at[0].val.clusterDim.z = 1;
   int n = 1;
@@ -318,24 +342,27 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
 
 }  // namespace
 
-// head_dim 64 or 128, G <= 8 query heads per kv head, cluster 1..16 CTAs per kv head of `warps` (4 or 8) warps;
-// returns a cudaError_t
+// head_dim 64 or 128, G <= 8 query heads per kv head, a cluster of 8 or 16 CTAs per kv head of `warps` (4 or 8)
+// warps; returns a cudaError_t
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, bool pdl, cudaStream_t stream) {
   using Fn = int (*)(const void*, void*, void*, const int64_t*, const void*, const void*, void*, int, float, int, int,
-                     int, int, bool, cudaStream_t);
-  // [hd 128?][rope?][8 warps?]
-  static const Fn table[2][2][2] = {{{launch_attn<64, false, 4>, launch_attn<64, false, 8>},
-                                     {launch_attn<64, true, 4>, launch_attn<64, true, 8>}},
-                                    {{launch_attn<128, false, 4>, launch_attn<128, false, 8>},
-                                     {launch_attn<128, true, 4>, launch_attn<128, true, 8>}}};
-  if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8)) return (int)cudaErrorInvalidValue;
+                     int, bool, cudaStream_t);
+#define EDGEPROF_ATTN_CL(HD, ROPE, W) {launch_attn<HD, ROPE, W, 8>, launch_attn<HD, ROPE, W, 16>}
+#define EDGEPROF_ATTN_W(HD, ROPE) {EDGEPROF_ATTN_CL(HD, ROPE, 4), EDGEPROF_ATTN_CL(HD, ROPE, 8)}
+  // [hd 128?][rope?][8 warps?][16 CTAs?]
+  static const Fn table[2][2][2][2] = {{EDGEPROF_ATTN_W(64, false), EDGEPROF_ATTN_W(64, true)},
+                                       {EDGEPROF_ATTN_W(128, false), EDGEPROF_ATTN_W(128, true)}};
+#undef EDGEPROF_ATTN_W
+#undef EDGEPROF_ATTN_CL
+  if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16))
+    return (int)cudaErrorInvalidValue;
   int dev = 0, major = 0;  // clusters and DSMEM: sm_90+ (the kernel body is empty below that)
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
                                                cudaSuccess || major < 9)
     return (int)cudaErrorNotSupported;
   const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
-  return table[hd == 128][rope][warps == 8](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G, NH, NKV,
-                                            cluster, pdl, stream);
+  return table[hd == 128][rope][warps == 8][cluster == 16](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G,
+                                                          NH, NKV, pdl, stream);
 }

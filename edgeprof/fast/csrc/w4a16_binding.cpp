@@ -200,7 +200,7 @@ static void check_bf16(const torch::Tensor& t, const char* name) {
 // k_cache, v_cache [NKV, max_ctx, HD] bf16 (HD 64 or 128); pos int64 [1] (the live length is pos + 1);
 // rope: qkv is the q/k/v GEMV output [1, (NH + 2 NKV) HD]: q and k are rotated with cos/sin [>= max_ctx, HD] at pos,
 // and this step's k and v are written into the caches at pos; else qkv is q [NH HD], rotated, and the caches already
-// hold row pos. out [1, NH HD] bf16. cluster: CTAs per kv head (1..16) of `warps` warps (4 or 8).
+// hold row pos. out [1, NH HD] bf16. cluster: CTAs per kv head (8 or 16) of `warps` warps (4 or 8).
 void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor pos,
                  torch::Tensor cos, torch::Tensor sin, torch::Tensor out, int64_t n_heads, double scale, bool rope,
                  int64_t cluster, int64_t warps, bool pdl) {
@@ -216,7 +216,7 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
   TORCH_CHECK(cos.dim() == 2 && cos.size(1) == HD && cos.size(0) >= max_ctx && sin.sizes() == cos.sizes(),
               "cos, sin: [>= max_ctx, HD]");
   TORCH_CHECK(pos.is_cuda() && pos.scalar_type() == torch::kInt64 && pos.numel() == 1, "pos: int64 CUDA [1]");
-  TORCH_CHECK(cluster >= 1 && cluster <= 16, "cluster: 1..16 CTAs per kv head");
+  TORCH_CHECK(cluster == 8 || cluster == 16, "cluster: 8 or 16 CTAs per kv head");
   TORCH_CHECK(warps == 4 || warps == 8, "warps: 4 or 8 per CTA");
   const c10::cuda::CUDAGuard guard(qkv.device());
   int err = edgeprof_attn_decode_launch((int)HD, rope, qkv.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
