@@ -103,7 +103,14 @@ def pdl_prefetch_tiles() -> int:
 
 
 ATTN_KERNEL_ENV = "EDGEPROF_ATTN_KERNEL"
-ATTN_CUDA_DEFAULT = (16, 8)  # CTAs per kv head (one cluster), warps per CTA
+# The CUDA kernel's default shape: CTAs per kv head (one cluster), warps per CTA. H200, Qwen2.5-7B, ctx 2048
+# (results/h200/2026-11-28-attention r39): the int4 step 1.992 / 1.981 ms against 2.041 / 2.006 with Triton;
+# 16x8 (2.011 / 2.065) and 16x4 (2.047 / 2.071) were not faster, though 16x8 is the fastest alone (8.71 us/layer).
+ATTN_CUDA_DEFAULT = (8, 8)
+# "auto" takes the CUDA kernel up to this cache length only: its grid is one cluster per kv head (32 CTAs for
+# Qwen2.5-7B at 8x8), which streams a long cache with too few SMs; at ctx 16384 it took 26.3 us/layer against
+# Triton's 16.8 (r39)
+ATTN_CUDA_MAX_CTX = 4096
 
 
 class AttnKernel(NamedTuple):
@@ -122,32 +129,37 @@ class AttnKernel(NamedTuple):
 
 
 def parse_attn_kernel(spec: str) -> tuple[str, int, int]:
-    """$EDGEPROF_ATTN_KERNEL: "cuda" (the default, ATTN_CUDA_DEFAULT), "cuda:CLxW" (cluster size 8 or 16, warps 4
-    or 8) or "triton". Returns (kind, cluster, warps)."""
-    spec = spec.strip() or "cuda"
+    """$EDGEPROF_ATTN_KERNEL: "auto" (the default: the CUDA kernel in its default shape up to ATTN_CUDA_MAX_CTX,
+    else Triton), "cuda" (ATTN_CUDA_DEFAULT at any length), "cuda:CLxW" (cluster size 8 or 16, warps 4 or 8) or
+    "triton". Returns (kind, cluster, warps); kind "auto" comes with the default shape."""
+    spec = spec.strip() or "auto"
     kind, _, shape = spec.partition(":")
-    if kind == "triton" and not shape:
-        return "triton", 0, 0
+    if kind in ("triton", "auto") and not shape:
+        return (kind, *ATTN_CUDA_DEFAULT) if kind == "auto" else ("triton", 0, 0)
     if kind == "cuda":
         if not shape:
             return ("cuda", *ATTN_CUDA_DEFAULT)
         cl, _, w = shape.partition("x")
         if cl.isdigit() and w.isdigit() and int(cl) in (8, 16) and int(w) in (4, 8):
             return "cuda", int(cl), int(w)
-    raise ValueError(f"{ATTN_KERNEL_ENV}: {spec!r} is not cuda, cuda:CLxW (CL 8 or 16 CTAs per kv head, W 4 or 8 "
-                     f"warps) or triton; unset it for cuda:{ATTN_CUDA_DEFAULT[0]}x{ATTN_CUDA_DEFAULT[1]}")
+    raise ValueError(f"{ATTN_KERNEL_ENV}: {spec!r} is not auto, cuda, cuda:CLxW (CL 8 or 16 CTAs per kv head, W 4 or "
+                     f"8 warps) or triton; unset it for auto")
 
 
-def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, spec: str | None = None) -> AttnKernel:
-    """The decode attention for this model on `device`: the CUDA kernel where it was asked for ($EDGEPROF_ATTN_KERNEL,
-    default "cuda") and can run (sm_90+ for clusters, head_dim 64 or 128, at most 8 query heads per kv head, the
-    extension built, the rope fused), else Triton with the reason."""
+def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, spec: str | None = None) -> AttnKernel:
+    """The decode attention for this model on `device` with a cache of max_ctx tokens: the CUDA kernel where it was
+    asked for ($EDGEPROF_ATTN_KERNEL; "auto", the default, asks up to ATTN_CUDA_MAX_CTX) and can run (sm_90+ for
+    clusters, head_dim 64 or 128, at most 8 query heads per kv head, the extension built, the rope fused), else
+    Triton with the reason."""
     kind, cluster, warps = parse_attn_kernel(os.environ.get(ATTN_KERNEL_ENV, "") if spec is None else spec)
     if kind == "triton":
         return AttnKernel("triton", why=f"${ATTN_KERNEL_ENV}=triton")
     dev = torch.device(device)
     why = None
-    if dev.type != "cuda":
+    if kind == "auto" and max_ctx > ATTN_CUDA_MAX_CTX:
+        why = (f"max_ctx {max_ctx} > {ATTN_CUDA_MAX_CTX}: one cluster per kv head streams a long cache too slowly "
+               f"(${ATTN_KERNEL_ENV}=cuda forces it)")
+    elif dev.type != "cuda":
         why = "not a CUDA device"
     elif torch.cuda.get_device_capability(dev) < (9, 0):
         why = "thread-block clusters need sm_90+"
@@ -452,7 +464,7 @@ class TritonOps:
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
         self.chunk, self.block_n, self.s_max, self.live = attn_plan(max_ctx, n_kv, sms)
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
-        self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device)  # CUDA one-launch or Triton split+reduce
+        self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx)  # CUDA one-launch or Triton split+reduce
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL

@@ -123,27 +123,32 @@ def test_attn_plan_overrides_and_errors():
 def test_attn_kernel_spec_parses_the_cuda_shape_and_names_the_variable_on_bad_input():
     from edgeprof.fast.kernels import ATTN_CUDA_DEFAULT, parse_attn_kernel
 
-    assert parse_attn_kernel("") == ("cuda", *ATTN_CUDA_DEFAULT)
+    assert parse_attn_kernel("") == ("auto", *ATTN_CUDA_DEFAULT)
+    assert parse_attn_kernel("auto") == ("auto", *ATTN_CUDA_DEFAULT)
     assert parse_attn_kernel("cuda") == ("cuda", *ATTN_CUDA_DEFAULT)
-    assert parse_attn_kernel("cuda:8x4") == ("cuda", 8, 4)
+    assert parse_attn_kernel("cuda:16x4") == ("cuda", 16, 4)
     assert parse_attn_kernel(" triton ") == ("triton", 0, 0)
-    for bad in ("cuda:17x8", "cuda:4x8", "cuda:0x8", "cuda:16x6", "cuda:16", "triton:16x8", "flash", "cuda:axb"):
+    for bad in ("cuda:17x8", "cuda:4x8", "cuda:0x8", "cuda:16x6", "cuda:16", "triton:16x8", "auto:8x8", "flash",
+                "cuda:axb"):
         with pytest.raises(ValueError, match="EDGEPROF_ATTN_KERNEL"):
             parse_attn_kernel(bad)
 
 
 def test_attn_kernel_falls_back_to_triton_with_the_reason(monkeypatch):
-    from edgeprof.fast.kernels import AttnKernel, attn_kernel
+    from edgeprof.fast.kernels import ATTN_CUDA_MAX_CTX, AttnKernel, attn_kernel
 
     monkeypatch.delenv("EDGEPROF_ATTN_KERNEL", raising=False)
-    cpu = attn_kernel(28, 4, 128, "cpu")
+    cpu = attn_kernel(28, 4, 128, "cpu", 2048)
     assert cpu.kind == "triton" and cpu.why == "not a CUDA device"
     assert cpu.label() == "triton (split + reduce): not a CUDA device"
-    asked = attn_kernel(28, 4, 128, "cpu", "triton")
+    long = attn_kernel(28, 4, 128, "cpu", ATTN_CUDA_MAX_CTX + 1)  # auto: the cache length decides first
+    assert long.kind == "triton" and f"max_ctx {ATTN_CUDA_MAX_CTX + 1}" in long.why
+    assert attn_kernel(28, 4, 128, "cpu", ATTN_CUDA_MAX_CTX + 1, "cuda").why == "not a CUDA device"  # forced
+    asked = attn_kernel(28, 4, 128, "cpu", 2048, "triton")
     assert asked.kind == "triton" and "EDGEPROF_ATTN_KERNEL=triton" in asked.why
     monkeypatch.setenv("EDGEPROF_ATTN_KERNEL", "cuda:9x9")
     with pytest.raises(ValueError, match="EDGEPROF_ATTN_KERNEL"):
-        attn_kernel(28, 4, 128, "cpu")
+        attn_kernel(28, 4, 128, "cpu", 2048)
     assert AttnKernel("cuda", 16, 8).label() == "cuda (one launch, cluster of 16 CTAs x 8 warps per kv head)"
 
 
