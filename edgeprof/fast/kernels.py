@@ -111,21 +111,6 @@ ATTN_CUDA_DEFAULT = (8, 8)
 # Qwen2.5-7B at 8x8), which streams a long cache with too few SMs; at ctx 16384 it took 26.3 us/layer against
 # Triton's 16.8 (r39)
 ATTN_CUDA_MAX_CTX = 4096
-# Beyond it, with `cuda` or `cuda:CLxW`, several clusters per kv head each take at most this many cache tokens (4
-# blocks per warp at 8x8) and merge through global memory (csrc/attn_decode.cu: MultiCluster); $EDGEPROF_ATTN_TPC
-# overrides it (a multiple of 16) for benchmarks
-ATTN_TOKENS_PER_CLUSTER = 4096
-ATTN_TPC_ENV = "EDGEPROF_ATTN_TPC"
-
-
-def attn_tokens_per_cluster() -> int:
-    val = os.environ.get(ATTN_TPC_ENV, "").strip()
-    if not val:
-        return ATTN_TOKENS_PER_CLUSTER
-    if not val.isdigit() or int(val) < 16 or int(val) % 16:
-        raise ValueError(f"{ATTN_TPC_ENV}: {val!r} is not a multiple of 16 (cache tokens per cluster); unset it for "
-                         f"{ATTN_TOKENS_PER_CLUSTER}")
-    return int(val)
 
 
 class AttnKernel(NamedTuple):
@@ -481,7 +466,6 @@ class TritonOps:
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
         self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx)  # CUDA one-launch or Triton split+reduce
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
-        self._attn_ws = self._attn_workspace(max_ctx, cos.device)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
         self._launch = {"launch_pdl": True} if self.pdl else {}  # extra launch options of every kernel here
@@ -495,20 +479,6 @@ class TritonOps:
         self.res = torch.empty(1, hidden, device=dev, dtype=dt)
         self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
         self.h_block = triton.next_power_of_2(hidden)
-
-    def _attn_workspace(self, max_ctx: int, dev) -> tuple:
-        """(clusters per kv head, tokens per cluster, acc, ml, tickets) of the CUDA attention: one cluster (no
-        workspace) up to attn_tokens_per_cluster() cached tokens, else enough to cover max_ctx."""
-        tpc = attn_tokens_per_cluster()
-        clusters = -(-max_ctx // tpc)
-        if self.attn_kernel.kind != "cuda" or clusters == 1:
-            none = torch.empty(0, device=dev)
-            return 1, tpc, none, none, none.int()
-        cl = self.attn_kernel.cluster
-        return (clusters, tpc,
-                torch.empty(clusters * self.nh * self.hd, device=dev, dtype=torch.float32),
-                torch.empty(self.nkv * clusters * cl * 16, device=dev, dtype=torch.float32),
-                torch.zeros(self.nkv * cl, device=dev, dtype=torch.int32))
 
     def add_rmsnorm(self, x, res, w):
         out = torch.empty_like(self.norm_out)
@@ -533,7 +503,7 @@ class TritonOps:
 
             w4cuda.load_extension().attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh,
                                                 scale, rope, self.attn_kernel.cluster, self.attn_kernel.warps,
-                                                *self._attn_ws, self.attn_pdl)
+                                                self.attn_pdl)
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
