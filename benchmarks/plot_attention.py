@@ -18,20 +18,22 @@ from pathlib import Path
 
 # a step-table line: label (backend and its env), ctx, p50 ms, floor ms, fraction, fraction at copy, kernel
 STEP_LINE = re.compile(r"^(edgeprof-fast\S*(?: [A-Z0-9_]+=\S+)*)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
+STEP_CARD = re.compile(r"^full step, [^,]+, ([^;]+);", re.M)  # the step table's header names the card
 
 
 def micro_rows(run: Path) -> dict[str, dict]:
     return {f.parent.name: json.loads(f.read_text()) for f in sorted(run.glob("r*/attn.json"))}
 
 
-def step_rows(run: Path) -> dict[str, list[tuple[str, int, float, float]]]:
-    """{round: [(label, ctx, p50 ms, fraction of the floor)]} in the order the round ran them."""
+def step_rows(run: Path) -> dict[str, tuple[str, list[tuple[str, int, float, float]]]]:
+    """{round: (card, [(label, ctx, p50 ms, fraction of the floor)])} in the order the round ran them."""
     out = {}
     for f in sorted(run.glob("r*/steps.log")):
-        rows = [(m[1], int(m[2]), float(m[3]), float(m[5])) for m in map(STEP_LINE.match, f.read_text().splitlines())
-                if m]
+        text = f.read_text()
+        rows = [(m[1], int(m[2]), float(m[3]), float(m[5])) for m in map(STEP_LINE.match, text.splitlines()) if m]
+        card = STEP_CARD.search(text)
         if rows:
-            out[f.parent.name] = rows
+            out[f.parent.name] = (card[1] if card else "card not in the log", rows)
     return out
 
 
@@ -48,8 +50,8 @@ def summary(micro: dict[str, dict], steps: dict[str, list]) -> str:
         bad = [c for c in checks if not c["passed"]]
         lines += ["", f"Rope checks (rotate q/k, write row pos, float64 reference): {len(checks) - len(bad)} of "
                   f"{len(checks)} passed" + (f"; FAILED: {[(c['ctx'], c['plan']) for c in bad]}" if bad else ""), ""]
-    for rnd, rows in steps.items():
-        lines += [f"## {rnd}: full steps (H200, same run, in the order run)", "",
+    for rnd, (card, rows) in steps.items():
+        lines += [f"## {rnd}: full steps ({card}, same run, in the order run)", "",
                   "| backend | ctx | p50 ms | fraction of floor |", "|---|---|---|---|"]
         lines += [f"| {lab} | {ctx} | {p50:.3f} | {frac:.3f} |" for lab, ctx, p50, frac in rows]
         lines.append("")
