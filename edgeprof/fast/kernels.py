@@ -146,11 +146,12 @@ def parse_attn_kernel(spec: str) -> tuple[str, int, int]:
                      f"8 warps) or triton; unset it for auto")
 
 
-def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, spec: str | None = None) -> AttnKernel:
+def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, spec: str | None = None,
+                fuse_rope: bool = True) -> AttnKernel:
     """The decode attention for this model on `device` with a cache of max_ctx tokens: the CUDA kernel where it was
     asked for ($EDGEPROF_ATTN_KERNEL; "auto", the default, asks up to ATTN_CUDA_MAX_CTX) and can run (sm_90+ for
-    clusters, head_dim 64 or 128, at most 8 query heads per kv head, the extension built, the rope fused), else
-    Triton with the reason."""
+    clusters, head_dim 64 or 128, at most 8 query heads per kv head, the extension built, `fuse_rope`: the rope
+    folded into attention, which the CUDA kernel always does), else Triton with the reason."""
     kind, cluster, warps = parse_attn_kernel(os.environ.get(ATTN_KERNEL_ENV, "") if spec is None else spec)
     if kind == "triton":
         return AttnKernel("triton", why=f"${ATTN_KERNEL_ENV}=triton")
@@ -165,14 +166,20 @@ def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, sp
         why = "thread-block clusters need sm_90+"
     elif head_dim not in (64, 128) or n_heads % n_kv or n_heads // n_kv > 8:
         why = f"head_dim {head_dim} and {n_heads // n_kv} query heads per kv head (the kernel: 64/128 and <= 8)"
-    elif os.environ.get("EDGEPROF_FUSE_ROPE", "1") == "0":
+    elif not fuse_rope:
         why = "$EDGEPROF_FUSE_ROPE=0 (the CUDA kernel always rotates q and k itself)"
-    else:
+    elif _extension() is None:
         from edgeprof.fast import w4cuda
 
-        if w4cuda.load_extension() is None:
-            why = f"the CUDA extension did not build: {w4cuda.build_error()}"
+        why = f"the CUDA extension did not build: {w4cuda.build_error()}"
     return AttnKernel("triton", why=why) if why else AttnKernel("cuda", cluster, warps)
+
+
+def _extension():
+    """edgeprof's CUDA extension (csrc/: the GEMVs and the decode attention), built on first use; None if it cannot."""
+    from edgeprof.fast import w4cuda  # not at import: w4cuda's build needs nvcc, and the CPU path never asks for it
+
+    return w4cuda.load_extension()
 
 
 # --------------------------------------------------------------------------- torch (CPU)
@@ -464,7 +471,9 @@ class TritonOps:
         sms = torch.cuda.get_device_properties(cos.device).multi_processor_count if cos.device.type == "cuda" else 8
         self.chunk, self.block_n, self.s_max, self.live = attn_plan(max_ctx, n_kv, sms)
         self.fuse_rope = os.environ.get("EDGEPROF_FUSE_ROPE", "1") != "0"
-        self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx)  # CUDA one-launch or Triton split+reduce
+        # the decode attention: edgeprof's one-launch CUDA kernel (its extension module here) or Triton split + reduce
+        self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx, fuse_rope=self.fuse_rope)
+        self._attn_ext = _extension() if self.attn_kernel.kind == "cuda" else None
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
@@ -498,12 +507,9 @@ class TritonOps:
         """Attention of q [nh * hd] over the live cache; rope=True: q is the q/k/v GEMV output [1, Q + 2KV]
         and the kernel also rotates q and k and writes this step's k and v (rope_attention)."""
         scale = 1.0 / math.sqrt(self.hd)
-        if self.attn_kernel.kind == "cuda":
-            from edgeprof.fast import w4cuda
-
-            w4cuda.load_extension().attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh,
-                                                scale, rope, self.attn_kernel.cluster, self.attn_kernel.warps,
-                                                self.attn_pdl)
+        if self._attn_ext is not None:
+            self._attn_ext.attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh, scale,
+                                       rope, self.attn_kernel.cluster, self.attn_kernel.warps, self.attn_pdl)
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,

@@ -34,7 +34,7 @@
 namespace {
 
 namespace cg = cooperative_groups;
-using edgeprof_gemv::binary_has_pdl;
+using edgeprof_gemv::add_pdl_attr;
 using edgeprof_gemv::pdl_launch_dependents;
 using edgeprof_gemv::pdl_wait;
 
@@ -326,14 +326,9 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
   at[0].val.clusterDim.x = CL;
   at[0].val.clusterDim.y = 1;
   at[0].val.clusterDim.z = 1;
-  int n = 1;
-  if (pdl && binary_has_pdl(reinterpret_cast<const void*>(kern))) {
-    at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
   cfg.attrs = at;
-  cfg.numAttrs = n;
+  cfg.numAttrs = 1;
+  add_pdl_attr(cfg, pdl, reinterpret_cast<const void*>(kern));
   return (int)cudaLaunchKernelEx(&cfg, kern, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(kc),
                                  static_cast<__nv_bfloat16*>(vc), pos, static_cast<const __nv_bfloat16*>(cos),
                                  static_cast<const __nv_bfloat16*>(sin), static_cast<__nv_bfloat16*>(out), max_ctx,

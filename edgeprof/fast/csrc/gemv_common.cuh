@@ -100,6 +100,15 @@ inline bool binary_has_pdl(const void* kern) {
   return ok;
 }
 
+// Appends the PDL launch attribute to cfg (whose attrs point at room for it) when `pdl` and `kern`'s binary was built
+// for sm_90+ (binary_has_pdl)
+inline void add_pdl_attr(cudaLaunchConfig_t& cfg, bool pdl, const void* kern) {
+  if (!pdl || !binary_has_pdl(kern)) return;
+  cudaLaunchAttribute& a = cfg.attrs[cfg.numAttrs++];
+  a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  a.val.programmaticStreamSerializationAllowed = 1;
+}
+
 // Launch `kern` on `stream`, with the PDL attribute when it is switched on, `pdl_ok` (the caller's own switch) AND
 // the kernel's binary was built for sm_90+ (binary_has_pdl).
 template <typename... KArgs, typename... Args>
@@ -111,12 +120,8 @@ cudaError_t launch_opt(bool pdl_ok, void (*kern)(KArgs...), dim3 grid, dim3 bloc
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (pdl_ok && pdl_enabled() && binary_has_pdl(reinterpret_cast<const void*>(kern))) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
+  cfg.attrs = attr;
+  add_pdl_attr(cfg, pdl_ok && pdl_enabled(), reinterpret_cast<const void*>(kern));
   return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
 }
 template <typename... KArgs, typename... Args>
