@@ -12,6 +12,9 @@ gpu_call_init() {
     nvcc --version | tail -1; git log --oneline -1 2>/dev/null; } > "$R/env.txt" 2>&1
 }
 left() { echo $(( START + DEADLINE_S - $(date +%s) )); }
+# seconds for the next part: what is left after keeping $1 back for the parts after it, at least 30 (a short
+# DEADLINE_S must not give `timeout` a negative value)
+budget() { local b=$(( $(left) - $1 )); echo $(( b > 30 ? b : 30 )); }
 mark() { echo "$(date -u +%H:%M:%S) +$(( $(date +%s) - START ))s $*" | tee -a "$R/timeline.txt"; }
 # llama.cpp's CUDA build in the background on cores 4-15 (`wait $BUILD`); $1: extra CMake flags
 llamacpp_build_bg() {

@@ -26,12 +26,12 @@ if [ "${TUNE_VARIANTS:-base,l3,lean,lean4}" != none ]; then
 fi
 MICRO="${MICRO:-1}"  # 0 skips the bf16 GEMV and attention micro-benchmarks, attn runs the attention one only
 if [ "$MICRO" = 1 ]; then
-  timeout "$(( $(left) - 360 ))" python3 benchmarks/bf16_gemv.py --out "$R/bf16.json" > "$R/bf16.log" 2>&1
+  timeout "$(budget 360)" python3 benchmarks/bf16_gemv.py --out "$R/bf16.json" > "$R/bf16.log" 2>&1
   mark "bf16 GEMV rc=$?"; grep -E "^(bf16|model|qwen)|^  -" "$R/bf16.log"
 fi
 if [ "$MICRO" = 1 ] || [ "$MICRO" = attn ]; then  # ATTN_ARGS: e.g. --plans adaptive --cuda 16x8,8x8
   # shellcheck disable=SC2086
-  timeout "$(( $(left) - 300 ))" python3 benchmarks/attn_decode.py ${ATTN_ARGS:-} --out "$R/attn.json" > "$R/attn.log" 2>&1
+  timeout "$(budget 300)" python3 benchmarks/attn_decode.py ${ATTN_ARGS:-} --out "$R/attn.json" > "$R/attn.log" 2>&1
   mark "attention rc=$?"; grep -v Warning "$R/attn.log"
 fi
 SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast;edgeprof-fast-int4-cuda@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cublas;edgeprof-fast-int4-cuda}"
