@@ -71,7 +71,8 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 }
 
 __device__ __forceinline__ uint4 ld_kv(const __nv_bfloat16* p, bool ok) {
-  // plain loads: the cache is written by this kernel too (row pos, which the reader replaces)
+  // ld.global.cs (read once: evict first), not the .nc path of the weight loads: this kernel also writes the cache
+  // (row pos, whose loaded value the reader replaces)
   return ok ? __ldcs(reinterpret_cast<const uint4*>(p)) : make_uint4(0, 0, 0, 0);
 }
 
