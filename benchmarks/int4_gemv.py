@@ -750,6 +750,25 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     return _TUNE_CACHE[name]
 
 
+def same_as_base(prep: dict, launch: dict) -> bool:
+    """Whether a variant's launch gives bitwise the y of base at the same splits: plain, SiLU*up fused and (where it
+    fuses) the norm fused, on fresh inputs (prep: check_inputs())."""
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    g = prep["g"]
+    var = W4CudaLinear(prep["packed"], prep["bias"], **launch)
+    base = W4CudaLinear(prep["packed"], prep["bias"], splits=launch["splits"])
+    k = prep["packed"].k
+    x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
+    gu = torch.randn(1, 2 * k, device="cuda", generator=g).to(torch.bfloat16)
+    same = torch.equal(var(x), base(x)) and torch.equal(var.fused_silu(gu), base.fused_silu(gu))
+    if var.fuses_norm:
+        res, w = torch.randn_like(x), torch.randn(k, device="cuda", generator=g).to(torch.bfloat16)
+        pairs = zip(var.fused_norm(x, res, w, 1e-6), base.fused_norm(x, res, w, 1e-6), strict=True)  # (y, res_out)
+        same &= all(torch.equal(a, b) for a, b in pairs)
+    return bool(same)
+
+
 def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
@@ -769,6 +788,11 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
             if not c["passed"]:
                 res["status"] = (f"FAILED ({kind}: rel {c['rel_err']:.1e} fused {c['rel_err_fused_bias_silu']:.1e} "
                                  f"det {c['deterministic']} unwritten {c['unwritten']})")
+                return res
+        if cfg["variant"] == "cl":  # its sums are base's, in the same order: bitwise base's y at the same splits
+            res["bitwise_base"] = same_as_base(cache["sym"], launch)
+            if not res["bitwise_base"]:
+                res["status"] = "FAILED (differs from base at the same splits)"
                 return res
         x = cache["x"]
         layers = [W4CudaLinear(p, **launch) for p in cache["copies"]]

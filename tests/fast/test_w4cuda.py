@@ -195,6 +195,24 @@ def test_w4cuda_linear_rejects_a_variant_not_compiled_for_the_group():
         W4CudaLinear(p, variant="w16")
 
 
+def test_cluster_variant_is_tuned_only_where_one_cluster_holds_the_splits():
+    from edgeprof.fast.w4cuda import CL_MAX_SPLITS, tune_configs
+
+    configs = tune_configs(3584, 18944, 128, 132, splits=(1, 2, 8, 10, 16, 32), variants=("base", "cl"))
+    cl = sorted(c["splits"] for c in configs if c["variant"] == "cl")
+    base = sorted(c["splits"] for c in configs if c["variant"] == "base")
+    assert cl and all(1 < s <= CL_MAX_SPLITS for s in cl)  # one split is base's launch; 16 CTAs per cluster at most
+    assert set(cl) == {s for s in base if 1 < s <= CL_MAX_SPLITS} and max(base) > CL_MAX_SPLITS
+
+
+def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building():
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    q, z, s = quantize_rtn(torch.randn(32, 18944), 128)
+    with pytest.raises(ValueError, match="splits: variant 'cl' runs 1 to 16"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="cl", splits=20)
+
+
 def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp_path, monkeypatch):
     from edgeprof.fast.w4cuda import PLAN_ENV, launch_plan
 
@@ -240,7 +258,8 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     assert ids == list(range(len(ids)))
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
         if name in w4cuda.DECODER_VARIANTS:
-            assert vid == 0 or f"case {vid}: return lat_launch_t" in lat, name
+            case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
+            assert vid == 0 or "return lat_launch_t" in case, name
         else:
             assert f"variant == {vid} && group == 128" in tune, name
     assert f"variant <= {ids[-1]})" in binding

@@ -110,19 +110,32 @@ inline void add_pdl_attr(cudaLaunchConfig_t& cfg, bool pdl, const void* kern) {
 }
 
 // Launch `kern` on `stream`, with the PDL attribute when it is switched on, `pdl_ok` (the caller's own switch) AND
-// the kernel's binary was built for sm_90+ (binary_has_pdl).
+// the kernel's binary was built for sm_90+ (binary_has_pdl). cluster_y > 0: thread-block clusters of (1, cluster_y, 1)
+// CTAs (sm_90+; grid.y must be a multiple).
 template <typename... KArgs, typename... Args>
-cudaError_t launch_opt(bool pdl_ok, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       Args... args) {
+cudaError_t launch_ex(bool pdl_ok, int cluster_y, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
   cfg.attrs = attr;
+  if (cluster_y > 0) {
+    cudaLaunchAttribute& a = attr[cfg.numAttrs++];
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = 1;
+    a.val.clusterDim.y = cluster_y;
+    a.val.clusterDim.z = 1;
+  }
   add_pdl_attr(cfg, pdl_ok && pdl_enabled(), reinterpret_cast<const void*>(kern));
   return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+}
+template <typename... KArgs, typename... Args>
+cudaError_t launch_opt(bool pdl_ok, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args... args) {
+  return launch_ex(pdl_ok, 0, kern, grid, block, smem, stream, args...);
 }
 template <typename... KArgs, typename... Args>
 cudaError_t launch(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {

@@ -51,7 +51,7 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
-// default launch; 22, 23: a latency variant (w4a16_lat.cu, group 128).
+// default launch; 22-24: a latency variant (w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
@@ -105,7 +105,7 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // chunk), 14-18 ("cp4s4", "cp6s3", "cp4s6", "cp8s3", "cp2s8": the default kernel streaming through a cp.async
 // ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
 // 19 ("f16": the fp16 mma), 20 / 21 ("w2" / "w1": CTAs of 2 / 1 warps) are tuning variants instantiated for
-// group 128 only (keeps the JIT build short); 22, 23 ("k2", "k4") are the latency variants (w4a16_lat.cu, group
+// group 128 only (keeps the JIT build short); 22-24 ("k2", "k4", "cl") are the latency variants (w4a16_lat.cu, group
 // 128), which the decoders' module has too.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,

@@ -4,6 +4,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <cstdint>
@@ -324,6 +325,47 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
   if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
 }
 
+// finish_rows for the cluster variant "cl" (sm_90+): the nsplit CTAs of a row-block column are one thread-block
+// cluster of (1, nsplit, 1), split `by` = cluster rank `by`. Each CTA leaves its partial row sums in shared memory;
+// after a cluster barrier, rank r adds rows r, r + nsplit, ... over the ranks in split order through distributed
+// shared memory (all of a row's remote loads issued together) and writes them. The sums are finish_rows': y is
+// bitwise base's at the same splits, without the fp32 workspace, fence, ticket and L2 round trips of the global
+// path. The second barrier keeps every CTA (and its shared memory) alive until the reads are done. Every thread of
+// the CTA calls it; one warp per 16-row block (KW = 1).
+constexpr int kClusterMax = 16;  // CTAs per cluster (above 8: the non-portable size, allowed per kernel at launch)
+template <int WARPS>
+__device__ __forceinline__ void finish_rows_cluster(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,
+                                                    float y0, float y1, const __nv_bfloat16* __restrict__ bias,
+                                                    __nv_bfloat16* __restrict__ y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  __shared__ float part[WARPS * 16];  // this split's sums of the CTA's rows, row block w at 16 w
+  const int w = threadIdx.x >> 5;
+  if (nb < NB && c == 0) {
+    part[16 * w + gq] = y0;
+    part[16 * w + gq + 8] = y1;
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's partials are in its shared memory
+  const int i = by + nsplit * (int)threadIdx.x, row = bx * WARPS * 16 + i;
+  if (i < WARPS * 16 && row < N) {
+    float v[kClusterMax];
+#pragma unroll
+    for (int q = 0; q < kClusterMax; ++q)
+      if (q < nsplit) v[q] = *cluster.map_shared_rank(part + i, q);
+    float s = 0.f;
+#pragma unroll
+    for (int q = 0; q < kClusterMax; ++q)  // split order, as finish_rows
+      if (q < nsplit) s += v[q];
+    y[row] = __float2bfloat16(s + (bias ? __bfloat162float(bias[row]) : 0.f));
+  }
+  // No CTA leaves while another still reads its shared memory. Relaxed: this barrier orders no memory (the reads
+  // above completed before their sum was stored), so it needs no gpu-scope fence before the arrive (cluster.sync's
+  // release emits MEMBAR.ALL.GPU, which would wait for the y store).
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+
 // The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
 // chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
 // from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
@@ -405,7 +447,7 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // CTA's K slice, and add their sums in shared memory in warp order: a K split without split-K's global partials,
 // ticket and second pass.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -526,6 +568,11 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       }
   }
 
+  if constexpr (CLU) {  // the variant "cl": the splits are one cluster
+    static_assert(KW == 1, "the cluster variant has one warp per row block");
+    finish_rows_cluster<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y);
+    return;
+  }
   __shared__ int last;
   // KW > 1: the first warp of each row block writes it (the others pass NB: no rows)
   finish_rows<RB>(bx, by, nsplit, warp % KW == 0 ? nb : NB, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters,
@@ -533,9 +580,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1>
+          bool F16 = false, int KW = 1, bool CLU = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU>(a, na, pf_tiles, blockIdx.x, blockIdx.y,
+                                                                         gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -552,14 +600,19 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1>
+          bool F16 = false, int KW = 1, bool CLU = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU>;
+  if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
+    if (splits > kClusterMax) return cudaErrorInvalidValue;
+    static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (np != cudaSuccess) return np;
+  }
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -570,8 +623,9 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     if (e != cudaSuccess) return e;
   }
   const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
-  return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(nbx, splits),
-                                   dim3(kWarps * 32), smem, stream, a, na, edgeprof_gemv::prefetch_tiles_now());
+  return edgeprof_gemv::launch_ex(!ACT || edgeprof_gemv::pdl_act_enabled(), CLU ? splits : 0, kern,
+                                 dim3(nbx, splits), dim3(kWarps * 32), smem, stream, a, na,
+                                 edgeprof_gemv::prefetch_tiles_now());
 }
 
 // The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
@@ -677,21 +731,22 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 }
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
-template <int G, bool F16 = false, int NORM = 1, int KW = 1>
+template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW>(qw, sz, x, bias, y, partial, counters, N, \
-                                                                          K, splits, tps, s, na)
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU>(qw, sz, x, bias, y, partial, counters, \
+                                                                               N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
-template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1>
+template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
+          bool CLU = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW>(qw, sz, x, bias, y, partial, counters, \
-                                                                               N, K, splits, tps, s)
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU>(qw, sz, x, bias, y, partial, \
+                                                                                    counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG

@@ -6,23 +6,37 @@
 //   sums meet in shared memory. A K split this way needs no fp32 partials in global memory, no ticket and no
 //   second pass by the column's last CTA (finish_rows): that chain costs a small GEMV L2 round trips after its
 //   last weight arrives. k4 at one K split gives q/k/v and o as many streaming warps as base at 4 splits.
+//   cl (sm_90+): base's CTAs, but the K splits of a row-block column are one thread-block cluster and add their sums
+//   through distributed shared memory (finish_rows_cluster): split-K at any count up to 16 without the global
+//   partials, fence, ticket and second pass; bitwise base's result at the same splits.
 #include "w4a16_kernels.cuh"
 
 namespace edgeprof_w4 {
 
-// the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block
-template <int KW>
+// the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
+// splits as one cluster
+template <int KW, bool CLU = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
-  if (norm) return launch_norm_g<128, false, 1, KW>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
+  if (norm)
+    return launch_norm_g<128, false, 1, KW, CLU>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
+                                                      tps, s);
+}
+
+// thread-block clusters and distributed shared memory: sm_90+ (below, finish_rows_cluster compiles to nothing)
+inline bool has_clusters() {
+  int dev = 0, major = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
 }
 
 }  // namespace edgeprof_w4
 
-// variant 22 "k2", 23 "k4" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be
-// false). cudaErrorInvalidValue for any other variant or group.
+// variant 22 "k2", 23 "k4", 24 "cl" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
+// must be false). cudaErrorInvalidValue for any other variant or group (and cl above 16 splits),
+// cudaErrorNotSupported for cl below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -34,6 +48,9 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
   switch (variant) {
     case 22: return lat_launch_t<2>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
     case 23: return lat_launch_t<4>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+    case 24:
+      if (!has_clusters()) return (int)cudaErrorNotSupported;
+      return lat_launch_t<1, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
