@@ -210,13 +210,19 @@ def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Genera
 
 
 def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
-    """gate_up [2I, H] and down [H, I] as the decoder launches them on this card (launch_plan, else choose_splits)."""
+    """gate_up [2I, H] and down [H, I] at the splits the decoder launches them with on this card (launch_plan, else
+    choose_splits), on the default kernel: the fused MLP runs only that one, so a plan's other variant (e.g. cl) is
+    checked here at its splits on base (the decoder itself does not fuse it: w4cuda.mlp_unfusable)."""
     from edgeprof.fast.w4cuda import W4CudaLinear, launch_plan, pack_w4
 
     plan = launch_plan()
-    gu = W4CudaLinear(pack_w4(*_quant(2 * i, h, group, asym, g), group), **plan.get((h, 2 * i), {}))
-    dn = W4CudaLinear(pack_w4(*_quant(h, i, group, asym, g), group), **plan.get((i, h), {}))
+    gu = W4CudaLinear(pack_w4(*_quant(2 * i, h, group, asym, g), group), **_on_base(plan.get((h, 2 * i), {})))
+    dn = W4CudaLinear(pack_w4(*_quant(h, i, group, asym, g), group), **_on_base(plan.get((i, h), {})))
     return gu, dn
+
+
+def _on_base(launch: dict) -> dict:
+    return {**launch, "variant": "base"} if launch else {}
 
 
 def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: int = 2) -> dict:
@@ -252,7 +258,8 @@ def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: 
 
 
 def time_mlp(model: str, h: int, i: int, copy_bw: float, repeats: int) -> list[dict]:
-    """One layer's int4 MLP as the decoder runs it: two launches (gate_up with the norm, down with SiLU*up) against
+    """One layer's int4 MLP on the default kernel at the decoder's splits: two launches (gate_up with the norm, down
+    with SiLU*up) against
     the fused one-launch MLP, each without and with PDL, as a chain over enough layers to stream from HBM.
     Bytes: both weight matrices with their scales. The error is against the two launches (bitwise: 0)."""
     from edgeprof.fast.kernels import pdl_prefetch_tiles
