@@ -47,7 +47,8 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # share one row block, each on a part of the CTA's K slice, their sums added in shared memory (a K split without
 # split-K's global partials, ticket and second pass); cl (sm_90+): base's CTAs with the K splits of each row-block
 # column as one thread-block cluster, their sums added through distributed shared memory (split-K at up to
-# CL_MAX_SPLITS splits without the global workspace, fence and ticket; bitwise base's y at the same splits).
+# CL_MAX_SPLITS splits without the global workspace, fence and ticket; bitwise base's y at the same splits);
+# cl6 / cl8: cl with the registers of 6 CTAs per SM, and with 4 loads per chunk at 8 CTAs per SM (tuning only).
 # A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
 # and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
@@ -56,7 +57,9 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "lean4": (11, 4, False), "u14": (12, 4, False), "u10": (13, 4, False),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
             "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
-            "k2": (22, 2, False), "k4": (23, 1, False), "cl": (24, 4, False)}
+            "k2": (22, 2, False), "k4": (23, 1, False), "cl": (24, 4, False), "cl6": (25, 4, False),
+            "cl8": (26, 4, False)}
+CLUSTER_VARIANTS = ("cl", "cl6", "cl8")
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
@@ -353,7 +356,7 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
         _, warps, persist = VARIANTS[variant]
         nbx = -(-(n // 16) // warps)
         for sp, tps in plans:
-            if variant == "cl" and not 1 < sp <= CL_MAX_SPLITS:  # one split is base; a cluster holds at most 16
+            if variant in CLUSTER_VARIANTS and not 1 < sp <= CL_MAX_SPLITS:  # 1 split: no cluster; at most 16
                 continue
             grids = [0]
             if persist:  # grid_x < nbx only: at nbx the persistent kernel is the one-CTA-per-column launch
@@ -402,16 +405,16 @@ def _read_plan(path: str, _mtime_ns: int, _size: int) -> dict[tuple[int, int], d
     return {(int(b["k"]), int(b["n"])): {"variant": b["variant"], "splits": int(b["splits"])} for b in best}
 
 
-def _check_cluster_launch(packed: W4Packed, splits: int | None) -> None:
-    """The cluster variant's launch limits, checked before anything is built: sm_90+ (clusters), and one cluster
+def _check_cluster_launch(packed: W4Packed, splits: int | None, variant: str) -> None:
+    """A cluster variant's launch limits, checked before anything is built: sm_90+ (clusters), and one cluster
     holds a column's splits."""
     dev = packed.qw.device
     if dev.type == "cuda" and torch.cuda.get_device_capability(dev) < (9, 0):
-        raise ValueError(f"variant: 'cl' needs thread-block clusters (sm_90+), this GPU is sm_"
+        raise ValueError(f"variant: {variant!r} needs thread-block clusters (sm_90+), this GPU is sm_"
                          f"{''.join(map(str, torch.cuda.get_device_capability(dev)))}; use variant='base'")
     if splits is not None and not 1 <= splits <= CL_MAX_SPLITS:
-        raise ValueError(f"splits: variant 'cl' runs 1 to {CL_MAX_SPLITS} K splits (one cluster per row-block "
-                         f"column), not {splits}; use variant='base' for more")
+        raise ValueError(f"splits: variant {variant!r} runs 1 to {CL_MAX_SPLITS} K splits (one cluster per "
+                         f"row-block column), not {splits}; use variant='base' for more")
 
 
 class W4CudaLinear:
@@ -430,8 +433,8 @@ class W4CudaLinear:
         if packed.group not in VARIANT_GROUPS[variant]:
             raise ValueError(f"variant: {variant!r} is compiled for group {VARIANT_GROUPS[variant]} only, "
                              f"not {packed.group}; use variant='base'")
-        if variant == "cl":
-            _check_cluster_launch(packed, splits)  # before the build; the planned splits again below
+        if variant in CLUSTER_VARIANTS:
+            _check_cluster_launch(packed, splits, variant)  # before the build; the planned splits again below
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
         self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
@@ -446,8 +449,8 @@ class W4CudaLinear:
             self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
         else:
             self.splits, self.tps = split_plan(packed.k, packed.group, splits)
-        if variant == "cl":
-            _check_cluster_launch(packed, self.splits)
+        if variant in CLUSTER_VARIANTS:
+            _check_cluster_launch(packed, self.splits, variant)
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)

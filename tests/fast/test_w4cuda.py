@@ -209,7 +209,7 @@ def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building():
     from edgeprof.fast.w4cuda import W4CudaLinear
 
     q, z, s = quantize_rtn(torch.randn(32, 18944), 128)
-    with pytest.raises(ValueError, match="splits: variant 'cl' runs 1 to 16"):
+    with pytest.raises(ValueError, match="splits: variant 'cl' runs 1 to 16 K splits"):
         W4CudaLinear(pack_w4(q, z, s, 128), variant="cl", splits=20)
 
 

@@ -106,12 +106,12 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
 // 19 ("f16": the fp16 mma), 20 / 21 ("w2" / "w1": CTAs of 2 / 1 warps) are tuning variants instantiated for
 // group 128 only (keeps the JIT build short); 22-24 ("k2", "k4", "cl") are the latency variants (w4a16_lat.cu, group
-// 128), which the decoders' module has too.
+// 128), which the decoders' module has too; 25, 26 ("cl6", "cl8": cl at 6 and 8 CTAs per SM) are tuning variants.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  if (variant >= 22)  // the latency variants (w4a16_lat.cu)
+  if (variant >= 22 && variant <= 24)  // the latency variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
                                      splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)

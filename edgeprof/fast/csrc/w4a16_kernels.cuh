@@ -332,6 +332,13 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
 // bitwise base's at the same splits, without the fp32 workspace, fence, ticket and L2 round trips of the global
 // path. The second barrier keeps every CTA (and its shared memory) alive until the reads are done. Every thread of
 // the CTA calls it; one warp per 16-row block (KW = 1).
+// thread-block clusters and distributed shared memory: sm_90+ (below, finish_rows_cluster compiles to nothing, so
+// the host refuses the cluster variants there)
+inline bool has_clusters() {
+  int dev = 0, major = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+}
 constexpr int kClusterMax = 16;  // CTAs per cluster (above 8: the non-portable size, allowed per kernel at launch)
 template <int WARPS>
 __device__ __forceinline__ void finish_rows_cluster(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,

@@ -25,12 +25,6 @@ cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const v
                                                       tps, s);
 }
 
-// thread-block clusters and distributed shared memory: sm_90+ (below, finish_rows_cluster compiles to nothing)
-inline bool has_clusters() {
-  int dev = 0, major = 0;
-  return cudaGetDevice(&dev) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-}
 
 }  // namespace edgeprof_w4
 

@@ -164,7 +164,7 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 
 }  // namespace edgeprof_w4
 
-// variant 1-21 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25, 26 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -218,6 +218,16 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
     return tune_launch_g<128, 2, false, false, 6, 10, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
   if (variant == 21 && group == 128)
     return tune_launch_g<128, 1, false, false, 6, 20, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, 0, stream);
+  // "cl6" / "cl8": the cluster variant "cl" (w4a16_lat.cu) with the registers of 6 CTAs per SM, and with 4 loads per
+  // chunk at 8 CTAs per SM, so that more K splits (more CTAs) still fit in one wave. sm_90+ (clusters).
+  if (variant == 25 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 0, 6, false, 1, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                         counters, N, K, splits, tps, stream)
+                          : (int)cudaErrorNotSupported;
+  if (variant == 26 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 4, 8, false, 1, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                         counters, N, K, splits, tps, stream)
+                          : (int)cudaErrorNotSupported;
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   return (int)cudaErrorInvalidValue;
