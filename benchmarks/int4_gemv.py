@@ -723,9 +723,11 @@ def tune_suite(args) -> int:
                     if any(m in str(row.get("status")) for m in CONTEXT_LOST):
                         lost = f"CUDA context lost at {name} {tune_label(cfg)}"
                 rows.append(row)
+                waves = (f" clusters {row['clusters']} at once {row['clusters_at_once']} waves {row['cluster_waves']}"
+                         if "clusters_at_once" in row else "")
                 print(f"{name:8s} {tune_label(cfg):24s} ctas {cfg['ctas']:5d} "
                       + (f"{row['us_p50']:8.2f} us {row['frac_copy_bw']:.3f}" if row.get("status") == "ok"
-                         else str(row.get("status"))[:90]), flush=True)
+                         else str(row.get("status"))[:90]) + waves, flush=True)
             rec["rows"] = rows
             path.write_text(json.dumps(rec, indent=1, default=str))
     rec["best"] = best_per_shape(rows)
@@ -755,6 +757,16 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     x = torch.randn(1, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)).to(torch.bfloat16)
     _TUNE_CACHE[name] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t()}
     return _TUNE_CACHE[name]
+
+
+def cluster_waves(n: int, splits: int, tps: int) -> dict:
+    """The cl launch's clusters (one per 64-row column) against those the GPU holds at once
+    (cudaOccupancyMaxActiveClusters, plain launch): {"clusters", "clusters_at_once", "cluster_waves"}."""
+    from edgeprof.fast import w4cuda
+
+    fit = w4cuda.load_extension().cluster_fit(False, False, False, n, splits, tps)
+    clusters = -(-(n // 16) // w4cuda.VARIANTS["cl"][1])
+    return {"clusters": clusters, "clusters_at_once": fit, "cluster_waves": -(-clusters // fit) if fit else None}
 
 
 def same_as_base(prep: dict, launch: dict) -> bool:
@@ -815,6 +827,8 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
         return res
     res.update({f: row[f] for f in ("status", "rel_err", "bytes", "copies", "us_p50", "us_p90", "gb_per_s")
                 if f in row})
+    if cfg["variant"] == "cl":  # a cluster's CTAs share one GPC: how many of the launch's clusters run at once
+        res.update(cluster_waves(n, cfg["splits"], cfg["tiles_per_split"]))
     if row.get("status") == "ok":
         res["frac_copy_bw"] = row["gb_per_s"] * 1e9 / copy_bw
     return res

@@ -23,6 +23,7 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, bool pdl, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
+int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 void edgeprof_w4a16_set_norm_batch(bool on);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
@@ -227,6 +228,17 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
               cudaGetErrorString((cudaError_t)err));
 }
 
+// Clusters of the W4 variant "cl" (group 128) the current GPU holds at once for N outputs at `splits` x `tps`
+// (cudaOccupancyMaxActiveClusters): the launch's ceil(N / 64) clusters run in ceil(that / this) waves.
+int64_t cluster_fit(bool asym, bool act, bool norm, int64_t N, int64_t splits, int64_t tiles_per_split) {
+  TORCH_CHECK(N % 16 == 0 && N > 0, "N: a positive multiple of 16");
+  TORCH_CHECK(!(act && norm), "act and norm: a launch fuses one input transform, not both");
+  const int n = edgeprof_w4a16_cluster_fit(asym, act, norm, (int)N, (int)splits, (int)tiles_per_split);
+  TORCH_CHECK(n >= 0, "cluster_fit: ", cudaGetErrorString((cudaError_t)(-n)), " (splits ", splits,
+              "; the cluster variant needs sm_90+ and 1-16 splits)");
+  return n;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
@@ -248,4 +260,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
         py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("pdl"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
+  m.def("cluster_fit", &cluster_fit, "clusters of the W4 variant cl the GPU holds at once for this launch shape",
+        py::arg("asym"), py::arg("act"), py::arg("norm"), py::arg("N"), py::arg("splits"), py::arg("tiles_per_split"));
 }

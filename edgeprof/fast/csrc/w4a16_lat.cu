@@ -48,3 +48,18 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
     default: return (int)cudaErrorInvalidValue;
   }
 }
+
+// The clusters of variant "cl" (group 128) that fit the GPU at once for this launch shape (max_active_clusters_t);
+// cudaErrorNotSupported (negated) below sm_90.
+int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps) {
+  using namespace edgeprof_w4;
+  if (!has_clusters()) return -(int)cudaErrorNotSupported;
+  if (splits < 1 || splits > kClusterMax) return -(int)cudaErrorInvalidValue;
+  const size_t smem = cta_smem<128, false>(tps);  // the symmetric and asymmetric kernels stage the same x slice
+  if (norm) return asym ? max_active_clusters_t<128, true, false, 1>(N, splits, smem)
+                        : max_active_clusters_t<128, false, false, 1>(N, splits, smem);
+  if (act) return asym ? max_active_clusters_t<128, true, true, 0>(N, splits, smem)
+                       : max_active_clusters_t<128, false, true, 0>(N, splits, smem);
+  return asym ? max_active_clusters_t<128, true, false, 0>(N, splits, smem)
+              : max_active_clusters_t<128, false, false, 0>(N, splits, smem);
+}
