@@ -336,7 +336,48 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
                                  scale_log2, G, NH, NKV);
 }
 
+// Clusters of this kernel the GPU holds at once (cudaOccupancyMaxActiveClusters; its CTAs per SM in *per_sm): a
+// cluster's CTAs must share one GPC, so this can be fewer than the CTA slots over CL.
+template <int HD, bool ROPE, int W, int CL>
+int attn_fit(int* per_sm) {
+  auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, W * 32, 0);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(CL, 1);
+  cfg.blockDim = dim3(W * 32);
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = CL;
+  at[0].val.clusterDim.y = 1;
+  at[0].val.clusterDim.z = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+  return e == cudaSuccess ? n : -(int)e;
+}
+
 }  // namespace
+
+// The clusters (and CTAs per SM) of the attention kernel for head_dim hd, `cluster` CTAs of `warps` warps, that the
+// current GPU holds at once; a negative cudaError_t on error (below sm_90: cudaErrorNotSupported)
+int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm) {
+  using Fn = int (*)(int*);
+#define EDGEPROF_FIT_CL(HD, ROPE, W) {attn_fit<HD, ROPE, W, 8>, attn_fit<HD, ROPE, W, 16>}
+#define EDGEPROF_FIT_W(HD, ROPE) {EDGEPROF_FIT_CL(HD, ROPE, 4), EDGEPROF_FIT_CL(HD, ROPE, 8)}
+  static const Fn table[2][2][2][2] = {{EDGEPROF_FIT_W(64, false), EDGEPROF_FIT_W(64, true)},
+                                       {EDGEPROF_FIT_W(128, false), EDGEPROF_FIT_W(128, true)}};
+#undef EDGEPROF_FIT_W
+#undef EDGEPROF_FIT_CL
+  if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16))
+    return -(int)cudaErrorInvalidValue;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
+                                               cudaSuccess || major < 9)
+    return -(int)cudaErrorNotSupported;
+  return table[hd == 128][rope][warps == 8][cluster == 16](per_sm);
+}
 
 // head_dim 64 or 128, G <= 8 query heads per kv head, a cluster of 8 or 16 CTAs per kv head of `warps` (4 or 8)
 // warps; returns a cudaError_t

@@ -24,6 +24,7 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
                                 int NKV, int cluster, int warps, bool pdl, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
+int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
 void edgeprof_w4a16_set_norm_batch(bool on);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
@@ -239,6 +240,15 @@ int64_t cluster_fit(bool asym, bool act, bool norm, int64_t N, int64_t splits, i
   return n;
 }
 
+// (clusters held at once, CTAs per SM) of the decode attention kernel at this head_dim and cluster shape
+std::pair<int64_t, int64_t> attn_cluster_fit(int64_t head_dim, bool rope, int64_t cluster, int64_t warps) {
+  int per_sm = 0;
+  const int n = edgeprof_attn_cluster_fit((int)head_dim, rope, (int)cluster, (int)warps, &per_sm);
+  TORCH_CHECK(n >= 0, "attn_cluster_fit: ", cudaGetErrorString((cudaError_t)(-n)),
+              " (head_dim 64 or 128, cluster 8 or 16, warps 4 or 8, sm_90+)");
+  return {n, per_sm};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
@@ -260,6 +270,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
         py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("pdl"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
+  m.def("attn_cluster_fit", &attn_cluster_fit, "(clusters held at once, CTAs per SM) of the decode attention kernel",
+        py::arg("head_dim"), py::arg("rope"), py::arg("cluster"), py::arg("warps"));
   m.def("cluster_fit", &cluster_fit, "clusters of the W4 variant cl the GPU holds at once for this launch shape",
         py::arg("asym"), py::arg("act"), py::arg("norm"), py::arg("N"), py::arg("splits"), py::arg("tiles_per_split"));
 }
