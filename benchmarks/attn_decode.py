@@ -29,29 +29,33 @@ from edgeprof.shape_loader import require_shape
 from edgeprof.timing import time_graph
 
 PLANS = ("chunk:256", "", "min:64", "min:256", "min:64,splits:128", "splits:32", "block:32", "live:64", "live:32")
-CUDA_SHAPES = ("16x8", "8x8", "16x4", "8x4")  # edgeprof's one-launch kernel: CTAs per kv head x warps per CTA
+# edgeprof's CUDA kernel: CTAs per cluster x warps per CTA, "/T": T cache tokens per cluster ($EDGEPROF_ATTN_TPC)
+CUDA_SHAPES = ("16x8", "8x8", "16x4", "8x4")
 REL_BOUND = 2e-2  # max-abs / max: bf16 output (~4e-3) plus tf32 q.k products (Triton's fp32 dot) or bf16 P (CUDA)
 SMALL_CTX = (1, 17, 100)  # the rope check also runs here: most splits / CTAs see no token
 
 
 def _variants(plans: tuple[str, ...], cuda: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    """(label, $EDGEPROF_ATTN_KERNEL, $EDGEPROF_ATTN) of every row."""
+    """(label, $EDGEPROF_ATTN_KERNEL, $EDGEPROF_ATTN or, for the CUDA kernel, $EDGEPROF_ATTN_TPC) of every row."""
     return ([(f"triton {p or 'adaptive'}", "triton", p) for p in plans]
-            + [(f"cuda {c}", f"cuda:{c}", "") for c in cuda])
+            + [(f"cuda {c}", f"cuda:{c.partition('/')[0]}", c.partition("/")[2]) for c in cuda])
 
 
 def _ops(s, cos, sin, max_ctx: int, kernel: str, spec: str) -> TritonOps:
-    os.environ["EDGEPROF_ATTN_KERNEL"], os.environ["EDGEPROF_ATTN"] = kernel, spec
+    env = {"EDGEPROF_ATTN_KERNEL": kernel, "EDGEPROF_ATTN_TPC" if kernel.startswith("cuda") else "EDGEPROF_ATTN": spec}
+    os.environ.update(env)
     try:
         return TritonOps(s.n_heads, s.n_kv_heads, s.head_dim, s.norm_eps, cos, sin, max_ctx, s.hidden, s.intermediate)
     finally:
-        os.environ.pop("EDGEPROF_ATTN_KERNEL")
-        os.environ.pop("EDGEPROF_ATTN")
+        for key in env:
+            os.environ.pop(key)
 
 
 def _describe(ops: TritonOps, max_ctx: int, sms: int, nkv: int, spec: str) -> dict:
     if ops.attn_kernel.kind == "cuda":
-        return {"kernel": "cuda", "cluster": ops.attn_kernel.cluster, "warps": ops.attn_kernel.warps}
+        clusters, tpc = ops._attn_ws[:2]
+        return {"kernel": "cuda", "cluster": ops.attn_kernel.cluster, "warps": ops.attn_kernel.warps,
+                "clusters_per_kv_head": clusters, "tokens_per_cluster": tpc}
     chunk, block, splits, live = attn_plan(max_ctx, nkv, sms, spec)
     return {"kernel": "triton", "why_not_cuda": ops.attn_kernel.why, "chunk": chunk, "block_n": block,
             "splits": splits, "live": live}
@@ -97,7 +101,7 @@ def run(model: str, ctxs: list[int], plans: tuple[str, ...], cuda: tuple[str, ..
 
 def _shape_text(row: dict) -> str:
     if row["kernel"] == "cuda":
-        return f"cluster {row['cluster']:2d} x {row['warps']} warps"
+        return f"{row['clusters_per_kv_head']} x {row['cluster']:2d} x {row['warps']}w tpc {row['tokens_per_cluster']}"
     # > 0 fixed; live: a power of two of blocks for live..2*live splits; else adaptive with that minimum
     c = row["chunk"]
     ctext = str(c) if c > 0 else (f"~{row['live']}sp" if row["live"] else f">={-c}")
@@ -135,8 +139,8 @@ def rope_checks(s, ctxs: list[int], max_ctx: int, cuda: tuple[str, ...]) -> list
         v_exp[:, p] = heads[nh + nkv:]
         ref = F.scaled_dot_product_attention(q_rot.view(1, nh, 1, hd).double(), k_exp[None, :, :ctx].double(),
                                              v_exp[None, :, :ctx].double(), enable_gqa=True).reshape(1, -1)
-        for label, kernel, _ in _variants(("",), cuda):
-            ops = _ops(s, cos, sin, max_ctx, kernel, "")
+        for label, kernel, spec in _variants(("",), cuda):
+            ops = _ops(s, cos, sin, max_ctx, kernel, spec)
             kc, vc = k0.clone(), v0.clone()
             out = ops.attention(qkv, torch.tensor([p], device=dev), kc, vc, rope=True).double()
             err = float((out - ref).abs().max() / ref.abs().max())

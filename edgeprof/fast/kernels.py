@@ -111,6 +111,30 @@ ATTN_CUDA_DEFAULT = (8, 8)
 # Qwen2.5-7B at 8x8), which streams a long cache with too few SMs; at ctx 16384 it took 26.3 us/layer against
 # Triton's 16.8 (r39)
 ATTN_CUDA_MAX_CTX = 4096
+# Beyond it several clusters per kv head share the live cache, each at least this many tokens, and merge through
+# global memory (csrc/attn_decode.cu: MultiCluster). How many: as many as the GPU holds at once for all kv heads
+# (attn_cluster_fit), since a cluster's CTAs must share one GPC and a second wave doubles the time (r42/r43 against
+# results/h200/2026-11-28-cluster r52). $EDGEPROF_ATTN_TPC overrides the minimum (a multiple of 16) for benchmarks.
+ATTN_TOKENS_PER_CLUSTER = 512
+ATTN_TPC_ENV = "EDGEPROF_ATTN_TPC"
+
+
+def attn_tokens_per_cluster() -> int:
+    val = os.environ.get(ATTN_TPC_ENV, "").strip()
+    if not val:
+        return ATTN_TOKENS_PER_CLUSTER
+    if not val.isdigit() or int(val) < 16 or int(val) % 16:
+        raise ValueError(f"{ATTN_TPC_ENV}: {val!r} is not a multiple of 16 (the fewest cache tokens per cluster); "
+                         f"unset it for {ATTN_TOKENS_PER_CLUSTER}")
+    return int(val)
+
+
+def attn_clusters_per_head(max_ctx: int, n_kv: int, fits: int, tpc: int) -> int:
+    """Clusters per kv head of the CUDA attention for a cache of max_ctx tokens: one up to ATTN_CUDA_MAX_CTX, else
+    as many as fit the GPU at once for all n_kv heads (`fits` clusters) and still take `tpc` tokens each."""
+    if max_ctx <= ATTN_CUDA_MAX_CTX:
+        return 1
+    return max(1, min(fits // n_kv, -(-max_ctx // tpc)))
 
 
 class AttnKernel(NamedTuple):
@@ -475,6 +499,7 @@ class TritonOps:
         self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx, fuse_rope=self.fuse_rope)
         self._attn_ext = _extension() if self.attn_kernel.kind == "cuda" else None
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
+        self._attn_ws = self._attn_workspace(max_ctx, cos.device)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
         self._launch = {"launch_pdl": True} if self.pdl else {}  # extra launch options of every kernel here
@@ -488,6 +513,23 @@ class TritonOps:
         self.res = torch.empty(1, hidden, device=dev, dtype=dt)
         self.act = torch.empty(1, intermediate, device=dev, dtype=dt)
         self.h_block = triton.next_power_of_2(hidden)
+
+    def _attn_workspace(self, max_ctx: int, dev) -> tuple:
+        """(clusters per kv head, the fewest tokens per cluster, acc, ml, tickets) of the CUDA attention
+        (attn_clusters_per_head; one cluster needs no workspace)."""
+        tpc = attn_tokens_per_cluster()
+        none = torch.empty(0, device=dev)
+        if self.attn_kernel.kind != "cuda":
+            return 1, tpc, none, none, none.int()
+        cl, w = self.attn_kernel.cluster, self.attn_kernel.warps
+        fits = self._attn_ext.attn_cluster_fit(self.hd, True, cl, w)[0] if max_ctx > ATTN_CUDA_MAX_CTX else 0
+        clusters = attn_clusters_per_head(max_ctx, self.nkv, fits, tpc)
+        if clusters == 1:
+            return 1, tpc, none, none, none.int()
+        return (clusters, tpc,
+                torch.empty(clusters * self.nh * self.hd, device=dev, dtype=torch.float32),
+                torch.empty(self.nkv * clusters * cl * 16, device=dev, dtype=torch.float32),
+                torch.zeros(self.nkv * cl, device=dev, dtype=torch.int32))
 
     def add_rmsnorm(self, x, res, w):
         out = torch.empty_like(self.norm_out)
@@ -509,7 +551,8 @@ class TritonOps:
         scale = 1.0 / math.sqrt(self.hd)
         if self._attn_ext is not None:
             self._attn_ext.attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh, scale,
-                                       rope, self.attn_kernel.cluster, self.attn_kernel.warps, self.attn_pdl)
+                                       rope, self.attn_kernel.cluster, self.attn_kernel.warps, *self._attn_ws,
+                                       self.attn_pdl)
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,

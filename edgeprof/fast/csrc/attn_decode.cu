@@ -223,28 +223,96 @@ __device__ __forceinline__ void merge_warps(AttnSmem<HD, W>& sm, int G) {
   }
 }
 
+struct MultiCluster {  // several clusters per kv head (a long cache): where their results meet in global memory
+  float* acc;     // [NKV, S, G * HD] each cluster's merged, unnormalised output
+  float* ml;      // [NKV, S, CL, kMaxG, 2] its (max, sum) per head, one copy per CTA rank
+  int* tickets;   // [NKV, CL] zeros; the last of the S CTAs of one rank merges that rank's slice and resets it
+  int tpc;        // the fewest cache tokens a cluster takes (a multiple of 16): min(S_max, ceil(n_live / tpc))
+                  // clusters take part, each an equal share (a multiple of 16 tokens) of the live cache
+};
+
+// The cluster's merge of its CTAs for this CTA's slice of the G x HD outputs (e = rank + CL i), through DSMEM:
+// (max, unnormalised sum, softmax denominator) of element e
+template <int HD, int W, int CL>
+__device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::cluster_group& cluster, int h, int d,
+                                              float& M, float& A, float& L) {
+  float m[CL], a[CL], l[CL];  // all CL remote loads of each kind issued together: a DSMEM read is ~an L2 round trip
+#pragma unroll
+  for (int q = 0; q < CL; ++q) {
+    const AttnSmem<HD, W>* o = cluster.map_shared_rank(&sm, q);
+    m[q] = o->m[h];
+    a[q] = o->acc[h][d];
+    l[q] = o->l[h];
+  }
+  M = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
+  A = 0.f;
+  L = 0.f;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
+    const float f = part_weight(m[q], M);
+    A += f * a[q];
+    L += f * l[q];
+  }
+}
+
+// Several clusters: the last CTA of each rank to arrive merges that rank's slice over the S clusters, in cluster
+// order (deterministic), from L2
+template <int HD, int CL>
+__device__ __forceinline__ void global_merge(const MultiCluster& mc, __nv_bfloat16* __restrict__ out, int kvh,
+                                             int rank, int S, int S_max, int G, int* flag) {
+  __threadfence();  // this thread's partials are visible before the ticket
+  __syncthreads();
+  if (threadIdx.x == 0) *flag = atomicAdd(&mc.tickets[kvh * CL + rank], 1) == S - 1;
+  __syncthreads();
+  if (!*flag) return;
+  __threadfence();
+  for (int e = rank + CL * (int)threadIdx.x; e < G * HD; e += CL * (int)blockDim.x) {
+    const int h = e / HD;
+    float M = -INFINITY;
+    for (int s = 0; s < S; ++s)
+      M = fmaxf(M, __ldcg(&mc.ml[((((size_t)kvh * S_max + s) * CL + rank) * kMaxG + h) * 2]));
+    float A = 0.f, L = 0.f;
+    for (int s = 0; s < S; ++s) {
+      const float* ml = &mc.ml[((((size_t)kvh * S_max + s) * CL + rank) * kMaxG + h) * 2];
+      const float f = part_weight(__ldcg(ml), M);
+      A += f * __ldcg(&mc.acc[((size_t)kvh * S_max + s) * G * HD + e]);
+      L += f * __ldcg(ml + 1);
+    }
+    out[(size_t)kvh * G * HD + e] = __float2bfloat16(A / L);
+  }
+  if (threadIdx.x == 0) mc.tickets[kvh * CL + rank] = 0;  // for the next launch (graph replays included)
+}
+
 template <int HD, bool ROPE, int W, int CL>  // CL: CTAs per cluster (the launch's cluster dimension)
 __global__ void __launch_bounds__(W * 32, 1)
     attn_decode_kernel(const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* kc, __nv_bfloat16* vc,
                        const int64_t* __restrict__ pos_p, const __nv_bfloat16* __restrict__ cos,
                        const __nv_bfloat16* __restrict__ sin, __nv_bfloat16* __restrict__ out, int max_ctx,
-                       float scale_log2, int G, int NH, int NKV) {
+                       float scale_log2, int G, int NH, int NKV, MultiCluster mc) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) AttnSmem<HD, W> sm;
+  __shared__ int last_flag;
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = (int)cluster.block_rank();
   const int kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
   __nv_bfloat16* kh = kc + (size_t)kvh * max_ctx * HD;  // this layer's cache of kv head kvh [max_ctx, HD]
   __nv_bfloat16* vh = vc + (size_t)kvh * max_ctx * HD;
-  const int pos = (int)*pos_p, n_live = pos + 1, n_blocks = (n_live + 15) / 16;
-  int b = rank * W + warp;
+  const int pos = (int)*pos_p, n_live = pos + 1;
+  // cluster z of the S taking part covers tokens [z seg, (z + 1) seg): seg a multiple of 16, so no block straddles
+  const int S = gridDim.z == 1 ? 1 : min((int)gridDim.z, (n_live + mc.tpc - 1) / mc.tpc), z = blockIdx.z;
+  if (z >= S) return;  // the whole cluster leaves: no cluster barrier waits for it
+  const int seg = ((n_live + S - 1) / S + 15) / 16 * 16;
+  const int b_end = min((z + 1) * seg, n_live + 15) / 16;
+  int b = z * seg / 16 + rank * W + warp;
   Block<HD> blk;
-  if (b < n_blocks) blk.load(kh, vh, 16 * b, n_live, r, c);  // in flight across the wait
+  if (b < b_end) blk.load(kh, vh, 16 * b, n_live, r, c);  // in flight across the wait
   pdl_wait();
   pdl_launch_dependents();
   stage_inputs<HD, ROPE>(sm, qkv, cos, sin, pos, kvh, G, NH, NKV);
   __syncthreads();
-  if (ROPE && rank == 0)
+  if (ROPE && rank == 0 && z == 0)
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
       kh[(size_t)pos * HD + d] = sm.knew[d];
       vh[(size_t)pos * HD + d] = sm.vnew[d];
@@ -257,14 +325,14 @@ __global__ void __launch_bounds__(W * 32, 1)
     qa[ks][1] = v.y;
   }
   WarpState<HD> st;
-  while (b < n_blocks) {
+  while (b < b_end) {
     if (ROPE) blk.substitute(sm, 16 * b, pos, r, c);
     float s[2][4] = {};
     st.scores(s, blk, qa);
     const int next = b + CL * W;  // the next block's K streams in during this one's softmax and P.V, its V after
-    if (next < n_blocks) blk.load_k(kh, 16 * next, n_live, r, c);
+    if (next < b_end) blk.load_k(kh, 16 * next, n_live, r, c);
     st.update(s, blk, 16 * b, n_live, scale_log2, c);
-    if (next < n_blocks) blk.load_v(vh, 16 * next, n_live, r, c);
+    if (next < b_end) blk.load_v(vh, 16 * next, n_live, r, c);
     b = next;
   }
   st.l += __shfl_xor_sync(0xffffffffu, st.l, 1);
@@ -287,39 +355,33 @@ __global__ void __launch_bounds__(W * 32, 1)
   cluster.sync();  // every CTA's (m, l, acc) is ready to be read through DSMEM
   for (int e = rank + CL * (int)threadIdx.x; e < G * HD; e += CL * (int)blockDim.x) {
     const int h = e / HD, d = e % HD;
-    // all CL remote loads of each kind issued together (unrolled): a DSMEM read costs about an L2 round trip
-    float m[CL], a[CL], l[CL];
-#pragma unroll
-    for (int q = 0; q < CL; ++q) {
-      const AttnSmem<HD, W>* o = cluster.map_shared_rank(&sm, q);
-      m[q] = o->m[h];
-      a[q] = o->acc[h][d];
-      l[q] = o->l[h];
+    float M, A, L;
+    cluster_merge<HD, W, CL>(sm, cluster, h, d, M, A, L);
+    if (S == 1) {
+      out[(size_t)(kvh * G + h) * HD + d] = __float2bfloat16(A / L);
+    } else {
+      mc.acc[((size_t)kvh * gridDim.z + z) * G * HD + e] = A;
+      if (d == rank) {  // one thread per head (HD % CL == 0); every rank keeps its own copy for its own merger
+        float* ml = &mc.ml[((((size_t)kvh * gridDim.z + z) * CL + rank) * kMaxG + h) * 2];
+        ml[0] = M;
+        ml[1] = L;
+      }
     }
-    float M = -INFINITY;
-#pragma unroll
-    for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
-    float A = 0.f, L = 0.f;
-#pragma unroll
-    for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
-      const float f = part_weight(m[q], M);
-      A += f * a[q];
-      L += f * l[q];
-    }
-    out[(size_t)(kvh * G + h) * HD + d] = __float2bfloat16(A / L);
   }
   cluster.sync();  // no CTA leaves while another still reads its shared memory
+  if (S > 1) global_merge<HD, CL>(mc, out, kvh, rank, S, gridDim.z, G, &last_flag);
 #endif
 }
 
 template <int HD, bool ROPE, int W, int CL>
 int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const void* cos, const void* sin, void* out,
-                int max_ctx, float scale_log2, int G, int NH, int NKV, bool pdl, cudaStream_t stream) {
+                int max_ctx, float scale_log2, int G, int NH, int NKV, MultiCluster mc, int clusters, bool pdl,
+                cudaStream_t stream) {
   auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
   static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (attr != cudaSuccess) return (int)attr;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(CL, NKV);
+  cfg.gridDim = dim3(CL, NKV, clusters);
   cfg.blockDim = dim3(W * 32);
   cfg.stream = stream;
   cudaLaunchAttribute at[2];
@@ -333,7 +395,7 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
   return (int)cudaLaunchKernelEx(&cfg, kern, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(kc),
                                  static_cast<__nv_bfloat16*>(vc), pos, static_cast<const __nv_bfloat16*>(cos),
                                  static_cast<const __nv_bfloat16*>(sin), static_cast<__nv_bfloat16*>(out), max_ctx,
-                                 scale_log2, G, NH, NKV);
+                                 scale_log2, G, NH, NKV, mc);
 }
 
 // Clusters of this kernel the GPU holds at once (cudaOccupancyMaxActiveClusters; its CTAs per SM in *per_sm): a
@@ -379,13 +441,15 @@ int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* pe
   return table[hd == 128][rope][warps == 8][cluster == 16](per_sm);
 }
 
-// head_dim 64 or 128, G <= 8 query heads per kv head, a cluster of 8 or 16 CTAs per kv head of `warps` (4 or 8)
-// warps; returns a cudaError_t
+// head_dim 64 or 128, G <= 8 query heads per kv head, clusters of 8 or 16 CTAs of `warps` (4 or 8) warps, up to
+// `clusters` clusters per kv head (> 1: the live cache spread over min(clusters, ceil(live / tokens_per_cluster))
+// of them; ws_acc, ws_ml, tickets as in MultiCluster); returns a cudaError_t
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
-                                int NKV, int cluster, int warps, bool pdl, cudaStream_t stream) {
+                                int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
+                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream) {
   using Fn = int (*)(const void*, void*, void*, const int64_t*, const void*, const void*, void*, int, float, int, int,
-                     int, bool, cudaStream_t);
+                     int, MultiCluster, int, bool, cudaStream_t);
 #define EDGEPROF_ATTN_CL(HD, ROPE, W) {launch_attn<HD, ROPE, W, 8>, launch_attn<HD, ROPE, W, 16>}
 #define EDGEPROF_ATTN_W(HD, ROPE) {EDGEPROF_ATTN_CL(HD, ROPE, 4), EDGEPROF_ATTN_CL(HD, ROPE, 8)}
   // [hd 128?][rope?][8 warps?][16 CTAs?]
@@ -393,13 +457,15 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
                                        {EDGEPROF_ATTN_W(128, false), EDGEPROF_ATTN_W(128, true)}};
 #undef EDGEPROF_ATTN_W
 #undef EDGEPROF_ATTN_CL
-  if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16))
+  if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16) || clusters < 1 ||
+      (clusters > 1 && (tokens_per_cluster < 16 || tokens_per_cluster % 16 || !ws_acc || !ws_ml || !tickets)))
     return (int)cudaErrorInvalidValue;
+  const MultiCluster mc{ws_acc, ws_ml, tickets, tokens_per_cluster};
   int dev = 0, major = 0;  // clusters and DSMEM: sm_90+ (the kernel body is empty below that)
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
                                                cudaSuccess || major < 9)
     return (int)cudaErrorNotSupported;
   const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
   return table[hd == 128][rope][warps == 8][cluster == 16](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G,
-                                                          NH, NKV, pdl, stream);
+                                                          NH, NKV, mc, clusters, pdl, stream);
 }

@@ -21,7 +21,8 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
-                                int NKV, int cluster, int warps, bool pdl, cudaStream_t stream);
+                                int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
+                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
@@ -202,10 +203,14 @@ static void check_bf16(const torch::Tensor& t, const char* name) {
 // k_cache, v_cache [NKV, max_ctx, HD] bf16 (HD 64 or 128); pos int64 [1] (the live length is pos + 1);
 // rope: qkv is the q/k/v GEMV output [1, (NH + 2 NKV) HD]: q and k are rotated with cos/sin [>= max_ctx, HD] at pos,
 // and this step's k and v are written into the caches at pos; else qkv is q [NH HD], rotated, and the caches already
-// hold row pos. out [1, NH HD] bf16. cluster: CTAs per kv head (8 or 16) of `warps` warps (4 or 8).
+// hold row pos. out [1, NH HD] bf16. cluster: CTAs per cluster (8 or 16) of `warps` warps (4 or 8); clusters: up to
+// that many per kv head (> 1: the live cache is spread over min(clusters, ceil(live / tokens_per_cluster)) of them,
+// which merge through ws_acc fp32
+// [NKV * clusters * NH / NKV * HD], ws_ml fp32 [NKV * clusters * cluster * 16] and tickets int32 [NKV * cluster], zeros).
 void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor pos,
                  torch::Tensor cos, torch::Tensor sin, torch::Tensor out, int64_t n_heads, double scale, bool rope,
-                 int64_t cluster, int64_t warps, bool pdl) {
+                 int64_t cluster, int64_t warps, int64_t clusters, int64_t tokens_per_cluster, torch::Tensor ws_acc,
+                 torch::Tensor ws_ml, torch::Tensor tickets, bool pdl) {
   for (const auto* t : {&qkv, &k_cache, &v_cache, &cos, &sin, &out}) check_bf16(*t, "attention operands");
   TORCH_CHECK(k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(), "k_cache, v_cache: [NKV, max_ctx, HD]");
   const int64_t NKV = k_cache.size(0), max_ctx = k_cache.size(1), HD = k_cache.size(2), NH = n_heads;
@@ -220,11 +225,24 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
   TORCH_CHECK(pos.is_cuda() && pos.scalar_type() == torch::kInt64 && pos.numel() == 1, "pos: int64 CUDA [1]");
   TORCH_CHECK(cluster == 8 || cluster == 16, "cluster: 8 or 16 CTAs per kv head");
   TORCH_CHECK(warps == 4 || warps == 8, "warps: 4 or 8 per CTA");
+  TORCH_CHECK(clusters >= 1 && (clusters == 1 || (tokens_per_cluster >= 16 && tokens_per_cluster % 16 == 0)),
+              "clusters: at least 1; with more, tokens_per_cluster (the fewest a cluster takes) a multiple of 16");
+  if (clusters > 1) {
+    const bool ok = ws_acc.is_cuda() && ws_acc.scalar_type() == torch::kFloat32 && ws_ml.is_cuda() &&
+                    ws_ml.scalar_type() == torch::kFloat32 && tickets.is_cuda() &&
+                    tickets.scalar_type() == torch::kInt32 && ws_acc.numel() >= clusters * NH * HD &&
+                    ws_ml.numel() >= NKV * clusters * cluster * 16 && tickets.numel() >= NKV * cluster;
+    TORCH_CHECK(ok, "ws_acc, ws_ml (fp32) and tickets (int32 zeros) too small for ", clusters, " clusters per kv head");
+  }
   const c10::cuda::CUDAGuard guard(qkv.device());
   int err = edgeprof_attn_decode_launch((int)HD, rope, qkv.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
                                         pos.data_ptr<int64_t>(), cos.data_ptr(), sin.data_ptr(), out.data_ptr(),
                                         (int)max_ctx, (float)scale, (int)(NH / NKV), (int)NH, (int)NKV, (int)cluster,
-                                        (int)warps, pdl, c10::cuda::getCurrentCUDAStream().stream());
+                                        (int)warps, (int)clusters, (int)tokens_per_cluster,
+                                        clusters > 1 ? ws_acc.data_ptr<float>() : nullptr,
+                                        clusters > 1 ? ws_ml.data_ptr<float>() : nullptr,
+                                        clusters > 1 ? tickets.data_ptr<int>() : nullptr, pdl,
+                                        c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "decode attention launch failed (cluster ", cluster, "): ",
               cudaGetErrorString((cudaError_t)err));
 }
@@ -268,7 +286,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
   m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
-        py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("pdl"));
+        py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("clusters"), py::arg("tokens_per_cluster"), py::arg("ws_acc"),
+        py::arg("ws_ml"), py::arg("tickets"), py::arg("pdl"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
   m.def("attn_cluster_fit", &attn_cluster_fit, "(clusters held at once, CTAs per SM) of the decode attention kernel",
         py::arg("head_dim"), py::arg("rope"), py::arg("cluster"), py::arg("warps"));
