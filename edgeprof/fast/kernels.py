@@ -116,6 +116,7 @@ ATTN_CUDA_MAX_CTX = 4096
 # (attn_cluster_fit), since a cluster's CTAs must share one GPC and a second wave doubles the time (r42/r43 against
 # results/h200/2026-11-28-cluster r52). $EDGEPROF_ATTN_TPC overrides the minimum (a multiple of 16) for benchmarks.
 ATTN_TOKENS_PER_CLUSTER = 512
+ATTN_MAX_CLUSTERS = 8  # per kv head (csrc/attn_decode.cu kMaxClusters: the merge's loads are unrolled to it)
 ATTN_TPC_ENV = "EDGEPROF_ATTN_TPC"
 
 
@@ -134,7 +135,7 @@ def attn_clusters_per_head(max_ctx: int, n_kv: int, fits: int, tpc: int) -> int:
     as many as fit the GPU at once for all n_kv heads (`fits` clusters) and still take `tpc` tokens each."""
     if max_ctx <= ATTN_CUDA_MAX_CTX:
         return 1
-    return max(1, min(fits // n_kv, -(-max_ctx // tpc)))
+    return max(1, min(fits // n_kv, -(-max_ctx // tpc), ATTN_MAX_CLUSTERS))
 
 
 class AttnKernel(NamedTuple):

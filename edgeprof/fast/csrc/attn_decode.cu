@@ -258,7 +258,9 @@ __device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::clu
 }
 
 // Several clusters: the last CTA of each rank to arrive merges that rank's slice over the S clusters, in cluster
-// order (deterministic), from L2
+// order (deterministic), from L2. All S partials of an element are loaded together (unrolled to kMaxClusters,
+// predicated): a loop that used each load before issuing the next cost S L2 round trips twice per element.
+constexpr int kMaxClusters = 8;  // clusters per kv head at most (kernels.attn_clusters_per_head caps it)
 template <int HD, int CL>
 __device__ __forceinline__ void global_merge(const MultiCluster& mc, __nv_bfloat16* __restrict__ out, int kvh,
                                              int rank, int S, int S_max, int G, int* flag) {
@@ -270,16 +272,27 @@ __device__ __forceinline__ void global_merge(const MultiCluster& mc, __nv_bfloat
   __threadfence();
   for (int e = rank + CL * (int)threadIdx.x; e < G * HD; e += CL * (int)blockDim.x) {
     const int h = e / HD;
+    float m[kMaxClusters], l[kMaxClusters], a[kMaxClusters];
+#pragma unroll
+    for (int s = 0; s < kMaxClusters; ++s)
+      if (s < S) {
+        const float* ml = &mc.ml[((((size_t)kvh * S_max + s) * CL + rank) * kMaxG + h) * 2];
+        m[s] = __ldcg(ml);
+        l[s] = __ldcg(ml + 1);
+        a[s] = __ldcg(&mc.acc[((size_t)kvh * S_max + s) * G * HD + e]);
+      }
     float M = -INFINITY;
-    for (int s = 0; s < S; ++s)
-      M = fmaxf(M, __ldcg(&mc.ml[((((size_t)kvh * S_max + s) * CL + rank) * kMaxG + h) * 2]));
+#pragma unroll
+    for (int s = 0; s < kMaxClusters; ++s)
+      if (s < S) M = fmaxf(M, m[s]);
     float A = 0.f, L = 0.f;
-    for (int s = 0; s < S; ++s) {
-      const float* ml = &mc.ml[((((size_t)kvh * S_max + s) * CL + rank) * kMaxG + h) * 2];
-      const float f = part_weight(__ldcg(ml), M);
-      A += f * __ldcg(&mc.acc[((size_t)kvh * S_max + s) * G * HD + e]);
-      L += f * __ldcg(ml + 1);
-    }
+#pragma unroll
+    for (int s = 0; s < kMaxClusters; ++s)
+      if (s < S) {  // cluster order: deterministic
+        const float f = part_weight(m[s], M);
+        A += f * a[s];
+        L += f * l[s];
+      }
     out[(size_t)kvh * G * HD + e] = __float2bfloat16(A / L);
   }
   if (threadIdx.x == 0) mc.tickets[kvh * CL + rank] = 0;  // for the next launch (graph replays included)
@@ -458,6 +471,7 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
 #undef EDGEPROF_ATTN_W
 #undef EDGEPROF_ATTN_CL
   if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16) || clusters < 1 ||
+      clusters > kMaxClusters ||
       (clusters > 1 && (tokens_per_cluster < 16 || tokens_per_cluster % 16 || !ws_acc || !ws_ml || !tickets)))
     return (int)cudaErrorInvalidValue;
   const MultiCluster mc{ws_acc, ws_ml, tickets, tokens_per_cluster};

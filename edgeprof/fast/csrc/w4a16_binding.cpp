@@ -225,8 +225,10 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
   TORCH_CHECK(pos.is_cuda() && pos.scalar_type() == torch::kInt64 && pos.numel() == 1, "pos: int64 CUDA [1]");
   TORCH_CHECK(cluster == 8 || cluster == 16, "cluster: 8 or 16 CTAs per kv head");
   TORCH_CHECK(warps == 4 || warps == 8, "warps: 4 or 8 per CTA");
-  TORCH_CHECK(clusters >= 1 && (clusters == 1 || (tokens_per_cluster >= 16 && tokens_per_cluster % 16 == 0)),
-              "clusters: at least 1; with more, tokens_per_cluster (the fewest a cluster takes) a multiple of 16");
+  TORCH_CHECK(clusters >= 1 && clusters <= 8 &&
+                  (clusters == 1 || (tokens_per_cluster >= 16 && tokens_per_cluster % 16 == 0)),
+              "clusters: 1 to 8 per kv head; with more than one, tokens_per_cluster (the fewest a cluster takes) a "
+              "multiple of 16");
   if (clusters > 1) {
     const bool ok = ws_acc.is_cuda() && ws_acc.scalar_type() == torch::kFloat32 && ws_ml.is_cuda() &&
                     ws_ml.scalar_type() == torch::kFloat32 && tickets.is_cuda() &&
