@@ -107,9 +107,10 @@ ATTN_KERNEL_ENV = "EDGEPROF_ATTN_KERNEL"
 # (results/h200/2026-11-28-attention r39): the int4 step 1.992 / 1.981 ms against 2.041 / 2.006 with Triton;
 # 16x8 (2.011 / 2.065) and 16x4 (2.047 / 2.071) were not faster, though 16x8 is the fastest alone (8.71 us/layer).
 ATTN_CUDA_DEFAULT = (8, 8)
-# "auto" takes the CUDA kernel up to this cache length only: its grid is one cluster per kv head (32 CTAs for
-# Qwen2.5-7B at 8x8), which streams a long cache with too few SMs; at ctx 16384 it took 26.3 us/layer against
-# Triton's 16.8 (r39)
+# "auto" takes the CUDA kernel up to this cache length only. One cluster per kv head (32 CTAs for Qwen2.5-7B at 8x8)
+# streams a long cache with too few SMs (26.3 us/layer at ctx 16384 against Triton's 16.8, r39); several clusters per
+# kv head, as many as fit one wave (below), still took 18.3-19.5 us (results/h200/2026-11-28-cluster r54) and the
+# int4 step 1.5-2% longer at 16384, so beyond this length "auto" runs Triton
 ATTN_CUDA_MAX_CTX = 4096
 # Beyond it several clusters per kv head share the live cache, each at least this many tokens, and merge through
 # global memory (csrc/attn_decode.cu: MultiCluster). How many: as many as the GPU holds at once for all kv heads
@@ -183,7 +184,7 @@ def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, sp
     dev = torch.device(device)
     why = None
     if kind == "auto" and max_ctx > ATTN_CUDA_MAX_CTX:
-        why = (f"max_ctx {max_ctx} > {ATTN_CUDA_MAX_CTX}: one cluster per kv head streams a long cache too slowly "
+        why = (f"max_ctx {max_ctx} > {ATTN_CUDA_MAX_CTX}: the CUDA kernel measured slower than Triton on a long cache "
                f"(${ATTN_KERNEL_ENV}=cuda forces it)")
     elif dev.type != "cuda":
         why = "not a CUDA device"

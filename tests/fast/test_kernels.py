@@ -178,3 +178,27 @@ def test_nodown_leaves_only_the_down_projection_out_of_pdl(monkeypatch):
         monkeypatch.setenv("EDGEPROF_PDL", val)
         assert pdl_down_wanted() is down, val
         assert pdl_wanted("cpu") is False  # a valid value; still off on the CPU
+
+
+def test_attention_clusters_per_head_fill_one_wave_and_only_past_the_auto_limit():
+    from edgeprof.fast.kernels import ATTN_CUDA_MAX_CTX, ATTN_MAX_CLUSTERS, attn_clusters_per_head
+
+    assert attn_clusters_per_head(ATTN_CUDA_MAX_CTX, 4, 30, 512) == 1  # one cluster up to the auto limit
+    assert attn_clusters_per_head(16384 + 64, 4, 30, 512) == 7  # 30 clusters fit the GPU at once: 7 per kv head
+    assert attn_clusters_per_head(16384 + 64, 4, 15, 512) == 3
+    assert attn_clusters_per_head(5000, 4, 30, 2048) == 3  # each takes at least tpc tokens of the cache
+    assert attn_clusters_per_head(65536, 1, 62, 512) == ATTN_MAX_CLUSTERS  # the merge is unrolled to this many
+    assert attn_clusters_per_head(16384, 8, 7, 512) == 1  # fewer fit than kv heads: one each
+
+
+def test_attention_tokens_per_cluster_reads_its_variable_and_names_it(monkeypatch):
+    from edgeprof.fast.kernels import ATTN_TOKENS_PER_CLUSTER, ATTN_TPC_ENV, attn_tokens_per_cluster
+
+    monkeypatch.delenv(ATTN_TPC_ENV, raising=False)
+    assert attn_tokens_per_cluster() == ATTN_TOKENS_PER_CLUSTER
+    monkeypatch.setenv(ATTN_TPC_ENV, "1024")
+    assert attn_tokens_per_cluster() == 1024
+    for bad in ("100", "abc", "0"):
+        monkeypatch.setenv(ATTN_TPC_ENV, bad)
+        with pytest.raises(ValueError, match=ATTN_TPC_ENV):
+            attn_tokens_per_cluster()
