@@ -398,12 +398,8 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
   cfg.blockDim = dim3(W * 32);
   cfg.stream = stream;
   cudaLaunchAttribute at[2];
-  at[0].id = cudaLaunchAttributeClusterDimension;
-  at[0].val.clusterDim.x = CL;
-  at[0].val.clusterDim.y = 1;
-  at[0].val.clusterDim.z = 1;
   cfg.attrs = at;
-  cfg.numAttrs = 1;
+  edgeprof_gemv::add_cluster_attr(cfg, dim3(CL, 1, 1));
   add_pdl_attr(cfg, pdl, reinterpret_cast<const void*>(kern));
   return (int)cudaLaunchKernelEx(&cfg, kern, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(kc),
                                  static_cast<__nv_bfloat16*>(vc), pos, static_cast<const __nv_bfloat16*>(cos),
@@ -416,21 +412,14 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
 template <int HD, bool ROPE, int W, int CL>
 int attn_fit(int* per_sm) {
   auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, W * 32, 0);
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, W * 32, 0) != cudaSuccess) *per_sm = 0;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(CL, 1);
   cfg.blockDim = dim3(W * 32);
   cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeClusterDimension;
-  at[0].val.clusterDim.x = CL;
-  at[0].val.clusterDim.y = 1;
-  at[0].val.clusterDim.z = 1;
   cfg.attrs = at;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
-  return e == cudaSuccess ? n : -(int)e;
+  edgeprof_gemv::add_cluster_attr(cfg, dim3(CL, 1, 1));
+  return edgeprof_gemv::max_active_clusters(kern, cfg);
 }
 
 }  // namespace

@@ -109,6 +109,28 @@ inline void add_pdl_attr(cudaLaunchConfig_t& cfg, bool pdl, const void* kern) {
   a.val.programmaticStreamSerializationAllowed = 1;
 }
 
+// Appends a thread-block cluster dimension to cfg (whose attrs point at room for it); sm_90+
+inline void add_cluster_attr(cudaLaunchConfig_t& cfg, dim3 cluster) {
+  cudaLaunchAttribute& a = cfg.attrs[cfg.numAttrs++];
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = cluster.x;
+  a.val.clusterDim.y = cluster.y;
+  a.val.clusterDim.z = cluster.z;
+}
+
+// How many clusters of `kern`, launched as cfg (grid, block, shared memory and its cluster attribute), the GPU holds
+// at once (cudaOccupancyMaxActiveClusters; clusters above 8 CTAs allowed): a cluster's CTAs must share one GPC, so a
+// launch of more clusters than this runs in waves. Negative: a cudaError_t.
+template <typename Kern>
+int max_active_clusters(Kern kern, const cudaLaunchConfig_t& cfg) {
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (e == cudaSuccess && cfg.dynamicSmemBytes > 48 * 1024)
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cfg.dynamicSmemBytes);
+  int n = 0;
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+  return e == cudaSuccess ? n : -(int)e;
+}
+
 // Launch `kern` on `stream`, with the PDL attribute when it is switched on, `pdl_ok` (the caller's own switch) AND
 // the kernel's binary was built for sm_90+ (binary_has_pdl). cluster_y > 0: thread-block clusters of (1, cluster_y, 1)
 // CTAs (sm_90+; grid.y must be a multiple).
@@ -122,13 +144,7 @@ cudaError_t launch_ex(bool pdl_ok, int cluster_y, void (*kern)(KArgs...), dim3 g
   cfg.stream = stream;
   cudaLaunchAttribute attr[2];
   cfg.attrs = attr;
-  if (cluster_y > 0) {
-    cudaLaunchAttribute& a = attr[cfg.numAttrs++];
-    a.id = cudaLaunchAttributeClusterDimension;
-    a.val.clusterDim.x = 1;
-    a.val.clusterDim.y = cluster_y;
-    a.val.clusterDim.z = 1;
-  }
+  if (cluster_y > 0) add_cluster_attr(cfg, dim3(1, cluster_y, 1));
   add_pdl_attr(cfg, pdl_ok && pdl_enabled(), reinterpret_cast<const void*>(kern));
   return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
 }

@@ -640,24 +640,14 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
 // cluster's CTAs share one GPC, so the count is not simply the CTA slots over the splits. Negative: a CUDA error.
 template <int G, bool ASYM, bool ACT, int NORM>
 int max_active_clusters_t(int N, int splits, size_t smem) {
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, true, NORM, 0, 0, 5, false, 1, true>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess && smem > 48 * 1024)
-    e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((N / 16 + kWarps - 1) / kWarps, splits);
   cfg.blockDim = dim3(kWarps * 32);
   cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute a;
-  a.id = cudaLaunchAttributeClusterDimension;
-  a.val.clusterDim.x = 1;
-  a.val.clusterDim.y = splits;
-  a.val.clusterDim.z = 1;
-  cfg.attrs = &a;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
-  return e == cudaSuccess ? n : -(int)e;
+  cudaLaunchAttribute a[1];
+  cfg.attrs = a;
+  edgeprof_gemv::add_cluster_attr(cfg, dim3(1, splits, 1));
+  return edgeprof_gemv::max_active_clusters(w4a16_gemv_kernel<G, ASYM, ACT, true, NORM, 0, 0, 5, false, 1, true>, cfg);
 }
 
 // The default launch's mma type: bf16 (as measured through issue 12's fourth pass) or fp16 (F16), switched per
