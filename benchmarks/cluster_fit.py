@@ -39,18 +39,15 @@ def attention_rows(ext) -> list[dict]:
 
 
 def gemv_rows(ext) -> list[dict]:
-    from edgeprof.fast.w4cuda import CL_MAX_SPLITS, split_plan
+    from edgeprof.fast.w4cuda import CL_MAX_SPLITS, cluster_waves, split_plan
 
     rows = []
     for name, k, n in GEMV_SHAPES:
         for want in range(2, CL_MAX_SPLITS + 1):
             splits, tps = split_plan(k, 128, want)
-            if splits != want:
-                continue
-            fit = ext.cluster_fit(False, name == "down", name == "qkv", n, splits, tps)
-            cols = n // 64
-            rows.append({"shape": name, "k": k, "n": n, "splits": splits, "tiles_per_split": tps, "clusters": cols,
-                         "clusters_at_once": fit, "waves": -(-cols // fit)})
+            if splits == want:  # as the decoder launches each shape: down with SiLU*up, q/k/v with the norm
+                rows.append({"shape": name, "k": k, "n": n, "splits": splits, "tiles_per_split": tps,
+                             **cluster_waves(n, splits, tps, act=name == "down", norm=name == "qkv", ext=ext)})
     return rows
 
 
@@ -79,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ctas_per_sm']:7d}  {waves}")
     print("gemv cl    shape  splits  clusters  at once  waves")
     for r in rec["gemv"]:
-        print(f"          {r['shape']:6s} {r['splits']:6d}  {r['clusters']:8d}  {r['clusters_at_once']:7d}  {r['waves']:5d}")
+        print(f"          {r['shape']:6s} {r['splits']:6d}  {r['clusters']:8d}  {r['clusters_at_once']:7d}  "
+              f"{r['cluster_waves']:5d}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rec, indent=1))

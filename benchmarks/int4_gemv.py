@@ -11,7 +11,7 @@ decode step. Prints us per call and the bytes moved per second (weights + scales
 `--suite kernel` (issue 12) checks and times edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py):
 measures the device-to-device copy bandwidth in the same run, checks the kernel on every
 Qwen2.5-7B / Llama-3.1-8B / Mistral-7B layer shape (sym/asym, g32/64/128, fused bias and SiLU*up; the
-latency variants k2 / k4 at one and two K splits)
+decoders' other variants k2 / k4 / cl at one and two K splits)
 against float64 on the dequantized weights, times it next to tinygemm, gemlite (if installed)
 and cuBLAS bf16 as GB/s and fraction of the copy bandwidth, then (with --step-ctx) the full
 decode step of edgeprof-fast / -int4 (tinygemm) / -int4-cuda and `edgeprof explain` of the new path:
@@ -759,16 +759,6 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     return _TUNE_CACHE[name]
 
 
-def cluster_waves(n: int, splits: int, tps: int) -> dict:
-    """The cl launch's clusters (one per 64-row column) against those the GPU holds at once
-    (cudaOccupancyMaxActiveClusters, plain launch): {"clusters", "clusters_at_once", "cluster_waves"}."""
-    from edgeprof.fast import w4cuda
-
-    fit = w4cuda.load_extension().cluster_fit(False, False, False, n, splits, tps)
-    clusters = -(-(n // 16) // w4cuda.VARIANTS["cl"][1])
-    return {"clusters": clusters, "clusters_at_once": fit, "cluster_waves": -(-clusters // fit) if fit else None}
-
-
 def same_as_base(prep: dict, launch: dict) -> bool:
     """Whether a variant's launch gives bitwise the y of base at the same splits: plain, SiLU*up fused and (where it
     fuses) the norm fused, on fresh inputs (prep: check_inputs())."""
@@ -792,7 +782,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
     programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
-    from edgeprof.fast.w4cuda import CLUSTER_VARIANTS, W4CudaLinear, use_pdl
+    from edgeprof.fast.w4cuda import CLUSTER_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
     res: dict = {}
@@ -828,7 +818,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
     res.update({f: row[f] for f in ("status", "rel_err", "bytes", "copies", "us_p50", "us_p90", "gb_per_s")
                 if f in row})
     if cfg["variant"] == "cl":  # a cluster's CTAs share one GPC: how many of the launch's clusters run at once
-        res.update(cluster_waves(n, cfg["splits"], cfg["tiles_per_split"]))
+        res.update(cluster_waves(n, cfg["splits"], cfg["tiles_per_split"]))  # plain launch, as timed
     if row.get("status") == "ok":
         res["frac_copy_bw"] = row["gb_per_s"] * 1e9 / copy_bw
     return res

@@ -405,6 +405,15 @@ def _read_plan(path: str, _mtime_ns: int, _size: int) -> dict[tuple[int, int], d
     return {(int(b["k"]), int(b["n"])): {"variant": b["variant"], "splits": int(b["splits"])} for b in best}
 
 
+def cluster_waves(n: int, splits: int, tps: int, act: bool = False, norm: bool = False, ext=None) -> dict:
+    """The cl launch of N outputs at splits x tps: its clusters (one per row-block column) against those the GPU holds
+    at once (cudaOccupancyMaxActiveClusters; a cluster's CTAs share one GPC), {"clusters", "clusters_at_once",
+    "cluster_waves"}. sm_90+."""
+    fit = (ext or load_extension()).cluster_fit(False, act, norm, n, splits, tps)
+    clusters = -(-(n // 16) // VARIANTS["cl"][1])
+    return {"clusters": clusters, "clusters_at_once": fit, "cluster_waves": -(-clusters // fit) if fit else None}
+
+
 def _check_cluster_launch(packed: W4Packed, splits: int | None, variant: str) -> None:
     """A cluster variant's launch limits, checked before anything is built: sm_90+ (clusters), and one cluster
     holds a column's splits."""
