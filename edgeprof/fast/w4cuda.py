@@ -48,7 +48,10 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # split-K's global partials, ticket and second pass); cl (sm_90+): base's CTAs with the K splits of each row-block
 # column as one thread-block cluster, their sums added through distributed shared memory (split-K at up to
 # CL_MAX_SPLITS splits without the global workspace, fence and ticket; bitwise base's y at the same splits);
-# cl6 / cl8: cl with the registers of 6 CTAs per SM, and with 4 loads per chunk at 8 CTAs per SM (tuning only).
+# cl6 / cl8: cl with the registers of 6 CTAs per SM, and with 4 loads per chunk at 8 CTAs per SM (tuning only);
+# st / clst (sm_90+; in the decoders' module): base / cl with the first 12 tiles of each warp's K slice (a small
+# GEMV's whole slice) bulk-copied into shared memory BEFORE the PDL wait, so a CTA that starts while the previous
+# kernel drains streams them there (bitwise base's / cl's y).
 # A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
 # and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
@@ -58,13 +61,15 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
             "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
             "k2": (22, 2, False), "k4": (23, 1, False), "cl": (24, 4, False), "cl6": (25, 4, False),
-            "cl8": (26, 4, False)}
-CLUSTER_VARIANTS = ("cl", "cl6", "cl8")
+            "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False)}
+CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst")
+# the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
+SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "st", "clst")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -414,14 +419,15 @@ def cluster_waves(n: int, splits: int, tps: int, act: bool = False, norm: bool =
     return {"clusters": clusters, "clusters_at_once": fit, "cluster_waves": -(-clusters // fit) if fit else None}
 
 
-def _check_cluster_launch(packed: W4Packed, splits: int | None, variant: str) -> None:
-    """A cluster variant's launch limits, checked before anything is built: sm_90+ (clusters), and one cluster
-    holds a column's splits."""
+def _check_sm90_launch(packed: W4Packed, splits: int | None, variant: str) -> None:
+    """An sm_90+ variant's launch limits, checked before anything is built: sm_90+ (clusters, the bulk copy engine),
+    and for a cluster variant, one cluster holds a column's splits."""
     dev = packed.qw.device
     if dev.type == "cuda" and torch.cuda.get_device_capability(dev) < (9, 0):
-        raise ValueError(f"variant: {variant!r} needs thread-block clusters (sm_90+), this GPU is sm_"
+        need = "thread-block clusters" if variant in CLUSTER_VARIANTS else "the bulk copy engine"
+        raise ValueError(f"variant: {variant!r} needs {need} (sm_90+), this GPU is sm_"
                          f"{''.join(map(str, torch.cuda.get_device_capability(dev)))}; use variant='base'")
-    if splits is not None and not 1 <= splits <= CL_MAX_SPLITS:
+    if variant in CLUSTER_VARIANTS and splits is not None and not 1 <= splits <= CL_MAX_SPLITS:
         raise ValueError(f"splits: variant {variant!r} runs 1 to {CL_MAX_SPLITS} K splits (one cluster per "
                          f"row-block column), not {splits}; use variant='base' for more")
 
@@ -442,8 +448,8 @@ class W4CudaLinear:
         if packed.group not in VARIANT_GROUPS[variant]:
             raise ValueError(f"variant: {variant!r} is compiled for group {VARIANT_GROUPS[variant]} only, "
                              f"not {packed.group}; use variant='base'")
-        if variant in CLUSTER_VARIANTS:
-            _check_cluster_launch(packed, splits, variant)  # before the build; the planned splits again below
+        if variant in SM90_VARIANTS:
+            _check_sm90_launch(packed, splits, variant)  # before the build; the planned splits again below
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
         self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
@@ -458,8 +464,8 @@ class W4CudaLinear:
             self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
         else:
             self.splits, self.tps = split_plan(packed.k, packed.group, splits)
-        if variant in CLUSTER_VARIANTS:
-            _check_cluster_launch(packed, self.splits, variant)
+        if variant in SM90_VARIANTS:
+            _check_sm90_launch(packed, self.splits, variant)
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
         self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)

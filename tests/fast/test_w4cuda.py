@@ -205,12 +205,19 @@ def test_cluster_variant_is_tuned_only_where_one_cluster_holds_the_splits():
     assert set(cl) == {s for s in base if 1 < s <= CL_MAX_SPLITS} and max(base) > CL_MAX_SPLITS
 
 
-def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building():
+@pytest.mark.parametrize("variant", ["cl", "clst"])
+def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building(variant):
     from edgeprof.fast.w4cuda import W4CudaLinear
 
     q, z, s = quantize_rtn(torch.randn(32, 18944), 128)
-    with pytest.raises(ValueError, match="splits: variant 'cl' runs 1 to 16 K splits"):
-        W4CudaLinear(pack_w4(q, z, s, 128), variant="cl", splits=20)
+    with pytest.raises(ValueError, match=f"splits: variant '{variant}' runs 1 to 16 K splits"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant=variant, splits=20)
+
+
+def test_sm90_variants_are_the_cluster_ones_and_the_staged_base():
+    # the staged variants need the bulk copy engine (sm_90+) like the cluster ones need clusters; both run in decoders
+    assert set(w4cuda.SM90_VARIANTS) == set(w4cuda.CLUSTER_VARIANTS) | {"st"}
+    assert {"st", "clst"} <= set(w4cuda.DECODER_VARIANTS)
 
 
 def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp_path, monkeypatch):

@@ -430,6 +430,20 @@ __host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint
   return (size_t)kWarps * PS * 32 * (chunk_tiles<G, PU>() * 16 + (chunk_tiles<G, PU>() * 64 / G) * (ASYM ? 8 : 4));
 }
 
+// The staged variants (BT > 0, sm_90+): the first min(BT, slice) tiles of each warp's slice (and their group scales)
+// come into shared memory through one bulk copy per warp, issued BEFORE the PDL wait: [kWarps][cap][32] uint4 of
+// weights, then [kWarps][cap groups][8] scales, then one mbarrier per warp; cap = min(BT, tiles_per_split). BT is a
+// multiple of the chunk.
+template <int G, bool ASYM, int BT>
+__host__ __device__ constexpr int stage_cap(int tiles_per_split) { return BT < tiles_per_split ? BT : tiles_per_split; }
+template <int G, bool ASYM, int BT>
+__host__ __device__ constexpr size_t stage_bytes(int tiles_per_split) {
+  return BT == 0 ? 0
+                 : (size_t)kWarps * (stage_cap<G, ASYM, BT>(tiles_per_split) * 512 +
+                                     ((stage_cap<G, ASYM, BT>(tiles_per_split) * 64 + G - 1) / G) * 8 * (ASYM ? 8 : 4) +
+                                     16);
+}
+
 // The operands of one W4 GEMV launch (the kernel's arguments; the fused MLP kernel takes two).
 struct W4Args {
   const uint4* __restrict__ qw;
@@ -453,11 +467,15 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // KW (the latency variants k2 / k4, w4a16_lat.cu): KW warps share one row block, each on a whole-group part of the
 // CTA's K slice, and add their sums in shared memory in warp order: a K split without split-K's global partials,
 // ticket and second pass.
+// BT (the staged variants st / clst): the first min(BT, nt) tiles of the warp's slice come through shared memory,
+// bulk-copied before the PDL wait (stage_bytes); the rest stream as in base. The sums run in base's order: y is
+// bitwise base's (cl's with CLU) at the same splits.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
+  static_assert(BT == 0 || (PS == 0 && KW == 1), "the staged variants use base's register double buffer");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -466,12 +484,14 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   constexpr int U = chunk_tiles<G, PU>();  // 16-byte loads per chunk
   constexpr int GPC = U * 64 / G;          // groups per chunk of U tiles
   static_assert(GPC >= 1 && (U * 64) % G == 0, "a chunk holds whole groups");
+  static_assert(BT % U == 0, "whole chunks staged");
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
   extern __shared__ uint4 smem_raw[];
   uint4* ring_w = smem_raw;  // PS > 0 only: the weight ring, then the scale ring
   ST* ring_s = reinterpret_cast<ST*>(smem_raw + kWarps * PS * U * 32);
-  // x slice, permuted per 16 columns, bf16 pairs (after the rings)
-  uint32_t* xs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>());
+  // x slice, permuted per 16 columns, bf16 pairs (after the rings, or the staged tiles)
+  uint32_t* xs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>() +
+                                             stage_bytes<G, ASYM, BT>(tiles_per_split));
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = K / 64, NG = K / G, NB = N / 16;
@@ -512,11 +532,28 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
         edgeprof_gemv::cp_async_small<sizeof(ST)>(my_s + (slot * GPC + gi) * 32, sp + (size_t)((t * 64) / G + gi) * 8);
     edgeprof_gemv::cp_async_commit();
   };
+  // BT > 0: tiles [0, bt) of this warp's slice go into shared memory with one bulk copy of their weights and one of
+  // their scales (contiguous in the row-block layout), in flight across the PDL wait; the loads start at tile bt.
+  const int bt = BT == 0 ? 0 : min(nt, BT);
+  const int cap = stage_cap<G, ASYM, BT>(tiles_per_split);
+  const uint4* stg_w = smem_raw + (size_t)warp * cap * 32 + lane;  // tile t: stg_w[t * 32]
+  const int cap_g = (cap * 64 + G - 1) / G;
+  const ST* stg_s = reinterpret_cast<const ST*>(smem_raw + (size_t)kWarps * cap * 32) + (size_t)warp * cap_g * 8 +
+                    gq;  // group g: stg_s[g * 8]
+  // one mbarrier per warp after the scales (16 bytes per warp in stage_bytes: the regions stay 16-byte aligned)
+  uint64_t* stage_bar = reinterpret_cast<uint64_t*>(reinterpret_cast<ST*>(smem_raw + (size_t)kWarps * cap * 32) +
+                                                    (size_t)kWarps * cap_g * 8);
+  if (BT > 0 && nb < NB && bt > 0 && lane == 0) {
+    const unsigned wbytes = 512u * bt, sbytes = (unsigned)(((bt * 64 + G - 1) / G) * 8 * sizeof(ST));
+    edgeprof_gemv::mbar_arm(stage_bar + 2 * warp, wbytes + sbytes);
+    edgeprof_gemv::bulk_g2s(const_cast<uint4*>(stg_w - lane), wp - lane, wbytes, stage_bar + 2 * warp);
+    edgeprof_gemv::bulk_g2s(const_cast<ST*>(stg_s - gq), sp - gq, sbytes, stage_bar + 2 * warp);
+  }
   // The first chunk(s) are in flight while the CTA stages x: the prologue costs no memory time.
   uint4 wa[U];
   ST sa[GPC];
   if constexpr (PS == 0) {
-    if (nb < NB) load_chunk(0, wa, sa);
+    if (nb < NB && (BT == 0 || bt < nt)) load_chunk(bt, wa, sa);
   } else {
     if (nb < NB)
 #pragma unroll
@@ -537,8 +574,22 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
   const uint2* xq = reinterpret_cast<const uint2*>(xs) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
+  if (BT > 0 && nb < NB && bt > 0) {  // the staged tiles, from shared memory once their bulk copy has landed
+    edgeprof_gemv::mbar_wait(stage_bar + 2 * warp, 0);
+    for (int t = 0; t < bt; t += U) {
+      uint4 wc[U];
+      ST sc[GPC];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (t + u < bt) wc[u] = stg_w[(t + u) * 32];
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi)
+        if ((t * 64) / G + gi < ng) sc[gi] = stg_s[((t * 64) / G + gi) * 8];
+      chunk_math<G, ASYM, true, F16>(wc, sc, t, nt, true, xq, sxs, magic, y0, y1);
+    }
+  }
   if (nb < NB && PS == 0) {
-    for (int t = 0; t < nt; t += U) {
+    for (int t = bt; t < nt; t += U) {
       uint4 wb[U];
       ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
@@ -587,10 +638,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU>(a, na, pf_tiles, blockIdx.x, blockIdx.y,
-                                                                         gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT>(a, na, pf_tiles, blockIdx.x,
+                                                                             blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -600,21 +651,23 @@ inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void*
                 N, K, tiles_per_split};
 }
 
-// Dynamic shared memory of one CTA: the cp.async ring (PS > 0), the x slice (bf16) and its group sums (fp32)
-template <int G, bool ASYM, int PS = 0, int PU = 0>
+// Dynamic shared memory of one CTA: the cp.async ring (PS > 0) or the staged tiles (BT > 0), the x slice (bf16) and
+// its group sums (fp32)
+template <int G, bool ASYM, int PS = 0, int PU = 0, int BT = 0>
 size_t cta_smem(int tiles_per_split) {
-  return ring_bytes<G, ASYM, PS, PU>() + (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
+  return ring_bytes<G, ASYM, PS, PU>() + stage_bytes<G, ASYM, BT>(tiles_per_split) +
+         (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
-  const size_t smem = cta_smem<G, ASYM, PS, PU>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU>;
+  const size_t smem = cta_smem<G, ASYM, PS, PU, BT>(tiles_per_split);
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -624,7 +677,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  if (PS > 0) {  // the ring lives in shared memory: ask for the largest carveout, so 5 CTAs of ~41 KB fit per SM
+  if (PS > 0 || BT > 0) {  // the ring / staged tiles live in shared memory: the largest carveout, so 5 CTAs fit per SM
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
@@ -753,21 +806,21 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 }
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
-template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false>
+template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU>(qw, sz, x, bias, y, partial, counters, \
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT>(qw, sz, x, bias, y, partial, counters, \
                                                                                N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false>
+          bool CLU = false, int BT = 0>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU>(qw, sz, x, bias, y, partial, \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT>(qw, sz, x, bias, y, partial, \
                                                                                     counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
