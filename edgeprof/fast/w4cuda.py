@@ -49,9 +49,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # column as one thread-block cluster, their sums added through distributed shared memory (split-K at up to
 # CL_MAX_SPLITS splits without the global workspace, fence and ticket; bitwise base's y at the same splits);
 # cl6 / cl8: cl with the registers of 6 CTAs per SM, and with 4 loads per chunk at 8 CTAs per SM (tuning only);
-# st / clst (sm_90+; in the decoders' module): base / cl with the first 12 tiles of each warp's K slice (a small
-# GEMV's whole slice) bulk-copied into shared memory BEFORE the PDL wait, so a CTA that starts while the previous
-# kernel drains streams them there (bitwise base's / cl's y).
+# st / clst / clst6 (sm_90+, tuning only): base / cl with the first 12 (clst6: 6) tiles of each warp's K slice (a
+# small GEMV's whole slice) bulk-copied into shared memory BEFORE the PDL wait, so a CTA that starts while the
+# previous kernel drains streams them there (bitwise base's / cl's y).
 # A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
 # and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
@@ -61,15 +61,15 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
             "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
             "k2": (22, 2, False), "k4": (23, 1, False), "cl": (24, 4, False), "cl6": (25, 4, False),
-            "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False)}
-CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst")
+            "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False), "clst6": (29, 4, False)}
+CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6")
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "st", "clst")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

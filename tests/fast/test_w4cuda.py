@@ -214,10 +214,10 @@ def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building(va
         W4CudaLinear(pack_w4(q, z, s, 128), variant=variant, splits=20)
 
 
-def test_sm90_variants_are_the_cluster_ones_and_the_staged_base():
-    # the staged variants need the bulk copy engine (sm_90+) like the cluster ones need clusters; both run in decoders
-    assert set(w4cuda.SM90_VARIANTS) == set(w4cuda.CLUSTER_VARIANTS) | {"st"}
-    assert {"st", "clst"} <= set(w4cuda.DECODER_VARIANTS)
+def test_the_staged_base_variant_is_refused_below_sm90_like_the_cluster_ones():
+    # st runs no cluster but needs the bulk copy engine (sm_90+): W4CudaLinear checks it as the cluster variants
+    assert "st" in w4cuda.SM90_VARIANTS and "st" not in w4cuda.CLUSTER_VARIANTS
+    assert set(w4cuda.CLUSTER_VARIANTS) <= set(w4cuda.SM90_VARIANTS)
 
 
 def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
-// default launch; 22-24, 27, 28: a latency variant (w4a16_lat.cu, group 128).
+// default launch; 22-24: a latency variant (w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
@@ -106,13 +106,14 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // ring of S chunks of U tiles; measured slower than base on every shape, results/h200/2026-11-28-dequant r15),
 // 19 ("f16": the fp16 mma), 20 / 21 ("w2" / "w1": CTAs of 2 / 1 warps) are tuning variants instantiated for
 // group 128 only (keeps the JIT build short); 22-24 ("k2", "k4", "cl") are the latency variants (w4a16_lat.cu, group
-// 128), which the decoders' module has too, as 27, 28 ("st", "clst": base and cl with weights staged through shared
-// memory before the PDL wait); 25, 26 ("cl6", "cl8": cl at 6 and 8 CTAs per SM) are tuning variants.
+// 128), which the decoders' module has too; 25, 26 ("cl6", "cl8": cl at 6 and 8 CTAs per SM) and 27-29 ("st",
+// "clst", "clst6": base and cl with the first tiles of each warp's slice bulk-copied into shared memory before the
+// PDL wait) are tuning variants.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  if ((variant >= 22 && variant <= 24) || variant == 27 || variant == 28)  // the latency variants (w4a16_lat.cu)
+  if (variant >= 22 && variant <= 24)  // the latency variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
                                      splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)

@@ -677,7 +677,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  if (PS > 0 || BT > 0) {  // the ring / staged tiles live in shared memory: the largest carveout, so 5 CTAs fit per SM
+  if (PS > 0) {  // the ring lives in shared memory: ask for the largest carveout, so 5 CTAs of ~41 KB fit per SM
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;

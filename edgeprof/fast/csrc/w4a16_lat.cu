@@ -9,35 +9,28 @@
 //   cl (sm_90+): base's CTAs, but the K splits of a row-block column are one thread-block cluster and add their sums
 //   through distributed shared memory (finish_rows_cluster): split-K at any count up to 16 without the global
 //   partials, fence, ticket and second pass; bitwise base's result at the same splits.
-//   st / clst (sm_90+): base / cl with the first kStageTiles tiles of each warp's slice (a small GEMV's whole slice)
-//   bulk-copied into shared memory BEFORE the PDL wait (gemv_cta's BT): a CTA that starts while the previous kernel
-//   drains streams that part of its weights there, with one copy instruction per warp and no register held.
 #include "w4a16_kernels.cuh"
 
 namespace edgeprof_w4 {
 
-// st / clst: tiles per warp staged through shared memory (two chunks of 6; 24.8 KB per CTA with their scales, so
-// five CTAs still fit an SM beside their x slices)
-constexpr int kStageTiles = 12;
-
 // the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
 // splits as one cluster
-template <int KW, bool CLU = false, int BT = 0>
+template <int KW, bool CLU = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
   if (norm)
-    return launch_norm_g<128, false, 1, KW, CLU, BT>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW, CLU, BT>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
+    return launch_norm_g<128, false, 1, KW, CLU>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                                       tps, s);
 }
 
 
 }  // namespace edgeprof_w4
 
-// variant 22 "k2", 23 "k4", 24 "cl", 27 "st", 28 "clst" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch
-// (na's operands; act must be false). cudaErrorInvalidValue for any other variant or group (and cl / clst above 16
-// splits), cudaErrorNotSupported for cl, st and clst below sm_90.
+// variant 22 "k2", 23 "k4", 24 "cl" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
+// must be false). cudaErrorInvalidValue for any other variant or group (and cl above 16 splits),
+// cudaErrorNotSupported for cl below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -52,14 +45,6 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
     case 24:
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
-    case 27:
-      if (!has_clusters()) return (int)cudaErrorNotSupported;  // the bulk copy engine: sm_90+, as clusters
-      return lat_launch_t<1, false, kStageTiles>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
-                                                 tps, s, na);
-    case 28:
-      if (!has_clusters()) return (int)cudaErrorNotSupported;
-      return lat_launch_t<1, true, kStageTiles>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
-                                                tps, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }

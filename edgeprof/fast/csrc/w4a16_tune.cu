@@ -164,7 +164,7 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25, 26 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-29 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -228,6 +228,19 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
     return has_clusters() ? launch_g<128, true, 0, 4, 8, false, 1, true>(asym, act, qw, sz, x, bias, y, partial,
                                                                          counters, N, K, splits, tps, stream)
                           : (int)cudaErrorNotSupported;
+  // "st" / "clst" / "clst6": base / cl with the first 12 (clst6: 6) tiles of each warp's K slice (a small GEMV's whole
+  // slice) bulk-copied into shared memory BEFORE the PDL wait (gemv_cta's BT), so a CTA that starts while the previous
+  // kernel drains streams them there. sm_90+ (the bulk copy engine; clusters). Bitwise base's / cl's y.
+  if (variant >= 27 && variant <= 29 && group == 128 && !has_clusters()) return (int)cudaErrorNotSupported;
+  if (variant == 27 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 12>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                             splits, tps, stream);
+  if (variant == 28 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, true, 12>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                            splits, tps, stream);
+  if (variant == 29 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, true, 6>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                           splits, tps, stream);
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   return (int)cudaErrorInvalidValue;
