@@ -34,7 +34,25 @@ def test_summary_lists_best_and_untimed_rows_and_plots(tmp_path, run_benchmark):
     assert (tmp_path / "tune_us_by_splits.png").stat().st_size > 10_000
 
 
+def test_a_rounds_pure_read_is_set_against_its_gemv_with_the_same_pdl_setting(tmp_path, run_benchmark):
+    for sub, pdl, us in (("tune-pdl1", True, 12.3), ("tune-pdl0", False, 14.1)):
+        (tmp_path / "r9" / sub).mkdir(parents=True)
+        best = {"down": {"best": {"variant": "cl", "splits": 10, "us_p50": us, "frac_copy_bw": 0.6}}}
+        rec = {"gpu": "NVIDIA H200", "pdl": pdl, "rows": [_row("down", "cl", 10, us)], "best": best}
+        (tmp_path / "r9" / sub / "tune.json").write_text(json.dumps(rec))
+    reads = [{"shape": "down", "pattern": "split", "splits": 10, "us_p50": us, "frac_copy_bw": f}
+             for us, f in ((9.2, 0.87), (8.8, 0.91))] + [{"shape": "down", "pattern": "flat", "splits": 1,
+                                                           "us_p50": 8.0, "frac_copy_bw": 0.99}]
+    (tmp_path / "r9" / "stream_pattern-pdl.json").write_text(json.dumps({"gpu": "NVIDIA H200", "pdl": True,
+                                                                          "rows": reads}))
+    run_benchmark("plot_tune.py", str(tmp_path))
+    text = (tmp_path / "tune-summary.md").read_text()
+    assert "## r9 tune-pdl1: NVIDIA H200" in text and "## r9 tune-pdl0: NVIDIA H200" in text
+    # the faster of the split reads, against the PDL tune's best (not the plain one's 14.1)
+    assert "| down | s10 8.80, 0.910 | cl s10 12.30, 0.600 | 0.72 |" in text
+
+
 def test_a_folder_without_tunes_is_named(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_tune.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "no r*/tune/tune.json" in proc.stderr
+    assert proc.returncode == 2 and "no r*/tune*/tune.json" in proc.stderr
