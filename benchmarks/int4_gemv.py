@@ -631,6 +631,9 @@ def parse_int_list(text: str, field: str) -> tuple[int, ...]:
     return vals
 
 
+DIAGNOSTIC = "diagnostic"  # a tune row's status for a diagnostic variant: timed, not checked, never a best
+
+
 def tune_label(cfg: dict) -> str:
     """'persist s4 g132': variant, splits and (persistent) CTAs per split of one launch config."""
     return f"{cfg['variant']} s{cfg['splits']}" + (f" g{cfg['grid_x']}" if cfg.get("grid_x") else "")
@@ -667,6 +670,9 @@ def format_tune_table(rows: list[dict], copy_bw: float, gpu: str) -> str:
         mark = "*" if r.get("default") else ""
         if r.get("status") == "ok":
             lines.append(f"{head} {r['us_p50']:8.2f} {r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f} PASS{mark}")
+        elif r.get("status") == DIAGNOSTIC:
+            lines.append(f"{head} {r['us_p50']:8.2f} {r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f} DIAGNOSTIC "
+                         "(no math: not a GEMV)")
         else:
             lines.append(f"{head} {'-':>8s} {'-':>7s} {'-':>7s} {str(r.get('status'))[:70]}{mark}")
     lines.append("best per shape (fastest config that passed; default = choose_splits, base variant):")
@@ -726,7 +732,7 @@ def tune_suite(args) -> int:
                 waves = (f" clusters {row['clusters']} at once {row['clusters_at_once']} waves {row['cluster_waves']}"
                          if "clusters_at_once" in row else "")
                 print(f"{name:8s} {tune_label(cfg):24s} ctas {cfg['ctas']:5d} "
-                      + (f"{row['us_p50']:8.2f} us {row['frac_copy_bw']:.3f}" if row.get("status") == "ok"
+                      + (f"{row['us_p50']:8.2f} us {row['frac_copy_bw']:.3f}" if row.get("status") in ("ok", DIAGNOSTIC)
                          else str(row.get("status"))[:90]) + waves, flush=True)
             rec["rows"] = rows
             path.write_text(json.dumps(rec, indent=1, default=str))
@@ -735,7 +741,8 @@ def tune_suite(args) -> int:
     path.write_text(json.dumps(rec, indent=1, default=str))
     print(format_tune_table(rows, bw, rec["gpu"] + (", timed with PDL" if args.tune_pdl else "")), flush=True)
     print(f"wrote {path} ({rec['wall_s']:.0f} s)")
-    return 0 if all(r.get("status") == "ok" or "SKIPPED" in str(r.get("status")) for r in rows) and not lost else 1
+    return 0 if all(r.get("status") in ("ok", DIAGNOSTIC) or "SKIPPED" in str(r.get("status")) for r in rows) \
+        and not lost else 1
 
 
 _TUNE_CACHE: dict = {}
@@ -782,9 +789,11 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
     programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
-    from edgeprof.fast.w4cuda import SM90_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
+    from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, SM90_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
+    if cfg["variant"] in DIAGNOSTIC_VARIANTS:  # not a GEMV: timed only, never checked, never a best
+        return _time_diagnostic(name, k, n, cfg, launch, cache, copy_bw, repeats, pdl)
     res: dict = {}
     try:
         for kind in ("sym", "asym"):
@@ -822,6 +831,30 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
     if row.get("status") == "ok":
         res["frac_copy_bw"] = row["gb_per_s"] * 1e9 / copy_bw
     return res
+
+
+def _time_diagnostic(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, copy_bw: float, repeats: int,
+                     pdl: bool) -> dict:
+    """Time a diagnostic variant (the GEMV without its math) as _tune_one times a GEMV. Its status is "diagnostic",
+    so best_per_shape and the plans never take it."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
+
+    try:
+        x = cache["x"]
+        layers = [W4CudaLinear(p, diagnostic=True, **launch) for p in cache["copies"]]
+        use_pdl(pdl)
+        try:
+            row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
+                       layers[0](x), cache["ref"], repeats)
+        finally:
+            use_pdl(False)
+        del layers
+    except Exception as exc:
+        return {"status": f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"}
+    if row.get("status") != "ok":
+        return {"status": row.get("status")}
+    return {"status": DIAGNOSTIC, **{f: row[f] for f in ("bytes", "copies", "us_p50", "us_p90", "gb_per_s")},
+            "frac_copy_bw": row["gb_per_s"] * 1e9 / copy_bw}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,8 @@ def tune_rows(run: Path) -> dict[str, dict]:
 
 def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
     """Markdown: per r*/stream_pattern*.json, each shape's pure read at the plan's K splits (pattern `split`, the
-    better of its two load depths) against the best GEMV config of the same round's tune with the same PDL setting."""
+    better of its two load depths) against the best GEMV config of the same round's tune with the same PDL setting,
+    and that config without its math (the diagnostic variant of its family at its splits) where the tune timed it."""
     lines: list[str] = []
     for f in sorted(run.glob("r*/stream_pattern*.json")):
         rec, rnd = json.loads(f.read_text()), f.parts[-2]
@@ -37,29 +38,43 @@ def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
                 reads[r["shape"]] = r
         lines += [f"## {rnd}: a pure read of each GEMV's bytes at its grid, {'with' if pdl else 'without'} PDL "
                   f"({rec.get('gpu', '?')}, {f.name})", "",
-                  "| shape | read at the plan's splits: µs, of copy | GEMV best (same round): µs, of copy | GEMV bandwidth / read bandwidth |",
-                  "|---|---|---|---|"]
+                  "| shape | read at the plan's splits: µs, of copy | GEMV best (same round): µs, of copy | GEMV bandwidth "
+                  "/ read bandwidth | that GEMV without its math: µs |", "|---|---|---|---|---|"]
         for shape, r in reads.items():
             best = ((tune or {}).get("best") or {}).get(shape, {}).get("best")
             gemv = f"{best['variant']} s{best['splits']} {best['us_p50']:.2f}, {best['frac_copy_bw']:.3f}" if best else "-"
             ratio = f"{r['us_p50'] / best['us_p50']:.2f}" if best else "-"
-            lines.append(f"| {shape} | s{r['splits']} {r['us_p50']:.2f}, {r['frac_copy_bw']:.3f} | {gemv} | {ratio} |")
+            diag = _no_math(tune or {}, shape, best) if best else None
+            nomath = f"{diag['variant']} s{diag['splits']} {diag['us_p50']:.2f}" if diag else "-"
+            lines.append(f"| {shape} | s{r['splits']} {r['us_p50']:.2f}, {r['frac_copy_bw']:.3f} | {gemv} | {ratio} | "
+                         f"{nomath} |")
         lines.append("")
     return lines
 
 
+TIMED = ("ok", "diagnostic")  # a row's status when it has a time: a checked GEMV, or a diagnostic (no math)
+
+
 def series(tunes: dict[str, dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{shape: {"rNN variant": [(splits, us), ...]}} of the configs that passed and were timed, by splits."""
+    """{shape: {"rNN variant": [(splits, us), ...]}} of the configs that passed and were timed (and the timed
+    diagnostics), by splits."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for rnd, rec in tunes.items():
         for r in rec.get("rows", []):
-            if r.get("status") != "ok" or r.get("grid_x"):
+            if r.get("status") not in TIMED or r.get("grid_x"):
                 continue
             out.setdefault(r["shape"], {}).setdefault(f"{rnd} {r['variant']}", []).append((r["splits"], r["us_p50"]))
     for per in out.values():
         for pts in per.values():
             pts.sort()
     return out
+
+
+def _no_math(tune: dict, shape: str, best: dict) -> dict | None:
+    """The diagnostic row (the GEMV without its math) of best's family and splits: clnomath for cl, else nomath."""
+    want = "clnomath" if best["variant"].startswith("cl") else "nomath"
+    return next((r for r in tune.get("rows", []) if r.get("status") == "diagnostic" and r["shape"] == shape
+                 and r["variant"] == want and r["splits"] == best["splits"]), None)
 
 
 def summary(tunes: dict[str, dict]) -> str:
@@ -79,7 +94,7 @@ def summary(tunes: dict[str, dict]) -> str:
                 lines.append(f"| {shape} | {t['variant']} s{t['splits']} | {t['us_p50']:.2f} | {t['frac_copy_bw']:.3f} |")
             else:
                 lines.append(f"| {shape} | none passed | - | - |")
-        bad = [r for r in rec.get("rows", []) if r.get("status") != "ok"]
+        bad = [r for r in rec.get("rows", []) if r.get("status") not in TIMED]
         lines += [""] + [f"- not timed: {r['shape']} {r['variant']} s{r['splits']}: {r.get('status')}" for r in bad]
         lines.append("")
     return "\n".join(lines)

@@ -38,7 +38,8 @@ def test_a_rounds_pure_read_is_set_against_its_gemv_with_the_same_pdl_setting(tm
     for sub, pdl, us in (("tune-pdl1", True, 12.3), ("tune-pdl0", False, 14.1)):
         (tmp_path / "r9" / sub).mkdir(parents=True)
         best = {"down": {"best": {"variant": "cl", "splits": 10, "us_p50": us, "frac_copy_bw": 0.6}}}
-        rec = {"gpu": "NVIDIA H200", "pdl": pdl, "rows": [_row("down", "cl", 10, us)], "best": best}
+        diag = {**_row("down", "clnomath", 10, us - 3), "status": "diagnostic"}  # timed, never a best
+        rec = {"gpu": "NVIDIA H200", "pdl": pdl, "rows": [_row("down", "cl", 10, us), diag], "best": best}
         (tmp_path / "r9" / sub / "tune.json").write_text(json.dumps(rec))
     reads = [{"shape": "down", "pattern": "split", "splits": 10, "us_p50": us, "frac_copy_bw": f}
              for us, f in ((9.2, 0.87), (8.8, 0.91))] + [{"shape": "down", "pattern": "flat", "splits": 1,
@@ -49,7 +50,8 @@ def test_a_rounds_pure_read_is_set_against_its_gemv_with_the_same_pdl_setting(tm
     text = (tmp_path / "tune-summary.md").read_text()
     assert "## r9 tune-pdl1: NVIDIA H200" in text and "## r9 tune-pdl0: NVIDIA H200" in text
     # the faster of the split reads, against the PDL tune's best (not the plain one's 14.1)
-    assert "| down | s10 8.80, 0.910 | cl s10 12.30, 0.600 | 0.72 |" in text
+    assert "| down | s10 8.80, 0.910 | cl s10 12.30, 0.600 | 0.72 | clnomath s10 9.30 |" in text
+    assert "not timed" not in text  # a diagnostic row is timed, not a failure
 
 
 def test_a_folder_without_tunes_is_named(tmp_path):

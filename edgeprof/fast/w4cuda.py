@@ -51,7 +51,11 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # cl6 / cl8: cl with the registers of 6 CTAs per SM, and with 4 loads per chunk at 8 CTAs per SM (tuning only);
 # st / clst / clst6 (sm_90+, tuning only): base / cl with the first 12 (clst6: 6) tiles of each warp's K slice (a
 # small GEMV's whole slice) bulk-copied into shared memory BEFORE the PDL wait, so a CTA that starts while the
-# previous kernel drains streams them there (bitwise base's / cl's y).
+# previous kernel drains streams them there (bitwise base's / cl's y);
+# nomath / clnomath (DIAGNOSTIC_VARIANTS): not GEMVs. base / cl with each chunk's dequant and mma replaced by an XOR
+# of its words, every load, the x staging and the split-K finish kept: timed beside the GEMV and a pure read of the
+# same bytes (benchmarks/stream_pattern.py), they tell the math's share of a launch from the rest's. y is wrong by
+# design, so W4CudaLinear builds them only when asked with diagnostic=True (the tune), never from a plan.
 # A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
 # and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
@@ -61,8 +65,10 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "cp4s4": (14, 4, False), "cp6s3": (15, 4, False), "cp4s6": (16, 4, False), "cp8s3": (17, 4, False),
             "cp2s8": (18, 4, False), "f16": (19, 4, False), "w2": (20, 2, False), "w1": (21, 1, False),
             "k2": (22, 2, False), "k4": (23, 1, False), "cl": (24, 4, False), "cl6": (25, 4, False),
-            "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False), "clst6": (29, 4, False)}
-CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6")
+            "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False), "clst6": (29, 4, False),
+            "nomath": (30, 4, False), "clnomath": (31, 4, False)}
+CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath")
+DIAGNOSTIC_VARIANTS = ("nomath", "clnomath")
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
@@ -442,9 +448,12 @@ class W4CudaLinear:
     kernel_name = "edgeprof-w4a16-cuda"
 
     def __init__(self, packed: W4Packed, bias: torch.Tensor | None = None, ext=None, *, splits: int | None = None,
-                 variant: str = "base", grid_x: int = 0):
+                 variant: str = "base", grid_x: int = 0, diagnostic: bool = False):
         if variant not in VARIANTS:
             raise ValueError(f"variant: {variant!r} is not one of {sorted(VARIANTS)}")
+        if variant in DIAGNOSTIC_VARIANTS and not diagnostic:
+            raise ValueError(f"variant: {variant!r} is a timing diagnostic whose output is wrong by design (the GEMV "
+                             f"without its math); pick a GEMV variant, e.g. 'base' or 'cl'")
         if packed.group not in VARIANT_GROUPS[variant]:
             raise ValueError(f"variant: {variant!r} is compiled for group {VARIANT_GROUPS[variant]} only, "
                              f"not {packed.group}; use variant='base'")

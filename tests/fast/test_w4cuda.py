@@ -214,6 +214,16 @@ def test_w4cuda_linear_names_the_cluster_variants_split_limit_before_building(va
         W4CudaLinear(pack_w4(q, z, s, 128), variant=variant, splits=20)
 
 
+def test_a_diagnostic_variant_is_built_only_when_asked_for():
+    # nomath is the GEMV without its math (timing only): a plan naming it must fail with a reason, not decode garbage
+    from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, W4CudaLinear
+
+    q, z, s = quantize_rtn(torch.randn(32, 256), 128)
+    assert set(DIAGNOSTIC_VARIANTS) <= set(w4cuda.VARIANTS) and not set(DIAGNOSTIC_VARIANTS) & set(w4cuda.DECODER_VARIANTS)
+    with pytest.raises(ValueError, match="variant: 'nomath' is a timing diagnostic"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="nomath")
+
+
 def test_the_staged_base_variant_is_refused_below_sm90_like_the_cluster_ones():
     # st runs no cluster but needs the bulk copy engine (sm_90+): W4CudaLinear checks it as the cluster variants
     assert "st" in w4cuda.SM90_VARIANTS and "st" not in w4cuda.CLUSTER_VARIANTS

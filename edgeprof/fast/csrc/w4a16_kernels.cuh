@@ -470,12 +470,16 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // BT (the staged variants st / clst): the first min(BT, nt) tiles of the warp's slice come through shared memory,
 // bulk-copied before the PDL wait (stage_bytes); the rest stream as in base. The sums run in base's order: y is
 // bitwise base's (cl's with CLU) at the same splits.
+// NOMATH (the diagnostic variants nomath / clnomath, tuning module): every load, the x staging, the group sums and
+// the split-K finish as above, but each chunk's dequant and mma replaced by an XOR of its words into y, so y is wrong
+// by design. Timed beside the kernel and a pure read of the same bytes, it tells the math's cost from the rest's.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
   static_assert(BT == 0 || (PS == 0 && KW == 1), "the staged variants use base's register double buffer");
+  static_assert(!NOMATH || (PS == 0 && BT == 0), "the diagnostic variants are base's loop without its math");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -588,12 +592,22 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       chunk_math<G, ASYM, true, F16>(wc, sc, t, nt, true, xq, sxs, magic, y0, y1);
     }
   }
+  uint32_t junk = 0;  // NOMATH: what stands for the math (keeps every load live)
   if (nb < NB && PS == 0) {
     for (int t = bt; t < nt; t += U) {
       uint4 wb[U];
       ST sb[GPC];
       if (t + U < nt) load_chunk(t + U, wb, sb);  // next chunk in flight during this one's math
-      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
+      if constexpr (NOMATH) {
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (t + u < nt) junk ^= wa[u].x ^ wa[u].y ^ wa[u].z ^ wa[u].w;
+#pragma unroll
+        for (int gi = 0; gi < GPC; ++gi)
+          if ((t * 64) / G + gi < ng) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
+      } else {
+        chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
+      }
 #pragma unroll
       for (int u = 0; u < U; ++u) wa[u] = wb[u];
 #pragma unroll
@@ -614,6 +628,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   }
   y0 *= yscale;  // F16: back from the staged slice's 2^-e
   y1 *= yscale;
+  if constexpr (NOMATH) y0 = __uint_as_float(junk & 0x3f7fffffu);  // < 2: the finish adds it like a partial sum
   if constexpr (KW > 1) {  // the row block's KW parts, added in warp order (deterministic)
     __shared__ float2 red[kWarps][32];
     red[warp][lane] = make_float2(y0, y1);
@@ -638,10 +653,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT>(a, na, pf_tiles, blockIdx.x,
-                                                                             blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH>(a, na, pf_tiles, blockIdx.x,
+                                                                                     blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -660,14 +675,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -817,10 +832,10 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0>
+          bool CLU = false, int BT = 0, bool NOMATH = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT>(qw, sz, x, bias, y, partial, \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH>(qw, sz, x, bias, y, partial, \
                                                                                     counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
