@@ -470,11 +470,12 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // BT (the staged variants st / clst): the first min(BT, nt) tiles of the warp's slice come through shared memory,
 // bulk-copied before the PDL wait (stage_bytes); the rest stream as in base. The sums run in base's order: y is
 // bitwise base's (cl's with CLU) at the same splits.
-// NOMATH (the diagnostic variants nomath / clnomath, tuning module): every load, the x staging, the group sums and
-// the split-K finish as above, but each chunk's dequant and mma replaced by an XOR of its words into y, so y is wrong
-// by design. Timed beside the kernel and a pure read of the same bytes, it tells the math's cost from the rest's.
+// NOMATH (the diagnostic variants, tuning module): 1 (nomath / clnomath): every load, the x staging, the group sums
+// and the split-K finish as above, but each chunk's dequant and mma replaced by an XOR of its words into y, so y is
+// wrong by design; 2 (nomathx / clnomathx): the same without the x staging and group sums either. Timed beside the
+// kernel and a pure read of the same bytes, they tell the math's and the staging's costs from the rest's.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -572,8 +573,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   pdl_launch_dependents();
   ready();
 
-  const float yscale =
-      stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && by == 0);
+  const float yscale = NOMATH == 2 ? 1.f
+                                    : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta,
+                                                                                        &na, bx == 0 && by == 0);
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
@@ -653,7 +655,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
   gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH>(a, na, pf_tiles, blockIdx.x,
                                                                                      blockIdx.y, gridDim.y);
@@ -675,7 +677,7 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, bool NOMATH = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
@@ -832,7 +834,7 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, bool NOMATH = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
 #define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH>(qw, sz, x, bias, y, partial, \
