@@ -91,10 +91,16 @@ __global__ void read_kernel(const uint4* __restrict__ w, int NB, int T, int TPS,
 }
 
 template <typename K>
-void launch_one(K kern, dim3 grid, bool pdl, cudaStream_t st, const uint4* p, int NB, int T, int TPS, unsigned* s) {
+void launch_one(K kern, dim3 grid, bool pdl, int smem, cudaStream_t st, const uint4* p, int NB, int T, int TPS,
+                unsigned* s) {
+  if (smem > 0)  // the largest carveout, so the padding alone sets the CTAs per SM
+    TORCH_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, 100) == cudaSuccess &&
+                cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess,
+                "read kernel: shared-memory padding refused");
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(128);
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = st;
   cudaLaunchAttribute a[1];
   a[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -104,23 +110,24 @@ void launch_one(K kern, dim3 grid, bool pdl, cudaStream_t st, const uint4* p, in
   TORCH_CHECK(cudaLaunchKernelEx(&cfg, kern, p, NB, T, TPS, s) == cudaSuccess, "read kernel launch failed");
 }
 
-// pattern 3 = rowblock at `splits` K splits (grid.y)
+// pattern 3 = rowblock at `splits` K splits (grid.y); smem: unused dynamic shared memory per CTA (0: none), which caps
+// the CTAs an SM holds
 void launch_read(torch::Tensor w, int64_t NB, int64_t T, int64_t pattern, int64_t unroll, int64_t ctas,
-                 int64_t splits, bool pdl, torch::Tensor sink) {
+                 int64_t splits, bool pdl, int64_t smem, torch::Tensor sink) {
   auto p = reinterpret_cast<const uint4*>(w.data_ptr());
   auto s = reinterpret_cast<unsigned*>(sink.data_ptr());
   auto st = at::cuda::getCurrentCUDAStream().stream();
   const int S = pattern == 3 ? (int)splits : 1, tps = (int)((T + S - 1) / S);
   const dim3 grid = pattern == 2 ? dim3((int)ctas) : dim3((int)((NB + 3) / 4), S);
   const int pat = pattern == 3 ? 0 : (int)pattern;
-#define L(P, U) launch_one(read_kernel<P, U>, grid, pdl, st, p, (int)NB, (int)T, tps, s)
+#define L(P, U) launch_one(read_kernel<P, U>, grid, pdl, (int)smem, st, p, (int)NB, (int)T, tps, s)
   if (unroll == 6) { if (pat == 0) L(0, 6); else if (pat == 1) L(1, 6); else L(2, 6); }
   else { if (pat == 0) L(0, 12); else if (pat == 1) L(1, 12); else L(2, 12); }
 #undef L
 }
 """
 CPP_SRC = "void launch_read(torch::Tensor w, int64_t NB, int64_t T, int64_t pattern, int64_t unroll, int64_t ctas, " \
-          "int64_t splits, bool pdl, torch::Tensor sink);"
+          "int64_t splits, bool pdl, int64_t smem, torch::Tensor sink);"
 PATTERNS = {"rowblock": 0, "tile": 1, "flat": 2, "split": 3}
 # the K splits of the H200's shipped int4 launch plan (edgeprof/data/gemv_plans.yaml), the `split` pattern's grid
 PLAN_SPLITS = {"qkv": 7, "o": 10, "gate_up": 1, "down": 10}
@@ -133,7 +140,7 @@ def build():
 
 
 def time_pattern(ext, k: int, n: int, pattern: str, unroll: int, repeats: int, splits: int = 1,
-                 pdl: bool = False) -> dict:
+                 pdl: bool = False, smem: int = 0) -> dict:
     from edgeprof.timing import time_graph
 
     nb, t = n // 16, k // 64
@@ -142,9 +149,11 @@ def time_pattern(ext, k: int, n: int, pattern: str, unroll: int, repeats: int, s
     bufs = [torch.randint(-2**31, 2**31 - 1, (nbytes // 4,), device="cuda", dtype=torch.int32) for _ in range(copies)]
     sink = torch.zeros(1, device="cuda", dtype=torch.int32)
     ctas = 4 * torch.cuda.get_device_properties(0).multi_processor_count * 4
-    calls = [lambda b=b: ext.launch_read(b, nb, t, PATTERNS[pattern], unroll, ctas, splits, pdl, sink) for b in bufs]
+    calls = [lambda b=b: ext.launch_read(b, nb, t, PATTERNS[pattern], unroll, ctas, splits, pdl, smem, sink)
+             for b in bufs]
     st = time_graph(calls, repeats)
     return {"pattern": pattern, "unroll": unroll, "splits": splits if pattern == "split" else 1, "pdl": pdl,
+            "cta_smem": smem,
             "bytes": nbytes, "copies": copies, "us_p50": st.p50 * 1e3, "gb_per_s": nbytes / (st.p50 * 1e-3) / 1e9}
 
 
@@ -154,22 +163,30 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--pdl", action="store_true", help="launch with programmatic dependent launch (sm_90+), as the "
                     "GEMV rows are timed")
+    ap.add_argument("--ctas-per-sm", type=int, default=0,
+                    help="pad each CTA with unused shared memory so an SM holds at most this many (the GEMV's 5: its "
+                    "registers allow no more), so the next launch of a PDL chain finds as few free slots; 0: no padding")
     args = ap.parse_args()
     t0 = time.time()
     ext = build()
     bw = copy_bandwidth()
+    smem = 0
+    if args.ctas_per_sm > 0:  # per SM: 228 KB of shared memory, 1 KB of it reserved per CTA
+        smem = (228 * 1024 // args.ctas_per_sm - 1024) // 1024 * 1024
     rec = {"benchmark": "stream_pattern", "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
            "command": " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "copy_bw_bytes_per_s": bw, "build_s": time.time() - t0, "pdl": args.pdl, "rows": []}
+           "copy_bw_bytes_per_s": bw, "build_s": time.time() - t0, "pdl": args.pdl,
+           "ctas_per_sm": args.ctas_per_sm or None, "cta_smem": smem, "rows": []}
     print(f"{rec['gpu']}: copy bandwidth {bw / 1e12:.3f} TB/s (read + write)")
-    print(f"PDL: {'on' if args.pdl else 'off'}")
+    print(f"PDL: {'on' if args.pdl else 'off'}; " + (f"{smem} B of padding per CTA (at most {args.ctas_per_sm} per SM)"
+                                                      if smem else "no padding"))
     print("| shape | K x N | pattern | splits | loads in flight / thread | us | GB/s | of copy bw |\n"
           "|---|---|---|---|---|---|---|---|")
     for name, k, n in SHAPES:
         for pattern in PATTERNS:
             for unroll in (6, 12):
                 r = {"shape": name, "k": k, "n": n, **time_pattern(ext, k, n, pattern, unroll, args.repeats,
-                                                                   PLAN_SPLITS[name], args.pdl)}
+                                                                   PLAN_SPLITS[name], args.pdl, smem)}
                 r["frac_copy_bw"] = r["gb_per_s"] * 1e9 / bw
                 rec["rows"].append(r)
                 print(f"| {name} | {k}x{n} | {pattern} | {r['splits']} | {unroll} | {r['us_p50']:.2f} | "
