@@ -108,8 +108,9 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // group 128 only (keeps the JIT build short); 22-24 ("k2", "k4", "cl") are the latency variants (w4a16_lat.cu, group
 // 128), which the decoders' module has too; 25, 26 ("cl6", "cl8": cl at 6 and 8 CTAs per SM) and 27-29 ("st",
 // "clst", "clst6": base and cl with the first tiles of each warp's slice bulk-copied into shared memory before the
-// PDL wait) are tuning variants; 30-33 ("nomath", "clnomath", "nomathx", "clnomathx") are diagnostic ones: base and
-// cl without the math (x: nor the x staging), for timing only (y is wrong by design).
+// PDL wait) are tuning variants; 30-35 ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs") are
+// diagnostic ones: base and cl without the math (x: nor the x staging; xs: nor the scale loads), for timing only (y
+// is wrong by design).
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {

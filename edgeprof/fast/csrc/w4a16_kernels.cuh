@@ -472,8 +472,9 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // bitwise base's (cl's with CLU) at the same splits.
 // NOMATH (the diagnostic variants, tuning module): 1 (nomath / clnomath): every load, the x staging, the group sums
 // and the split-K finish as above, but each chunk's dequant and mma replaced by an XOR of its words into y, so y is
-// wrong by design; 2 (nomathx / clnomathx): the same without the x staging and group sums either. Timed beside the
-// kernel and a pure read of the same bytes, they tell the math's and the staging's costs from the rest's.
+// wrong by design; 2 (nomathx / clnomathx): the same without the x staging and group sums either; 3 (nomathxs /
+// clnomathxs): nor the group scales' loads. Timed beside the kernel and a pure read of the same bytes, they tell the
+// math's, the staging's and the scale loads' costs from the rest's.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
@@ -522,7 +523,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi)
-      if ((t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+      if (NOMATH != 3 && (t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
   };
   // PS > 0: chunk t / U goes through ring slot `slot` with cp.async (one commit group per chunk, also when empty)
   uint4* my_w = ring_w + warp * PS * U * 32 + lane;  // slot s, tile u: my_w[(s * U + u) * 32]
@@ -573,7 +574,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   pdl_launch_dependents();
   ready();
 
-  const float yscale = NOMATH == 2 ? 1.f
+  const float yscale = NOMATH >= 2 ? 1.f
                                     : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta,
                                                                                         &na, bx == 0 && by == 0);
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
@@ -606,7 +607,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
           if (t + u < nt) junk ^= wa[u].x ^ wa[u].y ^ wa[u].z ^ wa[u].w;
 #pragma unroll
         for (int gi = 0; gi < GPC; ++gi)
-          if ((t * 64) / G + gi < ng) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
+          if (NOMATH != 3 && (t * 64) / G + gi < ng) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
       } else {
         chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
       }

@@ -164,7 +164,7 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25-33 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-35 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -244,7 +244,7 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   // "nomath" / "clnomath" (and "nomathx" / "clnomathx", without the x staging too): DIAGNOSTIC, not GEMVs: base / cl
   // with each chunk's dequant and mma replaced by an XOR of its words (gemv_cta's NOMATH); every load and the split-K
   // finish stay. y is wrong by design.
-  if (variant >= 30 && variant <= 33 && group == 128 && (variant & 1) && !has_clusters())
+  if (variant >= 30 && variant <= 35 && group == 128 && (variant & 1) && !has_clusters())
     return (int)cudaErrorNotSupported;  // the cluster ones
   if (variant == 30 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 1>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
@@ -257,6 +257,12 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
                                                                splits, tps, stream);
   if (variant == 33 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 2>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                              splits, tps, stream);
+  if (variant == 34 && group == 128)  // "nomathxs" / "clnomathxs": nor the group scales' loads
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                               splits, tps, stream);
+  if (variant == 35 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                               splits, tps, stream);
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
