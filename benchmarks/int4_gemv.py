@@ -789,7 +789,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
     programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
-    from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, SM90_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
+    from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, DIAGNOSTIC_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
     if cfg["variant"] in DIAGNOSTIC_VARIANTS:  # not a GEMV: timed only, never checked, never a best
@@ -807,7 +807,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
                 res["status"] = (f"FAILED ({kind}: rel {c['rel_err']:.1e} fused {c['rel_err_fused_bias_silu']:.1e} "
                                  f"det {c['deterministic']} unwritten {c['unwritten']})")
                 return res
-        if cfg["variant"] in SM90_VARIANTS:  # base's sums in base's order: bitwise base's y
+        if cfg["variant"] in BITWISE_BASE_VARIANTS:  # base's sums in base's order: bitwise base's y
             res["bitwise_base"] = same_as_base(cache["sym"], launch)
             if not res["bitwise_base"]:
                 res["status"] = "FAILED (differs from base at the same splits)"

@@ -110,7 +110,7 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // "clst", "clst6": base and cl with the first tiles of each warp's slice bulk-copied into shared memory before the
 // PDL wait) are tuning variants; 30-35 ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs") are
 // diagnostic ones: base and cl without the math (x: nor the x staging; xs: nor the scale loads), for timing only (y
-// is wrong by design).
+// is wrong by design); 36, 37 ("sc", "clsc": base and cl with the scales staged in shared memory) are tuning variants.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {

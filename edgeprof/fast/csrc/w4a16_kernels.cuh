@@ -444,6 +444,13 @@ __host__ __device__ constexpr size_t stage_bytes(int tiles_per_split) {
                                      16);
 }
 
+// The scale-staged variants (SCS, sm_80+): each warp's group scales for its whole slice, [kWarps][groups][8] ST, copied
+// into shared memory in one coalesced cp.async burst before the PDL wait (instead of a 32-byte load per group).
+template <int G, bool ASYM, bool SCS>
+__host__ __device__ constexpr size_t scale_stage_bytes(int tiles_per_split) {
+  return SCS ? (size_t)kWarps * (tiles_per_split * 64 / G) * 8 * (ASYM ? 8 : 4) : 0;
+}
+
 // The operands of one W4 GEMV launch (the kernel's arguments; the fused MLP kernel takes two).
 struct W4Args {
   const uint4* __restrict__ qw;
@@ -475,13 +482,17 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // wrong by design; 2 (nomathx / clnomathx): the same without the x staging and group sums either; 3 (nomathxs /
 // clnomathxs): nor the group scales' loads. Timed beside the kernel and a pure read of the same bytes, they tell the
 // math's, the staging's and the scale loads' costs from the rest's.
+// SCS (the tune variants sc / clsc): the warp's group scales come through shared memory (scale_stage_bytes), copied in
+// one burst before the PDL wait; the sums are base's, so y is bitwise base's (cl's) at the same splits.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
-          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
+          bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
+          bool SCS = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
   static_assert(BT == 0 || (PS == 0 && KW == 1), "the staged variants use base's register double buffer");
   static_assert(!NOMATH || (PS == 0 && BT == 0), "the diagnostic variants are base's loop without its math");
+  static_assert(!SCS || (PS == 0 && BT == 0 && KW == 1 && !NOMATH), "the scale-staged variants are base's loop");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -497,7 +508,8 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   ST* ring_s = reinterpret_cast<ST*>(smem_raw + kWarps * PS * U * 32);
   // x slice, permuted per 16 columns, bf16 pairs (after the rings, or the staged tiles)
   uint32_t* xs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>() +
-                                             stage_bytes<G, ASYM, BT>(tiles_per_split));
+                                             stage_bytes<G, ASYM, BT>(tiles_per_split) +
+                                             scale_stage_bytes<G, ASYM, SCS>(tiles_per_split));
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int T = K / 64, NG = K / G, NB = N / 16;
@@ -523,8 +535,12 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       if (t + u < nt) wv[u] = ld_stream(wp + (size_t)(t + u) * 32);
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi)
-      if (NOMATH != 3 && (t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
+      if (!SCS && NOMATH != 3 && (t * 64) / G + gi < ng) sv[gi] = __ldg(sp + (size_t)((t * 64) / G + gi) * 8);
   };
+  // SCS: this warp's scales [ng groups][8] in shared memory (after the staged tiles), group g: my_sc[g * 8]
+  const ST* my_sc = reinterpret_cast<const ST*>(reinterpret_cast<char*>(smem_raw) + ring_bytes<G, ASYM, PS, PU>() +
+                                                stage_bytes<G, ASYM, BT>(tiles_per_split)) +
+                    (size_t)warp * (tiles_per_split * 64 / G) * 8 + gq;
   // PS > 0: chunk t / U goes through ring slot `slot` with cp.async (one commit group per chunk, also when empty)
   uint4* my_w = ring_w + warp * PS * U * 32 + lane;  // slot s, tile u: my_w[(s * U + u) * 32]
   ST* my_s = ring_s + warp * PS * GPC * 32 + lane;   // slot s, group gi: my_s[(s * GPC + gi) * 32]
@@ -565,6 +581,13 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 #pragma unroll
       for (int s = 0; s < PS - 1; ++s) issue_chunk(s * U, s);
   }
+  if (SCS && nb < NB) {  // the slice's scales, contiguous in the row-block layout: 16 bytes per lane and copy
+    const int sbytes = ng * 8 * (int)sizeof(ST);
+    const char* src = reinterpret_cast<const char*>(sp - gq);
+    char* dst = const_cast<char*>(reinterpret_cast<const char*>(my_sc - gq));
+    for (int off = 16 * lane; off < sbytes; off += 32 * 16) edgeprof_gemv::cp_async16(dst + off, src + off);
+    edgeprof_gemv::cp_async_commit();
+  }
   if (nb < NB && pf_tiles > 0) {  // PDL: more of this warp's slice into L2 while the previous kernel drains
     const int pt = min(nt, pf_tiles);
     edgeprof_gemv::prefetch_l2(wp - lane, 512L * pt, lane);  // a row block's tiles are contiguous, 512 B each
@@ -596,6 +619,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     }
   }
   uint32_t junk = 0;  // NOMATH: what stands for the math (keeps every load live)
+  if (SCS && nb < NB) {  // this lane's copies have landed; the warp's others after the __syncwarp
+    edgeprof_gemv::cp_async_wait<0>();
+    __syncwarp();
+  }
   if (nb < NB && PS == 0) {
     for (int t = bt; t < nt; t += U) {
       uint4 wb[U];
@@ -609,6 +636,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
         for (int gi = 0; gi < GPC; ++gi)
           if (NOMATH != 3 && (t * 64) / G + gi < ng) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
       } else {
+        if constexpr (SCS)
+#pragma unroll
+          for (int gi = 0; gi < GPC; ++gi)
+            if ((t * 64) / G + gi < ng) sa[gi] = my_sc[((t * 64) / G + gi) * 8];
         chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
       }
 #pragma unroll
@@ -656,10 +687,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH>(a, na, pf_tiles, blockIdx.x,
-                                                                                     blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS>(a, na, pf_tiles, blockIdx.x,
+                                                                                          blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -671,21 +702,22 @@ inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void*
 
 // Dynamic shared memory of one CTA: the cp.async ring (PS > 0) or the staged tiles (BT > 0), the x slice (bf16) and
 // its group sums (fp32)
-template <int G, bool ASYM, int PS = 0, int PU = 0, int BT = 0>
+template <int G, bool ASYM, int PS = 0, int PU = 0, int BT = 0, bool SCS = false>
 size_t cta_smem(int tiles_per_split) {
   return ring_bytes<G, ASYM, PS, PU>() + stage_bytes<G, ASYM, BT>(tiles_per_split) +
+         scale_stage_bytes<G, ASYM, SCS>(tiles_per_split) +
          (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
-  const size_t smem = cta_smem<G, ASYM, PS, PU, BT>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH>;
+  const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -835,10 +867,10 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH>(qw, sz, x, bias, y, partial, \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>(qw, sz, x, bias, y, partial, \
                                                                                     counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

@@ -164,7 +164,7 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25-35 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-37 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -258,6 +258,16 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   if (variant == 33 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 2>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                               splits, tps, stream);
+  // "sc" / "clsc": base / cl with each warp's group scales copied into shared memory in one burst before the PDL wait
+  // (gemv_cta's SCS), instead of a 32-byte load per group in the loop. Bitwise base's / cl's y.
+  if (variant == 36 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true>(asym, act, qw, sz, x, bias, y, partial, counters,
+                                                                     N, K, splits, tps, stream);
+  if (variant == 37 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, true>(asym, act, qw, sz, x, bias, y,
+                                                                                     partial, counters, N, K, splits,
+                                                                                     tps, stream)
+                          : (int)cudaErrorNotSupported;
   if (variant == 34 && group == 128)  // "nomathxs" / "clnomathxs": nor the group scales' loads
     return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                                splits, tps, stream);
