@@ -26,7 +26,8 @@ def tune_rows(run: Path) -> dict[str, dict]:
 def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
     """Markdown: per r*/stream_pattern*.json, each shape's pure read at the plan's K splits (pattern `split`, the
     better of its two load depths) against the best GEMV config of the same round's tune with the same PDL setting,
-    and that config without its math (the diagnostic variant of its family at its splits) where the tune timed it."""
+    and, where the tune timed them, that config's diagnostics at its splits: without its math; nor its x staging; nor
+    its scale loads (nomath, nomathx, nomathxs, cl-prefixed for a cl config)."""
     lines: list[str] = []
     for f in sorted(run.glob("r*/stream_pattern*.json")):
         rec, rnd = json.loads(f.read_text()), f.parts[-2]
@@ -39,15 +40,16 @@ def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
         lines += [f"## {rnd}: a pure read of each GEMV's bytes at its grid, {'with' if pdl else 'without'} PDL "
                   f"({rec.get('gpu', '?')}, {f.name})", "",
                   "| shape | read at the plan's splits: µs, of copy | GEMV best (same round): µs, of copy | GEMV bandwidth "
-                  "/ read bandwidth | that GEMV without its math: µs |", "|---|---|---|---|---|"]
+                  "/ read bandwidth | that GEMV without its math: µs | nor its x staging | nor its scale loads |",
+                  "|---|---|---|---|---|---|---|"]
         for shape, r in reads.items():
             best = ((tune or {}).get("best") or {}).get(shape, {}).get("best")
             gemv = f"{best['variant']} s{best['splits']} {best['us_p50']:.2f}, {best['frac_copy_bw']:.3f}" if best else "-"
             ratio = f"{r['us_p50'] / best['us_p50']:.2f}" if best else "-"
-            diag = _no_math(tune or {}, shape, best) if best else None
-            nomath = f"{diag['variant']} s{diag['splits']} {diag['us_p50']:.2f}" if diag else "-"
+            diags = [_no_math(tune or {}, shape, best, level) if best else None for level in ("", "x", "xs")]
+            cells = " | ".join(f"{d['variant']} {d['us_p50']:.2f}" if d else "-" for d in diags)
             lines.append(f"| {shape} | s{r['splits']} {r['us_p50']:.2f}, {r['frac_copy_bw']:.3f} | {gemv} | {ratio} | "
-                         f"{nomath} |")
+                         f"{cells} |")
         lines.append("")
     return lines
 
@@ -70,9 +72,9 @@ def series(tunes: dict[str, dict]) -> dict[str, dict[str, list[tuple[int, float]
     return out
 
 
-def _no_math(tune: dict, shape: str, best: dict) -> dict | None:
-    """The diagnostic row (the GEMV without its math) of best's family and splits: clnomath for cl, else nomath."""
-    want = "clnomath" if best["variant"].startswith("cl") else "nomath"
+def _no_math(tune: dict, shape: str, best: dict, level: str = "") -> dict | None:
+    """The diagnostic row of best's family and splits: nomath + level ("", "x", "xs"), cl-prefixed for a cl best."""
+    want = ("cl" if best["variant"].startswith("cl") else "") + "nomath" + level
     return next((r for r in tune.get("rows", []) if r.get("status") == "diagnostic" and r["shape"] == shape
                  and r["variant"] == want and r["splits"] == best["splits"]), None)
 
