@@ -789,7 +789,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
     programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
-    from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, DIAGNOSTIC_VARIANTS, W4CudaLinear, cluster_waves, use_pdl
+    from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, DIAGNOSTIC_VARIANTS, cluster_waves
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
     if cfg["variant"] in DIAGNOSTIC_VARIANTS:  # not a GEMV: timed only, never checked, never a best
@@ -812,15 +812,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
             if not res["bitwise_base"]:
                 res["status"] = "FAILED (differs from base at the same splits)"
                 return res
-        x = cache["x"]
-        layers = [W4CudaLinear(p, **launch) for p in cache["copies"]]
-        use_pdl(pdl)  # set on every module loaded by now (a tuning variant's module is built off)
-        try:
-            row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                       layers[0](x), cache["ref"], repeats)
-        finally:
-            use_pdl(False)
-        del layers
+        row = _time_chain(name, k, n, cfg, launch, cache, repeats, pdl)
     except Exception as exc:  # a launch error is a FAILED config, reported with its message
         res["status"] = f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"
         return res
@@ -833,22 +825,28 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
     return res
 
 
+def _time_chain(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, repeats: int, pdl: bool,
+                **build) -> dict:
+    """_row of one launch config, timed as a chain over the shape's weight copies; `pdl`: captured with programmatic
+    dependent launch (set on every module loaded by now: a tuning variant's module is built off)."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
+
+    x = cache["x"]
+    layers = [W4CudaLinear(p, **build, **launch) for p in cache["copies"]]
+    use_pdl(pdl)
+    try:
+        return _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
+                    layers[0](x), cache["ref"], repeats)
+    finally:
+        use_pdl(False)
+
+
 def _time_diagnostic(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, copy_bw: float, repeats: int,
                      pdl: bool) -> dict:
     """Time a diagnostic variant (the GEMV without its math) as _tune_one times a GEMV. Its status is "diagnostic",
     so best_per_shape and the plans never take it."""
-    from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
-
     try:
-        x = cache["x"]
-        layers = [W4CudaLinear(p, diagnostic=True, **launch) for p in cache["copies"]]
-        use_pdl(pdl)
-        try:
-            row = _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                       layers[0](x), cache["ref"], repeats)
-        finally:
-            use_pdl(False)
-        del layers
+        row = _time_chain(name, k, n, cfg, launch, cache, repeats, pdl, diagnostic=True)
     except Exception as exc:
         return {"status": f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"}
     if row.get("status") != "ok":
