@@ -434,13 +434,13 @@ __host__ __device__ constexpr size_t ring_bytes() {  // [kWarps][PS][U][32] uint
 // come into shared memory through one bulk copy per warp, issued BEFORE the PDL wait: [kWarps][cap][32] uint4 of
 // weights, then [kWarps][cap groups][8] scales, then one mbarrier per warp; cap = min(BT, tiles_per_split). BT is a
 // multiple of the chunk.
-template <int G, bool ASYM, int BT>
+template <int BT>
 __host__ __device__ constexpr int stage_cap(int tiles_per_split) { return BT < tiles_per_split ? BT : tiles_per_split; }
 template <int G, bool ASYM, int BT>
 __host__ __device__ constexpr size_t stage_bytes(int tiles_per_split) {
   return BT == 0 ? 0
-                 : (size_t)kWarps * (stage_cap<G, ASYM, BT>(tiles_per_split) * 512 +
-                                     ((stage_cap<G, ASYM, BT>(tiles_per_split) * 64 + G - 1) / G) * 8 * (ASYM ? 8 : 4) +
+                 : (size_t)kWarps * (stage_cap<BT>(tiles_per_split) * 512 +
+                                     ((stage_cap<BT>(tiles_per_split) * 64 + G - 1) / G) * 8 * (ASYM ? 8 : 4) +
                                      16);
 }
 
@@ -557,7 +557,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   // BT > 0: tiles [0, bt) of this warp's slice go into shared memory with one bulk copy of their weights and one of
   // their scales (contiguous in the row-block layout), in flight across the PDL wait; the loads start at tile bt.
   const int bt = BT == 0 ? 0 : min(nt, BT);
-  const int cap = stage_cap<G, ASYM, BT>(tiles_per_split);
+  const int cap = stage_cap<BT>(tiles_per_split);
   const uint4* stg_w = smem_raw + (size_t)warp * cap * 32 + lane;  // tile t: stg_w[t * 32]
   const int cap_g = (cap * 64 + G - 1) / G;
   const ST* stg_s = reinterpret_cast<const ST*>(smem_raw + (size_t)kWarps * cap * 32) + (size_t)warp * cap_g * 8 +
