@@ -27,7 +27,7 @@ def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
     """Markdown: per r*/stream_pattern*.json, each shape's pure read at the plan's K splits (pattern `split`, the
     better of its two load depths) against the best GEMV config of the same round's tune with the same PDL setting,
     and, where the tune timed them, that config's diagnostics at its splits: without its math; nor its x staging; nor
-    its scale loads (nomath, nomathx, nomathxs, cl-prefixed for a cl config)."""
+    its scale loads; nor its finish (nomath, nomathx, nomathxs, nomathxsf, cl-prefixed for a cl config)."""
     lines: list[str] = []
     for f in sorted(run.glob("r*/stream_pattern*.json")):
         rec, rnd = json.loads(f.read_text()), f.parts[-2]
@@ -40,13 +40,14 @@ def read_ceiling(run: Path, tunes: dict[str, dict]) -> list[str]:
         lines += [f"## {rnd}: a pure read of each GEMV's bytes at its grid, {'with' if pdl else 'without'} PDL "
                   f"({rec.get('gpu', '?')}, {f.name})", "",
                   "| shape | read at the plan's splits: µs, of copy | GEMV best (same round): µs, of copy | GEMV bandwidth "
-                  "/ read bandwidth | that GEMV without its math: µs | nor its x staging | nor its scale loads |",
-                  "|---|---|---|---|---|---|---|"]
+                  "/ read bandwidth | that GEMV without its math: µs | nor its x staging | nor its scale loads | nor its "
+                  "finish |",
+                  "|---|---|---|---|---|---|---|---|"]
         for shape, r in reads.items():
             best = ((tune or {}).get("best") or {}).get(shape, {}).get("best")
             gemv = f"{best['variant']} s{best['splits']} {best['us_p50']:.2f}, {best['frac_copy_bw']:.3f}" if best else "-"
             ratio = f"{r['us_p50'] / best['us_p50']:.2f}" if best else "-"
-            diags = [_no_math(tune or {}, shape, best, level) if best else None for level in ("", "x", "xs")]
+            diags = [_no_math(tune or {}, shape, best, level) if best else None for level in ("", "x", "xs", "xsf")]
             cells = " | ".join(f"{d['variant']} {d['us_p50']:.2f}" if d else "-" for d in diags)
             lines.append(f"| {shape} | s{r['splits']} {r['us_p50']:.2f}, {r['frac_copy_bw']:.3f} | {gemv} | {ratio} | "
                          f"{cells} |")
@@ -73,7 +74,8 @@ def series(tunes: dict[str, dict]) -> dict[str, dict[str, list[tuple[int, float]
 
 
 def _no_math(tune: dict, shape: str, best: dict, level: str = "") -> dict | None:
-    """The diagnostic row of best's family and splits: nomath + level ("", "x", "xs"), cl-prefixed for a cl best."""
+    """The diagnostic row of best's family and splits: nomath + level ("", "x", "xs", "xsf"), cl-prefixed for a cl
+    best."""
     want = ("cl" if best["variant"].startswith("cl") else "") + "nomath" + level
     return next((r for r in tune.get("rows", []) if r.get("status") == "diagnostic" and r["shape"] == shape
                  and r["variant"] == want and r["splits"] == best["splits"]), None)

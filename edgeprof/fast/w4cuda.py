@@ -55,10 +55,12 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # nomath / clnomath (DIAGNOSTIC_VARIANTS): not GEMVs. base / cl with each chunk's dequant and mma replaced by an XOR
 # of its words, every load, the x staging and the split-K finish kept: timed beside the GEMV and a pure read of the
 # same bytes (benchmarks/stream_pattern.py), they tell the math's share of a launch from the rest's; nomathx /
-# clnomathx leave out the x staging and group sums too, nomathxs / clnomathxs the scale loads as well. y is wrong by
+# clnomathx leave out the x staging and group sums too, nomathxs / clnomathxs the scale loads as well, nomathxsf /
+# clnomathxsf the finish as well (the weight loads alone, a read in the GEMV's harness). y is wrong by
 # design, so W4CudaLinear builds them only when asked with diagnostic=True (the tune), never from a plan;
 # sc / clsc (tuning only): base / cl with each warp's group scales copied into shared memory in one cp.async burst
-# before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y).
+# before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
+# same with the fp16 mma (f16's dequant).
 # A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
 # and was removed: results/h200/2026-11-28-latency r31)
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
@@ -71,11 +73,14 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "cl8": (26, 4, False), "st": (27, 4, False), "clst": (28, 4, False), "clst6": (29, 4, False),
             "nomath": (30, 4, False), "clnomath": (31, 4, False), "nomathx": (32, 4, False),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
-            "sc": (36, 4, False), "clsc": (37, 4, False)}
-CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc")
-DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs")
+            "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
+            "scf": (40, 4, False), "clscf": (41, 4, False)}
+CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
+                    "clnomathxsf", "clscf")
+DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
+                       "clnomathxsf")
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
-BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc") if v not in DIAGNOSTIC_VARIANTS)
+BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc") if v not in DIAGNOSTIC_VARIANTS + ("clscf",))
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)

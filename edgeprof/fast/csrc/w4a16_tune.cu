@@ -274,6 +274,24 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   if (variant == 35 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                               splits, tps, stream);
+  // "nomathxsf" / "clnomathxsf": DIAGNOSTIC, nomathxs without the finish either (no y, no split-K reduction): the
+  // weight loads alone, in the GEMV's kernel and harness (stream_pattern.py's read, timed as a GEMV row)
+  if (variant == 38 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                               splits, tps, stream);
+  if (variant == 39 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 4>(asym, act, qw, sz, x, bias, y, partial,
+                                                                               counters, N, K, splits, tps, stream)
+                          : (int)cudaErrorNotSupported;
+  // "scf" / "clscf": sc / clsc with the fp16 mma (f16's dequant): the scale burst and the fp16 mma together
+  if (variant == 40 && group == 128)
+    return launch_g<128, true, 0, 0, 5, true, 1, false, 0, 0, true>(asym, act, qw, sz, x, bias, y, partial, counters,
+                                                                    N, K, splits, tps, stream);
+  if (variant == 41 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 0, 5, true, 1, true, 0, 0, true>(asym, act, qw, sz, x, bias, y,
+                                                                                    partial, counters, N, K, splits,
+                                                                                    tps, stream)
+                          : (int)cudaErrorNotSupported;
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   return (int)cudaErrorInvalidValue;
