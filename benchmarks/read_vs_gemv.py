@@ -9,6 +9,8 @@ ONE list of weight copies per data kind, read by both kernels in the same CUDA-g
 
   data    random: uniform random int32 words (stream_pattern.py's buffers)
           int4:   packed int4 codes of Gaussian weights (round-to-nearest, mostly 4..12), as the GEMVs stream
+          int4-6: int4 with the tune's number of copies (its copies hold the scales too: one fewer on gate_up)
+          tune:   the tune's own copies (int4_gemv.py's _tune_cache: packed once, then qw and scales cloned in turn)
   kernel  read:      stream_pattern.py's `split` read kernel, 6 loads in flight per thread
           nomathxsf: the GEMV kernel with its weight loads alone (tuning module, diagnostic)
           base:      the GEMV itself (its output is meaningless on these buffers; only its time is used)
@@ -35,7 +37,7 @@ GROUP = 128
 # (name, K, N, splits of the H200's shipped plan) of the two large Qwen2.5-7B GEMVs
 SHAPES = [("gate_up", 3584, 37888, 1), ("down", 18944, 3584, 10)]
 KERNELS = ("read", "nomathxsf", "base")
-DATA = ("random", "int4")
+DATA = ("random", "int4", "int4-6", "tune")
 
 
 def weight_words(n: int, k: int, data: str, gen: torch.Generator) -> torch.Tensor:
@@ -50,9 +52,16 @@ def weight_words(n: int, k: int, data: str, gen: torch.Generator) -> torch.Tenso
     return words
 
 
-def copies_of(n: int, k: int, data: str) -> list[torch.Tensor]:
+def copies_of(name: str, n: int, k: int, data: str) -> list[torch.Tensor]:
     nbytes = n * k // 2
+    if data == "tune":
+        from int4_gemv import _tune_cache
+
+        return [p.qw for p in _tune_cache(name, k, n)["copies"]]
     gen = torch.Generator(device="cuda").manual_seed(7)
+    if data == "int4-6":  # as many as the tune's copies, whose size counts the scales (int4_gemv._copies)
+        sz_bytes = n // 16 * k // GROUP * 8 * 2 * 2
+        return [weight_words(n, k, "int4", gen) for _ in range(max(2, -(-STREAM_BYTES // (nbytes + sz_bytes))))]
     return [weight_words(n, k, data, gen) for _ in range(max(2, -(-STREAM_BYTES // nbytes)))]
 
 
@@ -91,7 +100,7 @@ def main() -> int:
           "| shape | splits | data | kernel | copies | µs | of copy bw |\n|---|---|---|---|---|---|---|")
     for name, k, n, splits in SHAPES:
         for data in DATA:
-            bufs = copies_of(n, k, data)
+            bufs = copies_of(name, n, k, data)
             for kernel in KERNELS:
                 calls = chain(kernel, bufs, n, k, splits, read_ext)
                 use_pdl(True)  # every W4 module loaded by now (the read kernel sets its attribute itself)
