@@ -16,6 +16,11 @@ ONE list of weight copies per data kind, read by both kernels in the same CUDA-g
           base:      the GEMV itself (its output is meaningless on these buffers; only its time is used)
 
     python benchmarks/read_vs_gemv.py --out $OUT/read_vs_gemv.json
+
+--transient: how long a chain runs slow after a trigger. gate_up's read chain on fixed int4 buffers is timed (10
+replays per point) every ~25 ms for --seconds after each of: heavy bf16 matmuls for 1 s ("compute"); the tune's
+check-input build of gate_up ("tune-build"); 4 GB allocated, written and freed ("alloc"). The SM clock (NVML) is
+read at each point.
 """
 
 from __future__ import annotations
@@ -82,10 +87,65 @@ def chain(kernel: str, bufs: list[torch.Tensor], n: int, k: int, splits: int, re
     return [lambda li=li: li(x) for li in layers]
 
 
+def sm_clock_mhz() -> int | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        return int(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))
+    except Exception:  # no NVML bindings: the series has no clock column
+        return None
+
+
+def trigger(kind: str) -> None:
+    if kind == "compute":
+        a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            for _ in range(10):
+                a @ a
+            torch.cuda.synchronize()
+    elif kind == "tune-build":
+        import int4_gemv
+
+        int4_gemv._TUNE_CACHE.clear()
+        torch.cuda.empty_cache()
+        int4_gemv._tune_cache("gate_up", 3584, 37888)
+    else:  # alloc
+        big = [torch.ones(256 << 20, device="cuda") for _ in range(4)]
+        del big
+        torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+
+
+def transient(read_ext, seconds: float) -> dict:
+    """{trigger: [(s after the trigger, µs per call, SM MHz)]} for gate_up's read chain on fixed buffers."""
+    from edgeprof.timing import time_graph
+
+    name, k, n, splits = SHAPES[0]
+    bufs = copies_of(name, n, k, "int4")
+    calls = chain("read", bufs, n, k, splits, read_ext)
+    out: dict = {"before": [(0.0, time_graph(calls, 10).p50 * 1e3, sm_clock_mhz())]}
+    for kind in ("compute", "tune-build", "alloc"):
+        trigger(kind)
+        t0, pts = time.perf_counter(), []
+        while time.perf_counter() - t0 < seconds:
+            dt = time.perf_counter() - t0
+            pts.append((round(dt, 3), time_graph(calls, 10).p50 * 1e3, sm_clock_mhz()))
+            time.sleep(0.02)
+        out[kind] = pts
+        print(kind, " ".join(f"{t:.2f}s:{us:.2f}" + (f"@{c}" if c else "") for t, us, c in pts[:12]), "...",
+              " ".join(f"{t:.2f}s:{us:.2f}" for t, us, _ in pts[-3:]), flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--transient", action="store_true", help="time the read chain after each trigger instead")
+    ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     from edgeprof.fast.w4cuda import use_pdl
     from edgeprof.timing import time_graph
@@ -96,6 +156,11 @@ def main() -> int:
     rec = {"benchmark": "read_vs_gemv", "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
            "command": " ".join(sys.argv), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "copy_bw_bytes_per_s": bw, "pdl": True, "rows": []}
+    if args.transient:
+        rec["transient"] = transient(read_ext, args.seconds)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rec, indent=1))
+        return 0
     print(f"{rec['gpu']}: copy bandwidth {bw / 1e12:.3f} TB/s; every chain with PDL\n"
           "| shape | splits | data | kernel | copies | µs | of copy bw |\n|---|---|---|---|---|---|---|")
     for name, k, n, splits in SHAPES:
