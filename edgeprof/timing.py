@@ -188,13 +188,18 @@ def time_steps(launch: Callable[[], Any], n: int, device_kind: str, first_positi
     return StepTimes(wall, gpu, tokens, positions)
 
 
+GRAPH_WARM_S = 0.05  # replays of the captured graph before its timed ones (see time_graph)
+
+
 def time_graph(calls: list[Callable[[], Any]], repeats: int, warmup: int = 3) -> LatencyStats:
     """Per-call device time of kernels too short to time one by one (CUDA only).
 
     `calls` run in order inside one captured CUDA graph (no launch gaps); each replay is
     timed with a CUDA event pair and divided by `len(calls)`. Give each call its own
     weights, together larger than the L2 cache, so that every call streams from memory as
-    in a decode step. Warm-up (autotuning, lazy init) runs eagerly before capture."""
+    in a decode step. Warm-up (autotuning, lazy init) runs eagerly before capture; then the
+    graph replays for GRAPH_WARM_S before the timed replays: on an H200 a chain timed right
+    after a large allocation or free ran ~12% slower for a few ms (results/h200/2026-11-29-readgap)."""
     if not calls or repeats <= 0:
         raise MeasurementError("time_graph needs at least one call and one repeat")
     cuda = _cuda()
@@ -211,6 +216,11 @@ def time_graph(calls: list[Callable[[], Any]], repeats: int, warmup: int = 3) ->
             fn()
     events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(repeats)]
     graph.replay()  # first replay uploads the graph
+    cuda.synchronize()
+    warm_until = time.perf_counter() + GRAPH_WARM_S
+    while time.perf_counter() < warm_until:  # by time, not count: the slow window is milliseconds long
+        graph.replay()
+        cuda.synchronize()
     for start, end in events:
         start.record()
         graph.replay()
