@@ -294,6 +294,29 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
                                                                                     partial, counters, N, K, splits,
                                                                                     tps, stream)
                           : (int)cudaErrorNotSupported;
+  // "pp" / "clpp": base / cl with the ping-pong weight loop (gemv_cta's PP: no register copies between chunks); "ppf" /
+  // "clppf": the same with the fp16 mma; "scpp" / "scppf": sc's scale burst with the ping-pong loop (bf16 / fp16 mma).
+  // pp, clpp and scpp sum in base's order: bitwise base's (cl's) y.
+  if (variant >= 42 && variant <= 47 && group == 128 && (variant == 43 || variant == 45) && !has_clusters())
+    return (int)cudaErrorNotSupported;
+  if (variant == 42 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, false, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                            counters, N, K, splits, tps, stream);
+  if (variant == 43 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, false, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                           counters, N, K, splits, tps, stream);
+  if (variant == 44 && group == 128)
+    return launch_g<128, true, 0, 0, 5, true, 1, false, 0, 0, false, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                           counters, N, K, splits, tps, stream);
+  if (variant == 45 && group == 128)
+    return launch_g<128, true, 0, 0, 5, true, 1, true, 0, 0, false, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                          counters, N, K, splits, tps, stream);
+  if (variant == 46 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                           counters, N, K, splits, tps, stream);
+  if (variant == 47 && group == 128)
+    return launch_g<128, true, 0, 0, 5, true, 1, false, 0, 0, true, true>(asym, act, qw, sz, x, bias, y, partial,
+                                                                          counters, N, K, splits, tps, stream);
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   return (int)cudaErrorInvalidValue;
