@@ -58,7 +58,7 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # clnomathx leave out the x staging and group sums too, nomathxs / clnomathxs the scale loads as well, nomathxsf /
 # clnomathxsf the finish as well (the weight loads alone, a read in the GEMV's harness). y is wrong by
 # design, so W4CudaLinear builds them only when asked with diagnostic=True (the tune), never from a plan;
-# sc / clsc (tuning only): base / cl with each warp's group scales copied into shared memory in one cp.async burst
+# sc / clsc (in the decoders' module, w4a16_lat.cu): base / cl with each warp's group scales copied into shared memory in one cp.async burst
 # before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
 # same with the fp16 mma (f16's dequant); pp / clpp (tuning only): base / cl with a ping-pong weight loop, two chunks
 # per iteration and no register copies between them (bitwise base's / cl's y); ppf / clppf the same with the fp16 mma,
@@ -91,7 +91,7 @@ SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

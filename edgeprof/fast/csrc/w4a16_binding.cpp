@@ -118,15 +118,15 @@ static bool check_norm_inputs(const torch::Tensor& x, const torch::Tensor& res, 
 }
 
 // The fused-norm GEMV: y = W (rmsnorm(x + res) * nw) (+ bias); res_out <- x + res (bf16); variant 0 (the default
-// launch) or 22, 23, 24 (a latency variant, group 128). res may be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
+// launch) or 22, 23, 24, 36, 37 (a decoder variant, group 128). res may be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
 torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
                         torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
                         torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
                         int64_t tiles_per_split, int64_t variant) {
   const bool has_res = check_norm_inputs(x, res, nw, res_out, K);
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 22 && variant <= 24),
-              "variant: 0 (the default launch, any group) or 22-24 (a latency variant, group 128)");
+  TORCH_CHECK(variant == 0 || (group == 128 && ((variant >= 22 && variant <= 24) || variant == 36 || variant == 37)),
+              "variant: 0 (the default launch, any group) or 22-24, 36, 37 (a decoder variant, group 128)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());

@@ -886,12 +886,12 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 }
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
-template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0>
+template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT>(qw, sz, x, bias, y, partial, counters, \
-                                                                               N, K, splits, tps, s, na)
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS>(qw, sz, x, bias, y, partial, \
+                                                                                       counters, N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }

@@ -9,28 +9,33 @@
 //   cl (sm_90+): base's CTAs, but the K splits of a row-block column are one thread-block cluster and add their sums
 //   through distributed shared memory (finish_rows_cluster): split-K at any count up to 16 without the global
 //   partials, fence, ticket and second pass; bitwise base's result at the same splits.
+//   sc / clsc (SCS): base / cl with each warp's group scales for its whole K slice copied into shared memory in one
+//   cp.async burst before the PDL wait, instead of a 32-byte load per group inside the weight loop; bitwise base's /
+//   cl's result. Tuned on an H200 with PDL (results/h200/2026-11-29-readgap, r66 / r68): gate_up s1 19.96 / 19.82 µs
+//   against base's 20.7 / 20.53, down s10 clsc 11.99 / 11.92 against cl's 12.34 / 12.30.
 #include "w4a16_kernels.cuh"
 
 namespace edgeprof_w4 {
 
 // the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
 // splits as one cluster
-template <int KW, bool CLU = false>
+template <int KW, bool CLU = false, bool SCS = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
   if (norm)
-    return launch_norm_g<128, false, 1, KW, CLU>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW, CLU>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
-                                                      tps, s);
+    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps,
+                                                         s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                                 splits, tps, s);
 }
 
 
 }  // namespace edgeprof_w4
 
-// variant 22 "k2", 23 "k4", 24 "cl" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
-// must be false). cudaErrorInvalidValue for any other variant or group (and cl above 16 splits),
-// cudaErrorNotSupported for cl below sm_90.
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
+// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc above 16 splits),
+// cudaErrorNotSupported for cl / clsc below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -45,6 +50,13 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
     case 24:
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
+    case 36:
+      return lat_launch_t<1, false, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s,
+                                          na);
+    case 37:
+      if (!has_clusters()) return (int)cudaErrorNotSupported;
+      return lat_launch_t<1, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s,
+                                         na);
     default: return (int)cudaErrorInvalidValue;
   }
 }

@@ -258,18 +258,7 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   if (variant == 33 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 2>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                               splits, tps, stream);
-  // "sc" / "clsc": base / cl with each warp's group scales copied into shared memory in one burst before the PDL wait
-  // (gemv_cta's SCS), instead of a 32-byte load per group in the loop. Bitwise base's / cl's y. In the decoders' module
-  // with the fused norm for r67 (a3ce4eb), they left the int4 step unchanged (1.984 / 1.937 against 1.956 / 1.961 ms,
-  // H200), so they stay here.
-  if (variant == 36 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true>(asym, act, qw, sz, x, bias, y, partial, counters,
-                                                                     N, K, splits, tps, stream);
-  if (variant == 37 && group == 128)
-    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, true>(asym, act, qw, sz, x, bias, y,
-                                                                                     partial, counters, N, K, splits,
-                                                                                     tps, stream)
-                          : (int)cudaErrorNotSupported;
+  // "sc" / "clsc" (36, 37) are decoder variants: w4a16_lat.cu, in both modules
   if (variant == 34 && group == 128)  // "nomathxs" / "clnomathxs": nor the group scales' loads
     return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                                splits, tps, stream);
