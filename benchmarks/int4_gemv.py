@@ -714,9 +714,8 @@ def tune_suite(args) -> int:
     rec["sms"] = sms
     print(f"build {rec['build_s']:.1f} s; copy bandwidth {bw / 1e12:.3f} TB/s; {sms} SMs", flush=True)
     shapes = [sh for sh in TUNE_SHAPES if sh[1] in args.tune_shapes]
-    for _, name, k, n in shapes:  # every shape's inputs first, then a settle: no config is timed right after a build
+    for _, name, k, n in shapes:  # every shape's inputs once, before any config (time_graph warms each chain)
         _tune_cache(name, k, n)
-    settle()
     deadline = t0 + args.time_budget
     rows: list[dict] = []
     lost = ""  # a launch that broke the CUDA context: nothing after it can be trusted
@@ -749,19 +748,6 @@ def tune_suite(args) -> int:
 
 
 _TUNE_CACHE: dict = {}
-
-
-def settle(seconds: float = 1.0) -> None:
-    """A memory-bound load (device copies) for `seconds`, then a sync. Building a shape's check inputs (float64
-    quantization of a 37888 x 3584 matrix) left the next chain timed on an H200 1-2 µs slower per 20 µs call than the
-    same chain timed later (results/h200/2026-11-29-readgap, r65); the tune builds every input first, then settles."""
-    a = torch.empty(256 << 20, device="cuda", dtype=torch.float32)
-    b = torch.empty_like(a)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(10):
-            b.copy_(a)
-        torch.cuda.synchronize()
 
 
 def _tune_cache(name: str, k: int, n: int) -> dict:
