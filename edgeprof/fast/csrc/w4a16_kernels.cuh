@@ -488,9 +488,11 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // PP (the tune variants pp / clpp / ppf / clppf): the weight loop takes two chunks per iteration, loading into the
 // buffer whose math was just issued, so no register copies wait on a chunk's arrival before the next is requested
 // (base's loop copies wb into wa at the top of each iteration); the sums run in base's order.
+// PFW (the tune variants pfw / scpfw / clscpfw): right after the PDL wait, before staging x, the warp asks L2 for the
+// PFW tiles after its first chunk, so the weights the loop requests next are on their way while the CTA stages x.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool PP = false>
+          bool SCS = false, bool PP = false, int PFW = 0>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -601,6 +603,8 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
   pdl_launch_dependents();
   ready();
+  if (PFW > 0 && nb < NB && U < nt)  // the second chunk on: in flight (into L2) during the x staging below
+    edgeprof_gemv::prefetch_l2(wp + (size_t)U * 32 - lane, 512L * min(nt - U, PFW), lane);
 
   const float yscale = NOMATH >= 2 ? 1.f
                                     : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta,
@@ -717,9 +721,11 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false,
+          int PFW = 0>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, PP>(a, na, pf_tiles, blockIdx.x,
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, PP, PFW>(a, na, pf_tiles,
+                                                                                                   blockIdx.x,
                                                                                           blockIdx.y, gridDim.y);
 }
 
@@ -740,14 +746,15 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false,
+          int PFW = 0>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP, PFW>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -897,12 +904,12 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false, int PFW = 0>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
 #define EDGEPROF_LG(A, C)                                                                                        \
-  launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP>(qw, sz, x, bias, y, partial, counters, N, K, \
-                                                                              splits, tps, s)
+  launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP, PFW>(qw, sz, x, bias, y, partial, counters, \
+                                                                                   N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG

@@ -172,7 +172,7 @@ cudaError_t pp_launch(bool asym, bool act, const void* qw, const void* sz, const
 
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25-35, 38-47 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-35, 38-50 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -304,6 +304,18 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   if (variant == 46 && group == 128) return pp_launch<false, false, true>(EDGEPROF_PP_ARGS);
   if (variant == 47 && group == 128) return pp_launch<true, false, true>(EDGEPROF_PP_ARGS);
 #undef EDGEPROF_PP_ARGS
+  // "pfw" / "scpfw" / "clscpfw": base / sc / clsc asking L2 for the 6 tiles after the first chunk right after the PDL
+  // wait (gemv_cta's PFW), so they stream while the CTA stages x. Bitwise base's / cl's y.
+  if (variant == 48 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, false, false, 6>(asym, act, qw, sz, x, bias, y, partial,
+                                                                                counters, N, K, splits, tps, stream);
+  if (variant == 49 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true, false, 6>(asym, act, qw, sz, x, bias, y, partial,
+                                                                               counters, N, K, splits, tps, stream);
+  if (variant == 50 && group == 128)
+    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, true, false, 6>(
+                                asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream)
+                          : (int)cudaErrorNotSupported;
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
   return (int)cudaErrorInvalidValue;
