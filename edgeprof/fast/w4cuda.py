@@ -60,12 +60,11 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # design, so W4CudaLinear builds them only when asked with diagnostic=True (the tune), never from a plan;
 # sc / clsc (in the decoders' module, w4a16_lat.cu): base / cl with each warp's group scales copied into shared memory in one cp.async burst
 # before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
-# same with the fp16 mma (f16's dequant); pp / clpp (tuning only): base / cl with a ping-pong weight loop, two chunks
-# per iteration and no register copies between them (bitwise base's / cl's y); ppf / clppf the same with the fp16 mma,
-# scpp / scppf with sc's scale burst too; pfw / scpfw / clscpfw (tuning only): base / sc / clsc asking L2 for the
-# 6 tiles after the first chunk right after the PDL wait, while the CTA stages x (bitwise base's / cl's y).
-# A variant "e2" (two chunks per warp in flight before the PDL wait) measured slower per shape and in the step
-# and was removed: results/h200/2026-11-28-latency r31)
+# same with the fp16 mma (f16's dequant).
+# Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
+# 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
+# flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
+# asked of L2 right after the PDL wait; r71, code in 29714e1))
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
@@ -77,17 +76,13 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "nomath": (30, 4, False), "clnomath": (31, 4, False), "nomathx": (32, 4, False),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
-            "scf": (40, 4, False), "clscf": (41, 4, False), "pp": (42, 4, False), "clpp": (43, 4, False),
-            "ppf": (44, 4, False), "clppf": (45, 4, False), "scpp": (46, 4, False), "scppf": (47, 4, False),
-            "pfw": (48, 4, False), "scpfw": (49, 4, False), "clscpfw": (50, 4, False)}
+            "scf": (40, 4, False), "clscf": (41, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
-                    "clnomathxsf", "clscf", "clpp", "clppf",
-                    "clscpfw")
+                    "clnomathxsf", "clscf")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
                        "clnomathxsf")
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
-BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc", "pp", "scpp", "pfw", "scpfw")
-                              if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clppf"))
+BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc") if v not in DIAGNOSTIC_VARIANTS + ("clscf",))
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)

@@ -76,8 +76,8 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 50),
-              "variant: 0 (any group), 1-50 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 41),
+              "variant: 0 (any group), 1-41 (group 128 only)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());

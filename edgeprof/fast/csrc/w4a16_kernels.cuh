@@ -485,21 +485,15 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // math's, the staging's and the scale loads' costs from the rest's.
 // SCS (the tune variants sc / clsc): the warp's group scales come through shared memory (scale_stage_bytes), copied in
 // one burst before the PDL wait; the sums are base's, so y is bitwise base's (cl's) at the same splits.
-// PP (the tune variants pp / clpp / ppf / clppf): the weight loop takes two chunks per iteration, loading into the
-// buffer whose math was just issued, so no register copies wait on a chunk's arrival before the next is requested
-// (base's loop copies wb into wa at the top of each iteration); the sums run in base's order.
-// PFW (the tune variants pfw / scpfw / clscpfw): right after the PDL wait, before staging x, the warp asks L2 for the
-// PFW tiles after its first chunk, so the weights the loop requests next are on their way while the CTA stages x.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool PP = false, int PFW = 0>
+          bool SCS = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
   static_assert(BT == 0 || (PS == 0 && KW == 1), "the staged variants use base's register double buffer");
   static_assert(!NOMATH || (PS == 0 && BT == 0), "the diagnostic variants are base's loop without its math");
   static_assert(!SCS || (PS == 0 && BT == 0 && KW == 1 && !NOMATH), "the scale-staged variants are base's loop");
-  static_assert(!PP || (PS == 0 && BT == 0 && !NOMATH), "the ping-pong loop is base's register double buffer");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -603,8 +597,6 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
   pdl_launch_dependents();
   ready();
-  if (PFW > 0 && nb < NB && U < nt)  // the second chunk on: in flight (into L2) during the x staging below
-    edgeprof_gemv::prefetch_l2(wp + (size_t)U * 32 - lane, 512L * min(nt - U, PFW), lane);
 
   const float yscale = NOMATH >= 2 ? 1.f
                                     : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta,
@@ -632,28 +624,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     edgeprof_gemv::cp_async_wait<0>();
     __syncwarp();
   }
-  if (PP && nb < NB) {  // two chunks per iteration, buffers wa / wb in turn: no register copies (wa holds chunk 0)
-    for (int t = 0; t < nt; t += 2 * U) {
-      uint4 wb[U];
-      ST sb[GPC];
-      const bool second = t + U < nt;  // warp-uniform
-      if (second) load_chunk(t + U, wb, sb);
-      if constexpr (SCS)
-#pragma unroll
-        for (int gi = 0; gi < GPC; ++gi)
-          if ((t * 64) / G + gi < ng) sa[gi] = my_sc[((t * 64) / G + gi) * 8];
-      chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
-      if (t + 2 * U < nt) load_chunk(t + 2 * U, wa, sa);  // chunk t's registers, free once its math is issued
-      if (second) {
-        if constexpr (SCS)
-#pragma unroll
-          for (int gi = 0; gi < GPC; ++gi)
-            if (((t + U) * 64) / G + gi < ng) sb[gi] = my_sc[(((t + U) * 64) / G + gi) * 8];
-        chunk_math<G, ASYM, true, F16>(wb, sb, t + U, nt, true, xq, sxs, magic, y0, y1);
-      }
-    }
-  }
-  if (!PP && nb < NB && PS == 0) {
+  if (nb < NB && PS == 0) {
     for (int t = bt; t < nt; t += U) {
       uint4 wb[U];
       ST sb[GPC];
@@ -721,11 +692,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false,
-          int PFW = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, PP, PFW>(a, na, pf_tiles,
-                                                                                                   blockIdx.x,
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS>(a, na, pf_tiles, blockIdx.x,
                                                                                           blockIdx.y, gridDim.y);
 }
 
@@ -746,15 +715,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false,
-          int PFW = 0>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP, PFW>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -904,12 +872,11 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool PP = false, int PFW = 0>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C)                                                                                        \
-  launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, PP, PFW>(qw, sz, x, bias, y, partial, counters, \
-                                                                                   N, K, splits, tps, s)
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>(qw, sz, x, bias, y, partial, \
+                                                                                    counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG

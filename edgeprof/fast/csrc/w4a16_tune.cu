@@ -162,17 +162,9 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 #undef EDGEPROF_TL
 }
 
-// the ping-pong variants (gemv_cta's PP), group 128: F16 the fp16 mma, CLU the cluster launch, SCS the scale burst
-template <bool F16, bool CLU, bool SCS>
-cudaError_t pp_launch(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
-                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-  return launch_g<128, true, 0, 0, 5, F16, 1, CLU, 0, 0, SCS, true>(asym, act, qw, sz, x, bias, y, partial, counters,
-                                                                    N, K, splits, tps, s);
-}
-
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25-35, 38-50 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-35, 38-41 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -290,31 +282,6 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
     return has_clusters() ? launch_g<128, true, 0, 0, 5, true, 1, true, 0, 0, true>(asym, act, qw, sz, x, bias, y,
                                                                                     partial, counters, N, K, splits,
                                                                                     tps, stream)
-                          : (int)cudaErrorNotSupported;
-  // "pp" / "clpp": base / cl with the ping-pong weight loop (gemv_cta's PP: no register copies between chunks); "ppf" /
-  // "clppf": the same with the fp16 mma; "scpp" / "scppf": sc's scale burst with the ping-pong loop (bf16 / fp16 mma).
-  // pp, clpp and scpp sum in base's order: bitwise base's (cl's) y.
-  if ((variant == 43 || variant == 45) && group == 128 && !has_clusters())
-    return (int)cudaErrorNotSupported;
-#define EDGEPROF_PP_ARGS asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream
-  if (variant == 42 && group == 128) return pp_launch<false, false, false>(EDGEPROF_PP_ARGS);
-  if (variant == 43 && group == 128) return pp_launch<false, true, false>(EDGEPROF_PP_ARGS);
-  if (variant == 44 && group == 128) return pp_launch<true, false, false>(EDGEPROF_PP_ARGS);
-  if (variant == 45 && group == 128) return pp_launch<true, true, false>(EDGEPROF_PP_ARGS);
-  if (variant == 46 && group == 128) return pp_launch<false, false, true>(EDGEPROF_PP_ARGS);
-  if (variant == 47 && group == 128) return pp_launch<true, false, true>(EDGEPROF_PP_ARGS);
-#undef EDGEPROF_PP_ARGS
-  // "pfw" / "scpfw" / "clscpfw": base / sc / clsc asking L2 for the 6 tiles after the first chunk right after the PDL
-  // wait (gemv_cta's PFW), so they stream while the CTA stages x. Bitwise base's / cl's y.
-  if (variant == 48 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, false, false, 6>(asym, act, qw, sz, x, bias, y, partial,
-                                                                                counters, N, K, splits, tps, stream);
-  if (variant == 49 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true, false, 6>(asym, act, qw, sz, x, bias, y, partial,
-                                                                               counters, N, K, splits, tps, stream);
-  if (variant == 50 && group == 128)
-    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, true, false, 6>(
-                                asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream)
                           : (int)cudaErrorNotSupported;
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
