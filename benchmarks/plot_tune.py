@@ -114,7 +114,10 @@ def plot(tunes: dict[str, dict], out: Path) -> Path | None:
     if not data:
         return None
     cards = sorted({rec.get("gpu", "?") for rec in tunes.values()})
-    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.8), squeeze=False)
+    # the legends go below the panels, so a run with dozens of (round, variant) lines stays readable
+    most = max(len(per) for per in data.values())
+    legend_in = 0.14 * -(-most // 2)  # two columns of ~0.14 inch rows
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.8 + legend_in), squeeze=False)
     for ax, (shape, per) in zip(axes[0], data.items(), strict=True):
         for label, pts in per.items():
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
@@ -122,11 +125,11 @@ def plot(tunes: dict[str, dict], out: Path) -> Path | None:
         ax.set_xlabel("K splits")
         ax.set_ylabel("µs per call (p50)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(f"W4A16 GEMV per launch config, {', '.join(cards)} (rounds: {', '.join(tunes)})", fontsize=9)
     fig.tight_layout()
     png = out / "tune_us_by_splits.png"
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return png
 
