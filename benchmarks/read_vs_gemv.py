@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from int4_gemv import copy_bandwidth  # noqa: E402
-from stream_pattern import PATTERNS, STREAM_BYTES  # noqa: E402
+from int4_gemv import _copies, copy_bandwidth  # noqa: E402
+from stream_pattern import PATTERNS  # noqa: E402
 from stream_pattern import build as build_read  # noqa: E402
 
 GROUP = 128
@@ -66,8 +66,8 @@ def copies_of(name: str, n: int, k: int, data: str) -> list[torch.Tensor]:
     gen = torch.Generator(device="cuda").manual_seed(7)
     if data == "int4-6":  # as many as the tune's copies, whose size counts the scales (int4_gemv._copies)
         sz_bytes = n // 16 * k // GROUP * 8 * 2 * 2
-        return [weight_words(n, k, "int4", gen) for _ in range(max(2, -(-STREAM_BYTES // (nbytes + sz_bytes))))]
-    return [weight_words(n, k, data, gen) for _ in range(max(2, -(-STREAM_BYTES // nbytes)))]
+        return [weight_words(n, k, "int4", gen) for _ in range(_copies(nbytes + sz_bytes))]
+    return [weight_words(n, k, data, gen) for _ in range(_copies(nbytes))]
 
 
 def chain(kernel: str, bufs: list[torch.Tensor], n: int, k: int, splits: int, read_ext) -> list:

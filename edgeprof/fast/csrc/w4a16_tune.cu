@@ -162,6 +162,15 @@ cudaError_t tune_launch_g(bool asym, bool act, const void* qw, const void* sz, c
 #undef EDGEPROF_TL
 }
 
+// the diagnostic variants (gemv_cta's NOMATH), group 128; CLU: the cluster launch (sm_90+, else cudaErrorNotSupported)
+template <bool CLU, int NOMATH>
+int diag_launch(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
+  if (CLU && !has_clusters()) return (int)cudaErrorNotSupported;
+  return launch_g<128, true, 0, 0, 5, false, 1, CLU, 0, NOMATH>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
+                                                                splits, tps, s);
+}
+
 }  // namespace edgeprof_w4
 
 // variant 1-21, 25-35, 38-41 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
@@ -241,39 +250,22 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   if (variant == 29 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 6>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
                                                            splits, tps, stream);
-  // "nomath" / "clnomath" (and "nomathx" / "clnomathx", without the x staging too): DIAGNOSTIC, not GEMVs: base / cl
-  // with each chunk's dequant and mma replaced by an XOR of its words (gemv_cta's NOMATH); every load and the split-K
-  // finish stay. y is wrong by design.
-  if (variant >= 30 && variant <= 35 && group == 128 && (variant & 1) && !has_clusters())
-    return (int)cudaErrorNotSupported;  // the cluster ones
-  if (variant == 30 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 1>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, stream);
-  if (variant == 31 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 1>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                              splits, tps, stream);
-  if (variant == 32 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 2>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, stream);
-  if (variant == 33 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 2>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                              splits, tps, stream);
-  // "sc" / "clsc" (36, 37) are decoder variants: w4a16_lat.cu, in both modules
-  if (variant == 34 && group == 128)  // "nomathxs" / "clnomathxs": nor the group scales' loads
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, stream);
-  if (variant == 35 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 3>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                              splits, tps, stream);
-  // "nomathxsf" / "clnomathxsf": DIAGNOSTIC, nomathxs without the finish either (no y, no split-K reduction): the
-  // weight loads alone, in the GEMV's kernel and harness (stream_pattern.py's read, timed as a GEMV row)
-  if (variant == 38 && group == 128)
-    return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 4>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, stream);
-  if (variant == 39 && group == 128)
-    return has_clusters() ? launch_g<128, true, 0, 0, 5, false, 1, true, 0, 4>(asym, act, qw, sz, x, bias, y, partial,
-                                                                               counters, N, K, splits, tps, stream)
-                          : (int)cudaErrorNotSupported;
+  // DIAGNOSTIC, not GEMVs (gemv_cta's NOMATH; y is wrong by design), base / cl: "nomath" / "clnomath" (30, 31) with each
+  // chunk's dequant and mma replaced by an XOR of its words, every load and the split-K finish kept; "nomathx" /
+  // "clnomathx" (32, 33) without the x staging too; "nomathxs" / "clnomathxs" (34, 35) nor the group scales' loads;
+  // "nomathxsf" / "clnomathxsf" (38, 39) nor the finish (no y, no split-K reduction): the weight loads alone, in the
+  // GEMV's kernel and harness (stream_pattern.py's read, timed as a GEMV row). "sc" / "clsc" (36, 37) are decoder
+  // variants: w4a16_lat.cu, in both modules.
+#define EDGEPROF_DIAG_ARGS asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream
+  if (variant == 30 && group == 128) return diag_launch<false, 1>(EDGEPROF_DIAG_ARGS);
+  if (variant == 31 && group == 128) return diag_launch<true, 1>(EDGEPROF_DIAG_ARGS);
+  if (variant == 32 && group == 128) return diag_launch<false, 2>(EDGEPROF_DIAG_ARGS);
+  if (variant == 33 && group == 128) return diag_launch<true, 2>(EDGEPROF_DIAG_ARGS);
+  if (variant == 34 && group == 128) return diag_launch<false, 3>(EDGEPROF_DIAG_ARGS);
+  if (variant == 35 && group == 128) return diag_launch<true, 3>(EDGEPROF_DIAG_ARGS);
+  if (variant == 38 && group == 128) return diag_launch<false, 4>(EDGEPROF_DIAG_ARGS);
+  if (variant == 39 && group == 128) return diag_launch<true, 4>(EDGEPROF_DIAG_ARGS);
+#undef EDGEPROF_DIAG_ARGS
   // "scf" / "clscf": sc / clsc with the fp16 mma (f16's dequant): the scale burst and the fp16 mma together
   if (variant == 40 && group == 128)
     return launch_g<128, true, 0, 0, 5, true, 1, false, 0, 0, true>(asym, act, qw, sz, x, bias, y, partial, counters,
