@@ -185,10 +185,16 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
 // loop iteration (the kernel as first measured, kept as variant "xscalar").
 // NORM: 0 no norm; 1 the fused norm as first measured; 2 the same with its loads batched (norm_rstd's RV = 4,
 // 4 vectors of x, res and weight in flight here): the same values, fewer L2 round trips before the weight loop.
-template <bool ACT, bool XVEC, int NORM = 0, bool CG = false>
+// XG (the variants scx / clscx): also the sum of x over each group of XG columns into sxs, in this same pass: each
+// thread adds its vector's 8 staged values, the XG / 8 lanes of a group add theirs with shuffles (a group never
+// straddles a warp: a warp's 32 vectors start at a multiple of 32), so the separate group-sum pass over shared
+// memory and one CTA barrier go away. The sums run in another order than that pass's (not bitwise base's).
+template <bool ACT, bool XVEC, int NORM = 0, bool CG = false, int XG = 0>
 __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
-                                        uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f) {
+                                        uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f,
+                                        float* __restrict__ sxs = nullptr) {
   static_assert(!(NORM && (ACT || !XVEC)), "the fused norm stages with 16-byte loads, without SiLU*up");
+  static_assert(XG == 0 || (XVEC && XG % 8 == 0 && XG <= 256), "group sums in the vector pass: whole vectors, one warp");
   if constexpr (!XVEC) {
     for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
       const int b = i >> 3, j = i & 7;
@@ -197,7 +203,9 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
   } else {
     constexpr int XV = NORM == 1 ? 2 : 4;  // NORM 1 loads three vectors per step (x, res, weight): fewer in flight
     const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
-    for (int v0 = threadIdx.x; v0 < nvec; v0 += blockDim.x * XV) {
+    // XG: warp-uniform trip counts (every lane must reach the shuffles); a lane past the end adds 0
+    const int lane0 = XG ? (int)(threadIdx.x & 31) : 0;
+    for (int v0 = threadIdx.x; v0 - lane0 < nvec; v0 += blockDim.x * XV) {
       uint4 g[XV], u[XV], nw[XV];
 #pragma unroll
       for (int e = 0; e < XV; ++e) {
@@ -214,20 +222,31 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 #pragma unroll
       for (int e = 0; e < XV; ++e) {
         const int v = v0 + e * blockDim.x;
-        if (v >= nvec) break;
+        if (v - lane0 >= nvec) break;  // XG: the whole warp is past the end (warp-uniform)
+        const bool in = v < nvec;
         const uint32_t gw[4] = {g[e].x, g[e].y, g[e].z, g[e].w};
         uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
+        float s = 0.f;  // XG: this vector's sum
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
+          uint32_t o;
           if constexpr (ACT) {
             const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w};
-            dst[2 * q] = act_pair(gw[q], uw[q]);
+            o = act_pair(gw[q], uw[q]);
           } else if constexpr (NORM != 0) {
             const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w}, ww[4] = {nw[e].x, nw[e].y, nw[e].z, nw[e].w};
-            dst[2 * q] = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
+            o = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
           } else {
-            dst[2 * q] = gw[q];
+            o = gw[q];
           }
+          if (in) dst[2 * q] = o;
+          if constexpr (XG != 0) s += bf_lo(o) + bf_hi(o);
+        }
+        if constexpr (XG != 0) {
+          if (!in) s = 0.f;
+#pragma unroll
+          for (int off = XG / 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+          if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = s;
         }
       }
     }
@@ -240,13 +259,20 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 // fits fp16 (|x| 2^-e < 2^15) with bf16's 8 significant bits intact (exact unless it falls below fp16's normal
 // range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
 // at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
-template <int G, int WARPS, bool ACT, bool XVEC, int NORM = 0, bool F16 = false, bool CG = false>
+// XSUM: the group sums are added in stage_x's own pass (its XG), not in a second pass over shared memory.
+template <int G, int WARPS, bool ACT, bool XVEC, int NORM = 0, bool F16 = false, bool CG = false, bool XSUM = false>
 __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
                                               uint32_t* __restrict__ xs, float* __restrict__ sxs,
                                               const NormArgs* na = nullptr, bool norm_writer = false) {
+  static_assert(!(XSUM && F16), "the fp16 staging needs the slice's largest |x|: the group-sum pass finds it");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float rstd = 0.f;
   if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
+  if constexpr (XSUM) {
+    stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, rstd, sxs);
+    __syncthreads();
+    return 1.f;
+  }
   stage_x<ACT, XVEC, NORM, CG>(x, K, k0, klen, xs, na, rstd);
   __syncthreads();
   float m = 0.f;  // F16: this lane's largest |x|
@@ -485,9 +511,10 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // math's, the staging's and the scale loads' costs from the rest's.
 // SCS (the tune variants sc / clsc): the warp's group scales come through shared memory (scale_stage_bytes), copied in
 // one burst before the PDL wait; the sums are base's, so y is bitwise base's (cl's) at the same splits.
+// XSUM (scx / clscx: sc / clsc with it): the group sums of x in the staging pass (stage_x's XG), one barrier less.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false>
+          bool SCS = false, bool XSUM = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -599,8 +626,8 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   ready();
 
   const float yscale = NOMATH >= 2 ? 1.f
-                                    : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG>(x, K, k0, klen, cng, xs, sxs_cta,
-                                                                                        &na, bx == 0 && by == 0);
+                                    : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG, XSUM>(
+                                          x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && by == 0);
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
@@ -692,10 +719,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS>(a, na, pf_tiles, blockIdx.x,
-                                                                                          blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM>(
+      a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -715,14 +742,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -861,22 +888,23 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 }
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
-template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false>
+template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false,
+          bool XSUM = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS>(qw, sz, x, bias, y, partial, \
-                                                                                       counters, N, K, splits, tps, s, na)
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM>( \
+    qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS>(qw, sz, x, bias, y, partial, \
-                                                                                    counters, N, K, splits, tps, s)
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>( \
+    qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);
 #undef EDGEPROF_LG

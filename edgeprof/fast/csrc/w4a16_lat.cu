@@ -13,29 +13,33 @@
 //   cp.async burst before the PDL wait, instead of a 32-byte load per group inside the weight loop; bitwise base's /
 //   cl's result. Tuned on an H200 with PDL (results/h200/2026-11-29-readgap, r66 / r68): gate_up s1 19.96 / 19.82 µs
 //   against base's 20.7 / 20.53, down s10 clsc 11.99 / 11.92 against cl's 12.34 / 12.30.
+//   scx / clscx (SCS and XSUM): sc / clsc with the group sums of x added in the staging pass itself (shuffles
+//   within the vector loads' warp) instead of a second pass over shared memory behind a CTA barrier: after the PDL
+//   wait every CTA of a one-wave launch stages x while only its first chunk streams, so that pass is DRAM idle
+//   time. The sums run in another order, so y is checked against the reference, not bitwise against base.
 #include "w4a16_kernels.cuh"
 
 namespace edgeprof_w4 {
 
 // the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
 // splits as one cluster
-template <int KW, bool CLU = false, bool SCS = false>
+template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
   if (norm)
-    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps,
-                                                         s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS>(asym, act, qw, sz, x, bias, y, partial, counters, N, K,
-                                                                 splits, tps, s);
+    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
+                                                               splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS, XSUM>(asym, act, qw, sz, x, bias, y, partial, counters,
+                                                                       N, K, splits, tps, s);
 }
 
 
 }  // namespace edgeprof_w4
 
-// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
-// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc above 16 splits),
-// cudaErrorNotSupported for cl / clsc below sm_90.
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
+// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits),
+// cudaErrorNotSupported for cl / clsc / clscx below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -57,6 +61,13 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s,
                                          na);
+    case 42:
+      return lat_launch_t<1, false, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
+                                                tps, s, na);
+    case 43:
+      if (!has_clusters()) return (int)cudaErrorNotSupported;
+      return lat_launch_t<1, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
+                                               tps, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
