@@ -766,14 +766,14 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     return _TUNE_CACHE[name]
 
 
-def same_as_base(prep: dict, launch: dict, twin: str = "base") -> bool:
-    """Whether a variant's launch gives bitwise the y of `twin` (base) at the same splits: plain, SiLU*up fused and
-    (where it fuses) the norm fused, on fresh inputs (prep: check_inputs())."""
+def same_as_base(prep: dict, launch: dict) -> bool:
+    """Whether a variant's launch gives bitwise the y of base at the same splits: plain, SiLU*up fused and (where it
+    fuses) the norm fused, on fresh inputs (prep: check_inputs())."""
     from edgeprof.fast.w4cuda import W4CudaLinear
 
     g = prep["g"]
     var = W4CudaLinear(prep["packed"], prep["bias"], **launch)
-    base = W4CudaLinear(prep["packed"], prep["bias"], splits=launch["splits"], variant=twin)
+    base = W4CudaLinear(prep["packed"], prep["bias"], splits=launch["splits"])
     k = prep["packed"].k
     x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
     gu = torch.randn(1, 2 * k, device="cuda", generator=g).to(torch.bfloat16)
@@ -789,7 +789,7 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
               pdl: bool = False) -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
     programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
-    from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, BITWISE_TWINS, DIAGNOSTIC_VARIANTS, cluster_waves
+    from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, DIAGNOSTIC_VARIANTS, cluster_waves
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
     if cfg["variant"] in DIAGNOSTIC_VARIANTS:  # not a GEMV: timed only, never checked, never a best
@@ -807,11 +807,10 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
                 res["status"] = (f"FAILED ({kind}: rel {c['rel_err']:.1e} fused {c['rel_err_fused_bias_silu']:.1e} "
                                  f"det {c['deterministic']} unwritten {c['unwritten']})")
                 return res
-        twin = BITWISE_TWINS.get(cfg["variant"], "base" if cfg["variant"] in BITWISE_BASE_VARIANTS else None)
-        if twin:  # the twin's sums in the twin's order: bitwise the twin's y
-            res["bitwise_base" if twin == "base" else f"bitwise_{twin}"] = same = same_as_base(cache["sym"], launch, twin)
-            if not same:
-                res["status"] = f"FAILED (differs from {twin} at the same splits)"
+        if cfg["variant"] in BITWISE_BASE_VARIANTS:  # base's sums in base's order: bitwise base's y
+            res["bitwise_base"] = same_as_base(cache["sym"], launch)
+            if not res["bitwise_base"]:
+                res["status"] = "FAILED (differs from base at the same splits)"
                 return res
         row = _time_chain(name, k, n, cfg, launch, cache, repeats, pdl)
     except Exception as exc:  # a launch error is a FAILED config, reported with its message

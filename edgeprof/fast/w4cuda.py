@@ -62,9 +62,7 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
 # same with the fp16 mma (f16's dequant); scx / clscx (decoders' module): sc / clsc with the group sums of x added in
 # the staging pass (shuffles within a warp) instead of a second pass over shared memory behind a CTA barrier (the
-# sums in another order: checked against the reference, not bitwise against base); scxp (decoders' module): scx with
-# a polled split-K finish (the last split adds each row once the others' partial sums have landed in a workspace that
-# marks empty slots with PARTIAL_EMPTY: no fence, no ticket, no cluster; bitwise scx's y at the same splits).
+# sums in another order: checked against the reference, not bitwise against base).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -80,8 +78,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "nomath": (30, 4, False), "clnomath": (31, 4, False), "nomathx": (32, 4, False),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
-            "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
-            "scxp": (44, 4, False)}
+            "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -89,20 +86,13 @@ DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs",
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
 BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")
                               if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx"))
-# variant -> the variant whose y it gives bitwise at the same splits, where that is not base (the tune checks it)
-BITWISE_TWINS = {"scxp": "scx"}
-# the polled finish (csrc/w4a16_kernels.cuh: finish_rows_poll): its workspace holds this int32 bit pattern (a NaN no
-# arithmetic produces) wherever no partial sum is waiting; at most POLL_MAX_SPLITS splits
-POLL_VARIANTS = ("scxp",)
-PARTIAL_EMPTY = -2  # 0xfffffffe as int32
-POLL_MAX_SPLITS = 16
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "scxp")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -502,16 +492,9 @@ class W4CudaLinear:
             self.splits, self.tps = split_plan(packed.k, packed.group, splits)
         if variant in SM90_VARIANTS:
             _check_sm90_launch(packed, self.splits, variant)
-        if variant in POLL_VARIANTS and self.splits > POLL_MAX_SPLITS:
-            raise ValueError(f"splits: variant {variant!r} runs 1 to {POLL_MAX_SPLITS} K splits, not {self.splits}; "
-                             f"use variant='scx' for more")
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
-        # the last CTA resets them), so graph replays and layers never share state; the poll variants' partials
-        # start empty (PARTIAL_EMPTY), and their adders empty them again
-        n_partial = self.splits * packed.n if self.splits > 1 else 0
-        self.partial = (torch.full((n_partial,), PARTIAL_EMPTY, device=dev, dtype=torch.int32).view(torch.float32)
-                        if variant in POLL_VARIANTS else
-                        torch.empty(n_partial, device=dev, dtype=torch.float32))
+        # the last CTA resets them), so graph replays and layers never share state
+        self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
         # one ticket per CTA column of VARIANTS[variant]'s row blocks per CTA
         self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n

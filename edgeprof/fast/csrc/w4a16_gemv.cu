@@ -51,7 +51,7 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
-// default launch; 22-24, 36, 37, 42-44: a decoder variant (w4a16_lat.cu, group 128).
+// default launch; 22-24, 36, 37, 42, 43: a decoder variant (w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
@@ -111,14 +111,14 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 // PDL wait) are tuning variants; 30-35 ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs") are
 // diagnostic ones: base and cl without the math (x: nor the x staging; xs: nor the scale loads), for timing only (y
 // is wrong by design); 36, 37 ("sc", "clsc": base and cl with the scales staged in shared memory) and 42, 43 ("scx",
-// "clscx": sc and clsc with the group sums of x in the staging pass) and 44 ("scxp": scx with the polled split-K
-// finish) are decoder variants (w4a16_lat.cu); 38-41 are in w4a16_tune.cu's list.
+// "clscx": sc and clsc with the group sums of x in the staging pass) are decoder variants (w4a16_lat.cu); 38-41 are in
+// w4a16_tune.cu's list.
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  if ((variant >= 22 && variant <= 24) || variant == 36 || variant == 37 ||
-      (variant >= 42 && variant <= 44))  // the decoder variants (w4a16_lat.cu)
+  if ((variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 ||
+      variant == 43)  // the decoder variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
                                      splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)

@@ -399,78 +399,6 @@ __device__ __forceinline__ void finish_rows_cluster(int bx, int by, int nsplit, 
 #endif
 }
 
-__device__ __forceinline__ uint64_t globaltimer_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-// finish_rows for the poll variant "scxp": no fence, no ticket. Split nsplit - 1 of each row-block column (the last CTAs
-// in launch order, so every other split has started by the time it waits) adds the rows; each other split only stores
-// its partial sums. The workspace holds kPartialEmpty wherever no sum is waiting (W4CudaLinear fills it so; the adder
-// puts it back after each read, ready for the next call), so the adder needs no flag: it loads every split's value of
-// its rows at once (one L2 round trip when they have landed) and loads again only those still empty. A 32-bit store is
-// seen whole or not at all, and each value stands alone, so the producers need no fence. Against finish_rows: one L2
-// round trip after the last partial instead of three (fence, ticket, partials). The sums run in split order, as
-// finish_rows adds them. A wait over 2 s traps (the launch fails) instead of hanging the GPU.
-constexpr uint32_t kPartialEmpty = 0xfffffffeu;  // a NaN no arithmetic produces (the GPU's NaN is 0x7fffffff)
-constexpr int kPollMax = 16;                      // splits of the poll variant
-__device__ __forceinline__ uint32_t ld_relaxed_gpu(const float* p) {
-  uint32_t v;
-  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_relaxed_gpu(float* p, uint32_t v) {
-  asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-template <int WARPS>
-__device__ __forceinline__ void finish_rows_poll(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,
-                                                 float y0, float y1, const __nv_bfloat16* __restrict__ bias,
-                                                 __nv_bfloat16* __restrict__ y, float* __restrict__ partial) {
-  const int row = nb * 16 + gq;
-  if (nsplit == 1 || by < nsplit - 1) {  // one split: the rows; else this split's partial sums, for the adder
-    if (nb < NB && c == 0) {
-      if (nsplit == 1) {
-        y[row] = __float2bfloat16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
-        y[row + 8] = __float2bfloat16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
-      } else {
-        st_relaxed_gpu(partial + (size_t)by * N + row, __float_as_uint(y0));
-        st_relaxed_gpu(partial + (size_t)by * N + row + 8, __float_as_uint(y1));
-      }
-    }
-    return;
-  }
-  __shared__ float own[WARPS * 16];  // the adder's own split (the last) of the CTA's rows
-  const int w = threadIdx.x >> 5;
-  if (nb < NB && c == 0) {
-    own[16 * w + gq] = y0;
-    own[16 * w + gq + 8] = y1;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
-    const int r = bx * WARPS * 16 + i;
-    if (r >= N) break;
-    uint32_t v[kPollMax];
-#pragma unroll
-    for (int k = 0; k < kPollMax; ++k)  // all of the row's partials in flight together
-      if (k < nsplit - 1) v[k] = ld_relaxed_gpu(partial + (size_t)k * N + r);
-    const uint64_t t_end = globaltimer_ns() + 2000000000ull;
-    float s = 0.f;
-#pragma unroll
-    for (int k = 0; k < kPollMax; ++k) {
-      if (k >= nsplit - 1) break;
-      while (v[k] == kPartialEmpty) {  // not landed yet
-        if (globaltimer_ns() > t_end) __trap();
-        v[k] = ld_relaxed_gpu(partial + (size_t)k * N + r);
-      }
-      s += __uint_as_float(v[k]);  // split order, as finish_rows
-      st_relaxed_gpu(partial + (size_t)k * N + r, kPartialEmpty);  // ready for the next call (graph replays)
-    }
-    s += own[i];
-    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
-  }
-}
-
 // The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
 // chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
 // from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
@@ -584,10 +512,9 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // SCS (the tune variants sc / clsc): the warp's group scales come through shared memory (scale_stage_bytes), copied in
 // one burst before the PDL wait; the sums are base's, so y is bitwise base's (cl's) at the same splits.
 // XSUM (scx / clscx: sc / clsc with it): the group sums of x in the staging pass (stage_x's XG), one barrier less.
-// POLL (scxp: scx with it): the split-K finish through finish_rows_poll (no fence, no ticket); bitwise scx's y.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false, bool POLL = false>
+          bool SCS = false, bool XSUM = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -780,11 +707,6 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       }
   }
 
-  if constexpr (POLL) {
-    static_assert(KW == 1 && !CLU, "the poll finish has one warp per row block and no cluster");
-    finish_rows_poll<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial);
-    return;
-  }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
     finish_rows_cluster<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y);
@@ -797,10 +719,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool POLL = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, POLL>(
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM>(
       a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
@@ -821,16 +742,14 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool POLL = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, POLL>;
-  if (POLL && splits > kPollMax) return cudaErrorInvalidValue;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -906,6 +825,12 @@ __device__ __forceinline__ int ld_acquire_gpu(const int* p) {
   return v;
 }
 
+__device__ __forceinline__ uint64_t globaltimer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 template <int G, bool ASYM, bool F16>
 __global__ void __launch_bounds__(kWarps * 32, 5) w4a16_mlp_kernel(MlpArgs m, int pf_tiles) {
   __shared__ int item;
@@ -964,21 +889,21 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
 template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false,
-          bool XSUM = false, bool POLL = false>
+          bool XSUM = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM, POLL>( \
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool POLL = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, POLL>( \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

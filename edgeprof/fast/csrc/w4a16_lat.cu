@@ -17,31 +17,28 @@
 //   within the vector loads' warp) instead of a second pass over shared memory behind a CTA barrier: after the PDL
 //   wait every CTA of a one-wave launch stages x while only its first chunk streams, so that pass is DRAM idle
 //   time. The sums run in another order, so y is checked against the reference, not bitwise against base.
-//   scxp (POLL): scx with the split-K finish of finish_rows_poll: the last split adds each row once the others'
-//   partial sums have landed in a workspace that marks empty slots, without base's fence, ticket and their L2 round
-//   trips, and without a cluster launch; bitwise scx's y at the same splits.
 #include "w4a16_kernels.cuh"
 
 namespace edgeprof_w4 {
 
 // the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
 // splits as one cluster
-template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false, bool POLL = false>
+template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
   if (norm)
-    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM, POLL>(asym, qw, sz, x, bias, y, partial, counters, N,
-                                                                     K, splits, tps, s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS, XSUM, POLL>(asym, act, qw, sz, x, bias, y, partial,
-                                                                             counters, N, K, splits, tps, s);
+    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
+                                                               splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS, XSUM>(asym, act, qw, sz, x, bias, y, partial, counters,
+                                                                       N, K, splits, tps, s);
 }
 
 
 }  // namespace edgeprof_w4
 
-// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44 "scxp" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
-// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx / scxp above 16 splits),
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
+// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits),
 // cudaErrorNotSupported for cl / clsc / clscx below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
@@ -71,9 +68,6 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                                tps, s, na);
-    case 44:
-      return lat_launch_t<1, false, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K,
-                                                      splits, tps, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
