@@ -65,3 +65,10 @@ def test_tune_table_marks_default_failed_and_best():
     assert "FAILED (RuntimeError: boom)" in failed and "PASS" not in failed
     best = lines[lines.index(next(ln for ln in lines if ln.startswith("best per shape"))) + 1]
     assert "persist s1 g264" in best and "x1.43" in best
+
+
+def test_per_shape_rows_carry_a_check_against_their_bound():
+    # the bf16 rounding of a right kernel (2e-3 to 4e-3 measured) passes; a wrong one (O(1)) is marked, not hidden
+    assert int4_gemv.row_check(3.6e-3) == "PASS"
+    assert int4_gemv.row_check(int4_gemv.ROW_BOUND) == "PASS"
+    assert int4_gemv.row_check(0.5).startswith("FAIL")
