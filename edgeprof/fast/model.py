@@ -100,9 +100,7 @@ class FastModel:
     def step(self) -> torch.Tensor:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
-        w4cuda.use_pdl(self.pdl, self.pdl_prefetch, self.pdl_down)  # the extension's flags are global: set ours
-        w4cuda.use_mma(self.w4_mma)
-        w4cuda.use_norm(self.w4_norm)
+        self.set_kernel_flags()
         x = F.embedding(self.token, w.embed)  # [1, H]
         res = None
         for i, lw in enumerate(w.layers):
@@ -125,6 +123,13 @@ class FastModel:
         self.token.copy_(nxt)
         self.pos.add_(1)
         return self.token
+
+    def set_kernel_flags(self) -> None:
+        """The W4 extension's launch flags are global to the process: set this decoder's before launching its kernels
+        (PDL, its L2 prefetch and the down projection's share of it, the mma type, the norm's loads)."""
+        w4cuda.use_pdl(self.pdl, self.pdl_prefetch, self.pdl_down)
+        w4cuda.use_mma(self.w4_mma)
+        w4cuda.use_norm(self.w4_norm)
 
     def _norm_gemv(self, lin, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor):
         """(lin(rmsnorm(x + res) * norm_w), x + res): one launch where the CUDA int4 GEMV fuses the residual
