@@ -372,14 +372,13 @@ def _switched_row(name, k, n, layers, x, ref, repeats, *, mma: str, pdl: bool) -
         use_mma("bf16")
 
 
-def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bool, launch: dict | None = None) -> dict:
+def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bool) -> dict:
     """The fused-norm launch with its loads batched ($EDGEPROF_W4_NORM=batched) gives bitwise the output and the
-    residual of the loop it replaces (the sums run in the same order), with and without a residual; `launch`: a
-    decoder variant's (variant, splits), else the default launch."""
+    residual of the loop it replaces (the sums run in the same order), with and without a residual."""
     from edgeprof.fast.w4cuda import W4CudaLinear, use_norm
 
     prep = check_inputs(n, k, group, asym)
-    lin, g = W4CudaLinear(prep["packed"], **(launch or {})), prep["g"]
+    lin, g = W4CudaLinear(prep["packed"]), prep["g"]
     equal = True
     for with_res in (True, False):
         x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
@@ -393,7 +392,7 @@ def check_norm_batch(model: str, name: str, k: int, n: int, group: int, asym: bo
         use_norm("loop")
         equal &= all(torch.equal(a, b) for a, b in zip(got["loop"], got["batched"], strict=True))
     return {"model": model, "shape": name, "k": k, "n": n, "group": group, "asym": asym, "check": "norm_batch",
-            "variant": lin.variant, "splits": lin.splits, "bitwise_equal": equal, "passed": equal}
+            "splits": lin.splits, "bitwise_equal": equal, "passed": equal}
 
 
 def _check_line(c: dict, what: str) -> str:
@@ -441,14 +440,11 @@ def kernel_suite(args) -> int:
                       f"splits {c['splits']} {c.get('status', '')} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the batched norm loads change no output
         if model != "mistral-7b" and name != "lm_head":
-            variants = [(128, True, {"variant": v, "splits": 2}) for v in w4cuda.DECODER_VARIANTS if v != "base"]
-            for group, asym, launch in [(128, False, None), (128, True, None), (64, False, None), (32, True, None),
-                                        *variants]:
-                checks.append(check_norm_batch(model, name, k, n, group, asym, launch))
+            for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
+                checks.append(check_norm_batch(model, name, k, n, group, asym))
                 c = checks[-1]
-                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} {c['variant']} "
-                      f"s{c['splits']} norm batched bitwise {c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}",
-                      flush=True)
+                print(f"check {model:13s} {name:8s} g{group:<3d} {'asym' if asym else 'sym '} norm batched bitwise "
+                      f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the latency variants (group 128, bf16 mma), whole K and 2 splits
         for variant in (v for v in w4cuda.DECODER_VARIANTS if v != "base"):
             for splits, asym in [(1, False), (2, True)]:

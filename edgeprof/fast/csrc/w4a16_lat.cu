@@ -27,9 +27,6 @@ template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
-  if (norm && norm_batch_enabled())  // $EDGEPROF_W4_NORM=batched (set_norm_batch): the norm's loads four at a time
-    return launch_norm_g<128, false, 2, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, s, na);
   if (norm)
     return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
                                                                splits, tps, s, na);
