@@ -282,6 +282,8 @@ NORM_ENV = "EDGEPROF_W4_NORM"
 NORMS = ("loop", "batched")
 # The fused norm's loads in the int4 GEMVs that stage rmsnorm(x + res) * w: "loop" one 16-byte vector of x and res
 # per L2 round trip (as measured through issue 12's sixth pass), "batched" four in flight per thread. Same values.
+# The default launch only: the decoder variants (a card's plan) always loop (batched measured no gain for them,
+# results/h200/2026-11-29-groupsums r79).
 NORM_DEFAULT = "loop"
 
 
