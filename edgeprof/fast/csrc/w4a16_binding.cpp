@@ -27,6 +27,7 @@ void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
 void edgeprof_w4a16_set_norm_batch(bool on);
+bool edgeprof_w4a16_is_lat_variant(int variant);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
@@ -126,9 +127,8 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
                         int64_t tiles_per_split, int64_t variant) {
   const bool has_res = check_norm_inputs(x, res, nw, res_out, K);
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && ((variant >= 22 && variant <= 24) || variant == 36 || variant == 37 ||
-                                                 variant == 42 || variant == 43)),
-              "variant: 0 (the default launch, any group) or 22-24, 36, 37, 42, 43 (a decoder variant, group 128)");
+  TORCH_CHECK(variant == 0 || (group == 128 && edgeprof_w4a16_is_lat_variant((int)variant)),
+              "variant: 0 (the default launch, any group) or a decoder variant (w4cuda.DECODER_VARIANTS; group 128)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());

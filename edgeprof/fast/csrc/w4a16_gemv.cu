@@ -30,7 +30,8 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
 #endif
 
-// the latency variants' entry point (w4a16_lat.cu; in both modules)
+// the latency variants' entry point and their ids (w4a16_lat.cu; in both modules)
+bool edgeprof_w4a16_is_lat_variant(int variant);
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -51,7 +52,7 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
-// default launch; 22-24, 36, 37, 42, 43: a decoder variant (w4a16_lat.cu, group 128).
+// default launch; else a decoder variant (edgeprof_w4a16_is_lat_variant: w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
@@ -117,8 +118,7 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  if ((variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 ||
-      variant == 43)  // the decoder variants (w4a16_lat.cu)
+  if (edgeprof_w4a16_is_lat_variant(variant))  // the decoder variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
                                      splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)

@@ -37,6 +37,12 @@ cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const v
 
 }  // namespace edgeprof_w4
 
+// Whether `variant` is one of this file's (the decoder variants, w4cuda.DECODER_VARIANTS but base): the one list the
+// default entry point's dispatch (w4a16_gemv.cu) and the binding's checks read, so they cannot drift from the switch.
+bool edgeprof_w4a16_is_lat_variant(int variant) {
+  return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43;
+}
+
 // variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
 // must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits),
 // cudaErrorNotSupported for cl / clsc / clscx below sm_90.
