@@ -64,7 +64,8 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
 
     def layer(lw, idx: int, fusions: bool, attention: bool) -> None:
         if not fusions:
-            lw.qkv(x), lw.o(a), lw.gate_up(x), lw.down(hi)
+            for lin, inp in ((lw.qkv, x), (lw.o, a), (lw.gate_up, x), (lw.down, hi)):
+                lin(inp)
             return
         qkv, r = lw.qkv.fused_norm(x, res, lw.attn_norm, eps)
         y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx]) if attention else a)
