@@ -447,7 +447,8 @@ def kernel_suite(args) -> int:
                       f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the latency variants (group 128, bf16 mma), whole K and 2 splits
         for variant in (v for v in w4cuda.DECODER_VARIANTS if v != "base"):
-            for splits, asym in [(1, False), (2, True)]:
+            # a wk variant runs one split (its CTA's warps split K): both forms there
+            for splits, asym in [(1, False), (1 if variant in w4cuda.WK_VARIANTS else 2, True)]:
                 checks.append({**check_cuda_kernel(model, name, k, n, GROUP, asym,
                                                    launch={"variant": variant, "splits": splits}),
                                "variant": variant, "mma": "bf16"})

@@ -62,7 +62,10 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
 # same with the fp16 mma (f16's dequant); scx / clscx (decoders' module): sc / clsc with the group sums of x added in
 # the staging pass (shuffles within a warp) instead of a second pass over shared memory behind a CTA barrier (the
-# sums in another order: checked against the reference, not bitwise against base).
+# sums in another order: checked against the reference, not bitwise against base); wk4 / wk6 / wk8 (decoders' module,
+# csrc/w4a16_wk.cu): one row block per CTA of 4 / 6 / 8 warps that split all of K among them and add their sums in
+# shared memory, x streamed into shared memory chunk by chunk beside the weights: one K split, no split-K finish
+# (down's ticket or cluster finish was ~2 us of 11.5 on an H200).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -78,7 +81,8 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "nomath": (30, 4, False), "clnomath": (31, 4, False), "nomathx": (32, 4, False),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
-            "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False)}
+            "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
+            "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -92,7 +96,9 @@ SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8")
+# the variants whose CTA's warps split all of K (one row block per CTA, csrc/w4a16_wk.cu): one K split only
+WK_VARIANTS = ("wk4", "wk6", "wk8")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -208,7 +214,8 @@ def _build(tune: bool):
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "bf16_gemv.cu", "attn_decode.cu"] + (
+        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "w4a16_wk.cu", "bf16_gemv.cu",
+                 "attn_decode.cu"] + (
             ["w4a16_tune.cu"] if tune else [])
         ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
                    sources=[str(CSRC / n) for n in names],
@@ -352,6 +359,15 @@ def split_plan(k: int, group: int, splits: int) -> tuple[int, int]:
     return -(-tiles // tps), tps
 
 
+def wk_plan(k: int, splits: int | None, variant: str) -> tuple[int, int]:
+    """(1, all K tiles): a wk variant's CTA splits K among its own warps, so its launch has one K split; its x is
+    the whole of K in shared memory (2 bytes per input, no MAX_SLICE_TILES bound below the GPU's per-CTA limit)."""
+    if splits not in (None, 1):
+        raise ValueError(f"splits: variant {variant!r} runs one K split (its CTA's warps split K), not {splits}; "
+                         f"leave splits unset or use a split-K variant such as 'clscx'")
+    return 1, k // 64
+
+
 def launch_ctas(n: int, splits: int, variant: str = "base", grid_x: int = 0) -> int:
     """CTAs one call launches (grid.x * grid.y), as csrc/w4a16_gemv.cu computes its grid."""
     _, warps, persist = VARIANTS[variant]
@@ -366,7 +382,8 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
     """Launch configurations to time for one shape: every requested split count (as split_plan
     makes it, duplicates dropped, plus the default choose_splits one) for each variant; the
     persistent variant at grids of `ctas_per_sm` CTAs per SM in all and at ceil(columns / m) CTAs
-    per split (m = 2, 3, 4: every CTA walks exactly m columns). Pure: no GPU needed."""
+    per split (m = 2, 3, 4: every CTA walks exactly m columns); a wk variant at its one split (wk_plan), whatever
+    `splits` asks. Pure: no GPU needed."""
     default = choose_splits(n, k, group, sms)
     plans: list[tuple[int, int]] = []
     for s in splits:
@@ -385,7 +402,7 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
             continue
         _, warps, persist = VARIANTS[variant]
         nbx = -(-(n // 16) // warps)
-        for sp, tps in plans:
+        for sp, tps in (plans if variant not in WK_VARIANTS else [wk_plan(k, None, variant)]):
             if variant in CLUSTER_VARIANTS and not 1 < sp <= CL_MAX_SPLITS:  # 1 split: no cluster; at most 16
                 continue
             grids = [0]
@@ -478,6 +495,8 @@ class W4CudaLinear:
                              f"not {packed.group}; use variant='base'")
         if variant in SM90_VARIANTS:
             _check_sm90_launch(packed, splits, variant)  # before the build; the planned splits again below
+        if variant in WK_VARIANTS:
+            wk_plan(packed.k, splits, variant)  # before the build
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
         self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
@@ -487,7 +506,9 @@ class W4CudaLinear:
         self.bias = bias.to(torch.bfloat16).contiguous() if bias is not None else torch.empty(0, device=dev,
                                                                                                dtype=torch.bfloat16)
         self.variant, self.variant_id, self.grid_x = variant, VARIANTS[variant][0], max(0, int(grid_x))
-        if splits is None:
+        if variant in WK_VARIANTS:
+            self.splits, self.tps = wk_plan(packed.k, splits, variant)
+        elif splits is None:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
             self.splits, self.tps = choose_splits(packed.n, packed.k, packed.group, sms)
         else:

@@ -276,11 +276,44 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
         if name in w4cuda.DECODER_VARIANTS:
             case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
-            assert vid == 0 or "return lat_launch_t" in case, name
+            assert vid == 0 or "return lat_launch_t" in case or "return edgeprof_w4a16_wk_launch" in case, name
         else:
             assert f"variant == {vid} && group == 128" in tune, name
     assert f"variant <= {ids[-1]})" in binding
     assert w4cuda.DECODER_VARIANTS[0] == "base" and set(w4cuda.DECODER_VARIANTS) <= set(w4cuda.VARIANTS)
+
+
+def test_the_wk_variants_are_the_ones_the_wk_unit_launches():
+    # w4a16_wk.cu's id -> warps map and lat.cu's dispatch must cover exactly WK_VARIANTS, each named by its warps
+    import re
+
+    wk = (w4cuda.CSRC / "w4a16_wk.cu").read_text()
+    body = wk[wk.index("int edgeprof_w4a16_wk_warps"):]
+    warps = {int(v): int(w) for v, w in re.findall(r"variant == (\d+) \? (\d+)", body)}
+    assert {w4cuda.VARIANTS[name][0]: int(name[2:]) for name in w4cuda.WK_VARIANTS} == warps
+    assert set(w4cuda.WK_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
+    assert all(f"case {w}: return wk_launch_w<{w}>" in wk for w in warps.values())
+
+
+def test_wk_variants_run_one_split_and_say_so_before_building():
+    assert w4cuda.wk_plan(18944, None, "wk8") == (1, 296)
+    assert w4cuda.wk_plan(18944, 1, "wk8") == (1, 296)
+    with pytest.raises(ValueError, match="splits: variant 'wk8' runs one K split"):
+        w4cuda.wk_plan(18944, 10, "wk8")
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    q, z, s = quantize_rtn(torch.randn(32, 256), 128)
+    with pytest.raises(ValueError, match="splits: variant 'wk4' runs one K split"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="wk4", splits=2)
+
+
+def test_tune_configs_time_a_wk_variant_at_its_one_split_only():
+    from edgeprof.fast.w4cuda import tune_configs
+
+    configs = tune_configs(3584, 18944, 128, 132, splits=(1, 8, 10), variants=("clscx", "wk8"))
+    wk = [c for c in configs if c["variant"] == "wk8"]
+    assert [(c["splits"], c["tiles_per_split"], c["ctas"]) for c in wk] == [(1, 296, 224)]
+    assert sorted(c["splits"] for c in configs if c["variant"] == "clscx") == [8, 10]
 
 
 def test_binding_counts_tickets_per_row_blocks_per_cta_as_variants_says():

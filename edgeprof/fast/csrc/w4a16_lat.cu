@@ -17,7 +17,15 @@
 //   within the vector loads' warp) instead of a second pass over shared memory behind a CTA barrier: after the PDL
 //   wait every CTA of a one-wave launch stages x while only its first chunk streams, so that pass is DRAM idle
 //   time. The sums run in another order, so y is checked against the reference, not bitwise against base.
+//   wk4 / wk6 / wk8 (w4a16_wk.cu, its own translation unit): one row block per CTA of 4 / 6 / 8 warps that split all
+//   of K, x streamed chunk by chunk beside the weights; one K split, no split-K finish.
 #include "w4a16_kernels.cuh"
+
+// the wk variants' launch (w4a16_wk.cu)
+int edgeprof_w4a16_wk_warps(int variant);
+int edgeprof_w4a16_wk_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
+                             const void* x, const void* bias, void* y, int N, int K, int splits, cudaStream_t s,
+                             const edgeprof_w4::NormArgs& na);
 
 namespace edgeprof_w4 {
 
@@ -40,12 +48,14 @@ cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const v
 // Whether `variant` is one of this file's (the decoder variants, w4cuda.DECODER_VARIANTS but base): the one list the
 // default entry point's dispatch (w4a16_gemv.cu) and the binding's checks read, so they cannot drift from the switch.
 bool edgeprof_w4a16_is_lat_variant(int variant) {
-  return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43;
+  return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43 ||
+         edgeprof_w4a16_wk_warps(variant) > 0;
 }
 
-// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act
-// must be false). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits),
-// cudaErrorNotSupported for cl / clsc / clscx below sm_90.
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-46 "wk4", "wk6", "wk8"
+// (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false). cudaErrorInvalidValue
+// for any other variant or group (and cl / clsc / clscx above 16 splits, wk above 1), cudaErrorNotSupported for cl /
+// clsc / clscx below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -74,6 +84,9 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                                tps, s, na);
+    case 44: return edgeprof_w4a16_wk_launch(44, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
+    case 45: return edgeprof_w4a16_wk_launch(45, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
+    case 46: return edgeprof_w4a16_wk_launch(46, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
