@@ -30,6 +30,14 @@ void edgeprof_w4a16_set_norm_batch(bool on);
 bool edgeprof_w4a16_is_lat_variant(int variant);
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
+// The message of a launch that failed before it ran (an invalid configuration). Such a failure also stays as the
+// thread's last CUDA error: cleared here, so the next torch kernel's launch check does not report it as its own (a
+// tune that times configs in turn then fails only the one that is invalid). TORCH_CHECK evaluates it only on failure.
+static const char* launch_error(int err) {
+  (void)cudaGetLastError();
+  return cudaGetErrorString((cudaError_t)err);
+}
+
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
                               const torch::Tensor& partial, const torch::Tensor& counters, int64_t N, int64_t K,
                               int64_t group, bool asym, int64_t splits, int64_t tiles_per_split) {
@@ -89,7 +97,7 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
                                   splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
                                   (int)tiles_per_split, (int)variant, (int)grid_x,
                                   c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == 0, "w4a16 GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
+  TORCH_CHECK(err == 0, "w4a16 GEMV launch failed: ", launch_error(err));
   return y;
 }
 
@@ -138,7 +146,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
                                        b, y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
                                        splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
                                        (int)tiles_per_split, (int)variant, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", cudaGetErrorString((cudaError_t)err));
+  TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", launch_error(err));
   return y;
 }
 
@@ -168,7 +176,7 @@ torch::Tensor mlp(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double e
       d_sz.data_ptr(), ptr(d_bias, H), y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
       splits > 1 ? counters.data_ptr<int>() : nullptr, ws.data_ptr<int>(), (int)I, (int)H, (int)splits,
       (int)tiles_per_split, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == 0, "w4a16 fused MLP launch failed: ", cudaGetErrorString((cudaError_t)err));
+  TORCH_CHECK(err == 0, "w4a16 fused MLP launch failed: ", launch_error(err));
   return y;
 }
 
@@ -195,7 +203,7 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
   int err = edgeprof_bf16_gemv_launch((int)rows, (int)unroll, w.data_ptr(), x.data_ptr(), b, y.data_ptr(), (int)N,
                                       (int)K, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "bf16 GEMV launch failed (rows ", rows, ", unroll ", unroll, "): ",
-              cudaGetErrorString((cudaError_t)err));
+              launch_error(err));
   return y;
 }
 
@@ -250,7 +258,7 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
                                         clusters > 1 ? tickets.data_ptr<int>() : nullptr, pdl,
                                         c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "decode attention launch failed (cluster ", cluster, "): ",
-              cudaGetErrorString((cudaError_t)err));
+              launch_error(err));
 }
 
 // Clusters of the W4 variant "cl" (group 128) the current GPU holds at once for N outputs at `splits` x `tps`
