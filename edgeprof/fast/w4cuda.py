@@ -62,9 +62,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # before the PDL wait, instead of a 32-byte load per group in the loop (bitwise base's / cl's y); scf / clscf: the
 # same with the fp16 mma (f16's dequant); scx / clscx (decoders' module): sc / clsc with the group sums of x added in
 # the staging pass (shuffles within a warp) instead of a second pass over shared memory behind a CTA barrier (the
-# sums in another order: checked against the reference, not bitwise against base); wk4 / wk6 / wk8 (decoders' module,
-# csrc/w4a16_wk.cu): one row block per CTA of 4 / 6 / 8 warps that split all of K among them and add their sums in
-# shared memory, x streamed into shared memory chunk by chunk beside the weights: one K split, no split-K finish
+# sums in another order: checked against the reference, not bitwise against base); wk4 / wk6 / wk8 / wk10 (decoders'
+# module, csrc/w4a16_wk.cu): one row block per CTA of 4 / 6 / 8 / 10 warps that split all of K among them and add their
+# sums in shared memory, x streamed into shared memory chunk by chunk beside the weights: one K split, no split-K finish
 # (down's ticket or cluster finish was ~2 us of 11.5 on an H200).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
@@ -82,7 +82,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
-            "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False)}
+            "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -96,9 +96,9 @@ SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10")
 # the variants whose CTA's warps split all of K (one row block per CTA, csrc/w4a16_wk.cu): one K split only
-WK_VARIANTS = ("wk4", "wk6", "wk8")
+WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}

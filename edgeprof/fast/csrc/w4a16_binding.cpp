@@ -57,11 +57,11 @@ static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, 
 }
 
 // One split-K ticket per CTA column, i.e. per `row blocks per CTA`: 8 for w8 / tm8, 2 for w2 and k2 (2 warps on each
-// of 2 row blocks), 1 for w1, k4 and wk4 / wk6 / wk8 (which run one split: no tickets used), else 4.
+// of 2 row blocks), 1 for w1, k4 and wk4 / wk6 / wk8 / wk10 (which run one split: no tickets used), else 4.
 static int64_t row_blocks_per_cta(int64_t variant) {
   if (variant == 1 || variant == 4) return 8;
   if (variant == 20 || variant == 22) return 2;
-  if (variant == 21 || variant == 23 || variant == 44 || variant == 45 || variant == 46) return 1;
+  if (variant == 21 || variant == 23 || variant == 44 || variant == 45 || variant == 46 || variant == 47) return 1;
   return 4;
 }
 
@@ -77,7 +77,7 @@ static void check_tickets(const torch::Tensor& counters, int64_t N, int64_t spli
 // 22, 23, 24 the latency variants "k2", "k4", "cl", 25, 26 "cl6", "cl8", 27-29 the staged "st", "clst", "clst6",
 // 30-35 the diagnostic "nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs" (wrong y by design),
 // 36, 37 the scale-staged "sc", "clsc", 38, 39 the diagnostic "nomathxsf", "clnomathxsf", 40, 41 "scf", "clscf",
-// 42, 43 "scx", "clscx" (sc / clsc with the group sums in the staging pass), 44-46 "wk4", "wk6", "wk8" (one row
+// 42, 43 "scx", "clscx" (sc / clsc with the group sums in the staging pass), 44-47 "wk4", "wk6", "wk8", "wk10" (one row
 // block per CTA, its warps split K; one split) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
@@ -86,8 +86,8 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 46),
-              "variant: 0 (any group), 1-46 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 47),
+              "variant: 0 (any group), 1-47 (group 128 only)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, N}, x.options());

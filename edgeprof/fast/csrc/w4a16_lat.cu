@@ -17,8 +17,8 @@
 //   within the vector loads' warp) instead of a second pass over shared memory behind a CTA barrier: after the PDL
 //   wait every CTA of a one-wave launch stages x while only its first chunk streams, so that pass is DRAM idle
 //   time. The sums run in another order, so y is checked against the reference, not bitwise against base.
-//   wk4 / wk6 / wk8 (w4a16_wk.cu, its own translation unit): one row block per CTA of 4 / 6 / 8 warps that split all
-//   of K, x streamed chunk by chunk beside the weights; one K split, no split-K finish.
+//   wk4 / wk6 / wk8 / wk10 (w4a16_wk.cu, its own translation unit): one row block per CTA of 4 / 6 / 8 / 10 warps
+//   that split all of K, x streamed chunk by chunk beside the weights; one K split, no split-K finish.
 #include "w4a16_kernels.cuh"
 
 // the wk variants' launch (w4a16_wk.cu)
@@ -52,7 +52,7 @@ bool edgeprof_w4a16_is_lat_variant(int variant) {
          edgeprof_w4a16_wk_warps(variant) > 0;
 }
 
-// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-46 "wk4", "wk6", "wk8"
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-47 "wk4", "wk6", "wk8", "wk10"
 // (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false). cudaErrorInvalidValue
 // for any other variant or group (and cl / clsc / clscx above 16 splits, wk above 1), cudaErrorNotSupported for cl /
 // clsc / clscx below sm_90.
@@ -87,6 +87,7 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
     case 44: return edgeprof_w4a16_wk_launch(44, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 45: return edgeprof_w4a16_wk_launch(45, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 46: return edgeprof_w4a16_wk_launch(46, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
+    case 47: return edgeprof_w4a16_wk_launch(47, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }

@@ -1,5 +1,6 @@
-// The W4A16 GEMV with one 16-row block per CTA and K split over the CTA's warps: the decoder variants "wk4", "wk6"
-// and "wk8" (issue 12, thirteenth pass). A translation unit of its own in the decoders' module, so the JIT build
+// The W4A16 GEMV with one 16-row block per CTA and K split over the CTA's warps: the decoder variants "wk4", "wk6",
+// "wk8" and "wk10" (issue 12, thirteenth pass). At least 2 CTAs per SM (__launch_bounds__): down's 224 CTAs then
+// fit an H200's 132 SMs in one wave. A translation unit of its own in the decoders' module, so the JIT build
 // compiles it beside the others.
 //
 // Why: down (K = 18944, N = 3584) has 224 row blocks. The default CTA holds 4 of them, so 56 CTAs: to stream from
@@ -39,7 +40,7 @@ __host__ __device__ constexpr int wk_scale_bytes(int K, int WK) {  // one warp's
 // rmsnorm(x + res) * w (na; CTA 0 writes x + res to na.res_out), rstd over all K first (norm_rstd).
 // Shared memory: [WK][gmax][8] scales, then x [K] bf16 (the stage_x permutation), then the group sums [K / G].
 template <int G, bool ASYM, bool ACT, bool NORM, int WK>
-__global__ void __launch_bounds__(WK * 32, 16 / WK) w4a16_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
+__global__ void __launch_bounds__(WK * 32, 16 / WK > 2 ? 16 / WK : 2) w4a16_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
   static_assert(G % 64 == 0 && !(ACT && NORM), "whole tiles per group; SiLU*up or the norm, not both");
   static_assert(WK * 32 * 8 + WK * 4 <= 4096, "static shared memory within the 4 KB wk_launch_t keeps for it");
   constexpr int U = chunk_tiles<G, 0>();  // tiles (16-byte loads per lane) per chunk
@@ -190,9 +191,9 @@ cudaError_t wk_launch_w(bool asym, bool act, bool norm, const void* qw, const vo
 
 }  // namespace edgeprof_w4
 
-// warps per CTA of the wk variants (w4cuda.VARIANTS: 44 "wk4", 45 "wk6", 46 "wk8"); 0 for any other id
+// warps per CTA of the wk variants (w4cuda.VARIANTS: 44 "wk4", 45 "wk6", 46 "wk8", 47 "wk10"); 0 for any other id
 int edgeprof_w4a16_wk_warps(int variant) {
-  return variant == 44 ? 4 : variant == 45 ? 6 : variant == 46 ? 8 : 0;
+  return variant == 44 ? 4 : variant == 45 ? 6 : variant == 46 ? 8 : variant == 47 ? 10 : 0;
 }
 
 // The wk launch of `variant` (edgeprof_w4a16_wk_warps), group 128, one K split (the CTA's warps split K): as
@@ -207,6 +208,7 @@ int edgeprof_w4a16_wk_launch(int variant, int group, bool asym, bool act, bool n
     case 4: return wk_launch_w<4>(asym, act, norm, qw, sz, x, bias, y, N, K, s, na);
     case 6: return wk_launch_w<6>(asym, act, norm, qw, sz, x, bias, y, N, K, s, na);
     case 8: return wk_launch_w<8>(asym, act, norm, qw, sz, x, bias, y, N, K, s, na);
+    case 10: return wk_launch_w<10>(asym, act, norm, qw, sz, x, bias, y, N, K, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
