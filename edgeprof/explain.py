@@ -48,7 +48,7 @@ CLASSES = (GEMM, ATTENTION, ELEMENTWISE, OTHER)
 # Attention comes first because attention kernels often contain "gemm"/"cutlass".
 KERNEL_CLASSES: tuple[tuple[str, str], ...] = (
     (ATTENTION, r"flash|fmha|attention|attn|sdpa|scaled_dot_product|softmax"),
-    (GEMM, r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitk|tinygemm|int4pack|marlin|exllama|q4_matmul|"
+    (GEMM, r"gemm|gemv|w4a16|nvjet|xmma|cutlass|cublas|splitk|tinygemm|int4pack|marlin|exllama|q4_matmul|"
            r"triton_tem|matmul|::(mm|addmm|bmm|baddbmm|linear|_weight_int4pack_mm)$|^(mm|addmm|bmm)$"),
     (ELEMENTWISE, r"norm|rms|elementwise|vectorized|reduce|silu|gelu|act_and_mul|rotary|rope|catarray|::cat$|"
                   r"copy|index|fill|triton_poi|triton_red|triton_per|::(mul|add|sub|div|pow|mean|rsqrt|neg|"

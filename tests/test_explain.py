@@ -63,6 +63,23 @@ def test_classify(name: str, cls: str) -> None:
     assert classify(name) == cls
 
 
+def test_every_kernel_of_edgeprofs_own_is_booked_where_its_work_is():
+    # the profiler sees the demangled name with its argument types; edgeprof's GEMV kernels take NormArgs, which
+    # must not book them as norms (r83's explain booked the first wk kernel, then named w4a16_wk_kernel, so)
+    import re
+
+    from edgeprof.fast.w4cuda import CSRC
+
+    names = set()
+    for src in sorted(CSRC.glob("*.cu*")):
+        names |= set(re.findall(r"__global__[^{;]*?(\w+_kernel)\s*\(", src.read_text(), re.S))
+    assert {"w4a16_gemv_kernel", "w4a16_gemv_wk_kernel", "w4a16_mlp_kernel", "bf16_gemv_kernel",
+            "attn_decode_kernel"} <= names
+    for name in names:
+        seen = f"void edgeprof_w4::{name}<128, false, false, false, 6>(edgeprof_w4::W4Args, edgeprof_w4::NormArgs, int)"
+        assert classify(seen) == (ATTENTION if "attn" in name else GEMM), name
+
+
 def test_union_length() -> None:
     assert union_length([]) == 0
     assert union_length([(0, 2), (1, 3), (5, 6)]) == 4

@@ -40,7 +40,8 @@ __host__ __device__ constexpr int wk_scale_bytes(int K, int WK) {  // one warp's
 // rmsnorm(x + res) * w (na; CTA 0 writes x + res to na.res_out), rstd over all K first (norm_rstd).
 // Shared memory: [WK][gmax][8] scales, then x [K] bf16 (the stage_x permutation), then the group sums [K / G].
 template <int G, bool ASYM, bool ACT, bool NORM, int WK>
-__global__ void __launch_bounds__(WK * 32, 16 / WK > 2 ? 16 / WK : 2) w4a16_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
+__global__ void __launch_bounds__(WK * 32, 16 / WK > 2 ? 16 / WK : 2)
+w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
   static_assert(G % 64 == 0 && !(ACT && NORM), "whole tiles per group; SiLU*up or the norm, not both");
   static_assert(WK * 32 * 8 + WK * 4 <= 4096, "static shared memory within the 4 KB wk_launch_t keeps for it");
   constexpr int U = chunk_tiles<G, 0>();  // tiles (16-byte loads per lane) per chunk
@@ -168,7 +169,7 @@ template <int G, bool ASYM, bool ACT, bool NORM, int WK>
 cudaError_t wk_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, int N, int K,
                         cudaStream_t s, const NormArgs& na) {
   const size_t smem = (size_t)WK * wk_scale_bytes<G, ASYM>(K, WK) + (size_t)K * 2 + (size_t)(K / G) * 4;
-  auto kern = w4a16_wk_kernel<G, ASYM, ACT, NORM, WK>;
+  auto kern = w4a16_gemv_wk_kernel<G, ASYM, ACT, NORM, WK>;
   // the opt-in above 48 KB counts the static shared memory too (the warps' sums, norm_rstd's): 4 KB kept for it
   if (smem > 44 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
