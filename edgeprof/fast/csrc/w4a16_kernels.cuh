@@ -178,6 +178,42 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
   return 1.0f / sqrtf(total / (float)K + na.eps);
 }
 
+// One 16-byte vector of the GEMV's input, 8 values: x (g), silu(gate) * up (ACT: g gate, u up) or
+// rmsnorm(x + res) * w (NORM: g x, u res, nw the norm weight), as its 4 bf16 pairs into the staged slice at dst[0],
+// dst[2], dst[4], dst[6] (the permutation of stage_x, when `in`). Returns the sum of its 8 values (the group sums;
+// unused, it compiles away).
+template <bool ACT, int NORM>
+__device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const uint4& nw, uint32_t* dst, bool in,
+                                           float rstd) {
+  const uint32_t gw[4] = {g.x, g.y, g.z, g.w};
+  float s = 0.f;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    uint32_t o = gw[q];
+    if constexpr (ACT) {  // u and nw are read only where this form uses them (the caller may leave them unset)
+      const uint32_t uw[4] = {u.x, u.y, u.z, u.w};
+      o = act_pair(gw[q], uw[q]);
+    } else if constexpr (NORM != 0) {
+      const uint32_t uw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {nw.x, nw.y, nw.z, nw.w};
+      o = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
+    }
+    if (in) dst[2 * q] = o;
+    s += bf_lo(o) + bf_hi(o);
+  }
+  return s;
+}
+
+// The sum over a group of XG inputs of the per-vector sums `s` (stage_vec) of XG / 8 neighbouring lanes: every lane
+// of the warp calls it (shuffles); a lane without a vector passes in = false. The group's first lane (v % (XG / 8) ==
+// 0) gets the sum.
+template <int XG>
+__device__ __forceinline__ float group_sum(float s, bool in) {
+  if (!in) s = 0.f;
+#pragma unroll
+  for (int off = XG / 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  return s;
+}
+
 // Stage the x slice [k0, k0 + klen) in shared memory, permuted: pair i of 16-column block b holds
 // columns 2c, 2c+1 (i = 8b + 2c) and 2c+8, 2c+9 (i = 8b + 2c + 1), so lane c later reads its whole
 // B fragment with one 64-bit load. XVEC: 16-byte loads, XV of them in flight per thread before any is
@@ -224,29 +260,11 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
         const int v = v0 + e * blockDim.x;
         if (v - lane0 >= nvec) break;  // XG: the whole warp is past the end (warp-uniform)
         const bool in = v < nvec;
-        const uint32_t gw[4] = {g[e].x, g[e].y, g[e].z, g[e].w};
         uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
-        float s = 0.f;  // XG: this vector's sum
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          uint32_t o;
-          if constexpr (ACT) {
-            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w};
-            o = act_pair(gw[q], uw[q]);
-          } else if constexpr (NORM != 0) {
-            const uint32_t uw[4] = {u[e].x, u[e].y, u[e].z, u[e].w}, ww[4] = {nw[e].x, nw[e].y, nw[e].z, nw[e].w};
-            o = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
-          } else {
-            o = gw[q];
-          }
-          if (in) dst[2 * q] = o;
-          if constexpr (XG != 0) s += bf_lo(o) + bf_hi(o);
-        }
+        const float s = stage_vec<ACT, NORM>(g[e], u[e], nw[e], dst, in, rstd);  // XG: this vector's sum
         if constexpr (XG != 0) {
-          if (!in) s = 0.f;
-#pragma unroll
-          for (int off = XG / 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-          if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = s;
+          const float gs = group_sum<XG>(s, in);
+          if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = gs;
         }
       }
     }

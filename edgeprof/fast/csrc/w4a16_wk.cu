@@ -88,27 +88,10 @@ w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
       if (32 * r >= nv) break;  // warp-uniform
       const int v = lane + 32 * r, vk = (k0 >> 3) + 8 * t + v;  // vk: the vector's index in x
       const bool in = v < nv;
-      uint32_t* dst = xs + 8 * (vk >> 1) + (vk & 1);
-      const uint32_t gw[4] = {xv.x[r].x, xv.x[r].y, xv.x[r].z, xv.x[r].w};
-      float s = 0.f;
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        uint32_t o = gw[q];
-        if constexpr (ACT) {
-          const uint32_t uw[4] = {xv.u[r].x, xv.u[r].y, xv.u[r].z, xv.u[r].w};
-          o = act_pair(gw[q], uw[q]);
-        } else if constexpr (NORM) {
-          const uint32_t uw[4] = {xv.u[r].x, xv.u[r].y, xv.u[r].z, xv.u[r].w};
-          const uint32_t ww[4] = {xv.w[r].x, xv.w[r].y, xv.w[r].z, xv.w[r].w};
-          o = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
-        }
-        if (in) dst[2 * q] = o;
-        s += bf_lo(o) + bf_hi(o);
-      }
-      if (!in) s = 0.f;
-#pragma unroll
-      for (int off = G / 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-      if (in && (v & (G / 8 - 1)) == 0) sxs[(8 * t + v) / (G / 8)] = s;
+      const float s = stage_vec<ACT, NORM ? 1 : 0>(xv.x[r], xv.u[(ACT || NORM) ? r : 0], xv.w[NORM ? r : 0],
+                                                   xs + 8 * (vk >> 1) + (vk & 1), in, rstd);
+      const float gs = group_sum<G>(s, in);
+      if (in && (v & (G / 8 - 1)) == 0) sxs[(8 * t + v) / (G / 8)] = gs;
     }
   };
 
