@@ -19,10 +19,12 @@ gpu_call_init "${ROUND:-round4}" 570
 mark start
 PLAN=""
 if [ "${TUNE_VARIANTS:-base,l3,lean,lean4}" != none ]; then
-  # TUNE_SPLITS (default 1,2,4,8), TUNE_SHAPES (default all), TUNE_BUDGET (s, default 150), TUNE_PDL=1: timed under PDL
+  # TUNE_SPLITS (default 1,2,4,8), TUNE_SHAPES (default all), TUNE_BUDGET (s, default 150), TUNE_PDL=1: timed under PDL,
+  # TUNE_FORM=decoder: each shape in the form the int4 step launches it (fused norm / SiLU*up)
   timeout "$(left)" python3 benchmarks/int4_gemv.py --suite tune --tune-variants "${TUNE_VARIANTS:-base,l3,lean,lean4}" \
     --tune-shapes "${TUNE_SHAPES:-qkv,o,gate_up,down}" \
     --tune-splits "${TUNE_SPLITS:-1,2,4,8}" $([ "${TUNE_PDL:-0}" = 1 ] && echo --tune-pdl) --repeats 30 \
+    --tune-form "${TUNE_FORM:-plain}" \
     --time-budget "${TUNE_BUDGET:-150}" --out-dir "$R/tune" > "$R/tune.log" 2>&1
   mark "tune rc=$?"; sed -n '/^best per shape/,$p' "$R/tune.log"
   [ -f "$R/tune/tune.json" ] && [ "${USE_TUNE:-0}" = 1 ] && PLAN="$R/tune/tune.json"

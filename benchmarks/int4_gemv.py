@@ -628,6 +628,11 @@ def _kernel_note(cell: dict) -> str:
 TUNE_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584),
                ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584)]
 TUNE_FIELDS = ("variant", "splits", "tiles_per_split", "grid_x", "ctas")
+# --tune-form decoder: each shape in the form edgeprof-fast's int4 step launches it with this kernel (FastModel.step):
+# q/k/v and gate_up with the residual add + RMSNorm fused into their input, down with SiLU*up fused, o plain. The
+# plain form (the default) times every shape as y = W x, which cannot see what the fusions cost a launch.
+DECODER_FORMS = {"qkv": "norm", "o": "plain", "gate_up": "norm", "down": "silu"}
+TUNE_FORMS = ("plain", "decoder")
 CONTEXT_LOST = ("illegal memory access", "unspecified launch failure", "misaligned address", "illegal instruction")
 
 
@@ -710,7 +715,7 @@ def tune_suite(args) -> int:
     rec: dict = {"benchmark": "int4_gemv --suite tune", "gpu": torch.cuda.get_device_name(),
                  "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "group": GROUP, "weights": "SYNTHETIC RTN int4",
-                 "pdl": args.tune_pdl}
+                 "pdl": args.tune_pdl, "form": args.tune_form}
     t0 = time.time()
     ext = w4cuda.load_extension()
     if ext is None:
@@ -738,7 +743,8 @@ def tune_suite(args) -> int:
                 if lost or time.time() > deadline:
                     row["status"] = f"SKIPPED ({lost or 'time budget --time-budget spent'})"
                 else:
-                    row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model, args.tune_pdl))
+                    row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model, args.tune_pdl,
+                                         shape_form(name, args.tune_form)))
                     if any(m in str(row.get("status")) for m in CONTEXT_LOST):
                         lost = f"CUDA context lost at {name} {tune_label(cfg)}"
                 rows.append(row)
@@ -752,7 +758,9 @@ def tune_suite(args) -> int:
     rec["best"] = best_per_shape(rows)
     rec["wall_s"] = time.time() - t0
     path.write_text(json.dumps(rec, indent=1, default=str))
-    print(format_tune_table(rows, bw, rec["gpu"] + (", timed with PDL" if args.tune_pdl else "")), flush=True)
+    print(format_tune_table(rows, bw, rec["gpu"] + (", timed with PDL" if args.tune_pdl else "")
+                            + (", each shape in the decoder's form" if args.tune_form == "decoder" else "")),
+          flush=True)
     print(f"wrote {path} ({rec['wall_s']:.0f} s)")
     return 0 if all(r.get("status") in ("ok", DIAGNOSTIC) or "SKIPPED" in str(r.get("status")) for r in rows) \
         and not lost else 1
@@ -772,9 +780,42 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     p = sym["packed"]
     copies = [p] + [W4Packed(p.qw.clone(), p.sz.clone(), p.n, p.k, p.group, p.asym)
                     for _ in range(_copies(p.nbytes) - 1)]
-    x = torch.randn(1, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)).to(torch.bfloat16)
-    _TUNE_CACHE[name] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t()}
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(1, k, device="cuda", generator=gen).to(torch.bfloat16)
+    _TUNE_CACHE[name] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t(),
+                         **form_inputs(x, sym["w64"], gen)}
     return _TUNE_CACHE[name]
+
+
+def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dict:
+    """The decoder forms' timing inputs and float64 references (--tune-form decoder): gate_up's output for SiLU*up
+    ("gu", "ref_silu"), a residual and norm weight for the fused norm ("res", "nw", "ref_norm"), rounded as the
+    unfused kernels round (check_cuda_kernel, check_fused_norm)."""
+    from edgeprof.fast.kernels import add_rmsnorm
+
+    k = x.shape[1]
+    gu = torch.randn(1, 2 * k, device="cuda", generator=gen).to(torch.bfloat16)
+    gate, up = gu.float().chunk(2, dim=-1)
+    act = ((gate / (1 + torch.exp(-gate))).to(torch.bfloat16).float() * up).to(torch.bfloat16)
+    res = torch.randn(1, k, device="cuda", generator=gen).to(torch.bfloat16)
+    nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=gen)).to(torch.bfloat16)
+    h, _ = add_rmsnorm(x, res, nw, 1e-6)
+    return {"gu": gu, "ref_silu": act.double() @ w64.t(), "res": res, "nw": nw, "ref_norm": h.double() @ w64.t()}
+
+
+def shape_form(name: str, tune_form: str) -> str:
+    """The form a shape is timed in: "plain" for --tune-form plain, else the decoder's (DECODER_FORMS)."""
+    return "plain" if tune_form == "plain" else DECODER_FORMS[name]
+
+
+def form_call(lin, form: str, cache: dict):
+    """(the call that times `lin` in `form`, the float64 reference of its output): y = W x ("plain"), W silu(g) * u
+    ("silu") or W rmsnorm(x + res) * w ("norm"; the residual it also writes is not part of the reference)."""
+    if form == "silu":
+        return (lambda: lin.fused_silu(cache["gu"])), cache["ref_silu"]
+    if form == "norm":
+        return (lambda: lin.fused_norm(cache["x"], cache["res"], cache["nw"], 1e-6)[0]), cache["ref_norm"]
+    return (lambda: lin(cache["x"])), cache["ref"]
 
 
 def same_as_base(prep: dict, launch: dict) -> bool:
@@ -797,9 +838,11 @@ def same_as_base(prep: dict, launch: dict) -> bool:
 
 
 def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str,
-              pdl: bool = False) -> dict:
+              pdl: bool = False, form: str = "plain") -> dict:
     """Check one launch config (sym and asym), then time it as a chain of weight copies; `pdl`: captured with
-    programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches)."""
+    programmatic dependent launch, as a decode step on sm_90+ runs it (else plain launches); `form`: the call
+    timed (form_call; every config is checked in all its forms either way)."""
+    from edgeprof.fast import w4cuda
     from edgeprof.fast.w4cuda import BITWISE_BASE_VARIANTS, DIAGNOSTIC_VARIANTS, cluster_waves
 
     launch = {"splits": cfg["splits"], "variant": cfg["variant"], "grid_x": cfg["grid_x"]}
@@ -823,12 +866,14 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
             if not res["bitwise_base"]:
                 res["status"] = "FAILED (differs from base at the same splits)"
                 return res
-        row = _time_chain(name, k, n, cfg, launch, cache, repeats, pdl)
+        if form == "norm" and cfg["variant"] not in w4cuda.DECODER_VARIANTS:
+            return {**res, "status": f"SKIPPED (form norm: {cfg['variant']} does not fuse the norm)"}
+        row = _time_chain(name, k, n, cfg, launch, cache, repeats, pdl, form=form)
     except Exception as exc:  # a launch error is a FAILED config, reported with its message
         res["status"] = f"FAILED ({type(exc).__name__}: {str(exc)[:200]})"
         return res
     res.update({f: row[f] for f in ("status", "rel_err", "bytes", "copies", "us_p50", "us_p90", "gb_per_s")
-                if f in row})
+                if f in row}, form=form)
     if cfg["variant"] == "cl":  # a cluster's CTAs share one GPC: how many of the launch's clusters run at once
         res.update(cluster_waves(n, cfg["splits"], cfg["tiles_per_split"]))  # plain launch, as timed
     if row.get("status") == "ok":
@@ -837,17 +882,18 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
 
 
 def _time_chain(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, repeats: int, pdl: bool,
-                **build) -> dict:
-    """_row of one launch config, timed as a chain over the shape's weight copies; `pdl`: captured with programmatic
-    dependent launch (set on every module loaded by now: a tuning variant's module is built off)."""
+                form: str = "plain", **build) -> dict:
+    """_row of one launch config, timed as a chain over the shape's weight copies, each called in `form` (form_call);
+    `pdl`: captured with programmatic dependent launch (set on every module loaded by now: a tuning variant's module
+    is built off)."""
     from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
 
-    x = cache["x"]
     layers = [W4CudaLinear(p, **build, **launch) for p in cache["copies"]]
+    calls = [form_call(li, form, cache)[0] for li in layers]
+    first, ref = form_call(layers[0], form, cache)
     use_pdl(pdl)
     try:
-        return _row(name, k, n, tune_label(cfg), [lambda li=li: li(x) for li in layers], layers[0].nbytes,
-                    layers[0](x), cache["ref"], repeats)
+        return _row(name, k, n, tune_label(cfg), calls, layers[0].nbytes, first(), ref, repeats)
     finally:
         use_pdl(False)
 
@@ -893,6 +939,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tune-pdl", action="store_true",
                     help="--suite tune: time every config with programmatic dependent launch (sm_90+), as the decode "
                          "step runs it; the checks run plain either way")
+    ap.add_argument("--tune-form", choices=TUNE_FORMS, default="plain",
+                    help="--suite tune: plain times every shape as y = W x; decoder times each in the form edgeprof-fast's "
+                         "int4 step launches it (q/k/v and gate_up with the fused norm, down with SiLU*up, o plain)")
     ap.add_argument("--time-budget", type=float, default=170.0,
                     help="--suite tune: seconds (build included) after which remaining configs are SKIPPED")
     return ap

@@ -72,3 +72,38 @@ def test_per_shape_rows_carry_a_check_against_their_bound():
     assert int4_gemv.row_check(3.6e-3) == "PASS"
     assert int4_gemv.row_check(int4_gemv.ROW_BOUND) == "PASS"
     assert int4_gemv.row_check(0.5).startswith("FAIL")
+
+
+def test_tune_form_defaults_to_plain_and_decoder_times_each_shape_as_the_step_launches_it(capsys):
+    assert int4_gemv.build_parser().parse_args(["--suite", "tune"]).tune_form == "plain"
+    assert int4_gemv.build_parser().parse_args(["--tune-form", "decoder"]).tune_form == "decoder"
+    with pytest.raises(SystemExit):
+        int4_gemv.build_parser().parse_args(["--tune-form", "fused"])
+    assert "--tune-form" in capsys.readouterr().err
+    shapes = [sh[1] for sh in int4_gemv.TUNE_SHAPES]
+    assert {int4_gemv.shape_form(s, "plain") for s in shapes} == {"plain"}
+    # FastModel.step with the CUDA int4 GEMV: q/k/v and gate_up take the fused norm, down SiLU*up, o its input as is
+    assert [int4_gemv.shape_form(s, "decoder") for s in shapes] == ["norm", "plain", "norm", "silu"]
+
+
+def test_form_call_times_the_method_the_form_names_against_its_own_reference():
+    calls = []
+
+    class Lin:
+        def __call__(self, x):
+            calls.append(("plain", x))
+            return "y"
+
+        def fused_silu(self, gu):
+            calls.append(("silu", gu))
+            return "ys"
+
+        def fused_norm(self, x, res, nw, eps):
+            calls.append(("norm", x, res, nw, eps))
+            return "yn", "res_out"
+
+    cache = {"x": "x", "gu": "gu", "res": "res", "nw": "nw", "ref": "r", "ref_silu": "rs", "ref_norm": "rn"}
+    outs = {form: (int4_gemv.form_call(Lin(), form, cache)[0](), int4_gemv.form_call(Lin(), form, cache)[1])
+            for form in ("plain", "silu", "norm")}
+    assert outs == {"plain": ("y", "r"), "silu": ("ys", "rs"), "norm": ("yn", "rn")}
+    assert calls[-1] == ("norm", "x", "res", "nw", 1e-6)
