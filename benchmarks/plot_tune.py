@@ -90,7 +90,9 @@ def summary(tunes: dict[str, dict]) -> str:
              "against base).", ""]
     for rnd, rec in tunes.items():
         lines += [f"## {rnd}: {rec.get('gpu', '?')}, copy bw {rec.get('copy_bw_bytes_per_s', 0) / 1e12:.3f} TB/s, "
-                  f"{'timed with PDL' if rec.get('pdl') else 'plain launches'}", "",
+                  f"{'timed with PDL' if rec.get('pdl') else 'plain launches'}"
+                  + ("; each shape in the decoder's form (fused norm / SiLU*up)" if rec.get("form") == "decoder" else ""),
+                  "",
                   "| shape | best | µs | of copy |", "|---|---|---|---|"]
         for shape, b in (rec.get("best") or {}).items():
             t = b.get("best")
