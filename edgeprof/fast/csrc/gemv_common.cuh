@@ -115,22 +115,40 @@ inline int& pdl_prefetch_tiles() {
 // the prefetch a launch passes to its kernel: only with PDL (without it the loads follow at once)
 inline int prefetch_tiles_now() { return pdl_enabled() ? pdl_prefetch_tiles() : 0; }
 
-// Whether `kern`'s binary for the current device was built for sm_90+ (only then does it contain the
-// griddepcontrol.wait that makes an early start safe). Asked once per kernel and device: cudaFuncGetAttributes
-// costs host time, and eager launches (prefill, warm-up) would pay it on every call.
-inline bool binary_has_pdl(const void* kern) {
+// `kern`'s attributes on the current device (cudaFuncGetAttributes), or nullptr where they cannot be read. Asked once
+// per kernel and device: cudaFuncGetAttributes costs host time, and eager launches (prefill, warm-up) would pay it on
+// every call.
+inline const cudaFuncAttributes* func_attrs(const void* kern) {
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaGetDevice(&dev) != cudaSuccess) return nullptr;
   static std::mutex mu;
-  static std::map<std::pair<const void*, int>, bool> known;
+  static std::map<std::pair<const void*, int>, std::pair<bool, cudaFuncAttributes>> known;
   const std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_pair(kern, dev);
-  const auto it = known.find(key);
-  if (it != known.end()) return it->second;
-  cudaFuncAttributes fa;
-  const bool ok = cudaFuncGetAttributes(&fa, kern) == cudaSuccess && fa.binaryVersion >= 90;
-  known.emplace(key, ok);
-  return ok;
+  auto it = known.find(key);
+  if (it == known.end()) {
+    cudaFuncAttributes fa{};
+    const bool ok = cudaFuncGetAttributes(&fa, kern) == cudaSuccess;
+    it = known.emplace(key, std::make_pair(ok, fa)).first;
+  }
+  return it->second.first ? &it->second.second : nullptr;  // map nodes stay put: the pointer outlives the lock
+}
+
+// Whether `kern`'s binary for the current device was built for sm_90+ (only then does it contain the
+// griddepcontrol.wait that makes an early start safe).
+inline bool binary_has_pdl(const void* kern) {
+  const cudaFuncAttributes* fa = func_attrs(kern);
+  return fa != nullptr && fa->binaryVersion >= 90;
+}
+
+// Lets `kern` launch with `dynamic` bytes of dynamic shared memory: above the 48 KB a launch gets without asking,
+// counting the kernel's static shared memory too (a launch of 47 KB dynamic beside 2 KB static fails with "invalid
+// argument" unless it asks; the wk variants' first run, results/h200/2026-11-29-wk r80).
+template <typename Kern>
+cudaError_t allow_smem(Kern kern, size_t dynamic) {
+  const cudaFuncAttributes* fa = func_attrs(reinterpret_cast<const void*>(kern));
+  if (dynamic + (fa ? fa->sharedSizeBytes : 0) <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dynamic);
 }
 
 // Appends the PDL launch attribute to cfg (whose attrs point at room for it) when `pdl` and `kern`'s binary was built
@@ -157,8 +175,7 @@ inline void add_cluster_attr(cudaLaunchConfig_t& cfg, dim3 cluster) {
 template <typename Kern>
 int max_active_clusters(Kern kern, const cudaLaunchConfig_t& cfg) {
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess && cfg.dynamicSmemBytes > 48 * 1024)
-    e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cfg.dynamicSmemBytes);
+  if (e == cudaSuccess) e = allow_smem(kern, cfg.dynamicSmemBytes);
   int n = 0;
   if (e == cudaSuccess) e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
   return e == cudaSuccess ? n : -(int)e;

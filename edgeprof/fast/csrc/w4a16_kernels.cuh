@@ -773,10 +773,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (np != cudaSuccess) return np;
   }
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-  }
+  if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   if (PS > 0) {  // the ring lives in shared memory: ask for the largest carveout, so 5 CTAs of ~41 KB fit per SM
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          (int)cudaSharedmemCarveoutMaxShared);
@@ -892,10 +889,7 @@ template <int G, bool F16>
 cudaError_t launch_mlp_g(bool asym, const MlpArgs& m, cudaStream_t stream) {
   const size_t smem = std::max(cta_smem<G, false>(m.gu.tiles_per_split), cta_smem<G, false>(m.down.tiles_per_split));
   auto kern = asym ? w4a16_mlp_kernel<G, true, F16> : w4a16_mlp_kernel<G, false, F16>;
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-  }
+  if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   return edgeprof_gemv::launch(kern, dim3(m.gu_items + m.down_items), dim3(kWarps * 32), smem, stream, m,
                                edgeprof_gemv::prefetch_tiles_now());
 }

@@ -142,10 +142,7 @@ cudaError_t tune_launch_t(const void* qw, const void* sz, const void* x, const v
   const int gx = (PERSIST && grid_x > 0) ? min(grid_x, nbx) : nbx;
   const size_t smem = (size_t)tiles_per_split * 64 * 2 + (size_t)(tiles_per_split * 64 / G) * 4;
   auto kern = w4a16_gemv_tune_kernel<G, ASYM, ACT, WARPS, PERSIST, TM, UL, MINB, FUSED, LEAN>;
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-  }
+  if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   return edgeprof_gemv::launch(kern, dim3(gx, splits), dim3(WARPS * 32), smem, stream,
       reinterpret_cast<const uint4*>(qw), sz, reinterpret_cast<const __nv_bfloat16*>(x),
       reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), partial, counters, N, K,

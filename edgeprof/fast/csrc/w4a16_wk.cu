@@ -43,7 +43,6 @@ template <int G, bool ASYM, bool ACT, bool NORM, int WK>
 __global__ void __launch_bounds__(WK * 32, 16 / WK > 2 ? 16 / WK : 2)
 w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
   static_assert(G % 64 == 0 && !(ACT && NORM), "whole tiles per group; SiLU*up or the norm, not both");
-  static_assert(WK * 32 * 8 + WK * 4 <= 4096, "static shared memory within the 4 KB wk_launch_t keeps for it");
   constexpr int U = chunk_tiles<G, 0>();  // tiles (16-byte loads per lane) per chunk
   constexpr int GPC = U * 64 / G, TPG = G / 64;
   constexpr int XR = (U * 8 + 31) / 32;  // x vectors per lane and chunk (U * 8 per warp)
@@ -153,11 +152,7 @@ cudaError_t wk_launch_t(const void* qw, const void* sz, const void* x, const voi
                         cudaStream_t s, const NormArgs& na) {
   const size_t smem = (size_t)WK * wk_scale_bytes<G, ASYM>(K, WK) + (size_t)K * 2 + (size_t)(K / G) * 4;
   auto kern = w4a16_gemv_wk_kernel<G, ASYM, ACT, NORM, WK>;
-  // the opt-in above 48 KB counts the static shared memory too (the warps' sums, norm_rstd's): 4 KB kept for it
-  if (smem > 44 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-  }
+  if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   const W4Args a = w4_args(qw, sz, x, bias, y, nullptr, nullptr, N, K, K / 64);
   return edgeprof_gemv::launch_ex(!ACT || edgeprof_gemv::pdl_act_enabled(), 0, kern, dim3(N / 16), dim3(WK * 32),
                                  smem, s, a, na, edgeprof_gemv::prefetch_tiles_now());
