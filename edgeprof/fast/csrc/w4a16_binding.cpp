@@ -29,7 +29,6 @@ int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* pe
 void edgeprof_w4a16_set_norm_batch(bool on);
 bool edgeprof_w4a16_is_lat_variant(int variant);
 
-// The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 // The message of a launch that failed before it ran (an invalid configuration). Such a failure also stays as the
 // thread's last CUDA error: cleared here, so the next torch kernel's launch check does not report it as its own (a
 // tune that times configs in turn then fails only the one that is invalid). TORCH_CHECK evaluates it only on failure.
@@ -38,6 +37,7 @@ static const char* launch_error(int err) {
   return cudaGetErrorString((cudaError_t)err);
 }
 
+// The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
                               const torch::Tensor& partial, const torch::Tensor& counters, int64_t N, int64_t K,
                               int64_t group, bool asym, int64_t splits, int64_t tiles_per_split) {
