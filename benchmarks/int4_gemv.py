@@ -219,6 +219,30 @@ def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Genera
     return worst, exact
 
 
+def check_act_epilogue(model: str, h: int, i: int, asym: bool) -> dict:
+    """An MLP's gate_up as an act-epilogue variant (w4cuda.ACT_EPILOGUE_VARIANTS: it writes silu(gate) * up) feeding a
+    plain down, against the same gate_up's fused_norm feeding down.fused_silu: the act values must be the ones down
+    stages itself, so both y are bitwise equal; with and without a residual (whose written sum must match too), and
+    on a plain input (act_of against the un-permuted y = W x)."""
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, W4CudaLinear, pack_w4
+
+    g = torch.Generator(device="cuda").manual_seed(11 + asym)
+    gate_up = W4CudaLinear(pack_w4(*_quant(2 * i, h, GROUP, asym, g), GROUP), variant=next(iter(ACT_EPILOGUE_VARIANTS)))
+    down = W4CudaLinear(pack_w4(*_quant(h, i, GROUP, asym, g), GROUP))
+    same = True
+    for with_res in (True, False):
+        x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
+        res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) if with_res else None
+        nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
+        act, res_a = gate_up.fused_norm_silu(x, res, nw, 1e-6)
+        gu, res_b = gate_up.fused_norm(x, res, nw, 1e-6)
+        same &= bool(torch.equal(down(act), down.fused_silu(gu)) and torch.equal(res_a, res_b))
+    x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
+    same &= bool(torch.equal(down(gate_up.act_of(x)), down.fused_silu(gate_up(x))))
+    return {"model": model, "shape": "gate_up act epilogue", "k": h, "n": 2 * i, "group": GROUP, "asym": asym,
+            "variant": gate_up.variant, "bitwise_equal": same, "passed": same}
+
+
 def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
     """gate_up [2I, H] and down [H, I] at the splits the decoder launches them with on this card (launch_plan, else
     choose_splits), on the default kernel: the fused MLP runs only that one, so a plan's other variant (e.g. cl) is
@@ -438,6 +462,12 @@ def kernel_suite(args) -> int:
                 print(f"check {model:13s} mlp      g{group:<3d} {'asym' if asym else 'sym '} {mma} "
                       f"bitwise {c.get('bitwise_equal')} counters reset {c.get('counters_reset')} "
                       f"splits {c['splits']} {c.get('status', '')} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, h, i in MLP_SHAPES:  # SiLU*up in gate_up's epilogue: bitwise the down-side staging
+        for asym in (False, True):
+            checks.append(check_act_epilogue(model, h, i, asym))
+            c = checks[-1]
+            print(f"check {model:13s} gate_up act epilogue {'asym' if asym else 'sym '} bitwise {c['bitwise_equal']} "
+                  f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the batched norm loads change no output
         if model != "mistral-7b" and name != "lm_head":
             for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
@@ -447,8 +477,8 @@ def kernel_suite(args) -> int:
                       f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the latency variants (group 128, bf16 mma), whole K and 2 splits
         for variant in (v for v in w4cuda.DECODER_VARIANTS if v != "base"):
-            # a wk variant runs one split (its CTA's warps split K): both forms there
-            for splits, asym in [(1, False), (1 if variant in w4cuda.WK_VARIANTS else 2, True)]:
+            # a wk or act-epilogue variant runs one split: both forms there
+            for splits, asym in [(1, False), (1 if variant in w4cuda.ONE_SPLIT_VARIANTS else 2, True)]:
                 checks.append({**check_cuda_kernel(model, name, k, n, GROUP, asym,
                                                    launch={"variant": variant, "splits": splits}),
                                "variant": variant, "mma": "bf16"})

@@ -8,7 +8,9 @@ runs all 28 layers inside one captured CUDA graph, with the decoder's kernel fla
   shape chains  one projection of every layer in a row: qkv, o, gate_up, down (plain input), and qkv and gate_up
                 with the fused residual add + RMSNorm, down with the fused SiLU*up
   layers        per layer qkv, o, gate_up, down, plain inputs: the shapes alternate as in the step
-  +fusions      the same with the step's fusions (norm into qkv and gate_up, SiLU*up into down)
+  +fusions      the same with the step's fusions (norm into qkv and gate_up, SiLU*up into down, or into gate_up's
+                epilogue where the plan's gate_up variant has one; then "gate_up" times that launch and "down" and
+                "down+silu" the plain down it feeds)
   +attention    the same with the step's RoPE + KV write + attention before o, at the timed context
   step          the decoder's whole step (edgeprof.bench cell at the same context: embedding, final norm, lm_head
                 and argmax included), device time p50
@@ -64,13 +66,31 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
 
     def layer(lw, idx: int, fusions: bool, attention: bool) -> None:
         if not fusions:
-            for lin, inp in ((lw.qkv, x), (lw.o, a), (lw.gate_up, x), (lw.down, hi)):
-                lin(inp)
+            lw.qkv(x)
+            lw.o(a)
+            gate_up(lw, False)
+            down(lw, False)
             return
         qkv, r = lw.qkv.fused_norm(x, res, lw.attn_norm, eps)
         y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx]) if attention else a)
-        up, _ = lw.gate_up.fused_norm(y, r, lw.mlp_norm, eps)
-        lw.down.fused_silu(up)
+        mlp_fused(lw, y, r)
+
+    def epilogue(lw) -> bool:  # the plan's gate_up writes silu(gate) * up itself (w4cuda.ACT_EPILOGUE_VARIANTS)
+        return getattr(lw.gate_up, "fuses_norm_silu", False)
+
+    def mlp_fused(lw, y: torch.Tensor, r: torch.Tensor) -> None:  # as FastModel.step: SiLU*up in gate_up or in down
+        if epilogue(lw):
+            lw.down(lw.gate_up.fused_norm_silu(y, r, lw.mlp_norm, eps)[0])
+        else:
+            lw.down.fused_silu(lw.gate_up.fused_norm(y, r, lw.mlp_norm, eps)[0])
+
+    def gate_up(lw, norm: bool):  # gate_up as the step launches it (its SiLU*up epilogue where the plan has one)
+        if epilogue(lw):
+            return lw.gate_up.fused_norm_silu(x, res, lw.mlp_norm, eps) if norm else lw.gate_up.act_of(x)
+        return lw.gate_up.fused_norm(x, res, lw.mlp_norm, eps) if norm else lw.gate_up(x)
+
+    def down(lw, silu: bool):  # down as the step launches it: SiLU*up staged unless gate_up wrote it
+        return lw.down.fused_silu(gu) if silu and not epilogue(lw) else lw.down(hi)
 
     def every(fn: Callable) -> Callable[[], None]:  # fn on every layer's projection
         def run() -> None:
@@ -87,11 +107,11 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
     return {
         "qkv": every(lambda lw: lw.qkv(x)),
         "o": every(lambda lw: lw.o(a)),
-        "gate_up": every(lambda lw: lw.gate_up(x)),
-        "down": every(lambda lw: lw.down(hi)),
+        "gate_up": every(lambda lw: gate_up(lw, False)),
+        "down": every(lambda lw: down(lw, False)),
         "qkv+norm": every(lambda lw: lw.qkv.fused_norm(x, res, lw.attn_norm, eps)),
-        "gate_up+norm": every(lambda lw: lw.gate_up.fused_norm(x, res, lw.mlp_norm, eps)),
-        "down+silu": every(lambda lw: lw.down.fused_silu(gu)),
+        "gate_up+norm": every(lambda lw: gate_up(lw, True)),
+        "down+silu": every(lambda lw: down(lw, True)),
         "layers": stack(False, False),
         "layers+fusions": stack(True, False),
         "layers+fusions+attention": stack(True, True),

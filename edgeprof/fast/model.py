@@ -109,6 +109,10 @@ class FastModel:
             if self.mlps[i] is not None:  # norm, gate_up, SiLU*up and down in one launch
                 x, res = self.mlps[i](x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, H]
                 continue
+            if getattr(lw.gate_up, "fuses_norm_silu", False) and self.fuse_norm:  # SiLU*up in gate_up's epilogue
+                act, res = lw.gate_up.fused_norm_silu(x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, I]
+                x = lw.down(act)  # [1, H]
+                continue
             gu, res = self._norm_gemv(lw.gate_up, x, res, lw.mlp_norm)  # [1, 2I]
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
             fused = getattr(lw.down, "fuses_silu", False)

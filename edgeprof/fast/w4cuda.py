@@ -82,7 +82,8 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "clnomathx": (33, 4, False), "nomathxs": (34, 4, False), "clnomathxs": (35, 4, False),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
-            "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False)}
+            "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
+            "scxa": (48, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -96,9 +97,15 @@ SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10", "scxa")
 # the variants whose CTA's warps split all of K (one row block per CTA, csrc/w4a16_wk.cu): one K split only
 WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
+# the variants that write an MLP's down input, silu(gate) * up, from its gate_up (csrc: finish_act): their weights are
+# packed gate, gate, up, up row blocks per CTA (act_epilogue_order), and the variant named here runs their plain
+# calls (y = W x, the rows put back in order) on those weights. One K split.
+ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
+# the variants that run one K split only
+ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS)
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -368,6 +375,17 @@ def wk_plan(k: int, splits: int | None, variant: str) -> tuple[int, int]:
     return 1, k // 64
 
 
+def act_epilogue_order(n: int) -> torch.Tensor:
+    """The row blocks of a gate_up [n = 2I, H] in the act epilogue's packed order, new -> old: CTA j holds gate blocks
+    2j, 2j + 1 and up blocks I/16 + 2j, I/16 + 2j + 1, i.e. gate rows 32j.. and the same 32 up rows, so it can write
+    silu(gate) * up for MLP inputs 32j .. 32j + 31 (csrc: finish_act)."""
+    if n % 64:
+        raise ValueError(f"out: {n} rows cannot be packed for the SiLU*up epilogue (a multiple of 64 is needed: each "
+                         f"CTA takes 32 gate and 32 up rows); use variant 'scx'")
+    j, half = torch.arange(n // 64), n // 32
+    return torch.stack([2 * j, 2 * j + 1, half + 2 * j, half + 2 * j + 1], dim=1).reshape(-1)
+
+
 def launch_ctas(n: int, splits: int, variant: str = "base", grid_x: int = 0) -> int:
     """CTAs one call launches (grid.x * grid.y), as csrc/w4a16_gemv.cu computes its grid."""
     _, warps, persist = VARIANTS[variant]
@@ -402,6 +420,8 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
             continue
         _, warps, persist = VARIANTS[variant]
         nbx = -(-(n // 16) // warps)
+        if variant in ACT_EPILOGUE_VARIANTS:  # its output is not y = W x: the plan A/B of the step times it
+            continue
         for sp, tps in (plans if variant not in WK_VARIANTS else [wk_plan(k, None, variant)]):
             if variant in CLUSTER_VARIANTS and not 1 < sp <= CL_MAX_SPLITS:  # 1 split: no cluster; at most 16
                 continue
@@ -497,8 +517,16 @@ class W4CudaLinear:
             _check_sm90_launch(packed, splits, variant)  # before the build; the planned splits again below
         if variant in WK_VARIANTS:
             wk_plan(packed.k, splits, variant)  # before the build
+        if variant in ACT_EPILOGUE_VARIANTS:
+            act_epilogue_order(packed.n)  # before the build: the row count must allow it
+            if splits not in (None, 1):
+                raise ValueError(f"splits: variant {variant!r} runs one K split (its epilogue needs whole rows), not "
+                                 f"{splits}; leave splits unset")
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
+        self._unperm = None  # the act epilogue's packed order: original row i is packed row _unperm[i]
+        if variant in ACT_EPILOGUE_VARIANTS:
+            packed, bias, self._unperm = self._act_epilogue_pack(packed, bias)
         self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
@@ -506,7 +534,12 @@ class W4CudaLinear:
         self.bias = bias.to(torch.bfloat16).contiguous() if bias is not None else torch.empty(0, device=dev,
                                                                                                dtype=torch.bfloat16)
         self.variant, self.variant_id, self.grid_x = variant, VARIANTS[variant][0], max(0, int(grid_x))
-        if variant in WK_VARIANTS:
+        self.act_variant_id = None  # the launch that writes silu(gate) * up (fused_norm_silu)
+        if variant in ACT_EPILOGUE_VARIANTS:
+            self.act_variant_id, self.variant_id = self.variant_id, VARIANTS[ACT_EPILOGUE_VARIANTS[variant]][0]
+        if variant in ACT_EPILOGUE_VARIANTS:
+            self.splits, self.tps = split_plan(packed.k, packed.group, 1)
+        elif variant in WK_VARIANTS:
             self.splits, self.tps = wk_plan(packed.k, splits, variant)
         elif splits is None:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -523,14 +556,32 @@ class W4CudaLinear:
         self.n_out = packed.n
         self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
 
+    @staticmethod
+    def _act_epilogue_pack(packed: W4Packed,
+                           bias: torch.Tensor | None) -> tuple[W4Packed, torch.Tensor | None, torch.Tensor]:
+        """(`packed` and its bias with the row blocks in act_epilogue_order, and for each original row its packed
+        row: y_original = y_packed[..., that])."""
+        blocks = act_epilogue_order(packed.n).to(packed.qw.device)
+        out = W4Packed(packed.qw.index_select(0, blocks).contiguous(), packed.sz.index_select(0, blocks).contiguous(),
+                       packed.n, packed.k, packed.group, packed.asym)
+        rows = (blocks[:, None] * 16 + torch.arange(16, device=blocks.device)).reshape(-1)  # packed row -> original
+        if bias is not None:
+            bias = bias.index_select(0, rows.to(bias.device))
+        return out, bias, torch.argsort(rows)
+
+    def _in_order(self, y: torch.Tensor) -> torch.Tensor:
+        """y's columns in the original row order (the act epilogue's packed order otherwise)."""
+        return y if self._unperm is None else y.index_select(-1, self._unperm)
+
     def _run(self, x: torch.Tensor, act: bool) -> torch.Tensor:
         p = self.p
         x = aligned16(x)
         if self.variant_id == 0 and self.grid_x == 0:  # the default path, as the decoder uses it
             return self.ext.gemv(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                  p.group, p.asym, act, self.splits, self.tps)
-        return self.ext.gemv_variant(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
-                                     p.group, p.asym, act, self.splits, self.tps, self.variant_id, self.grid_x)
+        return self._in_order(self.ext.gemv_variant(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+                                                    p.group, p.asym, act, self.splits, self.tps, self.variant_id,
+                                                    self.grid_x))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:  # prefill (M > 1): not a GEMV; dequantize this layer once per call
@@ -553,7 +604,38 @@ class W4CudaLinear:
         y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
                                self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps,
                                self.variant_id)
-        return y, res_out
+        return self._in_order(y), res_out
+
+    @property
+    def fuses_norm_silu(self) -> bool:
+        """fused_norm_silu is available: an MLP's gate_up built with an act-epilogue variant (ACT_EPILOGUE_VARIANTS)."""
+        return self.act_variant_id is not None and self.p.k % 8 == 0
+
+    def act_of(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(g) * u [1, N/2] for [g | u] = W x (+ bias), x [1, K]: the epilogue on a plain input (checks, layer
+        chains); fused_norm_silu is the decoder's form."""
+        if not self.fuses_norm_silu:
+            raise ValueError(f"variant: {self.variant!r} does not write silu(gate) * up; build the gate_up with one of "
+                             f"{sorted(ACT_EPILOGUE_VARIANTS)}")
+        p = self.p
+        return self.ext.gemv_variant(aligned16(x), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
+                                     p.group, p.asym, False, self.splits, self.tps, self.act_variant_id, 0)
+
+    def fused_norm_silu(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
+                        eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(silu(g) * u [1, N/2], x + res) for [g | u] = this gate_up's fused_norm(x, res, norm_w, eps): the down
+        projection's input, written by this launch's epilogue, so down stages a plain x. Bitwise what
+        down.fused_silu stages from fused_norm's output (the same rounding, the same intrinsics)."""
+        if not self.fuses_norm_silu:
+            raise ValueError(f"variant: {self.variant!r} does not write silu(gate) * up; build the gate_up with one of "
+                             f"{sorted(ACT_EPILOGUE_VARIANTS)}")
+        p = self.p
+        x, norm_w = aligned16(x), aligned16(norm_w)
+        res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)
+        act = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz,
+                                 self.bias, self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits,
+                                 self.tps, self.act_variant_id)
+        return act, res_out
 
     def fused_silu(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self._run(gate_up, True)
@@ -565,7 +647,7 @@ class W4CudaLinear:
         q, z, s = unpack_w4(self.p)
         w = dequantize_qzs(q, z, s, self.p.group).to(x.dtype)  # [N, K]
         y = x @ w.t()
-        return y + self.bias if self.bias.numel() else y
+        return self._in_order(y + self.bias if self.bias.numel() else y)
 
     fuses_silu = True
 

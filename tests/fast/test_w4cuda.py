@@ -276,7 +276,8 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
         if name in w4cuda.DECODER_VARIANTS:
             case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
-            assert vid == 0 or "return lat_launch_t" in case or "return edgeprof_w4a16_wk_launch" in case, name
+            launches = ("return lat_launch_t", "return edgeprof_w4a16_wk_launch", "act_epilogue_launch_t")
+            assert vid == 0 or any(f in case for f in launches), name
         else:
             assert f"variant == {vid} && group == 128" in tune, name
     assert f"variant <= {ids[-1]})" in binding
@@ -367,3 +368,40 @@ def test_the_fused_mlp_entry_point_is_bound_and_checked():
     assert "int edgeprof_w4a16_mlp_launch(" in src and "int edgeprof_w4a16_mlp_launch(" in binding
     assert 'm.def("mlp", &mlp' in binding
     assert "I % 64 == 0" in binding
+
+
+def test_the_act_epilogue_packs_each_ctas_gate_rows_beside_the_same_up_rows():
+    # CTA j's 4 row blocks (64 rows) must be gate rows 32j.. and up rows 32j.. of gate_up [2I, H]: finish_act writes
+    # silu(gate) * up for MLP inputs 32j .. 32j + 31 from them
+    n = 256  # I = 128: 8 gate row blocks, then 8 up row blocks
+    order = w4cuda.act_epilogue_order(n)
+    assert sorted(order.tolist()) == list(range(n // 16))
+    for j in range(n // 64):
+        gate, up = order[4 * j:4 * j + 2].tolist(), order[4 * j + 2:4 * j + 4].tolist()
+        assert gate == [2 * j, 2 * j + 1] and up == [n // 32 + 2 * j, n // 32 + 2 * j + 1]
+    with pytest.raises(ValueError, match="multiple of 64"):
+        w4cuda.act_epilogue_order(96)
+
+
+def test_the_act_epilogue_packing_keeps_every_row_and_puts_it_back():
+    q, z, s = quantize_rtn(torch.randn(128, 256), 128)
+    bias = torch.arange(128.0)
+    packed, pb, unperm = w4cuda.W4CudaLinear._act_epilogue_pack(pack_w4(q, z, s, 128), bias)
+    q2, z2, s2 = unpack_w4(packed)
+    assert torch.equal(q2[unperm], q) and torch.equal(z2[unperm], z) and torch.equal(s2[unperm], s)
+    assert torch.equal(pb[unperm], bias) and not torch.equal(pb, bias)
+
+
+def test_act_epilogue_variants_run_one_split_and_are_not_tuned_per_shape():
+    from edgeprof.fast.w4cuda import W4CudaLinear, tune_configs
+
+    assert set(w4cuda.ACT_EPILOGUE_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
+    assert all(base in w4cuda.VARIANTS for base in w4cuda.ACT_EPILOGUE_VARIANTS.values())
+    q, z, s = quantize_rtn(torch.randn(64, 256), 128)
+    with pytest.raises(ValueError, match="splits: variant 'scxa' runs one K split"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="scxa", splits=2)
+    q, z, s = quantize_rtn(torch.randn(32, 256), 128)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="scxa")
+    # its output is silu(gate) * up, not y = W x: the per-shape tune cannot time it as a GEMV (the step A/B does)
+    assert not [c for c in tune_configs(37888, 3584, 128, 132, (1,), ("scx", "scxa")) if c["variant"] == "scxa"]

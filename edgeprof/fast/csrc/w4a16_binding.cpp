@@ -37,6 +37,9 @@ static const char* launch_error(int err) {
   return cudaGetErrorString((cudaError_t)err);
 }
 
+// The outputs of one call: N, or N / 2 for the variant "scxa" (48), which writes silu(gate) * up of its gate | up rows.
+static int64_t out_rows(int64_t variant, int64_t N) { return variant == 48 ? N / 2 : N; }
+
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
                               const torch::Tensor& partial, const torch::Tensor& counters, int64_t N, int64_t K,
@@ -78,7 +81,7 @@ static void check_tickets(const torch::Tensor& counters, int64_t N, int64_t spli
 // 30-35 the diagnostic "nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs" (wrong y by design),
 // 36, 37 the scale-staged "sc", "clsc", 38, 39 the diagnostic "nomathxsf", "clnomathxsf", 40, 41 "scf", "clscf",
 // 42, 43 "scx", "clscx" (sc / clsc with the group sums in the staging pass), 44-47 "wk4", "wk6", "wk8", "wk10" (one row
-// block per CTA, its warps split K; one split) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
+// block per CTA, its warps split K; one split), 48 "scxa" (scx writing silu(gate) * up: N / 2 outputs; one split) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
                            bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
@@ -86,11 +89,11 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 47),
-              "variant: 0 (any group), 1-47 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 48),
+              "variant: 0 (any group), 1-48 (group 128 only)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({1, N}, x.options());
+  auto y = torch::empty({1, out_rows(variant, N)}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_w4a16_launch((int)group, asym, act, qw.data_ptr(), sz.data_ptr(), x.data_ptr(), b, y.data_ptr(),
                                   splits > 1 ? partial.data_ptr<float>() : nullptr,
@@ -139,7 +142,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
               "variant: 0 (the default launch, any group) or a decoder variant (w4cuda.DECODER_VARIANTS; group 128)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({1, N}, x.options());
+  auto y = torch::empty({1, out_rows(variant, N)}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_w4a16_norm_launch((int)group, asym, qw.data_ptr(), sz.data_ptr(), x.data_ptr(),
                                        has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps,

@@ -369,6 +369,25 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
   if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
 }
 
+// The outputs of CTA column bx of a gate_up whose row blocks are packed gate, gate, up, up (w4cuda: the act
+// epilogue's layout; one K split): silu(g) * u for MLP inputs 32 bx .. 32 bx + 31 into y [N / 2]. g and u are first
+// rounded to bf16 as finish_rows writes them, then combined exactly as act_pair does when the down projection stages
+// them: the value is bitwise the two-launch path's. Every thread of the CTA calls it (it has a barrier).
+__device__ __forceinline__ void finish_act(int bx, int gq, int c, float y0, float y1,
+                                           const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y) {
+  __shared__ float gu[64];  // this CTA's 64 rows as bf16 values: gate 0-31, then up 0-31
+  const int w = threadIdx.x >> 5, r = 16 * w + gq, row = 64 * bx + r;  // packed row
+  if (c == 0) {
+    gu[r] = round_bf16(y0 + (bias ? __bfloat162float(bias[row]) : 0.f));
+    gu[r + 8] = round_bf16(y1 + (bias ? __bfloat162float(bias[row + 8]) : 0.f));
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const float g = gu[threadIdx.x], u = gu[32 + threadIdx.x];
+    y[32 * bx + threadIdx.x] = __float2bfloat16(round_bf16(g / (1.0f + __expf(-g))) * u);
+  }
+}
+
 // finish_rows for the cluster variant "cl" (sm_90+): the nsplit CTAs of a row-block column are one thread-block
 // cluster of (1, nsplit, 1), split `by` = cluster rank `by`. Each CTA leaves its partial row sums in shared memory;
 // after a cluster barrier, rank r adds rows r, r + nsplit, ... over the ranks in split order through distributed
@@ -530,9 +549,11 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // SCS (the tune variants sc / clsc): the warp's group scales come through shared memory (scale_stage_bytes), copied in
 // one burst before the PDL wait; the sums are base's, so y is bitwise base's (cl's) at the same splits.
 // XSUM (scx / clscx: sc / clsc with it): the group sums of x in the staging pass (stage_x's XG), one barrier less.
+// EACT (scxa: scx with it; one K split): the CTA's 4 row blocks are gate rows 32 bx.. and up rows 32 bx.. of an MLP's
+// gate_up (w4cuda packs them so), and it writes silu(gate) * up for its 32 outputs (finish_act) instead of its rows.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false>
+          bool SCS = false, bool XSUM = false, bool EACT = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -725,6 +746,11 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       }
   }
 
+  if constexpr (EACT) {  // the variant "scxa": silu(gate) * up of the CTA's rows
+    static_assert(KW == 1 && !CLU && kWarps == 4, "one row block per warp: two of gate rows, two of up rows");
+    finish_act(bx, gq, c, y0, y1, a.bias, a.y);
+    return;
+  }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
     finish_rows_cluster<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y);
@@ -737,9 +763,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
+          bool EACT = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM>(
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>(
       a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
@@ -760,14 +787,16 @@ size_t cta_smem(int tiles_per_split) {
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
-          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
+          bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
+          bool EACT = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>;
+  if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -901,21 +930,21 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
 template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false,
-          bool XSUM = false>
+          bool XSUM = false, bool EACT = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM>( \
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM, EACT>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool EACT = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM>( \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

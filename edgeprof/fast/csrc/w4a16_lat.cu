@@ -17,6 +17,9 @@
 //   within the vector loads' warp) instead of a second pass over shared memory behind a CTA barrier: after the PDL
 //   wait every CTA of a one-wave launch stages x while only its first chunk streams, so that pass is DRAM idle
 //   time. The sums run in another order, so y is checked against the reference, not bitwise against base.
+//   scxa (EACT): scx on an MLP's gate_up packed as gate, gate, up, up row blocks per CTA (w4cuda), writing
+//   silu(gate) * up for its 32 inputs of the down projection instead of its 64 rows (finish_act): down then stages a
+//   plain x, and SiLU*up runs once per input instead of once per down CTA that reads it. One K split.
 //   wk4 / wk6 / wk8 / wk10 (w4a16_wk.cu, its own translation unit): one row block per CTA of 4 / 6 / 8 / 10 warps
 //   that split all of K, x streamed chunk by chunk beside the weights; one K split, no split-K finish.
 #include "w4a16_kernels.cuh"
@@ -43,19 +46,31 @@ cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const v
 }
 
 
+// scxa: the plain or fused-norm launch of scx with the SiLU*up epilogue (no SiLU*up input: that is down's form)
+template <bool ASYM>
+cudaError_t act_epilogue_launch_t(bool norm, const void* qw, const void* sz, const void* x, const void* bias, void* y,
+                                  int N, int K, int tps, cudaStream_t s, NormArgs na) {
+  if (norm)
+    return launch_t<128, ASYM, false, true, 1, 0, 0, 5, false, 1, false, 0, 0, true, true, true>(
+        qw, sz, x, bias, y, nullptr, nullptr, N, K, 1, tps, s, na);
+  return launch_t<128, ASYM, false, true, 0, 0, 0, 5, false, 1, false, 0, 0, true, true, true>(
+      qw, sz, x, bias, y, nullptr, nullptr, N, K, 1, tps, s);
+}
+
 }  // namespace edgeprof_w4
 
 // Whether `variant` is one of this file's (the decoder variants, w4cuda.DECODER_VARIANTS but base): the one list the
 // default entry point's dispatch (w4a16_gemv.cu) and the binding's checks read, so they cannot drift from the switch.
 bool edgeprof_w4a16_is_lat_variant(int variant) {
   return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43 ||
-         edgeprof_w4a16_wk_warps(variant) > 0;
+         edgeprof_w4a16_wk_warps(variant) > 0 || variant == 48;
 }
 
-// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-47 "wk4", "wk6", "wk8", "wk10"
-// (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false). cudaErrorInvalidValue
-// for any other variant or group (and cl / clsc / clscx above 16 splits, wk above 1), cudaErrorNotSupported for cl /
-// clsc / clscx below sm_90.
+// variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-47 "wk4", "wk6", "wk8", "wk10",
+// 48 "scxa" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false); scxa writes
+// N / 2 outputs. cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits, wk and
+// scxa above 1, scxa with a SiLU*up input or N not a multiple of 64), cudaErrorNotSupported for cl / clsc / clscx
+// below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -88,6 +103,10 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
     case 45: return edgeprof_w4a16_wk_launch(45, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 46: return edgeprof_w4a16_wk_launch(46, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 47: return edgeprof_w4a16_wk_launch(47, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
+    case 48:
+      if (act || splits != 1) return (int)cudaErrorInvalidValue;
+      return asym ? act_epilogue_launch_t<true>(norm, qw, sz, x, bias, y, N, K, tps, s, na)
+                  : act_epilogue_launch_t<false>(norm, qw, sz, x, bias, y, N, K, tps, s, na);
     default: return (int)cudaErrorInvalidValue;
   }
 }
