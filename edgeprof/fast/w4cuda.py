@@ -611,12 +611,15 @@ class W4CudaLinear:
         """fused_norm_silu is available: an MLP's gate_up built with an act-epilogue variant (ACT_EPILOGUE_VARIANTS)."""
         return self.act_variant_id is not None and self.p.k % 8 == 0
 
-    def act_of(self, x: torch.Tensor) -> torch.Tensor:
-        """silu(g) * u [1, N/2] for [g | u] = W x (+ bias), x [1, K]: the epilogue on a plain input (checks, layer
-        chains); fused_norm_silu is the decoder's form."""
+    def _need_act_epilogue(self) -> None:
         if not self.fuses_norm_silu:
             raise ValueError(f"variant: {self.variant!r} does not write silu(gate) * up; build the gate_up with one of "
                              f"{sorted(ACT_EPILOGUE_VARIANTS)}")
+
+    def act_of(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(g) * u [1, N/2] for [g | u] = W x (+ bias), x [1, K]: the epilogue on a plain input (checks, layer
+        chains); fused_norm_silu is the decoder's form."""
+        self._need_act_epilogue()
         p = self.p
         return self.ext.gemv_variant(aligned16(x), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                      p.group, p.asym, False, self.splits, self.tps, self.act_variant_id, 0)
@@ -626,9 +629,7 @@ class W4CudaLinear:
         """(silu(g) * u [1, N/2], x + res) for [g | u] = this gate_up's fused_norm(x, res, norm_w, eps): the down
         projection's input, written by this launch's epilogue, so down stages a plain x. Bitwise what
         down.fused_silu stages from fused_norm's output (the same rounding, the same intrinsics)."""
-        if not self.fuses_norm_silu:
-            raise ValueError(f"variant: {self.variant!r} does not write silu(gate) * up; build the gate_up with one of "
-                             f"{sorted(ACT_EPILOGUE_VARIANTS)}")
+        self._need_act_epilogue()
         p = self.p
         x, norm_w = aligned16(x), aligned16(norm_w)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)
