@@ -405,3 +405,20 @@ def test_act_epilogue_variants_run_one_split_and_are_not_tuned_per_shape():
         W4CudaLinear(pack_w4(q, z, s, 128), variant="scxa")
     # its output is silu(gate) * up, not y = W x: the per-shape tune cannot time it as a GEMV (the step A/B does)
     assert not [c for c in tune_configs(37888, 3584, 128, 132, (1,), ("scx", "scxa")) if c["variant"] == "scxa"]
+
+
+def test_finish_acts_indices_pair_each_gate_row_with_its_up_row():
+    # csrc finish_act: CTA bx, warp w, lane row gq hold packed rows 64 bx + 16 w + gq (+ 8) in gu[16 w + gq (+ 8)];
+    # thread t < 32 writes y[32 bx + t] from gu[t] (gate) and gu[32 + t] (up). With act_epilogue_order's packing those
+    # must be original rows 32 bx + t and I + 32 bx + t of gate_up [2I, H].
+    n = 512
+    blocks = w4cuda.act_epilogue_order(n)
+    packed_to_orig = (blocks[:, None] * 16 + torch.arange(16)).reshape(-1)
+    for bx in range(n // 64):
+        gu = [None] * 64
+        for w in range(4):
+            for gq in range(8):
+                for r in (16 * w + gq, 16 * w + gq + 8):
+                    gu[r] = int(packed_to_orig[64 * bx + r])
+        for t in range(32):
+            assert (gu[t], gu[32 + t]) == (32 * bx + t, n // 2 + 32 * bx + t)
