@@ -524,15 +524,16 @@ class W4CudaLinear:
                                  f"{splits}; leave splits unset")
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
-        self._unperm = None  # the act epilogue's packed order: original row i is packed row _unperm[i]
+        # the act epilogue's packed order: packed row r is original row _rows[r]; original row i is packed row
+        # _unperm[i] (both None: the original order)
+        self._rows = self._unperm = None
         if variant in ACT_EPILOGUE_VARIANTS:
-            packed, bias, self._unperm = self._act_epilogue_pack(packed, bias)
+            packed, self._rows, self._unperm = self._act_epilogue_pack(packed)
         self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
+        self.bias = bias
         dev = packed.qw.device
-        self.bias = bias.to(torch.bfloat16).contiguous() if bias is not None else torch.empty(0, device=dev,
-                                                                                               dtype=torch.bfloat16)
         self.variant, self.variant_id, self.grid_x = variant, VARIANTS[variant][0], max(0, int(grid_x))
         self.act_variant_id = None  # the launch that writes silu(gate) * up (fused_norm_silu)
         if variant in ACT_EPILOGUE_VARIANTS:
@@ -557,17 +558,33 @@ class W4CudaLinear:
         self._no_res = torch.empty(0, device=dev, dtype=torch.bfloat16)  # fused_norm's "no residual" (first layer)
 
     @staticmethod
-    def _act_epilogue_pack(packed: W4Packed,
-                           bias: torch.Tensor | None) -> tuple[W4Packed, torch.Tensor | None, torch.Tensor]:
-        """(`packed` and its bias with the row blocks in act_epilogue_order, and for each original row its packed
-        row: y_original = y_packed[..., that])."""
+    def _act_epilogue_pack(packed: W4Packed) -> tuple[W4Packed, torch.Tensor, torch.Tensor]:
+        """(`packed` with its row blocks in act_epilogue_order, for each packed row its original row, and for each
+        original row its packed row: y_original = y_packed[..., that])."""
         blocks = act_epilogue_order(packed.n).to(packed.qw.device)
         out = W4Packed(packed.qw.index_select(0, blocks).contiguous(), packed.sz.index_select(0, blocks).contiguous(),
                        packed.n, packed.k, packed.group, packed.asym)
         rows = (blocks[:, None] * 16 + torch.arange(16, device=blocks.device)).reshape(-1)  # packed row -> original
-        if bias is not None:
-            bias = bias.index_select(0, rows.to(bias.device))
-        return out, bias, torch.argsort(rows)
+        return out, rows, torch.argsort(rows)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """The epilogue's bias [N] in the packed row order (empty: none)."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, bias: torch.Tensor | None) -> None:
+        """`bias` [N] in the original row order, or None. A setter, not a field: callers attach a bias after the
+        build (weights._int4_biased, the kernel checks), and an act-epilogue variant must store it in its packed
+        order (r88's checks of scxa's biased forms failed where the field took it unpermuted)."""
+        dev = self.p.qw.device
+        if bias is None:
+            self._bias = torch.empty(0, device=dev, dtype=torch.bfloat16)
+            return
+        if bias.shape != (self.p.n,):
+            raise ValueError(f"bias: shape {tuple(bias.shape)}, expected ({self.p.n},) (one per output row)")
+        bias = bias.to(device=dev, dtype=torch.bfloat16)
+        self._bias = (bias if self._rows is None else bias.index_select(0, self._rows)).contiguous()
 
     def _in_order(self, y: torch.Tensor) -> torch.Tensor:
         """y's columns in the original row order (the act epilogue's packed order otherwise)."""

@@ -385,11 +385,27 @@ def test_the_act_epilogue_packs_each_ctas_gate_rows_beside_the_same_up_rows():
 
 def test_the_act_epilogue_packing_keeps_every_row_and_puts_it_back():
     q, z, s = quantize_rtn(torch.randn(128, 256), 128)
-    bias = torch.arange(128.0)
-    packed, pb, unperm = w4cuda.W4CudaLinear._act_epilogue_pack(pack_w4(q, z, s, 128), bias)
+    packed, rows, unperm = w4cuda.W4CudaLinear._act_epilogue_pack(pack_w4(q, z, s, 128))
     q2, z2, s2 = unpack_w4(packed)
     assert torch.equal(q2[unperm], q) and torch.equal(z2[unperm], z) and torch.equal(s2[unperm], s)
-    assert torch.equal(pb[unperm], bias) and not torch.equal(pb, bias)
+    assert torch.equal(q2, q[rows]) and not torch.equal(rows, torch.arange(128))
+
+
+def test_a_bias_attached_after_the_build_lands_on_its_rows_in_the_act_epilogue_order():
+    # weights._int4_biased and the kernel checks set .bias after the build; r88's checks of scxa's biased forms
+    # failed while the field took it in the original order. The prefill path (M > 1) runs here without a GPU.
+    from edgeprof.quant.rtn import dequantize_qzs
+
+    q, z, s = quantize_rtn(torch.randn(128, 256), 128)
+    no_gpu = object()  # the extension: the prefill path does not call it
+    lin = w4cuda.W4CudaLinear(pack_w4(q, z, s, 128), variant="scxa", ext=no_gpu)
+    bias = torch.arange(128.0)
+    lin.bias = bias
+    x = torch.randn(2, 256).to(torch.bfloat16)
+    ref = x @ dequantize_qzs(q, z, s, 128).to(torch.bfloat16).t() + bias.to(torch.bfloat16)
+    assert torch.equal(lin(x), ref)
+    with pytest.raises(ValueError, match=r"bias: shape \(64,\), expected \(128,\)"):
+        lin.bias = torch.zeros(64)
 
 
 def test_act_epilogue_variants_run_one_split_and_are_not_tuned_per_shape():
