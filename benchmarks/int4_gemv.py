@@ -200,9 +200,19 @@ def check_cuda_kernel(model: str, name: str, k: int, n: int, group: int, asym: b
             "deterministic": deterministic, "unwritten": unwritten, "splits": lin.splits, "passed": ok}
 
 
-def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Generator) -> tuple[float, bool]:
+def _deferred_norm_ref(h: torch.Tensor, nw: torch.Tensor, w64: torch.Tensor, eps: float) -> torch.Tensor:
+    """The deferred norm's math (w4cuda.NORMS "deferred") in float64: rstd * (W bf16(h * w)), h = bf16(x + res). The
+    product of two bf16 values is exact in fp32, so its rounding to bf16 is the kernel's staged value, bit for bit."""
+    staged = (h.float() * nw.float()).to(torch.bfloat16).double()
+    rstd = 1.0 / torch.sqrt(h.double().pow(2).mean() + eps)
+    return rstd * (staged @ w64.t())
+
+
+def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Generator,
+                     deferred: bool = False) -> tuple[float, bool]:
     """The fused residual add + RMSNorm input (with and without a residual) against add_rmsnorm's rounding in
-    torch, then float64 on the dequantized weights; the written residual must equal bf16(x + res) exactly."""
+    torch (deferred: the deferred norm's, _deferred_norm_ref), then float64 on the dequantized weights; the written
+    residual must equal bf16(x + res) exactly."""
     from edgeprof.fast.kernels import add_rmsnorm
 
     k = w64.shape[1]
@@ -212,35 +222,67 @@ def check_fused_norm(lin, w64: torch.Tensor, bias: torch.Tensor, g: torch.Genera
         res = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16) if with_res else None
         nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=g)).to(torch.bfloat16)
         h_ref, res_ref = add_rmsnorm(x, res, nw, 1e-6)
-        ref = h_ref.double() @ w64.t() + bias.double()
+        ref = ((_deferred_norm_ref(res_ref, nw, w64, 1e-6) if deferred else h_ref.double() @ w64.t())
+               + bias.double())
         y, res_out = lin.fused_norm(x, res, nw, 1e-6)
         worst = max(worst, float((y.double() - ref).norm() / ref.norm()))
         exact &= bool(torch.equal(res_out, res_ref))
     return worst, exact
 
 
-def check_act_epilogue(model: str, h: int, i: int, asym: bool) -> dict:
+def check_act_epilogue(model: str, h: int, i: int, asym: bool, norm: str = "loop") -> dict:
     """An MLP's gate_up as an act-epilogue variant (w4cuda.ACT_EPILOGUE_VARIANTS: it writes silu(gate) * up) feeding a
     plain down, against the same gate_up's fused_norm feeding down.fused_silu: the act values must be the ones down
     stages itself, so both y are bitwise equal; with and without a residual (whose written sum must match too), and
-    on a plain input (act_of against the un-permuted y = W x)."""
-    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, W4CudaLinear, pack_w4
+    on a plain input (act_of against the un-permuted y = W x). `norm`: the fused norm's mode (w4cuda.NORMS) of both."""
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, W4CudaLinear, pack_w4, use_norm
 
     g = torch.Generator(device="cuda").manual_seed(11 + asym)
     gate_up = W4CudaLinear(pack_w4(*_quant(2 * i, h, GROUP, asym, g), GROUP), variant=next(iter(ACT_EPILOGUE_VARIANTS)))
     down = W4CudaLinear(pack_w4(*_quant(h, i, GROUP, asym, g), GROUP))
     same = True
-    for with_res in (True, False):
-        x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
-        res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) if with_res else None
-        nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
-        act, res_a = gate_up.fused_norm_silu(x, res, nw, 1e-6)
-        gu, res_b = gate_up.fused_norm(x, res, nw, 1e-6)
-        same &= bool(torch.equal(down(act), down.fused_silu(gu)) and torch.equal(res_a, res_b))
+    use_norm(norm)
+    try:
+        for with_res in (True, False):
+            x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
+            res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16) if with_res else None
+            nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
+            act, res_a = gate_up.fused_norm_silu(x, res, nw, 1e-6)
+            gu, res_b = gate_up.fused_norm(x, res, nw, 1e-6)
+            same &= bool(torch.equal(down(act), down.fused_silu(gu)) and torch.equal(res_a, res_b))
+    finally:
+        use_norm("loop")
     x = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
     same &= bool(torch.equal(down(gate_up.act_of(x)), down.fused_silu(gate_up(x))))
     return {"model": model, "shape": "gate_up act epilogue", "k": h, "n": 2 * i, "group": GROUP, "asym": asym,
-            "variant": gate_up.variant, "bitwise_equal": same, "passed": same}
+            "variant": gate_up.variant, "norm": norm, "bitwise_equal": same, "passed": same}
+
+
+def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, variant: str) -> dict:
+    """A one-split launch of `variant` (scx, scxa) with the deferred norm (w4cuda.NORMS): against its own math in
+    float64 (check_fused_norm, deferred), deterministic, and NOT bitwise the loop's y on the same inputs (else the
+    switch did not reach the launch: the two round differently)."""
+    from edgeprof.fast.w4cuda import ONE_SPLIT_VARIANTS, W4CudaLinear, use_norm
+
+    prep = check_inputs(n, k, GROUP, asym)
+    lin = W4CudaLinear(prep["packed"], variant=variant, splits=None if variant in ONE_SPLIT_VARIANTS else 1)
+    lin.bias = prep["bias"]
+    x = torch.randn(1, k, device="cuda", generator=prep["g"]).to(torch.bfloat16)
+    res = torch.randn(1, k, device="cuda", generator=prep["g"]).to(torch.bfloat16)
+    nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=prep["g"])).to(torch.bfloat16)
+    try:
+        use_norm("deferred")
+        err, exact = check_fused_norm(lin, prep["w64"], prep["bias"], prep["g"], deferred=True)
+        y1, y2 = lin.fused_norm(x, res, nw, 1e-6)[0], lin.fused_norm(x, res, nw, 1e-6)[0]
+        use_norm("loop")
+        y_loop = lin.fused_norm(x, res, nw, 1e-6)[0]
+    finally:
+        use_norm("loop")
+    det, differs = bool(torch.equal(y1, y2)), not bool(torch.equal(y1, y_loop))
+    return {"model": model, "shape": name, "k": k, "n": n, "group": GROUP, "asym": asym, "variant": variant,
+            "check": "norm_deferred", "splits": lin.splits, "rel_err_fused_norm": err,
+            "fused_norm_residual_exact": exact, "deterministic": det, "differs_from_loop": differs,
+            "passed": err < REL_BOUND and exact and det and differs}
 
 
 def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
@@ -479,11 +521,20 @@ def kernel_suite(args) -> int:
                       f"bitwise {c.get('bitwise_equal')} counters reset {c.get('counters_reset')} "
                       f"splits {c['splits']} {c.get('status', '')} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, h, i in MLP_SHAPES:  # SiLU*up in gate_up's epilogue: bitwise the down-side staging
-        for asym in (False, True):
-            checks.append(check_act_epilogue(model, h, i, asym))
+        for asym, norm in [(a, m) for a in (False, True) for m in ("loop", "deferred")]:
+            checks.append(check_act_epilogue(model, h, i, asym, norm))
             c = checks[-1]
-            print(f"check {model:13s} gate_up act epilogue {'asym' if asym else 'sym '} bitwise {c['bitwise_equal']} "
-                  f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+            print(f"check {model:13s} gate_up act epilogue {'asym' if asym else 'sym '} norm {norm:8s} bitwise "
+                  f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, name, k, n in KERNEL_SHAPES:  # the deferred norm: the one-split launches of scx and scxa
+        if name in ("qkv", "gate_up"):  # the shapes the decoder fuses a norm into
+            for variant, asym in [(v, a) for v in ("scx", "scxa") for a in (False, True)]:
+                checks.append(check_deferred_norm(model, name, k, n, asym, variant))
+                c = checks[-1]
+                print(f"check {model:13s} {name:8s} g128 {'asym' if asym else 'sym '} {variant} norm deferred rel "
+                      f"{c['rel_err_fused_norm']:.2e} res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} "
+                      f"det {c['deterministic']} differs from loop {c['differs_from_loop']} "
+                      f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the batched norm loads change no output
         if model != "mistral-7b" and name != "lm_head":
             for group, asym in [(128, False), (128, True), (64, False), (32, True)]:

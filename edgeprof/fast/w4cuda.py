@@ -230,7 +230,7 @@ def _build(tune: bool):
                    extra_cflags=["-O3"], extra_include_paths=[str(CSRC)], verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
         ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)
-        ext.set_norm_batch(norm_wanted() == "batched")
+        _set_norm(ext, norm_wanted())
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -293,16 +293,20 @@ def use_mma(mma: str) -> None:
 
 
 NORM_ENV = "EDGEPROF_W4_NORM"
-NORMS = ("loop", "batched")
-# The fused norm's loads in the int4 GEMVs that stage rmsnorm(x + res) * w: "loop" one 16-byte vector of x and res
-# per L2 round trip (as measured through issue 12's sixth pass), "batched" four in flight per thread. Same values.
-# The default launch only: the decoder variants (a card's plan) always loop (batched measured no gain for them,
-# results/h200/2026-11-29-groupsums r79).
+NORMS = ("loop", "batched", "deferred")
+# The fused norm in the int4 GEMVs that stage rmsnorm(x + res) * w:
+# - "loop": every CTA first computes rstd over all K, one 16-byte vector of x and res per L2 round trip (as measured
+#   through issue 12's sixth pass), then stages its slice;
+# - "batched": the same with four vectors in flight per thread, the same values. The default launch only: the
+#   decoder variants always loop (batched measured no gain for them, results/h200/2026-11-29-groupsums r79);
+# - "deferred": the one-split launches of scx and scxa (gate_up in the H200 plan) stage bf16((x + res) * w) without a
+#   pass for rstd first, add the squares in the same pass and scale their rows by rstd at the end; the rounding
+#   differs from add_rmsnorm's (one product rounded instead of two). Every other launch loops.
 NORM_DEFAULT = "loop"
 
 
 def norm_wanted() -> str:
-    """$EDGEPROF_W4_NORM (loop or batched); unset: NORM_DEFAULT."""
+    """$EDGEPROF_W4_NORM (loop, batched or deferred); unset: NORM_DEFAULT."""
     return env_choice(NORM_ENV, NORMS, NORM_DEFAULT)
 
 
@@ -312,7 +316,12 @@ def use_norm(norm: str) -> None:
     if norm not in NORMS:
         raise ValueError(f"norm: {norm!r} is not one of {', '.join(NORMS)}")
     for ext in _loaded():
-        ext.set_norm_batch(norm == "batched")
+        _set_norm(ext, norm)
+
+
+def _set_norm(ext, norm: str) -> None:
+    ext.set_norm_batch(norm == "batched")
+    ext.set_norm_deferred(norm == "deferred")
 
 
 def build_error() -> str | None:

@@ -265,6 +265,28 @@ def test_each_kernel_switch_reads_its_variable_and_names_it_when_wrong(monkeypat
             getattr(w4cuda, use)(bad)
 
 
+def test_each_norm_mode_turns_on_its_own_kernel_switch_and_no_other():
+    class Ext:  # what the extension is told: the binding's two setters, recorded
+        def __init__(self):
+            self.calls = {}
+
+        def set_norm_batch(self, on):
+            self.calls["batched"] = on
+
+        def set_norm_deferred(self, on):
+            self.calls["deferred"] = on
+
+    for norm in w4cuda.NORMS:
+        ext = Ext()
+        w4cuda._set_norm(ext, norm)
+        assert ext.calls == {"batched": norm == "batched", "deferred": norm == "deferred"}
+    binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
+    assert 'm.def("set_norm_batch"' in binding and 'm.def("set_norm_deferred"' in binding
+    # the deferred norm needs the whole of K in one CTA: only one-split launches take it
+    lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
+    assert "norm && splits == 1 && norm_deferred_enabled()" in lat
+
+
 def test_every_variant_id_is_one_the_kernel_dispatches():
     # the .cu's entry points and the binding's range check must know every id VARIANTS hands out: the tuning
     # variants in w4a16_tune.cu, the latency variants (the decoders' module has them) in w4a16_lat.cu

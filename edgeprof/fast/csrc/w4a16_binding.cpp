@@ -27,6 +27,7 @@ void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
 void edgeprof_w4a16_set_norm_batch(bool on);
+void edgeprof_w4a16_set_norm_deferred(bool on);
 bool edgeprof_w4a16_is_lat_variant(int variant);
 
 // The message of a launch that failed before it ran (an invalid configuration). Such a failure also stays as the
@@ -301,6 +302,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_norm_batch", &edgeprof_w4a16_set_norm_batch,
         "the fused-norm W4 launches (bf16 mma) issue the norm's loads in batches (fewer L2 round trips, the same "
         "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
+  m.def("set_norm_deferred", &edgeprof_w4a16_set_norm_deferred,
+        "the one-split fused-norm launches of scx / scxa stage bf16((x + res) * w) and scale their rows by rstd, "
+        "computed in the same pass (no rstd pass first), for every launch from now on (captured graphs keep theirs)",
+        py::arg("on"));
   m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
         py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("clusters"), py::arg("tokens_per_cluster"), py::arg("ws_acc"),

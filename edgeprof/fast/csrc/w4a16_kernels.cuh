@@ -179,13 +179,16 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
 }
 
 // One 16-byte vector of the GEMV's input, 8 values: x (g), silu(gate) * up (ACT: g gate, u up) or
-// rmsnorm(x + res) * w (NORM: g x, u res, nw the norm weight), as its 4 bf16 pairs into the staged slice at dst[0],
-// dst[2], dst[4], dst[6] (the permutation of stage_x, when `in`). Returns the sum of its 8 values (the group sums;
-// unused, it compiles away).
+// rmsnorm(x + res) * w (NORM 1 / 2: g x, u res, nw the norm weight), as its 4 bf16 pairs into the staged slice at
+// dst[0], dst[2], dst[4], dst[6] (the permutation of stage_x, when `in`). Returns the sum of its 8 values (the group
+// sums; unused, it compiles away).
+// NORM 3 (the deferred norm, stage_x_sums): stages bf16(h * w) without rstd, adds the squares of h = bf16(x + res)
+// to *ss and, where h_out is set, writes h there (the next residual).
 template <bool ACT, int NORM>
 __device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const uint4& nw, uint32_t* dst, bool in,
-                                           float rstd) {
+                                           float rstd, float* ss = nullptr, uint4* h_out = nullptr) {
   const uint32_t gw[4] = {g.x, g.y, g.z, g.w};
+  uint32_t hw[4];
   float s = 0.f;
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
@@ -193,6 +196,14 @@ __device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const
     if constexpr (ACT) {  // u and nw are read only where this form uses them (the caller may leave them unset)
       const uint32_t uw[4] = {u.x, u.y, u.z, u.w};
       o = act_pair(gw[q], uw[q]);
+    } else if constexpr (NORM == 3) {
+      const uint32_t uw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {nw.x, nw.y, nw.z, nw.w};
+      hw[q] = add_pair(gw[q], uw[q]);
+      if (in) {  // a lane past the slice's end holds no vector (stage_x's XG pass keeps it in the loop)
+        *ss = fmaf(bf_lo(hw[q]), bf_lo(hw[q]), *ss);
+        *ss = fmaf(bf_hi(hw[q]), bf_hi(hw[q]), *ss);
+      }
+      o = bf16x2(bf_lo(hw[q]) * bf_lo(ww[q]), bf_hi(hw[q]) * bf_hi(ww[q]));
     } else if constexpr (NORM != 0) {
       const uint32_t uw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {nw.x, nw.y, nw.z, nw.w};
       o = norm_pair(add_pair(gw[q], uw[q]), ww[q], rstd);
@@ -200,6 +211,8 @@ __device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const
     if (in) dst[2 * q] = o;
     s += bf_lo(o) + bf_hi(o);
   }
+  if constexpr (NORM == 3)
+    if (in && h_out) *h_out = make_uint4(hw[0], hw[1], hw[2], hw[3]);
   return s;
 }
 
@@ -225,12 +238,15 @@ __device__ __forceinline__ float group_sum(float s, bool in) {
 // thread adds its vector's 8 staged values, the XG / 8 lanes of a group add theirs with shuffles (a group never
 // straddles a warp: a warp's 32 vectors start at a multiple of 32), so the separate group-sum pass over shared
 // memory and one CTA barrier go away. The sums run in another order than that pass's (not bitwise base's).
+// NORM 3 (the deferred norm; the slice is all of K): stages bf16(h * w), returns this thread's sum of h^2 (the
+// caller reduces it to rstd), and the writer CTA writes h to na->res_out in the same pass.
 template <bool ACT, bool XVEC, int NORM = 0, bool CG = false, int XG = 0>
-__device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
-                                        uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f,
-                                        float* __restrict__ sxs = nullptr) {
+__device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
+                                         uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f,
+                                         float* __restrict__ sxs = nullptr, bool writer = false) {
   static_assert(!(NORM && (ACT || !XVEC)), "the fused norm stages with 16-byte loads, without SiLU*up");
   static_assert(XG == 0 || (XVEC && XG % 8 == 0 && XG <= 256), "group sums in the vector pass: whole vectors, one warp");
+  float ss = 0.f;  // NORM 3: this thread's sum of h^2
   if constexpr (!XVEC) {
     for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
       const int b = i >> 3, j = i & 7;
@@ -238,6 +254,7 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
     }
   } else {
     constexpr int XV = NORM == 1 ? 2 : 4;  // NORM 1 loads three vectors per step (x, res, weight): fewer in flight
+    static_assert(NORM != 3 || XG != 0, "the deferred norm stages in the group-sum pass (scx / scxa)");
     const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
     // XG: warp-uniform trip counts (every lane must reach the shuffles); a lane past the end adds 0
     const int lane0 = XG ? (int)(threadIdx.x & 31) : 0;
@@ -261,7 +278,8 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
         if (v - lane0 >= nvec) break;  // XG: the whole warp is past the end (warp-uniform)
         const bool in = v < nvec;
         uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
-        const float s = stage_vec<ACT, NORM>(g[e], u[e], nw[e], dst, in, rstd);  // XG: this vector's sum
+        uint4* h_out = NORM == 3 && writer ? reinterpret_cast<uint4*>(na->res_out + k0 + 8 * v) : nullptr;
+        const float s = stage_vec<ACT, NORM>(g[e], u[e], nw[e], dst, in, rstd, &ss, h_out);  // XG: this vector's sum
         if constexpr (XG != 0) {
           const float gs = group_sum<XG>(s, in);
           if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = gs;
@@ -269,6 +287,23 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
       }
     }
   }
+  return ss;
+}
+
+// rstd = 1 / sqrt(mean(h^2) + eps) from each thread's sum of h^2 over all K (NORM 3's stage_x): warps by shuffles,
+// then the CTA's warps in order from `red`, after the barrier that the caller's staging needs anyway. The same
+// thread-to-vector map in every CTA, so every CTA gets bitwise the same rstd.
+template <int WARPS>
+__device__ __forceinline__ float deferred_rstd(float ss, int K, float eps) {
+  __shared__ float red[WARPS];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) total += red[w];
+  return 1.0f / sqrtf(total / (float)K + eps);
 }
 
 // The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
@@ -278,56 +313,66 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* __restrict__ x, int
 // range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
 // at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
 // XSUM: the group sums are added in stage_x's own pass (its XG), not in a second pass over shared memory.
+// NORM 3, the deferred norm (XSUM, one K split: the slice is all of K): no rstd pass before the staging. The slice
+// is staged as bf16(h * w), h = bf16(x + res), the same pass adds h^2, and the returned factor is rstd, which the
+// caller multiplies into its row sums (a per-row scale of a linear map). One L2 pass over x and res and one barrier
+// fewer than NORM 1; rounding: the product h * w is rounded once instead of bf16(bf16(h * rstd) * w).
 template <int G, int WARPS, bool ACT, bool XVEC, int NORM = 0, bool F16 = false, bool CG = false, bool XSUM = false>
 __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
                                               uint32_t* __restrict__ xs, float* __restrict__ sxs,
                                               const NormArgs* na = nullptr, bool norm_writer = false) {
   static_assert(!(XSUM && F16), "the fp16 staging needs the slice's largest |x|: the group-sum pass finds it");
+  static_assert(NORM != 3 || XSUM, "the deferred norm: the group sums in the staging pass");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float rstd = 0.f;
-  if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
-  if constexpr (XSUM) {
-    stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, rstd, sxs);
-    __syncthreads();
-    return 1.f;
-  }
-  stage_x<ACT, XVEC, NORM, CG>(x, K, k0, klen, xs, na, rstd);
-  __syncthreads();
-  float m = 0.f;  // F16: this lane's largest |x|
-  for (int gi = warp; gi < ng; gi += WARPS) {
-    const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
-    float s = 0.f;
-#pragma unroll
-    for (int e = 0; e < G / 32; ++e) {
-      const float v = __bfloat162float(xg[lane * (G / 32) + e]);
-      s += v;
-      if constexpr (F16) m = fmaxf(m, fabsf(v));
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) sxs[gi] = s;
-  }
-  if constexpr (!F16) {
-    __syncthreads();
-    return 1.f;
+  if constexpr (NORM == 3) {  // the launch guarantees klen == K (one split)
+    return deferred_rstd<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer), K,
+                                na->eps);
   } else {
-    __shared__ float wmax[WARPS];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if (lane == 0) wmax[warp] = m;
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) m = fmaxf(m, wmax[w]);
-    const int ex = m > 0.f ? (int)((__float_as_uint(m) >> 23) & 0xff) - 127 : 0;  // m in [2^ex, 2^(ex+1))
-    const int e = max(ex - 14, -100);  // m 2^-e < 2^15 <= 65504; both 2^e and 2^-e stay normal fp32
-    const float down = __uint_as_float((uint32_t)(127 - e) << 23);
-    for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
-      const __half2 h = __floats2half2_rn(bf_lo(xs[i]) * down, bf_hi(xs[i]) * down);
-      xs[i] = *reinterpret_cast<const uint32_t*>(&h);
+    float rstd = 0.f;
+    if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
+    if constexpr (XSUM) {
+      stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, rstd, sxs);
+      __syncthreads();
+      return 1.f;
     }
-    for (int i = threadIdx.x; i < ng; i += blockDim.x) sxs[i] *= down;
+    stage_x<ACT, XVEC, NORM, CG>(x, K, k0, klen, xs, na, rstd);
     __syncthreads();
-    return __uint_as_float((uint32_t)(127 + e) << 23);
+    float m = 0.f;  // F16: this lane's largest |x|
+    for (int gi = warp; gi < ng; gi += WARPS) {
+      const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
+      float s = 0.f;
+  #pragma unroll
+      for (int e = 0; e < G / 32; ++e) {
+        const float v = __bfloat162float(xg[lane * (G / 32) + e]);
+        s += v;
+        if constexpr (F16) m = fmaxf(m, fabsf(v));
+      }
+  #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (lane == 0) sxs[gi] = s;
+    }
+    if constexpr (!F16) {
+      __syncthreads();
+      return 1.f;
+    } else {
+      __shared__ float wmax[WARPS];
+  #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+      if (lane == 0) wmax[warp] = m;
+      __syncthreads();
+  #pragma unroll
+      for (int w = 0; w < WARPS; ++w) m = fmaxf(m, wmax[w]);
+      const int ex = m > 0.f ? (int)((__float_as_uint(m) >> 23) & 0xff) - 127 : 0;  // m in [2^ex, 2^(ex+1))
+      const int e = max(ex - 14, -100);  // m 2^-e < 2^15 <= 65504; both 2^e and 2^-e stay normal fp32
+      const float down = __uint_as_float((uint32_t)(127 - e) << 23);
+      for (int i = threadIdx.x; i < klen / 2; i += blockDim.x) {
+        const __half2 h = __floats2half2_rn(bf_lo(xs[i]) * down, bf_hi(xs[i]) * down);
+        xs[i] = *reinterpret_cast<const uint32_t*>(&h);
+      }
+      for (int i = threadIdx.x; i < ng; i += blockDim.x) sxs[i] *= down;
+      __syncthreads();
+      return __uint_as_float((uint32_t)(127 + e) << 23);
+    }
   }
 }
 
@@ -727,7 +772,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
     }
   }
-  y0 *= yscale;  // F16: back from the staged slice's 2^-e
+  y0 *= yscale;  // F16: back from the staged slice's 2^-e; NORM 3: rstd (the deferred norm)
   y1 *= yscale;
   if constexpr (NOMATH == 4) {  // no finish: the loads alone, as benchmarks/stream_pattern.py's read kernel
     if (junk == 0x9e3779b9u) a.y[0] = __float2bfloat16(1.f);  // practically never: keeps the loads live
@@ -839,6 +884,13 @@ inline bool& f16_enabled() {
 // The fused-norm launches (bf16 mma) with the norm's loads batched (NORM = 2), switched per extension by
 // edgeprof_w4a16_set_norm_batch (the binding's set_norm_batch); off: NORM = 1, the kernel as measured through r25.
 inline bool& norm_batch_enabled() {
+  static bool on = false;
+  return on;
+}
+
+// The one-split fused-norm launches of scx and scxa with the deferred norm (NORM = 3: stage_x_sums), switched per
+// extension by edgeprof_w4a16_set_norm_deferred (the binding's set_norm_deferred); off: NORM = 1.
+inline bool& norm_deferred_enabled() {
   static bool on = false;
   return on;
 }

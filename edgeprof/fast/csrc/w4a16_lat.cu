@@ -38,6 +38,11 @@ template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
+  if constexpr (KW == 1 && !CLU && XSUM) {  // scx: the deferred norm where it is on and the slice is all of K
+    if (norm && splits == 1 && norm_deferred_enabled())
+      return launch_norm_g<128, false, 3, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
+                                                                 splits, tps, s, na);
+  }
   if (norm)
     return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
                                                                splits, tps, s, na);
@@ -46,10 +51,14 @@ cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const v
 }
 
 
-// scxa: the plain or fused-norm launch of scx with the SiLU*up epilogue (no SiLU*up input: that is down's form)
+// scxa: the plain or fused-norm launch of scx with the SiLU*up epilogue (no SiLU*up input: that is down's form); the
+// fused norm deferred (NORM 3) where it is on, as scx's
 template <bool ASYM>
 cudaError_t act_epilogue_launch_t(bool norm, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                                   int N, int K, int tps, cudaStream_t s, NormArgs na) {
+  if (norm && norm_deferred_enabled())
+    return launch_t<128, ASYM, false, true, 3, 0, 0, 5, false, 1, false, 0, 0, true, true, true>(
+        qw, sz, x, bias, y, nullptr, nullptr, N, K, 1, tps, s, na);
   if (norm)
     return launch_t<128, ASYM, false, true, 1, 0, 0, 5, false, 1, false, 0, 0, true, true, true>(
         qw, sz, x, bias, y, nullptr, nullptr, N, K, 1, tps, s, na);
