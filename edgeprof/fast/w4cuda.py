@@ -302,7 +302,7 @@ NORMS = ("loop", "batched", "deferred")
 # - "deferred" (the default): the one-split launches of scx and scxa (gate_up in the H200 plan) stage
 #   bf16((x + res) * w) without a pass for rstd first, add the squares in the same pass and scale their rows by rstd
 #   at the end. One product rounded instead of add_rmsnorm's two, so not bitwise "loop"; checked against its own
-#   float64 math. Every other launch loops. results/h200/2026-11-29-scxa (r90): the int4 step's GPU time -1.5% at
+#   float64 math. Every other launch loops. results/h200/2026-11-29-scxa (r90): the int4 step's GPU time -1.4% at
 #   ctx 2048 and -2.1% at 16384 against "loop", interleaved three times; the decoder's gate value 0.0155 against
 #   0.0158 (r89, loop).
 NORM_DEFAULT = "deferred"
