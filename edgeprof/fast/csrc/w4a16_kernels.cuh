@@ -133,6 +133,22 @@ __device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rs
   return bf16x2(round_bf16(bf_lo(h2) * rstd) * bf_lo(w2), round_bf16(bf_hi(h2) * rstd) * bf_hi(w2));
 }
 
+// rstd = 1 / sqrt(mean(h^2) + eps) from each thread's sum of h^2 over all K (norm_rstd's, or NORM 3's stage_x): warps
+// by shuffles, then the CTA's warps in order, behind one CTA barrier (every thread calls it). The same thread-to-vector
+// map in every CTA, so every CTA gets bitwise the same rstd.
+template <int WARPS>
+__device__ __forceinline__ float cta_rstd(float ss, int K, float eps) {
+  __shared__ float red[WARPS];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) total += red[w];
+  return 1.0f / sqrtf(total / (float)K + eps);
+}
+
 // rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); the writer CTA (the one of
 // row-block column 0, split 0) writes h. Every thread of the CTA calls it (it has barriers).
 // RV: 16-byte vectors of x (and of res) each thread has in flight before it uses any. RV = 1 is the loop as first
@@ -141,7 +157,6 @@ __device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rs
 template <int WARPS, int RV = 1>
 __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, const NormArgs& na, int K,
                                            bool writer) {
-  __shared__ float red[WARPS];
   float ss = 0.f;
   for (int v0 = threadIdx.x; v0 < K / 8; v0 += blockDim.x * RV) {
     uint4 a[RV], r[RV];
@@ -168,14 +183,7 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
       if (writer) *reinterpret_cast<uint4*>(na.res_out + 8 * v) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int w = 0; w < WARPS; ++w) total += red[w];
-  return 1.0f / sqrtf(total / (float)K + na.eps);
+  return cta_rstd<WARPS>(ss, K, na.eps);
 }
 
 // One 16-byte vector of the GEMV's input, 8 values: x (g), silu(gate) * up (ACT: g gate, u up) or
@@ -290,22 +298,6 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
   return ss;
 }
 
-// rstd = 1 / sqrt(mean(h^2) + eps) from each thread's sum of h^2 over all K (NORM 3's stage_x): warps by shuffles,
-// then the CTA's warps in order from `red`, after the barrier that the caller's staging needs anyway. The same
-// thread-to-vector map in every CTA, so every CTA gets bitwise the same rstd.
-template <int WARPS>
-__device__ __forceinline__ float deferred_rstd(float ss, int K, float eps) {
-  __shared__ float red[WARPS];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int w = 0; w < WARPS; ++w) total += red[w];
-  return 1.0f / sqrtf(total / (float)K + eps);
-}
-
 // The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
 // for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
 // F16: the slice is then rewritten as fp16 times 2^-e, e chosen from the slice's largest |x| so that every value
@@ -325,7 +317,7 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
   static_assert(NORM != 3 || XSUM, "the deferred norm: the group sums in the staging pass");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if constexpr (NORM == 3) {  // the launch guarantees klen == K (one split)
-    return deferred_rstd<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer), K,
+    return cta_rstd<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer), K,
                                 na->eps);
   } else {
     float rstd = 0.f;
