@@ -258,14 +258,20 @@ def check_act_epilogue(model: str, h: int, i: int, asym: bool, norm: str = "loop
             "variant": gate_up.variant, "norm": norm, "bitwise_equal": same, "passed": same}
 
 
-def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, variant: str) -> dict:
-    """A one-split launch of `variant` (scx, scxa) with the deferred norm (w4cuda.NORMS): against its own math in
-    float64 (check_fused_norm, deferred), deterministic, and NOT bitwise the loop's y on the same inputs (else the
-    switch did not reach the launch: the two round differently)."""
-    from edgeprof.fast.w4cuda import ONE_SPLIT_VARIANTS, W4CudaLinear, use_norm
+# (variant, K splits) of the launches that take the deferred norm: one split, or a cluster's splits (their sums of
+# h^2 meet in the cluster finish); None: the variant's own (one split)
+DEFERRED_NORM_LAUNCHES = [("scx", 1), ("scxa", None), ("clscx", 7)]
+
+
+def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, variant: str,
+                        splits: int | None) -> dict:
+    """A launch of `variant` at `splits` (DEFERRED_NORM_LAUNCHES) with the deferred norm (w4cuda.NORMS): against its
+    own math in float64 (check_fused_norm, deferred), deterministic, and NOT bitwise the loop's y on the same inputs
+    (else the switch did not reach the launch: the two round differently)."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_norm
 
     prep = check_inputs(n, k, GROUP, asym)
-    lin = W4CudaLinear(prep["packed"], variant=variant, splits=None if variant in ONE_SPLIT_VARIANTS else 1)
+    lin = W4CudaLinear(prep["packed"], variant=variant, splits=splits)
     lin.bias = prep["bias"]
     x = torch.randn(1, k, device="cuda", generator=prep["g"]).to(torch.bfloat16)
     res = torch.randn(1, k, device="cuda", generator=prep["g"]).to(torch.bfloat16)
@@ -528,10 +534,10 @@ def kernel_suite(args) -> int:
             c = checks[-1]
             print(f"check {model:13s} gate_up act epilogue {'asym' if asym else 'sym '} norm {norm:8s} bitwise "
                   f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
-    for model, name, k, n in KERNEL_SHAPES:  # the deferred norm: the one-split launches of scx and scxa
+    for model, name, k, n in KERNEL_SHAPES:  # the deferred norm: the launches that take it
         if name in ("qkv", "gate_up"):  # the shapes the decoder fuses a norm into
-            for variant, asym in [(v, a) for v in ("scx", "scxa") for a in (False, True)]:
-                checks.append(check_deferred_norm(model, name, k, n, asym, variant))
+            for (variant, splits), asym in [(v, a) for v in DEFERRED_NORM_LAUNCHES for a in (False, True)]:
+                checks.append(check_deferred_norm(model, name, k, n, asym, variant, splits))
                 c = checks[-1]
                 print(f"check {model:13s} {name:8s} g128 {'asym' if asym else 'sym '} {variant} norm deferred rel "
                       f"{c['rel_err_fused_norm']:.2e} res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} "

@@ -299,10 +299,11 @@ NORMS = ("loop", "batched", "deferred")
 #   through issue 12's sixth pass), then stages its slice;
 # - "batched": the same with four vectors in flight per thread, the same values. The default launch only: the
 #   decoder variants always loop (batched measured no gain for them, results/h200/2026-11-29-groupsums r79);
-# - "deferred" (the default): the one-split launches of scx and scxa (gate_up in the H200 plan) stage
-#   bf16((x + res) * w) without a pass for rstd first, add the squares in the same pass and scale their rows by rstd
-#   at the end. One product rounded instead of add_rmsnorm's two, so not bitwise "loop"; checked against its own
-#   float64 math. Every other launch loops. results/h200/2026-11-29-scxa (r90): the int4 step's GPU time -1.4% at
+# - "deferred" (the default): the fused-norm launches of scx at one split, scxa (gate_up in the H200 plan) and clscx
+#   (q/k/v: a cluster's K splits add their sums of h^2 in the cluster finish) stage bf16((x + res) * w) without a
+#   pass for rstd first, add the squares in the same pass and scale their rows by rstd at the end. One product
+#   rounded instead of add_rmsnorm's two, so not bitwise "loop"; checked against its own float64 math. Every other
+#   launch loops. results/h200/2026-11-29-scxa (r90): the int4 step's GPU time -1.4% at
 #   ctx 2048 and -2.1% at 16384 against "loop", interleaved three times; the decoder's gate value 0.0155 against
 #   0.0158 (r89, loop).
 NORM_DEFAULT = "deferred"

@@ -282,9 +282,10 @@ def test_each_norm_mode_turns_on_its_own_kernel_switch_and_no_other():
         assert ext.calls == {"batched": norm == "batched", "deferred": norm == "deferred"}
     binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
     assert 'm.def("set_norm_batch"' in binding and 'm.def("set_norm_deferred"' in binding
-    # the deferred norm needs the whole of K in one CTA: only one-split launches take it
+    # the deferred norm needs every split's sum of h^2 where the rows are finished: one split, or a cluster's finish
+    # (a split-K launch through global partials would scale its rows by one slice's rstd)
     lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
-    assert "norm && splits == 1 && norm_deferred_enabled()" in lat
+    assert "norm && (splits == 1 || CLU) && norm_deferred_enabled()" in lat
 
 
 def test_every_variant_id_is_one_the_kernel_dispatches():

@@ -133,11 +133,11 @@ __device__ __forceinline__ uint32_t norm_pair(uint32_t h2, uint32_t w2, float rs
   return bf16x2(round_bf16(bf_lo(h2) * rstd) * bf_lo(w2), round_bf16(bf_hi(h2) * rstd) * bf_hi(w2));
 }
 
-// rstd = 1 / sqrt(mean(h^2) + eps) from each thread's sum of h^2 over all K (norm_rstd's, or NORM 3's stage_x): warps
-// by shuffles, then the CTA's warps in order, behind one CTA barrier (every thread calls it). The same thread-to-vector
-// map in every CTA, so every CTA gets bitwise the same rstd.
+// The CTA's sum of each thread's ss (norm_rstd's or NORM 3's stage_x's sums of h^2): warps by shuffles, then the
+// CTA's warps in order, behind one CTA barrier (every thread calls it; every thread gets the sum). The same
+// thread-to-vector map in every CTA, so CTAs over the same inputs get bitwise the same sum.
 template <int WARPS>
-__device__ __forceinline__ float cta_rstd(float ss, int K, float eps) {
+__device__ __forceinline__ float cta_sum(float ss) {
   __shared__ float red[WARPS];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -146,7 +146,12 @@ __device__ __forceinline__ float cta_rstd(float ss, int K, float eps) {
   float total = 0.f;
 #pragma unroll
   for (int w = 0; w < WARPS; ++w) total += red[w];
-  return 1.0f / sqrtf(total / (float)K + eps);
+  return total;
+}
+
+// rstd = 1 / sqrt(mean(h^2) + eps) from the sum of h^2 over all K inputs
+__device__ __forceinline__ float rstd_of(float sum_h2, int K, float eps) {
+  return 1.0f / sqrtf(sum_h2 / (float)K + eps);
 }
 
 // rstd of h = x + res over all K inputs (every CTA computes it: 2K bf16 from L2); the writer CTA (the one of
@@ -183,7 +188,7 @@ __device__ __forceinline__ float norm_rstd(const __nv_bfloat16* __restrict__ x, 
       if (writer) *reinterpret_cast<uint4*>(na.res_out + 8 * v) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
     }
   }
-  return cta_rstd<WARPS>(ss, K, na.eps);
+  return rstd_of(cta_sum<WARPS>(ss), K, na.eps);
 }
 
 // One 16-byte vector of the GEMV's input, 8 values: x (g), silu(gate) * up (ACT: g gate, u up) or
@@ -305,10 +310,11 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
 // range, 2^-14 of the largest); sxs is scaled the same way. Returns the factor the CTA's sums are multiplied by
 // at the end (2^e; 1 without F16). Every thread of the CTA calls it (it has barriers).
 // XSUM: the group sums are added in stage_x's own pass (its XG), not in a second pass over shared memory.
-// NORM 3, the deferred norm (XSUM, one K split: the slice is all of K): no rstd pass before the staging. The slice
-// is staged as bf16(h * w), h = bf16(x + res), the same pass adds h^2, and the returned factor is rstd, which the
-// caller multiplies into its row sums (a per-row scale of a linear map). One L2 pass over x and res and one barrier
-// fewer than NORM 1; rounding: the product h * w is rounded once instead of bf16(bf16(h * rstd) * w).
+// NORM 3, the deferred norm (XSUM): no rstd pass before the staging. The slice is staged as bf16(h * w),
+// h = bf16(x + res), the same pass adds h^2, and it returns the CTA's sum of h^2 over its slice (not a factor): the
+// caller scales its row sums by rstd, a per-row scale of a linear map (gemv_cta; a cluster's K splits add their sums
+// in finish_rows_cluster first). One L2 pass over x and res and one barrier fewer than NORM 1; rounding: the product
+// h * w is rounded once instead of bf16(bf16(h * rstd) * w).
 template <int G, int WARPS, bool ACT, bool XVEC, int NORM = 0, bool F16 = false, bool CG = false, bool XSUM = false>
 __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen, int ng,
                                               uint32_t* __restrict__ xs, float* __restrict__ sxs,
@@ -316,9 +322,8 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
   static_assert(!(XSUM && F16), "the fp16 staging needs the slice's largest |x|: the group-sum pass finds it");
   static_assert(NORM != 3 || XSUM, "the deferred norm: the group sums in the staging pass");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if constexpr (NORM == 3) {  // the launch guarantees klen == K (one split)
-    return cta_rstd<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer), K,
-                                na->eps);
+  if constexpr (NORM == 3) {  // the CTA's sum of h^2 over its slice; the writer writes the slice's h
+    return cta_sum<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer));
   } else {
     float rstd = 0.f;
     if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
@@ -440,30 +445,41 @@ inline bool has_clusters() {
          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
 }
 constexpr int kClusterMax = 16;  // CTAs per cluster (above 8: the non-portable size, allowed per kernel at launch)
-template <int WARPS>
+// DEFER (the deferred norm, NORM 3): each split also holds its slice's sum of h^2 (sum_h2); the rows are scaled by
+// rstd of the splits' sums, added in split order, before the bias.
+template <int WARPS, bool DEFER = false>
 __device__ __forceinline__ void finish_rows_cluster(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,
                                                     float y0, float y1, const __nv_bfloat16* __restrict__ bias,
-                                                    __nv_bfloat16* __restrict__ y) {
+                                                    __nv_bfloat16* __restrict__ y, float sum_h2 = 0.f, int K = 0,
+                                                    float eps = 0.f) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
-  __shared__ float part[WARPS * 16];  // this split's sums of the CTA's rows, row block w at 16 w
+  __shared__ float part[WARPS * 16 + (DEFER ? 1 : 0)];  // this split's sums of the CTA's rows, row block w at 16 w
   const int w = threadIdx.x >> 5;
   if (nb < NB && c == 0) {
     part[16 * w + gq] = y0;
     part[16 * w + gq + 8] = y1;
   }
+  if (DEFER && threadIdx.x == 0) part[WARPS * 16] = sum_h2;  // then this split's sum of h^2
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every split's partials are in its shared memory
   const int i = by + nsplit * (int)threadIdx.x, row = bx * WARPS * 16 + i;
   if (i < WARPS * 16 && row < N) {
-    float v[kClusterMax];
+    float v[kClusterMax], h2[DEFER ? kClusterMax : 1];
 #pragma unroll
     for (int q = 0; q < kClusterMax; ++q)
-      if (q < nsplit) v[q] = *cluster.map_shared_rank(part + i, q);
-    float s = 0.f;
+      if (q < nsplit) {
+        v[q] = *cluster.map_shared_rank(part + i, q);
+        if constexpr (DEFER) h2[q] = *cluster.map_shared_rank(part + WARPS * 16, q);
+      }
+    float s = 0.f, t = 0.f;
 #pragma unroll
     for (int q = 0; q < kClusterMax; ++q)  // split order, as finish_rows
-      if (q < nsplit) s += v[q];
+      if (q < nsplit) {
+        s += v[q];
+        if constexpr (DEFER) t += h2[q];
+      }
+    if constexpr (DEFER) s *= rstd_of(t, K, eps);
     y[row] = __float2bfloat16(s + (bias ? __bfloat162float(bias[row]) : 0.f));
   }
   // No CTA leaves while another still reads its shared memory. Relaxed: this barrier orders no memory (the reads
@@ -701,9 +717,17 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   pdl_launch_dependents();
   ready();
 
-  const float yscale = NOMATH >= 2 ? 1.f
-                                    : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG, XSUM>(
-                                          x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && by == 0);
+  // NORM 3: column 0's CTA of each split writes that split's slice of h (the others write all of it from norm_rstd)
+  float yscale = NOMATH >= 2 ? 1.f
+                             : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG, XSUM>(
+                                   x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && (NORM == 3 || by == 0));
+  // NORM 3 (the deferred norm): stage_x_sums returned this CTA's sum of h^2 over its slice. One split: rstd scales the
+  // rows here; a cluster's splits add their sums in finish_rows_cluster, which scales the rows there.
+  float sum_h2 = 0.f;
+  if constexpr (NORM == 3) {  // the host launches it at one split or as a cluster (w4a16_lat.cu), never split-K else
+    sum_h2 = yscale;
+    yscale = CLU ? 1.f : rstd_of(sum_h2, K, na.eps);
+  }
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
@@ -790,7 +814,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
-    finish_rows_cluster<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y);
+    finish_rows_cluster<RB, NORM == 3>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, sum_h2, K, na.eps);
     return;
   }
   __shared__ int last;

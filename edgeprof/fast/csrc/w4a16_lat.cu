@@ -38,8 +38,9 @@ template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
-  if constexpr (KW == 1 && !CLU && XSUM) {  // scx: the deferred norm where it is on and the slice is all of K
-    if (norm && splits == 1 && norm_deferred_enabled())
+  // scx at one split and clscx (its splits add their sums of h^2 in the cluster finish): the deferred norm where on
+  if constexpr (KW == 1 && XSUM) {
+    if (norm && (splits == 1 || CLU) && norm_deferred_enabled())
       return launch_norm_g<128, false, 3, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
                                                                  splits, tps, s, na);
   }
