@@ -303,9 +303,8 @@ NORMS = ("loop", "batched", "deferred")
 #   (q/k/v: a cluster's K splits add their sums of h^2 in the cluster finish) stage bf16((x + res) * w) without a
 #   pass for rstd first, add the squares in the same pass and scale their rows by rstd at the end. One product
 #   rounded instead of add_rmsnorm's two, so not bitwise "loop"; checked against its own float64 math. Every other
-#   launch loops. results/h200/2026-11-29-scxa (r90): the int4 step's GPU time -1.4% at
-#   ctx 2048 and -2.1% at 16384 against "loop", interleaved three times; the decoder's gate value 0.0155 against
-#   0.0158 (r89, loop).
+#   launch loops. results/h200/2026-11-29-scxa: on gate_up alone (r90) the int4 step's GPU time -1.4% at ctx 2048
+#   and -2.1% at 16384 against "loop", interleaved three times; with q/k/v too (r93) -4.6% at ctx 2048.
 NORM_DEFAULT = "deferred"
 
 
