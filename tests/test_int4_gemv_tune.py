@@ -107,3 +107,11 @@ def test_form_call_times_the_method_the_form_names_against_its_own_reference():
             for form in ("plain", "silu", "norm")}
     assert outs == {"plain": ("y", "r"), "silu": ("ys", "rs"), "norm": ("yn", "rn")}
     assert calls[-1] == ("norm", "x", "res", "nw", 1e-6)
+
+
+def test_the_deferred_norm_checks_cover_every_variant_that_takes_it():
+    from edgeprof.fast.w4cuda import DEFERRED_NORM_VARIANTS, defers_norm
+
+    launches = int4_gemv.DEFERRED_NORM_LAUNCHES
+    assert {v for v, _ in launches} == set(DEFERRED_NORM_VARIANTS)
+    assert all(defers_norm(v, s or 1) for v, s in launches)

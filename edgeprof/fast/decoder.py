@@ -15,7 +15,7 @@ import torch
 
 from edgeprof.backends.base import Decoder, DecoderInfo, without_module
 from edgeprof.fast.model import FastModel, rope_tables
-from edgeprof.fast.weights import from_hf
+from edgeprof.fast.weights import deferred_norm_projections, from_hf
 
 
 class FastDecoder(Decoder):
@@ -51,6 +51,8 @@ class FastDecoder(Decoder):
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
+                                "int4_norm_deferred": (deferred_norm_projections(self.weights.layers[0])
+                                                       if self.model.w4_norm == "deferred" else []),
                                 "int4_mlp": self.model.mlp_note}
                                if "int4_launch" in self.weights.extra else {}),
                             **{k: v for k, v in self.weights.extra.items() if k.startswith(("int4", "bf16"))}})

@@ -306,6 +306,15 @@ NORMS = ("loop", "batched", "deferred")
 #   launch loops. results/h200/2026-11-29-scxa: on gate_up alone (r90) the int4 step's GPU time -1.4% at ctx 2048
 #   and -2.1% at 16384 against "loop", interleaved three times; with q/k/v too (r93) -4.6% at ctx 2048.
 NORM_DEFAULT = "deferred"
+# The variants whose fused-norm launch takes the deferred norm: those that add the group sums in the staging pass
+# (XSUM), at one K split or as a cluster, whose finish adds the splits' sums of h^2 (w4a16_lat.cu: lat_launch_t,
+# act_epilogue_launch_t). A split-K launch through global partials would scale its rows by one slice's rstd.
+DEFERRED_NORM_VARIANTS = ("scx", "clscx", "scxa")
+
+
+def defers_norm(variant: str, splits: int) -> bool:
+    """Whether a launch of `variant` at `splits` K splits defers its fused norm when the norm is "deferred"."""
+    return variant in DEFERRED_NORM_VARIANTS and (splits == 1 or variant in CLUSTER_VARIANTS)
 
 
 def norm_wanted() -> str:

@@ -221,6 +221,19 @@ def _cuda_launches(layer: LayerWeights) -> dict[str, str]:
     return out
 
 
+def deferred_norm_projections(layer: LayerWeights) -> list[str]:
+    """The projections of `layer` whose fused norm is deferred under EDGEPROF_W4_NORM=deferred (w4cuda.defers_norm):
+    the record says where the switch took effect, since every other launch loops."""
+    from edgeprof.fast.w4cuda import defers_norm
+
+    out = []
+    for name in ("qkv", "gate_up"):  # the projections a norm is fused into
+        inner = getattr(getattr(layer, name), "lin", getattr(layer, name))
+        if hasattr(inner, "variant") and hasattr(inner, "splits") and defers_norm(inner.variant, inner.splits):
+            out.append(name)
+    return out
+
+
 def _stacked_qzs(source, prefix: str, parts: tuple[str, ...], device) -> QZS:
     """(q, z, s) of several projections from `source` (a GPTQResult), stacked along N, on `device`."""
     trip = [source.qzs(f"{prefix}.{p}") for p in parts]

@@ -288,6 +288,13 @@ def test_each_norm_mode_turns_on_its_own_kernel_switch_and_no_other():
     assert "norm && (splits == 1 || CLU) && norm_deferred_enabled()" in lat
 
 
+def test_the_deferred_norm_is_taken_at_one_split_or_by_a_cluster():
+    assert w4cuda.defers_norm("scx", 1) and w4cuda.defers_norm("scxa", 1) and w4cuda.defers_norm("clscx", 7)
+    assert not w4cuda.defers_norm("scx", 4)  # split-K through global partials: one slice's rstd per split
+    assert not w4cuda.defers_norm("wk6", 1) and not w4cuda.defers_norm("base", 1)
+    assert set(w4cuda.DEFERRED_NORM_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
+
+
 def test_every_variant_id_is_one_the_kernel_dispatches():
     # the .cu's entry points and the binding's range check must know every id VARIANTS hands out: the tuning
     # variants in w4a16_tune.cu, the latency variants (the decoders' module has them) in w4a16_lat.cu
@@ -461,3 +468,19 @@ def test_finish_acts_indices_pair_each_gate_row_with_its_up_row():
                     gu[r] = int(packed_to_orig[64 * bx + r])
         for t in range(32):
             assert (gu[t], gu[32 + t]) == (32 * bx + t, n // 2 + 32 * bx + t)
+
+
+def test_the_record_names_the_projections_whose_norm_is_deferred():
+    from types import SimpleNamespace as NS
+
+    from edgeprof.fast.weights import deferred_norm_projections
+
+    def launch(variant, splits):
+        return NS(variant=variant, splits=splits)
+
+    h200 = NS(qkv=launch("clscx", 7), gate_up=NS(lin=launch("scxa", 1)))  # a bias wrapper holds the layer as .lin
+    assert deferred_norm_projections(h200) == ["qkv", "gate_up"]
+    no_plan = NS(qkv=launch("base", 4), gate_up=launch("base", 1))  # no card plan: the default launch loops
+    assert deferred_norm_projections(no_plan) == []
+    tinygemm = NS(qkv=NS(), gate_up=NS())  # not edgeprof's CUDA kernel
+    assert deferred_norm_projections(tinygemm) == []
