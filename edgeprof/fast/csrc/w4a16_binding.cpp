@@ -303,8 +303,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "the fused-norm W4 launches (bf16 mma) issue the norm's loads in batches (fewer L2 round trips, the same "
         "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));
   m.def("set_norm_deferred", &edgeprof_w4a16_set_norm_deferred,
-        "the one-split fused-norm launches of scx / scxa stage bf16((x + res) * w) and scale their rows by rstd, "
-        "computed in the same pass (no rstd pass first), for every launch from now on (captured graphs keep theirs)",
+        "the fused-norm launches of scx (one split), scxa and clscx stage bf16((x + res) * w) and scale their rows by "
+        "rstd, computed in the same pass (no rstd pass first), for every launch from now on (captured graphs keep "
+        "theirs)",
         py::arg("on"));
   m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),

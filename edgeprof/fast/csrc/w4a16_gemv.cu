@@ -50,7 +50,7 @@ void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 
 // the fused norm's batched loads on or off for every bf16-mma fused-norm launch from now on (set_norm_batch)
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
-// the deferred norm (NORM 3) on or off for the one-split fused-norm launches of scx / scxa from now on
+// the deferred norm (NORM 3) on or off for the fused-norm launches of scx (one split), scxa and clscx from now on
 void edgeprof_w4a16_set_norm_deferred(bool on) { edgeprof_w4::norm_deferred_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the

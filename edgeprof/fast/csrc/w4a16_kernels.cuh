@@ -251,8 +251,8 @@ __device__ __forceinline__ float group_sum(float s, bool in) {
 // thread adds its vector's 8 staged values, the XG / 8 lanes of a group add theirs with shuffles (a group never
 // straddles a warp: a warp's 32 vectors start at a multiple of 32), so the separate group-sum pass over shared
 // memory and one CTA barrier go away. The sums run in another order than that pass's (not bitwise base's).
-// NORM 3 (the deferred norm; the slice is all of K): stages bf16(h * w), returns this thread's sum of h^2 (the
-// caller reduces it to rstd), and the writer CTA writes h to na->res_out in the same pass.
+// NORM 3 (the deferred norm): stages bf16(h * w) of the slice, returns this thread's sum of h^2 over it (the caller
+// adds the CTA's, and a cluster's splits, into rstd), and a writer CTA writes the slice's h to na->res_out.
 template <bool ACT, bool XVEC, int NORM = 0, bool CG = false, int XG = 0>
 __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
                                          uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f,
@@ -267,7 +267,7 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
     }
   } else {
     constexpr int XV = NORM == 1 ? 2 : 4;  // NORM 1 loads three vectors per step (x, res, weight): fewer in flight
-    static_assert(NORM != 3 || XG != 0, "the deferred norm stages in the group-sum pass (scx / scxa)");
+    static_assert(NORM != 3 || XG != 0, "the deferred norm stages in the group-sum pass (scx / scxa / clscx)");
     const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
     // XG: warp-uniform trip counts (every lane must reach the shuffles); a lane past the end adds 0
     const int lane0 = XG ? (int)(threadIdx.x & 31) : 0;
@@ -338,13 +338,13 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
     for (int gi = warp; gi < ng; gi += WARPS) {
       const __nv_bfloat16* xg = reinterpret_cast<const __nv_bfloat16*>(xs) + gi * G;
       float s = 0.f;
-  #pragma unroll
+#pragma unroll
       for (int e = 0; e < G / 32; ++e) {
         const float v = __bfloat162float(xg[lane * (G / 32) + e]);
         s += v;
         if constexpr (F16) m = fmaxf(m, fabsf(v));
       }
-  #pragma unroll
+#pragma unroll
       for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
       if (lane == 0) sxs[gi] = s;
     }
@@ -353,11 +353,11 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
       return 1.f;
     } else {
       __shared__ float wmax[WARPS];
-  #pragma unroll
+#pragma unroll
       for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
       if (lane == 0) wmax[warp] = m;
       __syncthreads();
-  #pragma unroll
+#pragma unroll
       for (int w = 0; w < WARPS; ++w) m = fmaxf(m, wmax[w]);
       const int ex = m > 0.f ? (int)((__float_as_uint(m) >> 23) & 0xff) - 127 : 0;  // m in [2^ex, 2^(ex+1))
       const int e = max(ex - 14, -100);  // m 2^-e < 2^15 <= 65504; both 2^e and 2^-e stay normal fp32
@@ -904,8 +904,8 @@ inline bool& norm_batch_enabled() {
   return on;
 }
 
-// The one-split fused-norm launches of scx and scxa with the deferred norm (NORM = 3: stage_x_sums), switched per
-// extension by edgeprof_w4a16_set_norm_deferred (the binding's set_norm_deferred); off: NORM = 1.
+// The fused-norm launches of scx (one split), scxa and clscx with the deferred norm (NORM = 3: stage_x_sums), switched
+// per extension by edgeprof_w4a16_set_norm_deferred (the binding's set_norm_deferred); off: NORM = 1.
 inline bool& norm_deferred_enabled() {
   static bool on = false;
   return on;
