@@ -661,6 +661,12 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     for name, logits in got.items():
         res[f"check_vs_dequantized_hf[{name}]"] = fd.compare(logits, ref)
         print(f"  {name} vs dequantized HF:", json.dumps(res[f"check_vs_dequantized_hf[{name}]"]), flush=True)
+    base = got.get("edgeprof-fast-int4-cuda")
+    for name, logits in got.items():  # a setting that is only a hint (the L2 prefetch) must not change one bit
+        if name.startswith("edgeprof-fast-int4-cuda ") and base is not None:
+            same = all(torch.equal(a, b) for a, b in zip(logits, base, strict=True))
+            res[f"bitwise_vs_default[{name}]"] = same
+            print(f"  {name} bitwise equal to the default int4-cuda logits: {same}", flush=True)
     del hf, loaded
     torch.cuda.empty_cache()
     lines = [f"full step, Qwen2.5-7B synthetic, {det.nvml_name}; fraction = floor / p50 at datasheet "
