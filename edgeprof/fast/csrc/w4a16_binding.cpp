@@ -154,7 +154,7 @@ torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, do
               "variant: 0 (the default launch, any group) or a decoder variant (w4cuda.DECODER_VARIANTS; group 128)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({1, out_rows(variant, N)}, x.options());
+  auto y = torch::empty({1, out_rows(variant, N)}, res_out.options());  // bf16 (x may be fp32 partials)
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_w4a16_norm_launch((int)group, asym, qw.data_ptr(), sz.data_ptr(), x.data_ptr(),
                                        has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps,

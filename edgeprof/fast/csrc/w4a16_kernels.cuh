@@ -254,7 +254,6 @@ __device__ __forceinline__ float group_sum(float s, bool in) {
 // memory and one CTA barrier go away. The sums run in another order than that pass's (not bitwise base's).
 // NORM 3 (the deferred norm): stages bf16(h * w) of the slice, returns this thread's sum of h^2 over it (the caller
 // adds the CTA's, and a cluster's splits, into rstd), and a writer CTA writes the slice's h to na->res_out.
-// NORM 4: NORM 3 with x the CTA's slice itself, in shared memory (reduce_partials wrote it): x[8 v] is vector v.
 template <bool ACT, bool XVEC, int NORM = 0, bool CG = false, int XG = 0>
 __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, int K, int k0, int klen,
                                          uint32_t* __restrict__ xs, const NormArgs* na = nullptr, float rstd = 0.f,
@@ -279,8 +278,7 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
       for (int e = 0; e < XV; ++e) {
         const int v = v0 + e * blockDim.x;
         if (v < nvec) {
-          if constexpr (NORM == 4) g[e] = *reinterpret_cast<const uint4*>(x + 8 * v);  // shared memory
-          else g[e] = ld_x16<CG>(x + k0 + 8 * v);
+          g[e] = ld_x16<CG>(x + k0 + 8 * v);
           if constexpr (ACT) u[e] = ld_x16<CG>(x + K + k0 + 8 * v);
           if constexpr (NORM != 0) {
             u[e] = na->res ? ld_x16(na->res + k0 + 8 * v) : make_uint4(0, 0, 0, 0);
@@ -310,7 +308,7 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
 // fp32. They are added here in split order from 0 and rounded to bf16 exactly as the producer's own finish would
 // have (finish_rows, finish_rows_cluster; no bias: scxd has none), into xb [klen]: the GEMV that produced x then
 // needs no finish, no ticket and no cluster. One float4 per thread and pass, all S of its loads in flight: one L2
-// round trip. Every thread of the CTA calls it (it ends with a barrier).
+// round trip (two above 512 columns). Every thread of the CTA calls it (it ends with a barrier).
 constexpr int kXPMax = 1024;   // the widest slice (columns) a NORM 4 launch takes (q/k/v at 7 splits: 512)
 constexpr int kXPSplits = 10;  // the most producer splits a NORM 4 launch adds (more: its loads spill, sm_90)
 __device__ __forceinline__ void reduce_partials(const float* __restrict__ xp, int S, int K, int k0, int klen,
@@ -335,6 +333,35 @@ __device__ __forceinline__ void reduce_partials(const float* __restrict__ xp, in
   __syncthreads();
 }
 
+// NORM 4: stage_x's deferred-norm pass (NORM 3) on x added from the producer's partials (reduce_partials into xb).
+// The thread-to-vector map is stage_x's at a slice of at most 8 * blockDim columns (kXPMax: the host checks it): thread
+// v stages vector v, so h, the staged values, the sum of h^2 and the group sums are added in NORM 3's order, and the
+// result is bitwise NORM 3's on x = the producer's own y. Its residual and norm-weight loads are issued before the
+// partials' and land in the same L2 round trip. Returns this thread's sum of h^2.
+template <int XG>
+__device__ __forceinline__ float stage_x_partials(const float* __restrict__ xp, int K, int k0, int klen,
+                                                  uint32_t* __restrict__ xs, const NormArgs* na,
+                                                  float* __restrict__ sxs, bool writer,
+                                                  __nv_bfloat16* __restrict__ xb) {
+  const int nvec = klen / 8, v = threadIdx.x;
+  const bool in = v < nvec;
+  uint4 u = make_uint4(0, 0, 0, 0), nw = u;
+  if (in) {
+    if (na->res) u = ld_x16(na->res + k0 + 8 * v);
+    nw = ld_x16(na->w + k0 + 8 * v);
+  }
+  reduce_partials(xp, na->xsplits, K, k0, klen, xb);
+  float ss = 0.f;
+  if (v - (v & 31) < nvec) {  // warp-uniform, as stage_x's loop: every lane of the warp reaches the shuffles
+    const uint4 g = in ? *reinterpret_cast<const uint4*>(xb + 8 * v) : make_uint4(0, 0, 0, 0);
+    uint4* h_out = writer ? reinterpret_cast<uint4*>(na->res_out + k0 + 8 * v) : nullptr;
+    const float s = stage_vec<false, 4>(g, u, nw, xs + 8 * (v >> 1) + (v & 1), in, 0.f, &ss, h_out);
+    const float gs = group_sum<XG>(s, in);
+    if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = gs;
+  }
+  return ss;
+}
+
 // The CTA's x slice in shared memory (stage_x), then the sum of x over each of its ng groups (sxs,
 // for the zero point: y += s * (acc - (128 + z) * sum x)); one warp per group, the CTA's WARPS warps in turn.
 // F16: the slice is then rewritten as fp16 times 2^-e, e chosen from the slice's largest |x| so that every value
@@ -357,9 +384,10 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
   if constexpr (NORM == 3) {  // the CTA's sum of h^2 over its slice; the writer writes the slice's h
     return cta_sum<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer));
   } else if constexpr (NORM == 4) {  // NORM 3 on x added from the producer's partials first
+    static_assert(!ACT && XVEC, "partials as x: a plain input");
     __shared__ __align__(16) __nv_bfloat16 xb[kXPMax];
-    reduce_partials(reinterpret_cast<const float*>(x), na->xsplits, K, k0, klen, xb);
-    return cta_sum<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(xb, K, k0, klen, xs, na, 0.f, sxs, norm_writer));
+    return cta_sum<WARPS>(
+        stage_x_partials<G>(reinterpret_cast<const float*>(x), K, k0, klen, xs, na, sxs, norm_writer, xb));
   } else {
     float rstd = 0.f;
     if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
