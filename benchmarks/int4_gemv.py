@@ -291,45 +291,6 @@ def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, varia
             "passed": err < REL_BOUND and exact and det and differs}
 
 
-# (producer splits, consumer variant and splits) of check_deferred_sum: the H200 plan's down s10 into q/k/v clscx s7,
-# and a producer with fewer splits (a one-split consumer's K slice, all of K, is wider than the kernel's buffer)
-DEFERRED_SUM_LAUNCHES = [(10, "clscx", 7), (4, "clscx", 7)]
-
-
-def check_deferred_sum(model: str, h: int, i: int, asym: bool, splits: int, consumer: str, c_splits: int) -> dict:
-    """down [H, I] as scxd at `splits` (its split-K partials only) feeding the next q/k/v's fused norm (`consumer`
-    at `c_splits`, the model's q/k/v shape, the deferred norm), which adds them. Passes when the partials sum to the
-    float64 product within REL_BOUND, and the q/k/v's y and residual are bitwise those of the same q/k/v on the y of
-    down's own finish (clscx at the same splits, the decoder's launch before; scx's ticket agrees bitwise too)."""
-    from edgeprof.fast.w4cuda import W4CudaLinear, pack_w4, use_norm
-
-    g = torch.Generator(device="cuda").manual_seed(7)
-    q, z, s = _quant(h, i, GROUP, asym, g)
-    scxd = W4CudaLinear(pack_w4(q, z, s, GROUP), variant="scxd", splits=splits)
-    own = W4CudaLinear(pack_w4(q, z, s, GROUP), variant="clscx", splits=splits)
-    n_qkv = next(n for m, name, _, n in KERNEL_SHAPES if m == model and name == "qkv")
-    qkv = W4CudaLinear(pack_w4(*_quant(n_qkv, h, GROUP, asym, g), GROUP), variant=consumer, splits=c_splits)
-    x = (0.5 * torch.randn(1, i, device="cuda", generator=g)).to(torch.bfloat16)  # a silu(gate) * up stand-in
-    res = torch.randn(1, h, device="cuda", generator=g).to(torch.bfloat16)
-    nw = (1 + 0.1 * torch.randn(h, device="cuda", generator=g)).to(torch.bfloat16)
-    try:
-        use_norm("deferred")
-        y_own, y_ticket = own(x), scxd(x)  # [1, H]: down's finish as a cluster, and scx's ticket
-        parts = scxd.partials(x).clone()  # [S, H]
-        want, want_res = qkv.fused_norm(y_own, res, nw, 1e-6)
-        got, got_res = qkv.fused_norm(parts, res, nw, 1e-6, x_splits=splits)
-        again = qkv.fused_norm(parts, res, nw, 1e-6, x_splits=splits)[0]
-    finally:
-        use_norm("loop")
-    ref = x.double() @ dequantize(q, z, s, GROUP).double().t()  # [1, H] down's exact product
-    rel = float((parts.double().sum(0) - ref[0]).abs().max() / ref.abs().max())
-    same = {"down_finishes_agree": bool(torch.equal(y_own, y_ticket)), "y": bool(torch.equal(got, want)),
-            "residual": bool(torch.equal(got_res, want_res)), "deterministic": bool(torch.equal(got, again))}
-    return {"model": model, "check": "deferred_sum", "asym": asym, "producer": f"scxd s{splits}",
-            "consumer": f"{consumer} s{qkv.splits}", "partials_rel_err": rel, **same,
-            "passed": rel < REL_BOUND and all(same.values())}
-
-
 def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
     """gate_up [2I, H] and down [H, I] at the splits the decoder launches them with on this card (launch_plan, else
     choose_splits), on the default kernel: the fused MLP runs only that one, so a plan's other variant (e.g. cl) is
@@ -422,17 +383,8 @@ def time_mlp(model: str, h: int, i: int, copy_bw: float, repeats: int) -> list[d
 def _gemv_call(layer):
     """The launch the decoder makes of this layer: an act-epilogue variant's (w4cuda.ACT_EPILOGUE_VARIANTS) writes
     silu(gate) * up [1, N/2] (act_of); its plain __call__ would add a reorder of y that the decoder never runs (r89
-    timed that: gate_up 25.9 us). A deferred-sum variant's (w4cuda.DEFERRED_SUM_VARIANTS) writes its split-K partials
-    (the next launch adds them: its row is that launch without the sum). Every other layer: y = W x."""
-    if getattr(layer, "fuses_norm_silu", False):
-        return layer.act_of
-    return layer.partials if getattr(layer, "writes_partials", False) else layer
-
-
-def _gemv_out(layer, x: torch.Tensor) -> torch.Tensor:
-    """What the row checks of _gemv_call(layer)(x): its output, or the sum of its partials (fp32, [1, N])."""
-    out = _gemv_call(layer)(x)
-    return out.sum(0, keepdim=True) if getattr(layer, "writes_partials", False) else out
+    timed that: gate_up 25.9 us). Every other layer: y = W x."""
+    return layer.act_of if getattr(layer, "fuses_norm_silu", False) else layer
 
 
 def _act_ref(ref: torch.Tensor) -> torch.Tensor:
@@ -442,7 +394,7 @@ def _act_ref(ref: torch.Tensor) -> torch.Tensor:
 
 
 def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, repeats: int, gemlite: bool) -> list[dict]:
-    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, DEFERRED_SUM_VARIANTS, W4CudaLinear, pack_w4
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, W4CudaLinear, pack_w4
 
     g = torch.Generator(device="cuda").manual_seed(1)
     q, z, s = _quant(n, k, GROUP, False, g)
@@ -472,7 +424,7 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
         layers = [first] + [build() for _ in range(_copies(first.nbytes) - 1)]
         kref = ref if _gemv_call(first) is first else _act_ref(ref)
         rows.append(_row(name, k, n, kernel, [lambda li=li: _gemv_call(li)(x) for li in layers], first.nbytes,
-                         _gemv_out(first, x), kref, repeats))
+                         _gemv_call(first)(x), kref, repeats))
         if kernel == "edgeprof-cuda":  # the same launches with the fp16 mma, and with PDL (sm_90+)
             pdl_ok = torch.cuda.get_device_capability() >= (9, 0)
             for mma, pdl in [("fp16", False)] + ([("bf16", True), ("fp16", True)] if pdl_ok else []):
@@ -484,8 +436,6 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
             r["launch"] = plan or "default (choose_splits)"
             if plan.get("variant") in ACT_EPILOGUE_VARIANTS:
                 r["writes"] = "silu(gate) * up [N/2] (the act epilogue, as the decoder launches it)"
-            if plan.get("variant") in DEFERRED_SUM_VARIANTS:
-                r["writes"] = "split-K partials [splits, N] (no finish: the next q/k/v launch adds them)"
         if r.get("status") == "ok":
             r["frac_copy_bw"] = r["gb_per_s"] * 1e9 / copy_bw
     torch.cuda.empty_cache()
@@ -504,7 +454,7 @@ def _switched_row(name, k, n, layers, x, ref, repeats, *, mma: str, pdl: bool) -
     label = "edgeprof-cuda" + ("+f16" if mma == "fp16" else "") + ("+pdl" if pdl else "")
     try:
         return _row(name, k, n, label, [lambda li=li: _gemv_call(li)(x) for li in layers], layers[0].nbytes,
-                    _gemv_out(layers[0], x), ref, repeats)
+                    _gemv_call(layers[0])(x), ref, repeats)
     finally:
         use_pdl(False)
         use_mma("bf16")
@@ -602,9 +552,8 @@ def kernel_suite(args) -> int:
                       f"{c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the latency variants (group 128, bf16 mma), whole K and 2 splits
         for variant in (v for v in w4cuda.DECODER_VARIANTS if v != "base"):
-            # a wk or act-epilogue variant runs one split: both forms there; scxd (its plain calls) at least 2
-            one = 2 if variant in w4cuda.MULTI_SPLIT_VARIANTS else 1
-            for splits, asym in [(one, False), (one if variant in w4cuda.ONE_SPLIT_VARIANTS else 2, True)]:
+            # a wk or act-epilogue variant runs one split: both forms there
+            for splits, asym in [(1, False), (1 if variant in w4cuda.ONE_SPLIT_VARIANTS else 2, True)]:
                 checks.append({**check_cuda_kernel(model, name, k, n, GROUP, asym,
                                                    launch={"variant": variant, "splits": splits}),
                                "variant": variant, "mma": "bf16"})
@@ -713,7 +662,7 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         res[f"check_vs_dequantized_hf[{name}]"] = fd.compare(logits, ref)
         print(f"  {name} vs dequantized HF:", json.dumps(res[f"check_vs_dequantized_hf[{name}]"]), flush=True)
     base = got.get("edgeprof-fast-int4-cuda")
-    for name, logits in got.items():  # a setting that is only a hint (the L2 prefetch) must not change one bit
+    for name, logits in got.items():  # a setting that must not change one bit (a hint, a reordered sum) shows here
         if name.startswith("edgeprof-fast-int4-cuda ") and base is not None:
             same = all(torch.equal(a, b) for a, b in zip(logits, base, strict=True))
             res[f"bitwise_vs_default[{name}]"] = same

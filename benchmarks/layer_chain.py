@@ -63,18 +63,6 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
 
     x, res, a, hi, gu = rnd(h), rnd(h), rnd(h), rnd(i), rnd(2 * i)
     model.pos.fill_(ctx - 1)  # attention reads ctx cached positions at every replay
-    # where the step hands down's split-K partials to the next q/k/v (FastModel._deferred_sums), the chains do too: the
-    # q/k/v after such a down reads partials (these, fixed; the layer chains' own down writes its layer's)
-    defer = model.defer_down
-    parts = layers[0].down.partials(hi).clone() if defer[0] else None
-
-    def qkv_norm(lw, idx: int):  # q/k/v with its fused norm, on the previous down's partials where the step has them
-        if idx > 0 and defer[idx - 1]:
-            return lw.qkv.fused_norm(layers[idx - 1].down.partial.view(-1, h), res, lw.attn_norm, eps,
-                                     x_splits=layers[idx - 1].down.splits)
-        if idx < 0 and parts is not None:  # the per-shape chain: every q/k/v on fixed partials
-            return lw.qkv.fused_norm(parts, res, lw.attn_norm, eps, x_splits=parts.shape[0])
-        return lw.qkv.fused_norm(x, res, lw.attn_norm, eps)
 
     def layer(lw, idx: int, fusions: bool, attention: bool) -> None:
         if not fusions:
@@ -83,18 +71,16 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
             gate_up(lw, False)
             down(lw, False)
             return
-        qkv, r = qkv_norm(lw, idx)
-        y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx], model.l2[idx])
-                 if attention else a)  # l2: the step's L2 prefetch ($EDGEPROF_ATTN_L2)
-        mlp_fused(lw, y, r, idx)
+        qkv, r = lw.qkv.fused_norm(x, res, lw.attn_norm, eps)
+        y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx]) if attention else a)
+        mlp_fused(lw, y, r)
 
     def epilogue(lw) -> bool:  # the plan's gate_up writes silu(gate) * up itself (w4cuda.ACT_EPILOGUE_VARIANTS)
         return getattr(lw.gate_up, "fuses_norm_silu", False)
 
-    def mlp_fused(lw, y: torch.Tensor, r: torch.Tensor, idx: int) -> None:  # as FastModel.step
-        if epilogue(lw):  # SiLU*up in gate_up's epilogue; down's partials where the next q/k/v adds them
-            act = lw.gate_up.fused_norm_silu(y, r, lw.mlp_norm, eps)[0]
-            lw.down.partials(act) if defer[idx] else lw.down(act)
+    def mlp_fused(lw, y: torch.Tensor, r: torch.Tensor) -> None:  # as FastModel.step: SiLU*up in gate_up or in down
+        if epilogue(lw):
+            lw.down(lw.gate_up.fused_norm_silu(y, r, lw.mlp_norm, eps)[0])
         else:
             lw.down.fused_silu(lw.gate_up.fused_norm(y, r, lw.mlp_norm, eps)[0])
 
@@ -103,10 +89,8 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
             return lw.gate_up.fused_norm_silu(x, res, lw.mlp_norm, eps) if norm else lw.gate_up.act_of(x)
         return lw.gate_up.fused_norm(x, res, lw.mlp_norm, eps) if norm else lw.gate_up(x)
 
-    def down(lw, silu: bool):  # down as the step launches it: SiLU*up staged unless gate_up wrote it; its partials
-        if silu and not epilogue(lw):  # only, where the next q/k/v adds them
-            return lw.down.fused_silu(gu)
-        return lw.down.partials(hi) if parts is not None else lw.down(hi)
+    def down(lw, silu: bool):  # down as the step launches it: SiLU*up staged unless gate_up wrote it
+        return lw.down.fused_silu(gu) if silu and not epilogue(lw) else lw.down(hi)
 
     def every(fn: Callable) -> Callable[[], None]:  # fn on every layer's projection
         def run() -> None:
@@ -125,7 +109,7 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
         "o": every(lambda lw: lw.o(a)),
         "gate_up": every(lambda lw: gate_up(lw, False)),
         "down": every(lambda lw: down(lw, False)),
-        "qkv+norm": every(lambda lw: qkv_norm(lw, -1)),
+        "qkv+norm": every(lambda lw: lw.qkv.fused_norm(x, res, lw.attn_norm, eps)),
         "gate_up+norm": every(lambda lw: gate_up(lw, True)),
         "down+silu": every(lambda lw: down(lw, True)),
         "layers": stack(False, False),

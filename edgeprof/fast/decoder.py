@@ -48,8 +48,6 @@ class FastDecoder(Decoder):
         return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
                            {"cuda_graph": self.graph is not None, "attention": _attention_note(self.model.ops),
-                            "attn_l2_prefetch": self.model.l2_note,
-                            **({"int4_down_sum": self.model.down_note} if "int4_launch" in self.weights.extra else {}),
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,

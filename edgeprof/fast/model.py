@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from edgeprof.fast import l2next, w4cuda
+from edgeprof.fast import w4cuda
 from edgeprof.fast.kernels import (
     TorchOps,
     TritonOps,
@@ -42,13 +41,6 @@ def rope_tables(model, max_ctx: int, device: str, dtype: torch.dtype) -> tuple[t
     probe = torch.zeros(1, device=device, dtype=dtype)
     cos, sin = rotary(probe, pos)  # [1, max_ctx, hd] in dtype
     return cos[0].contiguous(), sin[0].contiguous()
-
-
-class Partials(NamedTuple):
-    """A down projection's split-K partials [splits, H] fp32 in place of its output (w4cuda.DEFERRED_SUM_VARIANTS)."""
-
-    t: torch.Tensor
-    splits: int
 
 
 class FastModel:
@@ -81,41 +73,6 @@ class FastModel:
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
         # the int4 MLP as one launch per layer ($EDGEPROF_W4_MLP=fused), where edgeprof's CUDA kernel runs both GEMVs
         self.mlp_note, self.mlps = self._fused_mlps()
-        # per layer: whether its down projection leaves its split-K sum to the next layer's q/k/v launch
-        self.down_note, self.defer_down = self._deferred_sums()
-        # later weights each layer's attention prefetches into L2 ($EDGEPROF_ATTN_L2, l2next)
-        self.l2_spec = l2next.parse()
-        self.l2_note, self.l2 = self._l2_ranges()
-
-    def _deferred_sums(self) -> tuple[str, list[bool]]:
-        """(what the down projections' split-K sums run as, for the record; per layer, whether `partials` feeds the
-        next layer's q/k/v). A plan's scxd down (w4cuda.DEFERRED_SUM_VARIANTS) writes only its partials where the next
-        q/k/v launch can add them (takes_partials, the deferred norm, the fused norm); elsewhere, and in the last
-        layer (the final norm reads y), it runs its own finish."""
-        layers = self.w.layers
-        # the step's path that calls down on gate_up's act epilogue (not the fused MLP, not down's SiLU*up input)
-        wants = [getattr(lw.down, "writes_partials", False) and getattr(lw.gate_up, "fuses_norm_silu", False)
-                 and mlp is None for lw, mlp in zip(layers, self.mlps, strict=True)]
-        if not any(wants):
-            return "own finish", [False] * len(layers)
-        ok = [want and i + 1 < len(layers) and self.fuse_norm and self.w4_norm == "deferred"
-              and getattr(layers[i + 1].qkv, "takes_partials", lambda s: False)(lw.down.splits)
-              for i, (lw, want) in enumerate(zip(layers, wants, strict=True))]
-        n = sum(ok)
-        why = "" if n == sum(wants) - 1 else " (the next q/k/v cannot add them: it needs scx / clscx, the deferred norm)"
-        return f"partials added by the next q/k/v in {n} of {len(layers)} layers{why}", ok
-
-    def _l2_ranges(self) -> tuple[str, list[list[int]]]:
-        """(what the attention prefetches, for the decoder's record; the kernel's ranges per layer)."""
-        layers, spec = self.w.layers, self.l2_spec
-        if spec.empty:
-            return "none", [[] for _ in layers]
-        if getattr(getattr(self.ops, "attn_kernel", None), "kind", None) != "cuda":
-            return f"none ({spec.label()} asked; only edgeprof's CUDA attention prefetches)", [[] for _ in layers]
-        self.ops.l2_lines = spec.lines
-        built = [l2next.layer_ranges(spec, lw.o, lw.gate_up) for lw in layers]
-        skipped = next((why for _, why in built if why), None)
-        return spec.label() + (f" ({skipped})" if skipped else ""), [r for r, _ in built]
 
     def _fused_mlps(self) -> tuple[str, list]:
         """(what the MLPs run as, for the decoder's record; one W4CudaMLP or None per layer). Fused where
@@ -148,14 +105,13 @@ class FastModel:
         res = None
         for i, lw in enumerate(w.layers):
             qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
-            x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i], self.l2[i]))  # [1, H]
+            x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i]))  # [1, H]
             if self.mlps[i] is not None:  # norm, gate_up, SiLU*up and down in one launch
                 x, res = self.mlps[i](x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, H]
                 continue
             if getattr(lw.gate_up, "fuses_norm_silu", False) and self.fuse_norm:  # SiLU*up in gate_up's epilogue
                 act, res = lw.gate_up.fused_norm_silu(x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, I]
-                # [1, H], or down's split-K partials [S, H] that the next q/k/v launch adds (_deferred_sums)
-                x = Partials(lw.down.partials(act), lw.down.splits) if self.defer_down[i] else lw.down(act)
+                x = lw.down(act)  # [1, H]
                 continue
             gu, res = self._norm_gemv(lw.gate_up, x, res, lw.mlp_norm)  # [1, 2I]
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
@@ -182,8 +138,6 @@ class FastModel:
     def _norm_gemv(self, lin, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor):
         """(lin(rmsnorm(x + res) * norm_w), x + res): one launch where the CUDA int4 GEMV fuses the residual
         add and the norm into staging its input ($EDGEPROF_FUSE_NORM=0 keeps them apart), else two."""
-        if isinstance(x, Partials):  # the previous down's split-K partials: this launch adds them (_deferred_sums)
-            return lin.fused_norm(x.t, res, norm_w, self.shape.norm_eps, x_splits=x.splits)
         if getattr(lin, "fuses_norm", False) and self.fuse_norm:
             return lin.fused_norm(x, res, norm_w, self.shape.norm_eps)
         h, res = self.ops.add_rmsnorm(x, res, norm_w)

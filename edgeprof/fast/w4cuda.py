@@ -83,7 +83,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
-            "scxa": (48, 4, False), "scxd": (49, 4, False)}
+            "scxa": (48, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -97,27 +97,15 @@ SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10", "scxa", "scxd")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10", "scxa")
 # the variants whose CTA's warps split all of K (one row block per CTA, csrc/w4a16_wk.cu): one K split only
 WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
 # the variants that write an MLP's down input, silu(gate) * up, from its gate_up (csrc: finish_act): their weights are
 # packed gate, gate, up, up row blocks per CTA (act_epilogue_order), and the variant named here runs their plain
 # calls (y = W x, the rows put back in order) on those weights. One K split.
 ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
-# the variants whose decoder launch writes only its split-K partials [splits, N] fp32, no y (csrc: gemv_cta's PONLY):
-# the next fused-norm launch adds them in split order as its own input (NORM 4, `fused_norm(..., x_splits=)`), so
-# this GEMV has no finish (down's was ~2 us of 11.5 on an H200: a ticket, or a cluster launch and its barrier). The
-# variant named here runs their plain calls (y = W x, its ticket finish: the same sums in the same order). 2 to
-# XP_MAX_SPLITS splits, no bias.
-DEFERRED_SUM_VARIANTS = {"scxd": "scx"}
-XP_MAX_SPLITS = 10  # csrc/w4a16_kernels.cuh kXPSplits: the most producer splits a consumer adds
-XP_MAX_SLICE = 1024  # csrc kXPMax: the widest K slice (columns) of a consumer launch
-# the variants whose fused-norm launch can take those partials as x (with the deferred norm on)
-PARTIALS_CONSUMER_VARIANTS = ("scx", "clscx")
 # the variants that run one K split only
 ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS)
-# the variants that need at least 2 K splits
-MULTI_SPLIT_VARIANTS = tuple(DEFERRED_SUM_VARIANTS)
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -453,8 +441,8 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
             continue
         _, warps, persist = VARIANTS[variant]
         nbx = -(-(n // 16) // warps)
-        if variant in ACT_EPILOGUE_VARIANTS or variant in DEFERRED_SUM_VARIANTS:  # their decoder launch is not y = W x:
-            continue  # the plan A/B of the step times them
+        if variant in ACT_EPILOGUE_VARIANTS:  # its output is not y = W x: the plan A/B of the step times it
+            continue
         for sp, tps in (plans if variant not in WK_VARIANTS else [wk_plan(k, None, variant)]):
             if variant in CLUSTER_VARIANTS and not 1 < sp <= CL_MAX_SPLITS:  # 1 split: no cluster; at most 16
                 continue
@@ -555,9 +543,6 @@ class W4CudaLinear:
             if splits not in (None, 1):
                 raise ValueError(f"splits: variant {variant!r} runs one K split (its epilogue needs whole rows), not "
                                  f"{splits}; leave splits unset")
-        if variant in DEFERRED_SUM_VARIANTS and (splits is None or not 2 <= splits <= XP_MAX_SPLITS):
-            raise ValueError(f"splits: variant {variant!r} writes its split-K partials for the next launch to add: "
-                             f"give 2 to {XP_MAX_SPLITS} splits, not {splits}")
         # the layout this variant reads (one copy: callers that time several variants pass the right one)
         packed = to_tile_major(packed) if VARIANT_LAYOUT[variant] == "tile" else to_row_block(packed)
         # the act epilogue's packed order: packed row r is original row _rows[r]; original row i is packed row
@@ -574,9 +559,6 @@ class W4CudaLinear:
         self.act_variant_id = None  # the launch that writes silu(gate) * up (fused_norm_silu)
         if variant in ACT_EPILOGUE_VARIANTS:
             self.act_variant_id, self.variant_id = self.variant_id, VARIANTS[ACT_EPILOGUE_VARIANTS[variant]][0]
-        self.partials_variant_id = None  # the launch that writes only the split-K partials (partials)
-        if variant in DEFERRED_SUM_VARIANTS:
-            self.partials_variant_id, self.variant_id = self.variant_id, VARIANTS[DEFERRED_SUM_VARIANTS[variant]][0]
         if variant in ACT_EPILOGUE_VARIANTS:
             self.splits, self.tps = split_plan(packed.k, packed.group, 1)
         elif variant in WK_VARIANTS:
@@ -651,42 +633,16 @@ class W4CudaLinear:
         return self.variant in DECODER_VARIANTS and self.grid_x == 0 and self.p.k % 8 == 0
 
     def fused_norm(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
-                   eps: float, x_splits: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(W rmsnorm(x + res) * norm_w (+ bias), x + res) for x, res [1, K] (res None: the first layer);
-        the same rounding as kernels.add_rmsnorm followed by this GEMV. x_splits > 0: x is another GEMV's split-K
-        partials [x_splits, K] fp32 (`partials`), added here in split order as that GEMV's finish would add them
-        (takes_partials says where)."""
+        the same rounding as kernels.add_rmsnorm followed by this GEMV."""
         p = self.p
         x, norm_w = aligned16(x), aligned16(norm_w)
         res_out = torch.empty(1, p.k, device=x.device, dtype=torch.bfloat16)  # the next residual (fresh: no aliasing)
         y = self.ext.gemv_norm(x, self._no_res if res is None else res, norm_w, float(eps), res_out, p.qw, p.sz, self.bias,
                                self.partial, self.counters, p.n, p.k, p.group, p.asym, self.splits, self.tps,
-                               self.variant_id, int(x_splits))
+                               self.variant_id)
         return self._in_order(y), res_out
-
-    def takes_partials(self, splits: int) -> bool:
-        """fused_norm can take a producer's `splits` split-K partials as x: scx / clscx at one split or as a cluster
-        (the launches that defer the norm), with a K slice the kernel's shared buffer holds. The caller must also run
-        the deferred norm (use_norm("deferred")): the loop's launches refuse partials."""
-        return (self.variant in PARTIALS_CONSUMER_VARIANTS and self.fuses_norm and 1 <= splits <= XP_MAX_SPLITS
-                and self.tps * 64 <= XP_MAX_SLICE and defers_norm(self.variant, self.splits))
-
-    @property
-    def writes_partials(self) -> bool:
-        """`partials` is available: a variant whose decoder launch leaves the split-K sum to the next launch."""
-        return self.partials_variant_id is not None
-
-    def partials(self, x: torch.Tensor) -> torch.Tensor:
-        """This GEMV's split-K partials [splits, N] fp32 of x [1, K] (its workspace, valid until its next call):
-        y = bf16(their sum in split order), which the next fused_norm(..., x_splits=splits) computes as its input."""
-        if not self.writes_partials:
-            raise ValueError(f"variant: {self.variant!r} writes y; build with one of {sorted(DEFERRED_SUM_VARIANTS)}")
-        if self.bias.numel():
-            raise ValueError("bias: a GEMV that leaves its sum to the next launch takes no bias (that launch adds none)")
-        p = self.p
-        self.ext.gemv_variant(aligned16(x), p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k, p.group,
-                              p.asym, False, self.splits, self.tps, self.partials_variant_id, 0)
-        return self.partial.view(self.splits, p.n)
 
     @property
     def fuses_norm_silu(self) -> bool:

@@ -1,7 +1,5 @@
 """edgeprof's CUDA W4 kernel: the packed layout (pure torch, runs here) and the CPU fallback."""
 
-from types import SimpleNamespace as NS
-
 import pytest
 import torch
 
@@ -308,8 +306,7 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
         if name in w4cuda.DECODER_VARIANTS:
             case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
-            launches = ("return lat_launch_t", "return edgeprof_w4a16_wk_launch", "act_epilogue_launch_t",
-                        "deferred_sum_launch_t")
+            launches = ("return lat_launch_t", "return edgeprof_w4a16_wk_launch", "act_epilogue_launch_t")
             assert vid == 0 or any(f in case for f in launches), name
         else:
             assert f"variant == {vid} && group == 128" in tune, name
@@ -474,6 +471,7 @@ def test_finish_acts_indices_pair_each_gate_row_with_its_up_row():
 
 
 def test_the_record_names_the_projections_whose_norm_is_deferred():
+    from types import SimpleNamespace as NS
 
     from edgeprof.fast.weights import deferred_norm_projections
 
@@ -486,53 +484,3 @@ def test_the_record_names_the_projections_whose_norm_is_deferred():
     assert deferred_norm_projections(no_plan) == []
     tinygemm = NS(qkv=NS(), gate_up=NS())  # not edgeprof's CUDA kernel
     assert deferred_norm_projections(tinygemm) == []
-
-
-def test_deferred_sum_variants_need_2_to_10_splits_no_bias_and_are_not_tuned_per_shape():
-    from edgeprof.fast.w4cuda import W4CudaLinear, tune_configs
-
-    assert set(w4cuda.DEFERRED_SUM_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
-    assert all(base in w4cuda.VARIANTS for base in w4cuda.DEFERRED_SUM_VARIANTS.values())
-    q, z, s = quantize_rtn(torch.randn(64, 512), 128)
-    for bad in (None, 1, 11):
-        with pytest.raises(ValueError, match="splits: variant 'scxd' writes its split-K partials .* 2 to 10"):
-            W4CudaLinear(pack_w4(q, z, s, 128), variant="scxd", splits=bad)
-    lin = W4CudaLinear(pack_w4(q, z, s, 128), variant="scxd", splits=2, ext=object())
-    assert lin.writes_partials and lin.variant_id == w4cuda.VARIANTS["scx"][0]  # plain calls: scx's own finish
-    lin.bias = torch.zeros(64)
-    with pytest.raises(ValueError, match="bias: a GEMV that leaves its sum to the next launch takes no bias"):
-        lin.partials(torch.zeros(1, 512, dtype=torch.bfloat16))
-    assert not [c for c in tune_configs(3584, 18944, 128, 132, (10,), ("scx", "scxd")) if c["variant"] == "scxd"]
-
-
-def test_the_partials_limits_are_the_kernels():
-    src = (w4cuda.CSRC / "w4a16_kernels.cuh").read_text()
-    assert f"constexpr int kXPSplits = {w4cuda.XP_MAX_SPLITS};" in src
-    assert f"constexpr int kXPMax = {w4cuda.XP_MAX_SLICE};" in src
-    assert f"x_splits <= {w4cuda.XP_MAX_SPLITS}," in (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
-
-
-@pytest.mark.parametrize(("variant", "splits", "tps", "producer", "ok"),
-                         [("clscx", 7, 8, 10, True), ("clscx", 7, 8, 11, False), ("scx", 1, 56, 10, False),
-                          ("scx", 1, 16, 10, True), ("scx", 2, 8, 10, False), ("wk6", 1, 56, 10, False)])
-def test_which_launches_take_a_producers_partials(variant, splits, tps, producer, ok):
-    # clscx (a cluster) or scx at one split: the launches that defer the norm; the K slice within the kernel's buffer
-    lin = NS(variant=variant, splits=splits, tps=tps, fuses_norm=True)
-    assert w4cuda.W4CudaLinear.takes_partials(lin, producer) is ok
-
-
-def test_the_step_hands_downs_partials_to_the_next_qkv_where_it_can():
-    from edgeprof.fast.model import FastModel
-
-    def layer(defer=True, takes=True):
-        return NS(down=NS(writes_partials=defer, splits=10), gate_up=NS(fuses_norm_silu=True),
-                  qkv=NS(takes_partials=lambda s: takes and s <= 10))
-
-    model = NS(w=NS(layers=[layer(), layer(), layer()]), mlps=[None] * 3, fuse_norm=True, w4_norm="deferred")
-    note, defer = FastModel._deferred_sums(model)
-    assert defer == [True, True, False] and note == "partials added by the next q/k/v in 2 of 3 layers"  # last: y
-    model.w4_norm = "loop"  # the loop's launches take no partials
-    note, defer = FastModel._deferred_sums(model)
-    assert defer == [False] * 3 and "cannot add them" in note
-    model = NS(w=NS(layers=[layer(defer=False)] * 2), mlps=[None] * 2, fuse_norm=True, w4_norm="deferred")
-    assert FastModel._deferred_sums(model) == ("own finish", [False, False])

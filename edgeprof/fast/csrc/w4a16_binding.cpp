@@ -10,7 +10,7 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
-                               int xsplits, cudaStream_t stream);
+                               cudaStream_t stream);
 int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const void* gu_sz, const void* gu_bias,
                               const void* x, const void* res, const void* nw, void* res_out, float eps, void* gu,
                               const void* d_qw, const void* d_sz, const void* d_bias, void* y, float* partial,
@@ -22,8 +22,7 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
-                                float* ws_ml, int* tickets, const long long* l2, int n_l2, bool l2_lines, bool pdl,
-                                cudaStream_t stream);
+                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
@@ -39,9 +38,8 @@ static const char* launch_error(int err) {
   return cudaGetErrorString((cudaError_t)err);
 }
 
-// The outputs of one call: N, or N / 2 for the variant "scxa" (48), which writes silu(gate) * up of its gate | up rows,
-// or none for "scxd" (49), which writes only its split-K partials (the caller's workspace).
-static int64_t out_rows(int64_t variant, int64_t N) { return variant == 48 ? N / 2 : variant == 49 ? 0 : N; }
+// The outputs of one call: N, or N / 2 for the variant "scxa" (48), which writes silu(gate) * up of its gate | up rows.
+static int64_t out_rows(int64_t variant, int64_t N) { return variant == 48 ? N / 2 : N; }
 
 // The packed weights, bias and split-K workspace of one W4 GEMV call (both entry points).
 static void check_w4_operands(const torch::Tensor& qw, const torch::Tensor& sz, const torch::Tensor& bias,
@@ -84,8 +82,7 @@ static void check_tickets(const torch::Tensor& counters, int64_t N, int64_t spli
 // 30-35 the diagnostic "nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs" (wrong y by design),
 // 36, 37 the scale-staged "sc", "clsc", 38, 39 the diagnostic "nomathxsf", "clnomathxsf", 40, 41 "scf", "clscf",
 // 42, 43 "scx", "clscx" (sc / clsc with the group sums in the staging pass), 44-47 "wk4", "wk6", "wk8", "wk10" (one row
-// block per CTA, its warps split K; one split), 48 "scxa" (scx writing silu(gate) * up: N / 2 outputs; one split), 49
-// "scxd" (scx writing only its split-K partials into `partial` [splits][N]: no y, no bias, 2+ splits) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
+// block per CTA, its warps split K; one split), 48 "scxa" (scx writing silu(gate) * up: N / 2 outputs; one split) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
                            bool act, int64_t splits, int64_t tiles_per_split, int64_t variant, int64_t grid_x) {
@@ -93,8 +90,8 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 49),
-              "variant: 0 (any group), 1-49 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 48),
+              "variant: 0 (any group), 1-48 (group 128 only)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = torch::empty({1, out_rows(variant, N)}, x.options());
@@ -123,8 +120,8 @@ static void check_vec16(const torch::Tensor& t, int64_t K, const char* name) {
 // The fused norm's inputs (gemv_norm, mlp): x, res (may be empty: h = x), the norm weight and res_out, K values each;
 // res_out must not alias x or res (other CTAs still read them). Returns whether there is a residual.
 static bool check_norm_inputs(const torch::Tensor& x, const torch::Tensor& res, const torch::Tensor& nw,
-                              const torch::Tensor& res_out, int64_t K, bool x_bf16 = true) {
-  if (x_bf16) check_vec16(x, K, "x");  // (else the caller checked x)
+                              const torch::Tensor& res_out, int64_t K) {
+  check_vec16(x, K, "x");
   check_vec16(nw, K, "nw");
   check_vec16(res_out, K, "res_out");
   const bool has_res = res.defined() && res.numel() > 0;
@@ -136,36 +133,24 @@ static bool check_norm_inputs(const torch::Tensor& x, const torch::Tensor& res, 
 
 // The fused-norm GEMV: y = W (rmsnorm(x + res) * nw) (+ bias); res_out <- x + res (bf16); variant 0 (the default
 // launch) or a decoder variant (edgeprof_w4a16_is_lat_variant, group 128). res may be empty (h = x). res_out must not alias x or res (other CTAs still read them). K % 8 == 0 for the 16-byte loads.
-// x_splits > 0: x is not a bf16 vector but the fp32 split-K partials [x_splits][K] of an "scxd" GEMV, added here in
-// split order as that GEMV's own finish would (scx / clscx with the deferred norm on; at most 10 splits).
 torch::Tensor gemv_norm(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double eps, torch::Tensor res_out,
                         torch::Tensor qw, torch::Tensor sz, torch::Tensor bias, torch::Tensor partial,
                         torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym, int64_t splits,
-                        int64_t tiles_per_split, int64_t variant, int64_t x_splits) {
-  TORCH_CHECK(x_splits >= 0 && x_splits <= 10, "x_splits: 0 (x is bf16) or the producer's 1-10 splits (kXPSplits)");
-  if (x_splits > 0) {
-    TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.numel() == x_splits * K &&
-                    reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0,
-                "x: the producer's split-K partials, contiguous 16-byte aligned fp32 [", x_splits, " * ", K, "]");
-  }
-  const bool has_res = check_norm_inputs(x, res, nw, res_out, K, x_splits == 0);
+                        int64_t tiles_per_split, int64_t variant) {
+  const bool has_res = check_norm_inputs(x, res, nw, res_out, K);
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
   TORCH_CHECK(variant == 0 || (group == 128 && edgeprof_w4a16_is_lat_variant((int)variant)),
               "variant: 0 (the default launch, any group) or a decoder variant (w4cuda.DECODER_VARIANTS; group 128)");
   check_tickets(counters, N, splits, variant);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto y = torch::empty({1, out_rows(variant, N)}, res_out.options());  // bf16 (x may be fp32 partials)
+  auto y = torch::empty({1, out_rows(variant, N)}, x.options());
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_w4a16_norm_launch((int)group, asym, qw.data_ptr(), sz.data_ptr(), x.data_ptr(),
                                        has_res ? res.data_ptr() : nullptr, nw.data_ptr(), res_out.data_ptr(), (float)eps,
                                        b, y.data_ptr(), splits > 1 ? partial.data_ptr<float>() : nullptr,
                                        splits > 1 ? counters.data_ptr<int>() : nullptr, (int)N, (int)K, (int)splits,
-                                       (int)tiles_per_split, (int)variant, (int)x_splits,
-                                       c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", launch_error(err),
-              x_splits > 0 ? " (partials as x: variant scx / clscx with the deferred norm on, a K slice of at most "
-                             "1024 columns)"
-                           : "");
+                                       (int)tiles_per_split, (int)variant, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "w4a16 fused-norm GEMV launch failed: ", launch_error(err));
   return y;
 }
 
@@ -238,14 +223,10 @@ static void check_bf16(const torch::Tensor& t, const char* name) {
 // that many per kv head (> 1: the live cache is spread over min(clusters, ceil(live / tokens_per_cluster)) of them,
 // which merge through ws_acc fp32
 // [NKV * clusters * NH / NKV * HD], ws_ml fp32 [NKV * clusters * cluster * 16] and tickets int32 [NKV * cluster], zeros).
-// l2: later weights the kernel brings into L2 while it runs, up to 3 ranges of 5 values each (address, stride,
-// pieces, bytes per piece, the last piece's bytes; addresses and sizes multiples of 16); the caller keeps the memory
-// alive (the decoder's weights); l2_lines: one prefetch.global.L2 per 128-byte line instead of bulk prefetches
-// (edgeprof/fast/l2next.py).
 void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor pos,
                  torch::Tensor cos, torch::Tensor sin, torch::Tensor out, int64_t n_heads, double scale, bool rope,
                  int64_t cluster, int64_t warps, int64_t clusters, int64_t tokens_per_cluster, torch::Tensor ws_acc,
-                 torch::Tensor ws_ml, torch::Tensor tickets, bool pdl, std::vector<int64_t> l2, bool l2_lines) {
+                 torch::Tensor ws_ml, torch::Tensor tickets, bool pdl) {
   for (const auto* t : {&qkv, &k_cache, &v_cache, &cos, &sin, &out}) check_bf16(*t, "attention operands");
   TORCH_CHECK(k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(), "k_cache, v_cache: [NKV, max_ctx, HD]");
   const int64_t NKV = k_cache.size(0), max_ctx = k_cache.size(1), HD = k_cache.size(2), NH = n_heads;
@@ -271,8 +252,6 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
                     ws_ml.numel() >= NKV * clusters * cluster * 16 && tickets.numel() >= NKV * cluster;
     TORCH_CHECK(ok, "ws_acc, ws_ml (fp32) and tickets (int32 zeros) too small for ", clusters, " clusters per kv head");
   }
-  TORCH_CHECK(l2.size() % 5 == 0 && l2.size() <= 15, "l2: up to 3 ranges of 5 values, got ", l2.size(), " values");
-  static_assert(sizeof(long long) == sizeof(int64_t), "l2 is passed as long long");
   const c10::cuda::CUDAGuard guard(qkv.device());
   int err = edgeprof_attn_decode_launch((int)HD, rope, qkv.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
                                         pos.data_ptr<int64_t>(), cos.data_ptr(), sin.data_ptr(), out.data_ptr(),
@@ -280,14 +259,10 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
                                         (int)warps, (int)clusters, (int)tokens_per_cluster,
                                         clusters > 1 ? ws_acc.data_ptr<float>() : nullptr,
                                         clusters > 1 ? ws_ml.data_ptr<float>() : nullptr,
-                                        clusters > 1 ? tickets.data_ptr<int>() : nullptr,
-                                        reinterpret_cast<const long long*>(l2.data()), (int)(l2.size() / 5), l2_lines, pdl,
+                                        clusters > 1 ? tickets.data_ptr<int>() : nullptr, pdl,
                                         c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "decode attention launch failed (cluster ", cluster, "): ",
-              launch_error(err), err == (int)cudaErrorInvalidValue && !l2.empty()
-                  ? " (l2: addresses, strides and sizes must be multiples of 16, sizes positive, the last piece no "
-                    "larger than the others)"
-                  : "");
+              launch_error(err));
 }
 
 // Clusters of the W4 variant "cl" (group 128) the current GPU holds at once for N outputs at `splits` x `tps`
@@ -314,10 +289,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
-  m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in",
-        py::arg("x"), py::arg("res"), py::arg("nw"), py::arg("eps"), py::arg("res_out"), py::arg("qw"), py::arg("sz"),
-        py::arg("bias"), py::arg("partial"), py::arg("counters"), py::arg("N"), py::arg("K"), py::arg("group"),
-        py::arg("asym"), py::arg("splits"), py::arg("tiles_per_split"), py::arg("variant"), py::arg("x_splits") = 0);
+  m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
   m.def("mlp", &mlp, "edgeprof W4A16 fused MLP: norm, gate_up, SiLU*up and down in one launch");
   m.def("set_pdl", &edgeprof_gemv_set_pdl,
         "programmatic dependent launch (sm_90+) for every GEMV launched from now on (captured graphs keep theirs), "
@@ -338,7 +310,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
         py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("clusters"), py::arg("tokens_per_cluster"), py::arg("ws_acc"),
-        py::arg("ws_ml"), py::arg("tickets"), py::arg("pdl"), py::arg("l2") = std::vector<int64_t>(), py::arg("l2_lines") = false);
+        py::arg("ws_ml"), py::arg("tickets"), py::arg("pdl"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
   m.def("attn_cluster_fit", &attn_cluster_fit, "(clusters held at once, CTAs per SM) of the decode attention kernel",
         py::arg("head_dim"), py::arg("rope"), py::arg("cluster"), py::arg("warps"));

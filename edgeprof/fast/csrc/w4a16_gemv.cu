@@ -35,7 +35,7 @@ bool edgeprof_w4a16_is_lat_variant(int variant);
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
-                              float eps, int xsplits);
+                              float eps);
 
 // PDL on or off, the L2 prefetch before its wait (512-byte tiles per warp), and PDL for the down projection (the
 // W4 launches with SiLU*up fused), for every GEMV this extension launches from now on (the binding's set_pdl)
@@ -54,20 +54,17 @@ void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() 
 void edgeprof_w4a16_set_norm_deferred(bool on) { edgeprof_w4::norm_deferred_enabled() = on; }
 
 // C entry point of the fused-norm GEMV: y = W rmsnorm(x + res) * nw (+ bias), res_out = x + res. variant 0: the
-// default launch; else a decoder variant (edgeprof_w4a16_is_lat_variant: w4a16_lat.cu, group 128). xsplits > 0: x is
-// the fp32 split-K partials [xsplits][K] of the GEMV that produced it (scxd), added here (scx / clscx with the
-// deferred norm only).
+// default launch; else a decoder variant (edgeprof_w4a16_is_lat_variant: w4a16_lat.cu, group 128).
 int edgeprof_w4a16_norm_launch(int group, bool asym, const void* qw, const void* sz, const void* x, const void* res,
                                const void* nw, void* res_out, float eps, const void* bias, void* y, float* partial,
                                int* counters, int N, int K, int splits, int tiles_per_split, int variant,
-                               int xsplits, cudaStream_t stream) {
+                               cudaStream_t stream) {
   using namespace edgeprof_w4;
   if (variant != 0)
     return edgeprof_w4a16_lat_launch(variant, group, asym, false, true, qw, sz, x, bias, y, partial, counters, N, K,
-                                     splits, tiles_per_split, stream, res, nw, res_out, eps, xsplits);
-  if (xsplits != 0) return (int)cudaErrorInvalidValue;
+                                     splits, tiles_per_split, stream, res, nw, res_out, eps);
   const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
-                    reinterpret_cast<__nv_bfloat16*>(res_out), eps, 0};
+                    reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   const int tps = tiles_per_split;
   switch (group) {
     case 32: return launch_norm_default<32>(asym, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream, na);
@@ -89,7 +86,7 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
   m.gu = w4_args(gu_qw, gu_sz, x, gu_bias, gu, nullptr, nullptr, 2 * I, H, H / 64);
   m.down = w4_args(d_qw, d_sz, gu, d_bias, y, partial, counters, H, I, tiles_per_split);
   m.na = NormArgs{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
-                  reinterpret_cast<__nv_bfloat16*>(res_out), eps, 0};
+                  reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   m.ws = ws;
   m.gu_items = 2 * I / 64;
   m.down_items = ((H / 16 + kWarps - 1) / kWarps) * splits;
@@ -125,7 +122,7 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
   using namespace edgeprof_w4;
   if (edgeprof_w4a16_is_lat_variant(variant))  // the decoder variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
-                                     splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f, 0);
+                                     splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
   if (variant != 0)  // the tuning variants: w4a16_tune.cu (its own translation unit, compiled in parallel)
     return edgeprof_w4a16_tune_launch(group, asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                       tiles_per_split, variant, grid_x, stream);

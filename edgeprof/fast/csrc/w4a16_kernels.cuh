@@ -116,7 +116,6 @@ struct NormArgs {
   const __nv_bfloat16* w;    // [K] the norm weight
   __nv_bfloat16* res_out;    // [K] h, written by CTA (0, 0)
   float eps;
-  int xsplits;  // NORM 4: x is the fp32 split-K partials [xsplits][K] of the GEMV that produced it (scxd), else 0
 };
 
 __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
@@ -210,7 +209,7 @@ __device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const
     if constexpr (ACT) {  // u and nw are read only where this form uses them (the caller may leave them unset)
       const uint32_t uw[4] = {u.x, u.y, u.z, u.w};
       o = act_pair(gw[q], uw[q]);
-    } else if constexpr (NORM >= 3) {
+    } else if constexpr (NORM == 3) {
       const uint32_t uw[4] = {u.x, u.y, u.z, u.w}, ww[4] = {nw.x, nw.y, nw.z, nw.w};
       hw[q] = add_pair(gw[q], uw[q]);
       if (in) {  // a lane past the slice's end holds no vector (stage_x's XG pass keeps it in the loop)
@@ -225,7 +224,7 @@ __device__ __forceinline__ float stage_vec(const uint4& g, const uint4& u, const
     if (in) dst[2 * q] = o;
     s += bf_lo(o) + bf_hi(o);
   }
-  if constexpr (NORM >= 3)
+  if constexpr (NORM == 3)
     if (in && h_out) *h_out = make_uint4(hw[0], hw[1], hw[2], hw[3]);
   return s;
 }
@@ -268,7 +267,7 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
     }
   } else {
     constexpr int XV = NORM == 1 ? 2 : 4;  // NORM 1 loads three vectors per step (x, res, weight): fewer in flight
-    static_assert(NORM < 3 || XG != 0, "the deferred norm stages in the group-sum pass (scx / scxa / clscx)");
+    static_assert(NORM != 3 || XG != 0, "the deferred norm stages in the group-sum pass (scx / scxa / clscx)");
     const int nvec = klen / 8;  // vector v = columns 8v..8v+7 of the slice: block v/2, half h = v%2
     // XG: warp-uniform trip counts (every lane must reach the shuffles); a lane past the end adds 0
     const int lane0 = XG ? (int)(threadIdx.x & 31) : 0;
@@ -292,7 +291,7 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
         if (v - lane0 >= nvec) break;  // XG: the whole warp is past the end (warp-uniform)
         const bool in = v < nvec;
         uint32_t* dst = xs + 8 * (v >> 1) + (v & 1);  // pair p (columns 8h + 2p, +1) -> i = 8b + 2p + h
-        uint4* h_out = NORM >= 3 && writer ? reinterpret_cast<uint4*>(na->res_out + k0 + 8 * v) : nullptr;
+        uint4* h_out = NORM == 3 && writer ? reinterpret_cast<uint4*>(na->res_out + k0 + 8 * v) : nullptr;
         const float s = stage_vec<ACT, NORM>(g[e], u[e], nw[e], dst, in, rstd, &ss, h_out);  // XG: this vector's sum
         if constexpr (XG != 0) {
           const float gs = group_sum<XG>(s, in);
@@ -300,64 +299,6 @@ __device__ __forceinline__ float stage_x(const __nv_bfloat16* __restrict__ x, in
         }
       }
     }
-  }
-  return ss;
-}
-
-// NORM 4 (scxd's consumer): the input x of the slice [k0, k0 + klen) is the producer's split-K partials, xp [S][K]
-// fp32. They are added here in split order from 0 and rounded to bf16 exactly as the producer's own finish would
-// have (finish_rows, finish_rows_cluster; no bias: scxd has none), into xb [klen]: the GEMV that produced x then
-// needs no finish, no ticket and no cluster. One float4 per thread and pass, all S of its loads in flight: one L2
-// round trip (two above 512 columns). Every thread of the CTA calls it (it ends with a barrier).
-constexpr int kXPMax = 1024;   // the widest slice (columns) a NORM 4 launch takes (q/k/v at 7 splits: 512)
-constexpr int kXPSplits = 10;  // the most producer splits a NORM 4 launch adds (more: its loads spill, sm_90)
-__device__ __forceinline__ void reduce_partials(const float* __restrict__ xp, int S, int K, int k0, int klen,
-                                                __nv_bfloat16* __restrict__ xb) {
-  for (int i = threadIdx.x; i < klen / 4; i += blockDim.x) {
-    float4 p[kXPSplits];
-#pragma unroll
-    for (int s = 0; s < kXPSplits; ++s)
-      if (s < S) p[s] = __ldcg(reinterpret_cast<const float4*>(xp + (size_t)s * K + k0) + i);
-    float4 t = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int s = 0; s < kXPSplits; ++s)  // split order, as finish_rows
-      if (s < S) {
-        t.x += p[s].x;
-        t.y += p[s].y;
-        t.z += p[s].z;
-        t.w += p[s].w;
-      }
-    // + 0.f: the finishes add a missing bias as 0.f (which turns -0 into +0); so does this
-    reinterpret_cast<uint2*>(xb)[i] = make_uint2(bf16x2(t.x + 0.f, t.y + 0.f), bf16x2(t.z + 0.f, t.w + 0.f));
-  }
-  __syncthreads();
-}
-
-// NORM 4: stage_x's deferred-norm pass (NORM 3) on x added from the producer's partials (reduce_partials into xb).
-// The thread-to-vector map is stage_x's at a slice of at most 8 * blockDim columns (kXPMax: the host checks it): thread
-// v stages vector v, so h, the staged values, the sum of h^2 and the group sums are added in NORM 3's order, and the
-// result is bitwise NORM 3's on x = the producer's own y. Its residual and norm-weight loads are issued before the
-// partials' and land in the same L2 round trip. Returns this thread's sum of h^2.
-template <int XG>
-__device__ __forceinline__ float stage_x_partials(const float* __restrict__ xp, int K, int k0, int klen,
-                                                  uint32_t* __restrict__ xs, const NormArgs* na,
-                                                  float* __restrict__ sxs, bool writer,
-                                                  __nv_bfloat16* __restrict__ xb) {
-  const int nvec = klen / 8, v = threadIdx.x;
-  const bool in = v < nvec;
-  uint4 u = make_uint4(0, 0, 0, 0), nw = u;
-  if (in) {
-    if (na->res) u = ld_x16(na->res + k0 + 8 * v);
-    nw = ld_x16(na->w + k0 + 8 * v);
-  }
-  reduce_partials(xp, na->xsplits, K, k0, klen, xb);
-  float ss = 0.f;
-  if (v - (v & 31) < nvec) {  // warp-uniform, as stage_x's loop: every lane of the warp reaches the shuffles
-    const uint4 g = in ? *reinterpret_cast<const uint4*>(xb + 8 * v) : make_uint4(0, 0, 0, 0);
-    uint4* h_out = writer ? reinterpret_cast<uint4*>(na->res_out + k0 + 8 * v) : nullptr;
-    const float s = stage_vec<false, 4>(g, u, nw, xs + 8 * (v >> 1) + (v & 1), in, 0.f, &ss, h_out);
-    const float gs = group_sum<XG>(s, in);
-    if (in && (v & (XG / 8 - 1)) == 0) sxs[v / (XG / 8)] = gs;
   }
   return ss;
 }
@@ -379,15 +320,10 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
                                               uint32_t* __restrict__ xs, float* __restrict__ sxs,
                                               const NormArgs* na = nullptr, bool norm_writer = false) {
   static_assert(!(XSUM && F16), "the fp16 staging needs the slice's largest |x|: the group-sum pass finds it");
-  static_assert(NORM < 3 || XSUM, "the deferred norm: the group sums in the staging pass");
+  static_assert(NORM != 3 || XSUM, "the deferred norm: the group sums in the staging pass");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if constexpr (NORM == 3) {  // the CTA's sum of h^2 over its slice; the writer writes the slice's h
     return cta_sum<WARPS>(stage_x<ACT, XVEC, NORM, CG, G>(x, K, k0, klen, xs, na, 0.f, sxs, norm_writer));
-  } else if constexpr (NORM == 4) {  // NORM 3 on x added from the producer's partials first
-    static_assert(!ACT && XVEC, "partials as x: a plain input");
-    __shared__ __align__(16) __nv_bfloat16 xb[kXPMax];
-    return cta_sum<WARPS>(
-        stage_x_partials<G>(reinterpret_cast<const float*>(x), K, k0, klen, xs, na, sxs, norm_writer, xb));
   } else {
     float rstd = 0.f;
     if constexpr (NORM != 0) rstd = norm_rstd<WARPS, NORM == 2 ? 4 : 1>(x, *na, K, norm_writer);
@@ -670,7 +606,7 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // gate_up (w4cuda packs them so), and it writes silu(gate) * up for its 32 outputs (finish_act) instead of its rows.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false, bool EACT = false, bool PONLY = false>
+          bool SCS = false, bool XSUM = false, bool EACT = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -784,11 +720,11 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   // NORM 3: column 0's CTA of each split writes that split's slice of h (the others write all of it from norm_rstd)
   float yscale = NOMATH >= 2 ? 1.f
                              : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG, XSUM>(
-                                   x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && (NORM >= 3 || by == 0));
+                                   x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && (NORM == 3 || by == 0));
   // NORM 3 (the deferred norm): stage_x_sums returned this CTA's sum of h^2 over its slice. One split: rstd scales the
   // rows here; a cluster's splits add their sums in finish_rows_cluster, which scales the rows there.
   float sum_h2 = 0.f;
-  if constexpr (NORM >= 3) {  // the host launches it at one split or as a cluster (w4a16_lat.cu), never split-K else
+  if constexpr (NORM == 3) {  // the host launches it at one split or as a cluster (w4a16_lat.cu), never split-K else
     sum_h2 = yscale;
     yscale = CLU ? 1.f : rstd_of(sum_h2, K, na.eps);
   }
@@ -871,14 +807,6 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       }
   }
 
-  if constexpr (PONLY) {  // the variant "scxd": this split's row sums only; the consumer adds the splits (NORM 4)
-    static_assert(KW == 1 && !CLU && !EACT, "one row block per warp, split-K through the workspace");
-    if (nb < NB && c == 0) {
-      a.partial[(size_t)by * N + nb * 16 + gq] = y0;
-      a.partial[(size_t)by * N + nb * 16 + gq + 8] = y1;
-    }
-    return;
-  }
   if constexpr (EACT) {  // the variant "scxa": silu(gate) * up of the CTA's rows
     static_assert(KW == 1 && !CLU && kWarps == 4, "one row block per warp: two of gate rows, two of up rows");
     finish_act(bx, gq, c, y0, y1, a.bias, a.y);
@@ -886,7 +814,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
-    finish_rows_cluster<RB, (NORM >= 3)>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, sum_h2, K, na.eps);
+    finish_rows_cluster<RB, NORM == 3>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, sum_h2, K, na.eps);
     return;
   }
   __shared__ int last;
@@ -897,9 +825,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool PONLY = false>
+          bool EACT = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, PONLY>(
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>(
       a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
@@ -921,19 +849,15 @@ size_t cta_smem(int tiles_per_split) {
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool PONLY = false>
+          bool EACT = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
-                     NormArgs na = {nullptr, nullptr, nullptr, 0.f, 0}) {
+                     NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
   if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
-  if (PONLY && (splits < 2 || bias != nullptr)) return cudaErrorInvalidValue;  // the consumer adds no bias
-  if (NORM == 4 && (na.xsplits < 1 || na.xsplits > kXPSplits || tiles_per_split * 64 > kXPMax || K % 4 != 0))
-    return cudaErrorInvalidValue;
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT,
-                                PONLY>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -1054,7 +978,7 @@ __global__ void __launch_bounds__(kWarps * 32, 5) w4a16_mlp_kernel(MlpArgs m, in
     }
     __syncthreads();
   };
-  gemv_cta<G, ASYM, true, true, 0, 0, 0, F16, true>(m.down, NormArgs{nullptr, nullptr, nullptr, 0.f, 0}, pf_tiles,
+  gemv_cta<G, ASYM, true, true, 0, 0, 0, F16, true>(m.down, NormArgs{nullptr, nullptr, nullptr, 0.f}, pf_tiles,
                                                        bx, by, S, wait_slice);
 }
 

@@ -38,18 +38,12 @@ template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
-  // scx at one split and clscx (its splits add their sums of h^2 in the cluster finish): the deferred norm where on;
-  // NORM 4 where x is a producer's split-K partials (na.xsplits > 0: scxd's consumer, the deferred norm only)
+  // scx at one split and clscx (its splits add their sums of h^2 in the cluster finish): the deferred norm where on
   if constexpr (KW == 1 && XSUM) {
-    if (norm && (splits == 1 || CLU) && norm_deferred_enabled()) {
-      if (na.xsplits > 0)
-        return launch_norm_g<128, false, 4, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
-                                                                   splits, tps, s, na);
+    if (norm && (splits == 1 || CLU) && norm_deferred_enabled())
       return launch_norm_g<128, false, 3, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
                                                                  splits, tps, s, na);
-    }
   }
-  if (na.xsplits > 0) return cudaErrorInvalidValue;  // partials as x: only the deferred norm's launches add them
   if (norm)
     return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
                                                                splits, tps, s, na);
@@ -73,39 +67,28 @@ cudaError_t act_epilogue_launch_t(bool norm, const void* qw, const void* sz, con
       qw, sz, x, bias, y, nullptr, nullptr, N, K, 1, tps, s);
 }
 
-// scxd: scx at `splits` > 1 K splits writing only its split-K partials [splits][N] (no finish); the consumer adds
-// them (a fused-norm launch with na.xsplits = splits: NORM 4). Plain input, no bias.
-template <bool ASYM>
-cudaError_t deferred_sum_launch_t(const void* qw, const void* sz, const void* x, float* partial, int N, int K,
-                                  int splits, int tps, cudaStream_t s) {
-  return launch_t<128, ASYM, false, true, 0, 0, 0, 5, false, 1, false, 0, 0, true, true, false, true>(
-      qw, sz, x, nullptr, nullptr, partial, nullptr, N, K, splits, tps, s);
-}
-
 }  // namespace edgeprof_w4
 
 // Whether `variant` is one of this file's (the decoder variants, w4cuda.DECODER_VARIANTS but base): the one list the
 // default entry point's dispatch (w4a16_gemv.cu) and the binding's checks read, so they cannot drift from the switch.
 bool edgeprof_w4a16_is_lat_variant(int variant) {
   return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43 ||
-         edgeprof_w4a16_wk_warps(variant) > 0 || variant == 48 || variant == 49;
+         edgeprof_w4a16_wk_warps(variant) > 0 || variant == 48;
 }
 
 // variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-47 "wk4", "wk6", "wk8", "wk10",
-// 48 "scxa", 49 "scxd" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false);
-// scxa writes N / 2 outputs; scxd writes only its split-K partials (no y). xsplits > 0 (scx at one split and clscx
-// with the deferred norm on): x is another GEMV's split-K partials [xsplits][K] fp32 (scxd's output). cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits, wk and
+// 48 "scxa" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false); scxa writes
+// N / 2 outputs. cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits, wk and
 // scxa above 1, scxa with a SiLU*up input or N not a multiple of 64), cudaErrorNotSupported for cl / clsc / clscx
 // below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
-                              float eps, int xsplits) {
+                              float eps) {
   using namespace edgeprof_w4;
-  if (group != 128 || (norm && act) || xsplits < 0 || (xsplits > 0 && !norm)) return (int)cudaErrorInvalidValue;
-  if (xsplits > 0 && variant != 42 && variant != 43) return (int)cudaErrorInvalidValue;  // scx, clscx: NORM 4
+  if (group != 128 || (norm && act)) return (int)cudaErrorInvalidValue;
   const NormArgs na{reinterpret_cast<const __nv_bfloat16*>(res), reinterpret_cast<const __nv_bfloat16*>(nw),
-                    reinterpret_cast<__nv_bfloat16*>(res_out), eps, xsplits};
+                    reinterpret_cast<__nv_bfloat16*>(res_out), eps};
   switch (variant) {
     case 22: return lat_launch_t<2>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
     case 23: return lat_launch_t<4>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na);
@@ -134,10 +117,6 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
       if (act || splits != 1) return (int)cudaErrorInvalidValue;
       return asym ? act_epilogue_launch_t<true>(norm, qw, sz, x, bias, y, N, K, tps, s, na)
                   : act_epilogue_launch_t<false>(norm, qw, sz, x, bias, y, N, K, tps, s, na);
-    case 49:
-      if (act || norm || bias != nullptr || splits < 2 || partial == nullptr) return (int)cudaErrorInvalidValue;
-      return asym ? deferred_sum_launch_t<true>(qw, sz, x, partial, N, K, splits, tps, s)
-                  : deferred_sum_launch_t<false>(qw, sz, x, partial, N, K, splits, tps, s);
     default: return (int)cudaErrorInvalidValue;
   }
 }
