@@ -128,8 +128,6 @@ def _attention_note(ops) -> str:
     """What the decode attention runs as: TorchOps on the CPU, else TritonOps and its attention kernel."""
     kernel = getattr(ops, "attn_kernel", None)
     note = type(ops).__name__ + (f": {kernel.label()}" if kernel is not None else "")
-    if kernel is not None and kernel.kind == "cuda":
-        note += f", inputs staged by {ops.attn_stage}"
     ws = getattr(ops, "_attn_ws", None)
     if kernel is not None and kernel.kind == "cuda" and ws and ws[0] > 1:
         note += f"; up to {ws[0]} clusters per kv head, >= {ws[1]} tokens each, merged in global memory"

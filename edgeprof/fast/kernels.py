@@ -102,22 +102,6 @@ def pdl_prefetch_tiles() -> int:
     return int(val)
 
 
-ATTN_STAGE_ENV = "EDGEPROF_ATTN_STAGE"
-ATTN_STAGES = ("loop", "vec")
-# How the CUDA attention stages q, k, v and RoPE's inputs after its PDL wait: "loop", one value per thread and step
-# (5 steps, each an L2 round trip, at 8 warps), or "vec", 16-byte loads in one step (fifteenth pass)
-ATTN_STAGE_DEFAULT = "loop"
-
-
-def attn_stage_wanted() -> str:
-    """$EDGEPROF_ATTN_STAGE (loop or vec); unset: ATTN_STAGE_DEFAULT."""
-    val = os.environ.get(ATTN_STAGE_ENV, "").strip() or ATTN_STAGE_DEFAULT
-    if val not in ATTN_STAGES:
-        raise ValueError(f"{ATTN_STAGE_ENV}: {val!r} is not one of {', '.join(ATTN_STAGES)}; unset it for "
-                         f"{ATTN_STAGE_DEFAULT!r}")
-    return val
-
-
 ATTN_KERNEL_ENV = "EDGEPROF_ATTN_KERNEL"
 # The CUDA kernel's default shape: CTAs per kv head (one cluster), warps per CTA. H200, Qwen2.5-7B, ctx 2048
 # (results/h200/2026-11-28-attention r39): the int4 step 1.992 / 1.981 ms against 2.041 / 2.006 with Triton;
@@ -517,7 +501,6 @@ class TritonOps:
         self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx, fuse_rope=self.fuse_rope)
         self._attn_ext = _extension() if self.attn_kernel.kind == "cuda" else None
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
-        self.attn_stage = attn_stage_wanted()  # how the CUDA attention stages its inputs ($EDGEPROF_ATTN_STAGE)
         self._attn_ws = self._attn_workspace(max_ctx, cos.device)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
@@ -571,7 +554,7 @@ class TritonOps:
         if self._attn_ext is not None:
             self._attn_ext.attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh, scale,
                                        rope, self.attn_kernel.cluster, self.attn_kernel.warps, *self._attn_ws,
-                                       self.attn_pdl, self.attn_stage == "vec")
+                                       self.attn_pdl)
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,

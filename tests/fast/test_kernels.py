@@ -202,16 +202,3 @@ def test_attention_tokens_per_cluster_reads_its_variable_and_names_it(monkeypatc
         monkeypatch.setenv(ATTN_TPC_ENV, bad)
         with pytest.raises(ValueError, match=ATTN_TPC_ENV):
             attn_tokens_per_cluster()
-
-
-def test_attention_staging_reads_its_variable_and_names_it_when_wrong(monkeypatch):
-    from edgeprof.fast import kernels
-
-    monkeypatch.delenv(kernels.ATTN_STAGE_ENV, raising=False)
-    assert kernels.attn_stage_wanted() == kernels.ATTN_STAGE_DEFAULT
-    for stage in kernels.ATTN_STAGES:
-        monkeypatch.setenv(kernels.ATTN_STAGE_ENV, stage)
-        assert kernels.attn_stage_wanted() == stage
-    monkeypatch.setenv(kernels.ATTN_STAGE_ENV, "simd")
-    with pytest.raises(ValueError, match=r"EDGEPROF_ATTN_STAGE: 'simd' is not one of loop, vec; unset it"):
-        kernels.attn_stage_wanted()

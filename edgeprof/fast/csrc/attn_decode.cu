@@ -175,12 +175,6 @@ struct WarpState {  // online softmax of one warp: head r of lane (r, c), log2 u
 // exp2(m_i - M), 0 for a part that saw no token (m_i = -inf; M may be -inf too)
 __device__ __forceinline__ float part_weight(float mi, float M) { return mi == -INFINITY ? 0.f : exp2f(mi - M); }
 
-// One rotated value: x cos + sign(d) x_rot sin in fp32 (the first half of the dims takes -x[d + HD/2]), rounded to
-// bf16. One expression for both stagings below, so they compile (and round) alike.
-__device__ __forceinline__ __nv_bfloat16 rope_one(float x, float xr, float cs, float sn, bool first_half) {
-  return __float2bfloat16(x * cs + (first_half ? -xr : xr) * sn);
-}
-
 template <int HD, bool ROPE, typename Smem>
 __device__ __forceinline__ void stage_inputs(Smem& sm, const __nv_bfloat16* __restrict__ qkv,
                                              const __nv_bfloat16* __restrict__ cos, const __nv_bfloat16* __restrict__ sin,
@@ -199,51 +193,11 @@ __device__ __forceinline__ void stage_inputs(Smem& sm, const __nv_bfloat16* __re
     else if (src != nullptr) {
       const float x = __bfloat162float(src[d]), xr = __bfloat162float(src[(d + HD / 2) % HD]);
       const float cs = __bfloat162float(cos[(size_t)pos * HD + d]), sn = __bfloat162float(sin[(size_t)pos * HD + d]);
-      out = rope_one(x, xr, cs, sn, d < HD / 2);
+      out = __float2bfloat16(x * cs + (d < HD / 2 ? -xr : xr) * sn);
     }
     if (row < kMaxG) sm.q[row][d] = out;
     else if (row == kMaxG) sm.knew[d] = out;
     else sm.vnew[d] = out;
-  }
-}
-
-// stage_inputs with 16-byte loads: a thread takes 8 dims of one row (its q / k vector, the partner vector RoPE reads,
-// cos and sin at pos), all four in flight together. The loop above loads one value per thread and step, so its
-// (kMaxG + 2) HD / blockDim steps (5 at 8 warps) each wait an L2 round trip after the PDL wait; here (kMaxG + 2) HD / 8
-// vectors take one step (8 warps; two at 4). The same values, rounded alike (rope_one).
-template <int HD, bool ROPE, typename Smem>
-__device__ __forceinline__ void stage_inputs_vec(Smem& sm, const __nv_bfloat16* __restrict__ qkv,
-                                                 const __nv_bfloat16* __restrict__ cos,
-                                                 const __nv_bfloat16* __restrict__ sin, int pos, int kvh, int G, int NH,
-                                                 int NKV) {
-  constexpr int VPR = HD / 8;  // 16-byte vectors per row; HD / 2 is a multiple of 8: a vector is in one half
-  for (int e = threadIdx.x; e < (kMaxG + 2) * VPR; e += blockDim.x) {
-    const int row = e / VPR, d0 = (e % VPR) * 8;
-    const __nv_bfloat16* src = nullptr;
-    if (row < G) src = qkv + (size_t)(kvh * G + row) * HD;
-    else if (ROPE && row == kMaxG) src = qkv + (size_t)(NH + kvh) * HD;
-    else if (ROPE && row == kMaxG + 1) src = qkv + (size_t)(NH + NKV + kvh) * HD;
-    uint4 out = make_uint4(0, 0, 0, 0);  // rows G..kMaxG-1 of q: zero
-    if (src != nullptr) {
-      out = *reinterpret_cast<const uint4*>(src + d0);
-      if (ROPE && row != kMaxG + 1) {  // q and k rotate; v (row kMaxG + 1) is copied
-        const uint4 xr = *reinterpret_cast<const uint4*>(src + (d0 + HD / 2) % HD);
-        const uint4 cv = *reinterpret_cast<const uint4*>(cos + (size_t)pos * HD + d0);
-        const uint4 sv = *reinterpret_cast<const uint4*>(sin + (size_t)pos * HD + d0);
-        const __nv_bfloat16* x8 = reinterpret_cast<const __nv_bfloat16*>(&out);
-        const __nv_bfloat16 *r8 = reinterpret_cast<const __nv_bfloat16*>(&xr),
-                            *c8 = reinterpret_cast<const __nv_bfloat16*>(&cv),
-                            *s8 = reinterpret_cast<const __nv_bfloat16*>(&sv);
-        __nv_bfloat16 o8[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-          o8[j] = rope_one(__bfloat162float(x8[j]), __bfloat162float(r8[j]), __bfloat162float(c8[j]),
-                           __bfloat162float(s8[j]), d0 < HD / 2);
-        out = *reinterpret_cast<const uint4*>(o8);
-      }
-    }
-    __nv_bfloat16* dst = row < kMaxG ? &sm.q[row][d0] : row == kMaxG ? &sm.knew[d0] : &sm.vnew[d0];
-    *reinterpret_cast<uint4*>(dst) = out;
   }
 }
 
@@ -349,7 +303,7 @@ __global__ void __launch_bounds__(W * 32, 1)
     attn_decode_kernel(const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* kc, __nv_bfloat16* vc,
                        const int64_t* __restrict__ pos_p, const __nv_bfloat16* __restrict__ cos,
                        const __nv_bfloat16* __restrict__ sin, __nv_bfloat16* __restrict__ out, int max_ctx,
-                       float scale_log2, int G, int NH, int NKV, MultiCluster mc, bool vec_stage) {
+                       float scale_log2, int G, int NH, int NKV, MultiCluster mc) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) AttnSmem<HD, W> sm;
   __shared__ int last_flag;
@@ -369,8 +323,7 @@ __global__ void __launch_bounds__(W * 32, 1)
   if (b < b_end) blk.load(kh, vh, 16 * b, n_live, r, c);  // in flight across the wait
   pdl_wait();
   pdl_launch_dependents();
-  if (vec_stage) stage_inputs_vec<HD, ROPE>(sm, qkv, cos, sin, pos, kvh, G, NH, NKV);
-  else stage_inputs<HD, ROPE>(sm, qkv, cos, sin, pos, kvh, G, NH, NKV);
+  stage_inputs<HD, ROPE>(sm, qkv, cos, sin, pos, kvh, G, NH, NKV);
   __syncthreads();
   if (ROPE && rank == 0 && z == 0)
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
@@ -436,7 +389,7 @@ __global__ void __launch_bounds__(W * 32, 1)
 template <int HD, bool ROPE, int W, int CL>
 int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const void* cos, const void* sin, void* out,
                 int max_ctx, float scale_log2, int G, int NH, int NKV, MultiCluster mc, int clusters, bool pdl,
-                bool vec_stage, cudaStream_t stream) {
+                cudaStream_t stream) {
   auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
   static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (attr != cudaSuccess) return (int)attr;
@@ -451,7 +404,7 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
   return (int)cudaLaunchKernelEx(&cfg, kern, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(kc),
                                  static_cast<__nv_bfloat16*>(vc), pos, static_cast<const __nv_bfloat16*>(cos),
                                  static_cast<const __nv_bfloat16*>(sin), static_cast<__nv_bfloat16*>(out), max_ctx,
-                                 scale_log2, G, NH, NKV, mc, vec_stage);
+                                 scale_log2, G, NH, NKV, mc);
 }
 
 // Clusters of this kernel the GPU holds at once (cudaOccupancyMaxActiveClusters; its CTAs per SM in *per_sm): a
@@ -496,9 +449,9 @@ int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* pe
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
-                                float* ws_ml, int* tickets, bool pdl, bool vec_stage, cudaStream_t stream) {
+                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream) {
   using Fn = int (*)(const void*, void*, void*, const int64_t*, const void*, const void*, void*, int, float, int, int,
-                     int, MultiCluster, int, bool, bool, cudaStream_t);
+                     int, MultiCluster, int, bool, cudaStream_t);
 #define EDGEPROF_ATTN_CL(HD, ROPE, W) {launch_attn<HD, ROPE, W, 8>, launch_attn<HD, ROPE, W, 16>}
 #define EDGEPROF_ATTN_W(HD, ROPE) {EDGEPROF_ATTN_CL(HD, ROPE, 4), EDGEPROF_ATTN_CL(HD, ROPE, 8)}
   // [hd 128?][rope?][8 warps?][16 CTAs?]
@@ -517,5 +470,5 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
     return (int)cudaErrorNotSupported;
   const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
   return table[hd == 128][rope][warps == 8][cluster == 16](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G,
-                                                          NH, NKV, mc, clusters, pdl, vec_stage, stream);
+                                                          NH, NKV, mc, clusters, pdl, stream);
 }
