@@ -92,6 +92,15 @@ def teacher_forced_logits(dec, prompt: list[int], forced: list[int]) -> list[tor
     return logits
 
 
+def free_greedy(dec, prompt: list[int], n: int) -> dict:
+    """Greedy tokens of prefill + n steps, as the host read them and as the decoder's history holds them."""
+    dec.reset()
+    read = [dec.prefill(prompt).token_id]
+    dec.warmup()
+    read += [dec.step().token_id for _ in range(n)]
+    return {"read": read, "history": dec.tokens(len(prompt) - 1, len(prompt) + n)}
+
+
 def compare(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
     errs = [float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True)]
     agree = sum(int(x.argmax()) == int(y.argmax()) for x, y in zip(a, b, strict=True)) / len(a)

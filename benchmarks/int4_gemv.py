@@ -602,13 +602,14 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     from edgeprof.sources import load_model
 
     ctxs = [int(c) for c in args.step_ctx.split(",")]
+    res: dict = {"greedy_tail_checks": greedy_tail_checks()}
     det = hardware.detect()
     bw = det.spec.bandwidth_bytes_per_s
     # the cache holds ctx + warm-up + timed steps (r8 of 2026-11-28-decode-step ran 60 steps past a 64-token pad)
     cache = max(ctxs) + max(fd.PAD, args.steps + 5 + 8)
     loaded = load_model("qwen2.5-7b", "cuda", max_ctx=cache)
     shape = loaded.shape
-    res: dict = {"datasheet_bw": bw, "cells": []}
+    res.update({"datasheet_bw": bw, "cells": []})
     default = ["edgeprof-fast", "edgeprof-fast-int4", "edgeprof-fast-int4-cuda"]
     variants = parse_step_backends(args.step_backends) if args.step_backends else \
         [(b, {}) for b in (default if not args.steps_only else default[-1:])]
@@ -647,12 +648,16 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
     # the int4 decoders, and each int4-cuda setting timed above (e.g. EDGEPROF_FUSE_ROPE=1), on the same inputs
     checked = [("edgeprof-fast-int4", {}), ("edgeprof-fast-int4-cuda", {})]
     checked += [(n, e) for n, e in variants if n == "edgeprof-fast-int4-cuda" and e and (n, e) not in checked]
+    greedy = {}  # free-running greedy tokens: the host's reads and the decoder's history, per setting
     for name, env in checked:
         with env_set(env):
             dec = registry.create(name, loaded, device="cuda", max_ctx=256)
-        got[name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())] = \
-            fd.teacher_forced_logits(dec, prompt, forced)
+        label = name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())
+        got[label] = fd.teacher_forced_logits(dec, prompt, forced)
+        greedy[label] = fd.free_greedy(dec, prompt, 32)
+        res[f"greedy_tail[{label}]"] = dec.info().notes.get("greedy_tail")
         del dec
+    res["greedy_tokens"] = greedy_agreement(greedy, "edgeprof-fast-int4-cuda")
     from edgeprof.fast.weights import dequantized_copy_
 
     dequantized_copy_(loaded.model, 128)
@@ -693,6 +698,32 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         (out / f"explain-{tag}.txt").write_text(res[f"explain[{backend}]"])
         print(res[f"explain[{backend}]"], flush=True)
     return res
+
+
+def greedy_tail_checks() -> list[dict]:
+    """The fused greedy tail against torch.argmax on every bf16 GEMV variant (edgeprof.fast.greedy_check)."""
+    from edgeprof.fast import greedy_check
+
+    checks = greedy_check.check_all()
+    print(f"  greedy tail kernel checks: {sum(c['passed'] for c in checks)} of {len(checks)} passed "
+          f"(mapped readback {'on' if checks[0]['mapped'] else 'unavailable'})", flush=True)
+    for c in checks:
+        if not c["passed"]:
+            print("  FAIL greedy tail", json.dumps(c), flush=True)
+    return checks
+
+
+def greedy_agreement(greedy: dict[str, dict], base: str) -> dict:
+    """Per setting: its host reads equal its history, and (for `base`'s settings, the same kernels) its tokens
+    equal `base`'s (32 free-running steps); None where the kernels differ (tinygemm rounds otherwise)."""
+    out = {}
+    for label, g in greedy.items():
+        same_kernels = label.split(" ")[0] == base
+        out[label] = {"reads_equal_history": g["read"] == g["history"],
+                      "equal_to_default": g["read"] == greedy.get(base, {}).get("read") if same_kernels else None}
+        print(f"  {label}: greedy reads == history {out[label]['reads_equal_history']}, tokens == the default's "
+              f"{out[label]['equal_to_default']}", flush=True)
+    return out
 
 
 @contextlib.contextmanager

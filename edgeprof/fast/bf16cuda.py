@@ -55,6 +55,15 @@ class Bf16CudaLinear:
         """x [1, K] -> out [1, N] in place (a static buffer a CUDA graph replays into)."""
         self.ext.gemv_bf16(aligned16(x), self.w, self.bias, self.rows, self.unroll, out)
 
+    def into_greedy(self, x: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor, token: torch.Tensor,
+                    pos: torch.Tensor, history: torch.Tensor, embed: torch.Tensor, x0: torch.Tensor,
+                    host: torch.Tensor) -> None:
+        """`into`, plus the decode step's greedy tail in the same launch (edgeprof.fast.model.GreedyTail):
+        token <- argmax(out), history[pos] <- token, pos += 1, x0 <- embed[token], and host <- (token, step
+        count) when `host` is a mapped pinned pair."""
+        self.ext.gemv_bf16_greedy(aligned16(x), self.w, self.bias, self.rows, self.unroll, out, scratch, token, pos,
+                                  history, embed, x0, host)
+
     @property
     def nbytes(self) -> int:
         return self.w.numel() * 2 + self.bias.numel() * 2

@@ -15,6 +15,7 @@ import torch
 
 from edgeprof.backends.base import Decoder, DecoderInfo, without_module
 from edgeprof.fast.model import FastModel, rope_tables
+from edgeprof.fast.readback import PendingToken
 from edgeprof.fast.weights import deferred_norm_projections, from_hf
 
 
@@ -68,12 +69,19 @@ class FastDecoder(Decoder):
     def _launch_step(self):
         if self.use_graph and self.graph is None:
             self.warmup()
+        reader = self._reader()
+        n = reader.arm() if reader is not None else 0
         if self.graph is not None:
             self.graph.replay()
         else:
             self.model.step()
         self.position += 1
-        return self.model.token
+        # with the mapped readback, int() of the result waits for the token in host memory (edgeprof.fast.readback)
+        return PendingToken(reader, n, self.model.token) if reader is not None else self.model.token
+
+    def _reader(self):
+        tail = self.model.tail
+        return tail.readback if tail is not None else None
 
     def reset(self) -> None:
         self.model.reset()
@@ -81,7 +89,7 @@ class FastDecoder(Decoder):
 
     def set_next_input(self, token_id: int) -> None:
         """Teacher forcing (correctness gate): the next step is fed `token_id`."""
-        self.model.token.fill_(int(token_id))
+        self.model.set_token(int(token_id))
 
     def last_logits(self):
         """[V] logits of the last prefill or step (a device tensor; the graph writes it)."""
@@ -105,10 +113,10 @@ class FastDecoder(Decoder):
         with torch.cuda.stream(side):
             for _ in range(steps):  # compiles kernels, warms cuBLAS handles
                 m.pos.copy_(saved[1])
-                m.token.copy_(saved[0])
+                m.set_token(saved[0])
                 m.step()
         torch.cuda.current_stream().wait_stream(side)
-        m.token.copy_(saved[0])
+        m.set_token(saved[0])
         m.pos.copy_(saved[1])
         m.logits.copy_(saved[2])  # the warm-up steps overwrote the prefill's logits
         graph = torch.cuda.CUDAGraph()
@@ -116,6 +124,8 @@ class FastDecoder(Decoder):
             m.step()
         # Capture does not execute; the buffers still hold the saved state.
         torch.cuda.synchronize()
+        if self._reader() is not None:  # the warm-up steps counted on the device, not here
+            self._reader().rebase()
         self.graph = graph
         self.capture_s = time.perf_counter() - t0
         return self.capture_s

@@ -8,7 +8,9 @@ State lives in static device buffers so one CUDA graph can replay every step:
 A step (per layer: norm, qkv GEMV, rope+KV write, attention split+reduce, o GEMV,
 add+norm, gate_up GEMV, silu*mul, down GEMV; the CUDA int4 GEMV fuses both norms and the
 silu*mul into its input staging) ends with the head GEMV, argmax on the device, and in-place
-updates of token/pos/history. Nothing is read back to the host.
+updates of token/pos/history. Nothing is read back to the host. Where the head GEMV is edgeprof's
+(csrc/bf16_gemv.cu), the argmax and those updates run in its last CTA (GreedyTail), which also
+leaves the next step's input row x0 = embed[token] and can write the token to mapped host memory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from edgeprof.fast.kernels import (
     pdl_prefetch_tiles,
     pdl_wanted,
 )
+from edgeprof.fast.readback import MappedReadback
 from edgeprof.fast.weights import FastWeights
 from edgeprof.shapes import ModelShape
 
@@ -73,6 +76,8 @@ class FastModel:
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
         # the int4 MLP as one launch per layer ($EDGEPROF_W4_MLP=fused), where edgeprof's CUDA kernel runs both GEMVs
         self.mlp_note, self.mlps = self._fused_mlps()
+        # argmax, token/history/pos and the next input row in the head GEMV's last CTA, where that GEMV is edgeprof's
+        self.tail_note, self.tail = greedy_tail(self)
 
     def _fused_mlps(self) -> tuple[str, list]:
         """(what the MLPs run as, for the decoder's record; one W4CudaMLP or None per layer). Fused where
@@ -101,7 +106,8 @@ class FastModel:
         """Decode one token from the `token`/`pos` buffers; updates them in place."""
         ops, w = self.ops, self.w
         self.set_kernel_flags()
-        x = F.embedding(self.token, w.embed)  # [1, H]
+        # [1, H]: the greedy tail leaves embed[token] in x0; set_token keeps it so when the host sets the token
+        x = self.tail.x0 if self.tail is not None else F.embedding(self.token, w.embed)
         res = None
         for i, lw in enumerate(w.layers):
             qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
@@ -118,6 +124,9 @@ class FastModel:
             fused = getattr(lw.down, "fuses_silu", False)
             x = lw.down.fused_silu(gu) if fused else lw.down(ops.silu_mul(gu))  # [1, H]
         h, _ = ops.add_rmsnorm(x, res, w.final_norm)
+        if self.tail is not None:  # logits, argmax and the bookkeeping below in one launch
+            self.tail.launch(w.head, h, self)
+            return self.token
         if hasattr(w.head, "into"):  # edgeprof's bf16 GEMV, writing the static logits buffer
             w.head.into(h, self.logits)  # [1, V]; kept for correctness checks
         else:
@@ -153,10 +162,19 @@ class FastModel:
         for c0 in range(0, len(ids), chunk):
             self.logits.copy_(self._prefill_chunk(ids[c0:c0 + chunk], start + c0))
         nxt = torch.argmax(self.logits, dim=-1)  # [1]
-        self.token.copy_(nxt)
+        self.set_token(nxt)
         self.pos.fill_(start + len(ids))
         self.history[start + len(ids) - 1] = nxt[0]
         return self.token
+
+    def set_token(self, token) -> None:
+        """The next step's input token (a device [1] tensor or an int), with the greedy tail's input row."""
+        if isinstance(token, int):
+            self.token.fill_(token)
+        else:
+            self.token.copy_(token)
+        if self.tail is not None:
+            self.tail.follow(self)
 
     def _prefill_chunk(self, ids: torch.Tensor, p0: int) -> torch.Tensor:
         s, w = self.shape, self.w
@@ -186,5 +204,56 @@ class FastModel:
 
     def reset(self) -> None:
         self.pos.zero_()
-        self.token.zero_()
+        self.set_token(0)
+
+
+class GreedyTail:
+    """The step's greedy tail in the head GEMV (csrc/bf16_gemv.cu, bf16_head_greedy_kernel): its device scratch
+    [argmax key, CTA count, step count], the next step's input row x0 [1, H] = embed[token], and the mapped
+    readback of the token (edgeprof/fast/readback.py) or None, where the token is read back by copy."""
+
+    def __init__(self, model: FastModel, mapped: bool):
+        dev, h = model.device, model.shape.hidden
+        self.scratch = torch.zeros(3, device=dev, dtype=torch.long)
+        self.x0 = torch.zeros(1, h, device=dev, dtype=model.w.embed.dtype)
+        self.host = torch.empty(0, dtype=torch.long)
+        self.readback: MappedReadback | None = None
+        if mapped:
+            host = torch.zeros(2, dtype=torch.long, pin_memory=True)
+            if model.w.head.ext.mapped_address(host):
+                stream = torch.cuda.current_stream(dev)
+                self.host, self.readback = host, MappedReadback(host, self.scratch[2:], stream.query)
+        self.follow(model)
+
+    def launch(self, head, h: torch.Tensor, m: FastModel) -> None:
+        """h [1, H] (the final norm's output) -> logits [1, V]; token, history[pos], pos and x0 updated."""
+        head.into_greedy(h, m.logits, self.scratch, m.token, m.pos, m.history, m.w.embed, self.x0, self.host)
+
+    def follow(self, m: FastModel) -> None:
+        """x0 = embed[token] after the host set the token; clears the argmax scratch a failed launch may have left."""
+        self.x0.copy_(F.embedding(m.token, m.w.embed))
+        self.scratch[:2].zero_()
+
+
+TAIL_ENV = "EDGEPROF_GREEDY_TAIL"  # "fused" (default), "off" (torch argmax + 3 small kernels)
+READBACK_ENV = "EDGEPROF_READBACK"  # "mapped" (default), "copy" (the token by .item())
+
+
+def greedy_tail(model: FastModel) -> tuple[str, GreedyTail | None]:
+    """(what the step's tail runs as, for the decoder's record; the GreedyTail or None)."""
+    fused = w4cuda.env_choice(TAIL_ENV, ("fused", "off"), "fused") == "fused"  # a bad value fails on any device
+    mapped = w4cuda.env_choice(READBACK_ENV, ("mapped", "copy"), "mapped") == "mapped"
+    if torch.device(model.device).type != "cuda":
+        return "torch argmax (CPU)", None
+    if not hasattr(model.w.head, "into_greedy"):
+        return "torch argmax (the head GEMV is cuBLAS's)", None
+    if not fused:
+        return f"torch argmax (${TAIL_ENV}=off)", None
+    embed = model.w.embed
+    if not embed.is_contiguous() or embed.data_ptr() % 16 or embed.shape[0] < model.w.lm_head.shape[0]:
+        return "torch argmax (the embedding is not a contiguous, 16-byte aligned [>= V, H] table)", None
+    tail = GreedyTail(model, mapped)
+    how = "token read from mapped host memory" if tail.readback else (
+        "token read back by copy" + ("" if not mapped else " (pinned memory has no device address here)"))
+    return f"fused into the head GEMV's last CTA; {how}", tail
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "gemv_common.cuh"
+#include "greedy_tail.h"
 
 namespace edgeprof_bf16 {
 
@@ -36,12 +37,12 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
   return acc;
 }
 
+// The work of one warp: s[r] = this lane's part of W[row0 + r] . x for its ROWS rows, in fp32 (warp_sum adds the
+// lanes' parts). Returns false for a warp wholly past N, which computes nothing. Holds the PDL wait: the first step's
+// weight loads are issued before it.
 template <int ROWS, int U>
-__global__ void __launch_bounds__(kWarps * 32)
-bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const __nv_bfloat16* __restrict__ bias,
-                 __nv_bfloat16* __restrict__ y, int N, int K, int pf_bytes) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
+__device__ __forceinline__ bool warp_rows(const uint4* __restrict__ w, const uint4* __restrict__ x, int N, int K,
+                                          int pf_bytes, int row0, int lane, float (&s)[ROWS]) {
   const int nv = K / 8;  // 16-byte vectors per row
   const uint4* wr[ROWS];
 #pragma unroll
@@ -65,10 +66,9 @@ bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const
   }
   pdl_wait();
   pdl_launch_dependents();
-  if (row0 >= N) return;  // warp-uniform; no barriers below
-  float acc[ROWS];
+  if (row0 >= N) return false;  // warp-uniform
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
+  for (int r = 0; r < ROWS; ++r) s[r] = 0.f;
   for (int v0 = lane; v0 < nv; v0 += 32 * U) {
     if (v0 != lane) load_w(v0);
     uint4 xv[U];
@@ -83,16 +83,116 @@ bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const
 #pragma unroll
       for (int i = 0; i < 4; ++i) xf[2 * i] = bf_lo(xs[i]), xf[2 * i + 1] = bf_hi(xs[i]);
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r] = dot8(wv[u][r], xf, acc[r]);
+      for (int r = 0; r < ROWS; ++r) s[r] = dot8(wv[u][r], xf, s[r]);
     }
   }
+  return true;
+}
+
+// a lane's partial sum of a row, summed over the warp (every lane gets the sum)
+__device__ __forceinline__ float warp_sum(float s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+// row's output: the bias added in fp32, rounded to bf16 once (cuBLAS's epilogue)
+__device__ __forceinline__ __nv_bfloat16 out_of(float s, const __nv_bfloat16* __restrict__ bias, int row) {
+  return __float2bfloat16(s + (bias ? __bfloat162float(bias[row]) : 0.f));
+}
+
+template <int ROWS, int U>
+__global__ void __launch_bounds__(kWarps * 32)
+bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const __nv_bfloat16* __restrict__ bias,
+                 __nv_bfloat16* __restrict__ y, int N, int K, int pf_bytes) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
+  float s[ROWS];
+  if (!warp_rows<ROWS, U>(w, x, N, K, pf_bytes, row0, lane, s)) return;  // warp-uniform; no barriers here
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
-    float s = acc[r];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0 && row0 + r < N) y[row0 + r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[row0 + r]) : 0.f));
+    const float sum = warp_sum(s[r]);
+    if (lane == 0 && row0 + r < N) y[row0 + r] = out_of(sum, bias, row0 + r);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The head GEMV with the decode step's greedy tail (edgeprof/fast/model.py, GreedyTail). Unfused, the step ends
+// in torch's argmax over the logits and three small kernels (history[pos] = token = argmax; pos += 1), then the
+// next step starts with an embedding lookup: five launches after the head, ~20 us of a 1.7 ms step on an H200
+// (explain, results/h200/2026-11-29-boundaries r97). Here each CTA folds its rows into one atomicMax of a 64-bit
+// key, and the last CTA to finish (the counter pattern of CUDA's threadFenceReduction sample) does the rest:
+// token, history, pos, the next step's input row x0 = embed[token], and optionally the token into mapped host
+// memory, where the host reads it without a copy or a stream sync (edgeprof/fast/readback.py).
+
+// Orders (logit, row) as torch.argmax picks: the larger value, among equal values the smaller row; -0 equals +0
+// and NaN beats everything (torch propagates it). The float's bits made unsigned-monotone, the row inverted.
+__device__ __forceinline__ unsigned long long greedy_key(__nv_bfloat16 v, int row) {
+  const float f = __bfloat162float(v);
+  uint32_t u = f == 0.f ? 0u : __float_as_uint(f);
+  u = (f != f) ? 0xffffffffu : ((u & 0x80000000u) ? ~u : (u | 0x80000000u));
+  return ((unsigned long long)u << 32) | (0xffffffffu - (uint32_t)row);
+}
+
+// the last CTA of a step: the winner's bookkeeping, then the scratch reset for the next step
+__device__ void greedy_finish(const edgeprof_greedy::Tail& t) {
+  __shared__ long long tok;
+  if (threadIdx.x == 0) {
+    __threadfence();  // every CTA's atomicMax happened before its arrival was counted
+    const unsigned long long best = atomicExch(t.best, 0ull);
+    tok = (long long)(0xffffffffu - (uint32_t)(best & 0xffffffffu));
+    const long long p = *t.pos;
+    if (p >= 0 && p < t.max_ctx) t.history[p] = tok;
+    *t.token = tok;
+    *t.pos = p + 1;
+    *t.arrived = 0u;
+    if (t.host != nullptr) {  // token first, then the step's number: the host polls the number
+      const long long n = *t.seq + 1;
+      *t.seq = n;
+      t.host[0] = tok;
+      __threadfence_system();
+      t.host[1] = n;
+    }
+  }
+  __syncthreads();
+  if (t.x0 == nullptr) return;
+  const uint4* row = reinterpret_cast<const uint4*>(t.embed) + tok * t.h_vec;
+  uint4* x0 = reinterpret_cast<uint4*>(t.x0);
+  for (int i = threadIdx.x; i < t.h_vec; i += blockDim.x) x0[i] = row[i];
+}
+
+template <int ROWS, int U>
+__global__ void __launch_bounds__(kWarps * 32)
+bf16_head_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
+                        const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, int N, int K,
+                        int pf_bytes, edgeprof_greedy::Tail t) {
+  __shared__ unsigned long long warp_best[kWarps];
+  __shared__ bool last;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
+  float s[ROWS];
+  unsigned long long best = 0ull;  // below every key
+  if (warp_rows<ROWS, U>(w, x, N, K, pf_bytes, row0, lane, s)) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const float sum = warp_sum(s[r]);
+      if (row0 + r >= N) break;
+      const __nv_bfloat16 v = out_of(sum, bias, row0 + r);
+      if (lane == 0) y[row0 + r] = v;
+      best = max(best, greedy_key(v, row0 + r));
+    }
+  }
+  if (lane == 0) warp_best[warp] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int i = 1; i < kWarps; ++i) best = max(best, warp_best[i]);
+    atomicMax(t.best, best);
+    __threadfence();
+    last = atomicAdd(t.arrived, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (last) greedy_finish(t);
 }
 
 template <int ROWS, int U>
@@ -102,6 +202,16 @@ cudaError_t launch(const void* w, const void* x, const void* bias, void* y, int 
                                stream, reinterpret_cast<const uint4*>(w), reinterpret_cast<const uint4*>(x),
                                reinterpret_cast<const __nv_bfloat16*>(bias), reinterpret_cast<__nv_bfloat16*>(y), N, K,
                                512 * edgeprof_gemv::prefetch_tiles_now());
+}
+
+template <int ROWS, int U>
+cudaError_t launch_greedy(const void* w, const void* x, const void* bias, void* y, int N, int K,
+                          const edgeprof_greedy::Tail& t, cudaStream_t stream) {
+  const int warps = (N + ROWS - 1) / ROWS;
+  return edgeprof_gemv::launch(bf16_head_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
+                               dim3(kWarps * 32), 0, stream, reinterpret_cast<const uint4*>(w),
+                               reinterpret_cast<const uint4*>(x), reinterpret_cast<const __nv_bfloat16*>(bias),
+                               reinterpret_cast<__nv_bfloat16*>(y), N, K, 512 * edgeprof_gemv::prefetch_tiles_now(), t);
 }
 
 }  // namespace edgeprof_bf16
@@ -116,5 +226,17 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
   if (rows == 2 && unroll == 8) return launch<2, 8>(w, x, bias, y, N, K, stream);
   if (rows == 4 && unroll == 2) return launch<4, 2>(w, x, bias, y, N, K, stream);
   if (rows == 4 && unroll == 4) return launch<4, 4>(w, x, bias, y, N, K, stream);
+  return (int)cudaErrorInvalidValue;
+}
+
+// The head GEMV with the greedy tail (bf16_head_greedy_kernel); the same (rows, unroll) pairs.
+int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
+                                int K, const edgeprof_greedy::Tail& t, cudaStream_t stream) {
+  using namespace edgeprof_bf16;
+  if (rows == 1 && unroll == 8) return launch_greedy<1, 8>(w, x, bias, y, N, K, t, stream);
+  if (rows == 2 && unroll == 4) return launch_greedy<2, 4>(w, x, bias, y, N, K, t, stream);
+  if (rows == 2 && unroll == 8) return launch_greedy<2, 8>(w, x, bias, y, N, K, t, stream);
+  if (rows == 4 && unroll == 2) return launch_greedy<4, 2>(w, x, bias, y, N, K, t, stream);
+  if (rows == 4 && unroll == 4) return launch_greedy<4, 4>(w, x, bias, y, N, K, t, stream);
   return (int)cudaErrorInvalidValue;
 }

@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "greedy_tail.h"
+
 int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream);
@@ -18,6 +20,8 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
                               cudaStream_t stream);
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
+int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
+                                int K, const edgeprof_greedy::Tail& t, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
@@ -211,6 +215,74 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
   return y;
 }
 
+// The device address of pinned host memory (mapped under unified addressing), or 0 where it has none: lets the
+// decoder choose the copy readback up front instead of failing inside a graph capture.
+int64_t mapped_address(torch::Tensor host) {
+  if (host.is_cuda() || !host.is_pinned()) return 0;
+  void* dev = nullptr;
+  if (cudaHostGetDevicePointer(&dev, host.data_ptr(), 0) != cudaSuccess) {
+    (void)cudaGetLastError();  // not this thread's next launch's error
+    return 0;
+  }
+  return reinterpret_cast<int64_t>(dev);
+}
+
+// The head GEMV with the step's greedy tail: logits into `out` as gemv_bf16 does, then in its last CTA token <-
+// argmax(logits) (torch.argmax's pick), history[pos] <- token, pos += 1, x0 <- embed[token]; with a pinned `host`
+// [2] int64, also host <- (token, steps finished), written through its mapped device address.
+// scratch: int64 [3] zeros (the argmax key, the CTA counter, the step count); token, pos int64 [1]; history int64
+// [max_ctx]; embed bf16 [V, H]; x0 bf16 [1, H], 16-byte aligned; host: pinned CPU int64 [2] or empty.
+void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
+                      torch::Tensor out, torch::Tensor scratch, torch::Tensor token, torch::Tensor pos,
+                      torch::Tensor history, torch::Tensor embed, torch::Tensor x0, torch::Tensor host) {
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
+  TORCH_CHECK(w.is_cuda() && w.scalar_type() == torch::kBFloat16 && w.is_contiguous() && w.dim() == 2,
+              "w: contiguous bf16 CUDA [N, K]");
+  const int64_t N = w.size(0), K = w.size(1);
+  TORCH_CHECK(N < (int64_t{1} << 31), "w: N = ", N, " rows do not fit the argmax key's 32-bit row");
+  TORCH_CHECK(x.numel() == K && K % 8 == 0, "x: expected ", K, " values (a multiple of 8)");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0,
+              "x and w must be 16-byte aligned (clone them)");
+  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
+              "bias: bf16 [N] or empty");
+  TORCH_CHECK(out.is_cuda() && out.scalar_type() == torch::kBFloat16 && out.is_contiguous() && out.numel() == N,
+              "out: contiguous bf16 CUDA with N = ", N, " values");
+  for (const auto* t : {&scratch, &token, &pos, &history})
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kLong && t->is_contiguous(),
+                "scratch, token, pos, history: contiguous int64 CUDA");
+  TORCH_CHECK(scratch.numel() == 3 && token.numel() == 1 && pos.numel() == 1, "scratch [3], token [1], pos [1]");
+  TORCH_CHECK(embed.is_cuda() && embed.scalar_type() == torch::kBFloat16 && embed.is_contiguous() && embed.dim() == 2 &&
+                  embed.size(0) >= N && embed.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(embed.data_ptr()) % 16 == 0,
+              "embed: contiguous 16-byte aligned bf16 CUDA [V >= N, H], H a multiple of 8");
+  TORCH_CHECK(x0.is_cuda() && x0.scalar_type() == torch::kBFloat16 && x0.numel() == embed.size(1) &&
+                  reinterpret_cast<uintptr_t>(x0.data_ptr()) % 16 == 0,
+              "x0: 16-byte aligned bf16 CUDA with H = ", embed.size(1), " values");
+  const c10::cuda::CUDAGuard guard(x.device());
+  edgeprof_greedy::Tail t{};
+  t.best = reinterpret_cast<unsigned long long*>(scratch.data_ptr<int64_t>());
+  t.arrived = reinterpret_cast<unsigned int*>(scratch.data_ptr<int64_t>() + 1);
+  t.seq = reinterpret_cast<long long*>(scratch.data_ptr<int64_t>() + 2);
+  t.token = reinterpret_cast<long long*>(token.data_ptr<int64_t>());
+  t.pos = reinterpret_cast<long long*>(pos.data_ptr<int64_t>());
+  t.history = reinterpret_cast<long long*>(history.data_ptr<int64_t>());
+  t.max_ctx = history.numel();
+  t.embed = embed.data_ptr();
+  t.x0 = x0.data_ptr();
+  t.h_vec = (int)(embed.size(1) / 8);
+  if (host.defined() && host.numel() > 0) {
+    TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong && host.numel() == 2,
+                "host: pinned CPU int64 [2] (or empty for no mapped readback)");
+    const int64_t dev = mapped_address(host);
+    TORCH_CHECK(dev != 0, "host: this pinned buffer has no device address (no mapped readback here); pass an "
+                "empty tensor to read the token back by copy");
+    t.host = reinterpret_cast<volatile long long*>(dev);
+  }
+  const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
+  int err = edgeprof_bf16_greedy_launch((int)rows, (int)unroll, w.data_ptr(), x.data_ptr(), b, out.data_ptr(),
+                                        (int)N, (int)K, t, c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == 0, "bf16 greedy head launch failed (rows ", rows, ", unroll ", unroll, "): ", launch_error(err));
+}
+
 static void check_bf16(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.scalar_type() == torch::kBFloat16 && t.is_contiguous(), name, ": contiguous bf16 CUDA");
 }
@@ -289,6 +361,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "edgeprof W4A16 batch-1 GEMV");
   m.def("gemv_bf16", &gemv_bf16, "edgeprof bf16 batch-1 GEMV (rows per warp, loads in flight per row)",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
+  m.def("gemv_bf16_greedy", &gemv_bf16_greedy,
+        "edgeprof bf16 head GEMV with the decode step's greedy tail (argmax, token, history, pos, next input row, and "
+        "optionally the token into mapped host memory) in its last CTA",
+        py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out"),
+        py::arg("scratch"), py::arg("token"), py::arg("pos"), py::arg("history"), py::arg("embed"), py::arg("x0"),
+        py::arg("host"));
+  m.def("mapped_address", &mapped_address,
+        "the device address of a pinned CPU tensor (0: none; the greedy tail then reads back by copy)",
+        py::arg("host"));
   m.def("gemv_norm", &gemv_norm, "edgeprof W4A16 GEMV with the input's residual add + RMSNorm fused in");
   m.def("mlp", &mlp, "edgeprof W4A16 fused MLP: norm, gate_up, SiLU*up and down in one launch");
   m.def("set_pdl", &edgeprof_gemv_set_pdl,

@@ -1,0 +1,21 @@
+// The arguments of the decode step's greedy tail (bf16_gemv.cu, bf16_head_greedy_kernel), shared by the kernel and
+// its torch binding (w4a16_binding.cpp): plain pointers, so the binding's host compiler needs no CUDA types.
+#pragma once
+
+namespace edgeprof_greedy {
+
+struct Tail {
+  unsigned long long* best;  // [1] this step's running max of greedy_key(); 0 between steps
+  unsigned int* arrived;     // [1] CTAs finished this step; 0 between steps
+  long long* token;          // [1] the step's input token, overwritten with its output
+  long long* pos;            // [1] the token's position: history[pos] = output, then pos += 1
+  long long* history;        // [max_ctx] outputs by position
+  long long max_ctx;
+  const void* embed;         // [V, H] bf16: the output's row becomes the next step's input
+  void* x0;                  // [H] bf16, 16-byte aligned
+  int h_vec;                 // H / 8 (16-byte vectors per row)
+  long long* seq;            // [1] steps finished, counted where host != nullptr
+  volatile long long* host;  // [2] mapped pinned memory (device address): output token, then seq; or nullptr
+};
+
+}  // namespace edgeprof_greedy

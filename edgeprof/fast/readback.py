@@ -1,0 +1,74 @@
+"""The token of a graphed decode step, read back through mapped host memory instead of a copy and a sync.
+
+Unfused, a step's token reaches the host by `.item()`: a device-to-host copy enqueued after the graph, then a
+stream synchronisation. With the greedy tail (csrc/bf16_gemv.cu) the step's last CTA writes the token and the
+step's number into a pinned host pair [token, seq] through its mapped device address; the host polls the pair.
+
+Why a step number and not a flag: the host counts the steps it launched (`arm`) and waits for exactly that
+number, and overwrites the pair's number before each launch, so a pair left from an earlier step can never pass
+for this one. Should a step run outside the count (it would never write the awaited number), the wait notices
+the stream has finished, reads the device token by copy, and counts from the device's number again (`rebase`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+# polls of the pair between two asks of whether the stream has finished (one ask costs ~1 us of host time)
+POLLS_PER_QUERY = 1024
+
+
+def wait_for(pair: np.ndarray, n: int, finished: Callable[[], bool]) -> int | None:
+    """The token of step `n` from `pair` ([token, seq], written token first), once pair[1] == n; None when
+    `finished()` says the device is done and step `n` never wrote the pair."""
+    polls = 0
+    while True:
+        if pair[1] == n:  # x86 keeps loads in order: the token read below is not older than this
+            return int(pair[0])
+        polls += 1
+        if polls % POLLS_PER_QUERY == 0 and finished():
+            return int(pair[0]) if pair[1] == n else None
+
+
+class MappedReadback:
+    """The host half of the mapped readback: a pinned [token, seq] pair and the count of launched steps."""
+
+    def __init__(self, host, device_seq, finished: Callable[[], bool]):
+        # host: pinned CPU int64 [2]; device_seq: the device's step count (a CUDA int64 [1] view)
+        self.host, self.device_seq, self.finished = host, device_seq, finished
+        self.pair = host.numpy()
+        self.pair[:] = (0, -1)
+        self.launched = 0
+
+    def arm(self) -> int:
+        """Before a launch: the number the launched step will write. Invalidates the pair first."""
+        self.pair[1] = -1
+        self.launched += 1
+        return self.launched
+
+    def rebase(self) -> None:
+        """Count from the device's number (after steps this reader did not launch: warm-up, a lost count)."""
+        self.launched = int(self.device_seq.item())  # a sync: never inside a timed step
+
+    def token(self, n: int, device_token) -> int:
+        """Step `n`'s token: from the pair, or (out of count) by copy from `device_token`, then rebase."""
+        tok = wait_for(self.pair, n, self.finished)
+        if tok is None:
+            tok = int(device_token.item())
+            self.rebase()
+        return tok
+
+
+class PendingToken:
+    """What `FastDecoder._launch_step` returns with the mapped readback: `int()` waits for the token
+    (the timing module's host read, `edgeprof.timing._read_token`)."""
+
+    __slots__ = ("device_token", "n", "reader")
+
+    def __init__(self, reader: MappedReadback, n: int, device_token):
+        self.reader, self.n, self.device_token = reader, n, device_token
+
+    def __int__(self) -> int:
+        return self.reader.token(self.n, self.device_token)

@@ -1,0 +1,77 @@
+"""The step's greedy tail: the host half of the mapped readback (pure logic, here) and the fused kernel
+against torch's argmax path (on a CUDA device only: edgeprof.fast.greedy_check)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgeprof.fast import readback  # noqa: E402
+from edgeprof.fast.readback import MappedReadback, PendingToken, wait_for  # noqa: E402
+
+
+def test_wait_for_returns_the_token_of_the_awaited_step():
+    assert wait_for(np.array([42, 7]), 7, finished=lambda: False) == 42
+
+
+def test_wait_for_keeps_polling_until_the_step_writes():
+    pair = np.array([0, -1])
+    asks = []
+
+    def finished() -> bool:  # the "device" writes the pair at the first ask, then reports done
+        asks.append(1)
+        if len(asks) == 1:
+            pair[:] = (9, 3)
+        return len(asks) > 1
+
+    assert wait_for(pair, 3, finished) == 9
+
+
+def test_wait_for_gives_up_when_the_device_finished_without_the_step():
+    # a pair from another step number (a step outside the count) never passes for this one
+    assert wait_for(np.array([5, 8]), 7, finished=lambda: True) is None
+
+
+def test_arm_invalidates_the_pair_and_counts():
+    host, seq = torch.tensor([11, 1]), torch.tensor([1])
+    rb = MappedReadback(host, seq, finished=lambda: True)
+    assert host.tolist() == [0, -1]  # a fresh reader trusts nothing in the pair
+    host[:] = torch.tensor([11, 1])
+    assert rb.arm() == 1 and host[1] == -1  # an earlier step's pair cannot pass for the armed one
+    host[:] = torch.tensor([12, 1])  # the device wrote step 1
+    assert int(PendingToken(rb, 1, torch.tensor([12]))) == 12
+
+
+def test_a_lost_count_falls_back_to_the_device_token_and_rebases(monkeypatch):
+    monkeypatch.setattr(readback, "POLLS_PER_QUERY", 4)
+    host, seq = torch.tensor([0, -1]), torch.tensor([5])  # the device ran 5 steps; this reader launched none
+    rb = MappedReadback(host, seq, finished=lambda: True)
+    n = rb.arm()  # awaits 1, the device writes 6
+    host[:] = torch.tensor([77, 6])
+    assert rb.token(n, torch.tensor([77])) == 77  # by copy
+    assert rb.launched == 5  # counts from the device's number again
+    assert rb.arm() == 6
+
+
+def test_bad_settings_name_the_variable(monkeypatch):
+    from edgeprof.fast import model
+
+    monkeypatch.setenv(model.TAIL_ENV, "maybe")
+    with pytest.raises(ValueError, match=model.TAIL_ENV):
+        model.greedy_tail(None)
+    monkeypatch.setenv(model.TAIL_ENV, "off")
+    monkeypatch.setenv(model.READBACK_ENV, "dma")
+    with pytest.raises(ValueError, match=model.READBACK_ENV):
+        model.greedy_tail(None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel needs a CUDA device")
+def test_fused_tail_matches_torch_argmax_on_every_variant():
+    from edgeprof.fast import greedy_check, w4cuda
+
+    if w4cuda.load_extension() is None:
+        pytest.skip(f"edgeprof CUDA extension unavailable: {w4cuda.build_error()}")
+    failed = [r for r in greedy_check.check_all() if not r["passed"]]
+    assert not failed, failed
