@@ -13,8 +13,9 @@ A step's token must be read on the host: the robot needs it, and for greedy deco
 it is the step's result. That host read (`.item()`) is the *only* synchronisation
 inside a measured step; it sits at the end, so wall time = launch + device work +
 read. Nothing else syncs inside a step: event timestamps are read after the loop
-(`time_steps`) or, for a single step, after the token read has already completed the
-stream (`time_launch`). The daemon may split a step into `launch_timed()` and
+(`time_steps`) or, for a single step, after the token read (`time_launch`). A token read
+from mapped host memory (edgeprof.fast.readback) may arrive before the stream has finished
+the step; the end event is waited for only after the wall clock has stopped. The daemon may split a step into `launch_timed()` and
 `LaunchedStep.finish()` to do its host work for the previous token in between; the
 wall time then still runs from launch to token read. The device-side token itself feeds the next step without a
 copy. Warm-up is the caller's business; graph capture / compile time is reported
@@ -114,9 +115,9 @@ class LaunchedStep:
 
     def finish(self) -> StepResult:
         """Read the token (the step's one sync) and return its times."""
-        token = _read_token(self.out)  # on CUDA this waits for the stream, so `end` has completed too
+        token = _read_token(self.out)
         t1 = time.perf_counter()
-        gpu_ms = None if self.events is None else float(self.events[0].elapsed_time(self.events[1]))
+        gpu_ms = None if self.events is None else _elapsed_ms(*self.events)
         return StepResult(token, self.position, (t1 - self.t0) * 1e3, gpu_ms)
 
 
@@ -184,8 +185,16 @@ def time_steps(launch: Callable[[], Any], n: int, device_kind: str, first_positi
             events[i][1].record()
         tokens.append(_read_token(out))
         wall.append((time.perf_counter() - t0) * 1e3)
-    gpu = [float(a.elapsed_time(b)) for a, b in events] if events is not None else None
+    gpu = [_elapsed_ms(a, b) for a, b in events] if events is not None else None
     return StepTimes(wall, gpu, tokens, positions)
+
+
+def _elapsed_ms(start, end) -> float:
+    """CUDA-event time of a step whose token was already read. A token read from mapped host memory
+    (edgeprof.fast.readback) can arrive before the step's `end` event has completed: wait for it here, after the
+    wall clock has stopped."""
+    end.synchronize()
+    return float(start.elapsed_time(end))
 
 
 GRAPH_WARM_S = 0.05  # replays of the captured graph before its timed ones (see time_graph)
