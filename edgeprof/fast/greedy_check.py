@@ -1,4 +1,5 @@
-"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu, bf16_head_greedy_kernel), on a CUDA device.
+"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu: bf16_head_greedy_kernel + greedy_finish_kernel), on
+a CUDA device.
 
 Against the unfused path on the same inputs: the logits bitwise the plain GEMV's, the token torch.argmax's
 pick (ties to the smaller row), history[pos], pos + 1, the next input row embed[token], the
@@ -9,6 +10,8 @@ times a step, and by tests/fast/test_greedy_tail.py where a GPU is present.
 from __future__ import annotations
 
 import torch
+
+from edgeprof.fast.model import SLOTS
 
 # how the logits are made: random; the maximum repeated before and after its row (ties: the first wins);
 # every logit negative; every logit zero (all equal: row 0)
@@ -43,7 +46,7 @@ def check_case(case: str, variant: str, n: int = 5003, k: int = 512, vocab_extra
     ref_tok = int(torch.argmax(ref_logits, dim=-1))
     embed = torch.randn(n + vocab_extra, 64, generator=gen, device=dev).to(torch.bfloat16)  # a table with V >= n
     out = torch.empty(1, n, device=dev, dtype=torch.bfloat16)
-    scratch = torch.zeros(3, device=dev, dtype=torch.long)
+    scratch = torch.zeros(SLOTS + 1, device=dev, dtype=torch.long)
     token = torch.full((1,), -5, device=dev, dtype=torch.long)
     history = torch.full((16,), -1, device=dev, dtype=torch.long)
     x0 = torch.zeros(1, 64, device=dev, dtype=torch.bfloat16)
@@ -57,7 +60,7 @@ def check_case(case: str, variant: str, n: int = 5003, k: int = 512, vocab_extra
         tok = int(token)
         ok = {"logits_bitwise": torch.equal(out, ref_logits), "token": tok == ref_tok,
               "history": int(history[p]) == ref_tok, "pos": int(pos) == p + 1,
-              "x0": torch.equal(x0[0], embed[ref_tok]), "scratch_reset": scratch[:2].tolist() == [0, 0],
+              "x0": torch.equal(x0[0], embed[ref_tok]), "scratch_reset": not scratch[:SLOTS].any().item(),
               "host": (not mapped) or host.tolist() == [ref_tok, step + 1]}
         res[f"step{step}"] = ok
     res["passed"] = all(all(res[f"step{s}"].values()) for s in (0, 1))

@@ -9,8 +9,9 @@ A step (per layer: norm, qkv GEMV, rope+KV write, attention split+reduce, o GEMV
 add+norm, gate_up GEMV, silu*mul, down GEMV; the CUDA int4 GEMV fuses both norms and the
 silu*mul into its input staging) ends with the head GEMV, argmax on the device, and in-place
 updates of token/pos/history. Nothing is read back to the host. Where the head GEMV is edgeprof's
-(csrc/bf16_gemv.cu), the argmax and those updates run in its last CTA (GreedyTail), which also
-leaves the next step's input row x0 = embed[token] and can write the token to mapped host memory.
+(csrc/bf16_gemv.cu), the argmax folds into it and one small kernel after it does those updates
+(GreedyTail), leaves the next step's input row x0 = embed[token] and can write the token to mapped
+host memory.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class FastModel:
         self.fuse_norm = os.environ.get("EDGEPROF_FUSE_NORM", "1") != "0"
         # the int4 MLP as one launch per layer ($EDGEPROF_W4_MLP=fused), where edgeprof's CUDA kernel runs both GEMVs
         self.mlp_note, self.mlps = self._fused_mlps()
-        # argmax, token/history/pos and the next input row in the head GEMV's last CTA, where that GEMV is edgeprof's
+        # argmax in the head GEMV, token/history/pos and the next input row in one launch after it (edgeprof's GEMV)
         self.tail_note, self.tail = greedy_tail(self)
 
     def _fused_mlps(self) -> tuple[str, list]:
@@ -208,13 +209,13 @@ class FastModel:
 
 
 class GreedyTail:
-    """The step's greedy tail in the head GEMV (csrc/bf16_gemv.cu, bf16_head_greedy_kernel): its device scratch
-    [argmax key, CTA count, step count], the next step's input row x0 [1, H] = embed[token], and the mapped
+    """The step's greedy tail (csrc/bf16_gemv.cu: bf16_head_greedy_kernel, greedy_finish_kernel): its device
+    scratch [SLOTS argmax keys, step count], the next step's input row x0 [1, H] = embed[token], and the mapped
     readback of the token (edgeprof/fast/readback.py) or None, where the token is read back by copy."""
 
     def __init__(self, model: FastModel, mapped: bool):
         dev, h = model.device, model.shape.hidden
-        self.scratch = torch.zeros(3, device=dev, dtype=torch.long)
+        self.scratch = torch.zeros(SLOTS + 1, device=dev, dtype=torch.long)
         self.x0 = torch.zeros(1, h, device=dev, dtype=model.w.embed.dtype)
         self.host = torch.empty(0, dtype=torch.long)
         self.readback: MappedReadback | None = None
@@ -222,7 +223,7 @@ class GreedyTail:
             host = torch.zeros(2, dtype=torch.long, pin_memory=True)
             if model.w.head.ext.mapped_address(host):
                 stream = torch.cuda.current_stream(dev)
-                self.host, self.readback = host, MappedReadback(host, self.scratch[2:], stream.query)
+                self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:], stream.query)
         self.follow(model)
 
     def launch(self, head, h: torch.Tensor, m: FastModel) -> None:
@@ -232,10 +233,11 @@ class GreedyTail:
     def follow(self, m: FastModel) -> None:
         """x0 = embed[token] after the host set the token; clears the argmax scratch a failed launch may have left."""
         self.x0.copy_(F.embedding(m.token, m.w.embed))
-        self.scratch[:2].zero_()
+        self.scratch[:SLOTS].zero_()
 
 
-TAIL_ENV = "EDGEPROF_GREEDY_TAIL"  # "fused" (default), "off" (torch argmax + 3 small kernels)
+SLOTS = 32  # the head's CTAs spread their argmax over this many keys (csrc/greedy_tail.h, kSlots)
+TAIL_ENV = "EDGEPROF_GREEDY_TAIL"  # "fused" (default), "off" (torch argmax, 3 small kernels, an embedding lookup)
 READBACK_ENV = "EDGEPROF_READBACK"  # "mapped" (default), "copy" (the token by .item())
 
 
@@ -255,5 +257,5 @@ def greedy_tail(model: FastModel) -> tuple[str, GreedyTail | None]:
     tail = GreedyTail(model, mapped)
     how = "token read from mapped host memory" if tail.readback else (
         "token read back by copy" + ("" if not mapped else " (pinned memory has no device address here)"))
-    return f"fused into the head GEMV's last CTA; {how}", tail
+    return f"argmax fused into the head GEMV, the bookkeeping in one launch after it; {how}", tail
 

@@ -1,7 +1,7 @@
 """The token of a graphed decode step, read back through mapped host memory instead of a copy and a sync.
 
 Unfused, a step's token reaches the host by `.item()`: a device-to-host copy enqueued after the graph, then a
-stream synchronisation. With the greedy tail (csrc/bf16_gemv.cu) the step's last CTA writes the token and the
+stream synchronisation. With the greedy tail (csrc/bf16_gemv.cu) the step's last kernel writes the token and the
 step's number into a pinned host pair [token, seq] through its mapped device address; the host polls the pair.
 
 Why a step number and not a flag: the host counts the steps it launched (`arm`) and waits for exactly that

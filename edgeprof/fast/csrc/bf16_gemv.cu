@@ -120,10 +120,12 @@ bf16_gemv_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x, const
 // The head GEMV with the decode step's greedy tail (edgeprof/fast/model.py, GreedyTail). Unfused, the step ends
 // in torch's argmax over the logits and three small kernels (history[pos] = token = argmax; pos += 1), then the
 // next step starts with an embedding lookup: five launches after the head, ~20 us of a 1.7 ms step on an H200
-// (explain, results/h200/2026-11-29-boundaries r97). Here each CTA folds its rows into one atomicMax of a 64-bit
-// key, and the last CTA to finish (the counter pattern of CUDA's threadFenceReduction sample) does the rest:
-// token, history, pos, the next step's input row x0 = embed[token], and optionally the token into mapped host
-// memory, where the host reads it without a copy or a stream sync (edgeprof/fast/readback.py).
+// (explain, results/h200/2026-11-29-boundaries r97). Here each CTA of the head folds its rows into one 64-bit
+// key and reduces it into one of kSlots slots with a fire-and-forget atomic max (RED: the CTA does not wait for
+// it), and one small PDL-launched kernel finishes: token, history, pos, the next step's input row
+// x0 = embed[token], and optionally the token into mapped host memory, where the host reads it without a copy or
+// a stream sync (edgeprof/fast/readback.py). A first form finished in the head's last CTA (a fence and a counter
+// in every CTA): its head ran 25 us slower, more than the five launches cost (H200, r101 of 2026-11-29-tail).
 
 // Orders (logit, row) as torch.argmax picks: the larger value, among equal values the smaller row; -0 equals +0
 // and NaN beats everything (torch propagates it). The float's bits made unsigned-monotone, the row inverted.
@@ -134,40 +136,12 @@ __device__ __forceinline__ unsigned long long greedy_key(__nv_bfloat16 v, int ro
   return ((unsigned long long)u << 32) | (0xffffffffu - (uint32_t)row);
 }
 
-// the last CTA of a step: the winner's bookkeeping, then the scratch reset for the next step
-__device__ void greedy_finish(const edgeprof_greedy::Tail& t) {
-  __shared__ long long tok;
-  if (threadIdx.x == 0) {
-    __threadfence();  // every CTA's atomicMax happened before its arrival was counted
-    const unsigned long long best = atomicExch(t.best, 0ull);
-    tok = (long long)(0xffffffffu - (uint32_t)(best & 0xffffffffu));
-    const long long p = *t.pos;
-    if (p >= 0 && p < t.max_ctx) t.history[p] = tok;
-    *t.token = tok;
-    *t.pos = p + 1;
-    *t.arrived = 0u;
-    if (t.host != nullptr) {  // token first, then the step's number: the host polls the number
-      const long long n = *t.seq + 1;
-      *t.seq = n;
-      t.host[0] = tok;
-      __threadfence_system();
-      t.host[1] = n;
-    }
-  }
-  __syncthreads();
-  if (t.x0 == nullptr) return;
-  const uint4* row = reinterpret_cast<const uint4*>(t.embed) + tok * t.h_vec;
-  uint4* x0 = reinterpret_cast<uint4*>(t.x0);
-  for (int i = threadIdx.x; i < t.h_vec; i += blockDim.x) x0[i] = row[i];
-}
-
 template <int ROWS, int U>
 __global__ void __launch_bounds__(kWarps * 32)
 bf16_head_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
                         const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, int N, int K,
                         int pf_bytes, edgeprof_greedy::Tail t) {
   __shared__ unsigned long long warp_best[kWarps];
-  __shared__ bool last;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
   float s[ROWS];
@@ -187,12 +161,42 @@ bf16_head_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int i = 1; i < kWarps; ++i) best = max(best, warp_best[i]);
-    atomicMax(t.best, best);
-    __threadfence();
-    last = atomicAdd(t.arrived, 1u) == gridDim.x - 1;
+    atomicMax(t.best + (blockIdx.x % edgeprof_greedy::kSlots), best);  // result unused: a RED, no round trip
+  }
+}
+
+// One CTA after the head (PDL: it waits for the head's completion, its atomics included): the winner of the
+// slots, the step's bookkeeping, the slots back at zero, then the next step's input row.
+__global__ void __launch_bounds__(128) greedy_finish_kernel(edgeprof_greedy::Tail t) {
+  __shared__ long long tok;
+  pdl_wait();
+  pdl_launch_dependents();
+  if (threadIdx.x < 32) {
+    static_assert(edgeprof_greedy::kSlots == 32, "one slot per lane of the first warp");
+    unsigned long long best = t.best[threadIdx.x];
+    t.best[threadIdx.x] = 0ull;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+    if (threadIdx.x == 0) {
+      tok = (long long)(0xffffffffu - (uint32_t)(best & 0xffffffffu));
+      const long long p = *t.pos;
+      if (p >= 0 && p < t.max_ctx) t.history[p] = tok;
+      *t.token = tok;
+      *t.pos = p + 1;
+      if (t.host != nullptr) {  // token first, then the step's number: the host polls the number
+        const long long n = *t.seq + 1;
+        *t.seq = n;
+        t.host[0] = tok;
+        __threadfence_system();
+        t.host[1] = n;
+      }
+    }
   }
   __syncthreads();
-  if (last) greedy_finish(t);
+  if (t.x0 == nullptr) return;
+  const uint4* row = reinterpret_cast<const uint4*>(t.embed) + tok * t.h_vec;
+  uint4* x0 = reinterpret_cast<uint4*>(t.x0);
+  for (int i = threadIdx.x; i < t.h_vec; i += blockDim.x) x0[i] = row[i];
 }
 
 template <int ROWS, int U>
@@ -208,10 +212,12 @@ template <int ROWS, int U>
 cudaError_t launch_greedy(const void* w, const void* x, const void* bias, void* y, int N, int K,
                           const edgeprof_greedy::Tail& t, cudaStream_t stream) {
   const int warps = (N + ROWS - 1) / ROWS;
-  return edgeprof_gemv::launch(bf16_head_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
+  const cudaError_t e = edgeprof_gemv::launch(bf16_head_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
                                dim3(kWarps * 32), 0, stream, reinterpret_cast<const uint4*>(w),
                                reinterpret_cast<const uint4*>(x), reinterpret_cast<const __nv_bfloat16*>(bias),
                                reinterpret_cast<__nv_bfloat16*>(y), N, K, 512 * edgeprof_gemv::prefetch_tiles_now(), t);
+  if (e != cudaSuccess) return e;
+  return edgeprof_gemv::launch(greedy_finish_kernel, dim3(1), dim3(128), 0, stream, t);
 }
 
 }  // namespace edgeprof_bf16
@@ -229,7 +235,8 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
   return (int)cudaErrorInvalidValue;
 }
 
-// The head GEMV with the greedy tail (bf16_head_greedy_kernel); the same (rows, unroll) pairs.
+// The head GEMV with the greedy tail (bf16_head_greedy_kernel, then greedy_finish_kernel); the same (rows, unroll)
+// pairs.
 int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                                 int K, const edgeprof_greedy::Tail& t, cudaStream_t stream) {
   using namespace edgeprof_bf16;

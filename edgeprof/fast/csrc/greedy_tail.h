@@ -4,9 +4,10 @@
 
 namespace edgeprof_greedy {
 
+constexpr int kSlots = 32;  // the head's CTAs spread their atomic max over this many keys (less contention)
+
 struct Tail {
-  unsigned long long* best;  // [1] this step's running max of greedy_key(); 0 between steps
-  unsigned int* arrived;     // [1] CTAs finished this step; 0 between steps
+  unsigned long long* best;  // [kSlots] this step's running maxima of greedy_key(); 0 between steps
   long long* token;          // [1] the step's input token, overwritten with its output
   long long* pos;            // [1] the token's position: history[pos] = output, then pos += 1
   long long* history;        // [max_ctx] outputs by position

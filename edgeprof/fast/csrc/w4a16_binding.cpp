@@ -227,10 +227,10 @@ int64_t mapped_address(torch::Tensor host) {
   return reinterpret_cast<int64_t>(dev);
 }
 
-// The head GEMV with the step's greedy tail: logits into `out` as gemv_bf16 does, then in its last CTA token <-
+// The head GEMV with the step's greedy tail: logits into `out` as gemv_bf16 does, then (a second, one-CTA launch) token <-
 // argmax(logits) (torch.argmax's pick), history[pos] <- token, pos += 1, x0 <- embed[token]; with a pinned `host`
 // [2] int64, also host <- (token, steps finished), written through its mapped device address.
-// scratch: int64 [3] zeros (the argmax key, the CTA counter, the step count); token, pos int64 [1]; history int64
+// scratch: int64 [kSlots + 1] zeros (the argmax keys, the step count); token, pos int64 [1]; history int64
 // [max_ctx]; embed bf16 [V, H]; x0 bf16 [1, H], 16-byte aligned; host: pinned CPU int64 [2] or empty.
 void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
                       torch::Tensor out, torch::Tensor scratch, torch::Tensor token, torch::Tensor pos,
@@ -250,7 +250,8 @@ void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int6
   for (const auto* t : {&scratch, &token, &pos, &history})
     TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kLong && t->is_contiguous(),
                 "scratch, token, pos, history: contiguous int64 CUDA");
-  TORCH_CHECK(scratch.numel() == 3 && token.numel() == 1 && pos.numel() == 1, "scratch [3], token [1], pos [1]");
+  TORCH_CHECK(scratch.numel() == edgeprof_greedy::kSlots + 1 && token.numel() == 1 && pos.numel() == 1,
+              "scratch [", edgeprof_greedy::kSlots + 1, "], token [1], pos [1]");
   TORCH_CHECK(embed.is_cuda() && embed.scalar_type() == torch::kBFloat16 && embed.is_contiguous() && embed.dim() == 2 &&
                   embed.size(0) >= N && embed.size(1) % 8 == 0 && reinterpret_cast<uintptr_t>(embed.data_ptr()) % 16 == 0,
               "embed: contiguous 16-byte aligned bf16 CUDA [V >= N, H], H a multiple of 8");
@@ -260,8 +261,7 @@ void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int6
   const c10::cuda::CUDAGuard guard(x.device());
   edgeprof_greedy::Tail t{};
   t.best = reinterpret_cast<unsigned long long*>(scratch.data_ptr<int64_t>());
-  t.arrived = reinterpret_cast<unsigned int*>(scratch.data_ptr<int64_t>() + 1);
-  t.seq = reinterpret_cast<long long*>(scratch.data_ptr<int64_t>() + 2);
+  t.seq = reinterpret_cast<long long*>(scratch.data_ptr<int64_t>() + edgeprof_greedy::kSlots);
   t.token = reinterpret_cast<long long*>(token.data_ptr<int64_t>());
   t.pos = reinterpret_cast<long long*>(pos.data_ptr<int64_t>());
   t.history = reinterpret_cast<long long*>(history.data_ptr<int64_t>());
@@ -363,7 +363,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
   m.def("gemv_bf16_greedy", &gemv_bf16_greedy,
         "edgeprof bf16 head GEMV with the decode step's greedy tail (argmax, token, history, pos, next input row, and "
-        "optionally the token into mapped host memory) in its last CTA",
+        "optionally the token into mapped host memory) in one small launch after it",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out"),
         py::arg("scratch"), py::arg("token"), py::arg("pos"), py::arg("history"), py::arg("embed"), py::arg("x0"),
         py::arg("host"));
