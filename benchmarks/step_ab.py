@@ -1,0 +1,111 @@
+"""A paired A/B of decoder settings at one context, fine enough to resolve a few microseconds per step.
+
+The step tables of benchmarks/int4_gemv.py time each setting as its own cell (a decoder built, prefilled and timed),
+three pairs per round: on an H200 two cells of the same code differ by up to ~2% in wall p50, so a change worth 0.3%
+cannot show there. Here every arm's decoder is built once and prefilled with the same prompt, then the arms take
+turns in short blocks of steps (order alternating per block), and each block gives one paired ratio per clock
+(arm / the first arm; GPU-event and wall p50 of the block). The result is the median ratio with a bootstrap CI
+(edgeprof.ab.bootstrap_median_ci) and whether every arm produced the same greedy tokens.
+
+    python benchmarks/step_ab.py --arms "base:;off:EDGEPROF_GREEDY_TAIL=off" --ctx 2048 --blocks 24 --steps 40 \
+        --out ab.json
+
+Arms: "name:ENV=v+ENV2=w" separated by ';' (an empty env is the default decoder). CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def parse_arms(text: str) -> list[tuple[str, dict[str, str]]]:
+    """'base:;off:EDGEPROF_X=1+EDGEPROF_Y=2' -> [('base', {}), ('off', {'EDGEPROF_X': '1', 'EDGEPROF_Y': '2'})]."""
+    arms = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, env = part.partition(":")
+        pairs = [kv.split("=", 1) for kv in env.split("+") if kv]
+        if not name or any(len(kv) != 2 or not kv[0].startswith("EDGEPROF_") for kv in pairs):
+            raise SystemExit(f"--arms: {part!r} is not name:EDGEPROF_NAME=value[+...]")
+        arms.append((name, dict(pairs)))
+    if len(arms) < 2:
+        raise SystemExit("--arms: give at least two arms, the first is the baseline")
+    return arms
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="qwen2.5-7b")
+    ap.add_argument("--backend", default="edgeprof-fast-int4-cuda")
+    ap.add_argument("--arms", required=True)
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--blocks", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per arm and block")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("step_ab needs an NVIDIA GPU", file=sys.stderr)
+        return 2
+    from fast_decode import provenance
+    from int4_gemv import env_set
+
+    from edgeprof import hardware_loader as hardware
+    from edgeprof.ab import bootstrap_median_ci
+    from edgeprof.backends import registry
+    from edgeprof.sources import load_model
+
+    arms = parse_arms(args.arms)
+    cache = args.ctx + args.blocks * args.steps + 64
+    loaded = load_model(args.model, "cuda", max_ctx=cache)
+    prompt = torch.randint(0, loaded.shape.vocab, (args.ctx - 1,), generator=torch.Generator().manual_seed(3)).tolist()
+    decs = []
+    for name, env in arms:
+        with env_set(env):
+            dec = registry.create(args.backend, loaded, device="cuda", max_ctx=cache)
+        dec.prefill(prompt)
+        dec.warmup()
+        decs.append(dec)
+        print(f"  {name}: {env or 'default'}; {dec.info().notes.get('greedy_tail', '')}", flush=True)
+    blocks: list[dict] = []
+    for b in range(args.blocks):
+        order = list(range(len(arms))) if b % 2 == 0 else list(reversed(range(len(arms))))
+        row: dict = {}
+        for i in order:
+            t = decs[i].time_steps(args.steps)
+            row[arms[i][0]] = {"gpu_p50": float(np.median(t.gpu_ms)), "wall_p50": float(np.median(t.wall_ms)),
+                               "tokens": t.tokens}
+        blocks.append(row)
+    base = arms[0][0]
+    res = {"benchmark": "step_ab", **provenance(hardware.detect(), "cuda"), "model": args.model,
+           "backend": args.backend, "synthetic": loaded.synthetic, "ctx": args.ctx, "blocks": args.blocks,
+           "steps": args.steps, "arms": {n: e for n, e in arms}, "per_block": blocks, "ratios": {}}
+    for name, _ in arms[1:]:
+        same = all(r[name]["tokens"] == r[base]["tokens"] for r in blocks)
+        entry = {"tokens_equal_to_" + base: same}
+        for clock in ("gpu_p50", "wall_p50"):
+            ratios = [r[name][clock] / r[base][clock] for r in blocks]
+            entry[clock] = bootstrap_median_ci(ratios)
+            entry[clock + "_ms"] = {base: float(np.median([r[base][clock] for r in blocks])),
+                                    name: float(np.median([r[name][clock] for r in blocks]))}
+        res["ratios"][name] = entry
+        g, w = entry["gpu_p50"], entry["wall_p50"]
+        print(f"{name} / {base} at ctx {args.ctx} ({args.blocks} blocks x {args.steps} steps): GPU p50 "
+              f"{g['median']:.4f} [{g['ci'][0]:.4f}, {g['ci'][1]:.4f}], wall p50 {w['median']:.4f} "
+              f"[{w['ci'][0]:.4f}, {w['ci'][1]:.4f}]; ms {entry['gpu_p50_ms']} / {entry['wall_p50_ms']}; "
+              f"greedy tokens equal: {same}", flush=True)
+    res["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
