@@ -72,8 +72,7 @@ def chains(model, ctx: int) -> dict[str, Callable[[], None]]:
             down(lw, False)
             return
         qkv, r = lw.qkv.fused_norm(x, res, lw.attn_norm, eps)
-        y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx], model.l2[idx])
-                 if attention else a)  # l2: the step's L2 prefetch ($EDGEPROF_ATTN_L2)
+        y = lw.o(model.ops.rope_attention(qkv, model.pos, model.k[idx], model.v[idx]) if attention else a)
         mlp_fused(lw, y, r)
 
     def epilogue(lw) -> bool:  # the plan's gate_up writes silu(gate) * up itself (w4cuda.ACT_EPILOGUE_VARIANTS)

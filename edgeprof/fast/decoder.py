@@ -50,7 +50,6 @@ class FastDecoder(Decoder):
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
                            {"cuda_graph": self.graph is not None, "attention": _attention_note(self.model.ops),
                             "greedy_tail": self.model.tail_note,
-                            "attn_l2_prefetch": self.model.l2_note,
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -240,8 +239,7 @@ class TorchOps:
         return out.reshape(1, self.nh * self.hd)
 
     def rope_attention(self, qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
-                       v_cache: torch.Tensor, l2: Sequence[int] = ()) -> torch.Tensor:
-        # l2 (later weights to prefetch, edgeprof/fast/l2next.py) is a hint for the CUDA kernel; nothing to do here
+                       v_cache: torch.Tensor) -> torch.Tensor:
         return self.attention(self.rope_write_kv(qkv, pos, k_cache, v_cache), pos, k_cache, v_cache)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -503,7 +501,6 @@ class TritonOps:
         self.attn_kernel = attn_kernel(n_heads, n_kv, head_dim, cos.device, max_ctx, fuse_rope=self.fuse_rope)
         self._attn_ext = _extension() if self.attn_kernel.kind == "cuda" else None
         self.attn_pdl = pdl  # the CUDA attention's own PDL switch (it does not need Triton's launch_pdl)
-        self.l2_lines = False  # the CUDA attention's L2 prefetch per 128-byte line, not in bulk (l2next.L2Spec.lines)
         self._attn_ws = self._attn_workspace(max_ctx, cos.device)
         # programmatic dependent launch (pdl_wanted), where this Triton can launch with it
         self.pdl = pdl and TRITON_PDL
@@ -550,15 +547,14 @@ class TritonOps:
                                                    **self._launch)
         return self.q
 
-    def attention(self, q, pos, k_cache, v_cache, rope: bool = False, l2: Sequence[int] = ()):
+    def attention(self, q, pos, k_cache, v_cache, rope: bool = False):
         """Attention of q [nh * hd] over the live cache; rope=True: q is the q/k/v GEMV output [1, Q + 2KV]
-        and the kernel also rotates q and k and writes this step's k and v (rope_attention). l2: later weights the
-        CUDA kernel prefetches into L2 while it runs (l2next.layer_ranges; the Triton kernels ignore it)."""
+        and the kernel also rotates q and k and writes this step's k and v (rope_attention)."""
         scale = 1.0 / math.sqrt(self.hd)
         if self._attn_ext is not None:
             self._attn_ext.attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh, scale,
                                        rope, self.attn_kernel.cluster, self.attn_kernel.warps, *self._attn_ws,
-                                       self.attn_pdl, list(l2), self.l2_lines)
+                                       self.attn_pdl)
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,
@@ -569,13 +565,13 @@ class TritonOps:
                                                S_MAX=self.s_max, LIVE=self.live, PDL=self.pdl, **self._launch)
         return self.attn_out
 
-    def rope_attention(self, qkv, pos, k_cache, v_cache, l2: Sequence[int] = ()):
+    def rope_attention(self, qkv, pos, k_cache, v_cache):
         """rope_write_kv + attention: two launches (the split kernel does the rope), or three with
         $EDGEPROF_FUSE_ROPE=0 (A/B). H200, same machine (results/h200/2026-11-28-decode-step r9): fused
         equal at ctx 2048, 1-3.5% faster at 16384."""
         if self.fuse_rope:
-            return self.attention(qkv, pos, k_cache, v_cache, rope=True, l2=l2)
-        return self.attention(self.rope_write_kv(qkv, pos, k_cache, v_cache), pos, k_cache, v_cache, l2=l2)
+            return self.attention(qkv, pos, k_cache, v_cache, rope=True)
+        return self.attention(self.rope_write_kv(qkv, pos, k_cache, v_cache), pos, k_cache, v_cache)
 
     def silu_mul(self, gate_up):
         n = gate_up.shape[-1] // 2

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from edgeprof.fast import l2next, w4cuda
+from edgeprof.fast import w4cuda
 from edgeprof.fast.kernels import (
     TorchOps,
     TritonOps,
@@ -79,21 +79,6 @@ class FastModel:
         self.mlp_note, self.mlps = self._fused_mlps()
         # argmax in the head GEMV, token/history/pos and the next input row in one launch after it (edgeprof's GEMV)
         self.tail_note, self.tail = greedy_tail(self)
-        # later weights each layer's attention prefetches into L2 ($EDGEPROF_ATTN_L2, l2next)
-        self.l2_spec = l2next.parse()
-        self.l2_note, self.l2 = self._l2_ranges()
-
-    def _l2_ranges(self) -> tuple[str, list[list[int]]]:
-        """(what the attention prefetches, for the decoder's record; the kernel's ranges per layer)."""
-        layers, spec = self.w.layers, self.l2_spec
-        if spec.empty:
-            return "none", [[] for _ in layers]
-        if getattr(getattr(self.ops, "attn_kernel", None), "kind", None) != "cuda":
-            return f"none ({spec.label()} asked; only edgeprof's CUDA attention prefetches)", [[] for _ in layers]
-        self.ops.l2_lines = spec.lines
-        built = [l2next.layer_ranges(spec, lw.o, lw.gate_up) for lw in layers]
-        skipped = next((why for _, why in built if why), None)
-        return spec.label() + (f" ({skipped})" if skipped else ""), [r for r, _ in built]
 
     def _fused_mlps(self) -> tuple[str, list]:
         """(what the MLPs run as, for the decoder's record; one W4CudaMLP or None per layer). Fused where
@@ -127,7 +112,7 @@ class FastModel:
         res = None
         for i, lw in enumerate(w.layers):
             qkv, res = self._norm_gemv(lw.qkv, x, res, lw.attn_norm)  # qkv [1, Q+2KV]
-            x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i], self.l2[i]))  # [1, H]
+            x = lw.o(ops.rope_attention(qkv, self.pos, self.k[i], self.v[i]))  # [1, H]
             if self.mlps[i] is not None:  # norm, gate_up, SiLU*up and down in one launch
                 x, res = self.mlps[i](x, res, lw.mlp_norm, self.shape.norm_eps)  # [1, H]
                 continue

@@ -172,41 +172,6 @@ struct WarpState {  // online softmax of one warp: head r of lane (r, c), log2 u
   }
 };
 
-// Later weights to bring into L2 while this kernel runs (issue 12, fifteenth pass). Attention is latency-bound: at
-// ctx 2048 its 32 CTAs read 4 MB in ~6 us, so DRAM idles for most of it, and the o projection (6.4 MB at int4 on
-// Qwen2.5-7B) and gate_up that follow are streams of constant weights. Each range is `n` pieces of `bytes` bytes at
-// p, p + stride, ... (the last piece `last` bytes): o's weights whole, or the first tiles of each gate_up row block,
-// so that every CTA of gate_up finds the same share of its stream in L2. Pieces are 16-byte aligned multiples of 16.
-struct L2Range {
-  const char* p;
-  long long stride;
-  int n, bytes, last;
-};
-constexpr int kL2Ranges = 3;
-struct L2Next {
-  L2Range r[kL2Ranges];  // n = 0: unused. Indexed only with unrolled constants (a runtime index would put the
-                         // parameter in local memory: sixth pass)
-  int lines;             // 1: one prefetch.global.L2 per 128-byte line (the load path) instead of one bulk prefetch
-};
-
-// One bulk prefetch per piece (cp.async.bulk.prefetch.L2, sm_90: the SM's copy engine fetches it; one instruction,
-// nothing to wait for), or one prefetch.global.L2 per line of it. Consecutive pieces go to consecutive CTAs, so every
-// SM's copy engine takes a share. Issued before the PDL wait: the weights depend on nothing in the step.
-__device__ __forceinline__ void l2_prefetch(const L2Next& nx) {
-  const int ctas = gridDim.x * gridDim.y * gridDim.z, T = ctas * blockDim.x;
-  const int t = threadIdx.x * ctas + (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-#pragma unroll
-  for (int j = 0; j < kL2Ranges; ++j)
-    for (int i = t; i < nx.r[j].n; i += T) {
-      const char* a = nx.r[j].p + (long long)i * nx.r[j].stride;
-      const int b = i == nx.r[j].n - 1 ? nx.r[j].last : nx.r[j].bytes;
-      if (nx.lines)
-        for (int off = 0; off < b; off += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(a + off));
-      else
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(b) : "memory");
-    }
-}
-
 // exp2(m_i - M), 0 for a part that saw no token (m_i = -inf; M may be -inf too)
 __device__ __forceinline__ float part_weight(float mi, float M) { return mi == -INFINITY ? 0.f : exp2f(mi - M); }
 
@@ -338,7 +303,7 @@ __global__ void __launch_bounds__(W * 32, 1)
     attn_decode_kernel(const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* kc, __nv_bfloat16* vc,
                        const int64_t* __restrict__ pos_p, const __nv_bfloat16* __restrict__ cos,
                        const __nv_bfloat16* __restrict__ sin, __nv_bfloat16* __restrict__ out, int max_ctx,
-                       float scale_log2, int G, int NH, int NKV, MultiCluster mc, L2Next l2) {
+                       float scale_log2, int G, int NH, int NKV, MultiCluster mc) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) AttnSmem<HD, W> sm;
   __shared__ int last_flag;
@@ -347,7 +312,6 @@ __global__ void __launch_bounds__(W * 32, 1)
   const int kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
   __nv_bfloat16* kh = kc + (size_t)kvh * max_ctx * HD;  // this layer's cache of kv head kvh [max_ctx, HD]
   __nv_bfloat16* vh = vc + (size_t)kvh * max_ctx * HD;
-  l2_prefetch(l2);  // before the early return below: every CTA of the grid takes its share
   const int pos = (int)*pos_p, n_live = pos + 1;
   // cluster z of the S taking part covers tokens [z seg, (z + 1) seg): seg a multiple of 16, so no block straddles
   const int S = gridDim.z == 1 ? 1 : min((int)gridDim.z, (n_live + mc.tpc - 1) / mc.tpc), z = blockIdx.z;
@@ -424,8 +388,8 @@ __global__ void __launch_bounds__(W * 32, 1)
 
 template <int HD, bool ROPE, int W, int CL>
 int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const void* cos, const void* sin, void* out,
-                int max_ctx, float scale_log2, int G, int NH, int NKV, MultiCluster mc, L2Next l2, int clusters,
-                bool pdl, cudaStream_t stream) {
+                int max_ctx, float scale_log2, int G, int NH, int NKV, MultiCluster mc, int clusters, bool pdl,
+                cudaStream_t stream) {
   auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
   static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (attr != cudaSuccess) return (int)attr;
@@ -440,7 +404,7 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
   return (int)cudaLaunchKernelEx(&cfg, kern, static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(kc),
                                  static_cast<__nv_bfloat16*>(vc), pos, static_cast<const __nv_bfloat16*>(cos),
                                  static_cast<const __nv_bfloat16*>(sin), static_cast<__nv_bfloat16*>(out), max_ctx,
-                                 scale_log2, G, NH, NKV, mc, l2);
+                                 scale_log2, G, NH, NKV, mc);
 }
 
 // Clusters of this kernel the GPU holds at once (cudaOccupancyMaxActiveClusters; its CTAs per SM in *per_sm): a
@@ -485,10 +449,9 @@ int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* pe
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
-                                float* ws_ml, int* tickets, const long long* l2, int n_l2, bool l2_lines, bool pdl,
-                                cudaStream_t stream) {
+                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream) {
   using Fn = int (*)(const void*, void*, void*, const int64_t*, const void*, const void*, void*, int, float, int, int,
-                     int, MultiCluster, L2Next, int, bool, cudaStream_t);
+                     int, MultiCluster, int, bool, cudaStream_t);
 #define EDGEPROF_ATTN_CL(HD, ROPE, W) {launch_attn<HD, ROPE, W, 8>, launch_attn<HD, ROPE, W, 16>}
 #define EDGEPROF_ATTN_W(HD, ROPE) {EDGEPROF_ATTN_CL(HD, ROPE, 4), EDGEPROF_ATTN_CL(HD, ROPE, 8)}
   // [hd 128?][rope?][8 warps?][16 CTAs?]
@@ -501,21 +464,11 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
       (clusters > 1 && (tokens_per_cluster < 16 || tokens_per_cluster % 16 || !ws_acc || !ws_ml || !tickets)))
     return (int)cudaErrorInvalidValue;
   const MultiCluster mc{ws_acc, ws_ml, tickets, tokens_per_cluster};
-  L2Next nx = {};  // l2: n_l2 ranges of 5 values each (address, stride, pieces, bytes, last piece's bytes)
-  nx.lines = l2_lines ? 1 : 0;
-  if (n_l2 < 0 || n_l2 > kL2Ranges) return (int)cudaErrorInvalidValue;
-  for (int j = 0; j < n_l2; ++j) {
-    const long long* v = l2 + 5 * j;
-    if (v[0] % 16 || v[1] % 16 || v[2] < 0 || v[3] % 16 || v[4] % 16 || v[3] <= 0 || v[4] <= 0 || v[4] > v[3] ||
-        v[3] > (1LL << 30) || v[2] > (1LL << 30))
-      return (int)cudaErrorInvalidValue;
-    nx.r[j] = L2Range{reinterpret_cast<const char*>(v[0]), v[1], (int)v[2], (int)v[3], (int)v[4]};
-  }
   int dev = 0, major = 0;  // clusters and DSMEM: sm_90+ (the kernel body is empty below that)
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
                                                cudaSuccess || major < 9)
     return (int)cudaErrorNotSupported;
   const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
   return table[hd == 128][rope][warps == 8][cluster == 16](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G,
-                                                          NH, NKV, mc, nx, clusters, pdl, stream);
+                                                          NH, NKV, mc, clusters, pdl, stream);
 }
