@@ -1,4 +1,4 @@
-"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu: bf16_head_greedy_kernel + greedy_finish_kernel), on
+"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu: bf16_gemv_greedy_kernel + gemv_greedy_finish_kernel), on
 a CUDA device.
 
 Against the unfused path on the same inputs: the logits bitwise the plain GEMV's, the token torch.argmax's

@@ -209,7 +209,7 @@ class FastModel:
 
 
 class GreedyTail:
-    """The step's greedy tail (csrc/bf16_gemv.cu: bf16_head_greedy_kernel, greedy_finish_kernel): its device
+    """The step's greedy tail (csrc/bf16_gemv.cu: bf16_gemv_greedy_kernel, gemv_greedy_finish_kernel): its device
     scratch [SLOTS argmax keys, step count], the next step's input row x0 [1, H] = embed[token], and the mapped
     readback of the token (edgeprof/fast/readback.py) or None, where the token is read back by copy."""
 

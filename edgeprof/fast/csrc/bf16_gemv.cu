@@ -136,9 +136,11 @@ __device__ __forceinline__ unsigned long long greedy_key(__nv_bfloat16 v, int ro
   return ((unsigned long long)u << 32) | (0xffffffffu - (uint32_t)row);
 }
 
+// ("gemv" in both kernels' names: `edgeprof explain` books kernels by name, and the head's epilogue is its work; as
+// bf16_head_greedy_kernel and greedy_finish_kernel they went under other, H200 r104)
 template <int ROWS, int U>
 __global__ void __launch_bounds__(kWarps * 32)
-bf16_head_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
+bf16_gemv_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
                         const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, int N, int K,
                         int pf_bytes, edgeprof_greedy::Tail t) {
   __shared__ unsigned long long warp_best[kWarps];
@@ -167,7 +169,7 @@ bf16_head_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x
 
 // One CTA after the head (PDL: it waits for the head's completion, its atomics included): the winner of the
 // slots, the step's bookkeeping, the slots back at zero, then the next step's input row.
-__global__ void __launch_bounds__(128) greedy_finish_kernel(edgeprof_greedy::Tail t) {
+__global__ void __launch_bounds__(128) gemv_greedy_finish_kernel(edgeprof_greedy::Tail t) {
   __shared__ long long tok;
   pdl_wait();
   pdl_launch_dependents();
@@ -212,12 +214,12 @@ template <int ROWS, int U>
 cudaError_t launch_greedy(const void* w, const void* x, const void* bias, void* y, int N, int K,
                           const edgeprof_greedy::Tail& t, cudaStream_t stream) {
   const int warps = (N + ROWS - 1) / ROWS;
-  const cudaError_t e = edgeprof_gemv::launch(bf16_head_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
+  const cudaError_t e = edgeprof_gemv::launch(bf16_gemv_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
                                dim3(kWarps * 32), 0, stream, reinterpret_cast<const uint4*>(w),
                                reinterpret_cast<const uint4*>(x), reinterpret_cast<const __nv_bfloat16*>(bias),
                                reinterpret_cast<__nv_bfloat16*>(y), N, K, 512 * edgeprof_gemv::prefetch_tiles_now(), t);
   if (e != cudaSuccess) return e;
-  return edgeprof_gemv::launch(greedy_finish_kernel, dim3(1), dim3(128), 0, stream, t);
+  return edgeprof_gemv::launch(gemv_greedy_finish_kernel, dim3(1), dim3(128), 0, stream, t);
 }
 
 }  // namespace edgeprof_bf16
@@ -235,7 +237,7 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
   return (int)cudaErrorInvalidValue;
 }
 
-// The head GEMV with the greedy tail (bf16_head_greedy_kernel, then greedy_finish_kernel); the same (rows, unroll)
+// The head GEMV with the greedy tail (bf16_gemv_greedy_kernel, then gemv_greedy_finish_kernel); the same (rows, unroll)
 // pairs.
 int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                                 int K, const edgeprof_greedy::Tail& t, cudaStream_t stream) {
