@@ -54,3 +54,18 @@ def test_gpu_profile_cells_on_the_cpu_resumes(tmp_path):
     assert {r["status"] for r in recs.values()} == {"ok"}
     assert recs["hf-static"]["kernel_correctness"]["passed"] and recs["hf-static"]["cell_wall_s"] > 0
     assert recs["hf-eager"]["sweep"]["name"] == "gpu_profile_cells"
+
+
+def test_step_ab_on_the_cpu(tmp_path):
+    # the paired A/B's plumbing (arms built once, alternating blocks, ratios with CIs, the token check); on the CPU
+    # both arms run torch's argmax, so their tokens must agree
+    out = tmp_path / "ab.json"
+    proc = _run("benchmarks/step_ab.py", "--device", "cpu", "--model", "tiny-test", "--backend", "edgeprof-fast",
+                "--arms", "base:;off:EDGEPROF_GREEDY_TAIL=off", "--ctx", "24", "--blocks", "3", "--steps", "2",
+                "--out", str(out))
+    rec = json.loads(out.read_text())
+    assert len(rec["per_block"]) == 3 and set(rec["per_block"][0]) == {"base", "off"}
+    entry = rec["ratios"]["off"]
+    assert entry["tokens_equal_to_base"] is True
+    assert "gpu_p50" not in entry and entry["wall_p50"]["ci"][0] <= entry["wall_p50"]["median"] <= entry["wall_p50"]["ci"][1]
+    assert "off / base at ctx 24" in proc.stdout
