@@ -75,3 +75,15 @@ def test_fused_tail_matches_torch_argmax_on_every_variant():
         pytest.skip(f"edgeprof CUDA extension unavailable: {w4cuda.build_error()}")
     failed = [r for r in greedy_check.check_all() if not r["passed"]]
     assert not failed, failed
+
+
+def test_the_slot_count_matches_the_kernels():
+    # the decoder allocates SLOTS + 1 int64 of scratch; the binding checks kSlots + 1 and the finish kernel reads one
+    # slot per lane of a warp
+    import re
+
+    from edgeprof.fast import model
+    from edgeprof.fast.w4cuda import CSRC
+
+    src = (CSRC / "greedy_tail.h").read_text()
+    assert int(re.search(r"constexpr int kSlots = (\d+);", src).group(1)) == model.SLOTS == 32
