@@ -1,10 +1,10 @@
-"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu: bf16_gemv_greedy_kernel + gemv_greedy_finish_kernel), on
-a CUDA device.
+"""Kernel correctness of the greedy tail (csrc/bf16_gemv.cu: bf16_gemv_greedy_kernel + gemv_greedy_finish_kernel),
+on a CUDA device.
 
-Against the unfused path on the same inputs: the logits bitwise the plain GEMV's, the token torch.argmax's
-pick (ties to the smaller row), history[pos], pos + 1, the next input row embed[token], the
-mapped host pair, and the scratch back at zero for the next step. Run by benchmarks/int4_gemv.py before it
-times a step, and by tests/fast/test_greedy_tail.py where a GPU is present.
+Against the unfused path on the same inputs: the logits bitwise the plain GEMV's, the token torch.argmax's pick
+(ties to the smaller row), history[pos], pos + 1, the next input row embed[token], the mapped host pair and the
+host's wait for it, and the scratch back at zero for the next step. Run by benchmarks/int4_gemv.py before it times
+a step, and by tests/fast/test_greedy_tail.py where a GPU is present.
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ def check_case(case: str, variant: str, n: int = 5003, k: int = 512, vocab_extra
         ok = {"logits_bitwise": torch.equal(out, ref_logits), "token": tok == ref_tok,
               "history": int(history[p]) == ref_tok, "pos": int(pos) == p + 1,
               "x0": torch.equal(x0[0], embed[ref_tok]), "scratch_reset": not scratch[:SLOTS].any().item(),
-              "host": (not mapped) or host.tolist() == [ref_tok, step + 1]}
+              "host": (not mapped) or host.tolist() == [ref_tok, step + 1],
+              # the host's wait (GIL released): this step's token; -1 for a step that never comes (stream idle)
+              "wait_mapped": (not mapped) or (lin.ext.wait_mapped(host, step + 1) == ref_tok
+                                              and lin.ext.wait_mapped(host, 99) == -1)}
         res[f"step{step}"] = ok
     res["passed"] = all(all(res[f"step{s}"].values()) for s in (0, 1))
     return res

@@ -221,9 +221,11 @@ class GreedyTail:
         self.readback: MappedReadback | None = None
         if mapped:
             host = torch.zeros(2, dtype=torch.long, pin_memory=True)
-            if model.w.head.ext.mapped_address(host):
+            ext = model.w.head.ext
+            if ext.mapped_address(host):
                 stream = torch.cuda.current_stream(dev)
-                self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:], stream.query)
+                self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:], stream.query,
+                                                                wait=lambda n: _found(ext.wait_mapped(host, n)))
         self.follow(model)
 
     def launch(self, head, h: torch.Tensor, m: FastModel) -> None:
@@ -234,6 +236,11 @@ class GreedyTail:
         """x0 = embed[token] after the host set the token; clears the argmax scratch a failed launch may have left."""
         self.x0.copy_(F.embedding(m.token, m.w.embed))
         self.scratch[:SLOTS].zero_()
+
+
+def _found(token: int) -> int | None:
+    """wait_mapped's -1 (the step never wrote the pair) as MappedReadback's None."""
+    return None if token < 0 else token
 
 
 SLOTS = 32  # the head's CTAs spread their argmax over this many keys (csrc/greedy_tail.h, kSlots)

@@ -33,14 +33,21 @@ def wait_for(pair: np.ndarray, n: int, finished: Callable[[], bool]) -> int | No
 
 
 class MappedReadback:
-    """The host half of the mapped readback: a pinned [token, seq] pair and the count of launched steps."""
+    """The host half of the mapped readback: a pinned [token, seq] pair and the count of launched steps.
 
-    def __init__(self, host, device_seq, finished: Callable[[], bool]):
+    `wait(n)` -> the token of step n, or None when the device finished without it. The decoder passes the
+    extension's `wait_mapped`, which polls with the GIL released (as torch's .item() waits for its copy): a poll in
+    Python holds the GIL, and the daemon's bridge thread, sending the previous token meanwhile, would wait for it
+    up to the 5 ms switch interval. Without one, `wait_for` polls here (the logic the CPU tests check)."""
+
+    def __init__(self, host, device_seq, finished: Callable[[], bool],
+                 wait: Callable[[int], int | None] | None = None):
         # host: pinned CPU int64 [2]; device_seq: the device's step count (a CUDA int64 [1] view)
         self.host, self.device_seq, self.finished = host, device_seq, finished
         self.pair = host.numpy()
         self.pair[:] = (0, -1)
         self.launched = 0
+        self.wait = wait or (lambda n: wait_for(self.pair, n, self.finished))
 
     def arm(self) -> int:
         """Before a launch: the number the launched step will write. Invalidates the pair first."""
@@ -54,7 +61,7 @@ class MappedReadback:
 
     def token(self, n: int, device_token) -> int:
         """Step `n`'s token: from the pair, or (out of count) by copy from `device_token`, then rebase."""
-        tok = wait_for(self.pair, n, self.finished)
+        tok = self.wait(n)
         if tok is None:
             tok = int(device_token.item())
             self.rebase()

@@ -87,3 +87,12 @@ def test_the_slot_count_matches_the_kernels():
 
     src = (CSRC / "greedy_tail.h").read_text()
     assert int(re.search(r"constexpr int kSlots = (\d+);", src).group(1)) == model.SLOTS == 32
+
+
+def test_the_decoders_wait_is_used_and_its_miss_falls_back():
+    # the decoder passes the extension's GIL-free poll as `wait`; a miss (None) reads the device token and recounts
+    host, seq = torch.tensor([0, -1]), torch.tensor([4])
+    asked = []
+    rb = MappedReadback(host, seq, finished=lambda: True, wait=lambda n: asked.append(n) or (31 if n == 1 else None))
+    assert rb.token(rb.arm(), torch.tensor([0])) == 31 and asked == [1]
+    assert rb.token(rb.arm(), torch.tensor([8])) == 8 and rb.launched == 4

@@ -227,6 +227,27 @@ int64_t mapped_address(torch::Tensor host) {
   return reinterpret_cast<int64_t>(dev);
 }
 
+// The host's wait for a step's token in the mapped pair [token, step number] (edgeprof/fast/readback.py): polls
+// until the number is n and returns the token, or -1 when the current stream has finished (or failed) without
+// step n writing it; the caller then reads the device token by copy, which also raises a CUDA error. The GIL is
+// released while it polls, as torch's .item() releases it while it waits for its copy: the daemon's bridge
+// thread must be able to send the previous token meanwhile (a Python poll held the GIL for up to the 5 ms switch
+// interval).
+int64_t wait_mapped(torch::Tensor host, int64_t n) {
+  TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong && host.numel() == 2,
+              "host: pinned CPU int64 [2]");
+  const volatile int64_t* pair = host.data_ptr<int64_t>();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  py::gil_scoped_release no_gil;
+  for (uint64_t polls = 1;; ++polls) {
+    if (pair[1] == n) return pair[0];  // volatile loads stay in program order (and x86 keeps loads in order)
+    if (polls % 1024 == 0 && cudaStreamQuery(stream) != cudaErrorNotReady) return pair[1] == n ? pair[0] : -1;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();  // a spin-wait hint to the core (and its hyperthread sibling)
+#endif
+  }
+}
+
 // The head GEMV with the step's greedy tail: logits into `out` as gemv_bf16 does, then (a second, one-CTA launch) token <-
 // argmax(logits) (torch.argmax's pick), history[pos] <- token, pos += 1, x0 <- embed[token]; with a pinned `host`
 // [2] int64, also host <- (token, steps finished), written through its mapped device address.
@@ -367,6 +388,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out"),
         py::arg("scratch"), py::arg("token"), py::arg("pos"), py::arg("history"), py::arg("embed"), py::arg("x0"),
         py::arg("host"));
+  m.def("wait_mapped", &wait_mapped,
+        "the token of step n from a mapped [token, step] pair, polled with the GIL released; -1 if the stream "
+        "finished without step n writing it", py::arg("host"), py::arg("n"));
   m.def("mapped_address", &mapped_address,
         "the device address of a pinned CPU tensor (0: none; the greedy tail then reads back by copy)",
         py::arg("host"));
