@@ -223,9 +223,8 @@ class GreedyTail:
             host = torch.zeros(2, dtype=torch.long, pin_memory=True)
             ext = model.w.head.ext
             if ext.mapped_address(host):
-                stream = torch.cuda.current_stream(dev)
-                self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:], stream.query,
-                                                                wait=lambda n: _found(ext.wait_mapped(host, n)))
+                self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:],
+                                                                lambda n: _found(ext.wait_mapped(host, n)))
         self.follow(model)
 
     def launch(self, head, h: torch.Tensor, m: FastModel) -> None:

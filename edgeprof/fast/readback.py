@@ -2,52 +2,32 @@
 
 Unfused, a step's token reaches the host by `.item()`: a device-to-host copy enqueued after the graph, then a
 stream synchronisation. With the greedy tail (csrc/bf16_gemv.cu) the step's last kernel writes the token and the
-step's number into a pinned host pair [token, seq] through its mapped device address; the host polls the pair.
+step's number into a pinned host pair [token, seq] through its mapped device address; the host polls the pair
+(the extension's `wait_mapped`, with the GIL released as torch's .item() releases it while it waits: a poll in
+Python held the GIL, and the daemon's bridge thread, sending the previous token meanwhile, waited for it).
 
 Why a step number and not a flag: the host counts the steps it launched (`arm`) and waits for exactly that
 number, and overwrites the pair's number before each launch, so a pair left from an earlier step can never pass
-for this one. Should a step run outside the count (it would never write the awaited number), the wait notices
-the stream has finished, reads the device token by copy, and counts from the device's number again (`rebase`).
+for this one. Should a step run outside the count (it would never write the awaited number), the wait returns
+once the stream has finished; the token is then read from the device by copy, and the count restarts from the
+device's number (`rebase`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
-# polls of the pair between two asks of whether the stream has finished (one ask costs ~1 us of host time)
-POLLS_PER_QUERY = 1024
-
-
-def wait_for(pair: np.ndarray, n: int, finished: Callable[[], bool]) -> int | None:
-    """The token of step `n` from `pair` ([token, seq], written token first), once pair[1] == n; None when
-    `finished()` says the device is done and step `n` never wrote the pair."""
-    polls = 0
-    while True:
-        if pair[1] == n:  # x86 keeps loads in order: the token read below is not older than this
-            return int(pair[0])
-        polls += 1
-        if polls % POLLS_PER_QUERY == 0 and finished():
-            return int(pair[0]) if pair[1] == n else None
-
 
 class MappedReadback:
-    """The host half of the mapped readback: a pinned [token, seq] pair and the count of launched steps.
+    """The host half of the mapped readback: a pinned [token, seq] pair, the count of launched steps, and
+    `wait(n)` -> the token of step n from the pair, or None when the device finished without step n writing it."""
 
-    `wait(n)` -> the token of step n, or None when the device finished without it. The decoder passes the
-    extension's `wait_mapped`, which polls with the GIL released (as torch's .item() waits for its copy): a poll in
-    Python holds the GIL, and the daemon's bridge thread, sending the previous token meanwhile, would wait for it
-    up to the 5 ms switch interval. Without one, `wait_for` polls here (the logic the CPU tests check)."""
-
-    def __init__(self, host, device_seq, finished: Callable[[], bool],
-                 wait: Callable[[int], int | None] | None = None):
+    def __init__(self, host, device_seq, wait: Callable[[int], int | None]):
         # host: pinned CPU int64 [2]; device_seq: the device's step count (a CUDA int64 [1] view)
-        self.host, self.device_seq, self.finished = host, device_seq, finished
+        self.host, self.device_seq, self.wait = host, device_seq, wait
         self.pair = host.numpy()
         self.pair[:] = (0, -1)
         self.launched = 0
-        self.wait = wait or (lambda n: wait_for(self.pair, n, self.finished))
 
     def arm(self) -> int:
         """Before a launch: the number the launched step will write. Invalidates the pair first."""

@@ -3,40 +3,22 @@ against torch's argmax path (on a CUDA device only: edgeprof.fast.greedy_check).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeprof.fast import readback  # noqa: E402
-from edgeprof.fast.readback import MappedReadback, PendingToken, wait_for  # noqa: E402
+from edgeprof.fast.readback import MappedReadback, PendingToken  # noqa: E402
 
 
-def test_wait_for_returns_the_token_of_the_awaited_step():
-    assert wait_for(np.array([42, 7]), 7, finished=lambda: False) == 42
-
-
-def test_wait_for_keeps_polling_until_the_step_writes():
-    pair = np.array([0, -1])
-    asks = []
-
-    def finished() -> bool:  # the "device" writes the pair at the first ask, then reports done
-        asks.append(1)
-        if len(asks) == 1:
-            pair[:] = (9, 3)
-        return len(asks) > 1
-
-    assert wait_for(pair, 3, finished) == 9
-
-
-def test_wait_for_gives_up_when_the_device_finished_without_the_step():
-    # a pair from another step number (a step outside the count) never passes for this one
-    assert wait_for(np.array([5, 8]), 7, finished=lambda: True) is None
+def pair_wait(host):
+    """A stand-in for the extension's wait_mapped, on a plain CPU pair: the token once the pair holds step n's
+    number, else None (as if the stream had finished without it)."""
+    return lambda n: int(host[0]) if int(host[1]) == n else None
 
 
 def test_arm_invalidates_the_pair_and_counts():
     host, seq = torch.tensor([11, 1]), torch.tensor([1])
-    rb = MappedReadback(host, seq, finished=lambda: True)
+    rb = MappedReadback(host, seq, pair_wait(host))
     assert host.tolist() == [0, -1]  # a fresh reader trusts nothing in the pair
     host[:] = torch.tensor([11, 1])
     assert rb.arm() == 1 and host[1] == -1  # an earlier step's pair cannot pass for the armed one
@@ -44,15 +26,22 @@ def test_arm_invalidates_the_pair_and_counts():
     assert int(PendingToken(rb, 1, torch.tensor([12]))) == 12
 
 
-def test_a_lost_count_falls_back_to_the_device_token_and_rebases(monkeypatch):
-    monkeypatch.setattr(readback, "POLLS_PER_QUERY", 4)
+def test_a_lost_count_falls_back_to_the_device_token_and_rebases():
     host, seq = torch.tensor([0, -1]), torch.tensor([5])  # the device ran 5 steps; this reader launched none
-    rb = MappedReadback(host, seq, finished=lambda: True)
+    rb = MappedReadback(host, seq, pair_wait(host))
     n = rb.arm()  # awaits 1, the device writes 6
     host[:] = torch.tensor([77, 6])
     assert rb.token(n, torch.tensor([77])) == 77  # by copy
     assert rb.launched == 5  # counts from the device's number again
     assert rb.arm() == 6
+
+
+def test_the_wait_is_asked_for_the_armed_step():
+    host, seq = torch.tensor([0, -1]), torch.tensor([4])
+    asked = []
+    rb = MappedReadback(host, seq, lambda n: asked.append(n) or (31 if n == 1 else None))
+    assert rb.token(rb.arm(), torch.tensor([0])) == 31 and asked == [1]
+    assert rb.token(rb.arm(), torch.tensor([8])) == 8 and rb.launched == 4
 
 
 def test_bad_settings_name_the_variable(monkeypatch):
@@ -88,11 +77,3 @@ def test_the_slot_count_matches_the_kernels():
     src = (CSRC / "greedy_tail.h").read_text()
     assert int(re.search(r"constexpr int kSlots = (\d+);", src).group(1)) == model.SLOTS == 32
 
-
-def test_the_decoders_wait_is_used_and_its_miss_falls_back():
-    # the decoder passes the extension's GIL-free poll as `wait`; a miss (None) reads the device token and recounts
-    host, seq = torch.tensor([0, -1]), torch.tensor([4])
-    asked = []
-    rb = MappedReadback(host, seq, finished=lambda: True, wait=lambda n: asked.append(n) or (31 if n == 1 else None))
-    assert rb.token(rb.arm(), torch.tensor([0])) == 31 and asked == [1]
-    assert rb.token(rb.arm(), torch.tensor([8])) == 8 and rb.launched == 4
