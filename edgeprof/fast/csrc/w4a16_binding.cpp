@@ -190,8 +190,9 @@ torch::Tensor mlp(torch::Tensor x, torch::Tensor res, torch::Tensor nw, double e
 
 // x [1, K] bf16, w [N, K] bf16 row-major (K % 8 == 0, 16-byte aligned), bias [N] bf16 or empty -> y [1, N]
 // out: an optional preallocated [1, N] bf16 (the decoder's static logits buffer, so a graph replays into it)
-torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
-                        std::optional<torch::Tensor> out) {
+// The bf16 GEMV's operands, checked (gemv_bf16, gemv_bf16_greedy); returns (N, K)
+static std::pair<int64_t, int64_t> check_bf16_gemv(const torch::Tensor& x, const torch::Tensor& w,
+                                                   const torch::Tensor& bias) {
   TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
   TORCH_CHECK(w.is_cuda() && w.scalar_type() == torch::kBFloat16 && w.is_contiguous() && w.dim() == 2,
               "w: contiguous bf16 CUDA [N, K]");
@@ -202,6 +203,12 @@ torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, in
               "x and w must be 16-byte aligned (clone them)");
   TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
               "bias: bf16 [N] or empty");
+  return {N, K};
+}
+
+torch::Tensor gemv_bf16(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
+                        std::optional<torch::Tensor> out) {
+  const auto [N, K] = check_bf16_gemv(x, w, bias);
   const c10::cuda::CUDAGuard guard(x.device());
   if (out.has_value())
     TORCH_CHECK(out->is_cuda() && out->scalar_type() == torch::kBFloat16 && out->is_contiguous() && out->numel() == N,
@@ -256,16 +263,8 @@ int64_t wait_mapped(torch::Tensor host, int64_t n) {
 void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
                       torch::Tensor out, torch::Tensor scratch, torch::Tensor token, torch::Tensor pos,
                       torch::Tensor history, torch::Tensor embed, torch::Tensor x0, torch::Tensor host) {
-  TORCH_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(), "x: contiguous bf16 CUDA");
-  TORCH_CHECK(w.is_cuda() && w.scalar_type() == torch::kBFloat16 && w.is_contiguous() && w.dim() == 2,
-              "w: contiguous bf16 CUDA [N, K]");
-  const int64_t N = w.size(0), K = w.size(1);
+  const auto [N, K] = check_bf16_gemv(x, w, bias);
   TORCH_CHECK(N < (int64_t{1} << 31), "w: N = ", N, " rows do not fit the argmax key's 32-bit row");
-  TORCH_CHECK(x.numel() == K && K % 8 == 0, "x: expected ", K, " values (a multiple of 8)");
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0,
-              "x and w must be 16-byte aligned (clone them)");
-  TORCH_CHECK(!bias.defined() || bias.numel() == 0 || (bias.numel() == N && bias.scalar_type() == torch::kBFloat16),
-              "bias: bf16 [N] or empty");
   TORCH_CHECK(out.is_cuda() && out.scalar_type() == torch::kBFloat16 && out.is_contiguous() && out.numel() == N,
               "out: contiguous bf16 CUDA with N = ", N, " values");
   for (const auto* t : {&scratch, &token, &pos, &history})
