@@ -1,0 +1,24 @@
+# One device call (1 GPU), issue 12: the greedy tail's kernel checks, then paired step A/Bs (benchmarks/step_ab.py)
+# of $AB_ARMS at each context of $AB_CTX ($AB_ARMS_LONG at ctx 16384 when set), then (ROUND_AFTER=1) the decode round
+# of benchmarks/gpu_decode_round.sh in the time left, with its own settings from the environment. Results in
+# $OUT/$ROUND/ (the decode round's in $OUT/$ROUND-steps/).
+#   r108: ROUND=r108 AB_ARMS="fused:;off:EDGEPROF_HEAD_NORM=off;..." ROUND_AFTER=1 ... (PROVENANCE.md)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_call.sh
+gpu_call_init "${ROUND:-r108}" "${DEADLINE_S:-570}"
+mark start
+timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import int4_gemv, json; \
+c = int4_gemv.greedy_tail_checks(); json.dump(c, open('$R/greedy_checks.json', 'w'), indent=1)" > "$R/checks.log" 2>&1
+mark "greedy checks rc=$?"; grep -E "checks|FAIL" "$R/checks.log"
+for c in ${AB_CTX:-2048}; do
+  arms="$AB_ARMS"; [ "$c" = 16384 ] && [ -n "${AB_ARMS_LONG:-}" ] && arms="$AB_ARMS_LONG"
+  timeout "$(budget 30)" python3 benchmarks/step_ab.py --arms "$arms" --ctx "$c" --blocks "${AB_BLOCKS:-40}" --steps 40 \
+    --out "$R/ab-$c.json" > "$R/ab-$c.log" 2>&1
+  mark "step_ab ctx $c rc=$?"; grep -E " / |equal" "$R/ab-$c.log" | tail -6
+done
+if [ "${ROUND_AFTER:-0}" = 1 ]; then
+  DEADLINE_S=$(( $(left) - 10 )) ROUND="$(basename "$R")-steps" bash benchmarks/gpu_decode_round.sh
+  mv "$OUT/$(basename "$R")-steps" "$R/steps-round" 2>/dev/null; rm -f "$OUT/$(basename "$R")-steps.tgz"
+fi
+mark end
