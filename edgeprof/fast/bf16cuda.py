@@ -23,7 +23,6 @@ from edgeprof.fast.w4cuda import aligned16
 VARIANTS = {"r1u8": (1, 8), "r2u4": (2, 4), "r2u8": (2, 8), "r4u2": (4, 2), "r4u4": (4, 4)}
 DEFAULT_VARIANT = "r2u8"
 ENV = "EDGEPROF_BF16_GEMV"
-_EMPTY = torch.empty(0)  # "not given" for the binding's optional tensors
 
 
 class Bf16CudaLinear:
@@ -58,15 +57,12 @@ class Bf16CudaLinear:
 
     def into_greedy(self, x: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor, token: torch.Tensor,
                     pos: torch.Tensor, history: torch.Tensor, embed: torch.Tensor, x0: torch.Tensor,
-                    host: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> None:
+                    host: torch.Tensor) -> None:
         """`into`, plus the decode step's greedy tail in the same launch (edgeprof.fast.model.GreedyTail):
         token <- argmax(out), history[pos] <- token, pos += 1, x0 <- embed[token], and host <- (token, step
-        count) when `host` is a mapped pinned pair. norm = (res [1, K], w [K], eps): the input is
-        rmsnorm(x + res) * w, applied on the way in (x is then the last layer's output)."""
-        res, nw, eps = (aligned16(norm[0]), aligned16(norm[1]), float(norm[2])) if norm is not None else (
-            _EMPTY, _EMPTY, 0.0)
+        count) when `host` is a mapped pinned pair."""
         self.ext.gemv_bf16_greedy(aligned16(x), self.w, self.bias, self.rows, self.unroll, out, scratch, token, pos,
-                                  history, embed, x0, host, res, nw, eps)
+                                  history, embed, x0, host)
 
     @property
     def nbytes(self) -> int:

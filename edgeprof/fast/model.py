@@ -124,9 +124,6 @@ class FastModel:
             # the CUDA int4 GEMV computes silu(g) * u while staging its input: one launch fewer
             fused = getattr(lw.down, "fuses_silu", False)
             x = lw.down.fused_silu(gu) if fused else lw.down(ops.silu_mul(gu))  # [1, H]
-        if self.tail is not None and self.tail.head_norm and res is not None:  # the final norm inside the head too
-            self.tail.launch(w.head, x, self, (res, w.final_norm, self.shape.norm_eps))
-            return self.token
         h, _ = ops.add_rmsnorm(x, res, w.final_norm)
         if self.tail is not None:  # logits, argmax and the bookkeeping below in one launch
             self.tail.launch(w.head, h, self)
@@ -214,12 +211,10 @@ class FastModel:
 class GreedyTail:
     """The step's greedy tail (csrc/bf16_gemv.cu: bf16_gemv_greedy_kernel, gemv_greedy_finish_kernel): its device
     scratch [SLOTS argmax keys, step count], the next step's input row x0 [1, H] = embed[token], and the mapped
-    readback of the token (edgeprof/fast/readback.py) or None, where the token is read back by copy. head_norm:
-    the head applies the final RMSNorm to its input itself (one launch fewer; $EDGEPROF_HEAD_NORM)."""
+    readback of the token (edgeprof/fast/readback.py) or None, where the token is read back by copy."""
 
-    def __init__(self, model: FastModel, mapped: bool, head_norm: bool = True):
+    def __init__(self, model: FastModel, mapped: bool):
         dev, h = model.device, model.shape.hidden
-        self.head_norm = head_norm
         self.scratch = torch.zeros(SLOTS + 1, device=dev, dtype=torch.long)
         self.x0 = torch.zeros(1, h, device=dev, dtype=model.w.embed.dtype)
         self.host = torch.empty(0, dtype=torch.long)
@@ -232,10 +227,9 @@ class GreedyTail:
                                                                 lambda n: _found(ext.wait_mapped(host, n)))
         self.follow(model)
 
-    def launch(self, head, h: torch.Tensor, m: FastModel, norm: tuple | None = None) -> None:
-        """h [1, H] (the final norm's output; with norm = (res, w, eps), the last layer's output) -> logits [1, V];
-        token, history[pos], pos and x0 updated."""
-        head.into_greedy(h, m.logits, self.scratch, m.token, m.pos, m.history, m.w.embed, self.x0, self.host, norm)
+    def launch(self, head, h: torch.Tensor, m: FastModel) -> None:
+        """h [1, H] (the final norm's output) -> logits [1, V]; token, history[pos], pos and x0 updated."""
+        head.into_greedy(h, m.logits, self.scratch, m.token, m.pos, m.history, m.w.embed, self.x0, self.host)
 
     def follow(self, m: FastModel) -> None:
         """x0 = embed[token] after the host set the token; clears the argmax scratch a failed launch may have left."""
@@ -251,16 +245,12 @@ def _found(token: int) -> int | None:
 SLOTS = 32  # the head's CTAs spread their argmax over this many keys (csrc/greedy_tail.h, kSlots)
 TAIL_ENV = "EDGEPROF_GREEDY_TAIL"  # "fused" (default), "off" (torch argmax, 3 small kernels, an embedding lookup)
 READBACK_ENV = "EDGEPROF_READBACK"  # "mapped" (default), "copy" (the token by .item())
-HEAD_NORM_ENV = "EDGEPROF_HEAD_NORM"  # "fused" (default: the head applies the final norm), "off" (add_rmsnorm first)
 
 
 def greedy_tail(model: FastModel) -> tuple[str, GreedyTail | None]:
     """(what the step's tail runs as, for the decoder's record; the GreedyTail or None)."""
     fused = w4cuda.env_choice(TAIL_ENV, ("fused", "off"), "fused") == "fused"  # a bad value fails on any device
     mapped = w4cuda.env_choice(READBACK_ENV, ("mapped", "copy"), "mapped") == "mapped"
-    head_norm = w4cuda.env_choice(HEAD_NORM_ENV, ("fused", "off"), "fused") == "fused"
-    if head_norm and model is not None and model.w.final_norm.dtype != torch.bfloat16:
-        head_norm = False  # the kernel reads a bf16 norm weight; add_rmsnorm takes any other
     if torch.device(model.device).type != "cuda":
         return "torch argmax (CPU)", None
     if not hasattr(model.w.head, "into_greedy"):
@@ -270,9 +260,8 @@ def greedy_tail(model: FastModel) -> tuple[str, GreedyTail | None]:
     embed = model.w.embed
     if not embed.is_contiguous() or embed.data_ptr() % 16 or embed.shape[0] < model.w.lm_head.shape[0]:
         return "torch argmax (the embedding is not a contiguous, 16-byte aligned [>= V, H] table)", None
-    tail = GreedyTail(model, mapped, head_norm)
+    tail = GreedyTail(model, mapped)
     how = "token read from mapped host memory" if tail.readback else (
         "token read back by copy" + ("" if not mapped else " (pinned memory has no device address here)"))
-    norm = "the final norm applied by the head" if head_norm else f"the final norm its own launch (${HEAD_NORM_ENV}=off)"
-    return f"argmax fused into the head GEMV, the bookkeeping in one launch after it; {how}; {norm}", tail
+    return f"argmax fused into the head GEMV, the bookkeeping in one launch after it; {how}", tail
 

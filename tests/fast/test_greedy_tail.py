@@ -77,30 +77,3 @@ def test_the_slot_count_matches_the_kernels():
     src = (CSRC / "greedy_tail.h").read_text()
     assert int(re.search(r"constexpr int kSlots = (\d+);", src).group(1)) == model.SLOTS == 32
 
-
-
-def test_the_head_norm_reference_is_add_rmsnorm_then_the_head():
-    # the reference the fused kernel is checked against (edgeprof.fast.greedy_check) must be the decoder's unfused
-    # math: add_rmsnorm's output through the head, within that path's own bf16 roundings of the normed input
-    from edgeprof.fast.greedy_check import head_norm_reference
-    from edgeprof.fast.kernels import add_rmsnorm
-
-    gen = torch.Generator().manual_seed(0)
-    k, n = 256, 97
-    w = torch.randn(n, k, generator=gen).to(torch.bfloat16)
-    x, res = (torch.randn(1, k, generator=gen).to(torch.bfloat16) for _ in range(2))
-    g = (1 + 0.2 * torch.randn(k, generator=gen)).to(torch.bfloat16)
-    h, summed = add_rmsnorm(x, res, g, 1e-6)
-    unfused = h.double() @ w.double().t()
-    ref = head_norm_reference(w, x, res, g, 1e-6)
-    assert torch.equal(summed, (x.float() + res.float()).to(torch.bfloat16))  # the same residual rounding
-    assert ((ref - unfused).abs() <= 2**-7 * ref.abs().max()).all()
-    assert not torch.allclose(ref, unfused * 1.01)  # the bound tells a 1% change apart
-
-
-def test_the_head_norm_setting_is_checked(monkeypatch):
-    from edgeprof.fast import model
-
-    monkeypatch.setenv(model.HEAD_NORM_ENV, "inside")
-    with pytest.raises(ValueError, match=model.HEAD_NORM_ENV):
-        model.greedy_tail(None)

@@ -37,35 +37,12 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
   return acc;
 }
 
-// 8 bf16 (one 16-byte vector) as fp32
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
-  const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) f[2 * i] = bf_lo(vs[i]), f[2 * i + 1] = bf_hi(vs[i]);
-}
-
-// The input of a GEMV that applies the RMSNorm before it (the head after the last layer): x is then the last
-// layer's output and the GEMV's input is rmsnorm(x + res) * w. Deferred, as the int4 GEMV's NORM 3 (w4a16_kernels.cuh):
-// each lane adds h^2 of the h = bf16(x + res) it streams anyway, the dot products take h * w, and the row sums are
-// scaled by rstd at the end, so the norm needs no pass of its own and no launch.
-struct NormIn {
-  const uint4* res;  // [K] bf16, the residual stream
-  const uint4* w;    // [K] bf16, the norm's weight
-  float eps;
-};
-
-// a value rounded to bf16 and back (h = bf16(x + res), as add_rmsnorm rounds the residual it writes)
-__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-
 // The work of one warp: s[r] = this lane's part of W[row0 + r] . x for its ROWS rows, in fp32 (warp_sum adds the
 // lanes' parts). Returns false for a warp wholly past N, which computes nothing. Holds the PDL wait: the first step's
-// weight loads are issued before it. NORM: the input is h * n.w with h = bf16(x + n.res) (NormIn), and `sq` gets this
-// lane's part of sum(h^2); every lane of every warp sees the same vectors in the same order, so warp_sum(sq) is the
-// same bits in all of them.
-template <int ROWS, int U, bool NORM = false>
+// weight loads are issued before it.
+template <int ROWS, int U>
 __device__ __forceinline__ bool warp_rows(const uint4* __restrict__ w, const uint4* __restrict__ x, int N, int K,
-                                          int pf_bytes, int row0, int lane, float (&s)[ROWS], const NormIn& n = {},
-                                          float* sq = nullptr) {
+                                          int pf_bytes, int row0, int lane, float (&s)[ROWS]) {
   const int nv = K / 8;  // 16-byte vectors per row
   const uint4* wr[ROWS];
 #pragma unroll
@@ -92,37 +69,23 @@ __device__ __forceinline__ bool warp_rows(const uint4* __restrict__ w, const uin
   if (row0 >= N) return false;  // warp-uniform
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) s[r] = 0.f;
-  float h2 = 0.f;  // NORM: this lane's sum of h^2
   for (int v0 = lane; v0 < nv; v0 += 32 * U) {
     if (v0 != lane) load_w(v0);
-    uint4 xv[U], rv[NORM ? U : 1], gv[NORM ? U : 1];  // x; NORM: the residual and the norm's weight beside it
+    uint4 xv[U];
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (v0 + 32 * u < nv) {
-        xv[u] = __ldg(x + v0 + 32 * u);
-        if constexpr (NORM) rv[u] = __ldg(n.res + v0 + 32 * u), gv[u] = __ldg(n.w + v0 + 32 * u);
-      }
+      if (v0 + 32 * u < nv) xv[u] = __ldg(x + v0 + 32 * u);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (v0 + 32 * u >= nv) break;
+      const uint32_t xs[4] = {xv[u].x, xv[u].y, xv[u].z, xv[u].w};
       float xf[8];
-      unpack8(xv[u], xf);
-      if constexpr (NORM) {
-        float rf[8], gf[8];
-        unpack8(rv[u], rf);
-        unpack8(gv[u], gf);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float h = round_bf16(xf[i] + rf[i]);
-          h2 = fmaf(h, h, h2);
-          xf[i] = h * gf[i];
-        }
-      }
+      for (int i = 0; i < 4; ++i) xf[2 * i] = bf_lo(xs[i]), xf[2 * i + 1] = bf_hi(xs[i]);
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) s[r] = dot8(wv[u][r], xf, s[r]);
     }
   }
-  if constexpr (NORM) *sq = h2;
   return true;
 }
 
@@ -175,25 +138,20 @@ __device__ __forceinline__ unsigned long long greedy_key(__nv_bfloat16 v, int ro
 
 // ("gemv" in both kernels' names: `edgeprof explain` books kernels by name, and the head's epilogue is its work; as
 // bf16_head_greedy_kernel and greedy_finish_kernel they went under other, H200 r104)
-// NORM: the final RMSNorm applied on the way in (NormIn): x is the last layer's output, and the final norm's launch
-// goes (edgeprof/fast/model.py, $EDGEPROF_HEAD_NORM).
-template <int ROWS, int U, bool NORM>
+template <int ROWS, int U>
 __global__ void __launch_bounds__(kWarps * 32)
 bf16_gemv_greedy_kernel(const uint4* __restrict__ w, const uint4* __restrict__ x,
                         const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ y, int N, int K,
-                        int pf_bytes, edgeprof_greedy::Tail t, NormIn n) {
+                        int pf_bytes, edgeprof_greedy::Tail t) {
   __shared__ unsigned long long warp_best[kWarps];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarps + warp) * ROWS;
-  float s[ROWS], sq = 0.f;
+  float s[ROWS];
   unsigned long long best = 0ull;  // below every key
-  if (warp_rows<ROWS, U, NORM>(w, x, N, K, pf_bytes, row0, lane, s, n, &sq)) {
-    float rstd = 1.f;  // add_rmsnorm's: 1 / sqrt(mean(h^2) + eps), in fp32
-    if constexpr (NORM) rstd = 1.f / sqrtf(warp_sum(sq) / (float)K + n.eps);
+  if (warp_rows<ROWS, U>(w, x, N, K, pf_bytes, row0, lane, s)) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      float sum = warp_sum(s[r]);
-      if constexpr (NORM) sum *= rstd;
+      const float sum = warp_sum(s[r]);
       if (row0 + r >= N) break;
       const __nv_bfloat16 v = out_of(sum, bias, row0 + r);
       if (lane == 0) y[row0 + r] = v;
@@ -257,19 +215,12 @@ cudaError_t launch(const void* w, const void* x, const void* bias, void* y, int 
 
 template <int ROWS, int U>
 cudaError_t launch_greedy(const void* w, const void* x, const void* bias, void* y, int N, int K,
-                          const edgeprof_greedy::Tail& t, const NormIn& n, cudaStream_t stream) {
+                          const edgeprof_greedy::Tail& t, cudaStream_t stream) {
   const int warps = (N + ROWS - 1) / ROWS;
-  const dim3 grid((warps + kWarps - 1) / kWarps), block(kWarps * 32);
-  const int pf = 512 * edgeprof_gemv::prefetch_tiles_now();
-  const auto* wv = reinterpret_cast<const uint4*>(w);
-  const auto* xv = reinterpret_cast<const uint4*>(x);
-  const auto* b = reinterpret_cast<const __nv_bfloat16*>(bias);
-  auto* yv = reinterpret_cast<__nv_bfloat16*>(y);
-  const cudaError_t e =
-      n.w != nullptr
-          ? edgeprof_gemv::launch(bf16_gemv_greedy_kernel<ROWS, U, true>, grid, block, 0, stream, wv, xv, b, yv, N, K, pf, t, n)
-          : edgeprof_gemv::launch(bf16_gemv_greedy_kernel<ROWS, U, false>, grid, block, 0, stream, wv, xv, b, yv, N, K, pf, t,
-                                  n);
+  const cudaError_t e = edgeprof_gemv::launch(bf16_gemv_greedy_kernel<ROWS, U>, dim3((warps + kWarps - 1) / kWarps),
+                               dim3(kWarps * 32), 0, stream, reinterpret_cast<const uint4*>(w),
+                               reinterpret_cast<const uint4*>(x), reinterpret_cast<const __nv_bfloat16*>(bias),
+                               reinterpret_cast<__nv_bfloat16*>(y), N, K, 512 * edgeprof_gemv::prefetch_tiles_now(), t);
   if (e != cudaSuccess) return e;
   return edgeprof_gemv::launch(gemv_greedy_finish_kernel, dim3(1), dim3(128), 0, stream, t);
 }
@@ -290,16 +241,14 @@ int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x
 }
 
 // The head GEMV with the greedy tail (bf16_gemv_greedy_kernel, then gemv_greedy_finish_kernel); the same (rows, unroll)
-// pairs. norm_res / norm_w non-null: the final RMSNorm on the way in (x is then the last layer's output).
+// pairs.
 int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
-                                int K, const edgeprof_greedy::Tail& t, const void* norm_res, const void* norm_w,
-                                float eps, cudaStream_t stream) {
+                                int K, const edgeprof_greedy::Tail& t, cudaStream_t stream) {
   using namespace edgeprof_bf16;
-  const NormIn n{reinterpret_cast<const uint4*>(norm_res), reinterpret_cast<const uint4*>(norm_w), eps};
-  if (rows == 1 && unroll == 8) return launch_greedy<1, 8>(w, x, bias, y, N, K, t, n, stream);
-  if (rows == 2 && unroll == 4) return launch_greedy<2, 4>(w, x, bias, y, N, K, t, n, stream);
-  if (rows == 2 && unroll == 8) return launch_greedy<2, 8>(w, x, bias, y, N, K, t, n, stream);
-  if (rows == 4 && unroll == 2) return launch_greedy<4, 2>(w, x, bias, y, N, K, t, n, stream);
-  if (rows == 4 && unroll == 4) return launch_greedy<4, 4>(w, x, bias, y, N, K, t, n, stream);
+  if (rows == 1 && unroll == 8) return launch_greedy<1, 8>(w, x, bias, y, N, K, t, stream);
+  if (rows == 2 && unroll == 4) return launch_greedy<2, 4>(w, x, bias, y, N, K, t, stream);
+  if (rows == 2 && unroll == 8) return launch_greedy<2, 8>(w, x, bias, y, N, K, t, stream);
+  if (rows == 4 && unroll == 2) return launch_greedy<4, 2>(w, x, bias, y, N, K, t, stream);
+  if (rows == 4 && unroll == 4) return launch_greedy<4, 4>(w, x, bias, y, N, K, t, stream);
   return (int)cudaErrorInvalidValue;
 }

@@ -21,8 +21,7 @@ int edgeprof_w4a16_mlp_launch(int group, bool asym, const void* gu_qw, const voi
 int edgeprof_bf16_gemv_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
                               int K, cudaStream_t stream);
 int edgeprof_bf16_greedy_launch(int rows, int unroll, const void* w, const void* x, const void* bias, void* y, int N,
-                                int K, const edgeprof_greedy::Tail& t, const void* norm_res, const void* norm_w,
-                                float eps, cudaStream_t stream);
+                                int K, const edgeprof_greedy::Tail& t, cudaStream_t stream);
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
@@ -261,20 +260,10 @@ int64_t wait_mapped(torch::Tensor host, int64_t n) {
 // [2] int64, also host <- (token, steps finished), written through its mapped device address.
 // scratch: int64 [kSlots + 1] zeros (the argmax keys, the step count); token, pos int64 [1]; history int64
 // [max_ctx]; embed bf16 [V, H]; x0 bf16 [1, H], 16-byte aligned; host: pinned CPU int64 [2] or empty.
-// norm_res, norm_w: bf16 [K] each (16-byte aligned), or both empty: with them the GEMV's input is the final RMSNorm of
-// x + norm_res times norm_w (eps), applied on the way in (bf16_gemv.cu, NormIn), and x is the last layer's output.
 void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
                       torch::Tensor out, torch::Tensor scratch, torch::Tensor token, torch::Tensor pos,
-                      torch::Tensor history, torch::Tensor embed, torch::Tensor x0, torch::Tensor host,
-                      torch::Tensor norm_res, torch::Tensor norm_w, double eps) {
+                      torch::Tensor history, torch::Tensor embed, torch::Tensor x0, torch::Tensor host) {
   const auto [N, K] = check_bf16_gemv(x, w, bias);
-  const bool norm = norm_w.defined() && norm_w.numel() > 0;
-  TORCH_CHECK(norm == (norm_res.defined() && norm_res.numel() > 0), "norm_res and norm_w: both given or both empty");
-  if (norm)
-    for (const auto* t : {&norm_res, &norm_w})
-      TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kBFloat16 && t->is_contiguous() && t->numel() == K &&
-                      reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
-                  "norm_res, norm_w: contiguous 16-byte aligned bf16 CUDA with K = ", K, " values");
   TORCH_CHECK(N < (int64_t{1} << 31), "w: N = ", N, " rows do not fit the argmax key's 32-bit row");
   TORCH_CHECK(out.is_cuda() && out.scalar_type() == torch::kBFloat16 && out.is_contiguous() && out.numel() == N,
               "out: contiguous bf16 CUDA with N = ", N, " values");
@@ -310,9 +299,7 @@ void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int6
   }
   const void* b = (bias.defined() && bias.numel() == N) ? bias.data_ptr() : nullptr;
   int err = edgeprof_bf16_greedy_launch((int)rows, (int)unroll, w.data_ptr(), x.data_ptr(), b, out.data_ptr(),
-                                        (int)N, (int)K, t, norm ? norm_res.data_ptr() : nullptr,
-                                        norm ? norm_w.data_ptr() : nullptr, (float)eps,
-                                        c10::cuda::getCurrentCUDAStream().stream());
+                                        (int)N, (int)K, t, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "bf16 greedy head launch failed (rows ", rows, ", unroll ", unroll, "): ", launch_error(err));
 }
 
@@ -396,12 +383,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out") = py::none());
   m.def("gemv_bf16_greedy", &gemv_bf16_greedy,
         "edgeprof bf16 head GEMV with the decode step's greedy tail (argmax, token, history, pos, next input row, and "
-        "optionally the token into mapped host memory) in one small launch after it; with norm_res and norm_w, the "
-        "final RMSNorm applied to the input on the way in",
+        "optionally the token into mapped host memory) in one small launch after it",
         py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("rows"), py::arg("unroll"), py::arg("out"),
         py::arg("scratch"), py::arg("token"), py::arg("pos"), py::arg("history"), py::arg("embed"), py::arg("x0"),
-        py::arg("host"), py::arg("norm_res") = torch::Tensor(), py::arg("norm_w") = torch::Tensor(),
-        py::arg("eps") = 0.0);
+        py::arg("host"));
   m.def("wait_mapped", &wait_mapped,
         "the token of step n from a mapped [token, step] pair, polled with the GIL released; -1 if the stream "
         "finished without step n writing it", py::arg("host"), py::arg("n"));
