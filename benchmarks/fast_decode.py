@@ -101,6 +101,32 @@ def free_greedy(dec, prompt: list[int], n: int) -> dict:
     return {"read": read, "history": dec.tokens(len(prompt) - 1, len(prompt) + n)}
 
 
+def pipelined_agreement(dec, prompt: list[int], n: int) -> dict:
+    """Pipelined steps against one-at-a-time on the same prompt (the same greedy tokens must come out):
+    `time_steps` with a step queued behind each unread one, and a queued step rolled back (as the daemon does when a
+    reply ends before it) followed by more steps. Meaningful where `dec.steps_ahead` > 0."""
+    def fresh() -> int:
+        dec.reset()
+        first = dec.prefill(prompt).token_id
+        dec.warmup()
+        return first
+
+    first = fresh()
+    serial = [dec.step().token_id for _ in range(n)]
+    fresh()
+    piped = dec.time_steps(n).tokens
+    fresh()
+    a, b = dec.step_async(), dec.step_async()  # b queued behind a, then undone unread
+    tok = a.finish().token_id
+    dec.rollback(1, tok)
+    del b
+    rolled = [tok] + [dec.step().token_id for _ in range(n - 1)]
+    out = {"steps_ahead": dec.steps_ahead, "time_steps_equal": piped == serial, "rollback_equal": rolled == serial,
+           "history_equal": dec.tokens(len(prompt) - 1, len(prompt) + n) == [first] + serial}
+    out["passed"] = all(v for k, v in out.items() if k.endswith("_equal"))
+    return out
+
+
 def compare(a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
     errs = [float((x - y).norm() / y.norm()) for x, y in zip(a, b, strict=True)]
     agree = sum(int(x.argmax()) == int(y.argmax()) for x, y in zip(a, b, strict=True)) / len(a)

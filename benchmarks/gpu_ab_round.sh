@@ -17,6 +17,14 @@ for c in ${AB_CTX:-2048}; do
     --out "$R/ab-$c.json" > "$R/ab-$c.log" 2>&1
   mark "step_ab ctx $c rc=$?"; grep -E " / |equal" "$R/ab-$c.log" | tail -6
 done
+if [ "${ROBOT:-0}" = 1 ]; then  # robot_latency.py through rosbridge and an rclpy robot (needs .whl-ros carried)
+  python3 -m venv /tmp/v && echo /opt/torch/.venv/lib/python3.12/site-packages \
+    > /tmp/v/lib/python3.12/site-packages/torchenv.pth && /tmp/v/bin/python -m pip install -q --no-index --no-deps .whl-ros/*.whl
+  timeout "$(budget "${ROBOT_RESERVE:-220}")" /tmp/v/bin/python benchmarks/robot_latency.py --model qwen2.5-7b \
+    --device cuda --backends edgeprof-fast-int4-cuda --max-ctx 2048 --tokens 128 --requests 4 --rounds 3 \
+    --trigger-n 200 --out "$R/robot" > "$R/robot.log" 2>&1
+  mark "robot latency rc=$?"; grep -vE "Warning|warn" "$R/robot.log" | tail -12
+fi
 if [ "${ROUND_AFTER:-0}" = 1 ]; then
   DEADLINE_S=$(( $(left) - 10 )) ROUND="$(basename "$R")-steps" bash benchmarks/gpu_decode_round.sh
   mv "$OUT/$(basename "$R")-steps" "$R/steps-round" 2>/dev/null; rm -f "$OUT/$(basename "$R")-steps.tgz"

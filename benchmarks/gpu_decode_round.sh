@@ -44,7 +44,7 @@ SB="${STEP_BACKENDS:-edgeprof-fast@EDGEPROF_ATTN=chunk:256+EDGEPROF_BF16_GEMV=cu
 EDGEPROF_W4_PLAN="$PLAN" timeout "$(( $(left) - ${RESERVE:-200} ))" python3 benchmarks/int4_gemv.py \
   --suite kernel $([ "${FULL_SUITE:-0}" = 1 ] || echo --steps-only) --step-ctx "${STEP_CTX:-2048,16384}" --steps "${STEPS:-30}" --step-backends "$SB" --explain \
   --explain-backends "${EXPLAIN_BACKENDS:-edgeprof-fast-int4-cuda,edgeprof-fast}" --out-dir "$R/steps" > "$R/steps.log" 2>&1
-mark "steps + checks + explain rc=$?"; grep -E "FAIL|DIFFERS|^qwen2.5-7b|^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
+mark "steps + checks + explain rc=$?"; grep -E "FAIL|DIFFERS|pipelined|^qwen2.5-7b|^full step|^backend|^edgeprof|vs (dequantized )?HF|^wall step|^bucket|^gemv|^attention|^norm|^host|^  gemv" "$R/steps.log"
 if [ "${DAEMON:-0}" = 1 ]; then
   timeout "$(( $(left) - 170 ))" python3 benchmarks/daemon_auto.py --model qwen2.5-7b --device cuda --tokens 64 \
     --out "$R/daemon_auto.json" > "$R/daemon_auto.log" 2>&1

@@ -655,6 +655,8 @@ def step_table(args, out: Path, copy_bw: float) -> dict:
         label = name + "".join(f" {k.removeprefix('EDGEPROF_')}={v}" for k, v in env.items())
         got[label] = fd.teacher_forced_logits(dec, prompt, forced)
         greedy[label] = fd.free_greedy(dec, prompt, 32)
+        res[f"pipelined[{label}]"] = fd.pipelined_agreement(dec, prompt, 24)
+        print(f"  {label}: pipelined steps {json.dumps(res[f'pipelined[{label}]'])}", flush=True)
         res[f"greedy_tail[{label}]"] = dec.info().notes.get("greedy_tail")
         del dec
     res["greedy_tokens"] = greedy_agreement(greedy, "edgeprof-fast-int4-cuda")

@@ -2,8 +2,10 @@
 
 Two times per decode step:
 
-* **wall** (`time.perf_counter`): from the moment the step is launched until its token
-  is readable on the host. This is what a robot waiting for the token experiences.
+* **wall** (`time.perf_counter`): from the moment the step is launched (or, where the step
+  was queued behind one whose token was still unread, from that token's read) until its
+  token is readable on the host. This is what a robot waiting for the token experiences:
+  the time since it got the previous one, or since it asked.
 * **gpu** (CUDA events): from an event recorded just before the step's first kernel
   to one recorded just after its last, on the current stream. None on the CPU.
 
@@ -17,7 +19,13 @@ read. Nothing else syncs inside a step: event timestamps are read after the loop
 from mapped host memory (edgeprof.fast.readback) may arrive before the stream has finished
 the step; the end event is waited for only after the wall clock has stopped. The daemon may split a step into `launch_timed()` and
 `LaunchedStep.finish()` to do its host work for the previous token in between; the
-wall time then still runs from launch to token read. The device-side token itself feeds the next step without a
+wall time then still runs from launch to token read.
+
+Pipelined steps (`time_steps(..., ahead=1)`, the daemon's `session.speculate`): a decoder whose
+step inputs stay on the device can have step N+1 queued before token N is read, so the device
+never waits for the host's turn-around (read, Python, the next launch). Step N+1's wall time then
+runs from token N's read, not from its own launch: the token-to-token interval, with nothing
+counted twice. Its GPU time is its own event pair as always. The device-side token itself feeds the next step without a
 copy. Warm-up is the caller's business; graph capture / compile time is reported
 apart by `Decoder.warmup()`.
 """
@@ -41,8 +49,9 @@ class StepResult:
 
     token_id: int
     position: int  # KV position the token was produced at (= tokens in cache before it)
-    wall_ms: float  # perf_counter around launch + the host read of the token
+    wall_ms: float  # perf_counter around launch + the host read of the token (see the module doc)
     gpu_ms: float | None  # CUDA-event time of the device work; None on CPU
+    t_read: float | None = None  # perf_counter when the token was read (the next queued step's wall starts here)
 
 
 @dataclass
@@ -89,15 +98,22 @@ def _read_token(out: Any) -> int:
 _EVENTS = threading.local()
 
 
+EVENT_RING = 3  # reusable event pairs per thread: a step being read, one queued behind it, one spare
+
+
 def _event_pair():
-    """One reusable (start, end) CUDA event pair per thread: creating and destroying two
-    events per token costs more than the daemon's whole bookkeeping. Safe to reuse because
-    `time_launch` reads the elapsed time before it returns."""
-    pair = getattr(_EVENTS, "pair", None)
-    if pair is None:
+    """A reusable (start, end) CUDA event pair, the next of the thread's EVENT_RING: creating and
+    destroying two events per token costs more than the daemon's whole bookkeeping. Safe to reuse
+    because at most two steps per thread are unread at once (the one being read and one queued
+    behind it), and each reads its elapsed time when it is finished."""
+    ring = getattr(_EVENTS, "ring", None)
+    if ring is None:
         cuda = _cuda()
-        pair = _EVENTS.pair = (cuda.Event(enable_timing=True), cuda.Event(enable_timing=True))
-    return pair
+        ring = _EVENTS.ring = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True))
+                               for _ in range(EVENT_RING)]
+        _EVENTS.next = 0
+    _EVENTS.next = (_EVENTS.next + 1) % EVENT_RING
+    return ring[_EVENTS.next]
 
 
 @dataclass
@@ -105,20 +121,22 @@ class LaunchedStep:
     """A step enqueued on the device whose token has not been read yet.
 
     Lets the daemon overlap its host bookkeeping of token N with the device work of step
-    N+1: launch N+1, account for N, then `finish()` N+1. At most one may be outstanding
-    per thread, because they share the thread's reusable event pair."""
+    N+1: launch N+1, account for N, then `finish()` N+1. At most two may be outstanding
+    per thread (one queued behind the other), because they share the thread's event ring."""
 
     out: Any  # the next-token device tensor, shape [1] or []
     position: int
     t0: float  # perf_counter at launch
     events: tuple[Any, Any] | None  # (start, end) CUDA events, None on the CPU
 
-    def finish(self) -> StepResult:
-        """Read the token (the step's one sync) and return its times."""
+    def finish(self, since: float | None = None) -> StepResult:
+        """Read the token (the step's one sync) and return its times. `since`: the perf_counter time the
+        previous token was read, where this step was queued before that (the wall time starts at the later
+        of the two)."""
         token = _read_token(self.out)
         t1 = time.perf_counter()
         gpu_ms = None if self.events is None else _elapsed_ms(*self.events)
-        return StepResult(token, self.position, (t1 - self.t0) * 1e3, gpu_ms)
+        return StepResult(token, self.position, (t1 - max(self.t0, since or 0.0)) * 1e3, gpu_ms, t1)
 
 
 def launch_timed(fn: Callable[[], Any], position: int, device_kind: str) -> LaunchedStep:
@@ -158,35 +176,43 @@ class StepTimes:
         return LatencyStats.of(self.gpu_ms) if self.gpu_ms else None
 
 
-def time_steps(launch: Callable[[], Any], n: int, device_kind: str, first_position: int) -> StepTimes:
+def time_steps(launch: Callable[[], Any], n: int, device_kind: str, first_position: int,
+               ahead: int = 0) -> StepTimes:
     """Time `n` consecutive calls of `launch` (one decode step each: it enqueues the step
     and returns the next-token device tensor unread), the first at KV position
     `first_position`. `Decoder.time_steps` passes its own launcher, room already checked.
+    ahead: steps queued behind the one being read (1: pipelined, see the module doc; 0: each
+    step launched after the previous token's read).
 
     Events are pre-allocated and only read after the loop; each step's single sync is
     its token read (see the module doc)."""
     if n <= 0:
         raise MeasurementError(f"steps must be positive, got {n}")
-    cuda_mode = device_kind == "cuda"
-    wall: list[float] = []
-    tokens: list[int] = []
-    positions: list[int] = []
+    if ahead not in (0, 1):
+        raise MeasurementError(f"ahead must be 0 or 1 (steps queued behind the one being read), got {ahead}")
     events = None
-    if cuda_mode:
+    if device_kind == "cuda":
         cuda = _cuda()
         events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(n)]
+    outs: list[Any] = []
+    t_launch: list[float] = []
+    wall: list[float] = []
+    tokens: list[int] = []
+    t_prev = 0.0
     for i in range(n):
-        positions.append(first_position + i)
-        t0 = time.perf_counter()
-        if events is not None:
-            events[i][0].record()
-        out = launch()
-        if events is not None:
-            events[i][1].record()
-        tokens.append(_read_token(out))
-        wall.append((time.perf_counter() - t0) * 1e3)
+        while len(outs) < min(n, i + 1 + ahead):  # launch what may be on the device before reading step i
+            t_launch.append(time.perf_counter())
+            if events is not None:
+                events[len(outs)][0].record()
+            outs.append(launch())
+            if events is not None:
+                events[len(outs) - 1][1].record()
+        tokens.append(_read_token(outs[i]))
+        t = time.perf_counter()
+        wall.append((t - max(t_launch[i], t_prev)) * 1e3)
+        t_prev = t
     gpu = [_elapsed_ms(a, b) for a, b in events] if events is not None else None
-    return StepTimes(wall, gpu, tokens, positions)
+    return StepTimes(wall, gpu, tokens, [first_position + i for i in range(n)])
 
 
 def _elapsed_ms(start, end) -> float:

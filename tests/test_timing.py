@@ -72,6 +72,55 @@ def test_time_steps_times_any_launch_callable() -> None:
         time_steps(lambda: torch.tensor([0]), 0, "cpu", 0)
 
 
+def test_pipelined_steps_launch_one_ahead_and_time_from_the_previous_read() -> None:
+    import time
+
+    import torch
+
+    events = []  # ("launch", i) / ("read", i) in the order they happen
+
+    class Out:
+        def __init__(self, i):
+            self.i = i
+
+        def __int__(self):
+            events.append(("read", self.i))
+            time.sleep(0.004)  # the wait for this step's token
+            return 100 + self.i
+
+    launched = iter(range(4))
+
+    def launch():
+        i = next(launched)
+        events.append(("launch", i))
+        return Out(i)
+
+    times = time_steps(launch, 4, "cpu", first_position=0, ahead=1)
+    assert times.tokens == [100, 101, 102, 103]
+    # step i + 1 is on the device before step i is read; nothing past the n steps asked for
+    assert events == [("launch", 0), ("launch", 1), ("read", 0), ("launch", 2), ("read", 1), ("launch", 3),
+                      ("read", 2), ("read", 3)]
+    # each wall time is one wait (from the previous read), not two (from its own, earlier launch)
+    assert all(3.5 < w < 7.5 for w in times.wall_ms), times.wall_ms
+    with pytest.raises(MeasurementError, match="ahead"):
+        time_steps(lambda: torch.tensor([0]), 2, "cpu", 0, ahead=2)
+
+
+def test_a_queued_step_is_timed_from_the_previous_read() -> None:
+    import time
+
+    import torch
+
+    from edgeprof.timing import launch_timed
+
+    step = launch_timed(lambda: torch.tensor([5]), 9, "cpu")
+    time.sleep(0.01)
+    since = time.perf_counter()  # the previous token was read after this step was launched
+    r = step.finish(since=since)
+    assert r.token_id == 5 and r.wall_ms < 5 and r.t_read >= since
+    assert launch_timed(lambda: torch.tensor([5]), 9, "cpu").finish(since=0.0).wall_ms < 5
+
+
 def test_time_graph_needs_calls_and_repeats():
     from edgeprof.timing import time_graph
 

@@ -141,8 +141,21 @@ class Decoder(ABC):
         return self._launch_step
 
     def time_steps(self, n: int) -> StepTimes:
-        """Time `n` consecutive decode steps (prefilled and warmed up first: the caller's job)."""
-        return time_steps(self.step_launcher(n), n, self.device_kind, self.position)
+        """Time `n` consecutive decode steps (prefilled and warmed up first: the caller's job), pipelined
+        where the decoder can queue a step behind an unread one (`steps_ahead`; edgeprof.timing)."""
+        return time_steps(self.step_launcher(n), n, self.device_kind, self.position, ahead=self.steps_ahead)
+
+    @property
+    def steps_ahead(self) -> int:
+        """Steps that may be queued behind one whose token is still unread: 1 where a step's inputs stay on the
+        device and a queued step can be read on its own and rolled back (`rollback`), else 0."""
+        return 0
+
+    def rollback(self, steps: int, token_id: int) -> None:
+        """Undo the last `steps` launched steps, whose tokens nobody will read (queued behind a reply's last
+        token): the position goes back, and the next step is fed `token_id`. Their KV rows are rewritten by
+        whatever is fed at those positions next. Only decoders with `steps_ahead` > 0 can."""
+        raise NotImplementedError(f"{self.backend_name} queues no steps ahead, so it has none to roll back")
 
     @property
     def device_kind(self) -> str:

@@ -57,6 +57,9 @@ class SessionConfig:
     # Launch step N+1 before the host work for token N (record, publish, run log, metrics),
     # so that work overlaps the device step instead of adding to it (Session.generate).
     overlap_host: bool = True
+    # With overlap_host, also queue step N+2 behind N+1 where the decoder can (edgeprof-fast with the mapped
+    # readback): the device never waits for the host's turn-around; a step queued past a reply's end is rolled back.
+    speculate: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def _check_value(chk: _Checker, section: str, key: str, name: str, v: Any) -> An
         return chk.port(name, v)
     if key in ("connect_timeout_s", "reply_timeout_s", "period_s", "flush_interval_s"):
         return chk.positive_float(name, v)
-    if key in ("enabled", "stop_at_eos", "overlap_host", "allow_remote"):
+    if key in ("enabled", "stop_at_eos", "overlap_host", "speculate", "allow_remote"):
         return chk.boolean(name, v)
     if key == "max_ctx":
         return chk.positive_int(name, v, maximum=1 << 20)

@@ -12,6 +12,7 @@ position, which is how a conversation continues.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,6 +267,30 @@ class Session:
         return (self.cfg.overlap_host and bool(getattr(self.decoder, "launch_is_async", False))
                 and self.position + 1 <= self.max_ctx)
 
+    def _depth(self, left: int) -> int:
+        """Steps to have on the device while a token is with the caller: the next one (overlap_host), and with
+        `speculate` one more queued behind it where the decoder can read it alone and roll it back; never more
+        than the `left` tokens the request still wants, nor past the context."""
+        ahead = getattr(self.decoder, "steps_ahead", 0) if self.cfg.speculate else 0
+        return max(0, min(1 + ahead, left, self.max_ctx - self.position + self._queued))
+
+    def _launch_ahead(self, queue: deque, left: int) -> None:
+        while len(queue) < self._depth(left):
+            queue.append(self.decoder.step_async())  # [1] a token after the last read one, on the device
+            self._queued += 1
+
+    def _finish(self, queue: deque, fed: int) -> _Read:
+        """The first queued step's token; its wall time starts at the previous read where it was queued before it."""
+        self._queued -= 1
+        return _read(queue.popleft().finish(since=self._last_read), [fed], None)
+
+    def _drop(self, queue: deque) -> None:
+        """Roll back the queued steps nobody will read (the reply ended before them); `pending` feeds next."""
+        if queue:
+            self.decoder.rollback(len(queue), self.pending)
+            queue.clear()
+            self._queued = 0
+
     def is_eos(self, token_id: int) -> bool:
         return self.cfg.stop_at_eos and token_id in self.codec.eos_ids
 
@@ -274,32 +299,36 @@ class Session:
         """Prefill `ids` (from `encode`) then step until max_new_tokens, EOS or
         `should_stop()` returns a reason. The end reason is in `self.end_reason` after.
 
-        With `overlap_host` on a decoder whose launch is asynchronous (CUDA), token N is read, step N+1 is launched, and only then is N
-        accounted for and yielded: the caller's per-token work (record, publish, run log,
-        metrics) runs while the device computes N+1 instead of leaving it idle. The stop
-        check comes before that launch, so a cancel arriving during the work takes effect
-        after the one step already on the device, which is still emitted (nothing is lost
-        or rolled back)."""
+        With `overlap_host` on a decoder whose launch is asynchronous (CUDA), token N is read, step N+1 is launched,
+        and only then is N accounted for and yielded: the caller's per-token work (record, publish, run log, metrics)
+        runs while the device computes N+1 instead of leaving it idle. With `speculate` on a decoder that can queue
+        a step behind an unread one (`steps_ahead`), step N+2 is queued then too, so the device does not wait for
+        the host's turn-around between N+1 and N+2 either; where the reply ends at N+1 (EOS, a stop), N+2 is rolled
+        back unread. The stop check comes before the launches, so a cancel arriving during the work takes effect
+        after the one step already on the device whose token is next, which is still emitted (nothing is lost)."""
         self.end_reason = "length"
         parts = self._begin_parts(req, ids)
+        queue: deque = deque()  # launched steps, unread, in order; queue[0] makes the next token
+        self._queued = 0
         for made in range(1, req.max_new_tokens + 1):
             token = int(parts[0].token_id)
+            self._last_read = parts[0].t_read if getattr(parts[0], "t_read", None) is not None else time.perf_counter()
             more = made < req.max_new_tokens and not self.is_eos(token)
-            stop, ahead = None, None
-            if more and self._overlaps():
+            stop = None
+            if more and (queue or self._overlaps()):
                 stop = should_stop()
-                ahead = None if stop else self.decoder.step_async()  # [1] next token, on the device
+                if not stop:
+                    self._launch_ahead(queue, req.max_new_tokens - made)
             try:
                 yield self._account(*parts)
             except GeneratorExit:  # the caller stopped early: keep the cache and `pending` in step
-                if ahead is not None:
-                    self._account(*_read(ahead.finish(), [token], None))
+                if queue:
+                    self._account(*self._finish(queue, token))
+                self._drop(queue)
                 raise
-            if not more:
-                self.end_reason = "eos" if self.is_eos(token) else "length"
+            stop = stop or (should_stop() if more and not queue else None)
+            if not more or stop:
+                self.end_reason = stop or ("eos" if self.is_eos(token) else "length")
+                self._drop(queue)
                 return
-            stop = stop or (should_stop() if ahead is None else None)
-            if stop:
-                self.end_reason = stop
-                return
-            parts = self._step_parts() if ahead is None else _read(ahead.finish(), [token], None)
+            parts = self._step_parts() if not queue else self._finish(queue, token)

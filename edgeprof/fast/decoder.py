@@ -14,9 +14,12 @@ from collections.abc import Sequence
 import torch
 
 from edgeprof.backends.base import Decoder, DecoderInfo, without_module
+from edgeprof.fast import w4cuda
 from edgeprof.fast.model import FastModel, rope_tables
 from edgeprof.fast.readback import PendingToken
 from edgeprof.fast.weights import deferred_norm_projections, from_hf
+
+AHEAD_ENV = "EDGEPROF_STEPS_AHEAD"  # "1" (default): a step may be queued behind an unread one; "0": never
 
 
 class FastDecoder(Decoder):
@@ -44,12 +47,15 @@ class FastDecoder(Decoder):
         self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_s = 0.0
+        # pipelined steps (steps_ahead) unless $EDGEPROF_STEPS_AHEAD=0 (A/B runs; the daemon's session.speculate)
+        self.pipelined = w4cuda.env_choice(AHEAD_ENV, ("1", "0"), "1") == "1"
 
     def info(self) -> DecoderInfo:
         return DecoderInfo(self.backend_name, self.weights.fmt, self.device, self.weights.nbytes(),
                            bool(getattr(self.loaded, "synthetic", False)), self.capture_s,
                            {"cuda_graph": self.graph is not None, "attention": _attention_note(self.model.ops),
                             "greedy_tail": self.model.tail_note,
+                            "steps_ahead": self.steps_ahead,
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
@@ -77,12 +83,30 @@ class FastDecoder(Decoder):
         else:
             self.model.step()
         self.position += 1
-        # with the mapped readback, int() of the result waits for the token in host memory (edgeprof.fast.readback)
-        return PendingToken(reader, n, self.model.token) if reader is not None else self.model.token
+        # this step's history slot [1], which a step queued behind it leaves alone (model.token it overwrites); with
+        # the mapped readback, int() of the result waits for the token in host memory (edgeprof.fast.readback) and
+        # reads the slot only as its fallback
+        slot = self.model.history[self.position - 1:self.position]
+        return PendingToken(reader, n, slot) if reader is not None else slot
 
     def _reader(self):
         tail = self.model.tail
         return tail.readback if tail is not None else None
+
+    @property
+    def steps_ahead(self) -> int:
+        """1 with a graph and the mapped readback: a step can be queued behind an unread one and its token read
+        alone (a copy would wait for the whole stream), else 0 (edgeprof.timing, pipelined steps)."""
+        return 1 if self.pipelined and self.use_graph and self._reader() is not None else 0
+
+    def rollback(self, steps: int, token_id: int) -> None:
+        """Stream-ordered after the queued steps: pos back by `steps`, the next input `token_id` (x0 with it). The
+        rolled-back steps still write their mapped pairs and count on the device; the host counted them too."""
+        if not 0 < steps <= self.position:
+            raise ValueError(f"steps: {steps} is not between 1 and the position {self.position}")
+        self.position -= steps
+        self.model.pos.fill_(self.position)
+        self.model.set_token(int(token_id))
 
     def reset(self) -> None:
         self.model.reset()

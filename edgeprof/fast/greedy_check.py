@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from edgeprof.fast.model import SLOTS
+from edgeprof.fast.readback import PAIRS
 
 # how the logits are made: random; the maximum repeated before and after its row (ties: the first wins);
 # every logit negative; every logit zero (all equal: row 0)
@@ -50,7 +51,7 @@ def check_case(case: str, variant: str, n: int = 5003, k: int = 512, vocab_extra
     token = torch.full((1,), -5, device=dev, dtype=torch.long)
     history = torch.full((16,), -1, device=dev, dtype=torch.long)
     x0 = torch.zeros(1, 64, device=dev, dtype=torch.bfloat16)
-    host = torch.full((2,), -1, dtype=torch.long, pin_memory=True)
+    host = torch.full((2 * PAIRS,), -1, dtype=torch.long, pin_memory=True)
     mapped = bool(lin.ext.mapped_address(host))
     res = {"case": case, "variant": variant, "n": n, "k": k, "mapped": mapped, "ref_token": ref_tok}
     for step, p in enumerate((3, 4)):  # two steps: the second sees the scratch the first reset
@@ -61,7 +62,7 @@ def check_case(case: str, variant: str, n: int = 5003, k: int = 512, vocab_extra
         ok = {"logits_bitwise": torch.equal(out, ref_logits), "token": tok == ref_tok,
               "history": int(history[p]) == ref_tok, "pos": int(pos) == p + 1,
               "x0": torch.equal(x0[0], embed[ref_tok]), "scratch_reset": not scratch[:SLOTS].any().item(),
-              "host": (not mapped) or host.tolist() == [ref_tok, step + 1],
+              "host": (not mapped) or host.view(PAIRS, 2)[(step + 1) % PAIRS].tolist() == [ref_tok, step + 1],
               # the host's wait (GIL released): this step's token; -1 for a step that never comes (stream idle)
               "wait_mapped": (not mapped) or (lin.ext.wait_mapped(host, step + 1) == ref_tok
                                               and lin.ext.wait_mapped(host, 99) == -1)}

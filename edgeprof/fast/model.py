@@ -32,7 +32,7 @@ from edgeprof.fast.kernels import (
     pdl_prefetch_tiles,
     pdl_wanted,
 )
-from edgeprof.fast.readback import MappedReadback
+from edgeprof.fast.readback import PAIRS, MappedReadback
 from edgeprof.fast.weights import FastWeights
 from edgeprof.shapes import ModelShape
 
@@ -220,7 +220,7 @@ class GreedyTail:
         self.host = torch.empty(0, dtype=torch.long)
         self.readback: MappedReadback | None = None
         if mapped:
-            host = torch.zeros(2, dtype=torch.long, pin_memory=True)
+            host = torch.zeros(2 * PAIRS, dtype=torch.long, pin_memory=True)
             ext = model.w.head.ext
             if ext.mapped_address(host):
                 self.host, self.readback = host, MappedReadback(host, self.scratch[SLOTS:],

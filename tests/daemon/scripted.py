@@ -16,7 +16,7 @@ class _Done:
     def __init__(self, result: StepResult) -> None:
         self.result = result
 
-    def finish(self) -> StepResult:
+    def finish(self, since: float | None = None) -> StepResult:
         return self.result
 
 
@@ -24,7 +24,7 @@ class ScriptedDecoder(Decoder):
     backend_name = "scripted"
 
     def __init__(self, max_ctx: int = 64, vocab: int = 256, step_ms: float = 1.0, eos_after: int | None = None,
-                 gate: threading.Event | None = None, async_launch: bool = True) -> None:
+                 gate: threading.Event | None = None, async_launch: bool = True, ahead: int = 0) -> None:
         super().__init__(max_ctx, "cpu")
         # Behave as a CUDA decoder for the session's overlap logic (its launch is asynchronous),
         # unless a test asks for a CPU-like one.
@@ -36,10 +36,23 @@ class ScriptedDecoder(Decoder):
         self.eos_after = eos_after  # produce token 0 after this many tokens of one cache
         self.gate = gate  # when set, each step waits for it (lets tests hold the worker mid-request)
         self.prefills: list[list[int]] = []
+        self.ahead = ahead  # steps_ahead: 1 lets the session queue a step behind an unread one
+        self.rolled_back: list[int] = []  # steps undone per rollback
 
     @property
     def launch_is_async(self) -> bool:
         return self.async_launch
+
+    @property
+    def steps_ahead(self) -> int:
+        return self.ahead
+
+    def rollback(self, steps: int, token_id: int) -> None:
+        # the fed ids leave the cache; the next step feeds token_id (as a device-side token buffer would)
+        del self.cache[len(self.cache) - steps:]
+        self.position -= steps
+        self.last = token_id
+        self.rolled_back.append(steps)
 
     def info(self) -> DecoderInfo:
         return DecoderInfo("scripted", "bf16", "cpu", 0, True)

@@ -16,8 +16,8 @@ from edgeprof.shape_loader import preset
 from .scripted import ScriptedDecoder
 
 
-def _session(max_ctx=64, eos_after=None, async_launch=True, **cfg) -> Session:
-    dec = ScriptedDecoder(max_ctx=max_ctx, eos_after=eos_after, async_launch=async_launch)
+def _session(max_ctx=64, eos_after=None, async_launch=True, ahead=0, **cfg) -> Session:
+    dec = ScriptedDecoder(max_ctx=max_ctx, eos_after=eos_after, async_launch=async_launch, ahead=ahead)
     codec = ByteCodec(256)
     codec.eos_ids = frozenset({0})
     floor = FloorModel(preset("tiny-test"), parse_format("bf16"), gpu("cpu"))
@@ -201,3 +201,69 @@ def test_a_cancel_during_host_work_stops_after_the_step_on_the_device(overlap, e
             cancelled.append(True)  # arrives while the caller publishes token 3
     assert len(evs) == emitted and s.end_reason == "cancelled"
     assert s.history == s.decoder.cache and s.pending == evs[-1].token_id
+
+
+# --- speculate: step N+2 queued behind N+1 where the decoder can read it alone and roll it back ----------------
+def test_speculation_keeps_two_steps_on_the_device_within_the_request():
+    s = _session(ahead=1)
+    req = GenerateRequest(id="a", max_new_tokens=5, prompt="hi")
+    seen = [(ev.position, s.decoder.position) for ev in s.generate(req, s.encode(req), lambda: None)]
+    # while token N is with the caller, N+1 and N+2 are launched; never past the 5 tokens asked for
+    assert seen == [(2, 4), (3, 5), (4, 6), (5, 6), (6, 6)]
+    assert s.decoder.rolled_back == []  # a reply that ends at its length queued nothing past it
+
+
+def test_speculation_is_off_without_the_decoder_or_the_setting():
+    for s in (_session(ahead=0), _session(ahead=1, speculate=False)):
+        req = GenerateRequest(id="a", max_new_tokens=3, prompt="hi")
+        assert [s.decoder.position for _ in s.generate(req, s.encode(req), lambda: None)] == [3, 4, 4]
+
+
+@pytest.mark.parametrize("policy", ["error", "reset", "sliding_window"])
+@pytest.mark.parametrize("eos_after", [None, 9])
+def test_speculation_on_and_off_give_the_same_records_and_cache(policy, eos_after):
+    runs = []
+    for ahead in (1, 0):
+        s = _session(max_ctx=16, on_overflow=policy, sliding_window=6, eos_after=eos_after, ahead=ahead)
+        evs = []
+        for rid, prompt, n in (("a", "hello", 6), ("b", "abc", 8), ("c", "x", 3)):
+            try:
+                evs += _run(s, rid, prompt, n, reset=eos_after is not None and rid == "c")
+            except RequestError as exc:
+                evs.append(exc.code)
+        runs.append((_records(e for e in evs if not isinstance(e, str)), [e for e in evs if isinstance(e, str)],
+                     s.decoder.cache, s.history, s.pending, s.decoder.prefills))
+    assert runs[0] == runs[1]
+
+
+def test_a_reply_ending_at_eos_rolls_back_the_step_queued_behind_it():
+    s = _session(eos_after=5, ahead=1)
+    evs = _run(s, "a", "hi", 10)  # the cache reaches 5 after the prompt and 3 fed tokens: the 4th token is EOS
+    assert [e.token_id for e in evs][-1] == 0 and s.end_reason == "eos"
+    assert s.decoder.rolled_back == [1]  # the step queued behind the EOS, unread
+    assert s.history == s.decoder.cache and s.position == len(s.history) and s.pending == 0
+    _run(s, "b", "yo", 2)  # the conversation continues from the EOS, as without speculation
+    assert s.decoder.prefills[-1] == [0, ord("y"), ord("o")]
+
+
+def test_a_cancel_with_speculation_emits_the_next_token_and_rolls_back_the_one_behind():
+    s = _session(ahead=1)
+    req = GenerateRequest(id="a", max_new_tokens=10, prompt="hi")
+    cancelled, evs = [], []
+    for ev in s.generate(req, s.encode(req), lambda: "cancelled" if cancelled else None):
+        evs.append(ev)
+        if len(evs) == 3:
+            cancelled.append(True)
+    assert len(evs) == 4 and s.end_reason == "cancelled"  # as with overlap_host alone
+    assert s.decoder.rolled_back == [1]
+    assert s.history == s.decoder.cache and s.pending == evs[-1].token_id and s.position == len(s.history)
+
+
+def test_closing_early_with_speculation_accounts_the_next_step_and_rolls_back_the_rest():
+    s = _session(ahead=1)
+    req = GenerateRequest(id="a", max_new_tokens=10, prompt="hi")
+    gen = s.generate(req, s.encode(req), lambda: None)
+    next(gen), next(gen)
+    gen.close()
+    assert s.decoder.rolled_back == [1]
+    assert s.history == s.decoder.cache and s.pending == s.decoder.last and s.position == 2 + 2

@@ -121,3 +121,21 @@ def test_context_overflow_is_a_clear_error():
     dec.prefill(list(range(8)))
     with pytest.raises(ContextLengthError, match="maximum context of 8"):
         dec.step()
+
+
+def test_a_rolled_back_step_leaves_the_decode_as_if_it_never_ran():
+    # the daemon's speculation undoes a step queued past a reply's end (Session._drop): the next steps must give the
+    # tokens they give without it. On the CPU the step runs at launch, so the rolled-back one really wrote its KV row.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import fast_decode
+
+    loaded = load_model("tiny-test", "cpu")
+    dec = registry.create("edgeprof-fast", loaded, device="cpu", max_ctx=64)
+    got = fast_decode.pipelined_agreement(dec, [5, 9, 2, 7], 6)
+    assert got["steps_ahead"] == 0 and got["passed"], got  # no queueing on the CPU: the timed loop runs one at a time
+    assert dec.position == 4 + 6 - 1 + 1  # the prompt, then the 6 steps after the rollback's
+    with pytest.raises(ValueError, match="steps"):
+        dec.rollback(99, 0)

@@ -190,10 +190,11 @@ __global__ void __launch_bounds__(128) gemv_greedy_finish_kernel(edgeprof_greedy
       *t.token = tok;
       *t.pos = p + 1;
       if (t.host != nullptr) {  // token first, then the step's number: the host polls the number
+        volatile long long* pair = t.host + 2 * (n % edgeprof_greedy::kPairs);
         *t.seq = n;
-        t.host[0] = tok;
+        pair[0] = tok;
         __threadfence_system();
-        t.host[1] = n;
+        pair[1] = n;
       }
     }
   }

@@ -5,6 +5,7 @@
 namespace edgeprof_greedy {
 
 constexpr int kSlots = 32;  // the head's CTAs spread their atomic max over this many keys (less contention)
+constexpr int kPairs = 2;   // mapped [token, step] pairs: one per step the host may have on the device at once
 
 struct Tail {
   unsigned long long* best;  // [kSlots] this step's running maxima of greedy_key(); 0 between steps
@@ -16,7 +17,9 @@ struct Tail {
   void* x0;                  // [H] bf16, 16-byte aligned
   int h_vec;                 // H / 8 (16-byte vectors per row)
   long long* seq;            // [1] steps finished, counted where host != nullptr
-  volatile long long* host;  // [2] mapped pinned memory (device address): output token, then seq; or nullptr
+  // [kPairs][2] mapped pinned memory (device address), or nullptr: step n writes its output token, then n, into pair
+  // n % kPairs, so a step queued behind it (edgeprof/fast/readback.py) cannot overwrite a pair the host has not read
+  volatile long long* host;
 };
 
 }  // namespace edgeprof_greedy

@@ -234,16 +234,18 @@ int64_t mapped_address(torch::Tensor host) {
   return reinterpret_cast<int64_t>(dev);
 }
 
-// The host's wait for a step's token in the mapped pair [token, step number] (edgeprof/fast/readback.py): polls
+// The host's wait for a step's token in its mapped pair [token, step number] (pair n % kPairs; edgeprof/fast/readback.py): polls
 // until the number is n and returns the token, or -1 when the current stream has finished (or failed) without
 // step n writing it; the caller then reads the device token by copy, which also raises a CUDA error. The GIL is
 // released while it polls, as torch's .item() releases it while it waits for its copy: the daemon's bridge
 // thread must be able to send the previous token meanwhile (a Python poll held the GIL for up to the 5 ms switch
 // interval).
 int64_t wait_mapped(torch::Tensor host, int64_t n) {
-  TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong && host.numel() == 2,
-              "host: pinned CPU int64 [2]");
-  const volatile int64_t* pair = host.data_ptr<int64_t>();
+  TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong &&
+                  host.numel() == 2 * edgeprof_greedy::kPairs,
+              "host: pinned CPU int64 [", 2 * edgeprof_greedy::kPairs, "] (the mapped pairs)");
+  TORCH_CHECK(n >= 0, "n: a step number (>= 0)");
+  const volatile int64_t* pair = host.data_ptr<int64_t>() + 2 * (n % edgeprof_greedy::kPairs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   py::gil_scoped_release no_gil;
   for (uint64_t polls = 1;; ++polls) {
@@ -257,9 +259,10 @@ int64_t wait_mapped(torch::Tensor host, int64_t n) {
 
 // The head GEMV with the step's greedy tail: logits into `out` as gemv_bf16 does, then (a second, one-CTA launch) token <-
 // argmax(logits) (torch.argmax's pick), history[pos] <- token, pos += 1, x0 <- embed[token]; with a pinned `host`
-// [2] int64, also host <- (token, steps finished), written through its mapped device address.
+// [2 * kPairs] int64, also its pair (steps finished % kPairs) <- (token, steps finished), written through its mapped
+// device address.
 // scratch: int64 [kSlots + 1] zeros (the argmax keys, the step count); token, pos int64 [1]; history int64
-// [max_ctx]; embed bf16 [V, H]; x0 bf16 [1, H], 16-byte aligned; host: pinned CPU int64 [2] or empty.
+// [max_ctx]; embed bf16 [V, H]; x0 bf16 [1, H], 16-byte aligned; host: pinned CPU int64 [2 * kPairs] or empty.
 void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int64_t rows, int64_t unroll,
                       torch::Tensor out, torch::Tensor scratch, torch::Tensor token, torch::Tensor pos,
                       torch::Tensor history, torch::Tensor embed, torch::Tensor x0, torch::Tensor host) {
@@ -290,8 +293,9 @@ void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int6
   t.x0 = x0.data_ptr();
   t.h_vec = (int)(embed.size(1) / 8);
   if (host.defined() && host.numel() > 0) {
-    TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong && host.numel() == 2,
-                "host: pinned CPU int64 [2] (or empty for no mapped readback)");
+    TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong &&
+                    host.numel() == 2 * edgeprof_greedy::kPairs,
+                "host: pinned CPU int64 [", 2 * edgeprof_greedy::kPairs, "] (or empty for no mapped readback)");
     const int64_t dev = mapped_address(host);
     TORCH_CHECK(dev != 0, "host: this pinned buffer has no device address (no mapped readback here); pass an "
                 "empty tensor to read the token back by copy");
