@@ -2,7 +2,7 @@
 # of $AB_ARMS at each context of $AB_CTX ($AB_ARMS_LONG at ctx 16384 when set), then (ROUND_AFTER=1) the decode round
 # of benchmarks/gpu_decode_round.sh in the time left, with its own settings from the environment. Results in
 # $OUT/$ROUND/ (the decode round's in $OUT/$ROUND-steps/).
-#   r108: ROUND=r108 AB_ARMS="fused:;off:EDGEPROF_HEAD_NORM=off;..." ROUND_AFTER=1 ... (PROVENANCE.md)
+#   r108-r110: results/h200/2026-11-29-pipelined/PROVENANCE.md
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -21,7 +21,7 @@ if [ "${ROBOT:-0}" = 1 ]; then  # robot_latency.py through rosbridge and an rclp
   python3 -m venv /tmp/v && echo /opt/torch/.venv/lib/python3.12/site-packages \
     > /tmp/v/lib/python3.12/site-packages/torchenv.pth && /tmp/v/bin/python -m pip install -q --no-index --no-deps .whl-ros/*.whl
   timeout "$(budget "${ROBOT_RESERVE:-220}")" /tmp/v/bin/python benchmarks/robot_latency.py --model qwen2.5-7b \
-    --device cuda --backends edgeprof-fast-int4-cuda --max-ctx 2048 --tokens 128 --requests 4 --rounds 3 \
+    --device cuda --backends "${ROBOT_BACKENDS:-edgeprof-fast-int4-cuda}" --max-ctx 2048 --tokens 128 --requests 4 --rounds 3 \
     --trigger-n 200 --out "$R/robot" > "$R/robot.log" 2>&1
   mark "robot latency rc=$?"; grep -vE "Warning|warn" "$R/robot.log" | tail -12
 fi

@@ -332,8 +332,9 @@ def _buckets(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, fl
 
 
 def _token_families(pubs: list[MetricsPublisher]) -> Iterable[Any]:
-    step = HistogramMetricFamily("edgeprof_decode_step_seconds", "Wall time of one decode step (one token).",
-                                 labels=list(LABELS))
+    step = HistogramMetricFamily("edgeprof_decode_step_seconds",
+                                 "Wall time of one decode step (one token): from its launch, or from the previous "
+                                 "token's read where it was queued behind it.", labels=list(LABELS))
     gpu = HistogramMetricFamily("edgeprof_decode_step_gpu_seconds", "GPU (CUDA event) time of one decode step.",
                                 labels=list(LABELS))
     pub_h = HistogramMetricFamily("edgeprof_bridge_publish_seconds", "Time to hand one token to the ROS bridge.",
