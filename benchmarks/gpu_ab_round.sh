@@ -1,6 +1,8 @@
 # One device call (1 GPU), issue 12: the greedy tail's kernel checks, then paired step A/Bs (benchmarks/step_ab.py)
-# of $AB_ARMS at each context of $AB_CTX ($AB_ARMS_LONG at ctx 16384 when set), then (ROUND_AFTER=1) the decode round
-# of benchmarks/gpu_decode_round.sh in the time left, with its own settings from the environment. Results in
+# of $AB_ARMS at each context of $AB_CTX ($AB_ARMS_LONG at ctx 16384 when set), (ROBOT=1) benchmarks/robot_latency.py
+# for $ROBOT_BACKENDS (default edgeprof-fast-int4-cuda) through the real rosbridge (.whl-ros carried), then
+# (ROUND_AFTER=1) the decode round of benchmarks/gpu_decode_round.sh in the time left, with its own settings from the
+# environment. Results in
 # $OUT/$ROUND/ (the decode round's in $OUT/$ROUND-steps/).
 #   r108-r110: results/h200/2026-11-29-pipelined/PROVENANCE.md
 set -uo pipefail
