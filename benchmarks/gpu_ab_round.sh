@@ -10,9 +10,7 @@ cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
 gpu_call_init "${ROUND:-r108}" "${DEADLINE_S:-570}"
 mark start
-timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import int4_gemv, json; \
-c = int4_gemv.greedy_tail_checks(); json.dump(c, open('$R/greedy_checks.json', 'w'), indent=1)" > "$R/checks.log" 2>&1
-mark "greedy checks rc=$?"; grep -E "checks|FAIL" "$R/checks.log"
+greedy_checks
 for c in ${AB_CTX:-2048}; do
   arms="$AB_ARMS"; [ "$c" = 16384 ] && [ -n "${AB_ARMS_LONG:-}" ] && arms="$AB_ARMS_LONG"
   timeout "$(budget 30)" python3 benchmarks/step_ab.py --arms "$arms" --ctx "$c" --blocks "${AB_BLOCKS:-40}" --steps 40 \
@@ -20,8 +18,7 @@ for c in ${AB_CTX:-2048}; do
   mark "step_ab ctx $c rc=$?"; grep -E " / |equal" "$R/ab-$c.log" | tail -6
 done
 if [ "${ROBOT:-0}" = 1 ]; then  # robot_latency.py through rosbridge and an rclpy robot (needs .whl-ros carried)
-  python3 -m venv /tmp/v && echo /opt/torch/.venv/lib/python3.12/site-packages \
-    > /tmp/v/lib/python3.12/site-packages/torchenv.pth && /tmp/v/bin/python -m pip install -q --no-index --no-deps .whl-ros/*.whl
+  ros_venv
   timeout "$(budget "${ROBOT_RESERVE:-220}")" /tmp/v/bin/python benchmarks/robot_latency.py --model qwen2.5-7b \
     --device cuda --backends "${ROBOT_BACKENDS:-edgeprof-fast-int4-cuda}" --max-ctx 2048 --tokens 128 --requests 4 --rounds 3 \
     --trigger-n 200 --out "$R/robot" > "$R/robot.log" 2>&1

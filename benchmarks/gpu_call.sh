@@ -22,3 +22,15 @@ llamacpp_build_bg() {
       bash benchmarks/llamacpp_cuda_build.sh build > "$R/llama-build.log" 2>&1; echo "build rc=$?" >> "$R/llama-build.log" ) &
   BUILD=$!
 }
+# the greedy tail's kernel checks (edgeprof.fast.greedy_check) into $R/greedy_checks.json and $R/checks.log
+greedy_checks() {
+  timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import int4_gemv, json; \
+c = int4_gemv.greedy_tail_checks(); json.dump(c, open('$R/greedy_checks.json', 'w'), indent=1)" > "$R/checks.log" 2>&1
+  mark "greedy checks rc=$?"; grep -E "checks|FAIL" "$R/checks.log"
+}
+# /tmp/v: a venv with the carried ROS wheels (.whl-ros, ../shared/tools/ros-gpu-wheels.sh) that sees the image's torch
+ros_venv() {
+  python3 -m venv /tmp/v && echo /opt/torch/.venv/lib/python3.12/site-packages \
+    > /tmp/v/lib/python3.12/site-packages/torchenv.pth && /tmp/v/bin/python -m pip install -q --no-index --no-deps .whl-ros/*.whl
+  mark "ros venv rc=$?"
+}

@@ -9,12 +9,8 @@ cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
 gpu_call_init "${ROUND:-r107}" "${DEADLINE_S:-560}"
 mark start
-timeout 200 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import int4_gemv, json; \
-c = int4_gemv.greedy_tail_checks(); json.dump(c, open('$R/greedy_checks.json', 'w'), indent=1)" > "$R/checks.log" 2>&1
-mark "greedy checks rc=$?"; grep -E "checks|FAIL" "$R/checks.log"
-python3 -m venv /tmp/v && echo /opt/torch/.venv/lib/python3.12/site-packages \
-  > /tmp/v/lib/python3.12/site-packages/torchenv.pth && /tmp/v/bin/python -m pip install -q --no-index --no-deps .whl-ros/*.whl
-mark "ros venv rc=$?"
+greedy_checks
+ros_venv
 for rb in ${READBACKS:-mapped copy}; do
   EDGEPROF_READBACK=$rb timeout "$(budget 120)" /tmp/v/bin/python benchmarks/robot_latency.py --model qwen2.5-7b \
     --device cuda --backends edgeprof-fast-int4-cuda --max-ctx 2048 --tokens 128 --requests 4 --rounds 3 \

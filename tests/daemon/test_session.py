@@ -162,17 +162,23 @@ def test_each_token_is_stamped_when_read_in_wall_clock_ns():
 
 @pytest.mark.parametrize("policy", ["error", "reset", "sliding_window"])
 def test_overlap_on_and_off_give_the_same_records_and_cache(policy):
-    runs = []
-    for overlap in (True, False):
-        s = _session(max_ctx=16, on_overflow=policy, sliding_window=6, overlap_host=overlap)
-        evs = _run(s, "a", "hello", 6)
-        try:  # the second request overflows the 16-token context for the two other policies
-            evs += _run(s, "b", "abc", 8)
+    # the second request overflows the 16-token context for the two other policies
+    runs = [_conversation(_session(max_ctx=16, on_overflow=policy, sliding_window=6, overlap_host=overlap),
+                          [("a", "hello", 6, False), ("b", "abc", 8, False)]) for overlap in (True, False)]
+    assert runs[0] == runs[1]
+
+
+def _conversation(s: Session, requests) -> tuple:
+    """Requests (id, prompt, max_new_tokens, reset) in turn -> what a run must reproduce: the records, the error codes,
+    the cache, history, pending token and prefills."""
+    evs = []
+    for rid, prompt, n, reset in requests:
+        try:
+            evs += _run(s, rid, prompt, n, reset=reset)
         except RequestError as exc:
             evs.append(exc.code)
-        runs.append((_records(e for e in evs if not isinstance(e, str)), [e for e in evs if isinstance(e, str)],
-                     s.decoder.cache, s.history, s.pending, s.decoder.prefills))
-    assert runs[0] == runs[1]
+    return (_records(e for e in evs if not isinstance(e, str)), [e for e in evs if isinstance(e, str)],
+            s.decoder.cache, s.history, s.pending, s.decoder.prefills)
 
 
 def test_closing_the_generator_early_keeps_cache_and_pending_consistent():
@@ -222,17 +228,9 @@ def test_speculation_is_off_without_the_decoder_or_the_setting():
 @pytest.mark.parametrize("policy", ["error", "reset", "sliding_window"])
 @pytest.mark.parametrize("eos_after", [None, 9])
 def test_speculation_on_and_off_give_the_same_records_and_cache(policy, eos_after):
-    runs = []
-    for ahead in (1, 0):
-        s = _session(max_ctx=16, on_overflow=policy, sliding_window=6, eos_after=eos_after, ahead=ahead)
-        evs = []
-        for rid, prompt, n in (("a", "hello", 6), ("b", "abc", 8), ("c", "x", 3)):
-            try:
-                evs += _run(s, rid, prompt, n, reset=eos_after is not None and rid == "c")
-            except RequestError as exc:
-                evs.append(exc.code)
-        runs.append((_records(e for e in evs if not isinstance(e, str)), [e for e in evs if isinstance(e, str)],
-                     s.decoder.cache, s.history, s.pending, s.decoder.prefills))
+    requests = [("a", "hello", 6, False), ("b", "abc", 8, False), ("c", "x", 3, eos_after is not None)]
+    runs = [_conversation(_session(max_ctx=16, on_overflow=policy, sliding_window=6, eos_after=eos_after, ahead=ahead),
+                          requests) for ahead in (1, 0)]
     assert runs[0] == runs[1]
 
 
