@@ -134,6 +134,7 @@ class Session:
         self.last_index = -1  # index of the last token record of last_request
         self.turn: list[int] = []  # last request's prompt + produced ids (what on_overflow=reset keeps)
         self.stream: TextStream | None = None
+        self._last_read = 0.0  # perf_counter of the last token read in generate (a queued step's wall starts there)
 
     # --- state --------------------------------------------------------------------------
     @property
@@ -267,21 +268,20 @@ class Session:
         return (self.cfg.overlap_host and bool(getattr(self.decoder, "launch_is_async", False))
                 and self.position + 1 <= self.max_ctx)
 
-    def _depth(self, left: int) -> int:
+    def _depth(self, queued: int, left: int) -> int:
         """Steps to have on the device while a token is with the caller: the next one (overlap_host), and with
         `speculate` one more queued behind it where the decoder can read it alone and roll it back; never more
-        than the `left` tokens the request still wants, nor past the context."""
+        than the `left` tokens the request still wants, nor past the context (the decoder's position already
+        counts the `queued` steps)."""
         ahead = getattr(self.decoder, "steps_ahead", 0) if self.cfg.speculate else 0
-        return max(0, min(1 + ahead, left, self.max_ctx - self.position + self._queued))
+        return max(0, min(1 + ahead, left, self.max_ctx - self.position + queued))
 
     def _launch_ahead(self, queue: deque, left: int) -> None:
-        while len(queue) < self._depth(left):
+        while len(queue) < self._depth(len(queue), left):
             queue.append(self.decoder.step_async())  # [1] a token after the last read one, on the device
-            self._queued += 1
 
     def _finish(self, queue: deque, fed: int) -> _Read:
         """The first queued step's token; its wall time starts at the previous read where it was queued before it."""
-        self._queued -= 1
         return _read(queue.popleft().finish(since=self._last_read), [fed], None)
 
     def _drop(self, queue: deque) -> None:
@@ -289,7 +289,6 @@ class Session:
         if queue:
             self.decoder.rollback(len(queue), self.pending)
             queue.clear()
-            self._queued = 0
 
     def is_eos(self, token_id: int) -> bool:
         return self.cfg.stop_at_eos and token_id in self.codec.eos_ids
@@ -309,10 +308,9 @@ class Session:
         self.end_reason = "length"
         parts = self._begin_parts(req, ids)
         queue: deque = deque()  # launched steps, unread, in order; queue[0] makes the next token
-        self._queued = 0
         for made in range(1, req.max_new_tokens + 1):
             token = int(parts[0].token_id)
-            self._last_read = parts[0].t_read if getattr(parts[0], "t_read", None) is not None else time.perf_counter()
+            self._last_read = parts[0].t_read or time.perf_counter()  # None where the decoder did not stamp it
             more = made < req.max_new_tokens and not self.is_eos(token)
             stop = None
             if more and (queue or self._overlaps()):
