@@ -92,12 +92,17 @@ def teacher_forced_logits(dec, prompt: list[int], forced: list[int]) -> list[tor
     return logits
 
 
+def _fresh(dec, prompt: list[int]) -> int:
+    """The decoder reset, prefilled with `prompt` and warmed up (graph captured); returns the prefill's token."""
+    dec.reset()
+    first = dec.prefill(prompt).token_id
+    dec.warmup()
+    return first
+
+
 def free_greedy(dec, prompt: list[int], n: int) -> dict:
     """Greedy tokens of prefill + n steps, as the host read them and as the decoder's history holds them."""
-    dec.reset()
-    read = [dec.prefill(prompt).token_id]
-    dec.warmup()
-    read += [dec.step().token_id for _ in range(n)]
+    read = [_fresh(dec, prompt)] + [dec.step().token_id for _ in range(n)]
     return {"read": read, "history": dec.tokens(len(prompt) - 1, len(prompt) + n)}
 
 
@@ -105,24 +110,18 @@ def pipelined_agreement(dec, prompt: list[int], n: int) -> dict:
     """Pipelined steps against one-at-a-time on the same prompt (the same greedy tokens must come out):
     `time_steps` with a step queued behind each unread one, and a queued step rolled back (as the daemon does when a
     reply ends before it) followed by more steps. Meaningful where `dec.steps_ahead` > 0."""
-    def fresh() -> int:
-        dec.reset()
-        first = dec.prefill(prompt).token_id
-        dec.warmup()
-        return first
-
-    first = fresh()
-    serial = [dec.step().token_id for _ in range(n)]
-    fresh()
+    serial = free_greedy(dec, prompt, n)["read"]  # [prefill's token] + n steps'
+    _fresh(dec, prompt)
     piped = dec.time_steps(n).tokens
-    fresh()
+    _fresh(dec, prompt)
     a, b = dec.step_async(), dec.step_async()  # b queued behind a, then undone unread
     tok = a.finish().token_id
     dec.rollback(1, tok)
     del b
     rolled = [tok] + [dec.step().token_id for _ in range(n - 1)]
-    out = {"steps_ahead": dec.steps_ahead, "time_steps_equal": piped == serial, "rollback_equal": rolled == serial,
-           "history_equal": dec.tokens(len(prompt) - 1, len(prompt) + n) == [first] + serial}
+    out = {"steps_ahead": dec.steps_ahead, "time_steps_equal": piped == serial[1:],
+           "rollback_equal": rolled == serial[1:],
+           "history_equal": dec.tokens(len(prompt) - 1, len(prompt) + n) == serial}
     out["passed"] = all(v for k, v in out.items() if k.endswith("_equal"))
     return out
 
