@@ -1,5 +1,6 @@
-// The arguments of the decode step's greedy tail (bf16_gemv.cu, bf16_head_greedy_kernel), shared by the kernel and
-// its torch binding (w4a16_binding.cpp): plain pointers, so the binding's host compiler needs no CUDA types.
+// The arguments of the decode step's greedy tail (bf16_gemv.cu: bf16_gemv_greedy_kernel, gemv_greedy_finish_kernel),
+// shared by the kernels and their torch binding (w4a16_binding.cpp): plain pointers, so the binding's host compiler
+// needs no CUDA types.
 #pragma once
 
 namespace edgeprof_greedy {

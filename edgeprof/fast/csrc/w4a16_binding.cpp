@@ -234,16 +234,22 @@ int64_t mapped_address(torch::Tensor host) {
   return reinterpret_cast<int64_t>(dev);
 }
 
-// The host's wait for a step's token in its mapped pair [token, step number] (pair n % kPairs; edgeprof/fast/readback.py): polls
-// until the number is n and returns the token, or -1 when the current stream has finished (or failed) without
-// step n writing it; the caller then reads the device token by copy, which also raises a CUDA error. The GIL is
-// released while it polls, as torch's .item() releases it while it waits for its copy: the daemon's bridge
-// thread must be able to send the previous token meanwhile (a Python poll held the GIL for up to the 5 ms switch
-// interval).
-int64_t wait_mapped(torch::Tensor host, int64_t n) {
+// The mapped pairs of the greedy tail: pinned CPU int64 [2 * kPairs] (wait_mapped, gemv_bf16_greedy)
+static void check_host_pairs(const torch::Tensor& host) {
   TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong &&
                   host.numel() == 2 * edgeprof_greedy::kPairs,
-              "host: pinned CPU int64 [", 2 * edgeprof_greedy::kPairs, "] (the mapped pairs)");
+              "host: pinned CPU int64 [", 2 * edgeprof_greedy::kPairs, "] (the mapped pairs; gemv_bf16_greedy also "
+              "takes an empty tensor for no mapped readback)");
+}
+
+// The host's wait for a step's token in its mapped pair [token, step number] (pair n % kPairs;
+// edgeprof/fast/readback.py): polls until the number is n and returns the token, or -1 when the current stream has
+// finished (or failed) without step n writing it; the caller then reads the device token by copy, which also raises
+// a CUDA error. The GIL is released while it polls, as torch's .item() releases it while it waits for its copy: the
+// daemon's bridge thread must be able to send the previous token meanwhile (a Python poll held the GIL for up to the
+// 5 ms switch interval).
+int64_t wait_mapped(torch::Tensor host, int64_t n) {
+  check_host_pairs(host);
   TORCH_CHECK(n >= 0, "n: a step number (>= 0)");
   const volatile int64_t* pair = host.data_ptr<int64_t>() + 2 * (n % edgeprof_greedy::kPairs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -293,9 +299,7 @@ void gemv_bf16_greedy(torch::Tensor x, torch::Tensor w, torch::Tensor bias, int6
   t.x0 = x0.data_ptr();
   t.h_vec = (int)(embed.size(1) / 8);
   if (host.defined() && host.numel() > 0) {
-    TORCH_CHECK(!host.is_cuda() && host.is_pinned() && host.scalar_type() == torch::kLong &&
-                    host.numel() == 2 * edgeprof_greedy::kPairs,
-                "host: pinned CPU int64 [", 2 * edgeprof_greedy::kPairs, "] (or empty for no mapped readback)");
+    check_host_pairs(host);
     const int64_t dev = mapped_address(host);
     TORCH_CHECK(dev != 0, "host: this pinned buffer has no device address (no mapped readback here); pass an "
                 "empty tensor to read the token back by copy");
