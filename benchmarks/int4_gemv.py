@@ -260,7 +260,7 @@ def check_act_epilogue(model: str, h: int, i: int, asym: bool, norm: str = "loop
 
 # (variant, K splits) of the launches that take the deferred norm: one split, or a cluster's splits (their sums of
 # h^2 meet in the cluster finish); None: the variant's own (one split)
-DEFERRED_NORM_LAUNCHES = [("scx", 1), ("scxa", None), ("clscx", 7)]
+DEFERRED_NORM_LAUNCHES = [("scx", 1), ("scxa", None), ("clscx", 7), ("clscxg", 7)]
 
 
 def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, variant: str,
@@ -543,6 +543,14 @@ def kernel_suite(args) -> int:
                       f"{c['rel_err_fused_norm']:.2e} res {'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} "
                       f"det {c['deterministic']} differs from loop {c['differs_from_loop']} "
                       f"{'PASS' if c['passed'] else 'FAIL'}", flush=True)
+    for model, name, k, n in KERNEL_SHAPES:  # another finish of a twin's sums: bitwise the twin's y
+        if name != "lm_head":
+            for variant, splits, asym in [(v, sp, a) for v in w4cuda.BITWISE_TWINS for sp in (7, 10)
+                                          for a in (False, True)]:
+                checks.append(check_bitwise_twin(model, name, k, n, asym, variant, splits))
+                c = checks[-1]
+                print(f"check {model:13s} {name:8s} g128 {'asym' if asym else 'sym '} {variant} s{splits} bitwise "
+                      f"{c['twin']} {c['bitwise_equal']} {'PASS' if c['passed'] else 'FAIL'}", flush=True)
     for model, name, k, n in KERNEL_SHAPES:  # the batched norm loads change no output
         if model != "mistral-7b" and name != "lm_head":
             for group, asym in [(128, False), (128, True), (64, False), (32, True)]:
@@ -965,23 +973,49 @@ def form_call(lin, form: str, cache: dict):
     return (lambda: lin(cache["x"])), cache["ref"]
 
 
-def same_as_base(prep: dict, launch: dict) -> bool:
-    """Whether a variant's launch gives bitwise the y of base at the same splits: plain, SiLU*up fused and (where it
-    fuses) the norm fused, on fresh inputs (prep: check_inputs())."""
-    from edgeprof.fast.w4cuda import W4CudaLinear
+def same_as(prep: dict, launch: dict, ref_launch: dict, norms: tuple[str, ...] = ()) -> bool:
+    """Whether `launch` gives bitwise the y of `ref_launch` (W4CudaLinear's launch keywords): plain, SiLU*up fused and
+    (where it fuses) the norm fused, under each of `norms` (w4cuda.NORMS; none: the current one, as set), on fresh
+    inputs (prep: check_inputs())."""
+    from edgeprof.fast.w4cuda import W4CudaLinear, use_norm
 
     g = prep["g"]
     var = W4CudaLinear(prep["packed"], prep["bias"], **launch)
-    base = W4CudaLinear(prep["packed"], prep["bias"], splits=launch["splits"])
+    ref = W4CudaLinear(prep["packed"], prep["bias"], **ref_launch)
     k = prep["packed"].k
     x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
     gu = torch.randn(1, 2 * k, device="cuda", generator=g).to(torch.bfloat16)
-    same = torch.equal(var(x), base(x)) and torch.equal(var.fused_silu(gu), base.fused_silu(gu))
+    same = torch.equal(var(x), ref(x)) and torch.equal(var.fused_silu(gu), ref.fused_silu(gu))
     if var.fuses_norm:
         res, w = torch.randn_like(x), torch.randn(k, device="cuda", generator=g).to(torch.bfloat16)
-        pairs = zip(var.fused_norm(x, res, w, 1e-6), base.fused_norm(x, res, w, 1e-6), strict=True)  # (y, res_out)
-        same &= all(torch.equal(a, b) for a, b in pairs)
+        try:
+            for norm in norms or (None,):
+                if norm:
+                    use_norm(norm)
+                pairs = zip(var.fused_norm(x, res, w, 1e-6), ref.fused_norm(x, res, w, 1e-6), strict=True)
+                same &= all(torch.equal(a, b) for a, b in pairs)  # (y, res_out)
+        finally:
+            if norms:
+                use_norm("loop")  # the suite's and the tune's setting between checks
     return bool(same)
+
+
+def same_as_base(prep: dict, launch: dict) -> bool:
+    """Whether a variant's launch gives bitwise the y of base at the same splits (same_as)."""
+    return same_as(prep, launch, {"splits": launch["splits"]})
+
+
+def check_bitwise_twin(model: str, name: str, k: int, n: int, asym: bool, variant: str, splits: int) -> dict:
+    """A variant of w4cuda.BITWISE_TWINS (the same sums, another finish) against its twin at the same splits: bitwise
+    the same y plain, SiLU*up fused and with the fused norm under both the loop and the deferred norm."""
+    from edgeprof.fast.w4cuda import BITWISE_TWINS
+
+    launch = {"variant": variant, "splits": splits}
+    same = same_as(check_inputs(n, k, GROUP, asym), launch, {**launch, "variant": BITWISE_TWINS[variant]},
+                   norms=("loop", "deferred"))
+    return {"model": model, "shape": name, "k": k, "n": n, "group": GROUP, "asym": asym, "variant": variant,
+            "twin": BITWISE_TWINS[variant], "splits": splits, "check": "bitwise_twin", "bitwise_equal": same,
+            "passed": same}
 
 
 def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float, repeats: int, model: str,
@@ -1012,6 +1046,13 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
             res["bitwise_base"] = same_as_base(cache["sym"], launch)
             if not res["bitwise_base"]:
                 res["status"] = "FAILED (differs from base at the same splits)"
+                return res
+        if cfg["variant"] in w4cuda.BITWISE_TWINS:  # another finish of the twin's sums: bitwise the twin's y
+            twin = w4cuda.BITWISE_TWINS[cfg["variant"]]
+            res["bitwise_twin"] = all(same_as(cache[kind], launch, {**launch, "variant": twin},
+                                              norms=("loop", "deferred")) for kind in ("sym", "asym"))
+            if not res["bitwise_twin"]:
+                res["status"] = f"FAILED (differs from {twin} at the same splits)"
                 return res
         if form == "norm" and cfg["variant"] not in w4cuda.DECODER_VARIANTS:
             return {**res, "status": f"SKIPPED (form norm: {cfg['variant']} does not fuse the norm)"}

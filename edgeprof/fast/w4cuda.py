@@ -65,7 +65,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # sums in another order: checked against the reference, not bitwise against base); wk4 / wk6 / wk8 / wk10 (decoders'
 # module, csrc/w4a16_wk.cu): one row block per CTA of 4 / 6 / 8 / 10 warps that split all of K among them and add their
 # sums in shared memory, x streamed into shared memory chunk by chunk beside the weights: one K split, no split-K finish
-# (down's ticket or cluster finish was ~2 us of 11.5 on an H200).
+# (down's ticket or cluster finish was ~2 us of 11.5 on an H200); clscxg (decoders' module, sm_90+): clscx whose
+# cluster finish gathers the splits' sums into the cluster's rank 0 (st.async, counted on its mbarrier), so the other
+# ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -83,21 +85,25 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
-            "scxa": (48, 4, False)}
+            "scxa": (48, 4, False), "clscxg": (49, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
-                    "clnomathxsf", "clscf", "clscx")
+                    "clnomathxsf", "clscf", "clscx", "clscxg")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
                        "clnomathxsf")
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
 BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")
-                              if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx"))
+                              if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx", "clscxg"))
+# variants whose sums run in another variant's order (a different finish, the same additions): y is bitwise that
+# twin's at the same splits, in every form (the tune and the kernel suite check it)
+BITWISE_TWINS = {"clscxg": "clscx"}
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
 CL_MAX_SPLITS = 16
 # the variants the decoders' module has (load_extension(tune=False)); all but base are group 128 only, and all of
 # them can fuse the input's residual add + RMSNorm (W4CudaLinear.fuses_norm)
-DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10", "scxa")
+DECODER_VARIANTS = ("base", "k2", "k4", "cl", "sc", "clsc", "scx", "clscx", "wk4", "wk6", "wk8", "wk10", "scxa",
+                    "clscxg")
 # the variants whose CTA's warps split all of K (one row block per CTA, csrc/w4a16_wk.cu): one K split only
 WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
 # the variants that write an MLP's down input, silu(gate) * up, from its gate_up (csrc: finish_act): their weights are
@@ -309,7 +315,7 @@ NORM_DEFAULT = "deferred"
 # The variants whose fused-norm launch takes the deferred norm: those that add the group sums in the staging pass
 # (XSUM), at one K split or as a cluster, whose finish adds the splits' sums of h^2 (w4a16_lat.cu: lat_launch_t,
 # act_epilogue_launch_t). A split-K launch through global partials would scale its rows by one slice's rstd.
-DEFERRED_NORM_VARIANTS = ("scx", "clscx", "scxa")
+DEFERRED_NORM_VARIANTS = ("scx", "clscx", "scxa", "clscxg")
 
 
 def defers_norm(variant: str, splits: int) -> bool:

@@ -295,6 +295,32 @@ def test_the_deferred_norm_is_taken_at_one_split_or_by_a_cluster():
     assert set(w4cuda.DEFERRED_NORM_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
 
 
+def test_a_bitwise_twin_is_a_decoder_variant_of_the_same_kind_as_its_twin():
+    # the tune and the kernel suite check each against its twin bitwise: same CTA shape, both launchable by a decoder,
+    # both clusters (the gather finish is a cluster's), both taking the deferred norm across their splits
+    assert w4cuda.BITWISE_TWINS == {"clscxg": "clscx"}
+    for variant, twin in w4cuda.BITWISE_TWINS.items():
+        assert w4cuda.VARIANTS[variant][1:] == w4cuda.VARIANTS[twin][1:]
+        assert {variant, twin} <= set(w4cuda.DECODER_VARIANTS) & set(w4cuda.CLUSTER_VARIANTS)
+        assert w4cuda.defers_norm(variant, 7) and w4cuda.defers_norm(twin, 7)
+        assert variant not in w4cuda.BITWISE_BASE_VARIANTS  # the group sums in the staging pass: not base's order
+    lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
+    case = lat[lat.index(f"case {w4cuda.VARIANTS['clscxg'][0]}:"):].split("case ", 2)[1]
+    assert "lat_launch_t<1, true, true, true, true>" in case  # KW 1, CLU, SCS, XSUM and GATHER
+
+
+def test_the_gather_finish_expects_the_bytes_the_other_splits_send():
+    # rank 0's mbarrier counts (nsplit - 1) * gather_bytes; each other split sends one 8-byte store per c == 0 lane
+    # (8 per warp, so WARPS * 16 floats) and, deferred, one float: a mismatch would trap after 2 s on the GPU
+    kern = (w4cuda.CSRC / "w4a16_kernels.cuh").read_text()
+    assert "return WARPS * 16 * 4 + (DEFER ? 4 : 0);" in kern
+    body = kern[kern.index("__device__ __forceinline__ void finish_rows_gather"):]
+    body = body[:body.index("\n}\n")]
+    assert body.count("st_async_f32x2(") == 1 and "if (c == 0) edgeprof_gemv::st_async_f32x2" in body
+    assert "if (DEFER && threadIdx.x == 0) edgeprof_gemv::st_async_f32(" in body
+    assert "(unsigned)(nsplit - 1) * gather_bytes<WARPS, DEFER>()" in kern
+
+
 def test_every_variant_id_is_one_the_kernel_dispatches():
     # the .cu's entry points and the binding's range check must know every id VARIANTS hands out: the tuning
     # variants in w4a16_tune.cu, the latency variants (the decoders' module has them) in w4a16_lat.cu

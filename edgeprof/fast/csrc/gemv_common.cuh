@@ -66,6 +66,52 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
 #endif
 }
 
+// Thread-block cluster messaging (sm_90+; below, nothing): the gather finish of the W4 variant "clscxg".
+// The cluster barrier split in two: every thread of every CTA of the cluster arrives (release: what this thread wrote
+// before, e.g. an mbarrier's init, is visible to a CTA past the matching wait) and later waits (acquire).
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// the shared::cluster address of `p` (in this CTA's shared memory) in the cluster's CTA `rank`
+__device__ __forceinline__ unsigned cluster_addr(const void* p, unsigned rank) {
+  unsigned a = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_addr(p)), "r"(rank));
+#endif
+  return a;
+}
+// A store into another CTA's shared memory (cluster addresses) that counts its bytes on that CTA's mbarrier `bar`:
+// the sender does not wait for it, and may exit before it lands.
+__device__ __forceinline__ void st_async_f32x2(unsigned addr, float a, float b, unsigned bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];"
+               ::"r"(addr), "f"(a), "f"(b), "r"(bar) : "memory");
+#endif
+}
+__device__ __forceinline__ void st_async_f32(unsigned addr, float a, unsigned bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];"
+               ::"r"(addr), "f"(a), "r"(bar) : "memory");
+#endif
+}
+// mbar_wait for bytes that other CTAs of the cluster stored (st_async_*): acquire at cluster scope
+__device__ __forceinline__ bool mbar_try_wait_cluster(uint64_t* bar, unsigned parity) {
+  unsigned done = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+      : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+#endif
+  return done != 0;
+}
+
 __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 

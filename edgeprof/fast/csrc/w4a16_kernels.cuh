@@ -489,6 +489,72 @@ __device__ __forceinline__ void finish_rows_cluster(int bx, int by, int nsplit, 
 #endif
 }
 
+// The gather finish of the cluster variant "clscxg": the cluster's split CTAs of a row-block column send their partial
+// row sums into rank 0's shared memory (st.async, counted on rank 0's mbarrier) and exit at once; rank 0 waits for
+// them, adds them in split order and writes y. finish_rows_cluster's pull instead keeps every CTA alive through two
+// cluster barriers: the first until the slowest split's partials are in, the second until every rank has read them,
+// so the column's CTAs hold their SM slots (which the next kernel's CTAs wait for under PDL) a DSMEM round trip and
+// a barrier longer. The sums run in finish_rows_cluster's order from 0.f: y is bitwise clscx's at the same splits.
+// gather_floats: one split's slot in rank 0's buffer, rows as (gq, gq + 8) pairs per row block (one 8-byte store per
+// lane), then (DEFER) its sum of h^2; 4 floats of padding keep the slots 16-byte aligned.
+template <int WARPS, bool DEFER>
+__host__ __device__ constexpr int gather_floats() { return WARPS * 16 + (DEFER ? 4 : 0); }
+template <int WARPS, bool DEFER>
+__host__ __device__ constexpr unsigned gather_bytes() { return WARPS * 16 * 4 + (DEFER ? 4 : 0); }  // sent per split
+
+// rank 0 (one thread): the mbarrier that counts the other splits' bytes. Every thread of every CTA then arrives on the
+// cluster barrier (gather_finish waits on it before sending: the mbarrier is initialised by then).
+template <int WARPS, bool DEFER>
+__device__ __forceinline__ void gather_arm(int by, int nsplit, uint64_t* bar) {
+  if (by == 0 && threadIdx.x == 0) edgeprof_gemv::mbar_arm(bar, (unsigned)(nsplit - 1) * gather_bytes<WARPS, DEFER>());
+  edgeprof_gemv::cluster_arrive();
+}
+
+template <int WARPS, bool DEFER = false>
+__device__ __forceinline__ void finish_rows_gather(int bx, int by, int nsplit, int N, int gq, int c, float y0, float y1,
+                                                   const __nv_bfloat16* __restrict__ bias,
+                                                   __nv_bfloat16* __restrict__ y, float* buf, uint64_t* bar,
+                                                   float sum_h2 = 0.f, int K = 0, float eps = 0.f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int S = gather_floats<WARPS, DEFER>();
+  const int w = threadIdx.x >> 5;
+  edgeprof_gemv::cluster_wait();  // rank 0's mbarrier is armed (gather_arm, at the kernel's start: long done)
+  if (by != 0) {  // send this split's sums to rank 0, and leave
+    using edgeprof_gemv::cluster_addr;
+    const unsigned rbar = cluster_addr(bar, 0);
+    if (c == 0) edgeprof_gemv::st_async_f32x2(cluster_addr(buf + by * S + 16 * w + 2 * gq, 0), y0, y1, rbar);
+    if (DEFER && threadIdx.x == 0) edgeprof_gemv::st_async_f32(cluster_addr(buf + by * S + WARPS * 16, 0), sum_h2, rbar);
+    return;
+  }
+  if (c == 0) {
+    buf[16 * w + 2 * gq] = y0;
+    buf[16 * w + 2 * gq + 1] = y1;
+  }
+  if (DEFER && threadIdx.x == 0) buf[WARPS * 16] = sum_h2;
+  {  // every thread acquires the other splits' sums; bounded: a miscounted mbarrier fails the launch, no hang
+    uint64_t t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    while (!edgeprof_gemv::mbar_try_wait_cluster(bar, 0)) {
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+      if (t - t0 > 2000000000ull) __trap();
+    }
+  }
+  __syncthreads();  // and this CTA's own
+  for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
+    const int row = bx * WARPS * 16 + i;
+    if (row >= N) break;
+    const int j = 16 * (i >> 4) + 2 * (i & 7) + ((i >> 3) & 1);  // row i = 16 w + gq (+ 8): its slot
+    float s = 0.f, t = 0.f;
+    for (int q = 0; q < nsplit; ++q) {  // split order, as finish_rows_cluster
+      s += buf[q * S + j];
+      if constexpr (DEFER) t += buf[q * S + WARPS * 16];
+    }
+    if constexpr (DEFER) s *= rstd_of(t, K, eps);
+    y[row] = __float2bfloat16(s + (bias ? __bfloat162float(bias[row]) : 0.f));
+  }
+#endif
+}
+
 // The math of one chunk: U tiles of 64 columns from tile t, weights w [U] (16 bytes per lane each) and the
 // chunk's group scales sv [U*64/G], into this lane's two rows y0 (row gq) and y1 (row gq + 8). x comes
 // from the CTA's permuted shared-memory slice (xq: this lane's B fragments) and its group sums sxs.
@@ -606,13 +672,14 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // gate_up (w4cuda packs them so), and it writes silu(gate) * up for its 32 outputs (finish_act) instead of its rows.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false, bool EACT = false>
+          bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
   static_assert(BT == 0 || (PS == 0 && KW == 1), "the staged variants use base's register double buffer");
   static_assert(!NOMATH || (PS == 0 && BT == 0), "the diagnostic variants are base's loop without its math");
   static_assert(!SCS || (PS == 0 && BT == 0 && KW == 1 && !NOMATH), "the scale-staged variants are base's loop");
+  static_assert(!GATHER || (CLU && KW == 1 && !NOMATH), "the gather finish is a cluster's, one warp per row block");
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const uint4* __restrict__ qw = a.qw;
   const void* __restrict__ sz = a.sz;
@@ -647,6 +714,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   const int gq = lane >> 2, c = lane & 3;
   const uint4* wp = qw + ((size_t)min(nb, NB - 1) * T + t0 + tw) * 32 + lane;
   const ST* sp = reinterpret_cast<const ST*>(sz) + ((size_t)min(nb, NB - 1) * NG + g0 + tw * 64 / G) * 8 + gq;
+  // GATHER: rank 0's buffer for the other splits' row sums, and the mbarrier that counts them (finish_rows_gather)
+  __shared__ alignas(16) float gather_buf[GATHER ? kClusterMax * gather_floats<RB, NORM == 3>() : 4];
+  __shared__ alignas(8) uint64_t gather_bar;
+  if constexpr (GATHER) gather_arm<RB, NORM == 3>(by, nsplit, &gather_bar);
 
   // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
   auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
@@ -812,6 +883,11 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     finish_act(bx, gq, c, y0, y1, a.bias, a.y);
     return;
   }
+  if constexpr (GATHER) {  // the variant "clscxg": the splits' sums gathered into the cluster's rank 0
+    finish_rows_gather<RB, NORM == 3>(bx, by, nsplit, N, gq, c, y0, y1, a.bias, a.y, gather_buf, &gather_bar, sum_h2,
+                                      K, na.eps);
+    return;
+  }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
     finish_rows_cluster<RB, NORM == 3>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, sum_h2, K, na.eps);
@@ -825,9 +901,9 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false>
+          bool EACT = false, bool GATHER = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>(
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER>(
       a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
@@ -849,7 +925,7 @@ size_t cta_smem(int tiles_per_split) {
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false>
+          bool EACT = false, bool GATHER = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
@@ -857,7 +933,8 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
   const int nbx = (N / 16 + RB - 1) / RB;
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
   if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
-  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>;
+  auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT,
+                                GATHER>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -998,21 +1075,22 @@ cudaError_t launch_mlp_default(bool asym, const MlpArgs& m, cudaStream_t s) {
 
 // the fused-norm kernel for one group size (the default launch; KW > 1: a latency variant, w4a16_lat.cu)
 template <int G, bool F16 = false, int NORM = 1, int KW = 1, bool CLU = false, int BT = 0, bool SCS = false,
-          bool XSUM = false, bool EACT = false>
+          bool XSUM = false, bool EACT = false, bool GATHER = false>
 cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                           float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s,
                           NormArgs na) {
-#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM, EACT>( \
+#define EDGEPROF_LN(A) launch_t<G, A, false, true, NORM, 0, 0, 5, F16, KW, CLU, BT, 0, SCS, XSUM, EACT, GATHER>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s, na)
   return asym ? EDGEPROF_LN(true) : EDGEPROF_LN(false);
 #undef EDGEPROF_LN
 }
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
-          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool EACT = false>
+          bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool EACT = false,
+          bool GATHER = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT>( \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

@@ -20,6 +20,9 @@
 //   scxa (EACT): scx on an MLP's gate_up packed as gate, gate, up, up row blocks per CTA (w4cuda), writing
 //   silu(gate) * up for its 32 inputs of the down projection instead of its 64 rows (finish_act): down then stages a
 //   plain x, and SiLU*up runs once per input instead of once per down CTA that reads it. One K split.
+//   clscxg (GATHER, sm_90+): clscx whose cluster finish gathers the splits' sums into rank 0 (st.async into its shared
+//   memory, counted on an mbarrier) so the other ranks exit as soon as they have sent, instead of two cluster barriers
+//   that hold every rank until all have read (finish_rows_gather); bitwise clscx's y at the same splits.
 //   wk4 / wk6 / wk8 / wk10 (w4a16_wk.cu, its own translation unit): one row block per CTA of 4 / 6 / 8 / 10 warps
 //   that split all of K, x streamed chunk by chunk beside the weights; one K split, no split-K finish.
 #include "w4a16_kernels.cuh"
@@ -34,21 +37,21 @@ namespace edgeprof_w4 {
 
 // the plain / SiLU*up launch (launch_g) or the fused-norm one (launch_norm_g) at KW warps per row block; CLU: the
 // splits as one cluster
-template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false>
+template <int KW, bool CLU = false, bool SCS = false, bool XSUM = false, bool GATHER = false>
 cudaError_t lat_launch_t(bool asym, bool act, bool norm, const void* qw, const void* sz, const void* x,
                          const void* bias, void* y, float* partial, int* counters, int N, int K, int splits, int tps,
                          cudaStream_t s, NormArgs na) {
   // scx at one split and clscx (its splits add their sums of h^2 in the cluster finish): the deferred norm where on
   if constexpr (KW == 1 && XSUM) {
     if (norm && (splits == 1 || CLU) && norm_deferred_enabled())
-      return launch_norm_g<128, false, 3, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
-                                                                 splits, tps, s, na);
+      return launch_norm_g<128, false, 3, KW, CLU, 0, SCS, XSUM, false, GATHER>(asym, qw, sz, x, bias, y, partial,
+                                                                                counters, N, K, splits, tps, s, na);
   }
   if (norm)
-    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM>(asym, qw, sz, x, bias, y, partial, counters, N, K,
-                                                               splits, tps, s, na);
-  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS, XSUM>(asym, act, qw, sz, x, bias, y, partial, counters,
-                                                                       N, K, splits, tps, s);
+    return launch_norm_g<128, false, 1, KW, CLU, 0, SCS, XSUM, false, GATHER>(asym, qw, sz, x, bias, y, partial,
+                                                                              counters, N, K, splits, tps, s, na);
+  return launch_g<128, true, 0, 0, 5, false, KW, CLU, 0, 0, SCS, XSUM, false, GATHER>(
+      asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s);
 }
 
 
@@ -73,14 +76,14 @@ cudaError_t act_epilogue_launch_t(bool norm, const void* qw, const void* sz, con
 // default entry point's dispatch (w4a16_gemv.cu) and the binding's checks read, so they cannot drift from the switch.
 bool edgeprof_w4a16_is_lat_variant(int variant) {
   return (variant >= 22 && variant <= 24) || variant == 36 || variant == 37 || variant == 42 || variant == 43 ||
-         edgeprof_w4a16_wk_warps(variant) > 0 || variant == 48;
+         edgeprof_w4a16_wk_warps(variant) > 0 || variant == 48 || variant == 49;
 }
 
 // variant 22 "k2", 23 "k4", 24 "cl", 36 "sc", 37 "clsc", 42 "scx", 43 "clscx", 44-47 "wk4", "wk6", "wk8", "wk10",
-// 48 "scxa" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false); scxa writes
-// N / 2 outputs. cudaErrorInvalidValue for any other variant or group (and cl / clsc / clscx above 16 splits, wk and
-// scxa above 1, scxa with a SiLU*up input or N not a multiple of 64), cudaErrorNotSupported for cl / clsc / clscx
-// below sm_90.
+// 48 "scxa", 49 "clscxg" (w4cuda.VARIANTS), group 128; norm: the fused-norm launch (na's operands; act must be false);
+// scxa writes N / 2 outputs. cudaErrorInvalidValue for any other variant or group (and the cl* variants above 16
+// splits, wk and scxa above 1, scxa with a SiLU*up input or N not a multiple of 64), cudaErrorNotSupported for the
+// cl* variants below sm_90.
 int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool norm, const void* qw, const void* sz,
                               const void* x, const void* bias, void* y, float* partial, int* counters, int N, int K,
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
@@ -109,6 +112,10 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
       if (!has_clusters()) return (int)cudaErrorNotSupported;
       return lat_launch_t<1, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K, splits,
                                                tps, s, na);
+    case 49:
+      if (!has_clusters()) return (int)cudaErrorNotSupported;
+      return lat_launch_t<1, true, true, true, true>(asym, act, norm, qw, sz, x, bias, y, partial, counters, N, K,
+                                                     splits, tps, s, na);
     case 44: return edgeprof_w4a16_wk_launch(44, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 45: return edgeprof_w4a16_wk_launch(45, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
     case 46: return edgeprof_w4a16_wk_launch(46, group, asym, act, norm, qw, sz, x, bias, y, N, K, splits, s, na);
