@@ -880,6 +880,9 @@ def tune_suite(args) -> int:
         return 1
     rec["build_s"] = time.time() - t0
     ext.set_f16(False)  # "base" is the bf16 mma here; "f16" is the fp16 one
+    # the checks' fused norm rounds as add_rmsnorm (their reference); a norm form is timed as the decoder loads it
+    w4cuda.use_norm("loop")
+    rec["norm_timed"] = w4cuda.norm_wanted() if args.tune_form == "decoder" else None
     rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rec["sms"] = sms
@@ -945,7 +948,7 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
 def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dict:
     """The decoder forms' timing inputs and float64 references (--tune-form decoder): gate_up's output for SiLU*up
     ("gu", "ref_silu"), a residual and norm weight for the fused norm ("res", "nw", "ref_norm"), rounded as the
-    unfused kernels round (check_cuda_kernel, check_fused_norm)."""
+    unfused kernels round (check_cuda_kernel, check_fused_norm), and the deferred norm's ("ref_norm_deferred")."""
     from edgeprof.fast.kernels import add_rmsnorm
 
     k = x.shape[1]
@@ -954,8 +957,9 @@ def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dic
     act = ((gate / (1 + torch.exp(-gate))).to(torch.bfloat16).float() * up).to(torch.bfloat16)
     res = torch.randn(1, k, device="cuda", generator=gen).to(torch.bfloat16)
     nw = (1 + 0.1 * torch.randn(k, device="cuda", generator=gen)).to(torch.bfloat16)
-    h, _ = add_rmsnorm(x, res, nw, 1e-6)
-    return {"gu": gu, "ref_silu": act.double() @ w64.t(), "res": res, "nw": nw, "ref_norm": h.double() @ w64.t()}
+    h, h_res = add_rmsnorm(x, res, nw, 1e-6)
+    return {"gu": gu, "ref_silu": act.double() @ w64.t(), "res": res, "nw": nw, "ref_norm": h.double() @ w64.t(),
+            "ref_norm_deferred": _deferred_norm_ref(h_res, nw, w64, 1e-6)}
 
 
 def shape_form(name: str, tune_form: str) -> str:
@@ -963,13 +967,18 @@ def shape_form(name: str, tune_form: str) -> str:
     return "plain" if tune_form == "plain" else DECODER_FORMS[name]
 
 
-def form_call(lin, form: str, cache: dict):
+def form_call(lin, form: str, cache: dict, norm: str = "loop"):
     """(the call that times `lin` in `form`, the float64 reference of its output): y = W x ("plain"), W silu(g) * u
-    ("silu") or W rmsnorm(x + res) * w ("norm"; the residual it also writes is not part of the reference)."""
+    ("silu") or W rmsnorm(x + res) * w ("norm", under `norm`, w4cuda.NORMS: the deferred norm's math where the launch
+    defers it; the residual it also writes is not part of the reference)."""
+    from edgeprof.fast.w4cuda import defers_norm
+
     if form == "silu":
         return (lambda: lin.fused_silu(cache["gu"])), cache["ref_silu"]
     if form == "norm":
-        return (lambda: lin.fused_norm(cache["x"], cache["res"], cache["nw"], 1e-6)[0]), cache["ref_norm"]
+        deferred = norm == "deferred" and defers_norm(lin.variant, lin.splits)
+        return ((lambda: lin.fused_norm(cache["x"], cache["res"], cache["nw"], 1e-6)[0]),
+                cache["ref_norm_deferred" if deferred else "ref_norm"])
     return (lambda: lin(cache["x"])), cache["ref"]
 
 
@@ -1033,13 +1042,16 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
     try:
         for kind in ("sym", "asym"):
             c = check_cuda_kernel(model, name, k, n, GROUP, kind == "asym", launch=launch, prep=cache[kind])
-            res[f"check_{kind}"] = {f: c[f] for f in ("rel_err", "rel_err_fused_bias_silu", "deterministic",
-                                                       "unwritten", "splits", "passed")}
+            res[f"check_{kind}"] = {f: c[f] for f in ("rel_err", "rel_err_fused_bias_silu", "rel_err_fused_norm",
+                                                       "fused_norm_residual_exact", "deterministic", "unwritten",
+                                                       "splits", "passed")}
             if c["splits"] != cfg["splits"]:
                 res["status"] = f"FAILED (built {c['splits']} splits, config says {cfg['splits']})"
                 return res
             if not c["passed"]:
                 res["status"] = (f"FAILED ({kind}: rel {c['rel_err']:.1e} fused {c['rel_err_fused_bias_silu']:.1e} "
+                                 f"norm {c['rel_err_fused_norm']:.1e} res "
+                                 f"{'exact' if c['fused_norm_residual_exact'] else 'DIFFERS'} "
                                  f"det {c['deterministic']} unwritten {c['unwritten']})")
                 return res
         if cfg["variant"] in BITWISE_BASE_VARIANTS:  # base's sums in base's order: bitwise base's y
@@ -1071,19 +1083,23 @@ def _tune_one(name: str, k: int, n: int, cfg: dict, cache: dict, copy_bw: float,
 
 def _time_chain(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, repeats: int, pdl: bool,
                 form: str = "plain", **build) -> dict:
-    """_row of one launch config, timed as a chain over the shape's weight copies, each called in `form` (form_call);
+    """_row of one launch config, timed as a chain over the shape's weight copies, each called in `form` (form_call;
+    the fused norm as the decoder loads it, w4cuda.norm_wanted(), the checks' "loop" again after);
     `pdl`: captured with programmatic dependent launch (set on every module loaded by now: a tuning variant's module
     is built off)."""
-    from edgeprof.fast.w4cuda import W4CudaLinear, use_pdl
+    from edgeprof.fast.w4cuda import W4CudaLinear, norm_wanted, use_norm, use_pdl
 
+    norm = norm_wanted() if form == "norm" else "loop"
     layers = [W4CudaLinear(p, **build, **launch) for p in cache["copies"]]
-    calls = [form_call(li, form, cache)[0] for li in layers]
-    first, ref = form_call(layers[0], form, cache)
+    calls = [form_call(li, form, cache, norm)[0] for li in layers]
+    first, ref = form_call(layers[0], form, cache, norm)
     use_pdl(pdl)
+    use_norm(norm)
     try:
         return _row(name, k, n, tune_label(cfg), calls, layers[0].nbytes, first(), ref, repeats)
     finally:
         use_pdl(False)
+        use_norm("loop")
 
 
 def _time_diagnostic(name: str, k: int, n: int, cfg: dict, launch: dict, cache: dict, copy_bw: float, repeats: int,

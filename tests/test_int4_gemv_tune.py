@@ -107,6 +107,15 @@ def test_form_call_times_the_method_the_form_names_against_its_own_reference():
             for form in ("plain", "silu", "norm")}
     assert outs == {"plain": ("y", "r"), "silu": ("ys", "rs"), "norm": ("yn", "rn")}
     assert calls[-1] == ("norm", "x", "res", "nw", 1e-6)
+    # timed under the deferred norm, a launch that defers it is held to the deferred norm's math; one that loops
+    # (wk6, or clscx's split-K twin without a cluster) to add_rmsnorm's
+    cache["ref_norm_deferred"] = "rd"
+    for variant, splits, ref in [("clscx", 7, "rd"), ("clscxg", 10, "rd"), ("scx", 1, "rd"), ("wk6", 1, "rn"),
+                                 ("scx", 4, "rn")]:
+        lin = Lin()
+        lin.variant, lin.splits = variant, splits
+        assert int4_gemv.form_call(lin, "norm", cache, "deferred")[1] == ref, (variant, splits)
+        assert int4_gemv.form_call(lin, "norm", cache, "loop")[1] == "rn"
 
 
 def test_the_deferred_norm_checks_cover_every_variant_that_takes_it():
