@@ -119,6 +119,22 @@ ATTN_CUDA_MAX_CTX = 4096
 ATTN_TOKENS_PER_CLUSTER = 512
 ATTN_MAX_CLUSTERS = 8  # per kv head (csrc/attn_decode.cu kMaxClusters: the merge's loads are unrolled to it)
 ATTN_TPC_ENV = "EDGEPROF_ATTN_TPC"
+# How the CUDA kernel's cluster merges its CTAs (csrc/attn_decode.cu, step 4): "pull", each rank reads its slice of
+# the outputs from every CTA's shared memory between two cluster barriers, or "push", every CTA sends each rank its
+# slice (st.async into the rank's shared memory) and waits only for its own. The same sums in the same order: the
+# output is bitwise the same either way.
+ATTN_MERGE_ENV = "EDGEPROF_ATTN_MERGE"
+ATTN_MERGES = ("pull", "push")
+ATTN_MERGE_DEFAULT = "pull"
+
+
+def attn_merge() -> str:
+    """$EDGEPROF_ATTN_MERGE (ATTN_MERGES); unset: ATTN_MERGE_DEFAULT."""
+    val = os.environ.get(ATTN_MERGE_ENV, "").strip() or ATTN_MERGE_DEFAULT
+    if val not in ATTN_MERGES:
+        raise ValueError(f"{ATTN_MERGE_ENV}: {val!r} is not one of {', '.join(ATTN_MERGES)}; unset it for "
+                         f"{ATTN_MERGE_DEFAULT}")
+    return val
 
 
 def attn_tokens_per_cluster() -> int:
@@ -147,10 +163,12 @@ class AttnKernel(NamedTuple):
     cluster: int = 0
     warps: int = 0
     why: str = ""  # for "triton": why not the CUDA kernel
+    merge: str = "pull"  # for "cuda": how its cluster merges (ATTN_MERGES)
 
     def label(self) -> str:
         if self.kind == "cuda":
-            return f"cuda (one launch, cluster of {self.cluster} CTAs x {self.warps} warps per kv head)"
+            return (f"cuda (one launch, cluster of {self.cluster} CTAs x {self.warps} warps per kv head"
+                    + (", merged by push)" if self.merge == "push" else ")"))
         return "triton (split + reduce)" + (f": {self.why}" if self.why else "")
 
 
@@ -179,6 +197,7 @@ def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, sp
     clusters, head_dim 64 or 128, at most 8 query heads per kv head, the extension built, `fuse_rope`: the rope
     folded into attention, which the CUDA kernel always does), else Triton with the reason."""
     kind, cluster, warps = parse_attn_kernel(os.environ.get(ATTN_KERNEL_ENV, "") if spec is None else spec)
+    merge = attn_merge()  # a bad value is an error wherever it is set, not only where the CUDA kernel runs
     if kind == "triton":
         return AttnKernel("triton", why=f"${ATTN_KERNEL_ENV}=triton")
     dev = torch.device(device)
@@ -198,7 +217,7 @@ def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, sp
         from edgeprof.fast import w4cuda
 
         why = f"the CUDA extension did not build: {w4cuda.build_error()}"
-    return AttnKernel("triton", why=why) if why else AttnKernel("cuda", cluster, warps)
+    return AttnKernel("triton", why=why) if why else AttnKernel("cuda", cluster, warps, merge=merge)
 
 
 def _extension():
@@ -554,7 +573,7 @@ class TritonOps:
         if self._attn_ext is not None:
             self._attn_ext.attn_decode(q, k_cache, v_cache, pos, self.cos, self.sin, self.attn_out, self.nh, scale,
                                        rope, self.attn_kernel.cluster, self.attn_kernel.warps, *self._attn_ws,
-                                       self.attn_pdl)
+                                       self.attn_pdl, self.attn_kernel.merge == "push")
             return self.attn_out
         _attn_split_kernel[(self.nkv, self.s_max)](
             q, k_cache, v_cache, pos, self.part, self.lse, self.max_ctx, scale, self.cos, self.sin,

@@ -150,6 +150,20 @@ def test_attn_kernel_falls_back_to_triton_with_the_reason(monkeypatch):
     with pytest.raises(ValueError, match="EDGEPROF_ATTN_KERNEL"):
         attn_kernel(28, 4, 128, "cpu", 2048)
     assert AttnKernel("cuda", 16, 8).label() == "cuda (one launch, cluster of 16 CTAs x 8 warps per kv head)"
+    assert AttnKernel("cuda", 8, 8, merge="push").label() == ("cuda (one launch, cluster of 8 CTAs x 8 warps per kv "
+                                                              "head, merged by push)")
+
+
+def test_the_attention_merge_is_pull_or_push_and_a_bad_value_names_the_variable(monkeypatch):
+    from edgeprof.fast.kernels import ATTN_MERGE_DEFAULT, attn_kernel, attn_merge
+
+    monkeypatch.delenv("EDGEPROF_ATTN_MERGE", raising=False)
+    assert attn_merge() == ATTN_MERGE_DEFAULT
+    monkeypatch.setenv("EDGEPROF_ATTN_MERGE", "push")
+    assert attn_merge() == "push"
+    monkeypatch.setenv("EDGEPROF_ATTN_MERGE", "gather")
+    with pytest.raises(ValueError, match="EDGEPROF_ATTN_MERGE: 'gather' is not one of pull, push"):
+        attn_kernel(28, 4, 128, "cpu", 2048)  # checked on the CPU too, where the CUDA kernel never runs
 
 
 def test_pdl_is_off_on_the_cpu_and_a_bad_value_names_the_variable(monkeypatch):

@@ -16,7 +16,11 @@
 //      P is rounded to bf16 for the P.V mma, as FlashAttention-2 rounds it;
 //   4. the warps of a CTA merge in shared memory, then the CTAs of the cluster merge through distributed shared
 //      memory (DSMEM), in a fixed order: no fp32 partial goes to global memory, there is no second launch, and the
-//      result is deterministic.
+//      result is deterministic. PULL: every rank reads its slice of the outputs from every CTA's shared memory after
+//      a cluster barrier, and a second barrier keeps each CTA alive until the others have read it. PUSH: every CTA
+//      sends each rank its slice (st.async into that rank's shared memory, counted on its mbarrier) and waits only
+//      for its own slice to arrive: one one-way DSMEM trip instead of a round trip, and no second barrier. The same
+//      values are merged in the same order, so the output is bitwise the same.
 //
 // Fragment layouts (lane = 4 r + c; m16n8k16, A row-major 16 x 16, B col-major 16 x 8, C 16 x 8):
 //   q.K^T: A = q [heads (G <= 8 real, rows 8..15 zero) x 16 dims], B = K^T [16 dims x 8 tokens], C = scores.
@@ -257,6 +261,73 @@ __device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::clu
   }
 }
 
+// PUSH: each rank's receive buffer holds one slot per source rank q: q's values of the rank's G HD / CL outputs
+// (element e = rank + CL i at i), then q's (max, sum) of every head h at kPushMl + 2 h (8-byte aligned pairs).
+template <int HD, int CL>
+__host__ __device__ constexpr int push_ml() { return kMaxG * HD / CL; }
+template <int HD, int CL>
+__host__ __device__ constexpr int push_slot() { return push_ml<HD, CL>() + 2 * kMaxG; }
+
+// PUSH: send rank `rank`'s merged warps (sm.acc, sm.m, sm.l, complete: the caller's __syncthreads) to every rank's
+// buffer (its own by plain stores), each counted on the receiver's mbarrier `bar`
+template <int HD, int W, int CL>
+__device__ __forceinline__ void push_slices(const AttnSmem<HD, W>& sm, float* recv, uint64_t* bar, int rank, int G) {
+  using edgeprof_gemv::cluster_addr;
+  for (int e = threadIdx.x; e < G * HD; e += blockDim.x) {
+    const int owner = e % CL;
+    float* dst = recv + rank * push_slot<HD, CL>() + e / CL;
+    const float v = sm.acc[e / HD][e % HD];
+    if (owner == rank) *dst = v;
+    else edgeprof_gemv::st_async_f32(cluster_addr(dst, owner), v, cluster_addr(bar, owner));
+  }
+  for (int t = threadIdx.x; t < G * CL; t += blockDim.x) {
+    const int h = t % G, owner = t / G;
+    float* dst = recv + rank * push_slot<HD, CL>() + push_ml<HD, CL>() + 2 * h;
+    if (owner == rank) {
+      dst[0] = sm.m[h];
+      dst[1] = sm.l[h];
+    } else {
+      edgeprof_gemv::st_async_f32x2(cluster_addr(dst, owner), sm.m[h], sm.l[h], cluster_addr(bar, owner));
+    }
+  }
+}
+
+// PUSH: cluster_merge's arithmetic for element e (slot i = e / CL of this rank) over the received slots, in the same
+// order: bitwise the same (M, A, L)
+template <int HD, int CL>
+__device__ __forceinline__ void push_merge(const float* recv, int h, int i, float& M, float& A, float& L) {
+  float m[CL], a[CL], l[CL];
+#pragma unroll
+  for (int q = 0; q < CL; ++q) {
+    const float* slot = recv + q * push_slot<HD, CL>();
+    m[q] = slot[push_ml<HD, CL>() + 2 * h];
+    l[q] = slot[push_ml<HD, CL>() + 2 * h + 1];
+    a[q] = slot[i];
+  }
+  M = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
+  A = 0.f;
+  L = 0.f;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
+    const float f = part_weight(m[q], M);
+    A += f * a[q];
+    L += f * l[q];
+  }
+}
+
+// PUSH: every thread waits until the other ranks' slots have landed (bounded: a miscounted mbarrier fails the launch
+// after 2 s instead of hanging the GPU)
+__device__ __forceinline__ void push_wait(uint64_t* bar) {
+  uint64_t t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  while (!edgeprof_gemv::mbar_try_wait_cluster(bar, 0)) {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    if (t - t0 > 2000000000ull) __trap();
+  }
+}
+
 // Several clusters: the last CTA of each rank to arrive merges that rank's slice over the S clusters, in cluster
 // order (deterministic), from L2. All S partials of an element are loaded together (unrolled to kMaxClusters,
 // predicated): a loop that used each load before issuing the next cost S L2 round trips twice per element.
@@ -298,7 +369,7 @@ __device__ __forceinline__ void global_merge(const MultiCluster& mc, __nv_bfloat
   if (threadIdx.x == 0) mc.tickets[kvh * CL + rank] = 0;  // for the next launch (graph replays included)
 }
 
-template <int HD, bool ROPE, int W, int CL>  // CL: CTAs per cluster (the launch's cluster dimension)
+template <int HD, bool ROPE, int W, int CL, bool PUSH>  // CL: CTAs per cluster (the launch's cluster dimension)
 __global__ void __launch_bounds__(W * 32, 1)
     attn_decode_kernel(const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* kc, __nv_bfloat16* vc,
                        const int64_t* __restrict__ pos_p, const __nv_bfloat16* __restrict__ cos,
@@ -307,6 +378,8 @@ __global__ void __launch_bounds__(W * 32, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ __align__(16) AttnSmem<HD, W> sm;
   __shared__ int last_flag;
+  __shared__ __align__(16) float recv[PUSH ? CL * push_slot<HD, CL>() : 4];  // PUSH: this rank's slots
+  __shared__ __align__(8) uint64_t push_bar;
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = (int)cluster.block_rank();
   const int kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
@@ -316,6 +389,12 @@ __global__ void __launch_bounds__(W * 32, 1)
   // cluster z of the S taking part covers tokens [z seg, (z + 1) seg): seg a multiple of 16, so no block straddles
   const int S = gridDim.z == 1 ? 1 : min((int)gridDim.z, (n_live + mc.tpc - 1) / mc.tpc), z = blockIdx.z;
   if (z >= S) return;  // the whole cluster leaves: no cluster barrier waits for it
+  if constexpr (PUSH) {  // the other ranks' slots of this rank's outputs, counted before any can be sent; the
+    // cluster barrier's arrive now, its wait before the sends
+    if (threadIdx.x == 0)
+      edgeprof_gemv::mbar_arm(&push_bar, (unsigned)((CL - 1) * (G * HD / CL + 2 * G) * sizeof(float)));
+    edgeprof_gemv::cluster_arrive();
+  }
   const int seg = ((n_live + S - 1) / S + 15) / 16 * 16;
   const int b_end = min((z + 1) * seg, n_live + 15) / 16;
   int b = z * seg / 16 + rank * W + warp;
@@ -365,11 +444,20 @@ __global__ void __launch_bounds__(W * 32, 1)
   }
   __syncthreads();
   merge_warps(sm, G);
-  cluster.sync();  // every CTA's (m, l, acc) is ready to be read through DSMEM
+  if constexpr (PUSH) {
+    __syncthreads();                 // this CTA's (m, l, acc)
+    edgeprof_gemv::cluster_wait();   // every rank's mbarrier is armed (arrived at the start)
+    push_slices<HD, W, CL>(sm, recv, &push_bar, rank, G);
+    push_wait(&push_bar);
+    __syncthreads();                 // and this rank's own slot
+  } else {
+    cluster.sync();  // every CTA's (m, l, acc) is ready to be read through DSMEM
+  }
   for (int e = rank + CL * (int)threadIdx.x; e < G * HD; e += CL * (int)blockDim.x) {
     const int h = e / HD, d = e % HD;
     float M, A, L;
-    cluster_merge<HD, W, CL>(sm, cluster, h, d, M, A, L);
+    if constexpr (PUSH) push_merge<HD, CL>(recv, h, e / CL, M, A, L);
+    else cluster_merge<HD, W, CL>(sm, cluster, h, d, M, A, L);
     if (S == 1) {
       out[(size_t)(kvh * G + h) * HD + d] = __float2bfloat16(A / L);
     } else {
@@ -381,16 +469,16 @@ __global__ void __launch_bounds__(W * 32, 1)
       }
     }
   }
-  cluster.sync();  // no CTA leaves while another still reads its shared memory
+  if constexpr (!PUSH) cluster.sync();  // no CTA leaves while another still reads its shared memory
   if (S > 1) global_merge<HD, CL>(mc, out, kvh, rank, S, gridDim.z, G, &last_flag);
 #endif
 }
 
-template <int HD, bool ROPE, int W, int CL>
+template <int HD, bool ROPE, int W, int CL, bool PUSH>
 int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const void* cos, const void* sin, void* out,
                 int max_ctx, float scale_log2, int G, int NH, int NKV, MultiCluster mc, int clusters, bool pdl,
                 cudaStream_t stream) {
-  auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
+  auto kern = attn_decode_kernel<HD, ROPE, W, CL, PUSH>;
   static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (attr != cudaSuccess) return (int)attr;
   cudaLaunchConfig_t cfg = {};
@@ -408,10 +496,11 @@ int launch_attn(const void* qkv, void* kc, void* vc, const int64_t* pos, const v
 }
 
 // Clusters of this kernel the GPU holds at once (cudaOccupancyMaxActiveClusters; its CTAs per SM in *per_sm): a
-// cluster's CTAs must share one GPC, so this can be fewer than the CTA slots over CL.
+// cluster's CTAs must share one GPC, so this can be fewer than the CTA slots over CL. Asked of the PUSH kernel, whose
+// receive buffer makes it the larger of the two merges: a count that holds for both.
 template <int HD, bool ROPE, int W, int CL>
 int attn_fit(int* per_sm) {
-  auto kern = attn_decode_kernel<HD, ROPE, W, CL>;
+  auto kern = attn_decode_kernel<HD, ROPE, W, CL, true>;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, W * 32, 0) != cudaSuccess) *per_sm = 0;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(CL, 1);
@@ -445,20 +534,23 @@ int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* pe
 
 // head_dim 64 or 128, G <= 8 query heads per kv head, clusters of 8 or 16 CTAs of `warps` (4 or 8) warps, up to
 // `clusters` clusters per kv head (> 1: the live cache spread over min(clusters, ceil(live / tokens_per_cluster))
-// of them; ws_acc, ws_ml, tickets as in MultiCluster); returns a cudaError_t
+// of them; ws_acc, ws_ml, tickets as in MultiCluster); push: the cluster's merge sends each rank its slice (else each
+// rank reads it; the header's step 4); returns a cudaError_t
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
-                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream) {
+                                float* ws_ml, int* tickets, bool pdl, bool push, cudaStream_t stream) {
   using Fn = int (*)(const void*, void*, void*, const int64_t*, const void*, const void*, void*, int, float, int, int,
                      int, MultiCluster, int, bool, cudaStream_t);
-#define EDGEPROF_ATTN_CL(HD, ROPE, W) {launch_attn<HD, ROPE, W, 8>, launch_attn<HD, ROPE, W, 16>}
+#define EDGEPROF_ATTN_P(HD, ROPE, W, CL) {launch_attn<HD, ROPE, W, CL, false>, launch_attn<HD, ROPE, W, CL, true>}
+#define EDGEPROF_ATTN_CL(HD, ROPE, W) {EDGEPROF_ATTN_P(HD, ROPE, W, 8), EDGEPROF_ATTN_P(HD, ROPE, W, 16)}
 #define EDGEPROF_ATTN_W(HD, ROPE) {EDGEPROF_ATTN_CL(HD, ROPE, 4), EDGEPROF_ATTN_CL(HD, ROPE, 8)}
-  // [hd 128?][rope?][8 warps?][16 CTAs?]
-  static const Fn table[2][2][2][2] = {{EDGEPROF_ATTN_W(64, false), EDGEPROF_ATTN_W(64, true)},
-                                       {EDGEPROF_ATTN_W(128, false), EDGEPROF_ATTN_W(128, true)}};
+  // [hd 128?][rope?][8 warps?][16 CTAs?][push?]
+  static const Fn table[2][2][2][2][2] = {{EDGEPROF_ATTN_W(64, false), EDGEPROF_ATTN_W(64, true)},
+                                          {EDGEPROF_ATTN_W(128, false), EDGEPROF_ATTN_W(128, true)}};
 #undef EDGEPROF_ATTN_W
 #undef EDGEPROF_ATTN_CL
+#undef EDGEPROF_ATTN_P
   if ((hd != 64 && hd != 128) || (warps != 4 && warps != 8) || (cluster != 8 && cluster != 16) || clusters < 1 ||
       clusters > kMaxClusters ||
       (clusters > 1 && (tokens_per_cluster < 16 || tokens_per_cluster % 16 || !ws_acc || !ws_ml || !tickets)))
@@ -469,6 +561,6 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
                                                cudaSuccess || major < 9)
     return (int)cudaErrorNotSupported;
   const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
-  return table[hd == 128][rope][warps == 8][cluster == 16](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2, G,
-                                                          NH, NKV, mc, clusters, pdl, stream);
+  return table[hd == 128][rope][warps == 8][cluster == 16][push](qkv, kc, vc, pos, cos, sin, out, max_ctx, scale_log2,
+                                                                G, NH, NKV, mc, clusters, pdl, stream);
 }

@@ -26,7 +26,7 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down);
 int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, void* vc, const int64_t* pos,
                                 const void* cos, const void* sin, void* out, int max_ctx, float scale, int G, int NH,
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
-                                float* ws_ml, int* tickets, bool pdl, cudaStream_t stream);
+                                float* ws_ml, int* tickets, bool pdl, bool push, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
@@ -324,10 +324,11 @@ static void check_bf16(const torch::Tensor& t, const char* name) {
 // that many per kv head (> 1: the live cache is spread over min(clusters, ceil(live / tokens_per_cluster)) of them,
 // which merge through ws_acc fp32
 // [NKV * clusters * NH / NKV * HD], ws_ml fp32 [NKV * clusters * cluster * 16] and tickets int32 [NKV * cluster], zeros).
+// push_merge: the cluster's CTAs send each rank its slice of the outputs (else each rank reads it; attn_decode.cu).
 void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor pos,
                  torch::Tensor cos, torch::Tensor sin, torch::Tensor out, int64_t n_heads, double scale, bool rope,
                  int64_t cluster, int64_t warps, int64_t clusters, int64_t tokens_per_cluster, torch::Tensor ws_acc,
-                 torch::Tensor ws_ml, torch::Tensor tickets, bool pdl) {
+                 torch::Tensor ws_ml, torch::Tensor tickets, bool pdl, bool push_merge) {
   for (const auto* t : {&qkv, &k_cache, &v_cache, &cos, &sin, &out}) check_bf16(*t, "attention operands");
   TORCH_CHECK(k_cache.dim() == 3 && v_cache.sizes() == k_cache.sizes(), "k_cache, v_cache: [NKV, max_ctx, HD]");
   const int64_t NKV = k_cache.size(0), max_ctx = k_cache.size(1), HD = k_cache.size(2), NH = n_heads;
@@ -360,7 +361,7 @@ void attn_decode(torch::Tensor qkv, torch::Tensor k_cache, torch::Tensor v_cache
                                         (int)warps, (int)clusters, (int)tokens_per_cluster,
                                         clusters > 1 ? ws_acc.data_ptr<float>() : nullptr,
                                         clusters > 1 ? ws_ml.data_ptr<float>() : nullptr,
-                                        clusters > 1 ? tickets.data_ptr<int>() : nullptr, pdl,
+                                        clusters > 1 ? tickets.data_ptr<int>() : nullptr, pdl, push_merge,
                                         c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == 0, "decode attention launch failed (cluster ", cluster, "): ",
               launch_error(err));
@@ -423,7 +424,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attn_decode", &attn_decode, "edgeprof decode attention: one launch per layer, splits merged in a cluster",
         py::arg("qkv"), py::arg("k_cache"), py::arg("v_cache"), py::arg("pos"), py::arg("cos"), py::arg("sin"),
         py::arg("out"), py::arg("n_heads"), py::arg("scale"), py::arg("rope"), py::arg("cluster"), py::arg("warps"), py::arg("clusters"), py::arg("tokens_per_cluster"), py::arg("ws_acc"),
-        py::arg("ws_ml"), py::arg("tickets"), py::arg("pdl"));
+        py::arg("ws_ml"), py::arg("tickets"), py::arg("pdl"), py::arg("push_merge"));
   m.def("gemv_variant", &gemv_variant, "edgeprof W4A16 GEMV, tuning variant and launch shape chosen by the caller");
   m.def("attn_cluster_fit", &attn_cluster_fit, "(clusters held at once, CTAs per SM) of the decode attention kernel",
         py::arg("head_dim"), py::arg("rope"), py::arg("cluster"), py::arg("warps"));
