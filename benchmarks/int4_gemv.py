@@ -784,8 +784,9 @@ TUNE_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584
                ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584)]
 TUNE_FIELDS = ("variant", "splits", "tiles_per_split", "grid_x", "ctas")
 # --tune-form decoder: each shape in the form edgeprof-fast's int4 step launches it with this kernel (FastModel.step):
-# q/k/v and gate_up with the residual add + RMSNorm fused into their input, down with SiLU*up fused, o plain. The
-# plain form (the default) times every shape as y = W x, which cannot see what the fusions cost a launch.
+# q/k/v and gate_up with the residual add + RMSNorm fused into their input, down with SiLU*up fused (plain where the
+# plan's gate_up already wrote SiLU*up: shape_form), o plain. The plain form (the default) times every shape as
+# y = W x, which cannot see what the fusions cost a launch.
 DECODER_FORMS = {"qkv": "norm", "o": "plain", "gate_up": "norm", "down": "silu"}
 TUNE_FORMS = ("plain", "decoder")
 CONTEXT_LOST = ("illegal memory access", "unspecified launch failure", "misaligned address", "illegal instruction")
@@ -963,8 +964,21 @@ def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dic
 
 
 def shape_form(name: str, tune_form: str) -> str:
-    """The form a shape is timed in: "plain" for --tune-form plain, else the decoder's (DECODER_FORMS)."""
-    return "plain" if tune_form == "plain" else DECODER_FORMS[name]
+    """The form a shape is timed in: "plain" for --tune-form plain, else the decoder's (DECODER_FORMS). Where the
+    card's plan runs gate_up as an act-epilogue variant (w4cuda.ACT_EPILOGUE_VARIANTS: it writes silu(gate) * up),
+    the decoder's down takes that as a plain input, so down is timed plain."""
+    if tune_form == "plain":
+        return "plain"
+    return "plain" if name == "down" and plan_gate_up_writes_act() else DECODER_FORMS[name]
+
+
+def plan_gate_up_writes_act() -> bool:
+    """Whether the launch plan (w4cuda.launch_plan: $EDGEPROF_W4_PLAN or the card's) runs TUNE_SHAPES' gate_up as an
+    act-epilogue variant."""
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, launch_plan
+
+    k, n = next((k, n) for _, name, k, n in TUNE_SHAPES if name == "gate_up")
+    return launch_plan().get((k, n), {}).get("variant") in ACT_EPILOGUE_VARIANTS
 
 
 def form_call(lin, form: str, cache: dict, norm: str = "loop"):

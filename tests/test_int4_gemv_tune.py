@@ -86,6 +86,17 @@ def test_tune_form_defaults_to_plain_and_decoder_times_each_shape_as_the_step_la
     assert [int4_gemv.shape_form(s, "decoder") for s in shapes] == ["norm", "plain", "norm", "silu"]
 
 
+def test_down_is_timed_plain_where_the_plan_runs_gate_up_with_the_act_epilogue(monkeypatch):
+    from edgeprof.fast import w4cuda
+
+    k, n = next((k, n) for _, name, k, n in int4_gemv.TUNE_SHAPES if name == "gate_up")
+    monkeypatch.setattr(w4cuda, "launch_plan", lambda: {(k, n): {"variant": "scxa", "splits": 1}})
+    assert int4_gemv.shape_form("down", "decoder") == "plain"  # gate_up wrote silu(gate) * up
+    assert int4_gemv.shape_form("qkv", "decoder") == "norm"
+    monkeypatch.setattr(w4cuda, "launch_plan", lambda: {(k, n): {"variant": "scx", "splits": 1}})
+    assert int4_gemv.shape_form("down", "decoder") == "silu"
+
+
 def test_form_call_times_the_method_the_form_names_against_its_own_reference():
     calls = []
 
