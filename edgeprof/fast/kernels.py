@@ -107,12 +107,16 @@ ATTN_KERNEL_ENV = "EDGEPROF_ATTN_KERNEL"
 # (results/h200/2026-11-28-attention r39): the int4 step 1.992 / 1.981 ms against 2.041 / 2.006 with Triton;
 # 16x8 (2.011 / 2.065) and 16x4 (2.047 / 2.071) were not faster, though 16x8 is the fastest alone (8.71 us/layer).
 ATTN_CUDA_DEFAULT = (8, 8)
-# "auto" takes the CUDA kernel up to this cache length only. One cluster per kv head (32 CTAs for Qwen2.5-7B at 8x8)
-# streams a long cache with too few SMs (26.3 us/layer at ctx 16384 against Triton's 16.8, r39); several clusters per
-# kv head, as many as fit one wave (below), still took 18.3-19.5 us (results/h200/2026-11-28-cluster r54) and the
-# int4 step 1.5-2% longer at 16384, so beyond this length "auto" runs Triton
-ATTN_CUDA_MAX_CTX = 4096
-# Beyond it several clusters per kv head share the live cache, each at least this many tokens, and merge through
+# One cluster per kv head up to this cache length. One cluster per kv head (32 CTAs for Qwen2.5-7B at 8x8) streams a
+# long cache with too few SMs (26.3 us/layer at ctx 16384 against Triton's 16.8, r39).
+ATTN_ONE_CLUSTER_MAX_CTX = 4096
+# "auto" takes the CUDA kernel up to this cache length only. With several clusters per kv head beyond
+# ATTN_ONE_CLUSTER_MAX_CTX and the pull merge, it took 18.3-19.5 us/layer (results/h200/2026-11-28-cluster r54) and
+# the int4 step 1.5-2% longer at 16384 than Triton, so "auto" stopped at 4096 tokens; with the push merge the int4 step
+# is 2.5% / 2.3% faster than with Triton at ctx 8192 / 16384 (step_ab 0.9746 / 0.9766, results/h200/2026-11-29-gather
+# r117). Longer caches (not measured) keep Triton.
+ATTN_CUDA_MAX_CTX = 16384 + 64
+# Beyond ATTN_ONE_CLUSTER_MAX_CTX several clusters per kv head share the live cache, each at least this many tokens, and merge through
 # global memory (csrc/attn_decode.cu: MultiCluster). How many: as many as the GPU holds at once for all kv heads
 # (attn_cluster_fit), since a cluster's CTAs must share one GPC and a second wave doubles the time (r42/r43 against
 # results/h200/2026-11-28-cluster r52). $EDGEPROF_ATTN_TPC overrides the minimum (a multiple of 16) for benchmarks.
@@ -149,9 +153,9 @@ def attn_tokens_per_cluster() -> int:
 
 
 def attn_clusters_per_head(max_ctx: int, n_kv: int, fits: int, tpc: int) -> int:
-    """Clusters per kv head of the CUDA attention for a cache of max_ctx tokens: one up to ATTN_CUDA_MAX_CTX, else
-    as many as fit the GPU at once for all n_kv heads (`fits` clusters) and still take `tpc` tokens each."""
-    if max_ctx <= ATTN_CUDA_MAX_CTX:
+    """Clusters per kv head of the CUDA attention for a cache of max_ctx tokens: one up to ATTN_ONE_CLUSTER_MAX_CTX,
+    else as many as fit the GPU at once for all n_kv heads (`fits` clusters) and still take `tpc` tokens each."""
+    if max_ctx <= ATTN_ONE_CLUSTER_MAX_CTX:
         return 1
     return max(1, min(fits // n_kv, -(-max_ctx // tpc), ATTN_MAX_CLUSTERS))
 
@@ -204,7 +208,7 @@ def attn_kernel(n_heads: int, n_kv: int, head_dim: int, device, max_ctx: int, sp
     dev = torch.device(device)
     why = None
     if kind == "auto" and max_ctx > ATTN_CUDA_MAX_CTX:
-        why = (f"max_ctx {max_ctx} > {ATTN_CUDA_MAX_CTX}: the CUDA kernel measured slower than Triton on a long cache "
+        why = (f"max_ctx {max_ctx} > {ATTN_CUDA_MAX_CTX}: the CUDA kernel was not measured on a cache this long "
                f"(${ATTN_KERNEL_ENV}=cuda forces it)")
     elif dev.type != "cuda":
         why = "not a CUDA device"
@@ -544,7 +548,7 @@ class TritonOps:
         if self.attn_kernel.kind != "cuda":
             return 1, tpc, none, none, none.int()
         cl, w = self.attn_kernel.cluster, self.attn_kernel.warps
-        fits = self._attn_ext.attn_cluster_fit(self.hd, True, cl, w)[0] if max_ctx > ATTN_CUDA_MAX_CTX else 0
+        fits = self._attn_ext.attn_cluster_fit(self.hd, True, cl, w)[0] if max_ctx > ATTN_ONE_CLUSTER_MAX_CTX else 0
         clusters = attn_clusters_per_head(max_ctx, self.nkv, fits, tpc)
         if clusters == 1:
             return 1, tpc, none, none, none.int()

@@ -194,10 +194,10 @@ def test_nodown_leaves_only_the_down_projection_out_of_pdl(monkeypatch):
         assert pdl_wanted("cpu") is False  # a valid value; still off on the CPU
 
 
-def test_attention_clusters_per_head_fill_one_wave_and_only_past_the_auto_limit():
-    from edgeprof.fast.kernels import ATTN_CUDA_MAX_CTX, ATTN_MAX_CLUSTERS, attn_clusters_per_head
+def test_attention_clusters_per_head_fill_one_wave_and_only_past_one_clusters_limit():
+    from edgeprof.fast.kernels import ATTN_MAX_CLUSTERS, ATTN_ONE_CLUSTER_MAX_CTX, attn_clusters_per_head
 
-    assert attn_clusters_per_head(ATTN_CUDA_MAX_CTX, 4, 30, 512) == 1  # one cluster up to the auto limit
+    assert attn_clusters_per_head(ATTN_ONE_CLUSTER_MAX_CTX, 4, 30, 512) == 1  # one cluster up to its limit
     assert attn_clusters_per_head(16384 + 64, 4, 30, 512) == 7  # 30 clusters fit the GPU at once: 7 per kv head
     assert attn_clusters_per_head(16384 + 64, 4, 15, 512) == 3
     assert attn_clusters_per_head(5000, 4, 30, 2048) == 3  # each takes at least tpc tokens of the cache
