@@ -235,6 +235,24 @@ struct MultiCluster {  // several clusters per kv head (a long cache): where the
                   // clusters take part, each an equal share (a multiple of 16 tokens) of the live cache
 };
 
+// The merge of CL parts of one output element, (max, unnormalised sum, softmax denominator) each, in part order:
+// deterministic, and the same arithmetic for the pull and the push merge
+template <int CL>
+__device__ __forceinline__ void merge_parts(const float (&m)[CL], const float (&a)[CL], const float (&l)[CL], float& M,
+                                            float& A, float& L) {
+  M = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
+  A = 0.f;
+  L = 0.f;
+#pragma unroll
+  for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
+    const float f = part_weight(m[q], M);
+    A += f * a[q];
+    L += f * l[q];
+  }
+}
+
 // The cluster's merge of its CTAs for this CTA's slice of the G x HD outputs (e = rank + CL i), through DSMEM:
 // (max, unnormalised sum, softmax denominator) of element e
 template <int HD, int W, int CL>
@@ -248,17 +266,7 @@ __device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::clu
     a[q] = o->acc[h][d];
     l[q] = o->l[h];
   }
-  M = -INFINITY;
-#pragma unroll
-  for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
-  A = 0.f;
-  L = 0.f;
-#pragma unroll
-  for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
-    const float f = part_weight(m[q], M);
-    A += f * a[q];
-    L += f * l[q];
-  }
+  merge_parts<CL>(m, a, l, M, A, L);
 }
 
 // PUSH: each rank's receive buffer holds one slot per source rank q: q's values of the rank's G HD / CL outputs
@@ -304,28 +312,7 @@ __device__ __forceinline__ void push_merge(const float* recv, int h, int i, floa
     l[q] = slot[push_ml<HD, CL>() + 2 * h + 1];
     a[q] = slot[i];
   }
-  M = -INFINITY;
-#pragma unroll
-  for (int q = 0; q < CL; ++q) M = fmaxf(M, m[q]);
-  A = 0.f;
-  L = 0.f;
-#pragma unroll
-  for (int q = 0; q < CL; ++q) {  // fixed order: deterministic
-    const float f = part_weight(m[q], M);
-    A += f * a[q];
-    L += f * l[q];
-  }
-}
-
-// PUSH: every thread waits until the other ranks' slots have landed (bounded: a miscounted mbarrier fails the launch
-// after 2 s instead of hanging the GPU)
-__device__ __forceinline__ void push_wait(uint64_t* bar) {
-  uint64_t t0, t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  while (!edgeprof_gemv::mbar_try_wait_cluster(bar, 0)) {
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    if (t - t0 > 2000000000ull) __trap();
-  }
+  merge_parts<CL>(m, a, l, M, A, L);
 }
 
 // Several clusters: the last CTA of each rank to arrive merges that rank's slice over the S clusters, in cluster
@@ -448,7 +435,7 @@ __global__ void __launch_bounds__(W * 32, 1)
     __syncthreads();                 // this CTA's (m, l, acc)
     edgeprof_gemv::cluster_wait();   // every rank's mbarrier is armed (arrived at the start)
     push_slices<HD, W, CL>(sm, recv, &push_bar, rank, G);
-    push_wait(&push_bar);
+    edgeprof_gemv::mbar_wait_cluster(&push_bar, 0);  // the other ranks' slots of this rank's outputs
     __syncthreads();                 // and this rank's own slot
   } else {
     cluster.sync();  // every CTA's (m, l, acc) is ready to be read through DSMEM

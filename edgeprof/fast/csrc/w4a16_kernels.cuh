@@ -531,15 +531,8 @@ __device__ __forceinline__ void finish_rows_gather(int bx, int by, int nsplit, i
     buf[16 * w + 2 * gq + 1] = y1;
   }
   if (DEFER && threadIdx.x == 0) buf[WARPS * 16] = sum_h2;
-  {  // every thread acquires the other splits' sums; bounded: a miscounted mbarrier fails the launch, no hang
-    uint64_t t0, t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-    while (!edgeprof_gemv::mbar_try_wait_cluster(bar, 0)) {
-      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-      if (t - t0 > 2000000000ull) __trap();
-    }
-  }
-  __syncthreads();  // and this CTA's own
+  edgeprof_gemv::mbar_wait_cluster(bar, 0);  // every thread acquires the other splits' sums
+  __syncthreads();                            // and this CTA's own
   for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
     const int row = bx * WARPS * 16 + i;
     if (row >= N) break;
