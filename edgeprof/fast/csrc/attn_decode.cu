@@ -270,7 +270,7 @@ __device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::clu
 }
 
 // PUSH: each rank's receive buffer holds one slot per source rank q: q's values of the rank's G HD / CL outputs
-// (element e = rank + CL i at i), then q's (max, sum) of every head h at kPushMl + 2 h (8-byte aligned pairs).
+// (element e = rank + CL i at i), then q's (max, sum) of every head h at push_ml() + 2 h (8-byte aligned pairs).
 template <int HD, int CL>
 __host__ __device__ constexpr int push_ml() { return kMaxG * HD / CL; }
 template <int HD, int CL>

@@ -503,7 +503,7 @@ template <int WARPS, bool DEFER>
 __host__ __device__ constexpr unsigned gather_bytes() { return WARPS * 16 * 4 + (DEFER ? 4 : 0); }  // sent per split
 
 // rank 0 (one thread): the mbarrier that counts the other splits' bytes. Every thread of every CTA then arrives on the
-// cluster barrier (gather_finish waits on it before sending: the mbarrier is initialised by then).
+// cluster barrier (finish_rows_gather waits on it before sending: the mbarrier is initialised by then).
 template <int WARPS, bool DEFER>
 __device__ __forceinline__ void gather_arm(int by, int nsplit, uint64_t* bar) {
   if (by == 0 && threadIdx.x == 0) edgeprof_gemv::mbar_arm(bar, (unsigned)(nsplit - 1) * gather_bytes<WARPS, DEFER>());
@@ -663,6 +663,8 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // XSUM (scx / clscx: sc / clsc with it): the group sums of x in the staging pass (stage_x's XG), one barrier less.
 // EACT (scxa: scx with it; one K split): the CTA's 4 row blocks are gate rows 32 bx.. and up rows 32 bx.. of an MLP's
 // gate_up (w4cuda packs them so), and it writes silu(gate) * up for its 32 outputs (finish_act) instead of its rows.
+// GATHER (clscxg: clscx with it; CLU): the splits send their row sums into the cluster's rank 0 and leave
+// (finish_rows_gather) instead of finish_rows_cluster's two barriers; bitwise the same y.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
           bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false>
