@@ -28,6 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# the decoder notes recorded per arm (Decoder.info().notes)
+ARM_NOTES = ("attention", "int4_launch", "int4_norm", "steps_ahead", "greedy_tail", "bf16_gemv")
+
+
 def parse_arms(text: str) -> list[tuple[str, dict[str, str]]]:
     """'base:;off:EDGEPROF_X=1+EDGEPROF_Y=2' -> [('base', {}), ('off', {'EDGEPROF_X': '1', 'EDGEPROF_Y': '2'})]."""
     arms = []
@@ -68,14 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.ctx + args.blocks * args.steps + 64
     loaded = load_model(args.model, args.device, max_ctx=cache)
     prompt = torch.randint(0, loaded.shape.vocab, (args.ctx - 1,), generator=torch.Generator().manual_seed(3)).tolist()
-    decs = []
+    decs, arm_notes = [], {}
     for name, env in arms:
         with env_set(env):
             dec = registry.create(args.backend, loaded, device=args.device, max_ctx=cache)
         dec.prefill(prompt)
         dec.warmup()
         decs.append(dec)
-        print(f"  {name}: {env or 'default'}; {dec.info().notes.get('greedy_tail', '')}", flush=True)
+        # what each arm's decoder runs: an arm whose setting did not reach its decoder (a policy that decides by the
+        # cache size, sized here ctx + blocks x steps) shows here instead of as a ratio of 1
+        info = dec.info().notes
+        arm_notes[name] = {k: info[k] for k in ARM_NOTES if k in info}
+        print(f"  {name}: {env or 'default'}; attention {info.get('attention', '-')}; {info.get('greedy_tail', '')}",
+              flush=True)
     blocks: list[dict] = []
     for b in range(args.blocks):
         order = list(range(len(arms))) if b % 2 == 0 else list(reversed(range(len(arms))))
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     clocks = [c for c in ("gpu_p50", "wall_p50") if c in blocks[0][base]]
     res = {"benchmark": "step_ab", **provenance(hardware.detect(), args.device), "model": args.model,
            "backend": args.backend, "synthetic": loaded.synthetic, "ctx": args.ctx, "blocks": args.blocks,
-           "steps": args.steps, "arms": {n: e for n, e in arms}, "per_block": blocks, "ratios": {}}
+           "steps": args.steps, "cache_tokens": cache, "arms": {n: e for n, e in arms}, "arm_notes": arm_notes,
+           "per_block": blocks, "ratios": {}}
     for name, _ in arms[1:]:
         same = all(r[name]["tokens"] == r[base]["tokens"] for r in blocks)
         entry = {"tokens_equal_to_" + base: same}

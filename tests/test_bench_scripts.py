@@ -69,3 +69,6 @@ def test_step_ab_on_the_cpu(tmp_path):
     assert entry["tokens_equal_to_base"] is True
     assert "gpu_p50" not in entry and entry["wall_p50"]["ci"][0] <= entry["wall_p50"]["median"] <= entry["wall_p50"]["ci"][1]
     assert "off / base at ctx 24" in proc.stdout
+    # each arm's decoder says what it ran, and the cache the arms were built with is recorded
+    assert set(rec["arm_notes"]) == {"base", "off"} and "attention" in rec["arm_notes"]["base"]
+    assert rec["cache_tokens"] == 24 + 3 * 2 + 64
