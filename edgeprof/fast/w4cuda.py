@@ -67,7 +67,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # sums in shared memory, x streamed into shared memory chunk by chunk beside the weights: one K split, no split-K finish
 # (down's ticket or cluster finish was ~2 us of 11.5 on an H200); clscxg (decoders' module, sm_90+): clscx whose
 # cluster finish gathers the splits' sums into the cluster's rank 0 (st.async, counted on its mbarrier), so the other
-# ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y).
+# ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y);
+# the timeline variants (TRACE_VARIANTS, tuning module): clscx / clscxg / scx / nomathxsf / clnomathxsf whose CTAs also
+# record when they started, passed the PDL wait, staged x, ended their loop and left (benchmarks/gemv_timeline.py).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -85,14 +87,21 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "sc": (36, 4, False), "clsc": (37, 4, False), "nomathxsf": (38, 4, False), "clnomathxsf": (39, 4, False),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
-            "scxa": (48, 4, False), "clscxg": (49, 4, False)}
+            "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
+            "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
-                    "clnomathxsf", "clscf", "clscx", "clscxg")
+                    "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
-                       "clnomathxsf")
+                       "clnomathxsf", "nomathxsft", "clnomathxsft")
+# the timeline variants and the variant each one is (the same launch, its CTAs also recording their phases: 8 uint64
+# per CTA after the split-K workspace, read by trace_of). benchmarks/gemv_timeline.py checks each one's y bitwise
+# against its twin's before it reads a trace; the tune does not offer them.
+TRACE_VARIANTS = {"clscxt": "clscx", "clscxgt": "clscxg", "scxt": "scx", "nomathxsft": "nomathxsf",
+                  "clnomathxsft": "clnomathxsf"}
+TRACE_FIELDS = ("sm", "t_start", "t_waited", "t_staged", "t_looped", "t_left", "clock_start", "clock_left")
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
 BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")
-                              if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx", "clscxg"))
+                              if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx", "clscxg") + tuple(TRACE_VARIANTS))
 # variants whose sums run in another variant's order (a different finish, the same additions): y is bitwise that
 # twin's at the same splits, in every form (the tune and the kernel suite check it)
 BITWISE_TWINS = {"clscxg": "clscx"}
@@ -578,7 +587,10 @@ class W4CudaLinear:
             _check_sm90_launch(packed, self.splits, variant)
         # split-K workspace of this layer: partial sums and the per-CTA-column tickets (start at 0,
         # the last CTA resets them), so graph replays and layers never share state
-        self.partial = torch.empty(self.splits * packed.n if self.splits > 1 else 0, device=dev, dtype=torch.float32)
+        # (a timeline variant: and its CTAs' records after it, TRACE_FIELDS as 8 uint64 per CTA)
+        trace = 2 * len(TRACE_FIELDS) * launch_ctas(packed.n, self.splits, variant) if variant in TRACE_VARIANTS else 0
+        self.partial = torch.empty((self.splits * packed.n if self.splits > 1 or trace else 0) + trace, device=dev,
+                                   dtype=torch.float32)
         # one ticket per CTA column of VARIANTS[variant]'s row blocks per CTA
         self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n
@@ -626,6 +638,13 @@ class W4CudaLinear:
         return self._in_order(self.ext.gemv_variant(x, p.qw, p.sz, self.bias, self.partial, self.counters, p.n, p.k,
                                                     p.group, p.asym, act, self.splits, self.tps, self.variant_id,
                                                     self.grid_x))
+
+    def trace(self) -> torch.Tensor:
+        """A timeline variant's CTA records of its last call (TRACE_VARIANTS): int64 [CTAs, 8], columns TRACE_FIELDS
+        (global times in ns, SM clocks in cycles), on the host. Call after the GPU is done with that call."""
+        if self.variant not in TRACE_VARIANTS:
+            raise ValueError(f"variant: {self.variant!r} records no timeline; use one of {sorted(TRACE_VARIANTS)}")
+        return self.partial[self.splits * self.p.n:].view(torch.int64).reshape(-1, len(TRACE_FIELDS)).cpu()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != 1:  # prefill (M > 1): not a GEMV; dequantize this layer once per call

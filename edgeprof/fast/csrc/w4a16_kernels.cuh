@@ -638,6 +638,48 @@ struct W4Args {
   int N, K, tiles_per_split;
 };
 
+// TRACE's record (benchmarks/gemv_timeline.py reads it): thread 0 of each CTA keeps the global time (%globaltimer, ns)
+// of its phases 0 start, 1 past the PDL wait, 2 x staged, 3 its warp's last chunk done, 4 leaving (after the finish),
+// and at the end writes them with its SM id and its SM clock (clock64) at start and end: 8 uint64 per CTA at
+// (uint64*)(partial + nsplit * N) + (by * gridDim.x + bx) * 8, after the split-K workspace (W4CudaLinear sizes it).
+// mark's `dep` is a value the phase computed: an input of the timer read, so the read cannot move above that work.
+// TRACE false: empty, no code.
+template <bool TRACE>
+struct CtaTrace {
+  __device__ __forceinline__ CtaTrace(float*, int, int, int, int) {}
+  __device__ __forceinline__ void mark(int, uint32_t) {}
+  __device__ __forceinline__ void done() {}
+};
+template <>
+struct CtaTrace<true> {
+  uint64_t* out;
+  uint64_t t[4];
+  uint64_t c0;
+  __device__ __forceinline__ static uint64_t now(uint32_t dep) {
+    uint64_t v;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v) : "r"(dep) : "memory");
+    return v;
+  }
+  __device__ __forceinline__ CtaTrace(float* partial, int N, int bx, int by, int nsplit)
+      : out(reinterpret_cast<uint64_t*>(partial + (size_t)nsplit * N) + ((size_t)by * gridDim.x + bx) * 8) {
+    c0 = clock64();
+    t[0] = now(0u);
+  }
+  __device__ __forceinline__ void mark(int i, uint32_t dep) { t[i] = now(dep); }
+  __device__ __forceinline__ void done() {
+    const uint64_t t4 = now(0u), c1 = clock64();
+    if (threadIdx.x != 0) return;
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    out[0] = sm;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[1 + i] = t[i];
+    out[5] = t4;
+    out[6] = c0;
+    out[7] = c1;
+  }
+};
+
 struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are ready once pdl_wait returns
   __device__ __forceinline__ void operator()() const {}
 };
@@ -665,9 +707,11 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // gate_up (w4cuda packs them so), and it writes silu(gate) * up for its 32 outputs (finish_act) instead of its rows.
 // GATHER (clscxg: clscx with it; CLU): the splits send their row sums into the cluster's rank 0 and leave
 // (finish_rows_gather) instead of finish_rows_cluster's two barriers; bitwise the same y.
+// TRACE (the timeline variants, tuning module; benchmarks/gemv_timeline.py): the same kernel, and thread 0 of each CTA
+// records its phases (CtaTrace) after the split-K workspace. A diagnostic of where a launch's time goes under PDL.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false>
+          bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false, bool TRACE = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -713,6 +757,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   __shared__ alignas(16) float gather_buf[GATHER ? kClusterMax * gather_floats<RB, NORM == 3>() : 4];
   __shared__ alignas(8) uint64_t gather_bar;
   if constexpr (GATHER) gather_arm<RB, NORM == 3>(by, nsplit, &gather_bar);
+  CtaTrace<TRACE> trace(a.partial, N, bx, by, nsplit);  // TRACE: phase 0, the CTA's start
 
   // One chunk = U tiles of 64 columns: U 16-byte weight loads and the chunk's group scales.
   auto load_chunk = [&](int t, uint4 (&wv)[U], ST (&sv)[GPC]) {
@@ -780,6 +825,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     edgeprof_gemv::prefetch_l2(sp - gq, (long)sizeof(ST) * 8 * ((pt * 64 + G - 1) / G), lane);
   }
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
+  trace.mark(1, 0u);
   pdl_launch_dependents();
   ready();
 
@@ -787,6 +833,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   float yscale = NOMATH >= 2 ? 1.f
                              : stage_x_sums<G, kWarps, ACT, XVEC, NORM, F16, CG, XSUM>(
                                    x, K, k0, klen, cng, xs, sxs_cta, &na, bx == 0 && (NORM == 3 || by == 0));
+  trace.mark(2, __float_as_uint(yscale));
   // NORM 3 (the deferred norm): stage_x_sums returned this CTA's sum of h^2 over its slice. One split: rstd scales the
   // rows here; a cluster's splits add their sums in finish_rows_cluster, which scales the rows there.
   float sum_h2 = 0.f;
@@ -854,10 +901,12 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
       chunk_math<G, ASYM, true, F16>(wa, sa, t, nt, true, xq, sxs, magic, y0, y1);
     }
   }
+  trace.mark(3, __float_as_uint(y0) ^ __float_as_uint(y1) ^ junk);  // after the last chunk's math
   y0 *= yscale;  // F16: back from the staged slice's 2^-e; NORM 3: rstd (the deferred norm)
   y1 *= yscale;
   if constexpr (NOMATH == 4) {  // no finish: the loads alone, as benchmarks/stream_pattern.py's read kernel
     if (junk == 0x9e3779b9u) a.y[0] = __float2bfloat16(1.f);  // practically never: keeps the loads live
+    trace.done();
     return;
   }
   if constexpr (NOMATH) y0 = __uint_as_float(junk & 0x3f7fffffu);  // < 2: the finish adds it like a partial sum
@@ -876,29 +925,33 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   if constexpr (EACT) {  // the variant "scxa": silu(gate) * up of the CTA's rows
     static_assert(KW == 1 && !CLU && kWarps == 4, "one row block per warp: two of gate rows, two of up rows");
     finish_act(bx, gq, c, y0, y1, a.bias, a.y);
+    trace.done();
     return;
   }
   if constexpr (GATHER) {  // the variant "clscxg": the splits' sums gathered into the cluster's rank 0
     finish_rows_gather<RB, NORM == 3>(bx, by, nsplit, N, gq, c, y0, y1, a.bias, a.y, gather_buf, &gather_bar, sum_h2,
                                       K, na.eps);
+    trace.done();
     return;
   }
   if constexpr (CLU) {  // the variant "cl": the splits are one cluster
     static_assert(KW == 1, "the cluster variant has one warp per row block");
     finish_rows_cluster<RB, NORM == 3>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, sum_h2, K, na.eps);
+    trace.done();
     return;
   }
   __shared__ int last;
   // KW > 1: the first warp of each row block writes it (the others pass NB: no rows)
   finish_rows<RB>(bx, by, nsplit, warp % KW == 0 ? nb : NB, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters,
                   last);
+  trace.done();
 }
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool GATHER = false>
+          bool EACT = false, bool GATHER = false, bool TRACE = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER>(
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER, TRACE>(
       a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
@@ -920,7 +973,7 @@ size_t cta_smem(int tiles_per_split) {
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool GATHER = false>
+          bool EACT = false, bool GATHER = false, bool TRACE = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
@@ -929,7 +982,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
   if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT,
-                                GATHER>;
+                                GATHER, TRACE>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -1082,10 +1135,11 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
           bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool EACT = false,
-          bool GATHER = false>
+          bool GATHER = false, bool TRACE = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
-#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER>( \
+#define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER, \
+                                   TRACE>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

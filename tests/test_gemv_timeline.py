@@ -1,0 +1,72 @@
+"""benchmarks/gemv_timeline.py: its pure parts (the configs, a launch's phases from CTA records, the chain's medians),
+checked against hand-made records. The records themselves come from the timeline variants on a GPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+gemv_timeline = pytest.importorskip("gemv_timeline")
+
+
+def _rec(sm, start, waited, staged, looped, left, cycles_per_ns=2.0):
+    return [sm, start, waited, staged, looped, left, 1000, 1000 + int((left - start) * cycles_per_ns)]
+
+
+def test_configs_parse_and_a_bad_one_names_the_option():
+    assert gemv_timeline.parse_configs("down:clscxt:10, qkv:clscxgt:7") == [("down", "clscxt", 10),
+                                                                          ("qkv", "clscxgt", 7)]
+    for bad in ("down:clscxt", "down:clscxt:x", "down:clscxt:0", " , "):
+        with pytest.raises(ValueError, match="--configs"):
+            gemv_timeline.parse_configs(bad)
+
+
+def test_the_fields_are_the_ones_the_kernel_writes():
+    from edgeprof.fast import w4cuda
+
+    assert gemv_timeline.FIELDS == w4cuda.TRACE_FIELDS
+    assert set(w4cuda.TRACE_VARIANTS) <= set(w4cuda.VARIANTS)
+    assert all(twin in w4cuda.VARIANTS and w4cuda.VARIANTS[v][1:] == w4cuda.VARIANTS[twin][1:]
+               for v, twin in w4cuda.TRACE_VARIANTS.items())
+    assert not set(w4cuda.TRACE_VARIANTS) & set(w4cuda.BITWISE_BASE_VARIANTS + w4cuda.DECODER_VARIANTS)
+
+
+def test_a_launch_splits_into_release_stream_and_tail():
+    # previous launch ended at t = 1000; two CTAs: one started before that (PDL), one only after the wait released
+    rec = np.array([_rec(3, 900, 1200, 1500, 9000, 9400), _rec(7, 1300, 1300, 1700, 8000, 10000)], dtype=np.int64)
+    s = gemv_timeline.launch_summary(rec, 1000.0)
+    assert s["period_ns"] == 9000 and s["release_ns"] == 200  # 10000 - 1000, 1200 - 1000
+    assert s["started_before_prev_end"] == 1 and s["started_after_first_wait"] == 1  # 1300 > 1200
+    assert s["stream_ns"] == 9000 - 1200 and s["tail_ns"] == 10000 - 9000
+    assert s["stage_ns_p50"] == pytest.approx((300 + 400) / 2)
+    assert s["loop_ns_max"] == 7500 and s["last_loop_sm"] == 3
+    assert s["period_ns"] == s["release_ns"] + s["stream_ns"] + s["tail_ns"]  # the three parts add up
+
+
+def test_the_first_launch_has_no_period_and_the_chain_takes_steady_medians():
+    def launch(t0):  # every launch: 2 us of release, 8 of stream, 1 of tail after the previous end t0
+        return np.array([_rec(0, t0 - 500, t0 + 2000, t0 + 2500, t0 + 10000, t0 + 11000),
+                         _rec(1, t0 - 400, t0 + 2100, t0 + 2600, t0 + 9000, t0 + 9500)], dtype=np.int64)
+
+    ends, traces = [0], []
+    for _ in range(5):
+        traces.append(launch(ends[-1]))
+        ends.append(ends[-1] + 11000)
+    s = gemv_timeline.chain_summary(traces)
+    assert s["launches"][0]["period_ns"] is None and s["steady_launches"] == 5 - gemv_timeline.SKIP_FIRST
+    m = s["steady_median"]
+    assert m["period_ns"] == 11000 and m["release_ns"] == 2000 and m["tail_ns"] == 1000
+    assert s["sm_clock_ghz"] == pytest.approx(2.0, rel=1e-3) and s["last_loop_sms"] == [0]
+    assert s["timer_step_ns"] == 100  # the closest two recorded times: t0 + 2000 and t0 + 2100 (and -500 / -400)
+
+
+def test_the_table_marks_a_failed_config_and_keeps_the_others():
+    rows = [{"config": "down:clscxt:10", "check": "FAILED", "error": "x"},
+            {"config": "down:clscxgt:10", "check": "bitwise", "chain_us": 11.5,
+             "summary": {"steady_median": {"period_ns": 11500.0, "release_ns": 900.0, "started_after_first_wait": 3}}}]
+    out = gemv_timeline.format_table(rows)
+    assert "FAILED" in out and "11.50" in out and "0.90" in out
