@@ -73,6 +73,8 @@ def launch_summary(rec: np.ndarray, prev_end: float | None) -> dict:
         "finish_ns_p50": _pct(left - looped, 50),
         "tail_ns": end - last_loop,  # last loop done -> last CTA gone (its finish, or another CTA's)
         "last_loop_sm": int(rec[int(np.argmax(looped)), 0]),
+        "sms_used": int(np.unique(rec[:, 0]).size),  # SMs that held at least one CTA of this launch
+        "max_ctas_per_sm": int(np.bincount(rec[:, 0].astype(np.int64)).max()),
     }
 
 
@@ -82,7 +84,7 @@ def chain_summary(traces: list[np.ndarray]) -> dict:
     ends = [float(t[:, 5].max()) for t in traces]
     per = [launch_summary(t, ends[i - 1] if i else None) for i, t in enumerate(traces)]
     steady = per[SKIP_FIRST:] if len(per) > SKIP_FIRST else per[1:]
-    keys = [k for k, v in per[-1].items() if isinstance(v, float | int) and k != "last_loop_sm"]
+    keys = [k for k, v in per[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
     med = {k: float(np.median([p[k] for p in steady if p[k] is not None])) for k in keys
            if any(p[k] is not None for p in steady)}
     return {"launches": per, "steady_median": med, "steady_launches": len(steady),
@@ -111,16 +113,19 @@ def _us(m: dict, key: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """One line per config: the chain's time per call and the steady launches' medians (us)."""
-    head = (f"{'config':<24} {'check':<12} {'chain us':>8} {'period':>7} {'release':>7} {'stream':>7} {'tail':>6} "
-            f"{'stage':>6} {'loop p50':>8} {'loop max':>8} {'finish':>6} {'late CTAs':>9}")
+    head = (f"{'config':<24} {'check':<12} {'chain us':>8} {'twin us':>7} {'of copy':>7} {'period':>7} {'release':>7} "
+            f"{'stream':>7} {'tail':>6} {'stage':>6} {'loop p50':>8} {'loop max':>8} {'finish':>6} {'late CTAs':>9} "
+            f"{'SMs':>4}")
     lines = [head, "-" * len(head)]
     for r in rows:
         m = r.get("summary", {}).get("steady_median", {})
         late = f"{m['started_after_first_wait']:.0f}" if "started_after_first_wait" in m else "-"
+        sms = f"{m['sms_used']:.0f}" if "sms_used" in m else "-"
         lines.append(f"{r['config']:<24} {r['check']:<12} {r.get('chain_us', float('nan')):>8.2f} "
+                     f"{r.get('twin_chain_us', float('nan')):>7.2f} {r.get('frac_copy_bw', float('nan')):>7.3f} "
                      f"{_us(m, 'period_ns'):>7} {_us(m, 'release_ns'):>7} {_us(m, 'stream_ns'):>7} {_us(m, 'tail_ns'):>6} "
                      f"{_us(m, 'stage_ns_p50'):>6} {_us(m, 'loop_ns_p50'):>8} {_us(m, 'loop_ns_max'):>8} "
-                     f"{_us(m, 'finish_ns_p50'):>6} {late:>9}")
+                     f"{_us(m, 'finish_ns_p50'):>6} {late:>9} {sms:>4}")
     return "\n".join(lines)
 
 
@@ -159,7 +164,7 @@ def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
 
 # ---------------------------------------------------------------- on the GPU
 
-def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool) -> dict:
+def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, copy_bw: float) -> dict:
     import torch
     from int4_gemv import TUNE_SHAPES, _tune_cache
 
@@ -178,22 +183,26 @@ def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool) -
     row = {"config": f"{shape}:{variant}:{splits}", "shape": shape, "k": k, "n": n, "variant": variant,
            "twin": TRACE_VARIANTS[variant], "splits": layers[0].splits, "copies": len(layers), "pdl": pdl,
            "card": torch.cuda.get_device_name()}
+    twins = [W4CudaLinear(p, splits=splits, variant=TRACE_VARIANTS[variant], diagnostic=diag)
+             for p in cache["copies"]]
     if diag:
         row["check"] = "diagnostic"
     else:  # the trace must not change the kernel's result: bitwise its twin's y
-        twin = W4CudaLinear(cache["copies"][0], splits=splits, variant=TRACE_VARIANTS[variant])
-        same = torch.equal(layers[0](cache["x"]), twin(cache["x"]))
+        same = torch.equal(layers[0](cache["x"]), twins[0](cache["x"]))
         row["check"] = "bitwise" if same else "FAILED"
         if not same:
             return row
     use_pdl(pdl)
-    try:
+    try:  # the twin first, then the traced chain, whose last replay's records are read below
+        twin_st = time_graph([lambda li=li: li(cache["x"]) for li in twins], repeats)
         st = time_graph([lambda li=li: li(cache["x"]) for li in layers], repeats)
     finally:
         use_pdl(False)
     torch.cuda.synchronize()
     traces = [li.trace().numpy() for li in layers]  # the last replay's records
-    row.update(chain_us=st.p50 * 1e3, chain_us_p90=st.p90 * 1e3, summary=chain_summary(traces),
+    nbytes = layers[0].nbytes
+    row.update(chain_us=st.p50 * 1e3, chain_us_p90=st.p90 * 1e3, twin_chain_us=twin_st.p50 * 1e3, bytes=nbytes,
+               frac_copy_bw=nbytes / (st.p50 * 1e-3) / copy_bw, summary=chain_summary(traces),
                traces=[t.tolist() for t in traces])
     return row
 
@@ -211,19 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     import torch
+    from int4_gemv import copy_bandwidth
 
     pdl = not args.no_pdl and torch.cuda.get_device_capability() >= (9, 0)
+    copy_bw = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}: copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + written); "
+          f"PDL {'on' if pdl else 'off'}", flush=True)
     rows = []
     for shape, variant, splits in configs:
         try:
-            rows.append(run_config(shape, variant, splits, args.repeats, pdl))
+            rows.append(run_config(shape, variant, splits, args.repeats, pdl, copy_bw))
         except Exception as exc:  # a failed config is a row that says why, not the end of the run
             rows.append({"config": f"{shape}:{variant}:{splits}", "check": "FAILED",
                          "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "gemv_timeline.json").write_text(json.dumps(
-        {"gpu": torch.cuda.get_device_name(), "pdl": pdl, "fields": FIELDS, "rows": rows}))
+        {"gpu": torch.cuda.get_device_name(), "pdl": pdl, "copy_bw": copy_bw, "fields": FIELDS, "rows": rows}))
     print(format_table(rows))
     for r in rows:
         if "summary" in r:
