@@ -168,6 +168,7 @@ def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, c
     import torch
     from int4_gemv import TUNE_SHAPES, _tune_cache
 
+    from edgeprof.fast.kernels import pdl_prefetch_tiles
     from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, TRACE_VARIANTS, W4CudaLinear, use_pdl
     from edgeprof.timing import time_graph
 
@@ -192,7 +193,9 @@ def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, c
         row["check"] = "bitwise" if same else "FAILED"
         if not same:
             return row
-    use_pdl(pdl)
+    tiles = pdl_prefetch_tiles() if pdl else 0  # $EDGEPROF_PDL_PREFETCH, as the decoder reads it
+    row["prefetch_tiles"] = tiles
+    use_pdl(pdl, tiles)
     try:  # the twin first, then the traced chain, whose last replay's records are read below
         twin_st = time_graph([lambda li=li: li(cache["x"]) for li in twins], repeats)
         st = time_graph([lambda li=li: li(cache["x"]) for li in layers], repeats)
@@ -222,10 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from int4_gemv import copy_bandwidth
 
+    from edgeprof.fast.kernels import pdl_prefetch_tiles
+
     pdl = not args.no_pdl and torch.cuda.get_device_capability() >= (9, 0)
     copy_bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}: copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + written); "
-          f"PDL {'on' if pdl else 'off'}", flush=True)
+          f"PDL {'on' if pdl else 'off'}; tiles per warp prefetched before the wait: "
+          f"{pdl_prefetch_tiles() if pdl else 0}", flush=True)
     rows = []
     for shape, variant, splits in configs:
         try:
