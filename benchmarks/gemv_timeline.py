@@ -164,7 +164,33 @@ def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
 
 # ---------------------------------------------------------------- on the GPU
 
-def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, copy_bw: float) -> dict:
+def hold(layers: list, x, seconds: float, pdl: bool, tiles: int) -> dict:
+    """Replay the chain of `layers` (one CUDA graph) back to back for `seconds`: {start, end} in Unix time, to find in
+    a sampler's log (the round script runs nvidia-smi beside it)."""
+    import time
+
+    import torch
+
+    from edgeprof.fast.w4cuda import use_pdl
+
+    use_pdl(pdl, tiles)
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for li in layers:
+                li(x)
+        t0 = time.time()
+        while time.time() - t0 < seconds:
+            for _ in range(20):
+                graph.replay()
+            torch.cuda.synchronize()
+        return {"start": t0, "end": time.time()}
+    finally:
+        use_pdl(False)
+
+
+def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, copy_bw: float,
+               hold_s: float = 0.0) -> dict:
     import torch
     from int4_gemv import TUNE_SHAPES, _tune_cache
 
@@ -203,6 +229,8 @@ def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, c
         use_pdl(False)
     torch.cuda.synchronize()
     traces = [li.trace().numpy() for li in layers]  # the last replay's records
+    if hold_s > 0:  # the twin's chain replayed back to back, so a clock / power sampler (nvidia-smi) sees it steady
+        row["hold"] = hold(twins, cache["x"], hold_s, pdl, tiles)
     nbytes = layers[0].nbytes
     row.update(chain_us=st.p50 * 1e3, chain_us_p90=st.p90 * 1e3, twin_chain_us=twin_st.p50 * 1e3, bytes=nbytes,
                frac_copy_bw=nbytes / (st.p50 * 1e-3) / copy_bw, summary=chain_summary(traces),
@@ -216,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="shape:variant:splits, comma-separated; variants: w4cuda.TRACE_VARIANTS")
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--no-pdl", action="store_true", help="plain launches (default: PDL where the GPU has it)")
+    ap.add_argument("--hold-s", type=float, default=0.0,
+                    help="after each config, replay its untraced chain for this long (for a clock / power sampler)")
     ap.add_argument("--out-dir", type=Path, required=True)
     args = ap.parse_args(argv)
     try:
@@ -235,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for shape, variant, splits in configs:
         try:
-            rows.append(run_config(shape, variant, splits, args.repeats, pdl, copy_bw))
+            rows.append(run_config(shape, variant, splits, args.repeats, pdl, copy_bw, args.hold_s))
         except Exception as exc:  # a failed config is a row that says why, not the end of the run
             rows.append({"config": f"{shape}:{variant}:{splits}", "check": "FAILED",
                          "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
