@@ -35,14 +35,19 @@ FIELDS = ("sm", "t_start", "t_waited", "t_staged", "t_looped", "t_left", "clock_
 SKIP_FIRST = 2  # launches whose predecessor is outside the chain (the graph's start) or still warming: not summarised
 
 
-def parse_configs(text: str) -> list[tuple[str, str, int]]:
-    """'shape:variant:splits,...' -> [(shape, variant, splits)], each part named when it is wrong."""
+def parse_configs(text: str) -> list[list[tuple[str, str, int]]]:
+    """'shape:variant:splits,...' -> one chain per comma-separated item, each a list of (shape, variant, splits):
+    one config, or several joined by '+' whose launches take turns in the chain (gate_up:scxt:1+down:clscxt:10).
+    Each part is named when it is wrong."""
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
-        parts = item.split(":")
-        if len(parts) != 3 or not parts[2].isdigit() or int(parts[2]) < 1:
-            raise ValueError(f"--configs: {item!r} is not shape:variant:splits (e.g. down:clscxt:10)")
-        out.append((parts[0], parts[1], int(parts[2])))
+        chain = []
+        for one in item.split("+"):
+            parts = one.strip().split(":")
+            if len(parts) != 3 or not parts[2].isdigit() or int(parts[2]) < 1:
+                raise ValueError(f"--configs: {one!r} is not shape:variant:splits (e.g. down:clscxt:10)")
+            chain.append((parts[0], parts[1], int(parts[2])))
+        out.append(chain)
     if not out:
         raise ValueError("--configs: empty; give shape:variant:splits, comma-separated")
     return out
@@ -92,6 +97,15 @@ def chain_summary(traces: list[np.ndarray]) -> dict:
             "last_loop_sms": sorted({p["last_loop_sm"] for p in steady})}
 
 
+def member_medians(launches: list[dict], j: int, per_round: int) -> dict:
+    """Medians of the steady launches (after SKIP_FIRST) of member j of a chain whose rounds launch `per_round`
+    configs in turn: launch i is member i % per_round."""
+    mine = [p for i, p in enumerate(launches) if i % per_round == j and i >= SKIP_FIRST]
+    keys = [k for k, v in mine[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
+    return {k: float(np.median([p[k] for p in mine if p[k] is not None])) for k in keys
+            if any(p[k] is not None for p in mine)}
+
+
 def timer_step(traces: list[np.ndarray]) -> float:
     """The smallest positive difference between any two recorded global times: the timer's resolution, at most. A
     phase shorter than it cannot be told apart (on some GPUs %globaltimer ticks in 32 ns, on others in 1 us)."""
@@ -111,27 +125,33 @@ def _us(m: dict, key: str) -> str:
     return f"{m[key] / 1e3:.2f}" if key in m else "-"
 
 
+def _line(name: str, check: str, r: dict, m: dict) -> str:
+    late = f"{m['started_after_first_wait']:.0f}" if "started_after_first_wait" in m else "-"
+    sms = f"{m['sms_used']:.0f}" if "sms_used" in m else "-"
+    return (f"{name:<24} {check:<12} {r.get('chain_us', float('nan')):>8.2f} "
+            f"{r.get('twin_chain_us', float('nan')):>7.2f} {r.get('frac_copy_bw', float('nan')):>7.3f} "
+            f"{_us(m, 'period_ns'):>7} {_us(m, 'release_ns'):>7} {_us(m, 'stream_ns'):>7} {_us(m, 'tail_ns'):>6} "
+            f"{_us(m, 'stage_ns_p50'):>6} {_us(m, 'loop_ns_p50'):>8} {_us(m, 'loop_ns_max'):>8} "
+            f"{_us(m, 'finish_ns_p50'):>6} {late:>9} {sms:>4}")
+
+
 def format_table(rows: list[dict]) -> str:
-    """One line per config: the chain's time per call and the steady launches' medians (us)."""
+    """One line per chain: its time per round (one launch of each config) and the steady launches' medians (us); a
+    chain of several configs adds a line per config with the medians of its own launches."""
     head = (f"{'config':<24} {'check':<12} {'chain us':>8} {'twin us':>7} {'of copy':>7} {'period':>7} {'release':>7} "
             f"{'stream':>7} {'tail':>6} {'stage':>6} {'loop p50':>8} {'loop max':>8} {'finish':>6} {'late CTAs':>9} "
             f"{'SMs':>4}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        m = r.get("summary", {}).get("steady_median", {})
-        late = f"{m['started_after_first_wait']:.0f}" if "started_after_first_wait" in m else "-"
-        sms = f"{m['sms_used']:.0f}" if "sms_used" in m else "-"
-        lines.append(f"{r['config']:<24} {r['check']:<12} {r.get('chain_us', float('nan')):>8.2f} "
-                     f"{r.get('twin_chain_us', float('nan')):>7.2f} {r.get('frac_copy_bw', float('nan')):>7.3f} "
-                     f"{_us(m, 'period_ns'):>7} {_us(m, 'release_ns'):>7} {_us(m, 'stream_ns'):>7} {_us(m, 'tail_ns'):>6} "
-                     f"{_us(m, 'stage_ns_p50'):>6} {_us(m, 'loop_ns_p50'):>8} {_us(m, 'loop_ns_max'):>8} "
-                     f"{_us(m, 'finish_ns_p50'):>6} {late:>9} {sms:>4}")
+        lines.append(_line(r["config"], r["check"], r, r.get("summary", {}).get("steady_median", {})))
+        for name, m in r.get("member_summary", {}).items():
+            lines.append(_line("  " + name, "", {}, m))
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
-    """Gantt of `launches` consecutive steady launches per config: one line per CTA (sorted by SM), segments coloured
-    by phase (before the wait, staging, loop, finish)."""
+    """Gantt of `launches` consecutive steady launches per chain: one line per CTA (by start time within its launch),
+    segments coloured by phase (before the wait, staging, loop, finish)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +169,7 @@ def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
         t0 = float(sel[0][:, 1].min())
         y = 0
         for rec in sel:
-            for c in rec[np.argsort(rec[:, 0], kind="stable")]:
+            for c in rec[np.argsort(rec[:, 1], kind="stable")]:
                 pts = (c[1:6].astype(np.float64) - t0) / 1e3
                 for j in range(4):
                     ax.plot(pts[j:j + 2], [y, y], color=colours[j], lw=0.6)
@@ -164,8 +184,8 @@ def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
 
 # ---------------------------------------------------------------- on the GPU
 
-def hold(layers: list, x, seconds: float, pdl: bool, tiles: int) -> dict:
-    """Replay the chain of `layers` (one CUDA graph) back to back for `seconds`: {start, end} in Unix time, to find in
+def hold(calls: list, seconds: float, pdl: bool, tiles: int) -> dict:
+    """Replay the chain of `calls` (one CUDA graph) back to back for `seconds`: {start, end} in Unix time, to find in
     a sampler's log (the round script runs nvidia-smi beside it)."""
     import time
 
@@ -177,8 +197,8 @@ def hold(layers: list, x, seconds: float, pdl: bool, tiles: int) -> dict:
     try:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for li in layers:
-                li(x)
+            for fn in calls:
+                fn()
         t0 = time.time()
         while time.time() - t0 < seconds:
             for _ in range(20):
@@ -189,14 +209,13 @@ def hold(layers: list, x, seconds: float, pdl: bool, tiles: int) -> dict:
         use_pdl(False)
 
 
-def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, copy_bw: float,
-               hold_s: float = 0.0) -> dict:
+def _build(shape: str, variant: str, splits: int) -> dict:
+    """One config's inputs (int4_gemv's tune cache), its traced layers over the weight copies, its twin's layers, and
+    the check: a timeline GEMV's y must be bitwise its twin's; a diagnostic one is not checked and says so."""
     import torch
     from int4_gemv import TUNE_SHAPES, _tune_cache
 
-    from edgeprof.fast.kernels import pdl_prefetch_tiles
-    from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, TRACE_VARIANTS, W4CudaLinear, use_pdl
-    from edgeprof.timing import time_graph
+    from edgeprof.fast.w4cuda import DIAGNOSTIC_VARIANTS, TRACE_VARIANTS, W4CudaLinear
 
     shapes = {name: (k, n) for _, name, k, n in TUNE_SHAPES}
     if shape not in shapes:
@@ -207,34 +226,59 @@ def run_config(shape: str, variant: str, splits: int, repeats: int, pdl: bool, c
     cache = _tune_cache(shape, k, n)
     diag = variant in DIAGNOSTIC_VARIANTS
     layers = [W4CudaLinear(p, splits=splits, variant=variant, diagnostic=diag) for p in cache["copies"]]
-    row = {"config": f"{shape}:{variant}:{splits}", "shape": shape, "k": k, "n": n, "variant": variant,
-           "twin": TRACE_VARIANTS[variant], "splits": layers[0].splits, "copies": len(layers), "pdl": pdl,
-           "card": torch.cuda.get_device_name()}
     twins = [W4CudaLinear(p, splits=splits, variant=TRACE_VARIANTS[variant], diagnostic=diag)
              for p in cache["copies"]]
-    if diag:
-        row["check"] = "diagnostic"
-    else:  # the trace must not change the kernel's result: bitwise its twin's y
-        same = torch.equal(layers[0](cache["x"]), twins[0](cache["x"]))
-        row["check"] = "bitwise" if same else "FAILED"
-        if not same:
-            return row
+    check = "diagnostic" if diag else (
+        "bitwise" if torch.equal(layers[0](cache["x"]), twins[0](cache["x"])) else "FAILED")
+    return {"config": f"{shape}:{variant}:{splits}", "shape": shape, "k": k, "n": n, "variant": variant,
+            "twin": TRACE_VARIANTS[variant], "splits": layers[0].splits, "x": cache["x"], "layers": layers,
+            "twins": twins, "check": check, "bytes": layers[0].nbytes}
+
+
+def _calls(members: list[dict], key: str, count: int) -> list:
+    """The chain: copy i of every member in turn (member order), for i < count."""
+    return [lambda li=m[key][i], x=m["x"]: li(x) for i in range(count) for m in members]
+
+
+def run_config(configs: list[tuple[str, str, int]], repeats: int, pdl: bool, copy_bw: float,
+               hold_s: float = 0.0) -> dict:
+    """Check, time and trace one chain: of one config's launches over its weight copies, or (several configs, e.g.
+    gate_up then down, as a decode step runs them) of their launches in turn, one copy of each per round."""
+    import torch
+
+    from edgeprof.fast.kernels import pdl_prefetch_tiles
+    from edgeprof.fast.w4cuda import use_pdl
+    from edgeprof.timing import time_graph
+
+    members = [_build(*c) for c in configs]
+    count = min(len(m["layers"]) for m in members)
+    row = {"config": "+".join(m["config"] for m in members), "pdl": pdl, "card": torch.cuda.get_device_name(),
+           "copies": count, "members": [{f: m[f] for f in ("config", "shape", "k", "n", "variant", "twin", "splits",
+                                                             "check", "bytes")} for m in members]}
+    row["check"] = "FAILED" if any(m["check"] == "FAILED" for m in members) else (
+        "bitwise" if all(m["check"] == "bitwise" for m in members) else "diagnostic")
+    if row["check"] == "FAILED":
+        return row
     tiles = pdl_prefetch_tiles() if pdl else 0  # $EDGEPROF_PDL_PREFETCH, as the decoder reads it
     row["prefetch_tiles"] = tiles
     use_pdl(pdl, tiles)
-    try:  # the twin first, then the traced chain, whose last replay's records are read below
-        twin_st = time_graph([lambda li=li: li(cache["x"]) for li in twins], repeats)
-        st = time_graph([lambda li=li: li(cache["x"]) for li in layers], repeats)
+    try:  # the twins first, then the traced chain, whose last replay's records are read below
+        twin_st = time_graph(_calls(members, "twins", count), repeats)
+        st = time_graph(_calls(members, "layers", count), repeats)
     finally:
         use_pdl(False)
     torch.cuda.synchronize()
-    traces = [li.trace().numpy() for li in layers]  # the last replay's records
-    if hold_s > 0:  # the twin's chain replayed back to back, so a clock / power sampler (nvidia-smi) sees it steady
-        row["hold"] = hold(twins, cache["x"], hold_s, pdl, tiles)
-    nbytes = layers[0].nbytes
-    row.update(chain_us=st.p50 * 1e3, chain_us_p90=st.p90 * 1e3, twin_chain_us=twin_st.p50 * 1e3, bytes=nbytes,
-               frac_copy_bw=nbytes / (st.p50 * 1e-3) / copy_bw, summary=chain_summary(traces),
+    traces = [m["layers"][i].trace().numpy() for i in range(count) for m in members]  # the last replay's, in order
+    if hold_s > 0:  # the twins' chain replayed back to back, so a clock / power sampler (nvidia-smi) sees it steady
+        row["hold"] = hold(_calls(members, "twins", count), hold_s, pdl, tiles)
+    per_round, nbytes = len(members), sum(m["bytes"] for m in members)
+    row.update(chain_us=st.p50 * 1e3 * per_round, chain_us_p90=st.p90 * 1e3 * per_round,
+               twin_chain_us=twin_st.p50 * 1e3 * per_round, bytes=nbytes,
+               frac_copy_bw=nbytes / (st.p50 * per_round * 1e-3) / copy_bw, summary=chain_summary(traces),
                traces=[t.tolist() for t in traces])
+    if per_round > 1:  # each member's own launches: their periods follow the other member's launches
+        row["member_summary"] = {m["config"]: member_medians(row["summary"]["launches"], j, per_round)
+                                 for j, m in enumerate(members)}
     return row
 
 
@@ -263,13 +307,13 @@ def main(argv: list[str] | None = None) -> int:
           f"PDL {'on' if pdl else 'off'}; tiles per warp prefetched before the wait: "
           f"{pdl_prefetch_tiles() if pdl else 0}", flush=True)
     rows = []
-    for shape, variant, splits in configs:
+    for chain in configs:
         try:
-            rows.append(run_config(shape, variant, splits, args.repeats, pdl, copy_bw, args.hold_s))
+            rows.append(run_config(chain, args.repeats, pdl, copy_bw, args.hold_s))
         except Exception as exc:  # a failed config is a row that says why, not the end of the run
-            rows.append({"config": f"{shape}:{variant}:{splits}", "check": "FAILED",
+            rows.append({"config": "+".join(":".join(map(str, c)) for c in chain), "check": "FAILED",
                          "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-        print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+        print("\n".join(format_table(rows[-1:]).splitlines()[2:]), flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "gemv_timeline.json").write_text(json.dumps(
         {"gpu": torch.cuda.get_device_name(), "pdl": pdl, "copy_bw": copy_bw, "fields": FIELDS, "rows": rows}))

@@ -18,9 +18,11 @@ def _rec(sm, start, waited, staged, looped, left, cycles_per_ns=2.0):
 
 
 def test_configs_parse_and_a_bad_one_names_the_option():
-    assert gemv_timeline.parse_configs("down:clscxt:10, qkv:clscxgt:7") == [("down", "clscxt", 10),
-                                                                          ("qkv", "clscxgt", 7)]
-    for bad in ("down:clscxt", "down:clscxt:x", "down:clscxt:0", " , "):
+    assert gemv_timeline.parse_configs("down:clscxt:10, qkv:clscxgt:7") == [[("down", "clscxt", 10)],
+                                                                          [("qkv", "clscxgt", 7)]]
+    assert gemv_timeline.parse_configs("gate_up:scxt:1+down:clscxt:10") == [[("gate_up", "scxt", 1),
+                                                                           ("down", "clscxt", 10)]]
+    for bad in ("down:clscxt", "down:clscxt:x", "down:clscxt:0", " , ", "gate_up:scxt:1+down"):
         with pytest.raises(ValueError, match="--configs"):
             gemv_timeline.parse_configs(bad)
 
@@ -70,3 +72,17 @@ def test_the_table_marks_a_failed_config_and_keeps_the_others():
              "summary": {"steady_median": {"period_ns": 11500.0, "release_ns": 900.0, "started_after_first_wait": 3}}}]
     out = gemv_timeline.format_table(rows)
     assert "FAILED" in out and "11.50" in out and "0.90" in out
+
+
+def test_a_chain_of_two_configs_gives_each_its_own_launches_medians():
+    def launch(t0, stream):  # a launch that ends `stream` ns after the previous one
+        return np.array([_rec(0, t0 - 100, t0 + 500, t0 + 900, t0 + stream - 300, t0 + stream)], dtype=np.int64)
+
+    traces, t = [], 0
+    for _ in range(4):  # gate_up (20 us), then down (10 us), in turn
+        for stream in (20000, 10000):
+            traces.append(launch(t, stream))
+            t += stream
+    per = gemv_timeline.chain_summary(traces)["launches"]
+    gu, down = (gemv_timeline.member_medians(per, j, 2) for j in (0, 1))
+    assert gu["period_ns"] == 20000 and down["period_ns"] == 10000 and down["tail_ns"] == 300
