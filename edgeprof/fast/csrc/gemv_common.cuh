@@ -122,6 +122,20 @@ __device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, unsigned parity
   }
 }
 
+// A split-K ticket: atomic add at GPU scope with release (orders what this thread, and through a CTA barrier before it
+// the whole CTA, wrote before it) and acquire (what the earlier arrivals wrote is visible after it). sm_70+.
+__device__ __forceinline__ int atom_add_acq_rel_gpu(int* p, int v) {
+  int old;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+#else
+  __threadfence();
+  old = atomicAdd(p, v);
+  __threadfence();
+#endif
+  return old;
+}
+
 __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 

@@ -378,6 +378,12 @@ __device__ __forceinline__ float stage_x_sums(const __nv_bfloat16* __restrict__ 
 // partial sums and the last split of the column to arrive (atomic ticket in counters[bx]) adds them in
 // split order (deterministic) and resets the ticket for the next call (graph replays). Every thread of
 // the CTA calls it (it has barriers); `last` is a __shared__ int of the caller.
+// The ticket is one acq_rel atomic by thread 0 behind a CTA barrier (the pattern of CUTLASS's split-K semaphore): the
+// barrier orders the CTA's partial stores before thread 0's release, and the last CTA's acquire, passed on by the
+// second barrier, makes every split's partials visible to all its threads. The last CTA then loads up to 16 splits'
+// partials at once and adds them in split order from 0.f, as one load per split did: y is bitwise the same. Before
+// (r120-r123, gemv_timeline.py) every thread fenced, and the loads waited on the sum split by split: the finish took
+// 2.1-2.6 us of a plain down launch's period at 10 splits, the cluster finish 0.8-1.0.
 template <int WARPS>
 __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c, float y0,
                                             float y1,
@@ -395,17 +401,23 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
     partial[(size_t)by * N + row] = y0;
     partial[(size_t)by * N + row + 8] = y1;
   }
-  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + bx, 1) == nsplit - 1;
+  if (threadIdx.x == 0) last = edgeprof_gemv::atom_add_acq_rel_gpu(counters + bx, 1) == nsplit - 1;
   __syncthreads();
   if (!last) return;
-  __threadfence();
+  constexpr int B = 16;  // splits' partials in flight per thread
   for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
     const int r = bx * WARPS * 16 + i;
     if (r >= N) break;
     float s = 0.f;
-    for (int k = 0; k < nsplit; ++k) s += __ldcg(partial + (size_t)k * N + r);  // fixed order
+    for (int k0 = 0; k0 < nsplit; k0 += B) {
+      float v[B];
+#pragma unroll
+      for (int j = 0; j < B; ++j) v[j] = k0 + j < nsplit ? __ldcg(partial + (size_t)(k0 + j) * N + r) : 0.f;
+#pragma unroll
+      for (int j = 0; j < B; ++j)
+        if (k0 + j < nsplit) s += v[j];  // fixed order
+    }
     y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
   }
   if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
