@@ -57,17 +57,20 @@ def _pct(v: np.ndarray, q: float) -> float:
     return float(np.percentile(v, q)) if v.size else float("nan")
 
 
-def launch_summary(rec: np.ndarray, prev_end: float | None) -> dict:
-    """One launch's phases (ns) from its CTAs' records rec [CTAs, 8] (FIELDS); prev_end: the previous launch's last
-    exit (None: first in the chain). Times are relative to prev_end where given, else to this launch's first start."""
-    t0 = prev_end if prev_end is not None else float(rec[:, 1].min())
-    start, waited, staged, looped, left = (rec[:, i].astype(np.float64) - t0 for i in range(1, 6))
+def launch_summary(rec: np.ndarray, prev_end: int | None) -> dict:
+    """One launch's phases (ns) from its CTAs' records rec [CTAs, 8] (FIELDS, int64); prev_end: the previous launch's
+    last exit (None: first in the chain). Times are relative to prev_end where given, else to this launch's first
+    start, subtracted in int64: the global times are ~1.8e18 ns, where a float64 steps by 256 ns."""
+    t0 = np.int64(prev_end if prev_end is not None else rec[:, 1].min())
+    start, waited, staged, looped, left = ((rec[:, i] - t0).astype(np.float64) for i in range(1, 6))
     end, first_wait, last_loop = float(left.max()), float(waited.min()), float(looped.max())
     return {
         "ctas": int(rec.shape[0]),
         "period_ns": end if prev_end is not None else None,
         "release_ns": first_wait if prev_end is not None else None,  # previous launch's end -> first CTA past the wait
         "started_before_prev_end": int((start < 0).sum()) if prev_end is not None else None,
+        # CTAs that found no slot until the previous launch had ended: no weights in flight before their wait
+        "started_after_prev_end": int((start > 0).sum()) if prev_end is not None else None,
         "started_after_first_wait": int((start > first_wait).sum()),  # CTAs that had no slot when the wait released
         "wait_spread_ns": float(waited.max() - first_wait),
         "stage_ns_p50": _pct(staged - waited, 50),
@@ -86,7 +89,7 @@ def launch_summary(rec: np.ndarray, prev_end: float | None) -> dict:
 def chain_summary(traces: list[np.ndarray]) -> dict:
     """Per-launch summaries of a chain (traces: each launch's records, in launch order) and their medians over the
     launches after SKIP_FIRST, whose periods are the chain's steady state."""
-    ends = [float(t[:, 5].max()) for t in traces]
+    ends = [int(t[:, 5].max()) for t in traces]
     per = [launch_summary(t, ends[i - 1] if i else None) for i, t in enumerate(traces)]
     steady = per[SKIP_FIRST:] if len(per) > SKIP_FIRST else per[1:]
     keys = [k for k, v in per[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
@@ -126,7 +129,7 @@ def _us(m: dict, key: str) -> str:
 
 
 def _line(name: str, check: str, r: dict, m: dict) -> str:
-    late = f"{m['started_after_first_wait']:.0f}" if "started_after_first_wait" in m else "-"
+    late = f"{m['started_after_prev_end']:.0f}" if "started_after_prev_end" in m else "-"
     sms = f"{m['sms_used']:.0f}" if "sms_used" in m else "-"
     return (f"{name:<24} {check:<12} {r.get('chain_us', float('nan')):>8.2f} "
             f"{r.get('twin_chain_us', float('nan')):>7.2f} {r.get('frac_copy_bw', float('nan')):>7.3f} "
@@ -141,6 +144,7 @@ def format_table(rows: list[dict]) -> str:
     head = (f"{'config':<24} {'check':<12} {'chain us':>8} {'twin us':>7} {'of copy':>7} {'period':>7} {'release':>7} "
             f"{'stream':>7} {'tail':>6} {'stage':>6} {'loop p50':>8} {'loop max':>8} {'finish':>6} {'late CTAs':>9} "
             f"{'SMs':>4}")
+    # late CTAs: started only after the previous launch had ended (steady median)
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(_line(r["config"], r["check"], r, r.get("summary", {}).get("steady_median", {})))
@@ -150,8 +154,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
-    """Gantt of `launches` consecutive steady launches per chain: one line per CTA (by start time within its launch),
-    segments coloured by phase (before the wait, staging, loop, finish)."""
+    """Gantt of `launches` consecutive steady launches per chain (a chain of several configs: one round of them, in
+    order): one line per CTA (by start time within its launch), coloured by phase (before the wait, staging, loop,
+    finish)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,13 +169,14 @@ def plot(rows: list[dict], path: Path, launches: int = 3) -> None:
     colours = ("#c8c8c8", "#f2a541", "#3b7dd8", "#d0413e")  # waiting, staging x, loop, finish
     for ax, r in zip(axes[:, 0], rows, strict=True):
         traces = [np.asarray(t, dtype=np.int64) for t in r["traces"]]
-        first = min(SKIP_FIRST, len(traces) - 1)
-        sel = traces[first:first + launches]
-        t0 = float(sel[0][:, 1].min())
+        per_round = len(r.get("members") or [0])  # a chain of several configs: one whole round, from its first
+        first = min(-(-SKIP_FIRST // per_round) * per_round, len(traces) - 1)
+        sel = traces[first:first + (per_round if per_round > 1 else launches)]
+        t0 = sel[0][:, 1].min()
         y = 0
         for rec in sel:
             for c in rec[np.argsort(rec[:, 1], kind="stable")]:
-                pts = (c[1:6].astype(np.float64) - t0) / 1e3
+                pts = (c[1:6] - t0).astype(np.float64) / 1e3  # int64 first (see launch_summary)
                 for j in range(4):
                     ax.plot(pts[j:j + 2], [y, y], color=colours[j], lw=0.6)
                 y += 1
@@ -282,6 +288,31 @@ def run_config(configs: list[tuple[str, str, int]], repeats: int, pdl: bool, cop
     return row
 
 
+def load(path: Path) -> dict:
+    """A run's record (gemv_timeline.json, or gzipped as results/ keeps it)."""
+    import gzip
+
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as f:
+            return json.load(f)
+    return json.loads(path.read_text())
+
+
+def replot(path: Path, out_dir: Path) -> int:
+    rec = load(path)
+    for r in rec["rows"]:  # the summaries again from the raw records, as this version computes them
+        if r.get("traces"):
+            r["summary"] = chain_summary([np.asarray(t, dtype=np.int64) for t in r["traces"]])
+            if r.get("members") and len(r["members"]) > 1:
+                r["member_summary"] = {m["config"]: member_medians(r["summary"]["launches"], j, len(r["members"]))
+                                       for j, m in enumerate(r["members"])}
+    print(f"{rec['gpu']}: copy bandwidth {rec.get('copy_bw', float('nan')) / 1e12:.2f} TB/s; PDL {rec['pdl']}")
+    print(format_table(rec["rows"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(rec["rows"], out_dir / "gemv_timeline.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="down:clscxt:10,down:clscxgt:10,down:scxt:10,down:nomathxsft:10",
@@ -291,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-s", type=float, default=0.0,
                     help="after each config, replay its untraced chain for this long (for a clock / power sampler)")
     ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--from", dest="from_json", type=Path,
+                    help="no GPU: read a run's gemv_timeline.json (or .json.gz), print its table, redraw its PNG")
     args = ap.parse_args(argv)
+    if args.from_json:
+        return replot(args.from_json, args.out_dir)
     try:
         configs = parse_configs(args.configs)
     except ValueError as exc:

@@ -43,6 +43,7 @@ def test_a_launch_splits_into_release_stream_and_tail():
     s = gemv_timeline.launch_summary(rec, 1000.0)
     assert s["period_ns"] == 9000 and s["release_ns"] == 200  # 10000 - 1000, 1200 - 1000
     assert s["started_before_prev_end"] == 1 and s["started_after_first_wait"] == 1  # 1300 > 1200
+    assert s["started_after_prev_end"] == 1  # the CTA that started at 1300 > 1000
     assert s["stream_ns"] == 9000 - 1200 and s["tail_ns"] == 10000 - 9000
     assert s["stage_ns_p50"] == pytest.approx((300 + 400) / 2)
     assert s["loop_ns_max"] == 7500 and s["last_loop_sm"] == 3
@@ -69,9 +70,9 @@ def test_the_first_launch_has_no_period_and_the_chain_takes_steady_medians():
 def test_the_table_marks_a_failed_config_and_keeps_the_others():
     rows = [{"config": "down:clscxt:10", "check": "FAILED", "error": "x"},
             {"config": "down:clscxgt:10", "check": "bitwise", "chain_us": 11.5,
-             "summary": {"steady_median": {"period_ns": 11500.0, "release_ns": 900.0, "started_after_first_wait": 3}}}]
+             "summary": {"steady_median": {"period_ns": 11500.0, "release_ns": 900.0, "started_after_prev_end": 97}}}]
     out = gemv_timeline.format_table(rows)
-    assert "FAILED" in out and "11.50" in out and "0.90" in out
+    assert "FAILED" in out and "11.50" in out and "0.90" in out and " 97 " in out
 
 
 def test_a_chain_of_two_configs_gives_each_its_own_launches_medians():
@@ -86,3 +87,29 @@ def test_a_chain_of_two_configs_gives_each_its_own_launches_medians():
     per = gemv_timeline.chain_summary(traces)["launches"]
     gu, down = (gemv_timeline.member_medians(per, j, 2) for j in (0, 1))
     assert gu["period_ns"] == 20000 and down["period_ns"] == 10000 and down["tail_ns"] == 300
+
+
+def test_a_kept_run_is_read_back_gzipped_and_redrawn_without_a_gpu(tmp_path, capsys):
+    import gzip
+    import json
+
+    traces = [[_rec(s, t, t + 400, t + 800, t + 9000, t + 9500) for s in range(3)] for t in range(0, 40000, 10000)]
+    rec = {"gpu": "NVIDIA H200", "pdl": True, "copy_bw": 4.23e12, "fields": list(gemv_timeline.FIELDS),
+           "rows": [{"config": "down:clscxt:10", "check": "bitwise", "card": "NVIDIA H200", "chain_us": 10.0,
+                     "traces": traces,
+                     "summary": gemv_timeline.chain_summary([np.array(t, dtype=np.int64) for t in traces])}]}
+    path = tmp_path / "gemv_timeline.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(rec, f)
+    assert gemv_timeline.main(["--from", str(path), "--out-dir", str(tmp_path / "plot")]) == 0
+    assert "down:clscxt:10" in capsys.readouterr().out and (tmp_path / "plot" / "gemv_timeline.png").stat().st_size
+
+
+def test_phases_keep_nanoseconds_at_real_global_times():
+    # %globaltimer counts ns since the epoch (~1.8e18), where a float64 steps by 256 ns: subtract first
+    base = 1_800_000_000_000_000_000
+    rec = np.array([_rec(0, base + 1000, base + 1032, base + 1100, base + 9000, base + 9064)], dtype=np.int64)
+    s = gemv_timeline.launch_summary(rec, base + 1000)
+    assert s["release_ns"] == 32 and s["tail_ns"] == 64 and s["stage_ns_p50"] == 68
+    chain = gemv_timeline.chain_summary([rec, rec + 10_000, rec + 20_000, rec + 30_000])
+    assert chain["steady_median"]["period_ns"] == 10_000 and chain["steady_median"]["release_ns"] == 1032 + 10_000 - 9064
