@@ -275,8 +275,8 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
   // TIMELINE (gemv_cta's TRACE; benchmarks/gemv_timeline.py): "clscxt" / "clscxgt" / "scxt" (50-52) are clscx / clscxg
   // / scx, and "nomathxsft" / "clnomathxsft" (53, 54) nomathxsf / clnomathxsf, each CTA also recording its phases
   // after the split-K workspace. The GEMVs' y is theirs (checked as theirs); the trace is the point.
-  if (variant >= 50 && variant <= 54 && group == 128 && variant != 52 && !has_clusters())
-    return (int)cudaErrorNotSupported;
+  if ((variant == 50 || variant == 51 || variant == 54) && group == 128 && !has_clusters())
+    return (int)cudaErrorNotSupported;  // the cluster ones
 #define EDGEPROF_TRACE_ARGS asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream
   if (variant == 50 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 0, true, true, false, false, true>(EDGEPROF_TRACE_ARGS);
