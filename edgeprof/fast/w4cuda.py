@@ -68,8 +68,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # (down's ticket or cluster finish was ~2 us of 11.5 on an H200); clscxg (decoders' module, sm_90+): clscx whose
 # cluster finish gathers the splits' sums into the cluster's rank 0 (st.async, counted on its mbarrier), so the other
 # ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y);
-# the timeline variants (TRACE_VARIANTS, tuning module): clscx / clscxg / scx / nomathxsf / clnomathxsf whose CTAs also
-# record when they started, passed the PDL wait, staged x, ended their loop and left (benchmarks/gemv_timeline.py).
+# the timeline variants (TRACE_VARIANTS, tuning module): clscx / clscxg / scx / nomathxsf / clnomathxsf / clnomath /
+# clscf whose CTAs also record when they started, passed the PDL wait, staged x, ended their loop and left
+# (benchmarks/gemv_timeline.py).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -88,16 +89,17 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "scf": (40, 4, False), "clscf": (41, 4, False), "scx": (42, 4, False), "clscx": (43, 4, False),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
             "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
-            "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False)}
+            "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
+            "clnomatht": (55, 4, False), "clscft": (56, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
-                    "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft")
+                    "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
-                       "clnomathxsf", "nomathxsft", "clnomathxsft")
+                       "clnomathxsf", "nomathxsft", "clnomathxsft", "clnomatht")
 # the timeline variants and the variant each one is (the same launch, its CTAs also recording their phases: 8 uint64
 # per CTA after the split-K workspace, read by trace_of). benchmarks/gemv_timeline.py checks each one's y bitwise
 # against its twin's before it reads a trace; the tune does not offer them.
 TRACE_VARIANTS = {"clscxt": "clscx", "clscxgt": "clscxg", "scxt": "scx", "nomathxsft": "nomathxsf",
-                  "clnomathxsft": "clnomathxsf"}
+                  "clnomathxsft": "clnomathxsf", "clnomatht": "clnomath", "clscft": "clscf"}
 TRACE_FIELDS = ("sm", "t_start", "t_waited", "t_staged", "t_looped", "t_left", "clock_start", "clock_left")
 # the variants whose sums run in base's order, so their y is bitwise base's at the same splits (the tune checks it)
 BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")

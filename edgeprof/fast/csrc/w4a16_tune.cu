@@ -170,7 +170,7 @@ int diag_launch(bool asym, bool act, const void* qw, const void* sz, const void*
 
 }  // namespace edgeprof_w4
 
-// variant 1-21, 25-35, 38-41, 50-54 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
+// variant 1-21, 25-35, 38-41, 50-56 of edgeprof_w4a16_launch (its comment lists them); cudaErrorInvalidValue for any other
 int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                                const void* bias, void* y, float* partial, int* counters, int N, int K,
                                int splits, int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
@@ -273,9 +273,10 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
                                                                                     tps, stream)
                           : (int)cudaErrorNotSupported;
   // TIMELINE (gemv_cta's TRACE; benchmarks/gemv_timeline.py): "clscxt" / "clscxgt" / "scxt" (50-52) are clscx / clscxg
-  // / scx, and "nomathxsft" / "clnomathxsft" (53, 54) nomathxsf / clnomathxsf, each CTA also recording its phases
+  // / scx, "nomathxsft" / "clnomathxsft" (53, 54) nomathxsf / clnomathxsf, "clnomatht" (55) clnomath (no dequant or
+  // mma: the SM clock without the math) and "clscft" (56) clscf (the fp16 mma), each CTA also recording its phases
   // after the split-K workspace. The GEMVs' y is theirs (checked as theirs); the trace is the point.
-  if ((variant == 50 || variant == 51 || variant == 54) && group == 128 && !has_clusters())
+  if (variant >= 50 && variant <= 56 && variant != 52 && variant != 53 && group == 128 && !has_clusters())
     return (int)cudaErrorNotSupported;  // the cluster ones
 #define EDGEPROF_TRACE_ARGS asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream
   if (variant == 50 && group == 128)
@@ -288,6 +289,10 @@ int edgeprof_w4a16_tune_launch(int group, bool asym, bool act, const void* qw, c
     return launch_g<128, true, 0, 0, 5, false, 1, false, 0, 4, false, false, false, false, true>(EDGEPROF_TRACE_ARGS);
   if (variant == 54 && group == 128)
     return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 4, false, false, false, false, true>(EDGEPROF_TRACE_ARGS);
+  if (variant == 55 && group == 128)
+    return launch_g<128, true, 0, 0, 5, false, 1, true, 0, 1, false, false, false, false, true>(EDGEPROF_TRACE_ARGS);
+  if (variant == 56 && group == 128)
+    return launch_g<128, true, 0, 0, 5, true, 1, true, 0, 0, true, false, false, false, true>(EDGEPROF_TRACE_ARGS);
 #undef EDGEPROF_TRACE_ARGS
   if (variant == 19 && group == 128)  // "f16": the default kernel with the fp16 mma (what set_f16 switches on)
     return launch_g<128, true, 0, 0, 5, true>(asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tps, stream);
