@@ -13,10 +13,13 @@ chunk's math and its exit (%globaltimer, ns), its SM and its SM clock. Run as th
      wait passed to the last loop's end) and the tail (the last loop's end to the last exit), with the phases' spread.
 
   python benchmarks/gemv_timeline.py --configs down:clscxt:10,down:clscxgt:10 --out-dir DIR
+  python benchmarks/gemv_timeline.py --configs gate_up:scxt:1+down:clscxgt:10+qkv:clscxgt:7 --out-dir DIR
+  python benchmarks/gemv_timeline.py --from DIR/gemv_timeline.json --out-dir DIR   (no GPU: table and PNG again)
 
-Writes DIR/gemv_timeline.json (per config: the check, the chain's time, the per-launch summary and every CTA's raw
-record) and DIR/gemv_timeline.png (three consecutive launches of each config, one line per CTA). Needs an sm_90 GPU
-for the cluster variants, nvcc for the build. The analysis below is pure (numpy) and unit-tested on the CPU.
+Writes DIR/gemv_timeline.json (per chain: the checks, the chain's time and its twin's, the per-launch summary and
+every CTA's raw record) and DIR/gemv_timeline.png (three consecutive launches of each chain, or one round of a chain
+of several configs; one line per CTA). Needs an sm_90 GPU for the cluster variants, nvcc for the build. The analysis
+below is pure (numpy) and unit-tested on the CPU.
 """
 
 from __future__ import annotations
