@@ -95,21 +95,32 @@ def chain_summary(traces: list[np.ndarray]) -> dict:
     ends = [int(t[:, 5].max()) for t in traces]
     per = [launch_summary(t, ends[i - 1] if i else None) for i, t in enumerate(traces)]
     steady = per[SKIP_FIRST:] if len(per) > SKIP_FIRST else per[1:]
-    keys = [k for k, v in per[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
-    med = {k: float(np.median([p[k] for p in steady if p[k] is not None])) for k in keys
-           if any(p[k] is not None for p in steady)}
-    return {"launches": per, "steady_median": med, "steady_launches": len(steady),
+    return {"launches": per, "steady_median": _medians(steady), "steady_launches": len(steady),
             "timer_step_ns": timer_step(traces), "sm_clock_ghz": sm_clock_ghz(traces),
             "last_loop_sms": sorted({p["last_loop_sm"] for p in steady})}
+
+
+def _medians(launches: list[dict]) -> dict:
+    """Each numeric field's median over `launches` (launch_summary dicts), leaving out the fields a launch lacks."""
+    keys = [k for k, v in launches[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
+    return {k: float(np.median([p[k] for p in launches if p[k] is not None])) for k in keys
+            if any(p[k] is not None for p in launches)}
 
 
 def member_medians(launches: list[dict], j: int, per_round: int) -> dict:
     """Medians of the steady launches (after SKIP_FIRST) of member j of a chain whose rounds launch `per_round`
     configs in turn: launch i is member i % per_round."""
-    mine = [p for i, p in enumerate(launches) if i % per_round == j and i >= SKIP_FIRST]
-    keys = [k for k, v in mine[-1].items() if isinstance(v, float | int) and k not in ("last_loop_sm", "ctas")]
-    return {k: float(np.median([p[k] for p in mine if p[k] is not None])) for k in keys
-            if any(p[k] is not None for p in mine)}
+    return _medians([p for i, p in enumerate(launches) if i % per_round == j and i >= SKIP_FIRST])
+
+
+def summarise(row: dict) -> None:
+    """Set a chain's row's "summary" (chain_summary) and, for a chain of several configs, "member_summary" (each
+    config's own medians) from its raw records row["traces"]."""
+    row["summary"] = chain_summary([np.asarray(t, dtype=np.int64) for t in row["traces"]])
+    members = row.get("members") or []
+    if len(members) > 1:  # each member's own launches: their periods follow the other members' launches
+        row["member_summary"] = {m["config"]: member_medians(row["summary"]["launches"], j, len(members))
+                                 for j, m in enumerate(members)}
 
 
 def timer_step(traces: list[np.ndarray]) -> float:
@@ -283,11 +294,8 @@ def run_config(configs: list[tuple[str, str, int]], repeats: int, pdl: bool, cop
     per_round, nbytes = len(members), sum(m["bytes"] for m in members)
     row.update(chain_us=st.p50 * 1e3 * per_round, chain_us_p90=st.p90 * 1e3 * per_round,
                twin_chain_us=twin_st.p50 * 1e3 * per_round, bytes=nbytes,
-               frac_copy_bw=nbytes / (st.p50 * per_round * 1e-3) / copy_bw, summary=chain_summary(traces),
-               traces=[t.tolist() for t in traces])
-    if per_round > 1:  # each member's own launches: their periods follow the other member's launches
-        row["member_summary"] = {m["config"]: member_medians(row["summary"]["launches"], j, per_round)
-                                 for j, m in enumerate(members)}
+               frac_copy_bw=nbytes / (st.p50 * per_round * 1e-3) / copy_bw, traces=[t.tolist() for t in traces])
+    summarise(row)
     return row
 
 
@@ -305,10 +313,7 @@ def replot(path: Path, out_dir: Path) -> int:
     rec = load(path)
     for r in rec["rows"]:  # the summaries again from the raw records, as this version computes them
         if r.get("traces"):
-            r["summary"] = chain_summary([np.asarray(t, dtype=np.int64) for t in r["traces"]])
-            if r.get("members") and len(r["members"]) > 1:
-                r["member_summary"] = {m["config"]: member_medians(r["summary"]["launches"], j, len(r["members"]))
-                                       for j, m in enumerate(r["members"])}
+            summarise(r)
     print(f"{rec['gpu']}: copy bandwidth {rec.get('copy_bw', float('nan')) / 1e12:.2f} TB/s; PDL {rec['pdl']}")
     print(format_table(rec["rows"]))
     out_dir.mkdir(parents=True, exist_ok=True)
