@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 # the decoder notes recorded per arm (Decoder.info().notes)
-ARM_NOTES = ("attention", "int4_launch", "int4_norm", "steps_ahead", "greedy_tail", "bf16_gemv")
+ARM_NOTES = ("attention", "int4_launch", "int4_launch_source", "int4_norm", "steps_ahead", "greedy_tail", "bf16_gemv")
 
 
 def parse_arms(text: str) -> list[tuple[str, dict[str, str]]]:

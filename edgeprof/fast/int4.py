@@ -63,8 +63,9 @@ def _inner_k_tiles(k: int) -> int:
     raise ValueError(f"tinygemm needs the input width to be a multiple of 32, got {k}")
 
 
-def to_tinygemm(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> Int4Linear:
-    """Pack q [N, K] (0..15), integer zeros z [N, K/g] and scales s [N, K/g] for tinygemm."""
+def to_tinygemm(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int, role: str | None = None) -> Int4Linear:
+    """Pack q [N, K] (0..15), integer zeros z [N, K/g] and scales s [N, K/g] for tinygemm. `role` (the projection,
+    w4cuda.ROLES) is read only by edgeprof's CUDA kernel (its default launch); every builder takes it."""
     n, k = q.shape
     tiles = _inner_k_tiles(k)
     zero = (8 - z.float()) * s  # tinygemm's float-domain zero point
@@ -110,7 +111,8 @@ def _load_gemlite_tuning(gemlite) -> None:
         gemlite.load_config(str(match), print_error=False)
 
 
-def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) -> GemliteInt4Linear:
+def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int,
+               role: str | None = None) -> GemliteInt4Linear:
     """Pack q [N, K] (0..15), integer zeros z [N, K/g] and scales s [N, K/g] for gemlite."""
     if q.device.type != "cuda":
         raise ValueError("gemlite's int4 kernels need a CUDA device; on the CPU use edgeprof-fast-int4 (tinygemm)")
@@ -127,9 +129,11 @@ def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int) ->
     return GemliteInt4Linear(layer, n, nbytes)
 
 
-def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int):
+def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int, role: str | None = None):
     """edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py) where it builds and takes the shape;
-    else tinygemm, with `fallback_reason` set so the record says which kernel ran and why."""
+    else tinygemm, with `fallback_reason` set so the record says which kernel ran and why. Its launch: the card's
+    measured plan for this shape, else w4cuda.default_launch (the rule, from the shape and its `role`);
+    `launch_source` says which."""
     from edgeprof.fast import w4cuda
 
     why = w4cuda.supported(*q.shape, group)
@@ -143,8 +147,13 @@ def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int):
         lin.fallback_reason = why  # type: ignore[attr-defined]
         return lin
     n, k = q.shape
-    launch = w4cuda.launch_plan().get((k, n), {}) if group == 128 else {}
-    return w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext, **launch)
+    launch = w4cuda.launch_plan().get((k, n)) if group == 128 else None
+    source = "plan"
+    if launch is None:
+        launch, source = w4cuda.default_launch(k, n, group, q.device, role, ext)
+    lin = w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext, **launch)
+    lin.launch_source = source
+    return lin
 
 
 INT4_KERNELS = {"tinygemm": to_tinygemm, "gemlite": to_gemlite, "cuda": to_cuda_w4}

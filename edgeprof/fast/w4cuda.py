@@ -475,17 +475,81 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
 
 
 PLAN_ENV = "EDGEPROF_W4_PLAN"
+NO_PLAN = "none"  # $EDGEPROF_W4_PLAN=none: ignore the card's shipped plan (every shape takes the default launch)
+DEFAULT_ENV = "EDGEPROF_W4_DEFAULT"
+# What a shape gets where no plan names it (another card, another model):
+# - "rule" (the default): rule_launch, the H200 plans' choices written as rules of the shape, the card's SM count and
+#   its compute capability;
+# - "rule-sm80": the same rule as an sm_80 / sm_89 card (an A100, an L4) gets it: no cluster launches. An A/B on an
+#   sm_90 card, not a claim about those cards;
+# - "base": the launch every such shape got until the rule (base at choose_splits).
+DEFAULT_LAUNCHES = ("rule", "rule-sm80", "base")
+DEFAULT_LAUNCH = "rule"
+# the roles a decoder builds its projections for (weights.from_hf); the rule reads "o" and "gate_up"
+ROLES = ("qkv", "o", "gate_up", "down")
+
+
+def default_wanted() -> str:
+    """$EDGEPROF_W4_DEFAULT (DEFAULT_LAUNCHES); unset: DEFAULT_LAUNCH."""
+    return env_choice(DEFAULT_ENV, DEFAULT_LAUNCHES, DEFAULT_LAUNCH)
+
+
+def rule_launch(k: int, n: int, group: int, sms: int, cc: tuple[int, int], role: str | None = None) -> dict:
+    """The launch {variant, splits} of a [n, k] int4 projection that no measured plan names. Pure: the H200's plan
+    (data/gemv_plans.yaml; results/h200/2026-11-29-*) as rules, so another model's shapes and another card get the
+    same kinds of launch at splits from choose_splits (which gives the H200 plan's own splits for Qwen2.5-7B: q/k/v 7,
+    down 10). {} where the variants do not apply (group != 128): base at choose_splits.
+    - gate_up (role) with a CTA or more per SM at one split: scxa, SiLU*up in its epilogue (scxa r88: -2.5% step);
+    - any other shape that choose_splits leaves at one split: scx (the group sums of x while x is staged; r72, r73);
+    - o (role; no fused norm) when one row block per CTA fills 1 to 2 CTAs per SM in one wave, and k <= n: wk6, its
+      warps splitting K, no split-K finish (wk r81-r84: o 3.67 against 4.51 us, the step -2% to -7%);
+    - else split-K: on sm_90+ clscxg at up to CL_MAX_SPLITS splits (the splits add through the cluster, rank 0
+      gathers; gather r113: -2% step), on older cards scx with the split-K ticket.
+    The caller still checks that a cluster launch fits the GPU in one wave (cluster_waves)."""
+    if group != 128:
+        return {}
+    splits, _ = choose_splits(n, k, group, sms)
+    ctas = -(-(n // 16) // VARIANTS["scx"][1])  # one split: CTAs of 4 row blocks
+    if role == "gate_up" and n % 64 == 0 and ctas >= sms:
+        return {"variant": "scxa"}
+    if splits == 1:
+        return {"variant": "scx", "splits": 1}
+    if role == "o" and k <= n and sms <= n // 16 <= 2 * sms:
+        return {"variant": "wk6"}
+    if cc >= (9, 0) and splits <= CL_MAX_SPLITS:
+        return {"variant": "clscxg", "splits": splits}
+    return {"variant": "scx", "splits": splits}
+
+
+def default_launch(k: int, n: int, group: int, device, role: str | None = None, ext=None) -> tuple[dict, str]:
+    """(launch kwargs for W4CudaLinear, where it came from: "rule", "rule-sm80" or "base") of a shape no plan names,
+    as $EDGEPROF_W4_DEFAULT asks. A cluster launch whose clusters do not fit the GPU at once (cluster_waves) runs
+    as scx instead: a second wave of clusters measured 20-25% slower (cluster r51)."""
+    how = default_wanted()
+    if how == "base" or device.type != "cuda":
+        return {}, "base"
+    props = torch.cuda.get_device_properties(device)
+    cc = (props.major, props.minor) if how == "rule" else min((props.major, props.minor), (8, 9))
+    launch = rule_launch(k, n, group, props.multi_processor_count, cc, role)
+    if launch.get("variant") in CLUSTER_VARIANTS:
+        tps = split_plan(k, group, launch["splits"])[1]
+        waves = cluster_waves(n, launch["splits"], tps, norm=role == "qkv", ext=ext)  # down: plain x after scxa
+        if waves["cluster_waves"] != 1:
+            launch = {"variant": "scx", "splits": launch["splits"]}
+    return launch, how
 
 
 def launch_plan(path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict]:
     """Per-shape launch {(K, N): {"variant", "splits"}} from a `int4_gemv.py --suite tune` JSON (its
     `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; without
     either, the card's measured plan shipped in data/gemv_plans.yaml (`w4a16`), or {} (every shape then
-    takes the default launch). Group 128 only, as the variants.
+    takes the default launch, default_launch); "none": {}, the shipped plan ignored. Group 128 only, as the variants.
     Read once per file version (the decoder asks for every projection it builds)."""
     path = path or os.environ.get(PLAN_ENV)
     if not path:
         return shipped_plan(torch.cuda.get_device_name()) if torch.cuda.is_available() else {}
+    if str(path) == NO_PLAN:
+        return {}
     try:
         st = os.stat(path)
         return _read_plan(str(path), st.st_mtime_ns, st.st_size)

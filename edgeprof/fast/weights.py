@@ -162,10 +162,12 @@ def bf16_kernels_used(layers: list[LayerWeights], errors: list[float], head=None
 QZS = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # q int32 [N, K], z int32 [N, K/g], s float32 [N, K/g]
 
 
-def _int4(w: torch.Tensor | QZS, group: int, kernel: str = "tinygemm", errors: list[float] | None = None) -> Int4Linear:
-    """An int4 layer from a weight [N, K] (quantized here with rtn4) or a ready (q, z, s) triple."""
+def _int4(w: torch.Tensor | QZS, group: int, kernel: str = "tinygemm", errors: list[float] | None = None,
+          role: str | None = None) -> Int4Linear:
+    """An int4 layer from a weight [N, K] (quantized here with rtn4) or a ready (q, z, s) triple; `role` names the
+    projection (w4cuda.ROLES) for the CUDA kernel's default launch."""
     q, z, s = w if isinstance(w, tuple) else quantize_rtn(w, group)  # s is exact in bf16 and fp16
-    lin = INT4_KERNELS[kernel](q, z, s, group)
+    lin = INT4_KERNELS[kernel](q, z, s, group, role=role)
     if errors is not None:
         errors.append(gemv_error(lin, q, z, s, group))
     return lin
@@ -182,7 +184,7 @@ def load_check(errors: list[float]) -> dict[str, object]:
 def _int4_biased(w: torch.Tensor | QZS, b: torch.Tensor | None, group: int, kernel: str,
                  errors: list[float] | None = None):
     """q/k/v: the CUDA kernel adds the bias in its epilogue (no extra launch); others add it after."""
-    lin = _int4(w, group, kernel, errors)  # checked before a bias is attached
+    lin = _int4(w, group, kernel, errors, role="qkv")  # checked before a bias is attached
     if b is not None and hasattr(lin, "bias") and hasattr(lin, "fused_silu"):
         lin.bias = b.to(torch.bfloat16).contiguous()
         return lin
@@ -203,8 +205,9 @@ def int4_kernels_used(layers: list[LayerWeights]) -> dict[str, object]:
     kinds = set(used.values())
     out: dict[str, object] = {"int4_kernel": kinds.pop() if len(kinds) == 1 else used}
     launches = _cuda_launches(layers[0]) if layers else {}
-    if launches:  # edgeprof's CUDA kernel: which launch (variant, K splits) each projection got
+    if launches:  # edgeprof's CUDA kernel: which launch (variant, K splits) each projection got, and from where
         out["int4_launch"] = launches
+        out["int4_launch_source"] = _launch_sources(layers[0])
     if reasons:
         out["int4_fallback_reason"] = "; ".join(sorted(reasons))
     return out
@@ -218,6 +221,17 @@ def _cuda_launches(layer: LayerWeights) -> dict[str, str]:
         inner = getattr(lin, "lin", lin)
         if hasattr(inner, "variant") and hasattr(inner, "splits"):
             out[name] = f"{inner.variant} s{inner.splits}"
+    return out
+
+
+def _launch_sources(layer: LayerWeights) -> dict[str, str]:
+    """{projection: "plan" | "rule" | "rule-sm80" | "base"}: where each CUDA W4 launch of `layer` came from
+    (int4.to_cuda_w4)."""
+    out = {}
+    for name in ("qkv", "o", "gate_up", "down"):
+        inner = getattr(getattr(layer, name), "lin", getattr(layer, name))
+        if hasattr(inner, "launch_source"):
+            out[name] = inner.launch_source
     return out
 
 
@@ -264,13 +278,13 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
             dev, pa, pm = wqkv.device, f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"
             qkv = _int4_biased(_stacked_qzs(qzs_source, pa, ("q_proj", "k_proj", "v_proj"), dev), bqkv, group,
                                kernel, errors)
-            o = _int4(_stacked_qzs(qzs_source, pa, ("o_proj",), dev), group, kernel, errors)
-            gu = _int4(_stacked_qzs(qzs_source, pm, ("gate_proj", "up_proj"), dev), group, kernel, errors)
-            d = _int4(_stacked_qzs(qzs_source, pm, ("down_proj",), dev), group, kernel, errors)
+            o = _int4(_stacked_qzs(qzs_source, pa, ("o_proj",), dev), group, kernel, errors, "o")
+            gu = _int4(_stacked_qzs(qzs_source, pm, ("gate_proj", "up_proj"), dev), group, kernel, errors, "gate_up")
+            d = _int4(_stacked_qzs(qzs_source, pm, ("down_proj",), dev), group, kernel, errors, "down")
         else:
             qkv = _int4_biased(wqkv, bqkv, group, kernel, errors)
-            o = _int4(a.o_proj.weight, group, kernel, errors)
-            gu, d = _int4(wgu, group, kernel, errors), _int4(m.down_proj.weight, group, kernel, errors)
+            o = _int4(a.o_proj.weight, group, kernel, errors, "o")
+            gu, d = _int4(wgu, group, kernel, errors, "gate_up"), _int4(m.down_proj.weight, group, kernel, errors, "down")
         layers.append(LayerWeights(layer.input_layernorm.weight, qkv, o, layer.post_attention_layernorm.weight, gu, d))
     tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
     extra: dict[str, object] = {"group": group}

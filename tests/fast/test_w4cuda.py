@@ -510,3 +510,63 @@ def test_the_record_names_the_projections_whose_norm_is_deferred():
     assert deferred_norm_projections(no_plan) == []
     tinygemm = NS(qkv=NS(), gate_up=NS())  # not edgeprof's CUDA kernel
     assert deferred_norm_projections(tinygemm) == []
+
+
+def test_rule_launch_gives_the_h200_plan_for_the_shapes_it_was_measured_on():
+    """The rule is the H200 plan written as rules: on that card's SM count and arch it must reproduce the plan for
+    Qwen2.5-7B (data/gemv_plans.yaml), or the plan and the rule have drifted apart."""
+    from edgeprof.fast.plans import card_entries
+
+    roles = {(3584, 4608): "qkv", (3584, 3584): "o", (3584, 37888): "gate_up", (18944, 3584): "down"}
+    plan = {(e["k"], e["n"]): e for e in card_entries("NVIDIA H200", "w4a16")}
+    assert set(plan) == set(roles)
+    for (k, n), role in roles.items():
+        got = w4cuda.rule_launch(k, n, 128, 132, (9, 0), role)
+        assert got["variant"] == plan[(k, n)]["variant"], role
+        assert got.get("splits", 1) == plan[(k, n)]["splits"], role
+
+
+@pytest.mark.parametrize(("k", "n", "sms", "cc", "role", "want"), [
+    (4096, 28672, 132, (9, 0), "gate_up", {"variant": "scxa"}),  # Llama-3.1-8B: scxa though choose_splits says 2
+    (4096, 4096, 132, (9, 0), "o", {"variant": "wk6"}),  # 256 row blocks: 1-2 CTAs per SM, one wave
+    (4096, 4096, 114, (9, 0), "o", {"variant": "clscxg", "splits": 8}),  # 256 > 2 x 114: two waves, so split-K
+    (4096, 4096, 132, (9, 0), None, {"variant": "clscxg", "splits": 8}),  # wk6 only for a plain o (no fused norm)
+    (14336, 4096, 132, (9, 0), "down", {"variant": "clscxg", "splits": 9}),
+    (18944, 3584, 58, (8, 9), "down", {"variant": "scx", "splits": 5}),  # an L4: no clusters before sm_90
+    (3584, 3584, 58, (8, 9), "o", {"variant": "scx", "splits": 5}),  # 224 row blocks > 2 x 58 SMs
+    (3584, 37888, 58, (8, 9), "gate_up", {"variant": "scxa"}),
+    (3584, 152064, 132, (9, 0), None, {"variant": "scx", "splits": 1}),  # an lm_head-sized shape: one split
+    (2048, 1024, 132, (9, 0), "gate_up", {"variant": "clscxg", "splits": 8}),  # 16 CTAs: split K (>= 4 tiles each)
+    (3584, 4608, 132, (9, 0), "qkv", {"variant": "clscxg", "splits": 7}),
+])
+def test_rule_launch_per_shape_role_and_card(k, n, sms, cc, role, want):
+    assert w4cuda.rule_launch(k, n, 128, sms, cc, role) == want
+
+
+def test_rule_launch_leaves_other_group_sizes_to_base():
+    assert w4cuda.rule_launch(3584, 4608, 64, 132, (9, 0), "qkv") == {}
+    assert w4cuda.rule_launch(3584, 4608, 32, 58, (8, 9), "gate_up") == {}
+
+
+def test_default_launch_names_its_variable_and_base_or_a_cpu_tensor_take_the_old_launch(monkeypatch):
+    monkeypatch.setenv(w4cuda.DEFAULT_ENV, "fastest")
+    with pytest.raises(ValueError, match="EDGEPROF_W4_DEFAULT: 'fastest' is not one of rule, rule-sm80, base"):
+        w4cuda.default_wanted()
+    monkeypatch.setenv(w4cuda.DEFAULT_ENV, "base")
+    assert w4cuda.default_launch(3584, 4608, 128, torch.device("cuda"), "qkv") == ({}, "base")
+    monkeypatch.delenv(w4cuda.DEFAULT_ENV)
+    assert w4cuda.default_wanted() == "rule"
+    assert w4cuda.default_launch(3584, 4608, 128, torch.device("cpu"), "qkv") == ({}, "base")
+
+
+def test_plan_none_ignores_the_shipped_plan(monkeypatch):
+    monkeypatch.setenv(w4cuda.PLAN_ENV, "none")
+    assert w4cuda.launch_plan() == {}
+
+
+def test_every_builder_takes_the_role_keyword():
+    """weights._int4 passes role= to whichever builder the backend names (one signature for the registry)."""
+    import inspect
+
+    for name, build in INT4_KERNELS.items():
+        assert "role" in inspect.signature(build).parameters, name

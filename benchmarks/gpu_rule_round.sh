@@ -1,0 +1,40 @@
+# One device call (1 GPU): the int4 default launch (w4cuda.rule_launch) where no tuned plan names a shape.
+#   ROUND=r126 bash benchmarks/gpu_rule_round.sh
+# 1. the sweep's kernel-correctness gate (`edgeprof bench`, ctx 2048) of edgeprof-fast-int4-cuda on Llama-3.1-8B
+#    shapes (no plan for them on any card) under the rule, and under the rule as an sm_80/89 card gets it;
+# 2. step_ab at ctx 2048 on Llama-3.1-8B: the rule against the launch such shapes got before it (base at
+#    choose_splits), and both as a card without clusters and without PDL would run them (rule-sm80, EDGEPROF_PDL=0);
+# 3. step_ab on Qwen2.5-7B: the card's shipped plan against the rule with the plan ignored (the same launches: a
+#    check that the rule reproduces the plan) and against base.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_call.sh
+gpu_call_init "${ROUND:-rule}" "${DEADLINE_S:-560}"
+mark start
+B=edgeprof-fast-int4-cuda
+timeout 170 python3 -m edgeprof.cli bench --model llama-3.1-8b --backend $B --ctx 2048 --no-quality \
+  --out "$R/bench-llama-rule.json" > "$R/bench-llama-rule.log" 2>&1
+mark "bench llama rule rc=$?"; grep -E "correct|ms|FAIL|Error" "$R/bench-llama-rule.log" | tail -6
+ARMS="rule:;base:EDGEPROF_W4_DEFAULT=base;sm80:EDGEPROF_W4_DEFAULT=rule-sm80;sm80-nopdl:EDGEPROF_W4_DEFAULT=rule-sm80+EDGEPROF_PDL=0;base-nopdl:EDGEPROF_W4_DEFAULT=base+EDGEPROF_PDL=0"
+timeout "$(budget 250)" python3 benchmarks/step_ab.py --model llama-3.1-8b --arms "$ARMS" --ctx 2048 --blocks 16 \
+  --steps 40 --out "$R/ab-llama.json" > "$R/ab-llama.log" 2>&1
+mark "step_ab llama rc=$?"; grep -vi warn "$R/ab-llama.log" | tail -12
+N=EDGEPROF_W4_PLAN=none
+ARMS="plan:;rule:$N;base:$N+EDGEPROF_W4_DEFAULT=base;sm80-nopdl:$N+EDGEPROF_W4_DEFAULT=rule-sm80+EDGEPROF_PDL=0;base-nopdl:$N+EDGEPROF_W4_DEFAULT=base+EDGEPROF_PDL=0"
+timeout "$(budget 120)" python3 benchmarks/step_ab.py --model qwen2.5-7b --arms "$ARMS" --ctx 2048 --blocks 16 \
+  --steps 40 --out "$R/ab-qwen.json" > "$R/ab-qwen.log" 2>&1
+mark "step_ab qwen rc=$?"; grep -vi warn "$R/ab-qwen.log" | tail -12
+EDGEPROF_W4_DEFAULT=rule-sm80 timeout "$(budget 5)" python3 -m edgeprof.cli bench --model llama-3.1-8b --backend $B \
+  --ctx 2048 --no-quality --out "$R/bench-llama-sm80.json" > "$R/bench-llama-sm80.log" 2>&1
+mark "bench llama rule-sm80 rc=$?"; grep -E "correct|ms|FAIL|Error" "$R/bench-llama-sm80.log" | tail -6
+python3 - "$R" <<'PY' || true
+import json, sys
+from pathlib import Path
+for f in sorted(Path(sys.argv[1]).glob("bench-*.json")):
+    r = json.loads(f.read_text()); n = r.get("notes", {})
+    kc, fl = r.get("kernel_correctness") or {}, r.get("floor") or {}
+    print(f.name, r.get("status"), "wall p50 ms", ((r.get("stats") or {}).get("wall") or {}).get("p50"), "floor fraction", fl.get("fraction"),
+          "gate", kc.get("passed"), kc.get("value"), "top1", kc.get("top1_agreement"), n.get("int4_launch"),
+          n.get("int4_launch_source"), n.get("int4_load_check"))
+PY
+mark end
