@@ -521,10 +521,21 @@ def rule_launch(k: int, n: int, group: int, sms: int, cc: tuple[int, int], role:
     return {"variant": "scx", "splits": splits}
 
 
+def one_wave_splits(splits: int, fits) -> int | None:
+    """The K splits of a cluster launch that rule_launch asked at `splits`: `splits`, else one fewer, the first whose
+    clusters the GPU holds at once (`fits(s)`); None where neither does (the launch then runs as scx at `splits`).
+    A second wave of clusters measured 20-25% slower (cluster r51). One fewer, not any fewer: on Llama-3.1-8B's down
+    (H200, r127) clscxg s8 was 1.1% faster in the step than scx s9 (64 clusters of 9 need two waves), s7 0.9% slower."""
+    for s in (splits, splits - 1):
+        if s >= 2 and fits(s):
+            return s
+    return None
+
+
 def default_launch(k: int, n: int, group: int, device, role: str | None = None, ext=None) -> tuple[dict, str]:
     """(launch kwargs for W4CudaLinear, where it came from: "rule", "rule-sm80" or "base") of a shape no plan names,
-    as $EDGEPROF_W4_DEFAULT asks. A cluster launch whose clusters do not fit the GPU at once (cluster_waves) runs
-    as scx instead: a second wave of clusters measured 20-25% slower (cluster r51)."""
+    as $EDGEPROF_W4_DEFAULT asks. A cluster launch takes the splits one_wave_splits gives (cluster_waves on this
+    GPU), else runs as scx."""
     how = default_wanted()
     if how == "base" or device.type != "cuda":
         return {}, "base"
@@ -532,10 +543,11 @@ def default_launch(k: int, n: int, group: int, device, role: str | None = None, 
     cc = (props.major, props.minor) if how == "rule" else min((props.major, props.minor), (8, 9))
     launch = rule_launch(k, n, group, props.multi_processor_count, cc, role)
     if launch.get("variant") in CLUSTER_VARIANTS:
-        tps = split_plan(k, group, launch["splits"])[1]
-        waves = cluster_waves(n, launch["splits"], tps, norm=role == "qkv", ext=ext)  # down: plain x after scxa
-        if waves["cluster_waves"] != 1:
-            launch = {"variant": "scx", "splits": launch["splits"]}
+        def fits(s: int) -> bool:  # down: a plain x (gate_up's scxa wrote silu(gate) * up)
+            return cluster_waves(n, s, split_plan(k, group, s)[1], norm=role == "qkv", ext=ext)["cluster_waves"] == 1
+
+        s = one_wave_splits(launch["splits"], fits)
+        launch = {"variant": "scx", "splits": launch["splits"]} if s is None else {**launch, "splits": s}
     return launch, how
 
 

@@ -570,3 +570,12 @@ def test_every_builder_takes_the_role_keyword():
 
     for name, build in INT4_KERNELS.items():
         assert "role" in inspect.signature(build).parameters, name
+
+
+def test_one_wave_splits_steps_down_once_then_gives_up():
+    fit = {9: False, 8: True, 7: True}  # Llama-3.1-8B's down on an H200 (r127: 60 clusters of 9 at once, 77 of 8)
+    assert w4cuda.one_wave_splits(9, fit.get) == 8
+    assert w4cuda.one_wave_splits(8, fit.get) == 8
+    assert w4cuda.one_wave_splits(10, lambda s: s <= 8) is None  # two fewer is not tried: scx at 10
+    assert w4cuda.one_wave_splits(2, lambda s: False) is None
+    assert w4cuda.one_wave_splits(2, lambda s: s == 1) is None  # never a one-split "cluster"
