@@ -22,6 +22,9 @@ from int4_gemv import KERNEL_SHAPES, _copies, _row, copy_bandwidth
 from edgeprof.fast.bf16cuda import VARIANTS, Bf16CudaLinear
 
 REL_BOUND = 5e-3  # max-abs / max vs float64: bf16 output rounding (cuBLAS itself: 2.3-3.1e-3 on the H200)
+# bf16-only shapes beside the W4 kernel's (KERNEL_SHAPES), with --all-shapes: the decoder's head stays bf16 in every
+# format, and Llama's is the one large head KERNEL_SHAPES lacks
+HEAD_SHAPES = [("llama-3.1-8b", "lm_head", 4096, 128256)]
 
 
 def shape_rows(model: str, name: str, k: int, n: int, variants: tuple[str, ...], copy_bw: float,
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     bw = copy_bandwidth()
     gpu = torch.cuda.get_device_name()
     rows = []
-    for model, name, k, n in KERNEL_SHAPES:
+    for model, name, k, n in KERNEL_SHAPES + (HEAD_SHAPES if a.all_shapes else []):
         if model == "qwen2.5-7b" or a.all_shapes:
             rows += shape_rows(model, name, k, n, variants, bw, a.repeats)
     print(f"bf16 GEMV per shape ({gpu}; copy bw {bw / 1e12:.3f} TB/s measured in this run)")
