@@ -485,7 +485,8 @@ DEFAULT_ENV = "EDGEPROF_W4_DEFAULT"
 # - "base": the launch every such shape got until the rule (base at choose_splits).
 DEFAULT_LAUNCHES = ("rule", "rule-sm80", "base")
 DEFAULT_LAUNCH = "rule"
-# the roles a decoder builds its projections for (weights.from_hf); the rule reads "o" and "gate_up"
+# the roles a decoder builds its projections for (weights.from_hf); the rule reads "o" and "gate_up", the cluster fit
+# "qkv" (its launch fuses the norm)
 ROLES = ("qkv", "o", "gate_up", "down")
 
 
@@ -542,7 +543,9 @@ def default_launch(k: int, n: int, group: int, device, role: str | None = None, 
     props = torch.cuda.get_device_properties(device)
     cc = (props.major, props.minor) if how == "rule" else min((props.major, props.minor), (8, 9))
     launch = rule_launch(k, n, group, props.multi_processor_count, cc, role)
-    if launch.get("variant") in CLUSTER_VARIANTS:
+    if not launch:  # the rule leaves this shape to base (group != 128)
+        return {}, "base"
+    if launch["variant"] in CLUSTER_VARIANTS:
         def fits(s: int) -> bool:  # down: a plain x (gate_up's scxa wrote silu(gate) * up)
             return cluster_waves(n, s, split_plan(k, group, s)[1], norm=role == "qkv", ext=ext)["cluster_waves"] == 1
 

@@ -204,35 +204,25 @@ def int4_kernels_used(layers: list[LayerWeights]) -> dict[str, object]:
                 reasons.add(inner.fallback_reason)
     kinds = set(used.values())
     out: dict[str, object] = {"int4_kernel": kinds.pop() if len(kinds) == 1 else used}
-    launches = _cuda_launches(layers[0]) if layers else {}
+    launches, sources = _cuda_launches(layers[0]) if layers else ({}, {})
     if launches:  # edgeprof's CUDA kernel: which launch (variant, K splits) each projection got, and from where
-        out["int4_launch"] = launches
-        out["int4_launch_source"] = _launch_sources(layers[0])
+        out["int4_launch"], out["int4_launch_source"] = launches, sources
     if reasons:
         out["int4_fallback_reason"] = "; ".join(sorted(reasons))
     return out
 
 
-def _cuda_launches(layer: LayerWeights) -> dict[str, str]:
-    """{projection: "variant sN"} for the projections of `layer` that run edgeprof's CUDA W4 kernel."""
-    out = {}
+def _cuda_launches(layer: LayerWeights) -> tuple[dict[str, str], dict[str, str]]:
+    """({projection: "variant sN"}, {projection: "plan" | "rule" | "rule-sm80" | "base"}) for the projections of
+    `layer` that run edgeprof's CUDA W4 kernel: which launch each got, and where it came from (int4.to_cuda_w4)."""
+    launches, sources = {}, {}
     for name in ("qkv", "o", "gate_up", "down"):
         lin = getattr(layer, name)
         inner = getattr(lin, "lin", lin)
         if hasattr(inner, "variant") and hasattr(inner, "splits"):
-            out[name] = f"{inner.variant} s{inner.splits}"
-    return out
-
-
-def _launch_sources(layer: LayerWeights) -> dict[str, str]:
-    """{projection: "plan" | "rule" | "rule-sm80" | "base"}: where each CUDA W4 launch of `layer` came from
-    (int4.to_cuda_w4)."""
-    out = {}
-    for name in ("qkv", "o", "gate_up", "down"):
-        inner = getattr(getattr(layer, name), "lin", getattr(layer, name))
-        if hasattr(inner, "launch_source"):
-            out[name] = inner.launch_source
-    return out
+            launches[name] = f"{inner.variant} s{inner.splits}"
+            sources[name] = getattr(inner, "launch_source", "plan")
+    return launches, sources
 
 
 def deferred_norm_projections(layer: LayerWeights) -> list[str]:

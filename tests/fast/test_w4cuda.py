@@ -579,3 +579,21 @@ def test_one_wave_splits_steps_down_once_then_gives_up():
     assert w4cuda.one_wave_splits(10, lambda s: s <= 8) is None  # two fewer is not tried: scx at 10
     assert w4cuda.one_wave_splits(2, lambda s: False) is None
     assert w4cuda.one_wave_splits(2, lambda s: s == 1) is None  # never a one-split "cluster"
+
+
+def test_default_launch_on_a_faked_h200(monkeypatch):
+    """default_launch's own logic (the GPU's facts faked): the rule, its cluster fit, rule-sm80 and group 64."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda dev: SimpleNamespace(major=9, minor=0, multi_processor_count=132))
+    fit = {9: 60, 8: 77, 6: 101}  # clusters at once for Llama's down / q/k/v on an H200 (r127)
+    monkeypatch.setattr(w4cuda, "cluster_waves", lambda n, s, tps, norm=False, ext=None:
+                        {"cluster_waves": 1 if n // 64 <= fit.get(s, 0) else 2})
+    monkeypatch.delenv(w4cuda.DEFAULT_ENV, raising=False)
+    dev = torch.device("cuda")
+    assert w4cuda.default_launch(14336, 4096, 128, dev, "down") == ({"variant": "clscxg", "splits": 8}, "rule")
+    assert w4cuda.default_launch(4096, 6144, 128, dev, "qkv") == ({"variant": "clscxg", "splits": 6}, "rule")
+    assert w4cuda.default_launch(4096, 6144, 64, dev, "qkv") == ({}, "base")
+    monkeypatch.setenv(w4cuda.DEFAULT_ENV, "rule-sm80")
+    assert w4cuda.default_launch(14336, 4096, 128, dev, "down") == ({"variant": "scx", "splits": 9}, "rule-sm80")
