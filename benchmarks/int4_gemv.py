@@ -782,6 +782,14 @@ def _kernel_note(cell: dict) -> str:
 # ---------------------------------------------------------------- issue 12: launch-shape tuning
 TUNE_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584),
                ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584)]
+TUNE_MODELS = ("qwen2.5-7b", "llama-3.1-8b")  # --tune-model: KERNEL_SHAPES has all four layer shapes of these
+
+
+def tune_shapes(model: str = "qwen2.5-7b") -> list[tuple[str, str, int, int]]:
+    """The four layer shapes (qkv, o, gate_up, down) a tune times for `model` (TUNE_SHAPES for Qwen2.5-7B)."""
+    return [sh for sh in KERNEL_SHAPES if sh[0] == model and sh[1] in DECODER_FORMS]
+
+
 TUNE_FIELDS = ("variant", "splits", "tiles_per_split", "grid_x", "ctas")
 # --tune-form decoder: each shape in the form edgeprof-fast's int4 step launches it with this kernel (FastModel.step):
 # q/k/v and gate_up with the residual add + RMSNorm fused into their input, down with SiLU*up fused (plain where the
@@ -888,7 +896,8 @@ def tune_suite(args) -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rec["sms"] = sms
     print(f"build {rec['build_s']:.1f} s; copy bandwidth {bw / 1e12:.3f} TB/s; {sms} SMs", flush=True)
-    shapes = [sh for sh in TUNE_SHAPES if sh[1] in args.tune_shapes]
+    shapes = [sh for sh in tune_shapes(args.tune_model) if sh[1] in args.tune_shapes]
+    rec["model"] = args.tune_model
     for _, name, k, n in shapes:  # every shape's inputs once, before any config (time_graph warms each chain)
         _tune_cache(name, k, n)
     deadline = t0 + args.time_budget
@@ -903,7 +912,7 @@ def tune_suite(args) -> int:
                     row["status"] = f"SKIPPED ({lost or 'time budget --time-budget spent'})"
                 else:
                     row.update(_tune_one(name, k, n, cfg, cache, bw, args.repeats, model, args.tune_pdl,
-                                         shape_form(name, args.tune_form)))
+                                         shape_form(name, args.tune_form, model)))
                     if any(m in str(row.get("status")) for m in CONTEXT_LOST):
                         lost = f"CUDA context lost at {name} {tune_label(cfg)}"
                 rows.append(row)
@@ -933,17 +942,17 @@ def _tune_cache(name: str, k: int, n: int) -> dict:
     copies (packed once, cloned) that together exceed L2 so every timed call streams from HBM."""
     from edgeprof.fast.w4cuda import W4Packed
 
-    if name in _TUNE_CACHE:  # kept for the whole tune: ~4 GB for Qwen2.5-7B's four shapes (float64 references)
-        return _TUNE_CACHE[name]
+    if (name, k, n) in _TUNE_CACHE:  # kept for the whole tune: ~4 GB for Qwen2.5-7B's four shapes (float64 refs)
+        return _TUNE_CACHE[(name, k, n)]
     sym, asym = check_inputs(n, k, GROUP, False), check_inputs(n, k, GROUP, True)
     p = sym["packed"]
     copies = [p] + [W4Packed(p.qw.clone(), p.sz.clone(), p.n, p.k, p.group, p.asym)
                     for _ in range(_copies(p.nbytes) - 1)]
     gen = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(1, k, device="cuda", generator=gen).to(torch.bfloat16)
-    _TUNE_CACHE[name] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t(),
+    _TUNE_CACHE[(name, k, n)] = {"sym": sym, "asym": asym, "copies": copies, "x": x, "ref": x.double() @ sym["w64"].t(),
                          **form_inputs(x, sym["w64"], gen)}
-    return _TUNE_CACHE[name]
+    return _TUNE_CACHE[(name, k, n)]
 
 
 def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dict:
@@ -963,22 +972,25 @@ def form_inputs(x: torch.Tensor, w64: torch.Tensor, gen: torch.Generator) -> dic
             "ref_norm_deferred": _deferred_norm_ref(h_res, nw, w64, 1e-6)}
 
 
-def shape_form(name: str, tune_form: str) -> str:
+def shape_form(name: str, tune_form: str, model: str = "qwen2.5-7b") -> str:
     """The form a shape is timed in: "plain" for --tune-form plain, else the decoder's (DECODER_FORMS). Where the
-    card's plan runs gate_up as an act-epilogue variant (w4cuda.ACT_EPILOGUE_VARIANTS: it writes silu(gate) * up),
-    the decoder's down takes that as a plain input, so down is timed plain."""
+    decoder runs `model`'s gate_up as an act-epilogue variant (w4cuda.ACT_EPILOGUE_VARIANTS: it writes silu(gate) * up),
+    its down takes that as a plain input, so down is timed plain."""
     if tune_form == "plain":
         return "plain"
-    return "plain" if name == "down" and plan_gate_up_writes_act() else DECODER_FORMS[name]
+    return "plain" if name == "down" and plan_gate_up_writes_act(model) else DECODER_FORMS[name]
 
 
-def plan_gate_up_writes_act() -> bool:
-    """Whether the launch plan (w4cuda.launch_plan: $EDGEPROF_W4_PLAN or the card's) runs TUNE_SHAPES' gate_up as an
-    act-epilogue variant."""
-    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, launch_plan
+def plan_gate_up_writes_act(model: str = "qwen2.5-7b") -> bool:
+    """Whether the decoder runs `model`'s gate_up as an act-epilogue variant: the launch plan's entry
+    (w4cuda.launch_plan: $EDGEPROF_W4_PLAN or the card's), else the default launch (w4cuda.default_launch, on a GPU)."""
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, default_launch, launch_plan
 
-    k, n = next((k, n) for _, name, k, n in TUNE_SHAPES if name == "gate_up")
-    return launch_plan().get((k, n), {}).get("variant") in ACT_EPILOGUE_VARIANTS
+    k, n = next((k, n) for _, name, k, n in tune_shapes(model) if name == "gate_up")
+    launch = launch_plan().get((k, n))
+    if launch is None and torch.cuda.is_available():
+        launch = default_launch(k, n, GROUP, torch.device("cuda"), "gate_up")[0]
+    return (launch or {}).get("variant") in ACT_EPILOGUE_VARIANTS
 
 
 def form_call(lin, form: str, cache: dict, norm: str = "loop"):
@@ -1152,6 +1164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--suite tune: K splits to try (each made group-aligned; the default launch's is added)")
     ap.add_argument("--tune-variants", type=_variant_list, default=tuple(VARIANTS),
                     help=f"--suite tune: kernel variants, comma-separated, from {','.join(VARIANTS)}")
+    ap.add_argument("--tune-model", choices=TUNE_MODELS, default="qwen2.5-7b",
+                    help="--suite tune: whose four layer shapes to tune (default qwen2.5-7b)")
     ap.add_argument("--tune-shapes", type=_shape_list, default=tuple(sh[1] for sh in TUNE_SHAPES),
                     help="--suite tune: shapes, comma-separated, from qkv,o,gate_up,down")
     ap.add_argument("--tune-pdl", action="store_true",

@@ -135,3 +135,24 @@ def test_the_deferred_norm_checks_cover_every_variant_that_takes_it():
     launches = int4_gemv.DEFERRED_NORM_LAUNCHES
     assert {v for v, _ in launches} == set(DEFERRED_NORM_VARIANTS)
     assert all(defers_norm(v, s or 1) for v, s in launches)
+
+
+def test_tune_model_picks_its_four_layer_shapes_and_qwens_are_tune_shapes():
+    assert int4_gemv.tune_shapes() == int4_gemv.TUNE_SHAPES
+    llama = int4_gemv.tune_shapes("llama-3.1-8b")
+    assert [(n, k, o) for _, n, k, o in llama] == [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672),
+                                                    ("down", 14336, 4096)]
+    assert int4_gemv.build_parser().parse_args(["--tune-model", "llama-3.1-8b"]).tune_model == "llama-3.1-8b"
+    with pytest.raises(SystemExit):
+        int4_gemv.build_parser().parse_args(["--tune-model", "mistral-7b"])  # no qkv / o / gate_up / down of its own
+
+
+def test_down_is_timed_plain_for_a_model_whose_plan_entry_is_missing_only_where_the_rule_says_so(monkeypatch):
+    from edgeprof.fast import w4cuda
+
+    monkeypatch.setattr(w4cuda, "launch_plan", lambda: {})
+    monkeypatch.setattr(int4_gemv.torch.cuda, "is_available", lambda: False)  # no GPU: no rule, a plain SiLU*up down
+    assert int4_gemv.shape_form("down", "decoder", "llama-3.1-8b") == "silu"
+    monkeypatch.setattr(int4_gemv.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(w4cuda, "default_launch", lambda k, n, g, dev, role, ext=None: ({"variant": "scxa"}, "rule"))
+    assert int4_gemv.shape_form("down", "decoder", "llama-3.1-8b") == "plain"
