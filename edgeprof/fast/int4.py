@@ -131,8 +131,8 @@ def to_gemlite(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int,
 
 def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int, role: str | None = None):
     """edgeprof's own CUDA W4A16 GEMV (edgeprof/fast/w4cuda.py) where it builds and takes the shape;
-    else tinygemm, with `fallback_reason` set so the record says which kernel ran and why. Its launch: the card's
-    measured plan for this shape, else w4cuda.default_launch (the rule, from the shape and its `role`);
+    else tinygemm, with `fallback_reason` set so the record says which kernel ran and why. Its launch:
+    w4cuda.plan_launch (the card's measured plan for this shape, else the rule, from the shape and its `role`);
     `launch_source` says which."""
     from edgeprof.fast import w4cuda
 
@@ -147,10 +147,7 @@ def to_cuda_w4(q: torch.Tensor, z: torch.Tensor, s: torch.Tensor, group: int, ro
         lin.fallback_reason = why  # type: ignore[attr-defined]
         return lin
     n, k = q.shape
-    launch = w4cuda.launch_plan().get((k, n)) if group == 128 else None
-    source = "plan"
-    if launch is None:
-        launch, source = w4cuda.default_launch(k, n, group, q.device, role, ext)
+    launch, source = w4cuda.plan_launch(k, n, group, q.device, role, ext)
     lin = w4cuda.W4CudaLinear(w4cuda.pack_w4(q, z, s, group), None, ext, **launch)
     lin.launch_source = source
     return lin

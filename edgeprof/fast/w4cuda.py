@@ -554,6 +554,30 @@ def default_launch(k: int, n: int, group: int, device, role: str | None = None, 
     return launch, how
 
 
+def gate_up_writes_act(k_down: int, n_down: int, group: int, device, ext=None) -> bool:
+    """Whether the decoder's gate_up feeding a down [n_down, k_down] (gate_up [2 k_down, n_down]) runs an act-epilogue
+    variant, i.e. writes silu(gate) * up so that down stages a plain x: its plan entry, else its default launch."""
+    k, n = n_down, 2 * k_down
+    launch = launch_plan().get((k, n)) if group == 128 else None
+    if launch is None:
+        launch = default_launch(k, n, group, device, "gate_up", ext)[0]
+    return launch.get("variant") in ACT_EPILOGUE_VARIANTS
+
+
+def plan_launch(k: int, n: int, group: int, device, role: str | None = None, ext=None) -> tuple[dict, str]:
+    """(launch kwargs for W4CudaLinear, "plan" | "rule" | "rule-sm80" | "base") of one projection: the plan's entry
+    for its shape, else default_launch. A wk down from the plan stands only behind a gate_up that writes silu(gate) * up:
+    otherwise each of its CTAs would compute SiLU*up over all of K (2.5x slower per launch, wk r87), so it takes the
+    default launch instead."""
+    launch = launch_plan().get((k, n)) if group == 128 else None
+    if launch is not None and role == "down" and launch["variant"] in WK_VARIANTS \
+            and not gate_up_writes_act(k, n, group, device, ext):
+        launch = None
+    if launch is None:
+        return default_launch(k, n, group, device, role, ext)
+    return launch, "plan"
+
+
 def launch_plan(path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict]:
     """Per-shape launch {(K, N): {"variant", "splits"}} from a `int4_gemv.py --suite tune` JSON (its
     `best` configs, all checked before they were timed), named by `path` or $EDGEPROF_W4_PLAN; without

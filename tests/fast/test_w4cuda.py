@@ -599,3 +599,26 @@ def test_default_launch_on_a_faked_h200(monkeypatch):
     assert w4cuda.default_launch(4096, 6144, 64, dev, "qkv") == ({}, "base")
     monkeypatch.setenv(w4cuda.DEFAULT_ENV, "rule-sm80")
     assert w4cuda.default_launch(14336, 4096, 128, dev, "down") == ({"variant": "scx", "splits": 9}, "rule-sm80")
+
+
+def test_a_wk_down_from_the_plan_stands_only_behind_a_gate_up_that_writes_silu_times_up(monkeypatch):
+    """Llama's down is wk8 in the H200 plan; behind a gate_up without the act epilogue each wk CTA would compute
+    SiLU*up over all of K, so plan_launch gives down the default launch then (the shapes: down [4096, 14336])."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda dev: SimpleNamespace(major=9, minor=0, multi_processor_count=132))
+    monkeypatch.setattr(w4cuda, "cluster_waves", lambda n, s, tps, norm=False, ext=None: {"cluster_waves": 1})
+    plan = {(14336, 4096): {"variant": "wk8", "splits": 1}}
+    monkeypatch.setattr(w4cuda, "launch_plan", lambda: plan)
+    monkeypatch.delenv(w4cuda.DEFAULT_ENV, raising=False)
+    dev = torch.device("cuda")
+    assert w4cuda.gate_up_writes_act(14336, 4096, 128, dev)  # the rule gives Llama's gate_up scxa
+    assert w4cuda.plan_launch(14336, 4096, 128, dev, "down") == ({"variant": "wk8", "splits": 1}, "plan")
+    monkeypatch.setenv(w4cuda.DEFAULT_ENV, "base")  # gate_up then runs base: no act epilogue
+    assert not w4cuda.gate_up_writes_act(14336, 4096, 128, dev)
+    assert w4cuda.plan_launch(14336, 4096, 128, dev, "down") == ({}, "base")
+    plan[(4096, 28672)] = {"variant": "scx", "splits": 1}  # a plan whose gate_up is plain
+    monkeypatch.delenv(w4cuda.DEFAULT_ENV)
+    assert w4cuda.plan_launch(14336, 4096, 128, dev, "down") == ({"variant": "clscxg", "splits": 9}, "rule")
+    assert w4cuda.plan_launch(4096, 28672, 128, dev, "gate_up") == ({"variant": "scx", "splits": 1}, "plan")
