@@ -982,15 +982,13 @@ def shape_form(name: str, tune_form: str, model: str = "qwen2.5-7b") -> str:
 
 
 def plan_gate_up_writes_act(model: str = "qwen2.5-7b") -> bool:
-    """Whether the decoder runs `model`'s gate_up as an act-epilogue variant: the launch plan's entry
-    (w4cuda.launch_plan: $EDGEPROF_W4_PLAN or the card's), else the default launch (w4cuda.default_launch, on a GPU)."""
-    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, default_launch, launch_plan
+    """Whether the decoder runs `model`'s gate_up as an act-epilogue variant (w4cuda.plan_launch: the launch plan's
+    entry, $EDGEPROF_W4_PLAN or the card's, else the default launch)."""
+    from edgeprof.fast.w4cuda import ACT_EPILOGUE_VARIANTS, plan_launch
 
     k, n = next((k, n) for _, name, k, n in tune_shapes(model) if name == "gate_up")
-    launch = launch_plan().get((k, n))
-    if launch is None and torch.cuda.is_available():
-        launch = default_launch(k, n, GROUP, torch.device("cuda"), "gate_up")[0]
-    return (launch or {}).get("variant") in ACT_EPILOGUE_VARIANTS
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: the plan's entry, else base
+    return plan_launch(k, n, GROUP, device, "gate_up")[0].get("variant") in ACT_EPILOGUE_VARIANTS
 
 
 def form_call(lin, form: str, cache: dict, norm: str = "loop"):

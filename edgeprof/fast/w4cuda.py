@@ -557,11 +557,7 @@ def default_launch(k: int, n: int, group: int, device, role: str | None = None, 
 def gate_up_writes_act(k_down: int, n_down: int, group: int, device, ext=None) -> bool:
     """Whether the decoder's gate_up feeding a down [n_down, k_down] (gate_up [2 k_down, n_down]) runs an act-epilogue
     variant, i.e. writes silu(gate) * up so that down stages a plain x: its plan entry, else its default launch."""
-    k, n = n_down, 2 * k_down
-    launch = launch_plan().get((k, n)) if group == 128 else None
-    if launch is None:
-        launch = default_launch(k, n, group, device, "gate_up", ext)[0]
-    return launch.get("variant") in ACT_EPILOGUE_VARIANTS
+    return plan_launch(n_down, 2 * k_down, group, device, "gate_up", ext)[0].get("variant") in ACT_EPILOGUE_VARIANTS
 
 
 def plan_launch(k: int, n: int, group: int, device, role: str | None = None, ext=None) -> tuple[dict, str]:
