@@ -780,8 +780,6 @@ def _kernel_note(cell: dict) -> str:
 
 
 # ---------------------------------------------------------------- issue 12: launch-shape tuning
-TUNE_SHAPES = [("qwen2.5-7b", "qkv", 3584, 4608), ("qwen2.5-7b", "o", 3584, 3584),
-               ("qwen2.5-7b", "gate_up", 3584, 37888), ("qwen2.5-7b", "down", 18944, 3584)]
 TUNE_MODELS = ("qwen2.5-7b", "llama-3.1-8b")  # --tune-model: KERNEL_SHAPES has all four layer shapes of these
 
 
@@ -797,6 +795,7 @@ TUNE_FIELDS = ("variant", "splits", "tiles_per_split", "grid_x", "ctas")
 # y = W x, which cannot see what the fusions cost a launch.
 DECODER_FORMS = {"qkv": "norm", "o": "plain", "gate_up": "norm", "down": "silu"}
 TUNE_FORMS = ("plain", "decoder")
+TUNE_SHAPES = tune_shapes("qwen2.5-7b")  # the default tune: Qwen2.5-7B's q/k/v, o, gate_up, down
 CONTEXT_LOST = ("illegal memory access", "unspecified launch failure", "misaligned address", "illegal instruction")
 
 
