@@ -70,7 +70,9 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y);
 # the timeline variants (TRACE_VARIANTS, tuning module): clscx / clscxg / scx / nomathxsf / clnomathxsf / clnomath /
 # clscf whose CTAs also record when they started, passed the PDL wait, staged x, ended their loop and left
-# (benchmarks/gemv_timeline.py).
+# (benchmarks/gemv_timeline.py); sk16 / sk8 (both modules, csrc/w4a16_sk.cu): stream-K, one CTA of 16 / 8 warps per SM
+# on an equal range of (row block, group) units, a row block cut between two CTAs finished by the head's CTA with the
+# tail the other published at the start of its range (no ticket, no wait at the end; SK_VARIANTS).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -90,7 +92,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
             "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
             "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
-            "clnomatht": (55, 4, False), "clscft": (56, 4, False)}
+            "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk8": (58, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -121,8 +123,15 @@ WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
 # packed gate, gate, up, up row blocks per CTA (act_epilogue_order), and the variant named here runs their plain
 # calls (y = W x, the rows put back in order) on those weights. One K split.
 ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
+# the stream-K variants (csrc/w4a16_sk.cu, both modules; no fused norm): warps per CTA and tiles per chunk. One CTA per SM (grid_x:
+# fewer) takes an equal contiguous range of the (row block, group) units; a row block cut between two CTAs is finished
+# by the one holding its head, with the tail the other CTA published at the START of its range. One K split.
+SK_VARIANTS = {"sk16": (16, 4), "sk8": (8, 8)}
+SK_ROW_BLOCKS_MAX = 8  # row blocks one CTA's range may touch (csrc: kSkRowBlocksMax)
+# the variants the decoders' module (load_extension(tune=False)) launches: the decoder variants and stream-K
+MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS)
 # the variants that run one K split only
-ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS)
+ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS) + tuple(SK_VARIANTS)
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
 # the weight layout each variant reads: "tile" (to_tile_major) for tm / tm8, else "rowblock" (pack_w4)
 VARIANT_LAYOUT = {name: ("tile" if name.startswith("tm") else "rowblock") for name in VARIANTS}
@@ -238,7 +247,7 @@ def _build(tune: bool):
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "w4a16_wk.cu", "bf16_gemv.cu",
+        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "w4a16_wk.cu", "w4a16_sk.cu", "bf16_gemv.cu",
                  "attn_decode.cu"] + (
             ["w4a16_tune.cu"] if tune else [])
         ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
@@ -408,9 +417,31 @@ def wk_plan(k: int, splits: int | None, variant: str) -> tuple[int, int]:
     """(1, all K tiles): a wk variant's CTA splits K among its own warps, so its launch has one K split; its x is
     the whole of K in shared memory (2 bytes per input, no MAX_SLICE_TILES bound below the GPU's per-CTA limit)."""
     if splits not in (None, 1):
-        raise ValueError(f"splits: variant {variant!r} runs one K split (its CTA's warps split K), not {splits}; "
+        raise ValueError(f"splits: variant {variant!r} runs one K split (it splits K inside its launch), not {splits}; "
                          f"leave splits unset or use a split-K variant such as 'clscx'")
     return 1, k // 64
+
+
+def sk_fits(n: int, k: int, group: int, ctas: int, variant: str) -> bool:
+    """Whether a stream-K variant's launch of `ctas` CTAs fits the shape (csrc/w4a16_sk.cu: sk_fits): whole chunks per
+    row block, every CTA's range at least a row block long (so a row block is cut between at most two CTAs) and at
+    most SK_ROW_BLOCKS_MAX - 1 row blocks long. Pure."""
+    chunk_groups = SK_VARIANTS[variant][1] * 64 // group
+    if group != 128 or n % 16 or k % group or ctas < 1 or chunk_groups < 1:
+        return False
+    ng = k // group
+    if ng % chunk_groups:
+        return False
+    chunks = (n // 16) * ng // chunk_groups
+    shortest, longest = chunks // ctas * chunk_groups, -(-chunks // ctas) * chunk_groups
+    return shortest >= ng and -(-longest // ng) + 1 <= SK_ROW_BLOCKS_MAX
+
+
+def sk_ranges(n: int, k: int, group: int, ctas: int, variant: str) -> list[tuple[int, int]]:
+    """Each CTA's range of (row block, group) units [lo, hi), row-block order, as the stream-K kernel cuts them. Pure."""
+    chunk_groups = SK_VARIANTS[variant][1] * 64 // group
+    chunks = (n // 16) * (k // group) // chunk_groups
+    return [(i * chunks // ctas * chunk_groups, (i + 1) * chunks // ctas * chunk_groups) for i in range(ctas)]
 
 
 def act_epilogue_order(n: int) -> torch.Tensor:
@@ -459,6 +490,11 @@ def tune_configs(n: int, k: int, group: int, sms: int, splits: tuple[int, ...] =
         _, warps, persist = VARIANTS[variant]
         nbx = -(-(n // 16) // warps)
         if variant in ACT_EPILOGUE_VARIANTS:  # its output is not y = W x: the plan A/B of the step times it
+            continue
+        if variant in SK_VARIANTS:  # one split, one CTA per SM
+            if sk_fits(n, k, group, sms, variant):
+                configs.append({"variant": variant, "splits": 1, "tiles_per_split": k // 64, "grid_x": sms,
+                                "ctas": sms, "default": False})
             continue
         for sp, tps in (plans if variant not in WK_VARIANTS else [wk_plan(k, None, variant)]):
             if variant in CLUSTER_VARIANTS and not 1 < sp <= CL_MAX_SPLITS:  # 1 split: no cluster; at most 16
@@ -652,8 +688,8 @@ class W4CudaLinear:
                              f"not {packed.group}; use variant='base'")
         if variant in SM90_VARIANTS:
             _check_sm90_launch(packed, splits, variant)  # before the build; the planned splits again below
-        if variant in WK_VARIANTS:
-            wk_plan(packed.k, splits, variant)  # before the build
+        if variant in WK_VARIANTS or variant in SK_VARIANTS:
+            wk_plan(packed.k, splits, variant)  # before the build: one K split
         if variant in ACT_EPILOGUE_VARIANTS:
             act_epilogue_order(packed.n)  # before the build: the row count must allow it
             if splits not in (None, 1):
@@ -666,7 +702,7 @@ class W4CudaLinear:
         self._rows = self._unperm = None
         if variant in ACT_EPILOGUE_VARIANTS:
             packed, self._rows, self._unperm = self._act_epilogue_pack(packed)
-        self.p, self.ext = packed, ext or load_extension(tune=variant not in DECODER_VARIANTS)
+        self.p, self.ext = packed, ext or load_extension(tune=variant not in MODULE_VARIANTS)
         if self.ext is None:
             raise RuntimeError(f"edgeprof W4 kernel unavailable: {build_error()}")
         self.bias = bias
@@ -677,7 +713,7 @@ class W4CudaLinear:
             self.act_variant_id, self.variant_id = self.variant_id, VARIANTS[ACT_EPILOGUE_VARIANTS[variant]][0]
         if variant in ACT_EPILOGUE_VARIANTS:
             self.splits, self.tps = split_plan(packed.k, packed.group, 1)
-        elif variant in WK_VARIANTS:
+        elif variant in WK_VARIANTS or variant in SK_VARIANTS:
             self.splits, self.tps = wk_plan(packed.k, splits, variant)
         elif splits is None:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -692,6 +728,12 @@ class W4CudaLinear:
         trace = 2 * len(TRACE_FIELDS) * launch_ctas(packed.n, self.splits, variant) if variant in TRACE_VARIANTS else 0
         self.partial = torch.empty((self.splits * packed.n if self.splits > 1 or trace else 0) + trace, device=dev,
                                    dtype=torch.float32)
+        if variant in SK_VARIANTS:  # the published tails: 16 uint64 per row block, zeros (the owner resets them)
+            ctas = self.grid_x or torch.cuda.get_device_properties(dev).multi_processor_count
+            if not sk_fits(packed.n, packed.k, packed.group, ctas, variant):
+                raise ValueError(f"variant: {variant!r} does not fit out={packed.n} in={packed.k} on {ctas} CTAs "
+                                 f"(each CTA's range must hold a whole row block); use 'clscx' or 'scx'")
+            self.partial = torch.zeros(2 * packed.n, device=dev, dtype=torch.float32)
         # one ticket per CTA column of VARIANTS[variant]'s row blocks per CTA
         self.counters = torch.zeros(-(-(packed.n // 16) // VARIANTS[variant][1]), device=dev, dtype=torch.int32)
         self.n_out = packed.n
@@ -756,7 +798,7 @@ class W4CudaLinear:
     def fuses_norm(self) -> bool:
         """The launch also computes its input as rmsnorm(x + res) * w (one launch fewer): the default launch and the
         latency variants."""
-        return self.variant in DECODER_VARIANTS and self.grid_x == 0 and self.p.k % 8 == 0
+        return self.variant in DECODER_VARIANTS and self.grid_x == 0 and self.p.k % 8 == 0  # not stream-K
 
     def fused_norm(self, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor,
                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -327,10 +327,14 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     tune = (w4cuda.CSRC / "w4a16_tune.cu").read_text()
     lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
     binding = (w4cuda.CSRC / "w4a16_binding.cpp").read_text()
+    gemv = (w4cuda.CSRC / "w4a16_gemv.cu").read_text()
+    sk = (w4cuda.CSRC / "w4a16_sk.cu").read_text()
     ids = sorted(v[0] for v in w4cuda.VARIANTS.values())
     assert ids == list(range(len(ids)))
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
-        if name in w4cuda.DECODER_VARIANTS:
+        if name in w4cuda.SK_VARIANTS:  # stream-K: w4a16_gemv.cu's entry point sends it to w4a16_sk.cu
+            assert f"variant == {vid}" in gemv and f"variant == {vid}" in sk, name
+        elif name in w4cuda.DECODER_VARIANTS:
             case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
             launches = ("return lat_launch_t", "return edgeprof_w4a16_wk_launch", "act_epilogue_launch_t")
             assert vid == 0 or any(f in case for f in launches), name
@@ -371,6 +375,68 @@ def test_tune_configs_time_a_wk_variant_at_its_one_split_only():
     wk = [c for c in configs if c["variant"] == "wk8"]
     assert [(c["splits"], c["tiles_per_split"], c["ctas"]) for c in wk] == [(1, 296, 224)]
     assert sorted(c["splits"] for c in configs if c["variant"] == "clscx") == [8, 10]
+
+
+def _row_block_owners(n: int, k: int, ctas: int, variant: str) -> dict[int, set[int]]:
+    ng = k // 128
+    owners: dict[int, set[int]] = {}
+    for i, (lo, hi) in enumerate(w4cuda.sk_ranges(n, k, 128, ctas, variant)):
+        for nb in range(lo // ng, (hi - 1) // ng + 1):
+            owners.setdefault(nb, set()).add(i)
+    return owners
+
+
+@pytest.mark.parametrize("variant", sorted(w4cuda.SK_VARIANTS))
+def test_sk_ranges_cover_the_units_in_equal_whole_chunks(variant):
+    n, k, ctas = 3584, 18944, 132  # Qwen2.5-7B's down on an H200
+    ranges = w4cuda.sk_ranges(n, k, 128, ctas, variant)
+    chunk_groups = w4cuda.SK_VARIANTS[variant][1] // 2
+    assert ranges[0][0] == 0 and ranges[-1][1] == (n // 16) * (k // 128)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(lo % chunk_groups == 0 and hi % chunk_groups == 0 for lo, hi in ranges)
+    lengths = {hi - lo for lo, hi in ranges}
+    assert max(lengths) - min(lengths) <= chunk_groups  # equal up to one chunk
+    # 224 x 148 units over 132 CTAs: ~251 groups each, longer than a row block (148)
+    assert min(lengths) >= k // 128
+
+
+@pytest.mark.parametrize("n, k, ctas, fits", [
+    (3584, 18944, 132, True),    # Qwen down: every row block cut between at most two CTAs
+    (4096, 14336, 132, True),    # Llama-3.1-8B down
+    (4096, 14336, 114, True),    # an H100 PCIe's SM count
+    (512, 18944, 132, False),    # 32 row blocks over 132 CTAs: a range shorter than a row block
+    (37888, 3584, 132, False),   # gate_up: ~18 row blocks per range, above SK_ROW_BLOCKS_MAX
+    (3584, 18944 + 64, 132, False),  # K not a whole number of groups
+])
+def test_sk_fits_only_where_a_row_block_meets_at_most_two_ctas(n, k, ctas, fits):
+    for variant in w4cuda.SK_VARIANTS:
+        assert w4cuda.sk_fits(n, k, 128, ctas, variant) is fits
+        if fits:
+            owners = _row_block_owners(n, k, ctas, variant)
+            assert len(owners) == n // 16 and max(len(v) for v in owners.values()) == 2
+            assert all(max(v) - min(v) <= 1 for v in owners.values())  # neighbours: i holds the head, i + 1 the tail
+            per_cta = {}
+            for cs in owners.values():
+                for c in cs:
+                    per_cta[c] = per_cta.get(c, 0) + 1
+            assert max(per_cta.values()) <= w4cuda.SK_ROW_BLOCKS_MAX
+
+
+def test_tune_configs_time_a_stream_k_variant_at_one_cta_per_sm_where_it_fits():
+    from edgeprof.fast.w4cuda import tune_configs
+
+    down = tune_configs(3584, 18944, 128, 132, splits=(10,), variants=("sk16", "sk8"))
+    assert [(c["variant"], c["splits"], c["grid_x"], c["ctas"]) for c in down] == [("sk16", 1, 132, 132),
+                                                                                   ("sk8", 1, 132, 132)]
+    assert tune_configs(37888, 3584, 128, 132, splits=(1,), variants=("sk16",)) == []  # gate_up does not fit
+
+
+def test_sk_variants_run_one_split_and_say_so_before_building():
+    from edgeprof.fast.w4cuda import W4CudaLinear
+
+    q, z, s = quantize_rtn(torch.randn(32, 256), 128)
+    with pytest.raises(ValueError, match="splits: variant 'sk16' runs one K split"):
+        W4CudaLinear(pack_w4(q, z, s, 128), variant="sk16", splits=4)
 
 
 def test_binding_counts_tickets_per_row_blocks_per_cta_as_variants_says():

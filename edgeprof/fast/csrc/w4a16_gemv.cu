@@ -37,6 +37,11 @@ int edgeprof_w4a16_lat_launch(int variant, int group, bool asym, bool act, bool 
                               int splits, int tps, cudaStream_t s, const void* res, const void* nw, void* res_out,
                               float eps);
 
+// the stream-K variants' entry point (w4a16_sk.cu; in both modules)
+int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
+                             const void* bias, void* y, float* partial, int N, int K, int splits, int grid_x,
+                             cudaStream_t s);
+
 // PDL on or off, the L2 prefetch before its wait (512-byte tiles per warp), and PDL for the down projection (the
 // W4 launches with SiLU*up fused), for every GEMV this extension launches from now on (the binding's set_pdl)
 void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down) {
@@ -120,6 +125,9 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
+  if (variant == 57 || variant == 58)  // "sk16" / "sk8", stream-K (w4a16_sk.cu; both modules): partial = its tails
+    return edgeprof_w4a16_sk_launch(variant, group, asym, act, qw, sz, x, bias, y, partial, N, K, splits, grid_x,
+                                    stream);
   if (edgeprof_w4a16_is_lat_variant(variant))  // the decoder variants (w4a16_lat.cu)
     return edgeprof_w4a16_lat_launch(variant, group, asym, act, false, qw, sz, x, bias, y, partial, counters, N, K,
                                      splits, tiles_per_split, stream, nullptr, nullptr, nullptr, 0.f);
