@@ -8,7 +8,10 @@
 # 3. step_ab at ctx 2048: Qwen's H200 plan against down as sk16 / sk8 (benchmarks/plans/qwen7b-gather-downsk*.json),
 #    Llama's against down as sk16 / sk8 (llama8b-downsk*.json);
 # 4. the kernel-correctness gate of the whole decoder (`edgeprof bench`, ctx 2048) with Qwen's down as sk16.
+# PART=2 (r138): sk16 against its loads alone (sk16n), 8 tiles per chunk (sk16u8) and an L2 prefetch one chunk further
+# (sk16p) on Qwen's and Llama's down, then step_ab of Qwen's plan against down as sk16 / sk16u8 / sk16p.
 #   ROUND=r137 bash benchmarks/gpu_sk_round.sh
+#   ROUND=r138 PART=2 bash benchmarks/gpu_sk_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -21,6 +24,17 @@ tune() {  # $1 model, $2 variants, $3 splits, $4 out dir, $5 extra flags
     --tune-splits "$3" --tune-form decoder --repeats 50 --time-budget 110 $5 --out-dir "$R/$4" > "$R/$4.log" 2>&1
   mark "tune $4 rc=$?"; grep -E "^down|FAIL" "$R/$4.log" | head -12
 }
+if [ "${PART:-1}" = 2 ]; then  # r138: what limits sk16's stream (its loads alone; twice the bytes in flight; L2 prefetch)
+  V="${SK_VARIANTS:-sk16,sk16n,sk16u8,sk16p,clscx,nomathxsf}"
+  tune qwen2.5-7b "$V" 10 tune-qwen-pdl --tune-pdl
+  tune llama-3.1-8b "$V,wk8" 8 tune-llama-pdl --tune-pdl
+  timeout "$(budget 5)" python3 benchmarks/step_ab.py --model qwen2.5-7b --arms \
+    "plan:;sk16:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downsk16.json;sk16u8:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downsk16u8.json;sk16p:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downsk16p.json" \
+    --ctx 2048 --blocks 24 --steps 40 --out "$R/ab-qwen-sk.json" > "$R/ab-qwen-sk.log" 2>&1
+  mark "step_ab qwen rc=$?"; grep -vi warn "$R/ab-qwen-sk.log" | tail -3
+  mark end
+  exit 0
+fi
 tune qwen2.5-7b "$V" 10 tune-qwen-pdl --tune-pdl
 tune qwen2.5-7b "$V" 10 tune-qwen-nopdl ""
 tune llama-3.1-8b "sk16,sk8,wk8,clscxg,nomathxsf" 8 tune-llama-pdl --tune-pdl

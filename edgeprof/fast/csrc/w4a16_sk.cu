@@ -55,7 +55,11 @@ __device__ __forceinline__ float sk_take_tail(unsigned long long* pub, int nb, i
 }
 
 // One CTA of the stream-K launch (see the file's header). G = 128 here; U tiles per chunk; a CTA of WARPS warps.
-template <int G, bool ASYM, bool ACT, int WARPS, int U>
+// MODE 0: the GEMV; 1 (the diagnostic "sk16n"): each chunk's dequant and mma replaced by an XOR of its words, every load,
+// the x staging and the finish kept (y wrong by design: the stream's own limit in this launch structure); 2 ("sk16p"):
+// the GEMV, each warp also asking L2 for its chunk after next while it loads the next (more bytes in flight per SM
+// without registers).
+template <int G, bool ASYM, bool ACT, int WARPS, int U, int MODE = 0>
 __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk_kernel(W4Args a) {
   constexpr int TPG = G / 64, CG = U / TPG, GPC = U * 64 / G;  // tiles per group, groups per chunk
   static_assert(U % TPG == 0 && CG >= 1, "a chunk holds whole groups");
@@ -92,6 +96,9 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
     for (int t = 0; t < U; ++t) wv[t] = ld_stream(wp + t * 32);
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi) sv[gi] = __ldg(sp + gi * 8);
+  };
+  auto prefetch_chunk = [&](int j) {  // MODE 2: chunk j's weights into L2, one 128-byte line per lane
+    if (lane < U * 4) edgeprof_gemv::prefetch_l2(a.qw + (size_t)(c_lo + j) * CG * TPG * 32 + lane * 8, 128, 0);
   };
 
   uint4 wa[U];
@@ -155,10 +162,12 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
   const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
   float y0 = 0.f, y1 = 0.f;  // rows 16 nb + gq and + 8 of the warp's current row block
   int r_cur = 0;
+  uint32_t junk = 0;  // MODE 1
   for (int j = warp; j < nc; j += WARPS) {
     uint4 wb[U];
     ST sb[GPC];
     if (j + WARPS < nc) load_chunk(j + WARPS, wb, sb);  // the warp's next chunk in flight during this one's math
+    if (MODE == 2 && j + 2 * WARPS < nc) prefetch_chunk(j + 2 * WARPS);
     const long long u = (c_lo + j) * CG;
     const int nb = (int)(u / NG), g = (int)(u - (long long)nb * NG), r = nb - nb0;
     if (r != r_cur) {  // past row block r_cur (and any it skipped)
@@ -167,7 +176,15 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
       r_cur = r;
       y0 = y1 = 0.f;
     }
-    chunk_math<G, ASYM, true>(wa, sa, g * TPG, NG * TPG, false, xq, sxs, magic, y0, y1);
+    if constexpr (MODE == 1) {
+#pragma unroll
+      for (int t = 0; t < U; ++t) junk ^= wa[t].x ^ wa[t].y ^ wa[t].z ^ wa[t].w;
+#pragma unroll
+      for (int gi = 0; gi < GPC; ++gi) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
+      y0 = __uint_as_float(junk & 0x3f7fffffu);  // stands for the sums (keeps every load live)
+    } else {
+      chunk_math<G, ASYM, true>(wa, sa, g * TPG, NG * TPG, false, xq, sxs, magic, y0, y1);
+    }
 #pragma unroll
     for (int t = 0; t < U; ++t) wa[t] = wb[t];
 #pragma unroll
@@ -187,21 +204,21 @@ inline bool sk_fits(int N, int K, int G, int CG, int P) {
   return shortest >= NG && (longest + NG - 1) / NG + 1 <= kSkRowBlocksMax;
 }
 
-template <bool ASYM, bool ACT, int WARPS, int U>
+template <bool ASYM, bool ACT, int WARPS, int U, int MODE>
 cudaError_t sk_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial, int N,
                         int K, int P, cudaStream_t s) {
   const size_t smem = (size_t)K * 2 + (size_t)(K / 128) * 4;
-  auto kern = w4a16_gemv_sk_kernel<128, ASYM, ACT, WARPS, U>;
+  auto kern = w4a16_gemv_sk_kernel<128, ASYM, ACT, WARPS, U, MODE>;
   if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   const W4Args a = w4_args(qw, sz, x, bias, y, partial, nullptr, N, K, K / 64);
   return edgeprof_gemv::launch_opt(!ACT || edgeprof_gemv::pdl_act_enabled(), kern, dim3(P), dim3(WARPS * 32), smem,
                                    s, a);
 }
 
-template <int WARPS, int U>
+template <int WARPS, int U, int MODE = 0>
 cudaError_t sk_launch_w(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                         float* partial, int N, int K, int P, cudaStream_t s) {
-#define EDGEPROF_SK(A, C) sk_launch_t<A, C, WARPS, U>(qw, sz, x, bias, y, partial, N, K, P, s)
+#define EDGEPROF_SK(A, C) sk_launch_t<A, C, WARPS, U, MODE>(qw, sz, x, bias, y, partial, N, K, P, s)
   if (asym) return act ? EDGEPROF_SK(true, true) : EDGEPROF_SK(true, false);
   return act ? EDGEPROF_SK(false, true) : EDGEPROF_SK(false, false);
 #undef EDGEPROF_SK
@@ -209,10 +226,11 @@ cudaError_t sk_launch_w(bool asym, bool act, const void* qw, const void* sz, con
 
 }  // namespace edgeprof_w4
 
-// The stream-K launch of `variant` (57 "sk16": 16 warps, 4 tiles per chunk; 58 "sk8": 8 warps, 8 tiles), group 128,
-// one K split, grid_x CTAs (0: the SM count; at most the SM count, so that every CTA is resident while another waits
-// for its tail). partial: 16 uint64 per row block, zeros. cudaErrorInvalidValue where the shape does not fit
-// (sk_fits) or for another variant, group or split count.
+// The stream-K launch of `variant`, group 128, one K split, grid_x CTAs (0: the SM count; at most the SM count, so that
+// every CTA is resident while another waits for its tail): 57 "sk16" (16 warps, 4 tiles per chunk), 58 "sk8" (8 warps,
+// 8 tiles), 59 "sk16n" (sk16 without its math: a diagnostic, y wrong by design), 60 "sk16u8" (16 warps, 8 tiles: twice
+// the bytes in flight), 61 "sk16p" (sk16 with the L2 prefetch of the chunk after next). partial: 16 uint64 per row
+// block, zeros. cudaErrorInvalidValue where the shape does not fit (sk_fits) or for another variant, group or split count.
 int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                              const void* bias, void* y, float* partial, int N, int K, int splits, int grid_x,
                              cudaStream_t s) {
@@ -222,9 +240,17 @@ int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const 
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return (int)cudaErrorInvalidValue;
   const int P = grid_x > 0 ? grid_x : sms;
-  const int u = variant == 57 ? 4 : variant == 58 ? 8 : 0;  // tiles per chunk (0: not a stream-K id)
+  // tiles per chunk (0: not a stream-K id)
+  const int u = variant == 57 || variant == 59 || variant == 61 ? 4 : variant == 58 || variant == 60 ? 8 : 0;
   if (u == 0 || group != 128 || splits != 1 || partial == nullptr || P > sms || !sk_fits(N, K, 128, u / 2, P))
     return (int)cudaErrorInvalidValue;
-  return variant == 57 ? sk_launch_w<16, 4>(asym, act, qw, sz, x, bias, y, partial, N, K, P, s)
-                       : sk_launch_w<8, 8>(asym, act, qw, sz, x, bias, y, partial, N, K, P, s);
+#define EDGEPROF_SK_ARGS asym, act, qw, sz, x, bias, y, partial, N, K, P, s
+  switch (variant) {
+    case 57: return sk_launch_w<16, 4>(EDGEPROF_SK_ARGS);
+    case 58: return sk_launch_w<8, 8>(EDGEPROF_SK_ARGS);
+    case 59: return sk_launch_w<16, 4, 1>(EDGEPROF_SK_ARGS);
+    case 60: return sk_launch_w<16, 8>(EDGEPROF_SK_ARGS);
+    default: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);  // 61
+  }
+#undef EDGEPROF_SK_ARGS
 }
