@@ -11,7 +11,9 @@
 # PART=2 (r138): sk16 against its loads alone (sk16n), 8 tiles per chunk (sk16u8) and an L2 prefetch one chunk further
 # (sk16p) on Qwen's and Llama's down, then step_ab of Qwen's plan against down as sk16 / sk16u8 / sk16p.
 #   ROUND=r137 bash benchmarks/gpu_sk_round.sh
+# PART=3 (r139): sk16n without the x staging (sk16nx) against split-K's loads with and without it, PDL on and off.
 #   ROUND=r138 PART=2 bash benchmarks/gpu_sk_round.sh
+#   ROUND=r139 PART=3 bash benchmarks/gpu_sk_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -24,6 +26,12 @@ tune() {  # $1 model, $2 variants, $3 splits, $4 out dir, $5 extra flags
     --tune-splits "$3" --tune-form decoder --repeats 50 --time-budget 110 $5 --out-dir "$R/$4" > "$R/$4.log" 2>&1
   mark "tune $4 rc=$?"; grep -E "^down|FAIL" "$R/$4.log" | head -12
 }
+if [ "${PART:-1}" = 3 ]; then  # r139: the x staging's share of sk16's loads alone, against split-K's (nomathx: no staging)
+  tune qwen2.5-7b "sk16,sk16n,sk16nx,clscx,nomathxsf,nomathx" 10 tune-qwen-pdl --tune-pdl
+  tune qwen2.5-7b "sk16,sk16n,sk16nx,clscx,nomathxsf,nomathx" 10 tune-qwen-nopdl ""
+  mark end
+  exit 0
+fi
 if [ "${PART:-1}" = 2 ]; then  # r138: what limits sk16's stream (its loads alone; twice the bytes in flight; L2 prefetch)
   V="${SK_VARIANTS:-sk16,sk16n,sk16u8,sk16p,clscx,nomathxsf}"
   tune qwen2.5-7b "$V" 10 tune-qwen-pdl --tune-pdl

@@ -58,7 +58,7 @@ __device__ __forceinline__ float sk_take_tail(unsigned long long* pub, int nb, i
 // MODE 0: the GEMV; 1 (the diagnostic "sk16n"): each chunk's dequant and mma replaced by an XOR of its words, every load,
 // the x staging and the finish kept (y wrong by design: the stream's own limit in this launch structure); 2 ("sk16p"):
 // the GEMV, each warp also asking L2 for its chunk after next while it loads the next (more bytes in flight per SM
-// without registers).
+// without registers); 3 (the diagnostic "sk16nx"): MODE 1 without the x staging and its group sums either.
 template <int G, bool ASYM, bool ACT, int WARPS, int U, int MODE = 0>
 __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk_kernel(W4Args a) {
   constexpr int TPG = G / 64, CG = U / TPG, GPC = U * 64 / G;  // tiles per group, groups per chunk
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
   if (warp < nc) load_chunk(warp, wa, sa);  // the first chunk streams across the PDL wait
   pdl_wait();  // x comes from an earlier kernel
   pdl_launch_dependents();
-  stage_x<ACT, true, 0, false, G>(a.x, K, 0, K, xs, nullptr, 0.f, sxs);
+  if constexpr (MODE != 3) stage_x<ACT, true, 0, false, G>(a.x, K, 0, K, xs, nullptr, 0.f, sxs);
   __syncthreads();  // x, its group sums, the zeroed slots and counters
 
   // row block r of the range is done in this CTA: one warp adds the warps' slots in warp order (lane < 16: row
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
       r_cur = r;
       y0 = y1 = 0.f;
     }
-    if constexpr (MODE == 1) {
+    if constexpr (MODE == 1 || MODE == 3) {
 #pragma unroll
       for (int t = 0; t < U; ++t) junk ^= wa[t].x ^ wa[t].y ^ wa[t].z ^ wa[t].w;
 #pragma unroll
@@ -229,7 +229,8 @@ cudaError_t sk_launch_w(bool asym, bool act, const void* qw, const void* sz, con
 // The stream-K launch of `variant`, group 128, one K split, grid_x CTAs (0: the SM count; at most the SM count, so that
 // every CTA is resident while another waits for its tail): 57 "sk16" (16 warps, 4 tiles per chunk), 58 "sk8" (8 warps,
 // 8 tiles), 59 "sk16n" (sk16 without its math: a diagnostic, y wrong by design), 60 "sk16u8" (16 warps, 8 tiles: twice
-// the bytes in flight), 61 "sk16p" (sk16 with the L2 prefetch of the chunk after next). partial: 16 uint64 per row
+// the bytes in flight), 61 "sk16p" (sk16 with the L2 prefetch of the chunk after next), 62 "sk16nx" (sk16n without the
+// x staging either: a diagnostic). partial: 16 uint64 per row
 // block, zeros. cudaErrorInvalidValue where the shape does not fit (sk_fits) or for another variant, group or split count.
 int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                              const void* bias, void* y, float* partial, int N, int K, int splits, int grid_x,
@@ -241,7 +242,9 @@ int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const 
     return (int)cudaErrorInvalidValue;
   const int P = grid_x > 0 ? grid_x : sms;
   // tiles per chunk (0: not a stream-K id)
-  const int u = variant == 57 || variant == 59 || variant == 61 ? 4 : variant == 58 || variant == 60 ? 8 : 0;
+  const int u = variant == 57 || variant == 59 || variant == 61 || variant == 62 ? 4
+                : variant == 58 || variant == 60                                  ? 8
+                                                                                  : 0;
   if (u == 0 || group != 128 || splits != 1 || partial == nullptr || P > sms || !sk_fits(N, K, 128, u / 2, P))
     return (int)cudaErrorInvalidValue;
 #define EDGEPROF_SK_ARGS asym, act, qw, sz, x, bias, y, partial, N, K, P, s
@@ -250,7 +253,8 @@ int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const 
     case 58: return sk_launch_w<8, 8>(EDGEPROF_SK_ARGS);
     case 59: return sk_launch_w<16, 4, 1>(EDGEPROF_SK_ARGS);
     case 60: return sk_launch_w<16, 8>(EDGEPROF_SK_ARGS);
-    default: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);  // 61
+    case 61: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);
+    default: return sk_launch_w<16, 4, 3>(EDGEPROF_SK_ARGS);  // 62
   }
 #undef EDGEPROF_SK_ARGS
 }
