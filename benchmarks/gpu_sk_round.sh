@@ -13,7 +13,10 @@
 #   ROUND=r137 bash benchmarks/gpu_sk_round.sh
 # PART=3 (r139): sk16n without the x staging (sk16nx) against split-K's loads with and without it, PDL on and off.
 #   ROUND=r138 PART=2 bash benchmarks/gpu_sk_round.sh
+# PART=4 (r140): sk16 / sk16u8 with x streamed beside the weights (sk16x / sk16xu8) per shape and in the step, Qwen and
+# Llama.
 #   ROUND=r139 PART=3 bash benchmarks/gpu_sk_round.sh
+#   ROUND=r140 PART=4 bash benchmarks/gpu_sk_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -26,6 +29,20 @@ tune() {  # $1 model, $2 variants, $3 splits, $4 out dir, $5 extra flags
     --tune-splits "$3" --tune-form decoder --repeats 50 --time-budget 110 $5 --out-dir "$R/$4" > "$R/$4.log" 2>&1
   mark "tune $4 rc=$?"; grep -E "^down|FAIL" "$R/$4.log" | head -12
 }
+if [ "${PART:-1}" = 4 ]; then  # r140: x streamed beside the weights (sk16x, sk16xu8)
+  tune qwen2.5-7b "sk16,sk16x,sk16xu8,clscx" 10 tune-qwen-pdl --tune-pdl
+  tune llama-3.1-8b "sk16x,sk16xu8,wk8,clscxg" 8 tune-llama-pdl --tune-pdl
+  timeout "$(budget 100)" python3 benchmarks/step_ab.py --model qwen2.5-7b --arms \
+    "plan:;sk16x:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downsk16x.json;sk16xu8:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downsk16xu8.json" \
+    --ctx 2048 --blocks 24 --steps 40 --out "$R/ab-qwen-skx.json" > "$R/ab-qwen-skx.log" 2>&1
+  mark "step_ab qwen rc=$?"; grep -vi warn "$R/ab-qwen-skx.log" | tail -2
+  timeout "$(budget 5)" python3 benchmarks/step_ab.py --model llama-3.1-8b --arms \
+    "plan:;sk16x:EDGEPROF_W4_PLAN=$P/llama8b-downsk16x.json;sk16xu8:EDGEPROF_W4_PLAN=$P/llama8b-downsk16xu8.json" \
+    --ctx 2048 --blocks 16 --steps 40 --out "$R/ab-llama-skx.json" > "$R/ab-llama-skx.log" 2>&1
+  mark "step_ab llama rc=$?"; grep -vi warn "$R/ab-llama-skx.log" | tail -2
+  mark end
+  exit 0
+fi
 if [ "${PART:-1}" = 3 ]; then  # r139: the x staging's share of sk16's loads alone, against split-K's (nomathx: no staging)
   tune qwen2.5-7b "sk16,sk16n,sk16nx,clscx,nomathxsf,nomathx" 10 tune-qwen-pdl --tune-pdl
   tune qwen2.5-7b "sk16,sk16n,sk16nx,clscx,nomathxsf,nomathx" 10 tune-qwen-nopdl ""

@@ -93,7 +93,8 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
             "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
             "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk8": (58, 4, False),
-            "sk16n": (59, 4, False), "sk16u8": (60, 4, False), "sk16p": (61, 4, False), "sk16nx": (62, 4, False)}
+            "sk16n": (59, 4, False), "sk16u8": (60, 4, False), "sk16p": (61, 4, False), "sk16nx": (62, 4, False),
+            "sk16x": (63, 4, False), "sk16xu8": (64, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -128,8 +129,10 @@ ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
 # fewer) takes an equal contiguous range of the (row block, group) units; a row block cut between two CTAs is finished
 # by the one holding its head, with the tail the other CTA published at the START of its range. One K split.
 # sk16n / sk16nx: sk16 without its math / nor its x staging (DIAGNOSTIC_VARIANTS); sk16u8: 8 tiles per chunk (twice the bytes in flight); sk16p: sk16
-# asking L2 for each warp's chunk after next.
-SK_VARIANTS = {"sk16": (16, 4), "sk8": (8, 8), "sk16n": (16, 4), "sk16u8": (16, 8), "sk16p": (16, 4), "sk16nx": (16, 4)}
+# asking L2 for each warp's chunk after next; sk16x / sk16xu8: sk16 / sk16u8 with x streamed beside the weights (each warp
+# stages its chunk's x itself) instead of all of K staged up front.
+SK_VARIANTS = {"sk16": (16, 4), "sk8": (8, 8), "sk16n": (16, 4), "sk16u8": (16, 8), "sk16p": (16, 4), "sk16nx": (16, 4),
+               "sk16x": (16, 4), "sk16xu8": (16, 8)}
 SK_ROW_BLOCKS_MAX = 8  # row blocks one CTA's range may touch (csrc: kSkRowBlocksMax)
 # the variants the decoders' module (load_extension(tune=False)) launches: the decoder variants and stream-K
 MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS)
