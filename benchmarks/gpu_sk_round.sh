@@ -16,7 +16,10 @@
 # PART=4 (r140): sk16 / sk16u8 with x streamed beside the weights (sk16x / sk16xu8) per shape and in the step, Qwen and
 # Llama.
 #   ROUND=r139 PART=3 bash benchmarks/gpu_sk_round.sh
+# PART=5 (r141): scx with its split-K ticket replaced by tagged words owned by split 0 (scxw), per shape and in the
+# step on Qwen and Llama, and the gate on Qwen with down as scxw s10.
 #   ROUND=r140 PART=4 bash benchmarks/gpu_sk_round.sh
+#   ROUND=r141 PART=5 bash benchmarks/gpu_sk_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -29,6 +32,24 @@ tune() {  # $1 model, $2 variants, $3 splits, $4 out dir, $5 extra flags
     --tune-splits "$3" --tune-form decoder --repeats 50 --time-budget 110 $5 --out-dir "$R/$4" > "$R/$4.log" 2>&1
   mark "tune $4 rc=$?"; grep -E "^down|FAIL" "$R/$4.log" | head -12
 }
+if [ "${PART:-1}" = 5 ]; then  # r141: scx with the tagged-word finish (scxw), per shape and in the step; its gate
+  tune qwen2.5-7b "scxw,scx,clscx,clscxg" 8,10,12,16 tune-qwen-pdl --tune-pdl
+  tune llama-3.1-8b "scxw,scx,wk8,clscxg" 8,9,12 tune-llama-pdl --tune-pdl
+  timeout "$(budget 170)" python3 benchmarks/step_ab.py --model qwen2.5-7b --arms \
+    "plan:;scxw10:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downscxw10.json;scxw12:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downscxw12.json" \
+    --ctx 2048 --blocks 24 --steps 40 --out "$R/ab-qwen-scxw.json" > "$R/ab-qwen-scxw.log" 2>&1
+  mark "step_ab qwen rc=$?"; grep -vi warn "$R/ab-qwen-scxw.log" | tail -2
+  timeout "$(budget 90)" python3 benchmarks/step_ab.py --model llama-3.1-8b --arms \
+    "plan:;scxw8:EDGEPROF_W4_PLAN=$P/llama8b-downscxw8.json;scxw9:EDGEPROF_W4_PLAN=$P/llama8b-downscxw9.json" \
+    --ctx 2048 --blocks 16 --steps 40 --out "$R/ab-llama-scxw.json" > "$R/ab-llama-scxw.log" 2>&1
+  mark "step_ab llama rc=$?"; grep -vi warn "$R/ab-llama-scxw.log" | tail -2
+  EDGEPROF_W4_PLAN=$P/qwen7b-gather-downscxw10.json timeout "$(budget 5)" python3 -m edgeprof.cli bench \
+    --model qwen2.5-7b --backend edgeprof-fast-int4-cuda --ctx 2048 --no-quality --out "$R/bench-qwen-scxw.json" \
+    > "$R/bench-qwen-scxw.log" 2>&1
+  mark "bench qwen scxw rc=$?"; grep -E "correct|ms|FAIL|Error" "$R/bench-qwen-scxw.log" | tail -3
+  mark end
+  exit 0
+fi
 if [ "${PART:-1}" = 4 ]; then  # r140: x streamed beside the weights (sk16x, sk16xu8)
   tune qwen2.5-7b "sk16,sk16x,sk16xu8,clscx" 10 tune-qwen-pdl --tune-pdl
   tune llama-3.1-8b "sk16x,sk16xu8,wk8,clscxg" 8 tune-llama-pdl --tune-pdl

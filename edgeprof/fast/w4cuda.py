@@ -72,7 +72,8 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # clscf whose CTAs also record when they started, passed the PDL wait, staged x, ended their loop and left
 # (benchmarks/gemv_timeline.py); sk16 / sk8 (both modules, csrc/w4a16_sk.cu): stream-K, one CTA of 16 / 8 warps per SM
 # on an equal range of (row block, group) units, a row block cut between two CTAs finished by the head's CTA with the
-# tail the other published at the start of its range (no ticket, no wait at the end; SK_VARIANTS).
+# tail the other published at the start of its range (no ticket, no wait at the end; SK_VARIANTS); scxw (both modules):
+# scx whose split-K finish is tagged 64-bit words owned by split 0 instead of the ticket (bitwise scx's y).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
@@ -94,7 +95,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
             "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk8": (58, 4, False),
             "sk16n": (59, 4, False), "sk16u8": (60, 4, False), "sk16p": (61, 4, False), "sk16nx": (62, 4, False),
-            "sk16x": (63, 4, False), "sk16xu8": (64, 4, False)}
+            "sk16x": (63, 4, False), "sk16xu8": (64, 4, False), "scxw": (65, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -110,7 +111,7 @@ BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")
                               if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx", "clscxg") + tuple(TRACE_VARIANTS))
 # variants whose sums run in another variant's order (a different finish, the same additions): y is bitwise that
 # twin's at the same splits, in every form (the tune and the kernel suite check it)
-BITWISE_TWINS = {"clscxg": "clscx"}
+BITWISE_TWINS = {"clscxg": "clscx", "scxw": "scx"}
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
@@ -135,7 +136,7 @@ SK_VARIANTS = {"sk16": (16, 4), "sk8": (8, 8), "sk16n": (16, 4), "sk16u8": (16, 
                "sk16x": (16, 4), "sk16xu8": (16, 8)}
 SK_ROW_BLOCKS_MAX = 8  # row blocks one CTA's range may touch (csrc: kSkRowBlocksMax)
 # the variants the decoders' module (load_extension(tune=False)) launches: the decoder variants and stream-K
-MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS)
+MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS) + ("scxw",)
 # the variants that run one K split only
 ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS) + tuple(SK_VARIANTS)
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
@@ -734,6 +735,10 @@ class W4CudaLinear:
         trace = 2 * len(TRACE_FIELDS) * launch_ctas(packed.n, self.splits, variant) if variant in TRACE_VARIANTS else 0
         self.partial = torch.empty((self.splits * packed.n if self.splits > 1 or trace else 0) + trace, device=dev,
                                    dtype=torch.float32)
+        if variant == "scxw" and self.splits > 1:  # each split's sums as uint64 words, zeros (split 0 resets them)
+            if self.splits > 16:
+                raise ValueError(f"splits: variant 'scxw' finishes at most 16 splits, not {self.splits}; use 'scx'")
+            self.partial = torch.zeros(2 * self.splits * packed.n, device=dev, dtype=torch.float32)
         if variant in SK_VARIANTS:  # the published tails: 16 uint64 per row block, zeros (the owner resets them)
             ctas = self.grid_x or torch.cuda.get_device_properties(dev).multi_processor_count
             if not sk_fits(packed.n, packed.k, packed.group, ctas, variant):

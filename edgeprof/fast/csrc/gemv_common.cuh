@@ -139,6 +139,23 @@ __device__ __forceinline__ int atom_add_acq_rel_gpu(int* p, int v) {
 __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
+// A float published to another CTA as one 64-bit word, (1 << 32) | its bits: written and read single-copy atomic, so
+// the reader needs no flag, fence or acquire round trip before the value (the stream-K tails, the tagged split-K
+// finish). The reader resets the word to 0 for the next launch.
+__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ unsigned long long tag_float(float v) { return (1ull << 32) | __float_as_uint(v); }
+__device__ __forceinline__ bool tagged(unsigned long long w) { return (w >> 32) == 1ull; }
+// A wait for a word that never comes is a bug (a value nobody publishes): trap after ~2^26 polls (seconds), so the
+// launch fails with an error instead of hanging the process
+constexpr long long kTagSpinMax = 1ll << 26;
+
 // Programmatic dependent launch (PDL, sm_90+). A decode step is a chain of ~180 short kernels; with PDL
 // the next kernel's CTAs start while this one drains, issue their weight loads (which depend on nothing
 // earlier in the chain), and only then wait for the previous kernel's outputs. Every kernel launched with

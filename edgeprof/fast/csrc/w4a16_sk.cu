@@ -30,26 +30,17 @@ namespace edgeprof_w4 {
 
 constexpr int kSkRowBlocksMax = 8;  // row blocks one CTA's range may touch (host-checked)
 
-__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_relaxed_u64(unsigned long long* p, unsigned long long v) {
-  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-constexpr unsigned long long kSkValid = 1ull << 32;
-// A wait that never ends is a bug (a tail nobody publishes): trap after ~2^26 polls (seconds), so the launch fails
-// with an error instead of hanging the process
-constexpr long long kSkSpinMax = 1ll << 26;
+using edgeprof_gemv::kTagSpinMax;
+using edgeprof_gemv::ld_relaxed_u64;
+using edgeprof_gemv::st_relaxed_u64;
 
 // The published tail of row block nb, rows 16 nb + lane (lane < 16): waits until CTA i + 1 has published it, then
 // resets the word for the next launch.
 __device__ __forceinline__ float sk_take_tail(unsigned long long* pub, int nb, int lane) {
   unsigned long long* p = pub + (size_t)nb * 16 + lane;
   unsigned long long v = ld_relaxed_u64(p);
-  for (long long n = 0; (v >> 32) != 1ull; v = ld_relaxed_u64(p))  // CTA i + 1 published it at its range's start
-    if (++n > kSkSpinMax) __trap();
+  for (long long n = 0; !edgeprof_gemv::tagged(v); v = ld_relaxed_u64(p))  // CTA i + 1 published it at its start
+    if (++n > kTagSpinMax) __trap();
   st_relaxed_u64(p, 0ull);
   return __uint_as_float((uint32_t)v);
 }
@@ -150,7 +141,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
     const bool starts_here = (long long)nb * NG >= u_lo, ends_here = (long long)(nb + 1) * NG <= u_hi;
     if (!ends_here)
       for (long long n = 0; !tail_ready;)
-        if (++n > kSkSpinMax) __trap();
+        if (++n > kTagSpinMax) __trap();
     __threadfence_block();
     if (lane >= 16) return;
     const volatile float* sl = &slot[r][0][0];
@@ -159,7 +150,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
     for (int w = 0; w < WARPS; ++w) s += sl[w * 16 + lane];
     const int row = 16 * nb + lane;
     if (!starts_here) {  // a tail: CTA i - 1 owns the row block
-      st_relaxed_u64(pub + (size_t)nb * 16 + lane, kSkValid | __float_as_uint(s));
+      st_relaxed_u64(pub + (size_t)nb * 16 + lane, edgeprof_gemv::tag_float(s));
       return;
     }
     if (!ends_here) s += tail_in[lane];  // head + tail, in this order
