@@ -19,7 +19,9 @@
 # PART=5 (r141): scx with its split-K ticket replaced by tagged words owned by split 0 (scxw), per shape and in the
 # step on Qwen and Llama, and the gate on Qwen with down as scxw s10.
 #   ROUND=r140 PART=4 bash benchmarks/gpu_sk_round.sh
+# PART=6 (r142): scxw with a 256 ns pause between the owner's polls, per shape and in Qwen's step (against scx s10).
 #   ROUND=r141 PART=5 bash benchmarks/gpu_sk_round.sh
+#   ROUND=r142 PART=6 bash benchmarks/gpu_sk_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_call.sh
@@ -32,6 +34,16 @@ tune() {  # $1 model, $2 variants, $3 splits, $4 out dir, $5 extra flags
     --tune-splits "$3" --tune-form decoder --repeats 50 --time-budget 110 $5 --out-dir "$R/$4" > "$R/$4.log" 2>&1
   mark "tune $4 rc=$?"; grep -E "^down|FAIL" "$R/$4.log" | head -12
 }
+if [ "${PART:-1}" = 6 ]; then  # r142: scxw with a pause between the owner's polls
+  tune qwen2.5-7b "scxw,scx,clscx" 10,12 tune-qwen-pdl --tune-pdl
+  tune llama-3.1-8b "scxw,scx,clscxg" 8,9 tune-llama-pdl --tune-pdl
+  timeout "$(budget 5)" python3 benchmarks/step_ab.py --model qwen2.5-7b --arms \
+    "plan:;scxw10:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downscxw10.json;scx10:EDGEPROF_W4_PLAN=$P/qwen7b-gather-downscx.json" \
+    --ctx 2048 --blocks 24 --steps 40 --out "$R/ab-qwen-scxw.json" > "$R/ab-qwen-scxw.log" 2>&1
+  mark "step_ab qwen rc=$?"; grep -vi warn "$R/ab-qwen-scxw.log" | tail -2
+  mark end
+  exit 0
+fi
 if [ "${PART:-1}" = 5 ]; then  # r141: scx with the tagged-word finish (scxw), per shape and in the step; its gate
   tune qwen2.5-7b "scxw,scx,clscx,clscxg" 8,10,12,16 tune-qwen-pdl --tune-pdl
   tune llama-3.1-8b "scxw,scx,wk8,clscxg" 8,9,12 tune-llama-pdl --tune-pdl

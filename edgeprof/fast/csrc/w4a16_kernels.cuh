@@ -431,6 +431,7 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
 // split's store (the ticket: an atomic round trip, then the loads). It resets the words for the next launch (which
 // writes only after its PDL wait). Split 0's CTAs wait for their column: the host launches at most 16 splits, and the
 // waiting CTAs (one per column) never hold all SM slots. Every thread of the CTA calls it (it has a barrier).
+constexpr unsigned kTagBackoffNs = 256;  // finish_rows_tagged's pause between polls
 template <int WARPS>
 __device__ __forceinline__ void finish_rows_tagged(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,
                                                    float y0, float y1, const __nv_bfloat16* __restrict__ bias,
@@ -466,6 +467,9 @@ __device__ __forceinline__ void finish_rows_tagged(int bx, int by, int nsplit, i
         if (j < nsplit && edgeprof_gemv::tagged(w[j])) mask |= 1u << j;
       if (mask == ((1u << nsplit) - 2u)) break;
       if (n > edgeprof_gemv::kTagSpinMax) __trap();
+      // back off between polls: r141 polled back to back and the 56 owners' L2 loads slowed the splits still streaming
+      // (scxw s10 12.63 us against scx's ticket 11.88)
+      __nanosleep(kTagBackoffNs);
 #pragma unroll
       for (int j = 1; j < B; ++j)
         if (j < nsplit && !(mask >> j & 1u)) w[j] = ld_relaxed_u64(pub + (size_t)j * N + r);
