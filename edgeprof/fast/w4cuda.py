@@ -70,14 +70,14 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # ranks leave as soon as they have sent instead of waiting through two cluster barriers (bitwise clscx's y);
 # the timeline variants (TRACE_VARIANTS, tuning module): clscx / clscxg / scx / nomathxsf / clnomathxsf / clnomath /
 # clscf whose CTAs also record when they started, passed the PDL wait, staged x, ended their loop and left
-# (benchmarks/gemv_timeline.py); sk16 / sk8 (both modules, csrc/w4a16_sk.cu): stream-K, one CTA of 16 / 8 warps per SM
+# (benchmarks/gemv_timeline.py); sk16 (both modules, csrc/w4a16_sk.cu): stream-K, one CTA of 16 warps per SM
 # on an equal range of (row block, group) units, a row block cut between two CTAs finished by the head's CTA with the
-# tail the other published at the start of its range (no ticket, no wait at the end; SK_VARIANTS); scxw (both modules):
-# scx whose split-K finish is tagged 64-bit words owned by split 0 instead of the ticket (bitwise scx's y).
+# tail the other published at the start of its range (no ticket, no wait at the end; SK_VARIANTS).
 # Variants measured slower and removed: "e2" (two chunks per warp in flight before the PDL wait; results/h200/
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
-# asked of L2 right after the PDL wait; r71, code in 29714e1))
+# asked of L2 right after the PDL wait; r71, code in 29714e1); "sk8", "sk16u8", "sk16p", "sk16x", "sk16xu8" (stream-K
+# forms) and "scxw" (scx finished by tagged words owned by split 0; 2026-11-29-streamk r137-r142, code in 552b418))
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
@@ -93,9 +93,8 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "wk4": (44, 1, False), "wk6": (45, 1, False), "wk8": (46, 1, False), "wk10": (47, 1, False),
             "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
             "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
-            "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk8": (58, 4, False),
-            "sk16n": (59, 4, False), "sk16u8": (60, 4, False), "sk16p": (61, 4, False), "sk16nx": (62, 4, False),
-            "sk16x": (63, 4, False), "sk16xu8": (64, 4, False), "scxw": (65, 4, False)}
+            "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk16n": (58, 4, False),
+            "sk16nx": (59, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -111,7 +110,7 @@ BITWISE_BASE_VARIANTS = tuple(v for v in CLUSTER_VARIANTS + ("st", "sc")
                               if v not in DIAGNOSTIC_VARIANTS + ("clscf", "clscx", "clscxg") + tuple(TRACE_VARIANTS))
 # variants whose sums run in another variant's order (a different finish, the same additions): y is bitwise that
 # twin's at the same splits, in every form (the tune and the kernel suite check it)
-BITWISE_TWINS = {"clscxg": "clscx", "scxw": "scx"}
+BITWISE_TWINS = {"clscxg": "clscx"}
 # the variants that need sm_90+ (thread-block clusters, or the bulk copy engine)
 SM90_VARIANTS = CLUSTER_VARIANTS + ("st",)
 # the cluster variant's limit: one cluster holds all splits of a column (16: the non-portable cluster size)
@@ -126,17 +125,17 @@ WK_VARIANTS = ("wk4", "wk6", "wk8", "wk10")
 # packed gate, gate, up, up row blocks per CTA (act_epilogue_order), and the variant named here runs their plain
 # calls (y = W x, the rows put back in order) on those weights. One K split.
 ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
-# the stream-K variants (csrc/w4a16_sk.cu, both modules; no fused norm): warps per CTA and tiles per chunk. One CTA per SM (grid_x:
-# fewer) takes an equal contiguous range of the (row block, group) units; a row block cut between two CTAs is finished
-# by the one holding its head, with the tail the other CTA published at the START of its range. One K split.
-# sk16n / sk16nx: sk16 without its math / nor its x staging (DIAGNOSTIC_VARIANTS); sk16u8: 8 tiles per chunk (twice the bytes in flight); sk16p: sk16
-# asking L2 for each warp's chunk after next; sk16x / sk16xu8: sk16 / sk16u8 with x streamed beside the weights (each warp
-# stages its chunk's x itself) instead of all of K staged up front.
-SK_VARIANTS = {"sk16": (16, 4), "sk8": (8, 8), "sk16n": (16, 4), "sk16u8": (16, 8), "sk16p": (16, 4), "sk16nx": (16, 4),
-               "sk16x": (16, 4), "sk16xu8": (16, 8)}
+# the stream-K variants (csrc/w4a16_sk.cu, both modules; no fused norm): warps per CTA and tiles per chunk. One CTA per
+# SM (grid_x: fewer) takes an equal contiguous range of the (row block, group) units; a row block cut between two CTAs
+# is finished by the one holding its head, with the tail the other CTA published at the START of its range. One K
+# split. sk16n / sk16nx: sk16 without its math / nor its x staging (DIAGNOSTIC_VARIANTS). Measured on an H200
+# (results/h200/2026-11-29-streamk): no faster than split-K on down. The forms measured slower still (sk8, sk16u8,
+# sk16p, sk16x, sk16xu8) and scxw (split-K finished by tagged words owned by split 0) were removed; their code is in
+# commit 552b418.
+SK_VARIANTS = {"sk16": (16, 4), "sk16n": (16, 4), "sk16nx": (16, 4)}
 SK_ROW_BLOCKS_MAX = 8  # row blocks one CTA's range may touch (csrc: kSkRowBlocksMax)
 # the variants the decoders' module (load_extension(tune=False)) launches: the decoder variants and stream-K
-MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS) + ("scxw",)
+MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS)
 # the variants that run one K split only
 ONE_SPLIT_VARIANTS = WK_VARIANTS + tuple(ACT_EPILOGUE_VARIANTS) + tuple(SK_VARIANTS)
 VARIANT_GROUPS = {name: (GROUPS if name == "base" else (128,)) for name in VARIANTS}
@@ -735,10 +734,6 @@ class W4CudaLinear:
         trace = 2 * len(TRACE_FIELDS) * launch_ctas(packed.n, self.splits, variant) if variant in TRACE_VARIANTS else 0
         self.partial = torch.empty((self.splits * packed.n if self.splits > 1 or trace else 0) + trace, device=dev,
                                    dtype=torch.float32)
-        if variant == "scxw" and self.splits > 1:  # each split's sums as uint64 words, zeros (split 0 resets them)
-            if self.splits > 16:
-                raise ValueError(f"splits: variant 'scxw' finishes at most 16 splits, not {self.splits}; use 'scx'")
-            self.partial = torch.zeros(2 * self.splits * packed.n, device=dev, dtype=torch.float32)
         if variant in SK_VARIANTS:  # the published tails: 16 uint64 per row block, zeros (the owner resets them)
             ctas = self.grid_x or torch.cuda.get_device_properties(dev).multi_processor_count
             if not sk_fits(packed.n, packed.k, packed.group, ctas, variant):

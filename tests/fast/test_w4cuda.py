@@ -295,25 +295,18 @@ def test_the_deferred_norm_is_taken_at_one_split_or_by_a_cluster():
     assert set(w4cuda.DEFERRED_NORM_VARIANTS) <= set(w4cuda.DECODER_VARIANTS)
 
 
-def test_a_bitwise_twin_is_a_variant_of_the_same_kind_as_its_twin():
-    # the tune and the kernel suite check each against its twin bitwise: same CTA shape, both launchable by a decoder's
-    # module; a cluster twin's twin is a cluster one (the gather finish is a cluster's), both taking the deferred norm
-    # across their splits; the tagged finish (scxw) is scx's plain split-K launch with another finish
-    assert w4cuda.BITWISE_TWINS == {"clscxg": "clscx", "scxw": "scx"}
+def test_a_bitwise_twin_is_a_decoder_variant_of_the_same_kind_as_its_twin():
+    # the tune and the kernel suite check each against its twin bitwise: same CTA shape, both launchable by a decoder,
+    # both clusters (the gather finish is a cluster's), both taking the deferred norm across their splits
+    assert w4cuda.BITWISE_TWINS == {"clscxg": "clscx"}
     for variant, twin in w4cuda.BITWISE_TWINS.items():
         assert w4cuda.VARIANTS[variant][1:] == w4cuda.VARIANTS[twin][1:]
-        assert {variant, twin} <= set(w4cuda.MODULE_VARIANTS)
+        assert {variant, twin} <= set(w4cuda.DECODER_VARIANTS) & set(w4cuda.CLUSTER_VARIANTS)
+        assert w4cuda.defers_norm(variant, 7) and w4cuda.defers_norm(twin, 7)
         assert variant not in w4cuda.BITWISE_BASE_VARIANTS  # the group sums in the staging pass: not base's order
-    assert {"clscxg", "clscx"} <= set(w4cuda.DECODER_VARIANTS) & set(w4cuda.CLUSTER_VARIANTS)
-    assert w4cuda.defers_norm("clscxg", 7) and w4cuda.defers_norm("clscx", 7)
-    assert "scxw" not in w4cuda.CLUSTER_VARIANTS and "scxw" not in w4cuda.DECODER_VARIANTS  # no fused norm
     lat = (w4cuda.CSRC / "w4a16_lat.cu").read_text()
     case = lat[lat.index(f"case {w4cuda.VARIANTS['clscxg'][0]}:"):].split("case ", 2)[1]
     assert "lat_launch_t<1, true, true, true, true>" in case  # KW 1, CLU, SCS, XSUM and GATHER
-    gemv = (w4cuda.CSRC / "w4a16_gemv.cu").read_text()
-    scxw = gemv[gemv.index(f"if (variant == {w4cuda.VARIANTS['scxw'][0]})"):].split(";", 1)[0]
-    # KW 1, no cluster, SCS and XSUM as scx; TAGGED last
-    assert "launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true, true, false, false, false, true>" in scxw
 
 
 def test_the_gather_finish_expects_the_bytes_the_other_splits_send():
@@ -341,8 +334,6 @@ def test_every_variant_id_is_one_the_kernel_dispatches():
     for name, (vid, _, _) in w4cuda.VARIANTS.items():
         if name in w4cuda.SK_VARIANTS:  # stream-K: w4a16_gemv.cu's entry point sends it to w4a16_sk.cu
             assert f"variant == {vid}" in gemv and f"variant == {vid}" in sk, name
-        elif name in w4cuda.MODULE_VARIANTS and name not in w4cuda.DECODER_VARIANTS:  # w4a16_gemv.cu launches it
-            assert f"if (variant == {vid})" in gemv, name
         elif name in w4cuda.DECODER_VARIANTS:
             case = lat[lat.index(f"case {vid}:"):].split("case ", 2)[1] if vid else ""  # this case, to the next
             launches = ("return lat_launch_t", "return edgeprof_w4a16_wk_launch", "act_epilogue_launch_t")
@@ -434,9 +425,9 @@ def test_sk_fits_only_where_a_row_block_meets_at_most_two_ctas(n, k, ctas, fits)
 def test_tune_configs_time_a_stream_k_variant_at_one_cta_per_sm_where_it_fits():
     from edgeprof.fast.w4cuda import tune_configs
 
-    down = tune_configs(3584, 18944, 128, 132, splits=(10,), variants=("sk16", "sk8"))
+    down = tune_configs(3584, 18944, 128, 132, splits=(10,), variants=("sk16", "sk16n"))
     assert [(c["variant"], c["splits"], c["grid_x"], c["ctas"]) for c in down] == [("sk16", 1, 132, 132),
-                                                                                   ("sk8", 1, 132, 132)]
+                                                                                   ("sk16n", 1, 132, 132)]
     assert tune_configs(37888, 3584, 128, 132, splits=(1,), variants=("sk16",)) == []  # gate_up does not fit
 
 

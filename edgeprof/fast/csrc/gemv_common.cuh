@@ -140,8 +140,8 @@ __device__ __forceinline__ float bf_lo(uint32_t v) { return __uint_as_float(v <<
 __device__ __forceinline__ float bf_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 // A float published to another CTA as one 64-bit word, (1 << 32) | its bits: written and read single-copy atomic, so
-// the reader needs no flag, fence or acquire round trip before the value (the stream-K tails, the tagged split-K
-// finish). The reader resets the word to 0 for the next launch.
+// the reader needs no flag, fence or acquire round trip before the value (the stream-K tails, w4a16_sk.cu). The
+// reader resets the word to 0 for the next launch.
 __device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* p) {
   unsigned long long v;
   asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");

@@ -125,14 +125,8 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  // "scxw" (65; both modules): scx whose split-K finish is tagged words owned by split 0 (finish_rows_tagged)
-  if (variant == 65)
-    return group == 128 ? launch_g<128, true, 0, 0, 5, false, 1, false, 0, 0, true, true, false, false, false, true>(
-                              asym, act, qw, sz, x, bias, y, partial, counters, N, K, splits, tiles_per_split, stream)
-                        : (int)cudaErrorInvalidValue;
-  // the stream-K variants 57-64 (w4a16_sk.cu; both modules): partial = their published tails
-  if (variant == 57 || variant == 58 || variant == 59 || variant == 60 || variant == 61 || variant == 62 ||
-      variant == 63 || variant == 64)
+  // the stream-K variants 57-59 (w4a16_sk.cu; both modules): partial = their published tails
+  if (variant == 57 || variant == 58 || variant == 59)
     return edgeprof_w4a16_sk_launch(variant, group, asym, act, qw, sz, x, bias, y, partial, N, K, splits, grid_x,
                                     stream);
   if (edgeprof_w4a16_is_lat_variant(variant))  // the decoder variants (w4a16_lat.cu)

@@ -423,68 +423,6 @@ __device__ __forceinline__ void finish_rows(int bx, int by, int nsplit, int nb, 
   if (threadIdx.x == 0) counters[bx] = 0;  // ready for the next call (graph replays)
 }
 
-// finish_rows for the variant "scxw" (TAGGED): the same sums in the same order, without the ticket. Splits 1.. publish
-// their row sums as tagged 64-bit words (gemv_common.cuh: tag_float) at partial64[split * N + row] and leave; split 0
-// of the column owns its rows: it keeps its own sums in shared memory, loads every other split's word for a row at
-// once (all in flight together), polls again only for those not yet published, and adds them in split order from 0.f
-// as finish_rows does: y is bitwise scx's at the same splits. The finish is then one L2 round trip after the last
-// split's store (the ticket: an atomic round trip, then the loads). It resets the words for the next launch (which
-// writes only after its PDL wait). Split 0's CTAs wait for their column: the host launches at most 16 splits, and the
-// waiting CTAs (one per column) never hold all SM slots. Every thread of the CTA calls it (it has a barrier).
-constexpr unsigned kTagBackoffNs = 256;  // finish_rows_tagged's pause between polls
-template <int WARPS>
-__device__ __forceinline__ void finish_rows_tagged(int bx, int by, int nsplit, int nb, int NB, int N, int gq, int c,
-                                                   float y0, float y1, const __nv_bfloat16* __restrict__ bias,
-                                                   __nv_bfloat16* __restrict__ y, float* partial) {
-  using edgeprof_gemv::ld_relaxed_u64;
-  using edgeprof_gemv::st_relaxed_u64;
-  constexpr int B = 16;  // splits at most
-  unsigned long long* pub = reinterpret_cast<unsigned long long*>(partial);
-  const int row = nb * 16 + gq;
-  if (by != 0) {
-    if (nb < NB && c == 0) {
-      st_relaxed_u64(pub + (size_t)by * N + row, edgeprof_gemv::tag_float(y0));
-      st_relaxed_u64(pub + (size_t)by * N + row + 8, edgeprof_gemv::tag_float(y1));
-    }
-    return;
-  }
-  __shared__ float own[WARPS * 16];
-  if (c == 0) {
-    own[(threadIdx.x >> 5) * 16 + gq] = y0;
-    own[(threadIdx.x >> 5) * 16 + gq + 8] = y1;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < WARPS * 16; i += blockDim.x) {
-    const int r = bx * WARPS * 16 + i;
-    if (r >= N) break;
-    unsigned long long w[B];
-    unsigned mask = 0;  // splits whose word has come
-#pragma unroll
-    for (int j = 1; j < B; ++j) w[j] = j < nsplit ? ld_relaxed_u64(pub + (size_t)j * N + r) : 0ull;
-    for (long long n = 0;; ++n) {
-#pragma unroll
-      for (int j = 1; j < B; ++j)
-        if (j < nsplit && edgeprof_gemv::tagged(w[j])) mask |= 1u << j;
-      if (mask == ((1u << nsplit) - 2u)) break;
-      if (n > edgeprof_gemv::kTagSpinMax) __trap();
-      // back off between polls: r141 polled back to back and the 56 owners' L2 loads slowed the splits still streaming
-      // (scxw s10 12.63 us against scx's ticket 11.88)
-      __nanosleep(kTagBackoffNs);
-#pragma unroll
-      for (int j = 1; j < B; ++j)
-        if (j < nsplit && !(mask >> j & 1u)) w[j] = ld_relaxed_u64(pub + (size_t)j * N + r);
-    }
-    float s = 0.f + own[i];  // split order from 0.f, as finish_rows
-#pragma unroll
-    for (int j = 1; j < B; ++j)
-      if (j < nsplit) {
-        s += __uint_as_float((uint32_t)w[j]);
-        st_relaxed_u64(pub + (size_t)j * N + r, 0ull);
-      }
-    y[r] = __float2bfloat16(s + (bias ? __bfloat162float(bias[r]) : 0.f));
-  }
-}
-
 // The outputs of CTA column bx of a gate_up whose row blocks are packed gate, gate, up, up (w4cuda: the act
 // epilogue's layout; one K split): silu(g) * u for MLP inputs 32 bx .. 32 bx + 31 into y [N / 2]. g and u are first
 // rounded to bf16 as finish_rows writes them, then combined exactly as act_pair does when the down projection stages
@@ -783,12 +721,9 @@ struct NoWait {  // gemv_cta's hook for a standalone launch: the inputs are read
 // (finish_rows_gather) instead of finish_rows_cluster's two barriers; bitwise the same y.
 // TRACE (the timeline variants, tuning module; benchmarks/gemv_timeline.py): the same kernel, and thread 0 of each CTA
 // records its phases (CtaTrace) after the split-K workspace. A diagnostic of where a launch's time goes under PDL.
-// TAGGED (scxw: scx with it): the split-K finish by tagged words owned by split 0 (finish_rows_tagged), no ticket;
-// bitwise scx's y.
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, bool F16 = false,
           bool CG = false, typename Ready = NoWait, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0,
-          bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false, bool TRACE = false,
-          bool TAGGED = false>
+          bool SCS = false, bool XSUM = false, bool EACT = false, bool GATHER = false, bool TRACE = false>
 __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, int pf_tiles, int bx, int by, int nsplit,
                                          Ready ready = {}) {
   static_assert(kWarps % KW == 0, "KW divides the CTA's warps");
@@ -1017,14 +952,6 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     trace.done();
     return;
   }
-  if constexpr (TAGGED) {  // the variant "scxw": the splits' sums as tagged words, owned by split 0
-    static_assert(KW == 1 && !CLU && !EACT && !GATHER, "the tagged finish is a plain split-K's, one warp per row block");
-    if (nsplit > 1) {
-      finish_rows_tagged<RB>(bx, by, nsplit, nb, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial);
-      trace.done();
-      return;
-    }
-  }
   __shared__ int last;
   // KW > 1: the first warp of each row block writes it (the others pass NB: no rows)
   finish_rows<RB>(bx, by, nsplit, warp % KW == 0 ? nb : NB, NB, N, gq, c, y0, y1, a.bias, a.y, a.partial, a.counters,
@@ -1034,10 +961,10 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool GATHER = false, bool TRACE = false, bool TAGGED = false>
+          bool EACT = false, bool GATHER = false, bool TRACE = false>
 __global__ void __launch_bounds__(kWarps * 32, MINB) w4a16_gemv_kernel(W4Args a, NormArgs na, int pf_tiles) {
-  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER, TRACE,
-           TAGGED>(a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
+  gemv_cta<G, ASYM, ACT, XVEC, NORM, PS, PU, F16, false, NoWait, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER, TRACE>(
+      a, na, pf_tiles, blockIdx.x, blockIdx.y, gridDim.y);
 }
 
 inline W4Args w4_args(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
@@ -1058,7 +985,7 @@ size_t cta_smem(int tiles_per_split) {
 
 template <int G, bool ASYM, bool ACT, bool XVEC = true, int NORM = 0, int PS = 0, int PU = 0, int MINB = 5,
           bool F16 = false, int KW = 1, bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false,
-          bool EACT = false, bool GATHER = false, bool TRACE = false, bool TAGGED = false>
+          bool EACT = false, bool GATHER = false, bool TRACE = false>
 cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial,
                      int* counters, int N, int K, int splits, int tiles_per_split, cudaStream_t stream,
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
@@ -1067,8 +994,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
   const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
   if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT,
-                                GATHER, TRACE, TAGGED>;
-  if (TAGGED && splits > 16) return cudaErrorInvalidValue;  // finish_rows_tagged: at most 16 splits
+                                GATHER, TRACE>;
   if constexpr (CLU) {  // the splits are one cluster: at most kClusterMax CTAs, above 8 the non-portable size
     if (splits > kClusterMax) return cudaErrorInvalidValue;
     static const cudaError_t np = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
@@ -1221,11 +1147,11 @@ cudaError_t launch_norm_g(bool asym, const void* qw, const void* sz, const void*
 
 template <int G, bool XVEC = true, int PS = 0, int PU = 0, int MINB = 5, bool F16 = false, int KW = 1,
           bool CLU = false, int BT = 0, int NOMATH = 0, bool SCS = false, bool XSUM = false, bool EACT = false,
-          bool GATHER = false, bool TRACE = false, bool TAGGED = false>
+          bool GATHER = false, bool TRACE = false>
 cudaError_t launch_g(bool asym, bool act, const void* qw, const void* sz, const void* x, const void* bias, void* y,
                      float* partial, int* counters, int N, int K, int splits, int tps, cudaStream_t s) {
 #define EDGEPROF_LG(A, C) launch_t<G, A, C, XVEC, 0, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT, GATHER, \
-                                   TRACE, TAGGED>( \
+                                   TRACE>( \
     qw, sz, x, bias, y, partial, counters, N, K, splits, tps, s)
   if (asym) return act ? EDGEPROF_LG(true, true) : EDGEPROF_LG(true, false);
   return act ? EDGEPROF_LG(false, true) : EDGEPROF_LG(false, false);

@@ -1,4 +1,7 @@
-// The W4A16 GEMV as a stream-K launch: the variants "sk16" and "sk8" (issue 12, twenty-first pass; in both modules).
+// The W4A16 GEMV as a stream-K launch: the variant "sk16" and its diagnostics "sk16n", "sk16nx" (issue 12, twenty-first
+// pass; in both modules). Measured on an H200 (results/h200/2026-11-29-streamk): no faster than split-K on down, since
+// its own stream is slower (see docs/int4-kernel.md, "Twenty-first pass"). The forms measured slower still (sk8, sk16u8,
+// sk16p, sk16x, sk16xu8) and the tagged split-K finish (scxw) were removed; their code is in commit 552b418.
 //
 // Why: down (K = 18944, N = 3584) on an H200 streams its weights for ~9.6 us as a plain split-K launch and then spends
 // 1.5 us in the ticket and the second pass over the splits' partials (results/h200/2026-11-29-timeline r121, r124): the
@@ -47,30 +50,20 @@ __device__ __forceinline__ float sk_take_tail(unsigned long long* pub, int nb, i
 
 // One CTA of the stream-K launch (see the file's header). G = 128 here; U tiles per chunk; a CTA of WARPS warps.
 // MODE 0: the GEMV; 1 (the diagnostic "sk16n"): each chunk's dequant and mma replaced by an XOR of its words, every load,
-// the x staging and the finish kept (y wrong by design: the stream's own limit in this launch structure); 2 ("sk16p"):
-// the GEMV, each warp also asking L2 for its chunk after next while it loads the next (more bytes in flight per SM
-// without registers); 3 (the diagnostic "sk16nx"): MODE 1 without the x staging and its group sums either; 4 ("sk16x",
-// "sk16xu8"): the GEMV with x streamed instead of staged up front (r139: the whole-K staging cost sk16n 1.3 us per
-// launch): each warp loads its next chunk's x (U * 8 vectors, XR per lane) with that chunk's weights and writes it
-// into its own shared-memory buffer (stage_x's permutation, group sums by shuffles) just before the chunk's math, as
-// the wk variants do.
+// the x staging and the finish kept (y wrong by design: the stream's own limit in this launch structure); 2 (the
+// diagnostic "sk16nx"): MODE 1 without the x staging and its group sums either.
 template <int G, bool ASYM, bool ACT, int WARPS, int U, int MODE = 0>
-__global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk_kernel(W4Args a) {
+__global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) {
   constexpr int TPG = G / 64, CG = U / TPG, GPC = U * 64 / G;  // tiles per group, groups per chunk
   static_assert(U % TPG == 0 && CG >= 1, "a chunk holds whole groups");
   using ST = typename std::conditional<ASYM, uint2, uint32_t>::type;
   extern __shared__ uint4 smem_raw[];
-  constexpr bool LAZY = MODE == 4;
-  constexpr int XR = (U * 8 + 31) / 32;  // LAZY: x vectors per lane and chunk (U * 8 per warp)
-  static_assert(!LAZY || U * 8 % 32 == 0, "LAZY: every lane holds whole vectors of a chunk");
   const int K = a.K, NG = K / G, NB = a.N / 16;
-  // x [K] bf16 in stage_x's permutation, then its group sums [NG]; LAZY: per warp, one chunk's x [U * 64] bf16 and
-  // its group sums [GPC]
-  uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw) + (LAZY ? (threadIdx.x >> 5) * (U * 32 + GPC) : 0);
-  float* sxs = reinterpret_cast<float*>(xs + (LAZY ? U * 32 : K / 2));
-  __shared__ float slot[kSkRowBlocksMax][WARPS][16];  // each warp's sums per row block of the range
+  uint32_t* xs = reinterpret_cast<uint32_t*>(smem_raw);  // x [K] bf16, stage_x's permutation
+  float* sxs = reinterpret_cast<float*>(xs + K / 2);      // sum of x over each group [NG]
+  __shared__ float slot[kSkRowBlocksMax][WARPS][16];      // each warp's sums per row block of the range
   __shared__ int arrived[kSkRowBlocksMax];
-  __shared__ float tail_in[16];       // the last row block's published tail, fetched by its first warp to arrive
+  __shared__ float tail_in[16];  // the last row block's published tail, fetched by its first warp to arrive
   __shared__ volatile int tail_ready;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, c = lane & 3;
@@ -97,41 +90,12 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi) sv[gi] = __ldg(sp + gi * 8);
   };
-  auto prefetch_chunk = [&](int j) {  // MODE 2: chunk j's weights into L2, one 128-byte line per lane
-    if (lane < U * 4) edgeprof_gemv::prefetch_l2(a.qw + (size_t)(c_lo + j) * CG * TPG * 32 + lane * 8, 128, 0);
-  };
-
-  // LAZY: chunk j's x (vector v = lane + 32 e of the chunk: inputs 8 v .. 8 v + 7 of its first group's k) and, ACT, up
-  auto load_x = [&](int j, uint4 (&xv)[XR], uint4 (&uv)[XR]) {
-    const long long u = (c_lo + j) * CG;
-    const int k0 = (int)(u % NG) * G;
-#pragma unroll
-    for (int e = 0; e < XR; ++e) {
-      xv[e] = ld_x16(a.x + k0 + 8 * (lane + 32 * e));
-      if constexpr (ACT) uv[e] = ld_x16(a.x + K + k0 + 8 * (lane + 32 * e));
-    }
-  };
-  auto store_x = [&](const uint4 (&xv)[XR], const uint4 (&uv)[XR]) {  // into the warp's buffer, and its group sums
-#pragma unroll
-    for (int e = 0; e < XR; ++e) {
-      const int v = lane + 32 * e;
-      const float sum = stage_vec<ACT, 0>(xv[e], uv[e], xv[e], xs + 8 * (v >> 1) + (v & 1), true, 0.f);
-      const float gs = group_sum<G>(sum, true);
-      if ((v & (G / 8 - 1)) == 0) sxs[v / (G / 8)] = gs;
-    }
-  };
-
   uint4 wa[U];
   ST sa[GPC];
-  uint4 xa[XR], ua[XR];
   if (warp < nc) load_chunk(warp, wa, sa);  // the first chunk streams across the PDL wait
   pdl_wait();  // x comes from an earlier kernel
   pdl_launch_dependents();
-  if constexpr (LAZY) {
-    if (warp < nc) load_x(warp, xa, ua);
-  } else if constexpr (MODE != 3) {
-    stage_x<ACT, true, 0, false, G>(a.x, K, 0, K, xs, nullptr, 0.f, sxs);
-  }
+  if constexpr (MODE != 2) stage_x<ACT, true, 0, false, G>(a.x, K, 0, K, xs, nullptr, 0.f, sxs);
   __syncthreads();  // x, its group sums, the zeroed slots and counters
 
   // row block r of the range is done in this CTA: one warp adds the warps' slots in warp order (lane < 16: row
@@ -187,19 +151,11 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
   const uint2* xq = reinterpret_cast<const uint2*>(xs) + c;
   float y0 = 0.f, y1 = 0.f;  // rows 16 nb + gq and + 8 of the warp's current row block
   int r_cur = 0;
-  uint32_t junk = 0;  // MODE 1
+  uint32_t junk = 0;  // MODE 1, 2
   for (int j = warp; j < nc; j += WARPS) {
     uint4 wb[U];
     ST sb[GPC];
-    uint4 xb[XR], ub[XR];
     if (j + WARPS < nc) load_chunk(j + WARPS, wb, sb);  // the warp's next chunk in flight during this one's math
-    if (LAZY && j + WARPS < nc) load_x(j + WARPS, xb, ub);
-    if constexpr (LAZY) {  // this chunk's x into the warp's buffer (the previous chunk's math has read it)
-      __syncwarp();
-      store_x(xa, ua);
-      __syncwarp();
-    }
-    if (MODE == 2 && j + 2 * WARPS < nc) prefetch_chunk(j + 2 * WARPS);
     const long long u = (c_lo + j) * CG;
     const int nb = (int)(u / NG), g = (int)(u - (long long)nb * NG), r = nb - nb0;
     if (r != r_cur) {  // past row block r_cur (and any it skipped)
@@ -208,25 +164,19 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 16 ? 1 : 2) w4a16_gemv_sk
       r_cur = r;
       y0 = y1 = 0.f;
     }
-    if constexpr (MODE == 1 || MODE == 3) {
+    if constexpr (MODE != 0) {
 #pragma unroll
       for (int t = 0; t < U; ++t) junk ^= wa[t].x ^ wa[t].y ^ wa[t].z ^ wa[t].w;
 #pragma unroll
       for (int gi = 0; gi < GPC; ++gi) junk ^= reinterpret_cast<const uint32_t*>(&sa[gi])[0];
       y0 = __uint_as_float(junk & 0x3f7fffffu);  // stands for the sums (keeps every load live)
     } else {
-      chunk_math<G, ASYM, true>(wa, sa, LAZY ? 0 : g * TPG, LAZY ? U : NG * TPG, false, xq, sxs, magic, y0, y1);
+      chunk_math<G, ASYM, true>(wa, sa, g * TPG, NG * TPG, false, xq, sxs, magic, y0, y1);
     }
 #pragma unroll
     for (int t = 0; t < U; ++t) wa[t] = wb[t];
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
-    if constexpr (LAZY)
-#pragma unroll
-      for (int e = 0; e < XR; ++e) {
-        xa[e] = xb[e];
-        ua[e] = ub[e];
-      }
   }
   flush(r_cur, y0, y1);
   for (int q = r_cur; q < rbs; ++q) arrive(q);
@@ -245,8 +195,7 @@ inline bool sk_fits(int N, int K, int G, int CG, int P) {
 template <bool ASYM, bool ACT, int WARPS, int U, int MODE>
 cudaError_t sk_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, float* partial, int N,
                         int K, int P, cudaStream_t s) {
-  // x and its group sums: all of K, or (MODE 4) one chunk's per warp
-  const size_t smem = MODE == 4 ? (size_t)WARPS * (U * 32 + U / 2) * 4 : (size_t)K * 2 + (size_t)(K / 128) * 4;
+  const size_t smem = (size_t)K * 2 + (size_t)(K / 128) * 4;  // x and its group sums
   auto kern = w4a16_gemv_sk_kernel<128, ASYM, ACT, WARPS, U, MODE>;
   if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
   const W4Args a = w4_args(qw, sz, x, bias, y, partial, nullptr, N, K, K / 64);
@@ -266,10 +215,8 @@ cudaError_t sk_launch_w(bool asym, bool act, const void* qw, const void* sz, con
 }  // namespace edgeprof_w4
 
 // The stream-K launch of `variant`, group 128, one K split, grid_x CTAs (0: the SM count; at most the SM count, so that
-// every CTA is resident while another waits for its tail): 57 "sk16" (16 warps, 4 tiles per chunk), 58 "sk8" (8 warps,
-// 8 tiles), 59 "sk16n" (sk16 without its math: a diagnostic, y wrong by design), 60 "sk16u8" (16 warps, 8 tiles: twice
-// the bytes in flight), 61 "sk16p" (sk16 with the L2 prefetch of the chunk after next), 62 "sk16nx" (sk16n without the
-// x staging either: a diagnostic), 63 "sk16x" / 64 "sk16xu8" (sk16 / sk16u8 with x streamed beside the weights). partial: 16 uint64 per row
+// every CTA is resident while another waits for its tail): 57 "sk16" (16 warps, 4 tiles per chunk), 58 "sk16n" (sk16
+// without its math) and 59 "sk16nx" (nor its x staging): diagnostics, y wrong by design. partial: 16 uint64 per row
 // block, zeros. cudaErrorInvalidValue where the shape does not fit (sk_fits) or for another variant, group or split count.
 int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                              const void* bias, void* y, float* partial, int N, int K, int splits, int grid_x,
@@ -280,22 +227,14 @@ int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const 
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return (int)cudaErrorInvalidValue;
   const int P = grid_x > 0 ? grid_x : sms;
-  // tiles per chunk (0: not a stream-K id)
-  const int u = variant == 57 || variant == 59 || variant == 61 || variant == 62 || variant == 63 ? 4
-                : variant == 58 || variant == 60 || variant == 64                                  ? 8
-                                                                                                   : 0;
-  if (u == 0 || group != 128 || splits != 1 || partial == nullptr || P > sms || !sk_fits(N, K, 128, u / 2, P))
+  const bool known = variant == 57 || variant == 58 || variant == 59;
+  if (!known || group != 128 || splits != 1 || partial == nullptr || P > sms || !sk_fits(N, K, 128, 2, P))
     return (int)cudaErrorInvalidValue;
 #define EDGEPROF_SK_ARGS asym, act, qw, sz, x, bias, y, partial, N, K, P, s
   switch (variant) {
     case 57: return sk_launch_w<16, 4>(EDGEPROF_SK_ARGS);
-    case 58: return sk_launch_w<8, 8>(EDGEPROF_SK_ARGS);
-    case 59: return sk_launch_w<16, 4, 1>(EDGEPROF_SK_ARGS);
-    case 60: return sk_launch_w<16, 8>(EDGEPROF_SK_ARGS);
-    case 61: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);
-    case 62: return sk_launch_w<16, 4, 3>(EDGEPROF_SK_ARGS);
-    case 63: return sk_launch_w<16, 4, 4>(EDGEPROF_SK_ARGS);
-    default: return sk_launch_w<16, 8, 4>(EDGEPROF_SK_ARGS);  // 64
+    case 58: return sk_launch_w<16, 4, 1>(EDGEPROF_SK_ARGS);
+    default: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);  // 59
   }
 #undef EDGEPROF_SK_ARGS
 }
