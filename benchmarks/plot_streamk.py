@@ -70,7 +70,8 @@ def plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r["model"], r["shape"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 7), squeeze=False)
+    most = max(sum(1 for r in rows if (r["model"], r["shape"]) == pn and r["us"] is not None) for pn in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), max(6.0, 1.5 + 0.16 * most)), squeeze=False)
     for ax, (model, shape) in zip(axes[0], panels, strict=True):
         mine = [r for r in rows if (r["model"], r["shape"]) == (model, shape) and r["us"] is not None]
         labels = [f"{r['tune']} {r['launch']}" + ("" if r["status"] == "PASS" else " (no math: diagnostic)")
