@@ -94,7 +94,7 @@ VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True),
             "scxa": (48, 4, False), "clscxg": (49, 4, False), "clscxt": (50, 4, False), "clscxgt": (51, 4, False),
             "scxt": (52, 4, False), "nomathxsft": (53, 4, False), "clnomathxsft": (54, 4, False),
             "clnomatht": (55, 4, False), "clscft": (56, 4, False), "sk16": (57, 4, False), "sk16n": (58, 4, False),
-            "sk16nx": (59, 4, False), "sk16d3": (60, 4, False)}
+            "sk16nx": (59, 4, False)}
 CLUSTER_VARIANTS = ("cl", "cl6", "cl8", "clst", "clst6", "clnomath", "clnomathx", "clnomathxs", "clsc",
                     "clnomathxsf", "clscf", "clscx", "clscxg", "clscxt", "clscxgt", "clnomathxsft", "clnomatht", "clscft")
 DIAGNOSTIC_VARIANTS = ("nomath", "clnomath", "nomathx", "clnomathx", "nomathxs", "clnomathxs", "nomathxsf",
@@ -132,8 +132,7 @@ ACT_EPILOGUE_VARIANTS = {"scxa": "scx"}
 # (results/h200/2026-11-29-streamk): no faster than split-K on down. The forms measured slower still (sk8, sk16u8,
 # sk16p, sk16x, sk16xu8) and scxw (split-K finished by tagged words owned by split 0) were removed; their code is in
 # commit 552b418.
-# sk16d3: sk16 with each warp's next two chunks in flight (more of the stream in flight while x is staged).
-SK_VARIANTS = {"sk16": (16, 4), "sk16n": (16, 4), "sk16nx": (16, 4), "sk16d3": (16, 4)}
+SK_VARIANTS = {"sk16": (16, 4), "sk16n": (16, 4), "sk16nx": (16, 4)}
 SK_ROW_BLOCKS_MAX = 8  # row blocks one CTA's range may touch (csrc: kSkRowBlocksMax)
 # the variants the decoders' module (load_extension(tune=False)) launches: the decoder variants and stream-K
 MODULE_VARIANTS = DECODER_VARIANTS + tuple(SK_VARIANTS)

@@ -89,7 +89,7 @@ static void check_tickets(const torch::Tensor& counters, int64_t N, int64_t spli
 // block per CTA, its warps split K; one split), 48 "scxa" (scx writing silu(gate) * up: N / 2 outputs; one split),
 // 49 "clscxg" (clscx, its splits' sums gathered into the cluster's rank 0), 50-56 the timeline variants "clscxt",
 // "clscxgt", "scxt", "nomathxsft", "clnomathxsft", "clnomatht", "clscft" (each CTA records its phases: partial fp32 [splits * N + 16 * CTAs],
-// benchmarks/gemv_timeline.py), 57-60 the stream-K "sk16", its diagnostics "sk16n", "sk16nx", and "sk16d3" (one split, grid_x CTAs, 0 = one per SM; partial fp32 [2N]
+// benchmarks/gemv_timeline.py), 57-59 the stream-K "sk16" and its diagnostics "sk16n", "sk16nx" (one split, grid_x CTAs, 0 = one per SM; partial fp32 [2N]
 // of zeros: the published tails) (group 128 only; cl*, st: sm_90+, at most 16 splits, no workspace used; grid_x: persist's CTAs per split, 0 = all). 3 and 4 read the tile-major layout (w4cuda.to_tile_major).
 torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, torch::Tensor bias,
                            torch::Tensor partial, torch::Tensor counters, int64_t N, int64_t K, int64_t group, bool asym,
@@ -98,15 +98,15 @@ torch::Tensor gemv_variant(torch::Tensor x, torch::Tensor qw, torch::Tensor sz, 
   TORCH_CHECK(x.numel() == (act ? 2 * K : K), "x: expected ", act ? 2 * K : K, " values, got ", x.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "x: must be 16-byte aligned (clone it)");
   check_w4_operands(qw, sz, bias, partial, counters, N, K, group, asym, splits, tiles_per_split);
-  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 60),
-              "variant: 0 (any group), 1-60 (group 128 only)");
+  TORCH_CHECK(variant == 0 || (group == 128 && variant >= 1 && variant <= 59),
+              "variant: 0 (any group), 1-59 (group 128 only)");
   check_tickets(counters, N, splits, variant);
   const bool trace = variant >= 50 && variant <= 56;  // the timeline variants: 8 uint64 per CTA after the workspace
   const int64_t ctas = splits * ((N / 16 + row_blocks_per_cta(variant) - 1) / row_blocks_per_cta(variant));
   TORCH_CHECK(!trace || (partial.scalar_type() == torch::kFloat32 && partial.numel() >= splits * N + 16 * ctas),
               "partial: a timeline variant records 8 uint64 per CTA after the split-K workspace: needs ",
               splits * N + 16 * ctas, " fp32 (W4CudaLinear sizes it), got ", partial.numel());
-  const bool stream_k = variant >= 57 && variant <= 60;  // its published tails: 16 uint64 per row block, zeros
+  const bool stream_k = variant >= 57 && variant <= 59;  // its published tails: 16 uint64 per row block, zeros
   TORCH_CHECK(!stream_k || (partial.scalar_type() == torch::kFloat32 && partial.numel() >= 2 * N),
               "partial: a stream-K variant publishes 16 uint64 per row block: needs ", 2 * N,
               " fp32 of zeros (W4CudaLinear sizes it), got ", partial.numel());

@@ -125,8 +125,8 @@ int edgeprof_w4a16_launch(int group, bool asym, bool act, const void* qw, const 
                           const void* bias, void* y, float* partial, int* counters, int N, int K, int splits,
                           int tiles_per_split, int variant, int grid_x, cudaStream_t stream) {
   using namespace edgeprof_w4;
-  // the stream-K variants 57-60 (w4a16_sk.cu; both modules): partial = their published tails
-  if (variant == 57 || variant == 58 || variant == 59 || variant == 60)
+  // the stream-K variants 57-59 (w4a16_sk.cu; both modules): partial = their published tails
+  if (variant == 57 || variant == 58 || variant == 59)
     return edgeprof_w4a16_sk_launch(variant, group, asym, act, qw, sz, x, bias, y, partial, N, K, splits, grid_x,
                                     stream);
   if (edgeprof_w4a16_is_lat_variant(variant))  // the decoder variants (w4a16_lat.cu)

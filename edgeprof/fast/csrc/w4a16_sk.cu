@@ -51,9 +51,7 @@ __device__ __forceinline__ float sk_take_tail(unsigned long long* pub, int nb, i
 // One CTA of the stream-K launch (see the file's header). G = 128 here; U tiles per chunk; a CTA of WARPS warps.
 // MODE 0: the GEMV; 1 (the diagnostic "sk16n"): each chunk's dequant and mma replaced by an XOR of its words, every load,
 // the x staging and the finish kept (y wrong by design: the stream's own limit in this launch structure); 2 (the
-// diagnostic "sk16nx"): MODE 1 without the x staging and its group sums either; 3 ("sk16d3"): the GEMV with each warp's
-// next two chunks in flight (three register buffers), so that more of the stream is in flight while x is staged: the
-// staging cost sk16's loads 1.3 us in r139 / r143 (sk16n against sk16nx).
+// diagnostic "sk16nx"): MODE 1 without the x staging and its group sums either.
 template <int G, bool ASYM, bool ACT, int WARPS, int U, int MODE = 0>
 __global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) {
   constexpr int TPG = G / 64, CG = U / TPG, GPC = U * 64 / G;  // tiles per group, groups per chunk
@@ -92,11 +90,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) 
 #pragma unroll
     for (int gi = 0; gi < GPC; ++gi) sv[gi] = __ldg(sp + gi * 8);
   };
-  constexpr int AHEAD = MODE == 3 ? 2 : 1;  // chunks in flight per warp during one's math
-  uint4 wa[U], wb[U];                          // wb: MODE 3's second chunk in flight
-  ST sa[GPC], sb[GPC];
-  if (warp < nc) load_chunk(warp, wa, sa);  // the first chunk(s) stream across the PDL wait
-  if (AHEAD == 2 && warp + WARPS < nc) load_chunk(warp + WARPS, wb, sb);
+  uint4 wa[U];
+  ST sa[GPC];
+  if (warp < nc) load_chunk(warp, wa, sa);  // the first chunk streams across the PDL wait
   pdl_wait();  // x comes from an earlier kernel
   pdl_launch_dependents();
   if constexpr (MODE != 2) stage_x<ACT, true, 0, false, G>(a.x, K, 0, K, xs, nullptr, 0.f, sxs);
@@ -157,9 +153,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) 
   int r_cur = 0;
   uint32_t junk = 0;  // MODE 1, 2
   for (int j = warp; j < nc; j += WARPS) {
-    uint4 wc[U];
-    ST sc[GPC];
-    if (j + AHEAD * WARPS < nc) load_chunk(j + AHEAD * WARPS, wc, sc);  // in flight during this chunk's math
+    uint4 wb[U];
+    ST sb[GPC];
+    if (j + WARPS < nc) load_chunk(j + WARPS, wb, sb);  // the warp's next chunk in flight during this one's math
     const long long u = (c_lo + j) * CG;
     const int nb = (int)(u / NG), g = (int)(u - (long long)nb * NG), r = nb - nb0;
     if (r != r_cur) {  // past row block r_cur (and any it skipped)
@@ -168,7 +164,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) 
       r_cur = r;
       y0 = y1 = 0.f;
     }
-    if constexpr (MODE == 1 || MODE == 2) {
+    if constexpr (MODE != 0) {
 #pragma unroll
       for (int t = 0; t < U; ++t) junk ^= wa[t].x ^ wa[t].y ^ wa[t].z ^ wa[t].w;
 #pragma unroll
@@ -178,15 +174,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) w4a16_gemv_sk_kernel(W4Args a) 
       chunk_math<G, ASYM, true>(wa, sa, g * TPG, NG * TPG, false, xq, sxs, magic, y0, y1);
     }
 #pragma unroll
-    for (int t = 0; t < U; ++t) {
-      wa[t] = AHEAD == 2 ? wb[t] : wc[t];
-      if constexpr (AHEAD == 2) wb[t] = wc[t];
-    }
+    for (int t = 0; t < U; ++t) wa[t] = wb[t];
 #pragma unroll
-    for (int gi = 0; gi < GPC; ++gi) {
-      sa[gi] = AHEAD == 2 ? sb[gi] : sc[gi];
-      if constexpr (AHEAD == 2) sb[gi] = sc[gi];
-    }
+    for (int gi = 0; gi < GPC; ++gi) sa[gi] = sb[gi];
   }
   flush(r_cur, y0, y1);
   for (int q = r_cur; q < rbs; ++q) arrive(q);
@@ -226,8 +216,7 @@ cudaError_t sk_launch_w(bool asym, bool act, const void* qw, const void* sz, con
 
 // The stream-K launch of `variant`, group 128, one K split, grid_x CTAs (0: the SM count; at most the SM count, so that
 // every CTA is resident while another waits for its tail): 57 "sk16" (16 warps, 4 tiles per chunk), 58 "sk16n" (sk16
-// without its math) and 59 "sk16nx" (nor its x staging): diagnostics, y wrong by design; 60 "sk16d3" (sk16 with two
-// chunks per warp in flight). partial: 16 uint64 per row
+// without its math) and 59 "sk16nx" (nor its x staging): diagnostics, y wrong by design. partial: 16 uint64 per row
 // block, zeros. cudaErrorInvalidValue where the shape does not fit (sk_fits) or for another variant, group or split count.
 int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const void* qw, const void* sz, const void* x,
                              const void* bias, void* y, float* partial, int N, int K, int splits, int grid_x,
@@ -238,15 +227,14 @@ int edgeprof_w4a16_sk_launch(int variant, int group, bool asym, bool act, const 
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return (int)cudaErrorInvalidValue;
   const int P = grid_x > 0 ? grid_x : sms;
-  const bool known = variant == 57 || variant == 58 || variant == 59 || variant == 60;
+  const bool known = variant == 57 || variant == 58 || variant == 59;
   if (!known || group != 128 || splits != 1 || partial == nullptr || P > sms || !sk_fits(N, K, 128, 2, P))
     return (int)cudaErrorInvalidValue;
 #define EDGEPROF_SK_ARGS asym, act, qw, sz, x, bias, y, partial, N, K, P, s
   switch (variant) {
     case 57: return sk_launch_w<16, 4>(EDGEPROF_SK_ARGS);
     case 58: return sk_launch_w<16, 4, 1>(EDGEPROF_SK_ARGS);
-    case 59: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);
-    default: return sk_launch_w<16, 4, 3>(EDGEPROF_SK_ARGS);  // 60
+    default: return sk_launch_w<16, 4, 2>(EDGEPROF_SK_ARGS);  // 59
   }
 #undef EDGEPROF_SK_ARGS
 }
