@@ -77,7 +77,8 @@ MAX_SLICE_TILES = 320  # a split's x slice (tiles * 64 bf16 + group sums) stays 
 # 2026-11-28-latency r31); "pp" / "clpp" / "ppf" / "clppf" / "scpp" / "scppf" (a ping-pong weight loop, two chunks in
 # flight; 2026-11-29-readgap r68, code in 105b469) and "pfw" / "scpfw" / "clscpfw" (the 6 tiles after the first chunk
 # asked of L2 right after the PDL wait; r71, code in 29714e1); "sk8", "sk16u8", "sk16p", "sk16x", "sk16xu8" (stream-K
-# forms) and "scxw" (scx finished by tagged words owned by split 0; 2026-11-29-streamk r137-r142, code in 552b418))
+# forms) and "scxw" (scx finished by tagged words owned by split 0; 2026-11-29-streamk r137-r142, code in 552b418);
+# "sk16d3" (two chunks per warp in flight; r144, code in d883c10))
 VARIANTS = {"base": (0, 4, False), "w8": (1, 8, False), "persist": (2, 4, True), "tm": (3, 4, False),
             "tm8": (4, 8, False), "o8": (5, 4, False), "o6": (6, 4, False), "u8": (7, 4, False),
             "xscalar": (8, 4, False), "l3": (9, 4, False), "lean": (10, 4, False),
