@@ -421,8 +421,9 @@ def split_plan(k: int, group: int, splits: int) -> tuple[int, int]:
 
 
 def wk_plan(k: int, splits: int | None, variant: str) -> tuple[int, int]:
-    """(1, all K tiles): a wk variant's CTA splits K among its own warps, so its launch has one K split; its x is
-    the whole of K in shared memory (2 bytes per input, no MAX_SLICE_TILES bound below the GPU's per-CTA limit)."""
+    """(1, all K tiles): a wk variant's CTA splits K among its own warps, and a stream-K variant (SK_VARIANTS) splits
+    it among its CTAs' ranges, so either launch has one K split; its x is the whole of K in shared memory (2 bytes per
+    input, no MAX_SLICE_TILES bound below the GPU's per-CTA limit)."""
     if splits not in (None, 1):
         raise ValueError(f"splits: variant {variant!r} runs one K split (it splits K inside its launch), not {splits}; "
                          f"leave splits unset or use a split-K variant such as 'clscx'")
