@@ -59,7 +59,6 @@ class FastDecoder(Decoder):
                             "pdl": {"gemv": self.model.pdl, "triton": bool(getattr(self.model.ops, "pdl", False)),
                                     "prefetch_tiles": self.model.pdl_prefetch, "down": self.model.pdl_down},
                             **({"int4_mma": self.model.w4_mma, "int4_norm": self.model.w4_norm,
-                                "int4_bcols": self.model.w4_bcols,
                                 "int4_norm_deferred": (deferred_norm_projections(self.weights.layers[0])
                                                        if self.model.w4_norm == "deferred" else []),
                                 "int4_mlp": self.model.mlp_note}

@@ -70,7 +70,6 @@ class FastModel:
         self.pdl_down = self.pdl and pdl_down_wanted()  # the down projection's GEMV in the PDL chain too
         self.w4_mma = w4cuda.mma_wanted()  # the int4 GEMVs' mma type ($EDGEPROF_W4_MMA)
         self.w4_norm = w4cuda.norm_wanted()  # how the fused norm loads its inputs ($EDGEPROF_W4_NORM)
-        self.w4_bcols = w4cuda.bcols_wanted()  # what the mma's unused B columns hold ($EDGEPROF_W4_BCOLS)
         self.ops = (TritonOps(*args, max_ctx, shape.hidden, shape.intermediate, pdl=pdl_wanted(device, "triton"))
                     if ops == "triton" else TorchOps(*args))
         # A/B of the norm fused into the int4 GEMV (benchmarks): $EDGEPROF_FUSE_NORM=0 keeps it a separate
@@ -141,12 +140,10 @@ class FastModel:
 
     def set_kernel_flags(self) -> None:
         """The W4 extension's launch flags are global to the process: set this decoder's before launching its kernels
-        (PDL, its L2 prefetch and the down projection's share of it, the mma type, the norm's loads, the mma's
-        unused B columns)."""
+        (PDL, its L2 prefetch and the down projection's share of it, the mma type, the norm's loads)."""
         w4cuda.use_pdl(self.pdl, self.pdl_prefetch, self.pdl_down)
         w4cuda.use_mma(self.w4_mma)
         w4cuda.use_norm(self.w4_norm)
-        w4cuda.use_bcols(self.w4_bcols)
 
     def _norm_gemv(self, lin, x: torch.Tensor, res: torch.Tensor | None, norm_w: torch.Tensor):
         """(lin(rmsnorm(x + res) * norm_w), x + res): one launch where the CUDA int4 GEMV fuses the residual

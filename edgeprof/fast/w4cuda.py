@@ -264,7 +264,6 @@ def _build(tune: bool):
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
         ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)
         _set_norm(ext, norm_wanted())
-        ext.set_bcols_zero(bcols_wanted() == "zero")
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
         _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -368,31 +367,6 @@ def use_norm(norm: str) -> None:
 def _set_norm(ext, norm: str) -> None:
     ext.set_norm_batch(norm == "batched")
     ext.set_norm_deferred(norm == "deferred")
-
-
-BCOLS_ENV = "EDGEPROF_W4_BCOLS"
-BCOLS = ("x", "zero")
-# What the mma's B columns 1-7 hold. The GEMV needs column 0 only (lanes 0-3 hold it; only those lanes' results are
-# written). "x": every column holds x (the kernels as measured through issue 12's twenty-first pass); "zero": lanes
-# 4-31 read a zero-filled copy of the x slice's layout (csrc: W4Args::bz), so the tensor core's other 7 columns
-# multiply zeros: the same instructions and bitwise the same y, meant to draw less power where the loop's math sets
-# the SM clock. Every gemv_cta launch (the default launch and the decoder variants) and the wk launches take it;
-# the fused MLP, the stream-K variants and the tuning module's own kernels keep x.
-BCOLS_DEFAULT = "x"
-
-
-def bcols_wanted() -> str:
-    """$EDGEPROF_W4_BCOLS (x or zero); unset: BCOLS_DEFAULT."""
-    return env_choice(BCOLS_ENV, BCOLS, BCOLS_DEFAULT)
-
-
-def use_bcols(bcols: str) -> None:
-    """The W4 launches (and graph captures) from now on fill the mma's B columns 1-7 with `bcols` (BCOLS); a decoder
-    sets its own choice before every step, as use_mma. A no-op where the extension was never loaded."""
-    if bcols not in BCOLS:
-        raise ValueError(f"bcols: {bcols!r} is not one of {', '.join(BCOLS)}")
-    for ext in _loaded():
-        ext.set_bcols_zero(bcols == "zero")
 
 
 def build_error() -> str | None:

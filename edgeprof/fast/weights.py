@@ -256,7 +256,6 @@ def from_hf(model, fmt: str = "bf16", group: int = 128, kernel: str = "tinygemm"
         from edgeprof.fast import w4cuda
 
         w4cuda.use_mma(w4cuda.mma_wanted())
-        w4cuda.use_bcols(w4cuda.bcols_wanted())
     for i, layer in enumerate(inner.layers):
         a, m = layer.self_attn, layer.mlp
         wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], dim=0)

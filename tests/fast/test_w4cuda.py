@@ -248,7 +248,6 @@ def test_launch_plan_reads_a_tune_json_and_names_the_variable_when_it_cannot(tmp
 @pytest.mark.parametrize(("env", "choices", "default", "wanted", "use", "bad"), [
     ("MMA_ENV", "MMAS", "MMA_DEFAULT", "mma_wanted", "use_mma", "int8"),
     ("NORM_ENV", "NORMS", "NORM_DEFAULT", "norm_wanted", "use_norm", "fast"),
-    ("BCOLS_ENV", "BCOLS", "BCOLS_DEFAULT", "bcols_wanted", "use_bcols", "ones"),
     ("MLP_ENV", "MLP_MODES", "MLP_DEFAULT", "mlp_wanted", None, "1")])
 def test_each_kernel_switch_reads_its_variable_and_names_it_when_wrong(monkeypatch, env, choices, default, wanted,
                                                                       use, bad):

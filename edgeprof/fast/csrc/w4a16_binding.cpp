@@ -28,7 +28,6 @@ int edgeprof_attn_decode_launch(int hd, bool rope, const void* qkv, void* kc, vo
                                 int NKV, int cluster, int warps, int clusters, int tokens_per_cluster, float* ws_acc,
                                 float* ws_ml, int* tickets, bool pdl, bool push, cudaStream_t stream);
 void edgeprof_w4a16_set_f16(bool on);
-void edgeprof_w4a16_set_bcols_zero(bool on);
 int edgeprof_w4a16_cluster_fit(bool asym, bool act, bool norm, int N, int splits, int tps);
 int edgeprof_attn_cluster_fit(int hd, bool rope, int cluster, int warps, int* per_sm);
 void edgeprof_w4a16_set_norm_batch(bool on);
@@ -426,9 +425,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_f16", &edgeprof_w4a16_set_f16,
         "the default W4 GEMV runs its mma on fp16 (x staged as fp16 with a power-of-two scale) instead of bf16, for "
         "every launch from now on (captured graphs keep theirs)", py::arg("on"));
-  m.def("set_bcols_zero", &edgeprof_w4a16_set_bcols_zero,
-        "the W4 GEMVs' mma reads zeros as B's columns 1-7 (only column 0 is written) instead of x in every column, "
-        "for every launch from now on (captured graphs keep theirs)", py::arg("on"));
   m.def("set_norm_batch", &edgeprof_w4a16_set_norm_batch,
         "the fused-norm W4 launches (bf16 mma) issue the norm's loads in batches (fewer L2 round trips, the same "
         "values), for every launch from now on (captured graphs keep theirs)", py::arg("on"));

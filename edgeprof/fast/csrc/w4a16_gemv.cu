@@ -53,9 +53,6 @@ void edgeprof_gemv_set_pdl(bool on, int prefetch_tiles, bool down) {
 // the fp16 mma (F16) on or off for every default W4 launch from now on (the binding's set_f16)
 void edgeprof_w4a16_set_f16(bool on) { edgeprof_w4::f16_enabled() = on; }
 
-// the zero B columns (W4Args::bz) on or off for every launch_t and wk launch from now on (set_bcols_zero)
-void edgeprof_w4a16_set_bcols_zero(bool on) { edgeprof_w4::bcols_zero_enabled() = on; }
-
 // the fused norm's batched loads on or off for every bf16-mma fused-norm launch from now on (set_norm_batch)
 void edgeprof_w4a16_set_norm_batch(bool on) { edgeprof_w4::norm_batch_enabled() = on; }
 // the deferred norm (NORM 3) on or off for the fused-norm launches of scx (one split), scxa and clscx from now on

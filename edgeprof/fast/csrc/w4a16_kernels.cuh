@@ -648,48 +648,7 @@ struct W4Args {
   float* __restrict__ partial;
   int* __restrict__ counters;
   int N, K, tiles_per_split;
-  int bz = 0;  // the mma's B columns 1-7 zero (bz_offset; set by launch_t / the wk launch where bcols_zero_enabled)
 };
-
-// The zero B columns (issue 12, twenty-second pass). mma.m16n8k16 computes 8 output columns; a GEMV at batch 1 needs
-// column 0 only (lanes 0-3 hold B's column 0, and only the c == 0 lanes' results are written). Lanes 4-31 used to read
-// the same x as lanes 0-3, so the tensor core multiplied 8 copies of x. With bz they read B from a zero-filled copy of
-// the slice's layout instead: the same instructions, column 0 bitwise the same, and 7 of 8 columns' products zero,
-// which is meant to draw less power (the nineteenth pass: the loop's math lowers the SM clock 7-10% under the power
-// limit). The zero region starts 64 bytes past a 128-byte multiple after the x slice and its group sums, so its
-// 32 bytes per 16 columns fall in other banks than x's (one wavefront, as the broadcast was).
-template <int G>
-__host__ __device__ constexpr size_t xs_bytes(int tps) {  // the staged x slice (bf16) and its group sums (fp32)
-  return (size_t)tps * 64 * 2 + (size_t)(tps * 64 / G) * 4;
-}
-template <int G>
-__host__ __device__ constexpr size_t bz_offset(int tps) {  // the zero region's start, from the x slice's
-  return (xs_bytes<G>(tps) + 127) / 128 * 128 + 64;
-}
-template <int G>
-__host__ __device__ constexpr size_t bz_bytes(int tps) {  // the shared memory it adds after xs_bytes
-  return bz_offset<G>(tps) - xs_bytes<G>(tps) + (size_t)tps * 64 * 2;
-}
-
-// The zero B columns (W4Args::bz) for every gemv_cta launch through launch_t and every wk launch, switched per
-// extension by edgeprof_w4a16_set_bcols_zero (the binding's set_bcols_zero); off: x in every column, as measured
-// through issue 12's twenty-first pass. The fused MLP and the tuning module's own kernels never take it.
-inline bool& bcols_zero_enabled() {
-  static bool on = false;
-  return on;
-}
-
-// The B fragments of lane (gq, c): x's (xs) for gq == 0, the zero region's where bz, from tile tw on
-__device__ __forceinline__ const uint2* b_frags(const void* xs, size_t zoff, bool bz, int gq, int c, int tw) {
-  const char* base = reinterpret_cast<const char*>(xs) + (bz && gq != 0 ? zoff : 0);
-  return reinterpret_cast<const uint2*>(base) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
-}
-
-// Zero-fills the zero region of `tiles` tiles from tile t0 (16-byte stores by `n` threads from `i0`)
-__device__ __forceinline__ void bz_fill(void* xs, size_t zoff, int t0, int tiles, int i0, int n) {
-  uint4* z = reinterpret_cast<uint4*>(reinterpret_cast<char*>(xs) + zoff) + t0 * 8;  // 8 uint4 (64 bf16) per tile
-  for (int i = i0; i < tiles * 8; i += n) z[i] = make_uint4(0u, 0u, 0u, 0u);
-}
 
 // TRACE's record (benchmarks/gemv_timeline.py reads it): thread 0 of each CTA keeps the global time (%globaltimer, ns)
 // of its phases 0 start, 1 past the PDL wait, 2 x staged, 3 its warp's last chunk done, 4 leaving (after the finish),
@@ -877,9 +836,6 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
     edgeprof_gemv::prefetch_l2(wp - lane, 512L * pt, lane);  // a row block's tiles are contiguous, 512 B each
     edgeprof_gemv::prefetch_l2(sp - gq, (long)sizeof(ST) * 8 * ((pt * 64 + G - 1) / G), lane);
   }
-  const bool bz = NOMATH == 0 && a.bz;  // the zero B columns: filled before the wait (they depend on nothing), read
-  const size_t zoff = bz_offset<G>(tiles_per_split);  // after stage_x_sums' barriers
-  if (bz) bz_fill(xs, zoff, 0, tiles_per_split, threadIdx.x, blockDim.x);
   pdl_wait();  // x, the residual and the split-K workspace come from earlier kernels (PDL: gemv_common.cuh)
   trace.mark(1, 0u);
   pdl_launch_dependents();
@@ -900,7 +856,7 @@ __device__ __forceinline__ void gemv_cta(const W4Args& a, const NormArgs& na, in
   constexpr uint32_t magic = F16 ? 0x64006400u : 0x43004300u;  // 1024.0 in fp16, 128.0 in bf16, in both halves
 
   float y0 = 0.f, y1 = 0.f;  // rows 16nb + gq and 16nb + gq + 8
-  const uint2* xq = b_frags(xs, zoff, bz, gq, c, tw);
+  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
   if (BT > 0 && nb < NB && bt > 0) {  // the staged tiles, from shared memory once their bulk copy has landed
     edgeprof_gemv::mbar_wait(stage_bar + 2 * warp, 0);
     for (int t = 0; t < bt; t += U) {
@@ -1035,8 +991,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
                      NormArgs na = {nullptr, nullptr, nullptr, 0.f}) {
   constexpr int RB = kWarps / KW;  // row blocks per CTA
   const int nbx = (N / 16 + RB - 1) / RB;
-  const bool bz = NOMATH == 0 && bcols_zero_enabled();
-  const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split) + (bz ? bz_bytes<G>(tiles_per_split) : 0);
+  const size_t smem = cta_smem<G, ASYM, PS, PU, BT, SCS>(tiles_per_split);
   if (EACT && (splits != 1 || N % 64 != 0)) return cudaErrorInvalidValue;  // whole gate / up row-block pairs
   auto kern = w4a16_gemv_kernel<G, ASYM, ACT, XVEC, NORM, PS, PU, MINB, F16, KW, CLU, BT, NOMATH, SCS, XSUM, EACT,
                                 GATHER, TRACE>;
@@ -1051,8 +1006,7 @@ cudaError_t launch_t(const void* qw, const void* sz, const void* x, const void* 
                                          (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
   }
-  W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
-  a.bz = bz;
+  const W4Args a = w4_args(qw, sz, x, bias, y, partial, counters, N, K, tiles_per_split);
   return edgeprof_gemv::launch_ex(!ACT || edgeprof_gemv::pdl_act_enabled(), CLU ? splits : 0, kern,
                                  dim3(nbx, splits), dim3(kWarps * 32), smem, stream, a, na,
                                  edgeprof_gemv::prefetch_tiles_now());

@@ -38,8 +38,7 @@ __host__ __device__ constexpr int wk_scale_bytes(int K, int WK) {  // one warp's
 // y [N] = W x for one row block per CTA (blockIdx.x), warp w on groups [w NG / WK, (w + 1) NG / WK) of K.
 // ACT: x [2K] is gate | up and the input is silu(gate) * up (rounded as act_pair); NORM: the input is
 // rmsnorm(x + res) * w (na; CTA 0 writes x + res to na.res_out), rstd over all K first (norm_rstd).
-// Shared memory: [WK][gmax][8] scales, then x [K] bf16 (the stage_x permutation), then the group sums [K / G], then
-// where a.bz the zero B columns (bz_offset).
+// Shared memory: [WK][gmax][8] scales, then x [K] bf16 (the stage_x permutation), then the group sums [K / G].
 template <int G, bool ASYM, bool ACT, bool NORM, int WK>
 __global__ void __launch_bounds__(WK * 32, 16 / WK > 2 ? 16 / WK : 2)
 w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
@@ -104,8 +103,6 @@ w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
     edgeprof_gemv::cp_async_commit();
   }
   if (pf_tiles > 0) edgeprof_gemv::prefetch_l2(wp - lane, 512L * min(nt, pf_tiles), lane);
-  const size_t zoff = bz_offset<G>(T);  // the zero B columns (W4Args::bz): each warp fills its own tiles' part, read
-  if (a.bz) bz_fill(xs, zoff, tw, nt, lane, 32);  // after the first chunk's __syncwarp
   edgeprof_gemv::pdl_wait();  // x (and res) come from earlier kernels
   edgeprof_gemv::pdl_launch_dependents();
 
@@ -114,7 +111,7 @@ w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
   WkX<XR, ACT, NORM> xa;
   load_x(0, xa);
   edgeprof_gemv::cp_async_wait<0>();  // this lane's scales; the warp's others after the first __syncwarp
-  const uint2* xq = b_frags(xs, zoff, a.bz, gq, c, tw);
+  const uint2* xq = reinterpret_cast<const uint2*>(xs) + c + tw * 16;  // 16 uint2 (64 bf16) per tile
   float y0 = 0.f, y1 = 0.f;  // rows 16 nb + gq and + 8
   for (int t = 0; t < nt; t += U) {
     uint4 wb[U];
@@ -153,12 +150,10 @@ w4a16_gemv_wk_kernel(W4Args a, NormArgs na, int pf_tiles) {
 template <int G, bool ASYM, bool ACT, bool NORM, int WK>
 cudaError_t wk_launch_t(const void* qw, const void* sz, const void* x, const void* bias, void* y, int N, int K,
                         cudaStream_t s, const NormArgs& na) {
-  const bool bz = bcols_zero_enabled();
-  const size_t smem = (size_t)WK * wk_scale_bytes<G, ASYM>(K, WK) + xs_bytes<G>(K / 64) + (bz ? bz_bytes<G>(K / 64) : 0);
+  const size_t smem = (size_t)WK * wk_scale_bytes<G, ASYM>(K, WK) + (size_t)K * 2 + (size_t)(K / G) * 4;
   auto kern = w4a16_gemv_wk_kernel<G, ASYM, ACT, NORM, WK>;
   if (const cudaError_t e = edgeprof_gemv::allow_smem(kern, smem); e != cudaSuccess) return e;
-  W4Args a = w4_args(qw, sz, x, bias, y, nullptr, nullptr, N, K, K / 64);
-  a.bz = bz;
+  const W4Args a = w4_args(qw, sz, x, bias, y, nullptr, nullptr, N, K, K / 64);
   return edgeprof_gemv::launch_ex(!ACT || edgeprof_gemv::pdl_act_enabled(), 0, kern, dim3(N / 16), dim3(WK * 32),
                                  smem, s, a, na, edgeprof_gemv::prefetch_tiles_now());
 }
