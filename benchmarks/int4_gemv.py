@@ -993,15 +993,22 @@ def plan_gate_up_writes_act(model: str = "qwen2.5-7b") -> bool:
 def form_call(lin, form: str, cache: dict, norm: str = "loop"):
     """(the call that times `lin` in `form`, the float64 reference of its output): y = W x ("plain"), W silu(g) * u
     ("silu") or W rmsnorm(x + res) * w ("norm", under `norm`, w4cuda.NORMS: the deferred norm's math where the launch
-    defers it; the residual it also writes is not part of the reference)."""
+    defers it; the residual it also writes is not part of the reference). A gate_up built with an act-epilogue
+    variant (`fuses_norm_silu`) is timed as the decoder launches it, writing silu(g) * u (fused_norm_silu, act_of):
+    its fused_norm / __call__ would time the plain launch plus a torch reorder of y (twenty-second pass, r145)."""
     from edgeprof.fast.w4cuda import defers_norm
 
+    act = getattr(lin, "fuses_norm_silu", False)
     if form == "silu":
         return (lambda: lin.fused_silu(cache["gu"])), cache["ref_silu"]
     if form == "norm":
         deferred = norm == "deferred" and defers_norm(lin.variant, lin.splits)
-        return ((lambda: lin.fused_norm(cache["x"], cache["res"], cache["nw"], 1e-6)[0]),
-                cache["ref_norm_deferred" if deferred else "ref_norm"])
+        ref = cache["ref_norm_deferred" if deferred else "ref_norm"]
+        if act:
+            return (lambda: lin.fused_norm_silu(cache["x"], cache["res"], cache["nw"], 1e-6)[0]), _act_ref(ref)
+        return (lambda: lin.fused_norm(cache["x"], cache["res"], cache["nw"], 1e-6)[0]), ref
+    if act:
+        return (lambda: lin.act_of(cache["x"])), _act_ref(cache["ref"])
     return (lambda: lin(cache["x"])), cache["ref"]
 
 

@@ -129,6 +129,40 @@ def test_form_call_times_the_method_the_form_names_against_its_own_reference():
         assert int4_gemv.form_call(lin, "norm", cache, "loop")[1] == "rn"
 
 
+def test_form_call_times_an_act_epilogue_gate_up_as_the_decoder_launches_it():
+    import torch
+
+    calls = []
+
+    class ActLin:  # a gate_up built as scxa: the decoder calls fused_norm_silu (and act_of on a plain input)
+        variant, splits, fuses_norm_silu = "scxa", 1, True
+
+        def __call__(self, x):
+            raise AssertionError("the plain launch plus a reorder is not what the decoder runs")
+
+        def fused_norm(self, *a):
+            raise AssertionError("the plain launch plus a reorder is not what the decoder runs")
+
+        def act_of(self, x):
+            calls.append(("act", x))
+            return "ya"
+
+        def fused_norm_silu(self, x, res, nw, eps):
+            calls.append(("norm_silu", x, res, nw, eps))
+            return "yns", "res_out"
+
+    g = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    u = torch.tensor([[3.0, 0.5]], dtype=torch.float64)
+    ref = torch.cat([g, u], dim=-1)
+    cache = {"x": "x", "res": "res", "nw": "nw", "ref": ref, "ref_norm": ref, "ref_norm_deferred": 2 * ref}
+    silu_u = g / (1 + torch.exp(-g)) * u
+    call, r = int4_gemv.form_call(ActLin(), "plain", cache)
+    assert call() == "ya" and torch.allclose(r, silu_u)
+    call, r = int4_gemv.form_call(ActLin(), "norm", cache, "deferred")
+    assert call() == "yns" and torch.allclose(r, int4_gemv._act_ref(2 * ref))
+    assert calls == [("act", "x"), ("norm_silu", "x", "res", "nw", 1e-6)]
+
+
 def test_the_deferred_norm_checks_cover_every_variant_that_takes_it():
     from edgeprof.fast.w4cuda import DEFERRED_NORM_VARIANTS, defers_norm
 
