@@ -2,18 +2,11 @@
 # Compile edgeprof's W4A16 GEMV for sm_90 on a machine WITHOUT a GPU and count its weight loop's SASS
 # instructions per tile (benchmarks/sass_loop_stats.py): the device's "read what costs no device time" step.
 # CUDA 13.0's compiler, headers, nvvm and 13.x cuobjdump/nvdisasm come from PyPI wheels into a venv in the
-# state directory (~300 MB, once). Prints ptxas's register/spill report for the tune variants, then the table.
+# state directory (scripts/nvcc_venv.sh: ~300 MB, once). Prints ptxas's register/spill report for the tune variants, then the table.
 #   bash benchmarks/sass_local.sh [name-substring ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-V="${XDG_STATE_HOME:-$HOME/.local/state}/edgeprof/nvcc-venv"
-if [ ! -x "$V/bin/python" ]; then
-  python3 -m venv "$V"
-  "$V/bin/pip" install -q "nvidia-cuda-nvcc>=13,<13.1" "nvidia-cuda-runtime>=13,<13.1" "nvidia-cuda-crt>=13,<13.1" \
-    "nvidia-nvvm>=13,<13.1" "nvidia-cuda-cccl>=13,<13.1" nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
-fi
-N="$(echo "$V"/lib/python3*/site-packages/nvidia/cu13)"
-chmod +x "$N"/bin/* 2>/dev/null || true
+N="$(bash scripts/nvcc_venv.sh)"
 export PATH="$N/bin:$PATH"
 T="$(mktemp -d)"; trap 'rm -rf "$T"' EXIT
 for f in w4a16_gemv w4a16_tune; do  # the default kernels and the tuning variants (two translation units)

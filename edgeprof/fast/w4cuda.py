@@ -244,6 +244,21 @@ def load_extension(tune: bool = False):
     return _LOADED[tune]
 
 
+# The decoders' module (load_extension(tune=False)) and what the complete module adds. Every .cu here compiles for
+# sm_80 and sm_89 as well as sm_90 (tests/fast/test_csrc_archs.py): the JIT build compiles them all for the GPU it
+# runs on, and one translation unit that fails there (attn_decode.cu did, through a cluster type, until the
+# twenty-second pass) takes the whole module down on an A100, L4, L40S or Jetson Orin: every W4 / bf16 GEMV of
+# edgeprof's own then falls back.
+MODULE_SOURCES = ("w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "w4a16_wk.cu", "w4a16_sk.cu", "bf16_gemv.cu",
+                  "attn_decode.cu")
+TUNE_SOURCES = ("w4a16_tune.cu",)
+
+
+def cuda_flags(tune: bool) -> list[str]:
+    """nvcc flags of the module's .cu files (torch's own flags come on top)."""
+    return ["-O3", "-std=c++17"] + ([] if tune else ["-DEDGEPROF_W4_NO_TUNE"])
+
+
 def _build(tune: bool):
     reason = _unavailable_reason()
     if reason:
@@ -254,12 +269,9 @@ def _build(tune: bool):
 
         major, minor = torch.cuda.get_device_capability()
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-        names = ["w4a16_binding.cpp", "w4a16_gemv.cu", "w4a16_lat.cu", "w4a16_wk.cu", "w4a16_sk.cu", "bf16_gemv.cu",
-                 "attn_decode.cu"] + (
-            ["w4a16_tune.cu"] if tune else [])
+        names = MODULE_SOURCES + (TUNE_SOURCES if tune else ())
         ext = load(name=f"edgeprof_gemv{'_tune' if tune else ''}_{_csrc_digest()}",
-                   sources=[str(CSRC / n) for n in names],
-                   extra_cuda_cflags=["-O3", "-std=c++17"] + ([] if tune else ["-DEDGEPROF_W4_NO_TUNE"]),
+                   sources=[str(CSRC / n) for n in names], extra_cuda_cflags=cuda_flags(tune),
                    extra_cflags=["-O3"], extra_include_paths=[str(CSRC)], verbose=False)
         ext.set_pdl(False)  # plain launches until a decoder asks for PDL (use_pdl)
         ext.set_f16(mma_wanted() == "fp16")  # the load checks run the mma a decoder will use (FastModel sets its own)

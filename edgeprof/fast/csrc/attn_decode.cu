@@ -254,10 +254,12 @@ __device__ __forceinline__ void merge_parts(const float (&m)[CL], const float (&
 }
 
 // The cluster's merge of its CTAs for this CTA's slice of the G x HD outputs (e = rank + CL i), through DSMEM:
-// (max, unnormalised sum, softmax denominator) of element e
-template <int HD, int W, int CL>
-__device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, cg::cluster_group& cluster, int h, int d,
-                                              float& M, float& A, float& L) {
+// (max, unnormalised sum, softmax denominator) of element e. Cluster: cg::cluster_group, a template parameter so the
+// signature names no sm_90 type: cooperative_groups declares cluster_group only when compiling for sm_90+, and this
+// translation unit must also compile for sm_80-sm_89 (the module's other kernels run there; this body is unused).
+template <int HD, int W, int CL, typename Cluster>
+__device__ __forceinline__ void cluster_merge(const AttnSmem<HD, W>& sm, Cluster& cluster, int h, int d, float& M,
+                                              float& A, float& L) {
   float m[CL], a[CL], l[CL];  // all CL remote loads of each kind issued together: a DSMEM read is ~an L2 round trip
 #pragma unroll
   for (int q = 0; q < CL; ++q) {
