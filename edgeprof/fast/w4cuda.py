@@ -278,7 +278,7 @@ def _build(tune: bool):
         _set_norm(ext, norm_wanted())
         return ext
     except Exception as exc:  # no compiler, wrong toolkit, ...: the decoder falls back to tinygemm
-        _BUILD_ERROR.append(f"build failed: {type(exc).__name__}: {str(exc)[-300:]}")
+        _BUILD_ERROR.append(build_failure(exc))
         return None
 
 
@@ -379,6 +379,17 @@ def use_norm(norm: str) -> None:
 def _set_norm(ext, norm: str) -> None:
     ext.set_norm_batch(norm == "batched")
     ext.set_norm_deferred(norm == "deferred")
+
+
+def build_failure(exc: BaseException, limit: int = 400) -> str:
+    """The record's reason for a failed JIT build: the compiler's first error lines (which file, which line, what),
+    not the end of ninja's log, which only says that a subcommand failed (r148: the record named
+    w4a16_binding.cpp's command line while attn_decode.cu had failed). The message's tail where no line says error."""
+    text = str(exc)
+    errors = [ln.strip() for ln in text.splitlines() if " error" in ln.lower() or ln.lower().startswith("error")]
+    errors = [ln for ln in errors if not ln.lower().startswith(("ninja:", "1 error detected", "subprocess"))] or errors
+    detail = " | ".join(dict.fromkeys(errors))[:limit] if errors else text[-limit:]
+    return f"build failed: {type(exc).__name__}: {detail}"
 
 
 def build_error() -> str | None:

@@ -688,3 +688,19 @@ def test_a_wk_down_from_the_plan_stands_only_behind_a_gate_up_that_writes_silu_t
     monkeypatch.delenv(w4cuda.DEFAULT_ENV)
     assert w4cuda.plan_launch(14336, 4096, 128, dev, "down") == ({"variant": "clscxg", "splits": 9}, "rule")
     assert w4cuda.plan_launch(4096, 28672, 128, dev, "gate_up") == ({"variant": "scx", "splits": 1}, "plan")
+
+
+def test_a_failed_build_is_recorded_by_its_compiler_error_not_ninjas_last_words():
+    log = ("Error building extension 'edgeprof_gemv_1234':\n[1/8] /usr/local/cuda/bin/nvcc ... -c w4a16_binding.cpp\n"
+           "FAILED: attn_decode.cuda.o\n"
+           "/x/csrc/attn_decode.cu(259): error: namespace \"cooperative_groups\" has no member \"cluster_group\"\n"
+           "/x/csrc/attn_decode.cu(60): warning #177-D: function \"mma_q\" was declared but never referenced\n"
+           "1 error detected in the compilation of \"/x/csrc/attn_decode.cu\".\n"
+           "ninja: build stopped: subcommand failed.\n")
+    reason = w4cuda.build_failure(RuntimeError(log))
+    assert reason.startswith("build failed: RuntimeError: ")
+    assert 'attn_decode.cu(259): error: namespace "cooperative_groups" has no member "cluster_group"' in reason
+    assert "ninja" not in reason and "warning" not in reason
+    # no line names an error (e.g. a missing compiler): the message's tail, bounded
+    reason = w4cuda.build_failure(OSError("x" * 1000 + " nvcc: not found"), limit=50)
+    assert reason.endswith("nvcc: not found") and len(reason) < 100
