@@ -570,6 +570,9 @@ def kernel_suite(args) -> int:
     rec["checks"] = checks
     rec["checks_passed"] = all(c["passed"] for c in checks)
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+    if args.checks_only:  # e.g. under compute-sanitizer (benchmarks/gpu_sanitize_round.sh): nothing timed
+        print(f"checks: {sum(c['passed'] for c in checks)} of {len(checks)} passed", flush=True)
+        return 0 if rec["checks_passed"] else 1
     gem = importlib.util.find_spec("gemlite") is not None
     rows = []
     for model, name, k, n in KERNEL_SHAPES:
@@ -1158,6 +1161,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
     ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
+    ap.add_argument("--checks-only", action="store_true",
+                    help="--suite kernel: only the kernel checks, nothing timed (e.g. under compute-sanitizer)")
     ap.add_argument("--step-backends", default="",
                     help="--suite kernel: ';'-separated backend[@EDGEPROF_X=v[+EDGEPROF_Y=w]] to time in the step "
                          "table (default: edgeprof-fast, -int4, -int4-cuda; --steps-only: -int4-cuda)")
