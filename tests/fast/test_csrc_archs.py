@@ -31,7 +31,11 @@ JOBS = [(src, arch, False) for src in w4cuda.MODULE_SOURCES if src.endswith(".cu
 
 def _toolkit() -> Path:
     """The PyPI toolkit's root (scripts/nvcc_venv.sh), or a skip naming why there is none."""
-    run = subprocess.run(["bash", str(ROOT / "scripts" / "nvcc_venv.sh")], capture_output=True, text=True, timeout=900)
+    try:
+        run = subprocess.run(["bash", str(ROOT / "scripts" / "nvcc_venv.sh")], capture_output=True, text=True,
+                             timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip("no nvcc: scripts/nvcc_venv.sh's install took over 900 s")
     if run.returncode != 0:
         pytest.skip(f"no nvcc: scripts/nvcc_venv.sh failed ({run.stderr.strip()[-300:]})")
     return Path(run.stdout.strip())
