@@ -13,9 +13,12 @@
 # PART=B:
 #   1. the gated sweeps (kernel-correctness gate at each cell's context) of configs/sweeps/qwen-fast-gpu.yaml and
 #      configs/sweeps/llama-mistral-fast-gpu.yaml;
-#   2. down's launches side by side in one tune with PDL (Qwen: clscx, clscxg, scx at 10 splits, wk8, sk16; each
+#   2. the per-shape rows again (--rows-only --all-shapes, no kernel checks: PART=A ran them on the same commit),
+#      now with each shape on the launch the decoder takes for its role (r152's Llama / Mistral rows ran base where
+#      the decoder runs the rule's launch);
+#   3. down's launches side by side in one tune with PDL (Qwen: clscx, clscxg, scx at 10 splits, wk8, sk16; each
 #      checked first), the best-launch row the issue's down target is read against;
-#   3. `serve --backend auto` on Qwen2.5-7B: what it picks and one served request.
+#   4. `serve --backend auto` on Qwen2.5-7B: what it picks and one served request.
 #   ROUND=r152 PART=A bash benchmarks/gpu_final_round.sh   (carry .whl/gemlite-src)
 #   ROUND=r153 PART=B bash benchmarks/gpu_final_round.sh
 set -uo pipefail
@@ -36,12 +39,15 @@ if [ "${PART:-A}" = A ]; then
   mark "bf16 GEMV rc=$?"; grep -E "^(bf16|model|qwen|llama|mistral)|^  -" "$R/bf16.log" | head -30
 else
   for s in qwen-fast-gpu llama-mistral-fast-gpu; do
-    timeout "$(budget $([ $s = qwen-fast-gpu ] && echo 300 || echo 190))" python3 -m edgeprof.cli sweep \
+    timeout "$(budget $([ $s = qwen-fast-gpu ] && echo 400 || echo 250))" python3 -m edgeprof.cli sweep \
       "configs/sweeps/$s.yaml" --no-plots --no-progress --out "$R/sweep-$s" > "$R/sweep-$s.log" 2>&1
     mark "sweep $s rc=$?"; tail -10 "$R/sweep-$s.log"
   done
+  timeout "$(budget 160)" python3 benchmarks/int4_gemv.py --suite kernel --rows-only --all-shapes --repeats 30 \
+    --out-dir "$R/rows" > "$R/rows.log" 2>&1
+  mark "rows rc=$?"; sed -n '/^GEMV per shape/,$p' "$R/rows.log" | grep -E "GEMV|edgeprof-cuda\+pdl|FAIL" | head -30
   timeout "$(budget 100)" python3 benchmarks/int4_gemv.py --suite tune --tune-shapes down --tune-pdl --repeats 30 \
-    --tune-variants clscx,clscxg,scx,wk8,sk16 --tune-splits 10 --tune-form decoder --time-budget 80 \
+    --tune-variants clscx,clscxg,scx,wk8,sk16 --tune-splits 10 --tune-form decoder --time-budget 120 \
     --out-dir "$R/tune-down" > "$R/tune-down.log" 2>&1
   mark "tune down rc=$?"; sed -n '/^best per shape/,$p' "$R/tune-down.log"; grep -E "down .*(FAIL|us)" "$R/tune-down.log" | head -12
   timeout "$(budget 5)" python3 benchmarks/daemon_auto.py --model qwen2.5-7b --device cuda --tokens 64 \

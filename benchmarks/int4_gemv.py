@@ -291,6 +291,20 @@ def check_deferred_norm(model: str, name: str, k: int, n: int, asym: bool, varia
             "passed": err < REL_BOUND and exact and det and differs}
 
 
+PROJECTION_ROLES = ("qkv", "o", "gate_up", "down")  # the shapes the decoder builds with a role (weights._int4)
+
+
+def decoder_launch(name: str, k: int, n: int) -> tuple[dict, str]:
+    """(launch kwargs, "plan" | "rule" | "rule-sm80" | "base") the decoder takes for this shape on this card:
+    w4cuda.plan_launch with the projection's role, so a shape without a plan entry gets the rule's launch for its
+    role (Llama's gate_up as scxa, its o as wk6), not the role-less default. lm_head has no role (the decoder's head
+    is bf16; the int4 row is a large-shape reference)."""
+    from edgeprof.fast.w4cuda import plan_launch
+
+    role = name if name in PROJECTION_ROLES else None
+    return plan_launch(k, n, GROUP, torch.device("cuda"), role)
+
+
 def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
     """gate_up [2I, H] and down [H, I] at the splits the decoder launches them with on this card (launch_plan, else
     choose_splits), on the default kernel: the fused MLP runs only that one, so a plan's other variant (e.g. cl) is
@@ -304,7 +318,14 @@ def _mlp_pair(h: int, i: int, group: int, asym: bool, g: torch.Generator):
 
 
 def _on_base(launch: dict) -> dict:
-    return {**launch, "variant": "base"} if launch else {}
+    """A plan launch's splits on base. A one-split variant's entry (wk*, scxa, sk*: one CTA per row block, or SiLU*up
+    in the epilogue) says nothing about split-K, so it becomes base at choose_splits: base at its one split would be
+    a different launch than anything the decoder runs (r152 timed Llama's wk8 down that way: 100.9 us per MLP)."""
+    from edgeprof.fast.w4cuda import ONE_SPLIT_VARIANTS
+
+    if not launch or launch.get("variant") in ONE_SPLIT_VARIANTS:
+        return {}
+    return {**launch, "variant": "base"}
 
 
 def check_fused_mlp(model: str, h: int, i: int, group: int, asym: bool, trials: int = 2) -> dict:
@@ -401,9 +422,7 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
     x = torch.randn(1, k, device="cuda", generator=g).to(torch.bfloat16)
     ref = x.double() @ dequantize(q, z, s, GROUP).double().t()
     w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
-    from edgeprof.fast.w4cuda import launch_plan
-
-    plan = launch_plan().get((k, n), {})  # the launch the decoder takes on this card ($EDGEPROF_W4_PLAN / shipped)
+    plan, source = decoder_launch(name, k, n)
     builders = {"edgeprof-cuda": lambda: W4CudaLinear(pack_w4(q, z, s, GROUP), **plan),
                 "tinygemm": lambda: INT4_KERNELS["tinygemm"](q, z, s, GROUP)}
     if gemlite:
@@ -433,7 +452,7 @@ def time_kernel_shape(model: str, name: str, k: int, n: int, copy_bw: float, rep
     for r in rows:
         r["model"] = model
         if r["kernel"].startswith("edgeprof-cuda"):
-            r["launch"] = plan or "default (choose_splits)"
+            r["launch"], r["launch_source"] = plan or "base (choose_splits)", source
             if plan.get("variant") in ACT_EPILOGUE_VARIANTS:
                 r["writes"] = "silu(gate) * up [N/2] (the act epilogue, as the decoder launches it)"
         if r.get("status") == "ok":
@@ -491,25 +510,11 @@ def _check_line(c: dict, what: str) -> str:
             f"splits {c['splits']} {'PASS' if c['passed'] else 'FAIL'}")
 
 
-def kernel_suite(args) -> int:
-    import importlib.util
-
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    rec: dict = {"benchmark": "int4_gemv --suite kernel", "gpu": torch.cuda.get_device_name(),
-                 "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
-                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    t0 = time.time()
+def kernel_checks() -> list[dict]:
+    """Every kernel check of the suite (each printed as it ends): the default launch at every shape, group size and
+    mma; the fused MLP; the act epilogue; the deferred norm; the bitwise twins; the batched norm; the decoder variants."""
     from edgeprof.fast import w4cuda
 
-    if w4cuda.load_extension() is None:
-        print("edgeprof CUDA W4 kernel unavailable:", w4cuda.build_error())
-        rec["build_error"] = w4cuda.build_error()
-        (out / "kernel.json").write_text(json.dumps(rec, indent=1))
-        return 1
-    rec["build_s"] = time.time() - t0
-    rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
-    print(f"build {rec['build_s']:.1f} s; measured copy bandwidth {bw / 1e12:.3f} TB/s (read + write)", flush=True)
     # the checks' fused norm rounds as add_rmsnorm (their reference); check_deferred_norm checks "deferred" itself
     w4cuda.use_norm("loop")
     checks = []
@@ -567,11 +572,36 @@ def kernel_suite(args) -> int:
                                "variant": variant, "mma": "bf16"})
                 print(_check_line(checks[-1], variant), flush=True)
     w4cuda.use_mma("bf16")  # the plain rows run the bf16 mma; _switched_row labels the others
-    rec["checks"] = checks
-    rec["checks_passed"] = all(c["passed"] for c in checks)
+    return checks
+
+
+def kernel_suite(args) -> int:
+    import importlib.util
+
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rec: dict = {"benchmark": "int4_gemv --suite kernel", "gpu": torch.cuda.get_device_name(),
+                 "torch": torch.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    t0 = time.time()
+    from edgeprof.fast import w4cuda
+
+    if w4cuda.load_extension() is None:
+        print("edgeprof CUDA W4 kernel unavailable:", w4cuda.build_error())
+        rec["build_error"] = w4cuda.build_error()
+        (out / "kernel.json").write_text(json.dumps(rec, indent=1))
+        return 1
+    rec["build_s"] = time.time() - t0
+    rec["copy_bw_bytes_per_s"] = bw = copy_bandwidth()
+    print(f"build {rec['build_s']:.1f} s; measured copy bandwidth {bw / 1e12:.3f} TB/s (read + write)", flush=True)
+    if args.rows_only:  # the per-shape rows check their own output (row_check); the kernel checks ran elsewhere
+        rec["checks"], rec["checks_passed"] = [], True
+    else:
+        rec["checks"] = checks = kernel_checks()
+        rec["checks_passed"] = all(c["passed"] for c in checks)
     (out / "kernel.json").write_text(json.dumps(rec, indent=1))
     if args.checks_only:  # e.g. under compute-sanitizer (benchmarks/gpu_sanitize_round.sh): nothing timed
-        print(f"checks: {sum(c['passed'] for c in checks)} of {len(checks)} passed", flush=True)
+        print(f"checks: {sum(c['passed'] for c in rec['checks'])} of {len(rec['checks'])} passed", flush=True)
         return 0 if rec["checks_passed"] else 1
     gem = importlib.util.find_spec("gemlite") is not None
     rows = []
@@ -1161,6 +1191,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-ctx", default="", help="--suite kernel: also time full steps at these contexts")
     ap.add_argument("--steps", type=int, default=30, help="timed decode steps per cell")
     ap.add_argument("--steps-only", action="store_true", help="--suite kernel: only the full-step table")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="--suite kernel: only the per-shape rows (each checked against its float64 product), no "
+                         "kernel checks: for a second call on a commit whose checks already ran")
     ap.add_argument("--checks-only", action="store_true",
                     help="--suite kernel: only the kernel checks, nothing timed (e.g. under compute-sanitizer)")
     ap.add_argument("--step-backends", default="",
@@ -1208,7 +1241,10 @@ def _shape_list(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.rows_only and (args.checks_only or args.steps_only):
+        ap.error("--rows-only times the per-shape rows without the checks: not with --checks-only or --steps-only")
     if not torch.cuda.is_available():
         print("int4_gemv needs an NVIDIA GPU", file=sys.stderr)
         return 2

@@ -190,3 +190,34 @@ def test_down_is_timed_plain_for_a_model_whose_plan_entry_is_missing_only_where_
     monkeypatch.setattr(int4_gemv.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(w4cuda, "default_launch", lambda k, n, g, dev, role, ext=None: ({"variant": "scxa"}, "rule"))
     assert int4_gemv.shape_form("down", "decoder", "llama-3.1-8b") == "plain"
+
+
+def test_per_shape_rows_take_the_decoders_launch_with_the_projections_role(monkeypatch):
+    from edgeprof.fast import w4cuda
+
+    seen = []
+
+    def fake_default(k, n, g, dev, role, ext=None):
+        seen.append(role)
+        return ({"variant": "scxa"}, "rule") if role == "gate_up" else ({}, "base")
+
+    monkeypatch.setattr(w4cuda, "launch_plan", lambda: {})
+    monkeypatch.setattr(w4cuda, "default_launch", fake_default)
+    assert int4_gemv.decoder_launch("gate_up", 4096, 28672) == ({"variant": "scxa"}, "rule")
+    assert int4_gemv.decoder_launch("lm_head", 4096, 128256) == ({}, "base")
+    assert seen == ["gate_up", None]  # the head has no role: the decoder's head is bf16
+
+
+def test_the_mlp_pair_runs_a_one_split_variants_entry_as_base_at_choose_splits():
+    assert int4_gemv._on_base({}) == {}
+    assert int4_gemv._on_base({"variant": "clscxg", "splits": 10}) == {"variant": "base", "splits": 10}
+    for variant in ("wk8", "scxa", "sk16"):  # no K splits to keep: base at one split would be another launch
+        assert int4_gemv._on_base({"variant": variant, "splits": 1}) == {}
+
+
+def test_rows_only_refuses_the_options_that_skip_the_rows(capsys):
+    assert int4_gemv.build_parser().parse_args(["--suite", "kernel", "--rows-only"]).rows_only
+    for other in ("--checks-only", "--steps-only"):
+        with pytest.raises(SystemExit):
+            int4_gemv.main(["--suite", "kernel", "--rows-only", other])
+        assert "--rows-only" in capsys.readouterr().err
