@@ -4,7 +4,7 @@ chain of weight copies larger than L2 in one CUDA graph (int4_gemv.py's method a
 
     python benchmarks/bf16_gemv.py --out $OUT/bf16.json
 
-Prints the per-shape table and the `faster` entries for edgeprof/data/bf16_gemv.yaml: the shapes where
+Prints the per-shape table and the `faster` entries for the card's `bf16` list in edgeprof/data/gemv_plans.yaml: the shapes where
 the best passing variant beat cuBLAS in this run.
 """
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']:12s} {r['shape']:8s} {r['kernel']:20s} {r['rel_err']:8.1e} {r['us_p50']:8.2f} "
               f"{r['gb_per_s']:7.0f} {r['frac_copy_bw']:7.3f}")
     faster = faster_entries(rows)
-    print("faster than cuBLAS in this run (edgeprof/data/bf16_gemv.yaml entries):")
+    print("faster than cuBLAS in this run (entries for the card's bf16 list in edgeprof/data/gemv_plans.yaml):")
     for f in faster:
         print(f"  - {{n: {f['n']}, k: {f['k']}, variant: {f['variant']}}}  # {f['model']} {f['shape']} "
               f"{f['us']} us vs cuBLAS {f['cublas_us']} us (x{f['speedup']})")

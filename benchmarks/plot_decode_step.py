@@ -16,13 +16,15 @@ from pathlib import Path
 
 
 def cells(run: Path) -> list[dict]:
-    """One row per step cell: steps/steps.json (labelled A/B settings) and sweep*/cells.jsonl (gated)."""
+    """One row per step cell: a round's step tables (steps/steps.json, or the `steps` of any <dir>/kernel.json:
+    labelled A/B settings) and sweep*/cells.jsonl (gated)."""
     rows = []
     for rnd in sorted(p for p in run.iterdir() if p.is_dir() and p.name.startswith("r")):
-        steps = _step_record(rnd / "steps")
-        for c in steps.get("cells", []):
-            label = c.get("label", c["backend"])
-            rows.append(_row(rnd.name, "steps", label, c, _decoder_check(steps, label)))
+        for d in sorted(p for p in rnd.iterdir() if p.is_dir()):
+            steps = _step_record(d)
+            for c in steps.get("cells", []):
+                label = c.get("label", c["backend"])
+                rows.append(_row(rnd.name, "steps", label, c, _decoder_check(steps, label)))
         for jl in sorted(rnd.glob("sweep*/cells.jsonl")):
             for line in jl.read_text().splitlines():
                 c = json.loads(line)
@@ -53,6 +55,7 @@ def _row(rnd: str, source: str, label: str, c: dict, decoder_check: str | None =
     ok = c.get("status") == "ok"
     kc = c.get("kernel_correctness") or {}
     return {"round": rnd, "source": source, "label": label, "backend": c["backend"], "ctx": c["ctx"],
+            "model": c.get("model") or "qwen2.5-7b",  # the step tables time Qwen2.5-7B's shapes
             "card": c.get("gpu_name") or c.get("gpu") or "?", "ok": ok,
             # steps cells skip the gate; the step table checks each setting's decoder on its own inputs
             "check": {True: "passed", False: "FAILED"}.get(kc.get("passed"), decoder_check or "not gated"),
@@ -62,15 +65,14 @@ def _row(rnd: str, source: str, label: str, c: dict, decoder_check: str | None =
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| round | source | cell (settings) | ctx | card | p50 ms | fraction of floor | check (gate, or the step table's decoder check) |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| round | source | model | cell (settings) | ctx | card | p50 ms | fraction of floor | check (gate, or the "
+           "step table's decoder check) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        head = f"| {r['round']} | {r['source']} | {r['model']} | {r['label']} | {r['ctx']} | {r['card']} |"
         if r["ok"]:
-            out.append(f"| {r['round']} | {r['source']} | {r['label']} | {r['ctx']} | {r['card']} | "
-                       f"{r['p50_ms']:.3f} | {r['fraction']:.3f} | {r['check']} |")
+            out.append(f"{head} {r['p50_ms']:.3f} | {r['fraction']:.3f} | {r['check']} |")
         else:
-            out.append(f"| {r['round']} | {r['source']} | {r['label']} | {r['ctx']} | {r['card']} | FAILED | - | "
-                       f"{r['error']} |")
+            out.append(f"{head} FAILED | - | {r['error']} |")
     return "\n".join(out)
 
 
@@ -88,8 +90,7 @@ def plot(rows: list[dict], path: Path, targets: dict[str, float]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(16, 8))
     for ax, ctx in zip(axes, (2048, 16384), strict=True):
         mine = [r for r in rows if r["ok"] and r["ctx"] == ctx]
-        labels = [f"{r['round']} {r['source']}: {_short(r['label'])}"
-                  for r in mine]
+        labels = [f"{r['round']} {r['source']}: {r['model']} {_short(r['label'])}" for r in mine]
         colors = ["tab:orange" if "int4" in r["backend"] else "tab:blue" for r in mine]
         ax.barh(range(len(mine)), [r["fraction"] for r in mine], color=colors)
         ax.set_yticks(range(len(mine)), labels, fontsize=6)

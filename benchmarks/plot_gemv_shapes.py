@@ -1,6 +1,7 @@
-"""Per-shape W4 GEMV table and plot of a run folder (issue 12): every r*/steps/kernel.json's per-shape rows
-(`int4_gemv.py --suite kernel`), one panel per round (variants are compared only within a round: each round is
-a fresh machine), and every r*-ncu/ncu-metrics.csv (`gpu_ncu_stalls.sh`) as where a kernel's elapsed SM cycles go.
+"""Per-shape W4 GEMV table and plot of a run folder (issue 12): the per-shape rows of every round's kernel.json
+(r*/<dir>/kernel.json: `int4_gemv.py --suite kernel --out-dir`), one panel per round and model (variants are compared
+only within a round: each round is a fresh machine), and every r*-ncu/ncu-metrics.csv (`gpu_ncu_stalls.sh`) as where
+a kernel's elapsed SM cycles go.
 
     python benchmarks/plot_gemv_shapes.py results/h200/2026-11-28-dequant
 
@@ -21,12 +22,18 @@ SHAPES = ("qkv", "o", "gate_up", "down", "lm_head", "gate_up+down")
 
 def shape_rows(run: Path) -> dict[str, dict]:
     """{round: kernel.json} for the rounds with per-shape rows."""
+    files = sorted(run.glob("r*/*/kernel.json"))
+    rounds = collections.Counter(f.parts[-3] for f in files)
     out = {}
-    for f in sorted(run.glob("r*/steps/kernel.json")):
+    for f in files:
         rec = json.loads(f.read_text())
-        if rec.get("rows"):
-            out[f.parts[-3]] = rec
+        if rec.get("rows"):  # a round with two such folders: "r153/rows"
+            out[f.parts[-3] if rounds[f.parts[-3]] == 1 else f"{f.parts[-3]}/{f.parts[-2]}"] = rec
     return out
+
+
+def _model(r: dict) -> str:
+    return r.get("model", "qwen2.5-7b")  # the rows before --all-shapes carried no model: Qwen2.5-7B's shapes
 
 
 def ncu_configs(run: Path) -> dict[str, list[dict]]:
@@ -61,15 +68,19 @@ def summary(shapes: dict[str, dict], ncu: dict[str, list[dict]]) -> str:
     out = []
     for rnd, rec in shapes.items():
         bw = rec["copy_bw_bytes_per_s"] / 1e12
-        out += [f"### {rnd}: {rec['gpu']}, copy bandwidth {bw:.3f} TB/s, kernel checks "
-                f"{'passed' if rec.get('checks_passed') else 'FAILED'} ({len(rec.get('checks', []))})", "",
-                "| shape | kernel | status | rel err | us p50 | GB/s | of copy |", "|---|---|---|---|---|---|---|"]
+        checks = rec.get("checks") or []
+        state = ("not run in this round (the rows check their own output)" if not checks else
+                 f"{'passed' if rec.get('checks_passed') else 'FAILED'} ({len(checks)})")
+        out += [f"### {rnd}: {rec['gpu']}, copy bandwidth {bw:.3f} TB/s, kernel checks {state}", "",
+                "| model | shape | kernel | launch | status | rel err | us p50 | GB/s | of copy |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
+            head = f"| {_model(r)} | {r['shape']} | {r['kernel']} | {_launch(r)} |"
             if r.get("status") != "ok":
-                out.append(f"| {r['shape']} | {r['kernel']} | FAILED: {str(r.get('status'))[:60]} | - | - | - | - |")
+                out.append(f"{head} FAILED: {str(r.get('status'))[:60]} | - | - | - | - |")
                 continue
-            out.append(f"| {r['shape']} | {r['kernel']} | ok | {r['rel_err']:.1e} | {r['us_p50']:.1f} | "
-                       f"{r['gb_per_s']:.0f} | {r['frac_copy_bw']:.3f} |")
+            out.append(f"{head} ok | {r['rel_err']:.1e} | {r['us_p50']:.1f} | {r['gb_per_s']:.0f} | "
+                       f"{r['frac_copy_bw']:.3f} |")
         out.append("")
     for rnd, entries in ncu.items():
         out += [f"### {rnd}: Nsight Compute at the GPU's own clocks (SM cycles; stalls per issued instruction)", "",
@@ -84,15 +95,30 @@ def summary(shapes: dict[str, dict], ncu: dict[str, list[dict]]) -> str:
     return "\n".join(out)
 
 
+def _launch(r: dict) -> str:
+    """edgeprof's launch of a row ({variant, splits} and where it came from), "-" for the other kernels."""
+    launch = r.get("launch")
+    if not launch:
+        return "-"
+    text = launch if isinstance(launch, str) else f"{launch.get('variant')} s{launch.get('splits', 1)}"
+    return f"{text} ({r['launch_source']})" if r.get("launch_source") else text
+
+
 def plot_shapes(shapes: dict[str, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(shapes), figsize=(7 * len(shapes), 5), squeeze=False)
-    for ax, (rnd, rec) in zip(axes[0], shapes.items(), strict=True):
-        ok = [r for r in rec["rows"] if r.get("status") == "ok"]
+    panels = [(rnd, rec, model) for rnd, rec in shapes.items()
+              for model in dict.fromkeys(_model(r) for r in rec["rows"])]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (rnd, rec, model) in zip(axes.flat, panels, strict=False):
+        ok = [r for r in rec["rows"] if r.get("status") == "ok" and _model(r) == model]
         kernels = list(dict.fromkeys(r["kernel"] for r in ok))
         width = 0.8 / len(kernels)
         for j, kern in enumerate(kernels):
@@ -102,7 +128,7 @@ def plot_shapes(shapes: dict[str, dict], path: Path) -> None:
         ax.axhline(0.85, ls="--", lw=1, color="k", label="issue 12 target (gate_up, down)")
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SHAPES))], SHAPES)
         ax.set_ylabel("fraction of measured copy bandwidth")
-        ax.set_title(f"{rnd}: {rec['gpu']}, Qwen2.5-7B shapes, int4 g128 SYNTHETIC", fontsize=9)
+        ax.set_title(f"{rnd}: {rec['gpu']}, {model} shapes, int4 g128 SYNTHETIC (failed rows not drawn)", fontsize=9)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -138,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     shapes, ncu = shape_rows(a.run), ncu_configs(a.run)
     if not shapes and not ncu:
-        raise SystemExit(f"{a.run}: no r*/steps/kernel.json with per-shape rows and no r*-ncu/ncu-metrics.csv")
+        raise SystemExit(f"{a.run}: no r*/*/kernel.json with per-shape rows and no r*-ncu/ncu-metrics.csv")
     text = summary(shapes, ncu)
     (a.run / "gemv-summary.md").write_text(text + "\n")
     if shapes:

@@ -24,9 +24,9 @@ def test_summary_marks_failed_and_ungated_cells(tmp_path, run_benchmark):
     (rnd / "sweep" / "cells.jsonl").write_text(json.dumps(_cell("edgeprof-fast", 2048, True, True)) + "\n")
     run_benchmark("plot_decode_step.py", str(tmp_path))
     table = (tmp_path / "steps-summary.md").read_text()
-    assert "| r1 | steps | edgeprof-fast-int4-cuda X=1 | 2048 | NVIDIA H200 | 2.000 | 0.550 | not gated |" in table
-    assert "| r1 | steps | edgeprof-fast | 16384 | NVIDIA H200 | FAILED | - | ctx: cache too small |" in table
-    assert "| r1 | sweep | edgeprof-fast | 2048 | NVIDIA H200 | 2.000 | 0.550 | passed |" in table
+    assert "| r1 | steps | qwen2.5-7b | edgeprof-fast-int4-cuda X=1 | 2048 | NVIDIA H200 | 2.000 | 0.550 | not gated |" in table
+    assert "| r1 | steps | qwen2.5-7b | edgeprof-fast | 16384 | NVIDIA H200 | FAILED | - | ctx: cache too small |" in table
+    assert "| r1 | sweep | qwen2.5-7b | edgeprof-fast | 2048 | NVIDIA H200 | 2.000 | 0.550 | passed |" in table
     assert (tmp_path / "fraction_of_floor.png").stat().st_size > 10_000
 
 
@@ -38,5 +38,5 @@ def test_a_step_cell_shows_its_settings_decoder_check(tmp_path, run_benchmark):
            f"check_vs_dequantized_hf[{label}]": {"top1_agreement": 0.9375, "logit_rel_error_max": 0.01177}}
     (rnd / "steps" / "kernel.json").write_text(json.dumps({"steps": rec}))
     run_benchmark("plot_decode_step.py", str(tmp_path))
-    assert f"| r2 | steps | {label} | 2048 | NVIDIA H200 | 2.000 | 0.550 | vs HF: top1 0.94, logit err 0.0118 |" in \
+    assert f"| r2 | steps | qwen2.5-7b | {label} | 2048 | NVIDIA H200 | 2.000 | 0.550 | vs HF: top1 0.94, logit err 0.0118 |" in \
         (tmp_path / "steps-summary.md").read_text()

@@ -38,8 +38,27 @@ def test_summary_and_plots(tmp_path, run_benchmark):
                 w.writerow([launch, "1", "python3", "h", "w4a16", "1", "7", "128", "592", "0", "9.0", "", k, "", v])
     run_benchmark("plot_gemv_shapes.py", str(tmp_path))
     text = (tmp_path / "gemv-summary.md").read_text()
-    assert "| gate_up | edgeprof-cuda | ok | 2.0e-03 | 20.0 | 3000 | 0.740 |" in text
-    assert "| gate_up | edgeprof-cuda+f16 | FAILED: check failed: rel err 0.3 |" in text
+    assert "| qwen2.5-7b | gate_up | edgeprof-cuda | - | ok | 2.0e-03 | 20.0 | 3000 | 0.740 |" in text
+    assert "| qwen2.5-7b | gate_up | edgeprof-cuda+f16 | - | FAILED: check failed: rel err 0.3 |" in text
     assert "| gate_up:base:1 | 23.8 | 33000 / 36000 / 39000 | 42000 | 0.86 | 0.50 | long_scoreboard 2.70 |" in text
     for png in ("gemv_per_shape.png", "ncu_sm_cycles.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_rows_of_several_models_and_folders_keep_apart(tmp_path, run_benchmark):
+    def rec(rows):
+        return {"gpu": "NVIDIA H200", "copy_bw_bytes_per_s": 4.2e12, "checks_passed": True, "checks": [], "rows": rows}
+
+    llama = {**_row("down", "edgeprof-cuda+pdl", 0.74), "model": "llama-3.1-8b",
+             "launch": {"variant": "wk8", "splits": 1}, "launch_source": "plan"}
+    qwen = {**_row("down", "edgeprof-cuda+pdl", 0.59), "model": "qwen2.5-7b",
+            "launch": {"variant": "clscxg", "splits": 10}, "launch_source": "plan"}
+    for sub in ("kernel", "rows"):  # two kernel.json in one round: both kept, named by their folder
+        (tmp_path / "r9" / sub).mkdir(parents=True)
+        (tmp_path / "r9" / sub / "kernel.json").write_text(json.dumps(rec([qwen, llama])))
+    run_benchmark("plot_gemv_shapes.py", str(tmp_path))
+    text = (tmp_path / "gemv-summary.md").read_text()
+    assert "### r9/kernel:" in text and "### r9/rows:" in text
+    assert "| llama-3.1-8b | down | edgeprof-cuda+pdl | wk8 s1 (plan) | ok |" in text
+    assert "| qwen2.5-7b | down | edgeprof-cuda+pdl | clscxg s10 (plan) | ok |" in text
+    assert (tmp_path / "gemv_per_shape.png").stat().st_size > 10_000
