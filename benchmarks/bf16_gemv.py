@@ -4,8 +4,9 @@ chain of weight copies larger than L2 in one CUDA graph (int4_gemv.py's method a
 
     python benchmarks/bf16_gemv.py --out $OUT/bf16.json
 
-Prints the per-shape table and the `faster` entries for the card's `bf16` list in edgeprof/data/gemv_plans.yaml: the shapes where
-the best passing variant beat cuBLAS in this run.
+Prints the per-shape table and the `faster` entries for the card's `bf16` list in edgeprof/data/gemv_plans.yaml:
+the shapes where the best passing variant beat cuBLAS in this run (a chain of one shape: r158 found the step
+disagreeing on two of them, so a plan entry is worth a step A/B, benchmarks/step_ab.py, before it ships).
 """
 
 from __future__ import annotations

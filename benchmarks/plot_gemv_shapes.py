@@ -120,7 +120,7 @@ def plot_shapes(shapes: dict[str, dict], path: Path) -> None:
     for ax, (rnd, rec, model) in zip(axes.flat, panels, strict=False):
         ok = [r for r in rec["rows"] if r.get("status") == "ok" and _model(r) == model]
         kernels = list(dict.fromkeys(r["kernel"] for r in ok))
-        width = 0.8 / len(kernels)
+        width = 0.8 / max(1, len(kernels))  # a panel whose rows all failed draws none
         for j, kern in enumerate(kernels):
             vals = {r["shape"]: r["frac_copy_bw"] for r in ok if r["kernel"] == kern}
             xs = [i + j * width for i, s in enumerate(SHAPES) if s in vals]
