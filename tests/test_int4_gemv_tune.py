@@ -221,3 +221,14 @@ def test_rows_only_refuses_the_options_that_skip_the_rows(capsys):
         with pytest.raises(SystemExit):
             int4_gemv.main(["--suite", "kernel", "--rows-only", other])
         assert "--rows-only" in capsys.readouterr().err
+
+
+def test_the_decoder_checks_run_the_shipped_launches_first_and_miss_none():
+    from edgeprof.fast.w4cuda import DECODER_VARIANTS
+
+    order = int4_gemv.decoder_variants_shipped_first()
+    assert order[:len(int4_gemv.SHIPPED_FIRST)] == list(int4_gemv.SHIPPED_FIRST)
+    assert sorted(order) == sorted(v for v in DECODER_VARIANTS if v != "base")
+    assert int4_gemv.build_parser().parse_args(["--checks", "decoder"]).checks == "decoder"
+    with pytest.raises(SystemExit):
+        int4_gemv.build_parser().parse_args(["--checks", "mlp"])
