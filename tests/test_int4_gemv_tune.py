@@ -232,3 +232,15 @@ def test_the_decoder_checks_run_the_shipped_launches_first_and_miss_none():
     assert int4_gemv.build_parser().parse_args(["--checks", "decoder"]).checks == "decoder"
     with pytest.raises(SystemExit):
         int4_gemv.build_parser().parse_args(["--checks", "mlp"])
+
+
+def test_the_decoder_checks_take_the_norm_their_reference_rounds_as(monkeypatch):
+    from edgeprof.fast import w4cuda
+
+    calls = []
+    monkeypatch.setattr(w4cuda, "use_norm", lambda norm: calls.append(("norm", norm)))
+    monkeypatch.setattr(w4cuda, "use_mma", lambda mma: calls.append(("mma", mma)))
+    monkeypatch.setattr(int4_gemv, "decoder_variant_checks", lambda variants: calls.append(("checks", variants)) or [])
+    assert int4_gemv.kernel_checks("decoder") == []
+    assert calls[0] == ("norm", "loop")  # before any check: the deferred norm rounds otherwise (r159)
+    assert calls[1][0] == "checks" and calls[1][1][0] == int4_gemv.SHIPPED_FIRST[0]
