@@ -521,10 +521,8 @@ def kernel_checks(which: str = "all") -> list[dict]:
     # r159 ran "decoder" without this: every deferring launch (clscxg) failed its norm check against the loop's
     # rounding (2.7e-3 to 3.6e-3 against the 2e-3 bound) while its plain and fused outputs passed.
     w4cuda.use_norm("loop")
-    if which == "decoder":
-        checks = decoder_variant_checks(decoder_variants_shipped_first())
-        w4cuda.use_mma("bf16")
-        return checks
+    if which == "decoder":  # decoder_variant_checks runs (and leaves) the bf16 mma
+        return decoder_variant_checks(decoder_variants_shipped_first())
     checks = []
     for model, name, k, n in KERNEL_SHAPES:
         for group, asym in [(128, False), (128, True)] + ([(64, False), (32, True)] if model != "mistral-7b" else []):
